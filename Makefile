@@ -1,0 +1,11 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+.PHONY: run test lint
+
+run:  ## serve on http://localhost:5000 (SQLite file by default)
+	bash scripts/run.sh
+
+test:  ## ruff + mypy + the suite on SQLite and on PostgreSQL
+	bash scripts/test.sh
+
+lint:
+	bash -c 'source scripts/bootstrap.sh && ruff check deploy_service tests migrations app.py && mypy'

@@ -1,0 +1,122 @@
+"""Deploy Service: run AI agents as containers.
+
+`create_app` builds the Flask application: configuration, extensions, blueprints, error handlers and
+CLI commands — nothing else. Migrations are a start step (`flask db upgrade`, or `python app.py`),
+never run inside the factory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+
+from deploy_service.api import register_blueprints
+from deploy_service.cli import register_commands
+from deploy_service.config import load_config, validate_config
+from deploy_service.errors import register_error_handlers
+from deploy_service.extensions import api, cors, db, jwt, migrate
+from deploy_service.security import init_security
+
+__version__ = "0.1.0"
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+# Settings that are part of the design, not of the deployment.
+FIXED_CONFIG: dict[str, Any] = {
+    "API_TITLE": "Deploy Service",
+    "API_VERSION": "v1",
+    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_URL_PREFIX": "/",
+    "OPENAPI_JSON_PATH": "openapi.json",
+    "OPENAPI_SWAGGER_UI_PATH": "docs",
+    "OPENAPI_SWAGGER_UI_URL": "/swagger-ui/",
+    "OPENAPI_REDOC_PATH": "redoc",
+    "JWT_ALGORITHM": "HS256",
+    "JWT_DECODE_ALGORITHMS": ["HS256"],
+    "JWT_TOKEN_LOCATION": ["headers"],
+}
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the application.
+
+    Args:
+        config: overrides applied on top of the environment (tests pass their database here).
+
+    Raises:
+        ConfigError: the configuration is not safe to run with (e.g. production without SECRET_KEY).
+    """
+    app = Flask(__name__, instance_relative_config=True)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config.update(load_config())
+    app.config.update(FIXED_CONFIG)
+    if config:
+        app.config.update(config)
+    app.config["OPENAPI_REDOC_URL"] = app.config["REDOC_JS_URL"]
+    app.config.setdefault("VERSION", __version__)
+    app.config["STARTED_MONOTONIC"] = time.monotonic()
+    validate_config(app.config)
+    _configure_logging(app)
+    register_extensions(app)
+    register_blueprints(app)
+    register_error_handlers(app)
+    register_commands(app)
+    return app
+
+
+def _configure_logging(app: Flask) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("deploy_service").setLevel(app.config["LOG_LEVEL"])
+
+
+def _engine_options(app: Flask) -> dict[str, Any]:
+    uri: str = app.config["SQLALCHEMY_DATABASE_URI"]
+    options: dict[str, Any] = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    if uri.startswith("sqlite"):
+        options.setdefault("connect_args", {"timeout": app.config["SQLITE_BUSY_TIMEOUT_MS"] / 1000})
+    else:
+        options.setdefault("pool_pre_ping", True)
+        options.setdefault("pool_size", app.config["DB_POOL_SIZE"])
+    return options
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets readers and one writer work at once; the busy timeout makes writers wait, not fail."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the unbound extensions to `app`."""
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app)
+    app.config["JWT_SECRET_KEY"] = app.config.get("JWT_SECRET_KEY") or app.config["SECRET_KEY"]
+    db.init_app(app)
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
+    jwt.init_app(app)
+    api.init_app(app)
+    origins: list[str] = app.config["ALLOWED_ORIGINS"]
+    wildcard = "*" in origins
+    cors.init_app(
+        app,
+        resources={r"/v1/*": {"origins": "*" if wildcard else origins}},
+        supports_credentials=not wildcard,
+        send_wildcard=wildcard,
+        expose_headers=["Retry-After"],
+    )
+    init_security(app)

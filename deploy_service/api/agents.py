@@ -1,0 +1,66 @@
+"""Agent routes: CRUD and list, owner-scoped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from deploy_service.api.common import Blueprint, current_user
+from deploy_service.models import Agent
+from deploy_service.schemas.agent import (
+    AgentInputSchema,
+    AgentListArgs,
+    AgentPageSchema,
+    AgentPatchSchema,
+    AgentSchema,
+)
+from deploy_service.services import agents as agent_service
+from deploy_service.services.common import Page
+
+blp = Blueprint("agents", __name__, url_prefix="/v1/agents", description="Agents: what to run.")
+
+
+@blp.route("")
+class Agents(MethodView):
+    @blp.auth_required()
+    @blp.arguments(AgentListArgs, location="query")
+    @blp.response(200, AgentPageSchema)
+    def get(self, args: dict[str, Any]) -> Page[Agent]:
+        """List agents, newest first (an admin sees everyone's)."""
+        return agent_service.list_agents(current_user(), **args)
+
+    @blp.auth_required()
+    @blp.arguments(AgentInputSchema)
+    @blp.response(201, AgentSchema)
+    @blp.alt_response(409, response="CONFLICT", description="An agent with this name exists.")
+    def post(self, data: dict[str, Any]) -> Agent:
+        """Register an agent: an image, or a git source to clone and build."""
+        return agent_service.create_agent(current_user(), data)
+
+
+@blp.route("/<string:agent_id>")
+class AgentItem(MethodView):
+    @blp.auth_required()
+    @blp.response(200, AgentSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, agent_id: str) -> Agent:
+        """Get an agent."""
+        return agent_service.get_agent(current_user(), agent_id)
+
+    @blp.auth_required()
+    @blp.arguments(AgentPatchSchema(partial=True))
+    @blp.response(200, AgentSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    def patch(self, data: dict[str, Any], agent_id: str) -> Agent:
+        """Update an agent: each given field replaces the stored one; applies at the next deploy."""
+        return agent_service.update_agent(current_user(), agent_id, data)
+
+    @blp.auth_required()
+    @blp.response(204)
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT", description="The agent has a live deployment.")
+    def delete(self, agent_id: str) -> None:
+        """Delete an agent without a live deployment."""
+        agent_service.delete_agent(current_user(), agent_id)

@@ -1,0 +1,52 @@
+"""Flask commands: `flask create-admin` (and, with the deployment engine, `flask reconcile`)."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from deploy_service.errors import Conflict
+from deploy_service.extensions import db
+from deploy_service.models import ROLE_ADMIN, User
+from deploy_service.security import hash_password
+from deploy_service.services.auth import create_user
+
+
+@click.command("create-admin")
+@click.option("--email", prompt=True, help="The admin's email.")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    envvar="ADMIN_PASSWORD",
+    help="The password (or ADMIN_PASSWORD); prompted when absent.",
+)
+@click.option("--full-name", default=None, help="Display name.")
+@with_appcontext
+def create_admin(email: str, password: str, full_name: str | None) -> None:
+    """Create an admin, or make an existing user admin and set its password."""
+    if len(password) < 8:
+        raise click.BadParameter("must be at least 8 characters", param_hint="--password")
+    email = email.strip().lower()
+    user = db.session.scalar(select(User).where(User.email == email))
+    if user is None:
+        try:
+            user = create_user(email=email, password=password, full_name=full_name, role=ROLE_ADMIN)
+        except Conflict as exc:
+            raise click.ClickException(exc.message) from exc
+        click.echo(f"Created admin {user.email} ({user.id}).")
+        return
+    user.role = ROLE_ADMIN
+    user.password_hash = hash_password(password)
+    if full_name:
+        user.full_name = full_name
+    db.session.commit()
+    click.echo(f"Made {user.email} ({user.id}) an admin and set its password.")
+
+
+def register_commands(app: Flask) -> None:
+    """Attach the service's commands to `flask`."""
+    app.cli.add_command(create_admin)

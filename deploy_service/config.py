@@ -1,0 +1,134 @@
+"""Configuration read from the environment.
+
+`load_config` turns an environment mapping into a plain dict of Flask config keys, with safe
+defaults for development. Nothing here fails at import time: `validate_config` is called by the
+application factory, so a production process without a `SECRET_KEY` refuses to start while tests
+and tooling can still import the package.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from deploy_service.errors import ConfigError
+
+ENVIRONMENTS = ("development", "staging", "production")
+DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _list(env: Mapping[str, str], name: str) -> list[str]:
+    return [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+
+
+def normalize_database_url(url: str) -> str:
+    """Map the URLs that hosting providers hand out onto the driver this service ships with.
+
+    Render and Heroku give `postgres://...`; SQLAlchemy wants `postgresql+psycopg://...`.
+    """
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Build the Flask config dict from environment variables (see README for each one)."""
+    env = os.environ if env is None else env
+    environment = env.get("ENVIRONMENT", "development").strip().lower()
+    if environment not in ENVIRONMENTS:
+        raise ConfigError(f"ENVIRONMENT must be one of {', '.join(ENVIRONMENTS)}, got {environment!r}")
+    production = environment == "production"
+    secret_key = env.get("SECRET_KEY", "")
+    database_url = normalize_database_url(env.get("DATABASE_URL", "") or "sqlite:///deploy_service.db")
+
+    return {
+        "ENVIRONMENT": environment,
+        "DEBUG": _bool(env, "DEBUG", False),
+        "HOST": env.get("HOST", "0.0.0.0"),
+        "PORT": _int(env, "PORT", 5000, minimum=1),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO").upper(),
+        "SECRET_KEY": secret_key or (None if production else DEV_SECRET_KEY),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLITE_BUSY_TIMEOUT_MS": _int(env, "SQLITE_BUSY_TIMEOUT_MS", 30000),
+        "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 5, minimum=1),
+        "ALLOWED_ORIGINS": _list(env, "ALLOWED_ORIGINS"),
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
+        "REGISTRATION_ENABLED": _bool(env, "REGISTRATION_ENABLED", True),
+        "JWT_SECRET_KEY": env.get("JWT_SECRET_KEY") or None,
+        "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=_int(env, "JWT_ACCESS_TOKEN_EXPIRES", 900, minimum=1)),
+        "JWT_REFRESH_TOKEN_EXPIRES": timedelta(
+            seconds=_int(env, "JWT_REFRESH_TOKEN_EXPIRES", 30 * 24 * 3600, minimum=1)
+        ),
+        "SECRETS_ENCRYPTION_KEYS": _list(env, "SECRETS_ENCRYPTION_KEYS"),
+        "PASSWORD_HASH_TIME_COST": _int(env, "PASSWORD_HASH_TIME_COST", 3, minimum=1),
+        "PASSWORD_HASH_MEMORY_KIB": _int(env, "PASSWORD_HASH_MEMORY_KIB", 65536, minimum=8),
+        "AGENT_DEFAULT_CPU": _float(env, "AGENT_DEFAULT_CPU", 0.5),
+        "AGENT_DEFAULT_MEMORY_MB": _int(env, "AGENT_DEFAULT_MEMORY_MB", 512, minimum=6),
+        "AGENT_MAX_CPU": _float(env, "AGENT_MAX_CPU", 4.0),
+        "AGENT_MAX_MEMORY_MB": _int(env, "AGENT_MAX_MEMORY_MB", 8192, minimum=6),
+        "ALLOW_LOCAL_GIT_SOURCES": _bool(env, "ALLOW_LOCAL_GIT_SOURCES", False),
+        "REDOC_JS_URL": env.get("REDOC_JS_URL", "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"),
+    }
+
+
+def validate_config(config: Mapping[str, Any]) -> None:
+    """Refuse settings that must never reach a running service.
+
+    Raises:
+        ConfigError: production without a SECRET_KEY, a weak production key, or
+            wildcard CORS requested together with credentials.
+    """
+    if config.get("ENVIRONMENT") == "production":
+        key = config.get("SECRET_KEY")
+        if not key:
+            raise ConfigError("SECRET_KEY is required when ENVIRONMENT=production")
+        if key == DEV_SECRET_KEY or len(str(key)) < 32:
+            raise ConfigError("SECRET_KEY must be a random string of at least 32 characters in production")
+    if config.get("AGENT_DEFAULT_CPU", 0) > config.get("AGENT_MAX_CPU", 0):
+        raise ConfigError("AGENT_DEFAULT_CPU must not exceed AGENT_MAX_CPU")
+    if config.get("AGENT_DEFAULT_MEMORY_MB", 0) > config.get("AGENT_MAX_MEMORY_MB", 0):
+        raise ConfigError("AGENT_DEFAULT_MEMORY_MB must not exceed AGENT_MAX_MEMORY_MB")

@@ -1,0 +1,208 @@
+"""The service's error tree, and the one place that turns errors into the contract's JSON body.
+
+Domain code raises a `ServiceError` subclass anywhere (services, runner, schemas); Werkzeug's HTTP
+errors (unknown route, wrong method, body too large, malformed JSON from webargs) and unexpected
+exceptions are mapped here too, so every response that is not a success has the same shape:
+`{"success": false, "error": kind, "message": sentence, "details": {...}}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from deploy_service.extensions import db
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(RuntimeError):
+    """The environment holds a setting the service must not start with."""
+
+
+class ServiceError(Exception):
+    """Base of every error that reaches a client as a contract error body."""
+
+    status_code = 500
+    kind = "internal_error"
+    default_message = "An internal error occurred."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: Mapping[str, Any] | None = None,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.details = dict(details) if details else None
+        if status_code is not None:
+            self.status_code = status_code
+        self.headers = dict(headers) if headers else {}
+        super().__init__(self.message)
+
+
+class ValidationFailed(ServiceError):
+    status_code = 400
+    kind = "validation_error"
+    default_message = "The request is invalid."
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    kind = "unauthorized"
+    default_message = "Authentication is required."
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    kind = "forbidden"
+    default_message = "You are not allowed to do this."
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    kind = "not_found"
+    default_message = "The resource was not found."
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    kind = "conflict"
+    default_message = "The request conflicts with the current state."
+
+
+class InvalidState(ServiceError):
+    status_code = 409
+    kind = "invalid_state"
+    default_message = "The resource is not in a state that allows this."
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    kind = "payload_too_large"
+    default_message = "The request body is too large."
+
+
+class EngineUnavailable(ServiceError):
+    status_code = 503
+    kind = "engine_unavailable"
+    default_message = "The container engine cannot be reached."
+
+
+# Werkzeug / webargs HTTP errors mapped onto the contract's kinds.
+_HTTP_KINDS = {
+    400: "validation_error",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+_HTTP_MESSAGES = {
+    400: "The request is invalid.",
+    404: "The requested URL was not found.",
+    405: "The method is not allowed for this URL.",
+    413: "The request body is too large.",
+    500: "An internal error occurred.",
+}
+
+
+def error_response(
+    status: int,
+    kind: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """Build the contract's error body with `status`."""
+    body: dict[str, Any] = {"success": False, "error": kind, "message": message}
+    if details:
+        body["details"] = dict(details)
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _flatten_webargs_messages(messages: Any) -> dict[str, Any]:
+    """webargs nests errors by location (`{"json": {"name": [...]}}`); clients want field names.
+
+    A location-wide error (e.g. malformed JSON) stays under its location's name (`json`, `query`).
+    """
+    if not isinstance(messages, Mapping):
+        return {"request": messages}
+    flat: dict[str, Any] = {}
+    for location, errors in messages.items():
+        if isinstance(errors, Mapping):
+            flat.update(errors)
+        else:
+            flat[location] = errors
+    return flat
+
+
+def _validation_message(details: Mapping[str, Any]) -> str:
+    if list(details) == ["json"]:
+        errors = details["json"]
+        return str(errors[0]) if isinstance(errors, list) and errors else "The JSON body is invalid."
+    return f"Invalid input in: {', '.join(sorted(details))}."
+
+
+def http_exception_response(error: HTTPException) -> Response:
+    """Map a Werkzeug HTTPException (possibly raised by webargs with `data`) to the contract body."""
+    status = error.code or 500
+    kind = _HTTP_KINDS.get(status, "error")
+    data = getattr(error, "data", None) or {}
+    details = None
+    message = data.get("message") if isinstance(data, Mapping) else None
+    if isinstance(data, Mapping) and "messages" in data:
+        details = _flatten_webargs_messages(data["messages"])
+        message = message or _validation_message(details)
+        status, kind = 400, "validation_error"
+    if not message:
+        message = _HTTP_MESSAGES.get(status) or (error.description or error.name)
+    headers = {
+        name: value for name, value in error.get_headers() if name.lower() not in {"content-type", "content-length"}
+    }
+    extra_headers = data.get("headers") if isinstance(data, Mapping) else None
+    if extra_headers:
+        headers.update(extra_headers)
+    return error_response(status, kind, str(message), details, headers)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install the handlers that give every failure the contract's body.
+
+    Called after the extensions are bound, so these replace flask-smorest's default handler.
+    """
+
+    @app.errorhandler(ServiceError)
+    def _service_error(error: ServiceError) -> Response:
+        if error.status_code >= 500:
+            db.session.rollback()
+        return error_response(error.status_code, error.kind, error.message, error.details, error.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        if (error.code or 500) >= 500:
+            db.session.rollback()
+        return http_exception_response(error)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        db.session.rollback()
+        log.exception("unhandled error: %s", type(error).__name__)
+        return error_response(500, "internal_error", "An internal error occurred.")

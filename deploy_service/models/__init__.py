@@ -1,0 +1,19 @@
+"""SQLAlchemy 2.0 typed models, one module per aggregate. Models never commit."""
+
+from deploy_service.models.agent import AGENT_DEPLOYED, AGENT_IDLE, AGENT_STATUSES, AGENT_STOPPED, Agent
+from deploy_service.models.secret import Secret
+from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, User
+
+__all__ = [
+    "AGENT_DEPLOYED",
+    "AGENT_IDLE",
+    "AGENT_STATUSES",
+    "AGENT_STOPPED",
+    "ROLES",
+    "ROLE_ADMIN",
+    "ROLE_USER",
+    "Agent",
+    "AuthSession",
+    "Secret",
+    "User",
+]

@@ -1,0 +1,47 @@
+"""Agents: what their owners registered to run (an image, or a git source to build)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from deploy_service.extensions import db
+from deploy_service.models.types import JSONType, UTCDateTime, new_id, utcnow
+
+AGENT_IDLE = "idle"
+AGENT_DEPLOYED = "deployed"
+AGENT_STOPPED = "stopped"
+AGENT_STATUSES = (AGENT_IDLE, AGENT_DEPLOYED, AGENT_STOPPED)
+
+
+class Agent(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "agents"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "name"),
+        Index("ix_agents_owner_id_created_at", "owner_id", "created_at"),
+        Index("ix_agents_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    image: Mapped[str | None] = mapped_column(String(512))
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    port: Mapped[int] = mapped_column(default=8080)
+    invoke_path: Mapped[str] = mapped_column(String(512), default="/invoke")
+    command: Mapped[list[str] | None] = mapped_column(JSONType)
+    env: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    secrets: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    health_check: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    read_only_rootfs: Mapped[bool] = mapped_column(default=True)
+    status: Mapped[str] = mapped_column(String(16), default=AGENT_IDLE)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.id} {self.name!r}>"

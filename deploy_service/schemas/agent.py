@@ -1,0 +1,178 @@
+"""Agent request and response bodies.
+
+The request schema carries no defaults: the service fills them (some come from configuration), so
+the same schema validates both a create (`POST`, required fields enforced) and a partial update
+(`PATCH`, `partial=True`), where each given top-level field replaces the stored one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+
+from deploy_service.models import AGENT_STATUSES
+from deploy_service.schemas.common import PaginationArgs, StrictSchema, page_schema
+from deploy_service.schemas.validators import (
+    AGENT_NAME,
+    ENV_NAME,
+    SECRET_NAME,
+    validate_git_url,
+    validate_image,
+    validate_ref_name,
+    validate_repo_path,
+    validate_url_path,
+)
+
+RESERVED_ENV = frozenset({"PORT", "REPLICA_INDEX"})
+MAX_ENV_ENTRIES = 200
+MAX_ENV_VALUE = 32 * 1024
+
+
+class SourceSchema(StrictSchema):
+    """A git repository to clone and build."""
+
+    git_url = fields.String(
+        required=True,
+        metadata={
+            "description": "https:// URL of the repository (no credentials).",
+            "example": "https://github.com/acme/agent.git",
+        },
+    )
+    branch = fields.String(validate=validate_ref_name, metadata={"description": "Branch or tag; default `main`."})
+    dockerfile = fields.String(
+        validate=validate_repo_path, metadata={"description": "Dockerfile path in the repo; default `Dockerfile`."}
+    )
+    context = fields.String(validate=validate_repo_path, metadata={"description": "Build context; default `.`."})
+
+    @validates("git_url")
+    def _git_url(self, value: str, **_: Any) -> None:
+        validate_git_url(value, allow_local=bool(current_app.config.get("ALLOW_LOCAL_GIT_SOURCES")))
+
+
+class HealthCheckSchema(StrictSchema):
+    """An HTTP GET health check; 2xx is healthy."""
+
+    path = fields.String(validate=validate_url_path, metadata={"description": "Default `/health`."})
+    interval_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600), metadata={"description": "Default 10."})
+    timeout_seconds = fields.Float(validate=validate.Range(min=0.1, max=300), metadata={"description": "Default 5."})
+    retries = fields.Integer(validate=validate.Range(min=1, max=100), metadata={"description": "Default 3."})
+
+
+class ResourcesSchema(StrictSchema):
+    """CPU (cores, may be fractional) and memory limits; defaults and maxima come from configuration."""
+
+    cpu = fields.Float(validate=validate.Range(min=0.01, min_inclusive=True))
+    memory_mb = fields.Integer(validate=validate.Range(min=6))
+
+    @validates_schema
+    def _within_maxima(self, data: dict[str, Any], **_: Any) -> None:
+        config = current_app.config
+        errors: dict[str, list[str]] = {}
+        if "cpu" in data and data["cpu"] > config["AGENT_MAX_CPU"]:
+            errors["cpu"] = [f"Must be at most {config['AGENT_MAX_CPU']} cores."]
+        if "memory_mb" in data and data["memory_mb"] > config["AGENT_MAX_MEMORY_MB"]:
+            errors["memory_mb"] = [f"Must be at most {config['AGENT_MAX_MEMORY_MB']} MB."]
+        if errors:
+            raise ValidationError(errors)
+
+
+def _check_env_names(value: dict[str, Any], field: str) -> None:
+    if len(value) > MAX_ENV_ENTRIES:
+        raise ValidationError(f"At most {MAX_ENV_ENTRIES} entries.")
+    bad = {}
+    for name in value:
+        if not ENV_NAME.match(name):
+            bad[name] = ["Not a valid environment variable name."]
+        elif name in RESERVED_ENV:
+            bad[name] = [f"{name} is set by the service and cannot be overridden."]
+    if bad:
+        raise ValidationError(bad, field)
+
+
+class AgentInputSchema(StrictSchema):
+    """Fields a client may send to create or update an agent."""
+
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            AGENT_NAME, error="1-100 letters, digits, spaces, '.', '_' or '-', starting with a letter or digit."
+        ),
+    )
+    description = fields.String(allow_none=True, validate=validate.Length(max=2000))
+    image = fields.String(allow_none=True, validate=validate_image, metadata={"example": "ghcr.io/acme/agent:1.2"})
+    source = fields.Nested(SourceSchema, allow_none=True)
+    port = fields.Integer(validate=validate.Range(min=1, max=65535), metadata={"description": "Default 8080."})
+    invoke_path = fields.String(validate=validate_url_path, metadata={"description": "Default `/invoke`."})
+    command = fields.List(
+        fields.String(validate=validate.Length(max=4096)),
+        allow_none=True,
+        validate=validate.Length(min=1, max=100),
+        metadata={"description": 'Exec-form command overriding the image\'s, e.g. `["python", "main.py"]`.'},
+    )
+    env = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.Length(max=MAX_ENV_VALUE)))
+    secrets = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.Regexp(SECRET_NAME, error="Not a valid secret name.")),
+        metadata={"description": "`{ENV_NAME: secret name}`: stored secrets injected as variables."},
+    )
+    health_check = fields.Nested(HealthCheckSchema, allow_none=True)
+    resources = fields.Nested(ResourcesSchema)
+    read_only_rootfs = fields.Boolean(
+        metadata={"description": "Run with a read-only root filesystem (a tmpfs on /tmp); default true."}
+    )
+
+    @validates("env")
+    def _env(self, value: dict[str, str], data_key: str, **_: Any) -> None:
+        _check_env_names(value, data_key)
+
+    @validates("secrets")
+    def _secrets(self, value: dict[str, str], data_key: str, **_: Any) -> None:
+        _check_env_names(value, data_key)
+
+    @validates_schema
+    def _image_xor_source(self, data: dict[str, Any], *, partial: Any = None, **_: Any) -> None:
+        has_image, has_source = bool(data.get("image")), bool(data.get("source"))
+        if has_image and has_source:
+            raise ValidationError("Give either image or source, not both.", "image")
+        if not partial and not (has_image or has_source):
+            raise ValidationError("Give an image or a git source.", "image")
+        overlap = sorted(set(data.get("env") or {}) & set(data.get("secrets") or {}))
+        if overlap:
+            raise ValidationError(f"Variables set in both env and secrets: {', '.join(overlap)}.", "secrets")
+
+
+class AgentPatchSchema(AgentInputSchema):
+    """A partial update: load it with `partial=True`; each given field replaces the stored one."""
+
+
+class AgentSchema(Schema):
+    """An agent as the API returns it."""
+
+    id = fields.String(dump_only=True)
+    owner_id = fields.String(dump_only=True)
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    image = fields.String(allow_none=True)
+    source = fields.Nested(SourceSchema, allow_none=True)
+    port = fields.Integer()
+    invoke_path = fields.String()
+    command = fields.List(fields.String(), allow_none=True)
+    env = fields.Dict(keys=fields.String(), values=fields.String())
+    secrets = fields.Dict(keys=fields.String(), values=fields.String())
+    health_check = fields.Nested(HealthCheckSchema, allow_none=True)
+    resources = fields.Nested(ResourcesSchema)
+    read_only_rootfs = fields.Boolean()
+    status = fields.String(dump_only=True, metadata={"enum": list(AGENT_STATUSES)})
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+
+class AgentListArgs(PaginationArgs):
+    status = fields.String(validate=validate.OneOf(AGENT_STATUSES))
+    q = fields.String(validate=validate.Length(max=100), metadata={"description": "Case-insensitive match on name."})
+    owner_id = fields.String(metadata={"description": "Admins only: agents of this owner."})
+
+
+AgentPageSchema = page_schema(AgentSchema, "AgentPage")

@@ -1,0 +1,60 @@
+"""Schemas shared by every resource: the error body, pagination arguments and list bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, fields, post_load, validate
+
+DEFAULT_PAGE_LIMIT = 50
+MAX_PAGE_LIMIT = 200
+
+
+class StrictSchema(Schema):
+    """Base of request schemas: unknown fields are rejected (the marshmallow default, made explicit)."""
+
+    class Meta:
+        unknown = "raise"
+
+
+class ErrorSchema(Schema):
+    """The contract's error body, returned with every 4xx/5xx status."""
+
+    success = fields.Boolean(required=True, metadata={"example": False})
+    error = fields.String(required=True, metadata={"description": "snake_case kind, e.g. validation_error"})
+    message = fields.String(required=True, metadata={"description": "A human sentence."})
+    details = fields.Dict(metadata={"description": "Optional; for validation errors, each bad field."})
+
+
+class PaginationArgs(Schema):
+    """`skip`/`limit` query arguments. A limit above the maximum is clamped, not refused."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    skip = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    limit = fields.Integer(
+        load_default=DEFAULT_PAGE_LIMIT,
+        validate=validate.Range(min=1),
+        metadata={
+            "description": f"Page size, default {DEFAULT_PAGE_LIMIT}; values above {MAX_PAGE_LIMIT} are clamped."
+        },
+    )
+
+    @post_load
+    def clamp(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        data["limit"] = min(data["limit"], MAX_PAGE_LIMIT)
+        return data
+
+
+def page_schema(item_schema: type[Schema], name: str) -> type[Schema]:
+    """A list body `{items, total, skip, limit}` whose items are `item_schema`."""
+    return Schema.from_dict(
+        {
+            "items": fields.List(fields.Nested(item_schema), required=True),
+            "total": fields.Integer(required=True),
+            "skip": fields.Integer(required=True),
+            "limit": fields.Integer(required=True),
+        },
+        name=name,
+    )

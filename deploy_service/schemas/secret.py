@@ -1,0 +1,30 @@
+"""Secret bodies: the value goes in, only the name ever comes out."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from deploy_service.schemas.common import StrictSchema, page_schema
+from deploy_service.schemas.validators import SECRET_NAME
+
+MAX_SECRET_BYTES = 64 * 1024
+
+
+class SecretCreateSchema(StrictSchema):
+    name = fields.String(
+        required=True,
+        validate=validate.Regexp(
+            SECRET_NAME, error="1-100 letters, digits, '_', '.' or '-', not starting with '.' or '-'."
+        ),
+    )
+    value = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=MAX_SECRET_BYTES))
+
+
+class SecretSchema(Schema):
+    id = fields.String(dump_only=True)
+    name = fields.String(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+
+SecretPageSchema = page_schema(SecretSchema, "SecretPage")

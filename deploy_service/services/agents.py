@@ -1,0 +1,165 @@
+"""Agents: create, read, update, delete and list, scoped to their owner (admins see all)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from deploy_service.errors import Conflict, NotFound, ValidationFailed
+from deploy_service.extensions import db
+from deploy_service.models import AGENT_DEPLOYED, Agent, User
+from deploy_service.services.common import Page, paginate, scope_to_owner
+from deploy_service.services.secrets import missing_secret_names
+
+SOURCE_DEFAULTS = {"branch": "main", "dockerfile": "Dockerfile", "context": "."}
+HEALTH_CHECK_DEFAULTS = {"path": "/health", "interval_seconds": 10.0, "timeout_seconds": 5.0, "retries": 3}
+
+
+def _resources_with_defaults(resources: dict[str, Any] | None) -> dict[str, Any]:
+    config = current_app.config
+    merged = {"cpu": config["AGENT_DEFAULT_CPU"], "memory_mb": config["AGENT_DEFAULT_MEMORY_MB"]}
+    merged.update(resources or {})
+    return merged
+
+
+def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill the defaults of the nested objects that were given."""
+    if data.get("source"):
+        data["source"] = {**SOURCE_DEFAULTS, **data["source"]}
+    if data.get("health_check"):
+        data["health_check"] = {**HEALTH_CHECK_DEFAULTS, **data["health_check"]}
+    if "resources" in data:
+        data["resources"] = _resources_with_defaults(data["resources"])
+    return data
+
+
+def _check_secret_references(owner_id: str, references: dict[str, str]) -> None:
+    missing = missing_secret_names(owner_id, references.values())
+    if missing:
+        raise ValidationFailed(
+            "Referenced secrets do not exist.",
+            details={"secrets": [f"No secret named {name!r}." for name in missing]},
+        )
+
+
+def _commit_or_conflict(name: str) -> None:
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise Conflict("You already have an agent with this name.", details={"name": name}) from exc
+
+
+def _name_taken(owner_id: str, name: str, *, exclude_id: str | None = None) -> bool:
+    stmt = select(Agent.id).where(Agent.owner_id == owner_id, Agent.name == name)
+    if exclude_id:
+        stmt = stmt.where(Agent.id != exclude_id)
+    return db.session.scalar(stmt) is not None
+
+
+def get_agent(actor: User, agent_id: str) -> Agent:
+    """An agent the caller may see.
+
+    Raises:
+        NotFound: it does not exist or belongs to someone else (the same answer for both).
+    """
+    agent = db.session.get(Agent, agent_id)
+    if agent is None or (not actor.is_admin and agent.owner_id != actor.id):
+        raise NotFound("Agent not found.")
+    return agent
+
+
+def list_agents(
+    actor: User,
+    *,
+    skip: int,
+    limit: int,
+    status: str | None = None,
+    q: str | None = None,
+    owner_id: str | None = None,
+) -> Page[Agent]:
+    """The caller's agents, newest first, filtered by status and name."""
+    stmt = scope_to_owner(select(Agent), Agent.owner_id, actor)
+    if owner_id and actor.is_admin:
+        stmt = stmt.where(Agent.owner_id == owner_id)
+    if status:
+        stmt = stmt.where(Agent.status == status)
+    if q:
+        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(func.lower(Agent.name).like(f"%{escaped}%", escape="\\"))
+    return paginate(stmt.order_by(Agent.created_at.desc(), Agent.id.desc()), skip=skip, limit=limit)
+
+
+def create_agent(actor: User, data: dict[str, Any]) -> Agent:
+    """Register an agent owned by the caller.
+
+    Raises:
+        ValidationFailed: it references secrets the caller does not have.
+        Conflict: the caller already has an agent with this name.
+    """
+    data = _with_defaults(dict(data))
+    data.setdefault("resources", _resources_with_defaults(None))
+    _check_secret_references(actor.id, data.get("secrets") or {})
+    if _name_taken(actor.id, data["name"]):
+        raise Conflict("You already have an agent with this name.", details={"name": data["name"]})
+    agent = Agent(owner_id=actor.id, **data)
+    db.session.add(agent)
+    _commit_or_conflict(agent.name)
+    return agent
+
+
+def update_agent(actor: User, agent_id: str, data: dict[str, Any]) -> Agent:
+    """Replace the given top-level fields of an agent; takes effect at its next deploy or restart.
+
+    Raises:
+        NotFound, ValidationFailed, Conflict: as for `get_agent` and `create_agent`.
+    """
+    agent = get_agent(actor, agent_id)
+    data = _with_defaults(dict(data))
+    if data.get("image"):
+        data["source"] = None
+    elif data.get("source"):
+        data["image"] = None
+    if not (data.get("image", agent.image) or data.get("source", agent.source)):
+        raise ValidationFailed(
+            "An agent needs an image or a git source.", details={"image": ["Give an image or a git source."]}
+        )
+    if "secrets" in data:
+        _check_secret_references(agent.owner_id, data["secrets"] or {})
+    if "name" in data and _name_taken(agent.owner_id, data["name"], exclude_id=agent.id):
+        raise Conflict("You already have an agent with this name.", details={"name": data["name"]})
+    if "env" in data or "secrets" in data:
+        env = data.get("env", agent.env) or {}
+        secrets = data.get("secrets", agent.secrets) or {}
+        overlap = sorted(set(env) & set(secrets))
+        if overlap:
+            raise ValidationFailed(
+                "Variables set in both env and secrets.", details={"secrets": [f"Also in env: {', '.join(overlap)}."]}
+            )
+    for key, value in data.items():
+        setattr(agent, key, value)
+    _commit_or_conflict(agent.name)
+    return agent
+
+
+def delete_agent(actor: User, agent_id: str) -> None:
+    """Delete an agent that has no live deployment.
+
+    Raises:
+        NotFound: as for `get_agent`.
+        Conflict: it has a live deployment; undeploy it first.
+    """
+    agent = get_agent(actor, agent_id)
+    if agent.status == AGENT_DEPLOYED:
+        raise Conflict("The agent has a live deployment; undeploy it first.")
+    db.session.delete(agent)
+    db.session.commit()
+
+
+def deployed_agents(user_id: str, *, skip: int, limit: int) -> Page[Agent]:
+    """Agents of `user_id` that have a live deployment, newest first."""
+    stmt = select(Agent).where(Agent.owner_id == user_id, Agent.status == AGENT_DEPLOYED)
+    return paginate(stmt.order_by(Agent.created_at.desc(), Agent.id.desc()), skip=skip, limit=limit)

@@ -1,0 +1,114 @@
+"""Health routes, documentation routes and the SQLite settings the service relies on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from deploy_service.extensions import db
+
+
+def test_liveness_reports_version_and_uptime(client: FlaskClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok"
+    assert body["version"]
+    assert body["uptime_seconds"] >= 0
+
+
+def test_database_health(client: FlaskClient, app: Flask) -> None:
+    response = client.get("/health/db")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "ok"
+    with app.app_context():
+        assert body["backend"] == db.engine.dialect.name
+
+
+def test_ready_when_database_is_migrated(client: FlaskClient) -> None:
+    response = client.get("/health/ready")
+    assert response.status_code == 200, response.get_json()
+    checks = response.get_json()["checks"]
+    assert checks["database"]["status"] == "ok"
+    assert checks["migrations"]["status"] == "ok"
+    assert checks["migrations"]["current"] == checks["migrations"]["head"]
+
+
+def test_not_ready_when_migrations_are_behind(client: FlaskClient, app: Flask) -> None:
+    with app.app_context():
+        revision = db.session.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        db.session.execute(text("UPDATE alembic_version SET version_num = 'f00000000000'"))
+        db.session.commit()
+    try:
+        response = client.get("/health/ready")
+        assert response.status_code == 503
+        body = response.get_json()
+        assert body["status"] == "error"
+        assert body["checks"]["database"]["status"] == "ok"
+        assert body["checks"]["migrations"]["status"] == "error"
+        assert body["checks"]["migrations"]["current"] == ["f00000000000"]
+    finally:
+        with app.app_context():
+            db.session.execute(text("UPDATE alembic_version SET version_num = :rev"), {"rev": revision})
+            db.session.commit()
+    assert client.get("/health/ready").status_code == 200
+
+
+def test_not_ready_when_database_is_down(make_app: Any, tmp_path: Any) -> None:
+    broken = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing-dir/nested/x.db")
+    response = broken.test_client().get("/health/ready")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["checks"]["database"]["status"] == "error"
+    assert broken.test_client().get("/health/db").status_code == 503
+    assert broken.test_client().get("/health").status_code == 200
+
+
+def test_openapi_spec_lists_every_route(client: FlaskClient, app: Flask) -> None:
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    assert "bearerAuth" in spec["components"]["securitySchemes"]
+    documented = {(path, method) for path, ops in spec["paths"].items() for method in ops}
+    for rule in app.url_map.iter_rules():
+        if not (rule.rule.startswith("/v1") or rule.rule.startswith("/health")):
+            continue
+        path = rule.rule.replace("<string:", "{").replace("<", "{").replace(">", "}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (path, method.lower()) in documented, (path, method)
+    error = spec["components"]["schemas"]["Error"]
+    assert set(error["properties"]) == {"success", "error", "message", "details"}
+    # Validation errors are documented as 400, not webargs' default 422.
+    assert "400" in spec["paths"]["/v1/agents"]["post"]["responses"]
+    assert "422" not in spec["paths"]["/v1/agents"]["post"]["responses"]
+
+
+def test_swagger_ui_is_served_locally(client: FlaskClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "/swagger-ui/swagger-ui-bundle.js" in html
+    assert "/openapi.json" in html
+    asset = client.get("/swagger-ui/swagger-ui-bundle.js")
+    assert asset.status_code == 200
+    assert len(asset.get_data()) > 100_000
+
+
+def test_redoc_page(client: FlaskClient) -> None:
+    page = client.get("/redoc")
+    assert page.status_code == 200
+    assert "redoc" in page.get_data(as_text=True).lower()
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(app: Flask) -> None:
+    with app.app_context():
+        if db.engine.dialect.name != "sqlite":
+            pytest.skip("SQLite-only settings")
+        with db.engine.connect() as connection:
+            assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert connection.execute(text("PRAGMA busy_timeout")).scalar() == app.config["SQLITE_BUSY_TIMEOUT_MS"]
