@@ -22,7 +22,9 @@ from deploy_service.cli import register_commands
 from deploy_service.config import load_config, validate_config
 from deploy_service.errors import register_error_handlers
 from deploy_service.extensions import api, cors, db, jwt, migrate
+from deploy_service.runner import create_runner
 from deploy_service.security import init_security
+from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 
 __version__ = "0.1.0"
 
@@ -120,3 +122,4 @@ def register_extensions(app: Flask) -> None:
         expose_headers=["Retry-After"],
     )
     init_security(app)
+    app.extensions[RUNNER_KEY] = create_runner(app.config)

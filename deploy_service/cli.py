@@ -1,15 +1,19 @@
-"""Flask commands: `flask create-admin` (and, with the deployment engine, `flask reconcile`)."""
+"""Flask commands: `flask create-admin` and `flask reconcile`."""
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from deploy_service.errors import Conflict
 from deploy_service.extensions import db
 from deploy_service.models import ROLE_ADMIN, User
+from deploy_service.reconciler import Reconciler
 from deploy_service.security import hash_password
 from deploy_service.services.auth import create_user
 
@@ -47,6 +51,22 @@ def create_admin(email: str, password: str, full_name: str | None) -> None:
     click.echo(f"Made {user.email} ({user.id}) an admin and set its password.")
 
 
+@click.command("reconcile")
+@with_appcontext
+def reconcile() -> None:
+    """Run the reconciler in the foreground (next to gunicorn web workers); stops on SIGTERM/SIGINT."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    reconciler = Reconciler(app)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    reconciler.start()
+    click.echo("reconciler running; Ctrl-C to stop")
+    stop.wait()
+    reconciler.stop()
+
+
 def register_commands(app: Flask) -> None:
     """Attach the service's commands to `flask`."""
     app.cli.add_command(create_admin)
+    app.cli.add_command(reconcile)

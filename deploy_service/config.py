@@ -75,6 +75,21 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def parse_port_range(value: str) -> tuple[int, int]:
+    """`"20000-29999"` → (20000, 29999).
+
+    Raises:
+        ConfigError: not two ports in order.
+    """
+    try:
+        low, high = (int(part) for part in value.split("-", 1))
+    except ValueError as exc:
+        raise ConfigError(f"HOST_PORT_RANGE must look like 20000-29999, got {value!r}") from exc
+    if not 1024 <= low <= high <= 65535:
+        raise ConfigError(f"HOST_PORT_RANGE must be within 1024-65535 and ordered, got {value!r}")
+    return low, high
+
+
 def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Build the Flask config dict from environment variables (see README for each one)."""
     env = os.environ if env is None else env
@@ -111,6 +126,36 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "AGENT_MAX_CPU": _float(env, "AGENT_MAX_CPU", 4.0),
         "AGENT_MAX_MEMORY_MB": _int(env, "AGENT_MAX_MEMORY_MB", 8192, minimum=6),
         "ALLOW_LOCAL_GIT_SOURCES": _bool(env, "ALLOW_LOCAL_GIT_SOURCES", False),
+        # Deployment engine
+        "RUNNER": env.get("RUNNER", "docker").strip().lower(),
+        "DOCKER_NETWORK_MODE": env.get("DOCKER_NETWORK_MODE", "auto").strip().lower(),
+        "DOCKER_TIMEOUT": _float(env, "DOCKER_TIMEOUT", 30.0, minimum=1.0),
+        "ENGINE_NAMESPACE": env.get("ENGINE_NAMESPACE", "deploy-service"),
+        "PULL_TIMEOUT_SECONDS": _float(env, "PULL_TIMEOUT_SECONDS", 600.0, minimum=1.0),
+        "REPLICA_HOST": env.get("REPLICA_HOST", "127.0.0.1"),
+        "HOST_PORT_RANGE": env.get("HOST_PORT_RANGE", "20000-29999"),
+        "MAX_REPLICAS": _int(env, "MAX_REPLICAS", 50, minimum=1),
+        "CONTAINER_PIDS_LIMIT": _int(env, "CONTAINER_PIDS_LIMIT", 256, minimum=16),
+        "CONTAINER_LOG_MAX_SIZE": env.get("CONTAINER_LOG_MAX_SIZE", "10m"),
+        "CONTAINER_LOG_MAX_FILE": _int(env, "CONTAINER_LOG_MAX_FILE", 3, minimum=1),
+        "CONTAINER_TMPFS_SIZE_MB": _int(env, "CONTAINER_TMPFS_SIZE_MB", 64, minimum=1),
+        "CONTAINER_STOP_TIMEOUT": _float(env, "CONTAINER_STOP_TIMEOUT", 10.0),
+        "BUILD_TIMEOUT_SECONDS": _float(env, "BUILD_TIMEOUT_SECONDS", 900.0, minimum=1.0),
+        "GIT_CLONE_TIMEOUT_SECONDS": _float(env, "GIT_CLONE_TIMEOUT_SECONDS", 120.0, minimum=1.0),
+        "BUILD_LOG_MAX_BYTES": _int(env, "BUILD_LOG_MAX_BYTES", 512 * 1024, minimum=1024),
+        "RECONCILER_ENABLED": _bool(env, "RECONCILER_ENABLED", True),
+        "RECONCILE_INTERVAL_SECONDS": _float(env, "RECONCILE_INTERVAL_SECONDS", 10.0, minimum=0.05),
+        "RECONCILE_TICK_SECONDS": _float(env, "RECONCILE_TICK_SECONDS", 1.0, minimum=0.01),
+        "RECONCILE_WORKERS": _int(env, "RECONCILE_WORKERS", 8, minimum=1),
+        "ENGINE_BACKOFF_MAX_SECONDS": _float(env, "ENGINE_BACKOFF_MAX_SECONDS", 30.0, minimum=0.1),
+        "PROGRESS_DEADLINE_SECONDS": _float(env, "PROGRESS_DEADLINE_SECONDS", 300.0, minimum=0.1),
+        "STARTUP_GRACE_SECONDS": _float(env, "STARTUP_GRACE_SECONDS", 3.0),
+        "RESTART_BACKOFF_BASE_SECONDS": _float(env, "RESTART_BACKOFF_BASE_SECONDS", 1.0, minimum=0.01),
+        "RESTART_BACKOFF_MAX_SECONDS": _float(env, "RESTART_BACKOFF_MAX_SECONDS", 300.0, minimum=0.01),
+        "RESTART_BUDGET": _int(env, "RESTART_BUDGET", 5),
+        "RESTART_STABLE_SECONDS": _float(env, "RESTART_STABLE_SECONDS", 600.0, minimum=0.1),
+        "LOG_FOLLOW_POLL_SECONDS": _float(env, "LOG_FOLLOW_POLL_SECONDS", 1.0, minimum=0.01),
+        "LOG_FOLLOW_MAX_SECONDS": _float(env, "LOG_FOLLOW_MAX_SECONDS", 3600.0, minimum=1.0),
         "REDOC_JS_URL": env.get("REDOC_JS_URL", "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"),
     }
 
@@ -128,6 +173,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
             raise ConfigError("SECRET_KEY is required when ENVIRONMENT=production")
         if key == DEV_SECRET_KEY or len(str(key)) < 32:
             raise ConfigError("SECRET_KEY must be a random string of at least 32 characters in production")
+    if config.get("DOCKER_NETWORK_MODE", "auto") not in {"auto", "bridge", "host"}:
+        raise ConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
+    parse_port_range(str(config.get("HOST_PORT_RANGE", "20000-29999")))
     if config.get("AGENT_DEFAULT_CPU", 0) > config.get("AGENT_MAX_CPU", 0):
         raise ConfigError("AGENT_DEFAULT_CPU must not exceed AGENT_MAX_CPU")
     if config.get("AGENT_DEFAULT_MEMORY_MB", 0) > config.get("AGENT_MAX_MEMORY_MB", 0):

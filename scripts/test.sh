@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The one test command: lint and types, then the whole suite on SQLite and on a throwaway PostgreSQL
-# that scripts/with_postgres.sh installs (Debian's postgresql) and starts itself.
+# that scripts/with_postgres.sh installs (Debian's postgresql) and starts itself. The integration
+# tests drive a real Docker engine: scripts/ensure_docker.sh installs Debian's docker.io and
+# busybox-static and starts dockerd when no engine answers.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k agents).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
+
+scripts/ensure_docker.sh
 
 echo "== ruff" >&2
 ruff check deploy_service tests migrations app.py

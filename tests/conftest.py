@@ -19,7 +19,9 @@ from sqlalchemy import text
 
 from deploy_service import create_app
 from deploy_service.extensions import db
+from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions
+from tests.fakes import FakeRunner
 
 # Fast password hashing for tests; production defaults are in config.py.
 TEST_CONFIG: dict[str, Any] = {
@@ -87,3 +89,13 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture()
 def auth(app: Flask, client: FlaskClient) -> AuthActions:
     return AuthActions(app, client)
+
+
+@pytest.fixture()
+def fake_runner(app: Flask) -> Iterator[FakeRunner]:
+    """Swap the app's runner for the in-memory one for this test."""
+    real = app.extensions[RUNNER_KEY]
+    fake = FakeRunner()
+    app.extensions[RUNNER_KEY] = fake
+    yield fake
+    app.extensions[RUNNER_KEY] = real

@@ -90,3 +90,14 @@ class AuthActions:
     def admin(self) -> tuple[UserRef, dict[str, str]]:
         user = make_admin(self.app)
         return user, self.headers(user)
+
+
+def make_deployment(app: Flask, owner: UserRef, agent_id: str, *, replicas: int = 1) -> dict[str, Any]:
+    """Deploy an agent through the service (needs the `fake_runner` fixture or a real engine)."""
+    from deploy_service.extensions import db
+    from deploy_service.services.deployments import create_deployment
+
+    with app.app_context():
+        actor = db.session.get(User, owner.id)
+        deployment = create_deployment(actor, agent_id, replicas=replicas)
+        return {"id": deployment.id, "agent_id": agent_id, "status": deployment.status}

@@ -7,10 +7,10 @@ from pathlib import Path
 import swagger_ui_bundle
 from flask import Flask, Response, send_from_directory
 
-from deploy_service.api import agents, auth, health, secrets, tokens, users
+from deploy_service.api import agents, auth, deployments, health, secrets, tokens, users
 from deploy_service.extensions import api
 
-BLUEPRINTS = (health.blp, auth.blp, users.blp, agents.blp, secrets.blp)
+BLUEPRINTS = (health.blp, auth.blp, users.blp, agents.blp, deployments.agent_blp, deployments.blp, secrets.blp)
 SWAGGER_UI_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 
 __all__ = ["register_blueprints", "tokens"]

@@ -9,7 +9,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from deploy_service.api.common import Blueprint
-from deploy_service.services.health import check_database, check_migrations
+from deploy_service.services.health import check_database, check_engine, check_migrations
 
 blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness and readiness checks.")
 
@@ -41,8 +41,9 @@ class Readiness(MethodView):
     @blp.response(200)
     @blp.alt_response(503, description="A check failed; `checks` names it.")
     def get(self) -> tuple[dict[str, Any], int]:
-        """Readiness: the database answers and its schema is at the latest migration."""
+        """Readiness: the database answers, its schema is at the latest migration, and the engine answers."""
         checks = {"database": check_database()}
         checks["migrations"] = check_migrations() if checks["database"]["status"] == "ok" else {"status": "skipped"}
+        checks["engine"] = check_engine()
         ok = all(check["status"] == "ok" for check in checks.values())
         return {"status": "ok" if ok else "error", "checks": checks}, 200 if ok else 503

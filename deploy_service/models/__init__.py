@@ -1,6 +1,15 @@
 """SQLAlchemy 2.0 typed models, one module per aggregate. Models never commit."""
 
 from deploy_service.models.agent import AGENT_DEPLOYED, AGENT_IDLE, AGENT_STATUSES, AGENT_STOPPED, Agent
+from deploy_service.models.deployment import (
+    DESIRED_DELETED,
+    DESIRED_RUNNING,
+    DESIRED_STOPPED,
+    Deployment,
+    DeploymentEvent,
+    DeploymentResult,
+    Instance,
+)
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, User
 
@@ -9,11 +18,18 @@ __all__ = [
     "AGENT_IDLE",
     "AGENT_STATUSES",
     "AGENT_STOPPED",
+    "DESIRED_DELETED",
+    "DESIRED_RUNNING",
+    "DESIRED_STOPPED",
     "ROLES",
     "ROLE_ADMIN",
     "ROLE_USER",
     "Agent",
     "AuthSession",
+    "Deployment",
+    "DeploymentEvent",
+    "DeploymentResult",
+    "Instance",
     "Secret",
     "User",
 ]

@@ -78,7 +78,7 @@ class ResourcesSchema(StrictSchema):
             raise ValidationError(errors)
 
 
-def _check_env_names(value: dict[str, Any], field: str) -> None:
+def check_env_names(value: dict[str, Any], field: str) -> None:
     if len(value) > MAX_ENV_ENTRIES:
         raise ValidationError(f"At most {MAX_ENV_ENTRIES} entries.")
     bad = {}
@@ -125,11 +125,11 @@ class AgentInputSchema(StrictSchema):
 
     @validates("env")
     def _env(self, value: dict[str, str], data_key: str, **_: Any) -> None:
-        _check_env_names(value, data_key)
+        check_env_names(value, data_key)
 
     @validates("secrets")
     def _secrets(self, value: dict[str, str], data_key: str, **_: Any) -> None:
-        _check_env_names(value, data_key)
+        check_env_names(value, data_key)
 
     @validates_schema
     def _image_xor_source(self, data: dict[str, Any], *, partial: Any = None, **_: Any) -> None:

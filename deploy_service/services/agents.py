@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from deploy_service.errors import Conflict, NotFound, ValidationFailed
 from deploy_service.extensions import db
-from deploy_service.models import AGENT_DEPLOYED, Agent, User
+from deploy_service.models import Agent, Deployment, User
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.secrets import missing_secret_names
 
@@ -153,13 +155,37 @@ def delete_agent(actor: User, agent_id: str) -> None:
         Conflict: it has a live deployment; undeploy it first.
     """
     agent = get_agent(actor, agent_id)
-    if agent.status == AGENT_DEPLOYED:
-        raise Conflict("The agent has a live deployment; undeploy it first.")
+    live = db.session.scalar(
+        select(Deployment.id).where(Deployment.agent_id == agent.id, Deployment.status != "killed")
+    )
+    if live is not None:
+        raise Conflict("The agent has a live deployment; undeploy it first.", details={"deployment_id": live})
     db.session.delete(agent)
     db.session.commit()
 
 
-def deployed_agents(user_id: str, *, skip: int, limit: int) -> Page[Agent]:
-    """Agents of `user_id` that have a live deployment, newest first."""
-    stmt = select(Agent).where(Agent.owner_id == user_id, Agent.status == AGENT_DEPLOYED)
-    return paginate(stmt.order_by(Agent.created_at.desc(), Agent.id.desc()), skip=skip, limit=limit)
+@dataclass(frozen=True)
+class DeployedAgent:
+    """An agent seen together with its live deployment (reads through to the agent's fields)."""
+
+    agent: Agent
+    deployment: Deployment
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.agent, name)
+
+
+def deployed_agents(user_id: str, *, skip: int, limit: int) -> Page[DeployedAgent]:
+    """Agents of `user_id` that have a live (non-killed) deployment, each with it, newest agent first."""
+    stmt = (
+        select(Agent, Deployment)
+        .join(Deployment, Deployment.agent_id == Agent.id)
+        .where(Agent.owner_id == user_id, Deployment.status != "killed")
+        .order_by(Agent.created_at.desc(), Agent.id.desc())
+        .options(selectinload(Deployment.instances))
+    )
+    total = db.session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    rows = [
+        DeployedAgent(agent, deployment) for agent, deployment in db.session.execute(stmt.offset(skip).limit(limit))
+    ]
+    return Page(items=rows, total=total, skip=skip, limit=limit)

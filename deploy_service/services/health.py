@@ -11,7 +11,9 @@ from alembic.script import ScriptDirectory
 from flask import current_app
 from sqlalchemy import text
 
+from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
+from deploy_service.services.engine import runner
 
 
 def check_database() -> dict[str, Any]:
@@ -54,3 +56,14 @@ def check_migrations() -> dict[str, Any]:
     if status != "ok":
         result["error"] = "database schema is not at the latest migration; run `flask db upgrade`"
     return result
+
+
+def check_engine() -> dict[str, Any]:
+    """Ping the container engine; never raises."""
+    started = time.perf_counter()
+    engine = runner()
+    try:
+        engine.ping()
+    except EngineUnavailable as exc:
+        return {"status": "error", "runner": engine.name, "error": exc.message}
+    return {"status": "ok", "runner": engine.name, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}

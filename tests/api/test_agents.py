@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from deploy_service.extensions import db
 from deploy_service.models import Agent
 from tests.api.test_errors import assert_error
-from tests.factories import AuthActions, agent_payload, make_agent, make_secret, make_user
+from tests.factories import AuthActions, agent_payload, make_agent, make_deployment, make_secret, make_user
+from tests.fakes import FakeRunner
 
 
 def count_agents(app: Flask) -> int:
@@ -299,14 +300,17 @@ def test_delete_agent(client: FlaskClient, auth: AuthActions, app: Flask) -> Non
     assert_error(client.delete(f"/v1/agents/{agent['id']}", headers=headers), 404, "not_found")
 
 
-def test_delete_agent_with_live_deployment_is_409(client: FlaskClient, auth: AuthActions, app: Flask) -> None:
+def test_delete_agent_with_live_deployment_is_409(
+    client: FlaskClient, auth: AuthActions, app: Flask, fake_runner: FakeRunner
+) -> None:
     user, headers = auth.user()
     agent = make_agent(app, user)
-    with app.app_context():
-        db.session.get(Agent, agent["id"]).status = "deployed"
-        db.session.commit()
-    assert_error(client.delete(f"/v1/agents/{agent['id']}", headers=headers), 409, "conflict")
+    deployment = make_deployment(app, user, agent["id"])
+    error = assert_error(client.delete(f"/v1/agents/{agent['id']}", headers=headers), 409, "conflict")
+    assert error["details"]["deployment_id"] == deployment["id"]
     assert count_agents(app) == 1
+    assert client.delete(f"/v1/deployments/{deployment['id']}", headers=headers).status_code == 200
+    assert client.delete(f"/v1/agents/{agent['id']}", headers=headers).status_code == 204
 
 
 def test_other_users_agents_are_404(client: FlaskClient, auth: AuthActions, app: Flask) -> None:

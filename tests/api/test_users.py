@@ -5,22 +5,28 @@ from __future__ import annotations
 from flask import Flask
 from flask.testing import FlaskClient
 
-from deploy_service.extensions import db
-from deploy_service.models import Agent
 from tests.api.test_errors import assert_error
-from tests.factories import AuthActions, make_agent, make_user
+from tests.factories import AuthActions, make_agent, make_deployment, make_user
+from tests.fakes import FakeRunner
 
 
-def test_user_lists_own_deployed_agents(client: FlaskClient, auth: AuthActions, app: Flask) -> None:
+def test_user_lists_own_deployed_agents(
+    client: FlaskClient, auth: AuthActions, app: Flask, fake_runner: FakeRunner
+) -> None:
     user, headers = auth.user()
     idle = make_agent(app, user)
     live = make_agent(app, user)
-    with app.app_context():
-        db.session.get(Agent, live["id"]).status = "deployed"
-        db.session.commit()
+    gone = make_agent(app, user)
+    deployment = make_deployment(app, user, live["id"], replicas=2)
+    killed = make_deployment(app, user, gone["id"])
+    assert client.delete(f"/v1/deployments/{killed['id']}", headers=headers).status_code == 200
     body = client.get(f"/v1/users/{user.id}/deployed-agents", headers=headers).get_json()
     assert body["total"] == 1 and body["skip"] == 0 and body["limit"] == 50
-    assert [item["id"] for item in body["items"]] == [live["id"]]
+    [item] = body["items"]
+    assert item["id"] == live["id"] and item["name"] == live["name"]
+    assert item["deployment"]["id"] == deployment["id"]
+    assert item["deployment"]["status"] == "deploying"
+    assert item["deployment"]["replicas"] == {"desired": 2, "running": 0, "ready": 0}
     assert idle["id"] not in {item["id"] for item in body["items"]}
 
 

@@ -1,0 +1,124 @@
+"""Deployments, their replicas (instances), their events and their results.
+
+A deployment row holds *desired* state (`desired_state`, `replicas_desired`, `generation`) written by
+the API, and *observed* state (`status`, instances) written by the reconciler. `version` is an
+optimistic lock: two writers that read the same version cannot both win.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from deploy_service.extensions import db
+from deploy_service.models.types import JSONType, UTCDateTime, new_id, utcnow
+
+DESIRED_RUNNING = "running"
+DESIRED_STOPPED = "stopped"
+DESIRED_DELETED = "deleted"
+
+
+class Deployment(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "deployments"
+    __table_args__ = (
+        Index("ix_deployments_agent_id_created_at", "agent_id", "created_at"),
+        Index("ix_deployments_owner_id_created_at", "owner_id", "created_at"),
+        Index("ix_deployments_status", "status"),
+        # At most one live (non-killed) deployment per agent, even under concurrent deploys.
+        Index(
+            "uq_deployments_live_agent",
+            "agent_id",
+            unique=True,
+            sqlite_where=text("status != 'killed'"),
+            postgresql_where=text("status != 'killed'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    desired_state: Mapped[str] = mapped_column(String(16), default=DESIRED_RUNNING)
+    replicas_desired: Mapped[int] = mapped_column(Integer, default=1)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    """Bumped by a restart: replicas of an older generation are replaced one at a time."""
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    """The agent's deploy counter: built images are tagged with it."""
+    image: Mapped[str | None] = mapped_column(String(512))
+    image_ready: Mapped[bool] = mapped_column(default=False)
+    config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    build_log: Mapped[str | None] = mapped_column(Text)
+    progress_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    """When the current rollout began (deploy or restart): the progress deadline counts from here."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    instances: Mapped[list[Instance]] = relationship(
+        back_populates="deployment",
+        order_by="Instance.index",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+    def __repr__(self) -> str:
+        return f"<Deployment {self.id} {self.status}>"
+
+
+class Instance(db.Model):  # type: ignore[name-defined]
+    """One replica slot of a deployment, as the reconciler last saw it."""
+
+    __tablename__ = "deployment_instances"
+    __table_args__ = (UniqueConstraint("deployment_id", "index"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    container_id: Mapped[str | None] = mapped_column(String(80))
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    host: Mapped[str | None] = mapped_column(String(255))
+    port: Mapped[int | None] = mapped_column(Integer)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    recent_restarts: Mapped[int] = mapped_column(Integer, default=0)
+    """Restarts since the replica last stayed up for the stable period: drives backoff and the budget."""
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    healthy: Mapped[bool | None] = mapped_column()
+    health_failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_restart_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    deployment: Mapped[Deployment] = relationship(back_populates="instances")
+
+
+class DeploymentEvent(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "deployment_events"
+    __table_args__ = (Index("ix_deployment_events_deployment_id_created_at", "deployment_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeploymentResult(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "deployment_results"
+    __table_args__ = (Index("ix_deployment_results_deployment_id_created_at", "deployment_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    results: Mapped[Any] = mapped_column(JSONType)
+    created_by: Mapped[str] = mapped_column(String(80))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

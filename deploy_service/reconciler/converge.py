@@ -1,0 +1,556 @@
+"""One reconcile pass: compare desired state (database) with observed state (one engine list call), act.
+
+The pass is level-triggered and idempotent: it looks at everything each time and only acts where the
+two differ, so running it twice, or after a crash of the service, changes nothing more. Per deployment:
+
+- not meant to run (stopped, deleted, failed): remove its containers; record `stopped`.
+- image not ready: pull or build it in the background (`prepare.py`), then carry on next pass.
+- otherwise, per replica index: adopt the container that exists, start a missing one, notice one that
+  exited (exit code, OOM) and restart it after an exponential backoff, fail the deployment when a
+  replica spends its restart budget; replace replicas of an older generation one at a time (rolling
+  restart); remove replicas past the desired count; run due HTTP health checks in parallel.
+- then derive the status (deploying → running → ready, ready ↔ running) and apply the progress deadline.
+
+Containers carrying our labels whose deployment is not live are orphans and are removed; containers
+without our labels are never touched. Engine calls that can be slow run in parallel on a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.exc import StaleDataError
+
+from deploy_service.config import parse_port_range
+from deploy_service.errors import EngineUnavailable, NotFound
+from deploy_service.extensions import db
+from deploy_service.models import DESIRED_RUNNING, Deployment, Instance
+from deploy_service.models.types import utcnow
+from deploy_service.reconciler.health import http_check
+from deploy_service.reconciler.prepare import Preparer
+from deploy_service.reconciler.timing import restart_delay
+from deploy_service.runner.base import (
+    ExitInfo,
+    ImageUnavailable,
+    ReplicaInfo,
+    ReplicaSpec,
+    ReplicaStartFailed,
+    Runner,
+    RunnerError,
+)
+from deploy_service.services import lifecycle
+from deploy_service.services.secrets import resolve_secret_values
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    """Every time-based rule of the reconciler, from configuration (tests shrink them to seconds)."""
+
+    resync: float
+    tick: float
+    progress_deadline: float
+    startup_grace: float
+    backoff_base: float
+    backoff_max: float
+    restart_budget: int
+    stable_seconds: float
+    stop_timeout: float
+    workers: int
+    port_range: tuple[int, int]
+    replica_host: str
+
+    @classmethod
+    def from_config(cls, config: Any) -> ReconcileSettings:
+        return cls(
+            resync=config["RECONCILE_INTERVAL_SECONDS"],
+            tick=config["RECONCILE_TICK_SECONDS"],
+            progress_deadline=config["PROGRESS_DEADLINE_SECONDS"],
+            startup_grace=config["STARTUP_GRACE_SECONDS"],
+            backoff_base=config["RESTART_BACKOFF_BASE_SECONDS"],
+            backoff_max=config["RESTART_BACKOFF_MAX_SECONDS"],
+            restart_budget=config["RESTART_BUDGET"],
+            stable_seconds=config["RESTART_STABLE_SECONDS"],
+            stop_timeout=config["CONTAINER_STOP_TIMEOUT"],
+            workers=config["RECONCILE_WORKERS"],
+            port_range=parse_port_range(config["HOST_PORT_RANGE"]),
+            replica_host=config["REPLICA_HOST"],
+        )
+
+
+def _seconds_until(moment: datetime, now: datetime) -> float:
+    return max((moment - now).total_seconds(), 0.0)
+
+
+class Converger:
+    """Runs passes. One instance lives as long as the reconciler (it keeps health-check schedules)."""
+
+    def __init__(self, app: Flask, runner: Runner, settings: ReconcileSettings, *, wake: Callable[[], None]) -> None:
+        self.app = app
+        self.runner = runner
+        self.settings = settings
+        self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
+        self.preparer = Preparer(app, runner, wake=wake)
+        self._next_health: dict[str, float] = {}
+
+    def close(self) -> None:
+        self.preparer.close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- the pass ---------------------------------------------------------------------------------
+
+    def run_pass(self) -> float:
+        """Converge every live deployment once; returns seconds until the next pass is wanted.
+
+        Raises:
+            EngineUnavailable: the engine did not answer the list call (nothing was changed).
+        """
+        observed = self.runner.list_replicas()
+        deployments = db.session.scalars(
+            select(Deployment)
+            .where(Deployment.status != lifecycle.KILLED)
+            .options(selectinload(Deployment.instances))
+            .order_by(Deployment.created_at)
+        ).all()
+        by_deployment: dict[str, list[ReplicaInfo]] = defaultdict(list)
+        for replica in observed:
+            by_deployment[replica.deployment_id].append(replica)
+        live = {deployment.id for deployment in deployments}
+        orphans = [replica for replica in observed if replica.deployment_id not in live]
+        if orphans:
+            log.info("removing %d orphaned container(s)", len(orphans))
+            self._remove_all(orphans)
+        used_ports = {i.port for d in deployments for i in d.instances if i.port} | {r.port for r in observed if r.port}
+        next_pass = self.settings.resync
+        for deployment in deployments:
+            try:
+                wanted = self._converge(deployment, by_deployment.get(deployment.id, []), used_ports)
+                db.session.commit()
+            except StaleDataError:
+                db.session.rollback()
+                wanted = 0.0
+            except EngineUnavailable:
+                db.session.rollback()
+                raise
+            except Exception:
+                log.exception("reconciling deployment %s failed", deployment.id)
+                db.session.rollback()
+                wanted = self.settings.tick
+            next_pass = min(next_pass, wanted)
+        active = {r.container_id for r in observed}
+        self._next_health = {cid: due for cid, due in self._next_health.items() if cid in active}
+        return max(next_pass, 0.01)
+
+    def _converge(self, deployment: Deployment, containers: list[ReplicaInfo], used_ports: set[int]) -> float:
+        settings = self.settings
+        if deployment.desired_state != DESIRED_RUNNING or deployment.status in (lifecycle.FAILED, lifecycle.STOPPED):
+            self._wind_down(deployment, containers)
+            return settings.resync
+        if not deployment.image_ready:
+            self.preparer.ensure(deployment.id)
+            return settings.tick
+        now = utcnow()
+        wanted = settings.resync
+        desired = deployment.replicas_desired
+        instances = {instance.index: instance for instance in deployment.instances}
+        for index in range(desired):
+            if index not in instances:
+                instance = Instance(deployment_id=deployment.id, index=index, generation=deployment.generation)
+                deployment.instances.append(instance)
+                instances[index] = instance
+
+        current: dict[int, ReplicaInfo] = {}
+        extra: list[ReplicaInfo] = []
+        older: dict[int, ReplicaInfo] = {}
+        for replica in containers:
+            if replica.index >= desired:
+                extra.append(replica)
+            elif replica.generation == deployment.generation and replica.index not in current:
+                current[replica.index] = replica
+            elif replica.generation < deployment.generation and replica.index not in older:
+                older[replica.index] = replica
+            else:
+                extra.append(replica)
+        extra.extend(replica for index, replica in older.items() if index in current)
+        older = {index: replica for index, replica in older.items() if index not in current}
+        self._scale_down(deployment, instances, extra)
+
+        starts: list[int] = []
+        for index in range(desired):
+            instance, found = instances[index], current.get(index)
+            if found is None:
+                if index in older:
+                    continue
+                if (
+                    instance.container_id
+                    and instance.generation == deployment.generation
+                    and instance.status == "running"
+                ):
+                    instance.restarts += 1
+                    lifecycle.record_event(
+                        deployment,
+                        "container_missing",
+                        f"Replica {index}'s container disappeared; recreating it.",
+                        {"replica": index, "container_id": instance.container_id},
+                    )
+                starts.append(index)
+            elif found.exited:
+                wanted = min(wanted, self._handle_exit(deployment, instance, found, now, starts))
+                if deployment.status == lifecycle.FAILED:
+                    return settings.resync
+            else:
+                self._observe_running(deployment, instance, found, now)
+
+        if older and not starts and self._all_settled(deployment, instances, current):
+            index = min(older)
+            replaced = older.pop(index)
+            self._remove_all([replaced])
+            lifecycle.record_event(
+                deployment,
+                "replica_replaced",
+                f"Rolling restart: replacing replica {index}.",
+                {"replica": index, "old_container_id": replaced.container_id, "generation": deployment.generation},
+            )
+            starts.append(index)
+        if starts:
+            self._start(deployment, [instances[index] for index in starts], used_ports)
+            if deployment.status == lifecycle.FAILED:
+                return settings.resync
+            wanted = settings.tick
+
+        wanted = min(wanted, self._check_health(deployment, instances, now))
+        self._derive_status(deployment, instances, now, rolling=bool(older))
+        if deployment.progress_started_at is not None:
+            deadline = deployment.progress_started_at + timedelta(seconds=settings.progress_deadline)
+            wanted = min(wanted, max(_seconds_until(deadline, now), settings.tick))
+        return wanted
+
+    # -- pieces -----------------------------------------------------------------------------------
+
+    def _wind_down(self, deployment: Deployment, containers: list[ReplicaInfo]) -> None:
+        if containers:
+            self._remove_all(containers)
+            lifecycle.record_event(
+                deployment,
+                "containers_removed",
+                f"Removed {len(containers)} container(s).",
+                {"container_ids": [replica.container_id for replica in containers]},
+            )
+        for instance in deployment.instances:
+            if instance.container_id or instance.status not in ("stopped", "exited"):
+                instance.container_id = None
+                instance.status = "stopped"
+                instance.healthy = None
+                instance.next_restart_at = None
+        if deployment.desired_state != DESIRED_RUNNING and deployment.status != lifecycle.STOPPED:
+            lifecycle.transition(deployment, lifecycle.STOPPED, "Stopped on request; containers removed.")
+
+    def _scale_down(self, deployment: Deployment, instances: dict[int, Instance], extra: list[ReplicaInfo]) -> None:
+        if extra:
+            self._remove_all(extra)
+            for replica in extra:
+                if replica.index >= deployment.replicas_desired:
+                    lifecycle.record_event(
+                        deployment,
+                        "replica_removed",
+                        f"Replica {replica.index} removed.",
+                        {"replica": replica.index, "container_id": replica.container_id},
+                    )
+        for index in [index for index in instances if index >= deployment.replicas_desired]:
+            deployment.instances.remove(instances.pop(index))
+
+    def _handle_exit(
+        self, deployment: Deployment, instance: Instance, replica: ReplicaInfo, now: datetime, starts: list[int]
+    ) -> float:
+        settings = self.settings
+        if instance.next_restart_at is None or instance.container_id != replica.container_id:
+            try:
+                info = self.runner.exit_info(replica.container_id)
+            except RunnerError as exc:  # removed between the list and the inspect
+                info = ExitInfo(exit_code=replica.exit_code, oom_killed=False, error=exc.message)
+            instance.container_id = replica.container_id
+            instance.status = "exited"
+            instance.healthy = False
+            instance.exit_code = info.exit_code
+            instance.restarts += 1
+            instance.recent_restarts += 1
+            reason = " (killed: out of memory)" if info.oom_killed else ""
+            lifecycle.record_event(
+                deployment,
+                "container_exited",
+                f"Replica {instance.index} exited with code {info.exit_code}{reason}.",
+                {
+                    "replica": instance.index,
+                    "container_id": replica.container_id,
+                    "exit_code": info.exit_code,
+                    "oom_killed": info.oom_killed,
+                    "error": info.error,
+                },
+            )
+            if instance.recent_restarts > settings.restart_budget:
+                lifecycle.transition(
+                    deployment,
+                    lifecycle.FAILED,
+                    f"Replica {instance.index} kept crashing ({instance.recent_restarts - 1} restarts).",
+                    error=f"Replica {instance.index} kept crashing: last exit code {info.exit_code}{reason}; "
+                    f"restart budget of {settings.restart_budget} spent.",
+                )
+                self._wind_down(deployment, list(self._deployment_containers(deployment)))
+                return settings.resync
+            delay = restart_delay(instance.recent_restarts, base=settings.backoff_base, maximum=settings.backoff_max)
+            instance.next_restart_at = now + timedelta(seconds=delay)
+            lifecycle.record_event(
+                deployment,
+                "restart_backoff",
+                f"Replica {instance.index} restarts in {delay:g}s (attempt {instance.recent_restarts}).",
+                {"replica": instance.index, "delay_seconds": delay, "attempt": instance.recent_restarts},
+            )
+            return max(delay, 0.01)
+        if now >= instance.next_restart_at:
+            self._remove_all([replica])
+            instance.next_restart_at = None
+            starts.append(instance.index)
+            return settings.tick
+        return max(_seconds_until(instance.next_restart_at, now), 0.01)
+
+    def _deployment_containers(self, deployment: Deployment) -> Iterable[ReplicaInfo]:
+        return [replica for replica in self.runner.list_replicas() if replica.deployment_id == deployment.id]
+
+    def _observe_running(self, deployment: Deployment, instance: Instance, replica: ReplicaInfo, now: datetime) -> None:
+        if instance.container_id != replica.container_id:
+            instance.container_id = replica.container_id
+            instance.started_at = instance.started_at or replica.created_at or now
+            instance.healthy = None
+            instance.health_failures = 0
+            lifecycle.record_event(
+                deployment,
+                "container_adopted",
+                f"Replica {instance.index}'s running container was adopted.",
+                {"replica": instance.index, "container_id": replica.container_id},
+            )
+        instance.status = "running"
+        instance.generation = replica.generation
+        instance.host = replica.host
+        instance.port = replica.port or instance.port
+        instance.next_restart_at = None
+        if (
+            instance.recent_restarts
+            and instance.started_at is not None
+            and (now - instance.started_at).total_seconds() >= self.settings.stable_seconds
+        ):
+            instance.recent_restarts = 0
+
+    def _all_settled(
+        self, deployment: Deployment, instances: dict[int, Instance], current: dict[int, ReplicaInfo]
+    ) -> bool:
+        """Every replica of the current generation that exists is running and healthy (rolling restart gate)."""
+        for index, replica in current.items():
+            instance = instances[index]
+            if not replica.running or not instance.healthy:
+                return False
+        return True
+
+    def _start(self, deployment: Deployment, targets: list[Instance], used_ports: set[int]) -> None:
+        config = deployment.config
+        try:
+            secret_env = resolve_secret_values(deployment.owner_id, config.get("secrets") or {})
+        except NotFound as exc:
+            lifecycle.transition(deployment, lifecycle.FAILED, exc.message, error=f"{exc.message} {exc.details}")
+            return
+        network = self.runner.network_mode()
+        env = {**(config.get("env") or {}), **secret_env}
+        resources = config.get("resources") or {}
+        specs = []
+        for instance in targets:
+            port = self._free_port(used_ports) if network == "host" else int(config["port"])
+            specs.append(
+                ReplicaSpec(
+                    deployment_id=deployment.id,
+                    agent_id=deployment.agent_id,
+                    index=instance.index,
+                    generation=deployment.generation,
+                    image=deployment.image or config["image"],
+                    port=port,
+                    env=env,
+                    command=config.get("command"),
+                    cpu=float(resources.get("cpu", 0.5)),
+                    memory_mb=int(resources.get("memory_mb", 512)),
+                    read_only_rootfs=bool(config.get("read_only_rootfs", True)),
+                    network_mode=network,
+                )
+            )
+        results = list(self.pool.map(self._start_one, specs))
+        now = utcnow()
+        for instance, spec, result in zip(targets, specs, results, strict=True):
+            if isinstance(result, EngineUnavailable):
+                raise result
+            if isinstance(result, ImageUnavailable):
+                deployment.image_ready = False
+                lifecycle.record_event(deployment, "image_missing", f"{result.message} Preparing it again.")
+                return
+            if isinstance(result, ReplicaStartFailed | Exception):
+                lifecycle.transition(
+                    deployment,
+                    lifecycle.FAILED,
+                    f"Replica {instance.index} could not start.",
+                    error=f"Replica {instance.index} could not start: {result}",
+                )
+                return
+            restarted = instance.container_id is not None
+            instance.container_id = result.container_id
+            instance.generation = spec.generation
+            instance.status = "running" if result.running else result.state
+            instance.host = result.host or self.settings.replica_host
+            instance.port = result.port or spec.port
+            instance.started_at = now
+            instance.exit_code = None
+            instance.healthy = None
+            instance.health_failures = 0
+            lifecycle.record_event(
+                deployment,
+                "container_restarted" if restarted else "container_started",
+                f"Replica {instance.index} {'restarted' if restarted else 'started'} on port {instance.port}.",
+                {"replica": instance.index, "container_id": result.container_id, "port": instance.port},
+            )
+
+    def _start_one(self, spec: ReplicaSpec) -> ReplicaInfo | Exception:
+        try:
+            return self.runner.start_replica(spec)
+        except Exception as exc:  # noqa: BLE001 - sorted out by the caller, per replica
+            return exc
+
+    def _free_port(self, used: set[int]) -> int:
+        low, high = self.settings.port_range
+        start = random.randint(low, high)
+        for offset in range(high - low + 1):
+            port = low + (start - low + offset) % (high - low + 1)
+            if port in used:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind(("0.0.0.0", port))
+                except OSError:
+                    continue
+            used.add(port)
+            return port
+        raise RuntimeError(f"no free port left in HOST_PORT_RANGE {low}-{high}")
+
+    def _check_health(self, deployment: Deployment, instances: dict[int, Instance], now: datetime) -> float:
+        """Run due health checks in parallel; returns seconds until the next one is due."""
+        check = deployment.config.get("health_check")
+        running = [i for i in instances.values() if i.status == "running" and i.container_id and i.port]
+        if not check:
+            wait = self.settings.resync
+            for instance in running:
+                up_for = (now - (instance.started_at or now)).total_seconds()
+                if up_for >= self.settings.startup_grace:
+                    if not instance.healthy:
+                        instance.healthy = True
+                else:
+                    wait = min(wait, self.settings.startup_grace - up_for)
+            return max(wait, 0.01)
+        clock = time.monotonic()
+        due = [i for i in running if self._next_health.get(str(i.container_id), 0.0) <= clock]
+        interval = float(check.get("interval_seconds", 10.0))
+        if due:
+            results = list(
+                self.pool.map(
+                    lambda i: http_check(
+                        i.host or self.settings.replica_host,
+                        int(i.port),
+                        check.get("path", "/health"),
+                        timeout=float(check.get("timeout_seconds", 5.0)),
+                    ),
+                    due,
+                )
+            )
+            for instance, (healthy, reason) in zip(due, results, strict=True):
+                self._next_health[str(instance.container_id)] = time.monotonic() + interval
+                self._record_health(deployment, instance, healthy, reason, int(check.get("retries", 3)))
+        upcoming = [self._next_health.get(str(i.container_id), clock) - time.monotonic() for i in running]
+        return max(min(upcoming, default=self.settings.resync), 0.01)
+
+    def _record_health(
+        self, deployment: Deployment, instance: Instance, healthy: bool, reason: str, retries: int
+    ) -> None:
+        if healthy:
+            instance.health_failures = 0
+            if instance.healthy is not True:
+                instance.healthy = True
+                lifecycle.record_event(
+                    deployment, "health_passed", f"Replica {instance.index} is healthy.", {"replica": instance.index}
+                )
+            return
+        instance.health_failures += 1
+        if instance.health_failures >= retries and instance.healthy is not False:
+            instance.healthy = False
+            lifecycle.record_event(
+                deployment,
+                "health_failed",
+                f"Replica {instance.index} failed {instance.health_failures} health checks ({reason}).",
+                {"replica": instance.index, "failures": instance.health_failures, "reason": reason},
+            )
+
+    def _derive_status(
+        self, deployment: Deployment, instances: dict[int, Instance], now: datetime, *, rolling: bool
+    ) -> None:
+        wanted = [instances[index] for index in range(deployment.replicas_desired)]
+        all_running = all(i.status == "running" and i.container_id for i in wanted)
+        all_ready = all_running and all(i.healthy for i in wanted) and not rolling
+        status = deployment.status
+        if all_ready:
+            if status != lifecycle.READY:
+                if status == lifecycle.DEPLOYING:
+                    lifecycle.transition(deployment, lifecycle.RUNNING, "Every replica is running.")
+                lifecycle.transition(deployment, lifecycle.READY, "Every replica is ready.")
+            elif deployment.progress_started_at is not None:
+                deployment.progress_started_at = None
+                lifecycle.record_event(deployment, "rollout_complete", "Every replica is ready.")
+            return
+        if all_running and status == lifecycle.DEPLOYING:
+            lifecycle.transition(deployment, lifecycle.RUNNING, "Every replica is running.")
+        elif status == lifecycle.READY:
+            reason = "A rolling restart is replacing replicas." if rolling else "Not every replica is ready."
+            lifecycle.transition(deployment, lifecycle.RUNNING, reason)
+        started = deployment.progress_started_at
+        if started is not None and (now - started).total_seconds() > self.settings.progress_deadline:
+            seconds = f"{self.settings.progress_deadline:g}"
+            lifecycle.transition(
+                deployment,
+                lifecycle.FAILED,
+                f"Not ready within the progress deadline of {seconds}s.",
+                error=f"The deployment did not become ready within {seconds}s.",
+            )
+            self._wind_down(deployment, list(self._deployment_containers(deployment)))
+
+    def _remove_all(self, replicas: list[ReplicaInfo]) -> None:
+        timeout = self.settings.stop_timeout
+        errors = [
+            error
+            for error in self.pool.map(lambda r: self._remove_one(r.container_id, timeout), replicas)
+            if error is not None
+        ]
+        for error in errors:
+            if isinstance(error, EngineUnavailable):
+                raise error
+            log.warning("could not remove a container: %s", error)
+
+    def _remove_one(self, container_id: str, timeout: float) -> Exception | None:
+        try:
+            self.runner.remove_replica(container_id, stop_timeout=timeout)
+        except Exception as exc:  # noqa: BLE001
+            return exc
+        return None

@@ -1,0 +1,106 @@
+"""The reconciler's loop: leadership, wake-ups, resyncs and backing off while the engine is down.
+
+Embedded in `python app.py` as a daemon thread, or run alone by `flask reconcile` next to gunicorn.
+Whichever way, a leader lock makes exactly one active; the others stand by and take over if it dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+
+from deploy_service.errors import EngineUnavailable
+from deploy_service.extensions import db
+from deploy_service.reconciler.converge import Converger, ReconcileSettings
+from deploy_service.reconciler.lock import LeaderLock
+from deploy_service.reconciler.timing import engine_retry_delay
+from deploy_service.reconciler.wakeup import Waiter
+from deploy_service.runner.base import Runner
+from deploy_service.services.engine import EXTENSION_KEY
+from deploy_service.services.notify import local_wakeup
+
+log = logging.getLogger(__name__)
+STANDBY_RETRY_SECONDS = 2.0
+
+
+class Reconciler:
+    def __init__(self, app: Flask, *, runner: Runner | None = None, settings: ReconcileSettings | None = None) -> None:
+        self.app = app
+        self.runner: Runner = runner or app.extensions[EXTENSION_KEY]
+        self.settings = settings or ReconcileSettings.from_config(app.config)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+        self.engine_failures = 0
+        self.converger = Converger(app, self.runner, self.settings, wake=local_wakeup.set)
+
+    def run_once(self) -> float:
+        """One pass in a fresh app context; returns seconds until the next pass is wanted.
+
+        Raises:
+            EngineUnavailable: the engine did not answer (nothing changed).
+        """
+        with self.app.app_context():
+            try:
+                return self.converger.run_pass()
+            finally:
+                db.session.remove()
+                self.passes += 1
+
+    def run_forever(self) -> None:
+        """Lead (or stand by) and reconcile until `stop()`."""
+        with self.app.app_context():
+            engine = db.engine
+        lock = LeaderLock(engine)
+        waiter = Waiter(engine)
+        leading = False
+        try:
+            while not self._stop.is_set():
+                if not lock.try_acquire():
+                    if leading:
+                        log.warning("reconciler lost leadership; standing by")
+                    leading = False
+                    self._stop.wait(STANDBY_RETRY_SECONDS)
+                    continue
+                if not leading:
+                    log.info("reconciler is the leader")
+                    leading = True
+                waiter.wait(self._step())
+        finally:
+            waiter.close()
+            lock.release()
+            self.converger.close()
+
+    def _step(self) -> float:
+        try:
+            wanted = self.run_once()
+        except EngineUnavailable as exc:
+            self.engine_failures += 1
+            delay = engine_retry_delay(
+                self.engine_failures, base=1.0, maximum=self.app.config["ENGINE_BACKOFF_MAX_SECONDS"]
+            )
+            if self.engine_failures == 1:
+                log.warning("container engine unavailable (%s); backing off", exc.message)
+            return delay
+        except Exception:
+            log.exception("reconcile pass failed")
+            return self.settings.tick
+        if self.engine_failures:
+            log.info("container engine is back after %d failed passes", self.engine_failures)
+            self.engine_failures = 0
+        return wanted
+
+    def start(self) -> threading.Thread:
+        """Run in a daemon thread."""
+        self._thread = threading.Thread(target=self.run_forever, name="reconciler", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        local_wakeup.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

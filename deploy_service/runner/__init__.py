@@ -1,0 +1,73 @@
+"""The container engine seen through the runner interface, and the factory that picks a backend.
+
+Everything outside this package imports the interface from here (or from `runner.base`) and gets a
+backend from `create_runner`, so a second backend (e.g. Swarm) is one more branch below and nothing
+else changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from deploy_service.errors import ConfigError
+from deploy_service.runner.base import (
+    LABEL_AGENT,
+    LABEL_DEPLOYMENT,
+    LABEL_GENERATION,
+    LABEL_MANAGED,
+    LABEL_REPLICA,
+    BuildFailed,
+    BuildSpec,
+    EngineUnavailable,
+    ExitInfo,
+    ImageInfo,
+    ImageUnavailable,
+    LogLine,
+    ReplicaInfo,
+    ReplicaSpec,
+    ReplicaStartFailed,
+    Runner,
+    RunnerError,
+    Stats,
+    replica_name,
+)
+from deploy_service.runner.docker_runner import DockerRunner
+
+__all__ = [
+    "BuildFailed",
+    "BuildSpec",
+    "DockerRunner",
+    "EngineUnavailable",
+    "ExitInfo",
+    "ImageInfo",
+    "ImageUnavailable",
+    "LABEL_AGENT",
+    "LABEL_DEPLOYMENT",
+    "LABEL_GENERATION",
+    "LABEL_MANAGED",
+    "LABEL_REPLICA",
+    "LogLine",
+    "ReplicaInfo",
+    "ReplicaSpec",
+    "ReplicaStartFailed",
+    "Runner",
+    "RunnerError",
+    "Stats",
+    "create_runner",
+    "replica_name",
+]
+
+BACKENDS = ("docker",)
+
+
+def create_runner(config: Mapping[str, Any]) -> Runner:
+    """The backend named by `RUNNER` (default `docker`), configured from `config`; no engine call is made.
+
+    Raises:
+        ConfigError: an unknown backend, or a setting the backend refuses.
+    """
+    name = str(config.get("RUNNER", "docker")).strip().lower()
+    if name == "docker":
+        return DockerRunner(config)
+    raise ConfigError(f"RUNNER must be one of {', '.join(BACKENDS)}, got {name!r}")

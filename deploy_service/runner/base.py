@@ -1,0 +1,276 @@
+"""The runner interface: what the service asks of a container engine, in the service's own terms.
+
+A runner starts and stops *replicas* (one container each), lists the ones it manages, reads their
+logs and stats, and gets images ready (local, pulled, or built from a git source). It returns the
+small value objects below, raises the errors below (and `EngineUnavailable` when the engine cannot
+be reached), and never touches the database. The reconciler decides *when* to call it; the runner
+only knows *how*. A Docker backend implements it today; a Swarm backend can plug in beside it
+without changes to `api/` or `services/`.
+
+Every managed container carries the labels below, and a deterministic name derived from its
+deployment, replica index and generation, so a create that is retried adopts the existing container
+instead of making a second one.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from deploy_service.errors import EngineUnavailable
+
+__all__ = [
+    "BuildFailed",
+    "BuildSpec",
+    "EngineUnavailable",
+    "ExitInfo",
+    "ImageInfo",
+    "ImageUnavailable",
+    "LABEL_AGENT",
+    "LABEL_DEPLOYMENT",
+    "LABEL_GENERATION",
+    "LABEL_MANAGED",
+    "LABEL_REPLICA",
+    "LogLine",
+    "ReplicaInfo",
+    "ReplicaSpec",
+    "ReplicaStartFailed",
+    "Runner",
+    "RunnerError",
+    "Stats",
+    "replica_name",
+]
+
+LABEL_MANAGED = "deploy-service.managed"
+LABEL_DEPLOYMENT = "deploy-service.deployment"
+LABEL_AGENT = "deploy-service.agent"
+LABEL_REPLICA = "deploy-service.replica"
+LABEL_GENERATION = "deploy-service.generation"
+
+
+class RunnerError(Exception):
+    """A runner operation failed for a reason the user should read (not an engine outage)."""
+
+    def __init__(self, message: str, *, log: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.log = log
+
+
+class ImageUnavailable(RunnerError):
+    """The image is neither present locally nor pullable."""
+
+
+class BuildFailed(RunnerError):
+    """Cloning or building a git source failed (or timed out); `log` holds the tail of the output."""
+
+
+class ReplicaStartFailed(RunnerError):
+    """The engine refused to create or start a container (bad command, resources, ...)."""
+
+
+def replica_name(deployment_id: str, index: int, generation: int) -> str:
+    """The deterministic container name of one replica of one generation of a deployment."""
+    return f"ds-{deployment_id}-r{index}-g{generation}"
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """Everything needed to start one replica."""
+
+    deployment_id: str
+    agent_id: str
+    index: int
+    generation: int
+    image: str
+    port: int
+    """The port the agent listens on, passed in `PORT` (host networking: a free host port)."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: Sequence[str] | None = None
+    cpu: float = 0.5
+    memory_mb: int = 512
+    read_only_rootfs: bool = True
+    network_mode: str = "host"
+    """`host` (the replica listens on `port` of the host) or `bridge` (its port published on 127.0.0.1)."""
+
+    @property
+    def name(self) -> str:
+        return replica_name(self.deployment_id, self.index, self.generation)
+
+
+@dataclass(frozen=True)
+class ReplicaInfo:
+    """What the engine says about one managed container."""
+
+    container_id: str
+    name: str
+    deployment_id: str
+    agent_id: str
+    index: int
+    generation: int
+    state: str
+    """Engine state: created, running, restarting, paused, exited, dead or removing."""
+    exit_code: int | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    """Where the service reaches the replica's HTTP port, if it has one."""
+    created_at: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def exited(self) -> bool:
+        return self.state in {"exited", "dead"}
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """Why a container stopped."""
+
+    exit_code: int | None
+    oom_killed: bool
+    error: str = ""
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image ready to run: the reference asked for and the engine's id."""
+
+    ref: str
+    id: str
+    source: str
+    """How it got there: `local`, `pulled` or `built`."""
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """A git source to clone and build into `tag`."""
+
+    git_url: str
+    branch: str
+    tag: str
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    allow_local: bool = False
+    """Whether `git_url` may be a local path or `file://` URL (tests)."""
+    clone_timeout: float = 120.0
+    build_timeout: float = 900.0
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a replica's output."""
+
+    timestamp: datetime | None
+    replica: int
+    stream: str
+    """`stdout` or `stderr`."""
+    line: str
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A one-shot resource sample of one container.
+
+    One-shot samples carry no previous reading, so CPU use is given as cumulative counters: the
+    percentage over an interval is `(cpu_total_ns delta) / (system_cpu_ns delta) * online_cpus * 100`
+    between two samples (`cpu_percent_since`).
+    """
+
+    memory_bytes: int
+    memory_limit_bytes: int
+    cpu_total_ns: int
+    system_cpu_ns: int
+    online_cpus: int
+    sampled_at: datetime
+
+    def cpu_percent_since(self, previous: Stats | None) -> float | None:
+        """CPU use between `previous` and this sample, in percent of one core; None without a usable pair."""
+        if previous is None:
+            return None
+        cpu_delta = self.cpu_total_ns - previous.cpu_total_ns
+        system_delta = self.system_cpu_ns - previous.system_cpu_ns
+        if cpu_delta < 0 or system_delta <= 0:
+            return None
+        return round(cpu_delta / system_delta * max(self.online_cpus, 1) * 100.0, 2)
+
+
+class Runner(abc.ABC):
+    """A container engine backend. Methods raise `EngineUnavailable` when the engine cannot be reached."""
+
+    name: str = "abstract"
+
+    @abc.abstractmethod
+    def ping(self) -> None:
+        """Check that the engine answers.
+
+        Raises:
+            EngineUnavailable: it does not.
+        """
+
+    @abc.abstractmethod
+    def network_mode(self) -> str:
+        """The network mode replicas get: `host` or `bridge` (resolving `auto`)."""
+
+    @abc.abstractmethod
+    def ensure_image(self, ref: str) -> ImageInfo:
+        """Use the local image `ref` if present, else pull it.
+
+        Raises:
+            ImageUnavailable: neither worked.
+        """
+
+    @abc.abstractmethod
+    def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
+        """Clone `spec.git_url` at `spec.branch` safely and build it into `spec.tag`.
+
+        `on_output` receives each line of clone and build output as it comes.
+
+        Raises:
+            BuildFailed: the clone or build failed or timed out.
+        """
+
+    @abc.abstractmethod
+    def start_replica(self, spec: ReplicaSpec) -> ReplicaInfo:
+        """Create and start the replica's container, or adopt (and start) the one that already has its name.
+
+        Raises:
+            ImageUnavailable: the image is gone.
+            ReplicaStartFailed: the engine refused the container.
+        """
+
+    @abc.abstractmethod
+    def remove_replica(self, container: str, *, stop_timeout: float = 10.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after `stop_timeout`) and remove a container; a missing one is fine."""
+
+    @abc.abstractmethod
+    def list_replicas(self) -> list[ReplicaInfo]:
+        """Every container this service manages (running or not), in one engine call."""
+
+    @abc.abstractmethod
+    def exit_info(self, container: str) -> ExitInfo:
+        """Exit code and OOM flag of a stopped container (an inspect; call it only for exited ones)."""
+
+    @abc.abstractmethod
+    def logs(
+        self,
+        container: str,
+        *,
+        replica: int,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[LogLine]:
+        """The container's output lines, oldest first; with `follow`, blocks for new lines until it stops."""
+
+    @abc.abstractmethod
+    def stats(self, container: str) -> Stats:
+        """A one-shot CPU/memory sample (no two-second wait)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

@@ -1,0 +1,219 @@
+"""A safe, shallow `git clone` of an agent's source, for image builds.
+
+The URL and branch come from users, so the clone is built to do nothing but fetch one branch of one
+repository over the transports we allow:
+
+- Inputs are re-validated here with the schema validators (defence in depth: a caller that skipped
+  the schema still cannot smuggle an option or a transport); a bad input never spawns a process.
+- Transports: `protocol.allow=never` with only `https` allowed (and `file` when local sources are
+  allowed, for tests), repeated in `GIT_ALLOW_PROTOCOL`. A local absolute path is turned into a
+  `file://` URL so that `--depth` applies and git's local hard-link shortcut is not used.
+- No configuration but ours: system and global config are ignored, `HOME` is an empty temporary
+  directory, hooks point at `/dev/null`, submodules and tags are not fetched, and nothing can prompt
+  (stdin is `/dev/null`, askpass helpers are `/bin/true`).
+- The URL comes after `--`, so it is never read as an option.
+- A deadline: on timeout the whole process group (git and its remote helpers) is killed.
+
+`clone_command` and `clone_environment` are pure, so their shape is unit-tested without running git.
+Output lines are handed to `on_output` on the calling thread (a reader thread only queues them).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import IO
+
+from marshmallow import ValidationError
+
+from deploy_service.runner.base import BuildFailed
+from deploy_service.schemas.validators import validate_git_url, validate_ref_name
+
+__all__ = ["clone", "clone_command", "clone_environment", "normalize_git_url"]
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+LOG_TAIL_LINES = 50
+_EOF = None
+
+
+def normalize_git_url(git_url: str, *, allow_local: bool) -> str:
+    """Validate `git_url` and return the URL git is given (`/abs/path` becomes `file:///abs/path`).
+
+    Raises:
+        BuildFailed: the URL is not allowed.
+    """
+    try:
+        validate_git_url(git_url, allow_local=allow_local)
+    except ValidationError as exc:
+        raise BuildFailed(f"Refusing to clone {git_url!r}: {_first_message(exc)}") from exc
+    if git_url.startswith("/"):
+        return "file://" + git_url
+    return git_url
+
+
+def _validate_branch(branch: str) -> None:
+    try:
+        validate_ref_name(branch)
+    except ValidationError as exc:
+        raise BuildFailed(f"Refusing to clone branch {branch!r}: {_first_message(exc)}") from exc
+
+
+def _first_message(exc: ValidationError) -> str:
+    messages = exc.messages
+    if isinstance(messages, list) and messages:
+        return str(messages[0])
+    return str(messages)
+
+
+def clone_command(git_url: str, branch: str, dest: str, *, allow_local: bool, git: str = "git") -> list[str]:
+    """The argv of a shallow single-branch clone of `branch` of `git_url` into `dest`.
+
+    Raises:
+        BuildFailed: the URL or branch is not allowed.
+    """
+    url = normalize_git_url(git_url, allow_local=allow_local)
+    _validate_branch(branch)
+    protocols = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
+    if allow_local:
+        protocols += ["-c", "protocol.file.allow=always"]
+    return [
+        git,
+        *protocols,
+        "-c",
+        "core.hooksPath=/dev/null",
+        "clone",
+        "--depth",
+        "1",
+        "--single-branch",
+        "--no-tags",
+        "--no-recurse-submodules",
+        "--branch",
+        branch,
+        "--",
+        url,
+        dest,
+    ]
+
+
+def clone_environment(home: str, *, allow_local: bool, path: str | None = None) -> dict[str, str]:
+    """The complete, minimal environment git runs with (nothing is inherited but `PATH`)."""
+    return {
+        "PATH": path if path is not None else os.environ.get("PATH", DEFAULT_PATH),
+        "HOME": home,
+        "LC_ALL": "C",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/true",
+        "SSH_ASKPASS": "/bin/true",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_ALLOW_PROTOCOL": "https:file" if allow_local else "https",
+    }
+
+
+def clone(
+    git_url: str,
+    branch: str,
+    dest: str,
+    *,
+    timeout: float,
+    allow_local: bool,
+    on_output: Callable[[str], None] | None = None,
+) -> None:
+    """Shallow-clone `branch` of `git_url` into `dest` (which must not exist yet, or be empty).
+
+    Raises:
+        BuildFailed: a refused input, git missing, a timeout (the process is killed), or a non-zero
+            exit (with the tail of git's output in `log`).
+    """
+    git = shutil.which("git", path=os.environ.get("PATH", DEFAULT_PATH))
+    argv = clone_command(git_url, branch, dest, allow_local=allow_local, git=git or "git")
+    if git is None:
+        raise BuildFailed("git is not installed on the server.")
+    with tempfile.TemporaryDirectory(prefix="deploy-git-home-") as home:
+        env = clone_environment(home, allow_local=allow_local)
+        returncode, tail = _run(argv, env=env, cwd=home, timeout=timeout, on_output=on_output)
+    if returncode is None:
+        raise BuildFailed(f"clone timed out after {timeout:g}s", log=tail)
+    if returncode != 0:
+        raise BuildFailed(f"git clone failed (exit code {returncode})", log=tail)
+
+
+def _run(
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str,
+    timeout: float,
+    on_output: Callable[[str], None] | None,
+) -> tuple[int | None, str]:
+    """Run `argv` with a deadline; return (exit code or None on timeout, tail of the output)."""
+    deadline = time.monotonic() + timeout
+    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+    lines: queue.Queue[str | None] = queue.Queue()
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(env),
+        cwd=cwd,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    reader = threading.Thread(target=_pump, args=(proc.stdout, lines), name="git-clone-output", daemon=True)
+    reader.start()
+    timed_out = False
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            try:
+                line = lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is _EOF:
+                break
+            tail.append(line)
+            if on_output is not None:
+                on_output(line)
+        if not timed_out:
+            try:
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+    finally:
+        if timed_out or proc.poll() is None:
+            _kill_group(proc)
+        proc.wait()
+        reader.join(timeout=5)
+        proc.stdout.close()
+    return (None if timed_out else proc.returncode), "\n".join(tail)
+
+
+def _pump(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
+    try:
+        for raw in stream:
+            lines.put(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+    except (OSError, ValueError):
+        pass
+    finally:
+        lines.put(_EOF)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        proc.kill()

@@ -1,0 +1,202 @@
+"""Deployment request and response bodies: deployments, instances, events, logs and results."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from deploy_service.schemas.agent import ResourcesSchema, check_env_names
+from deploy_service.schemas.common import PaginationArgs, StrictSchema, page_schema
+
+STATUSES = ("deploying", "running", "ready", "stopped", "failed", "killed")
+MAX_RESULT_BYTES = 256 * 1024
+
+
+class DeployOptionsSchema(StrictSchema):
+    """Options of a deploy: replica count and deploy-time overrides of the agent's settings."""
+
+    replicas = fields.Integer(load_default=1, validate=validate.Range(min=1), metadata={"description": "Default 1."})
+    env = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.Length(max=32 * 1024)),
+        metadata={"description": "Variables added to (or replacing) the agent's env for this deployment."},
+    )
+    resources = fields.Nested(ResourcesSchema, metadata={"description": "Overrides of the agent's resources."})
+
+    @validates("env")
+    def _env(self, value: dict[str, str], data_key: str, **_: Any) -> None:
+        check_env_names(value, data_key)
+
+
+class DeployBodySchema(DeployOptionsSchema):
+    agent_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+class ScaleSchema(StrictSchema):
+    replicas = fields.Integer(required=True, validate=validate.Range(min=1))
+
+
+class InstanceSchema(Schema):
+    id = fields.String()
+    index = fields.Integer()
+    container_id = fields.String(allow_none=True)
+    status = fields.String()
+    host = fields.String(allow_none=True)
+    port = fields.Integer(allow_none=True)
+    restarts = fields.Integer()
+    started_at = fields.DateTime(allow_none=True)
+    exit_code = fields.Integer(allow_none=True)
+    healthy = fields.Boolean(allow_none=True)
+
+
+class ReplicaCountsSchema(Schema):
+    desired = fields.Integer()
+    running = fields.Integer()
+    ready = fields.Integer()
+
+
+def replica_counts(deployment: Any) -> dict[str, int]:
+    """`{desired, running, ready}` from a deployment's instances."""
+    desired = deployment.replicas_desired if deployment.status not in ("stopped", "killed") else 0
+    current = [i for i in deployment.instances if i.index < deployment.replicas_desired and i.container_id]
+    running = [i for i in current if i.status == "running"]
+    return {"desired": desired, "running": len(running), "ready": sum(1 for i in running if i.healthy)}
+
+
+class DeploymentSchema(Schema):
+    id = fields.String()
+    agent_id = fields.String()
+    owner_id = fields.String()
+    status = fields.String(metadata={"enum": list(STATUSES)})
+    desired_state = fields.String(metadata={"enum": ["running", "stopped", "deleted"]})
+    replicas = fields.Method("_replicas", metadata={"type": "object"})
+    image = fields.String(allow_none=True)
+    revision = fields.Integer()
+    generation = fields.Integer()
+    config = fields.Method("_config", metadata={"type": "object"})
+    error = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    ready_at = fields.DateTime(allow_none=True)
+    ended_at = fields.DateTime(allow_none=True)
+    instances = fields.Method("_instances", metadata={"type": "array", "items": {"type": "object"}})
+
+    def _replicas(self, deployment: Any) -> dict[str, int]:
+        return replica_counts(deployment)
+
+    def _config(self, deployment: Any) -> dict[str, Any]:
+        return {key: value for key, value in (deployment.config or {}).items() if key != "overrides"}
+
+    def _instances(self, deployment: Any) -> list[dict[str, Any]]:
+        live = deployment.status not in ("stopped", "killed")
+        shown = [i for i in deployment.instances if live and i.index < deployment.replicas_desired]
+        return InstanceSchema(many=True).dump(shown)  # type: ignore[no-any-return]
+
+
+class DeploymentSummarySchema(Schema):
+    """What lists of agents show of their deployment."""
+
+    id = fields.String()
+    status = fields.String()
+    replicas = fields.Method("_replicas", metadata={"type": "object"})
+    created_at = fields.DateTime()
+    ready_at = fields.DateTime(allow_none=True)
+
+    def _replicas(self, deployment: Any) -> dict[str, int]:
+        return replica_counts(deployment)
+
+
+class DeploymentStatusSchema(Schema):
+    """`GET /v1/agents/<id>/deployment-status`."""
+
+    agent_id = fields.String()
+    deployment_id = fields.String(attribute="id")
+    status = fields.String()
+    desired_state = fields.String()
+    replicas = fields.Method("_replicas", metadata={"type": "object"})
+    error = fields.String(allow_none=True)
+    image = fields.String(allow_none=True)
+    started_at = fields.DateTime(allow_none=True)
+    ready_at = fields.DateTime(allow_none=True)
+    ended_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime()
+
+    def _replicas(self, deployment: Any) -> dict[str, int]:
+        return replica_counts(deployment)
+
+
+class DeploymentListArgs(PaginationArgs):
+    agent_id = fields.String()
+    status = fields.String(validate=validate.OneOf(STATUSES))
+
+
+class EventSchema(Schema):
+    id = fields.String()
+    event_type = fields.String()
+    status = fields.String()
+    message = fields.String()
+    data = fields.Dict()
+    created_at = fields.DateTime()
+
+
+class EventPageSchema(Schema):
+    deployment_id = fields.String()
+    deployment_status = fields.String()
+    items = fields.List(fields.Nested(EventSchema))
+    total = fields.Integer()
+    skip = fields.Integer()
+    limit = fields.Integer()
+
+
+class EventListArgs(PaginationArgs):
+    event_type = fields.String(validate=validate.Length(max=40))
+    status = fields.String(validate=validate.OneOf(STATUSES))
+
+
+class LogArgs(StrictSchema):
+    class Meta:
+        unknown = "exclude"
+
+    tail = fields.Integer(load_default=100, validate=validate.Range(min=0, max=10_000))
+    since = fields.AwareDateTime(default_timezone=None, metadata={"description": "ISO 8601 with a zone."})
+    replica = fields.Integer(validate=validate.Range(min=0))
+    source = fields.String(load_default="runtime", validate=validate.OneOf(["runtime", "build"]))
+    follow = fields.Boolean(load_default=False, metadata={"description": "Stream as text/event-stream."})
+
+
+class LogLineSchema(Schema):
+    timestamp = fields.DateTime(allow_none=True)
+    replica = fields.Integer(allow_none=True)
+    stream = fields.String()
+    line = fields.String()
+
+
+class LogsSchema(Schema):
+    deployment_id = fields.String()
+    lines = fields.List(fields.Nested(LogLineSchema))
+
+
+class ResultCreateSchema(StrictSchema):
+    results = fields.Raw(required=True, metadata={"description": "A string or a JSON object."})
+
+    @validates("results")
+    def _results(self, value: Any, **_: Any) -> None:
+        if not isinstance(value, str | dict):
+            raise ValidationError("Must be a string or an object.")
+        if len(json.dumps(value)) > MAX_RESULT_BYTES:
+            raise ValidationError(f"Must be at most {MAX_RESULT_BYTES} bytes.")
+
+
+class ResultSchema(Schema):
+    id = fields.String()
+    deployment_id = fields.String()
+    results = fields.Raw()
+    created_by = fields.String()
+    created_at = fields.DateTime()
+
+
+DeploymentPageSchema = page_schema(DeploymentSchema, "DeploymentPage")
+ResultPageSchema = page_schema(ResultSchema, "ResultPage")

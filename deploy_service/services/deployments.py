@@ -1,0 +1,367 @@
+"""Deployments: create, read, and the user actions (restart, scale, stop, delete), plus events and results.
+
+These calls write *desired* state and return at once (202); the reconciler converges the engine on
+it. Each mutating call checks that the engine answers before it writes anything (503 otherwise), asks
+`lifecycle` whether the action is allowed, records the action as an event, commits once, and wakes
+the reconciler. Delete is the exception that acts at once: it marks the deployment killed and
+removes its containers before answering.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.exc import StaleDataError
+
+from deploy_service.errors import Conflict, NotFound, ValidationFailed
+from deploy_service.extensions import db
+from deploy_service.models import (
+    DESIRED_DELETED,
+    DESIRED_RUNNING,
+    DESIRED_STOPPED,
+    Agent,
+    Deployment,
+    DeploymentEvent,
+    DeploymentResult,
+    User,
+)
+from deploy_service.services import lifecycle, notify
+from deploy_service.services.agents import get_agent
+from deploy_service.services.common import Page, paginate, scope_to_owner
+from deploy_service.services.engine import require_engine
+
+log = logging.getLogger(__name__)
+
+
+def built_image_tag(agent_id: str, revision: int) -> str:
+    """The tag of an image built from an agent's git source, per agent and revision."""
+    return f"deploy-service/agent-{agent_id}:r{revision}"
+
+
+def resolve_config(agent: Agent, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The runtime config a deployment runs with: the agent's settings plus the deploy-time overrides.
+
+    Secrets appear by name only; their values are decrypted by the reconciler at container start.
+    """
+    env = {**(agent.env or {}), **(overrides.get("env") or {})}
+    overlap = sorted(set(env) & set(agent.secrets or {}))
+    if overlap:
+        raise ValidationFailed(
+            "Variables set in both env and the agent's secrets.",
+            details={"env": [f"Also a secret: {', '.join(overlap)}."]},
+        )
+    return {
+        "image": agent.image,
+        "source": agent.source,
+        "port": agent.port,
+        "invoke_path": agent.invoke_path,
+        "command": agent.command,
+        "env": env,
+        "secrets": dict(agent.secrets or {}),
+        "health_check": agent.health_check,
+        "resources": {**(agent.resources or {}), **(overrides.get("resources") or {})},
+        "read_only_rootfs": agent.read_only_rootfs,
+        "overrides": overrides,
+    }
+
+
+def _load(deployment_id: str) -> Deployment | None:
+    return db.session.scalar(
+        select(Deployment).where(Deployment.id == deployment_id).options(selectinload(Deployment.instances))
+    )
+
+
+def get_deployment(actor: User, deployment_id: str) -> Deployment:
+    """A deployment the caller may see.
+
+    Raises:
+        NotFound: missing or someone else's (the same answer).
+    """
+    deployment = _load(deployment_id)
+    if deployment is None or (not actor.is_admin and deployment.owner_id != actor.id):
+        raise NotFound("Deployment not found.")
+    return deployment
+
+
+def list_deployments(
+    actor: User, *, skip: int, limit: int, agent_id: str | None = None, status: str | None = None
+) -> Page[Deployment]:
+    """The caller's deployments, newest first."""
+    stmt = scope_to_owner(select(Deployment), Deployment.owner_id, actor).options(selectinload(Deployment.instances))
+    if agent_id:
+        stmt = stmt.where(Deployment.agent_id == agent_id)
+    if status:
+        stmt = stmt.where(Deployment.status == status)
+    return paginate(stmt.order_by(Deployment.created_at.desc(), Deployment.id.desc()), skip=skip, limit=limit)
+
+
+def live_deployment(agent_id: str) -> Deployment | None:
+    """The agent's non-killed deployment, if any."""
+    return db.session.scalar(
+        select(Deployment)
+        .where(Deployment.agent_id == agent_id, Deployment.status != lifecycle.KILLED)
+        .options(selectinload(Deployment.instances))
+    )
+
+
+def _commit(deployment: Deployment) -> None:
+    """Commit one action; a concurrent change of the same deployment makes this one lose with 409."""
+    try:
+        db.session.commit()
+    except StaleDataError as exc:
+        db.session.rollback()
+        raise Conflict(
+            "The deployment changed while this request was handled; read it again and retry.",
+            details={"deployment_id": deployment.id},
+        ) from exc
+    notify.desired_state_changed()
+
+
+def _check_replicas(replicas: int) -> None:
+    maximum = current_app.config["MAX_REPLICAS"]
+    if not 1 <= replicas <= maximum:
+        raise ValidationFailed(
+            f"replicas must be between 1 and {maximum}.", details={"replicas": [f"Must be between 1 and {maximum}."]}
+        )
+
+
+def create_deployment(
+    actor: User,
+    agent_id: str,
+    *,
+    replicas: int = 1,
+    env: dict[str, str] | None = None,
+    resources: dict[str, Any] | None = None,
+) -> Deployment:
+    """Deploy an agent: a new deployment in `deploying`; the reconciler pulls/builds and starts it.
+
+    Raises:
+        NotFound: no such agent visible to the caller.
+        Conflict: it already has a live deployment (`details.deployment_id`).
+        ValidationFailed: bad replicas or overrides.
+        EngineUnavailable: the engine does not answer (nothing is written).
+    """
+    agent = get_agent(actor, agent_id)
+    _check_replicas(replicas)
+    existing = live_deployment(agent.id)
+    if existing is not None:
+        raise Conflict("The agent already has a live deployment.", details={"deployment_id": existing.id})
+    overrides = {key: value for key, value in (("env", env), ("resources", resources)) if value}
+    config = resolve_config(agent, overrides)
+    require_engine()
+    revision = (db.session.scalar(select(func.count()).where(Deployment.agent_id == agent.id)) or 0) + 1
+    deployment = Deployment(
+        agent_id=agent.id,
+        owner_id=agent.owner_id,
+        status=lifecycle.DEPLOYING,
+        desired_state=DESIRED_RUNNING,
+        replicas_desired=replicas,
+        revision=revision,
+        image=agent.image or built_image_tag(agent.id, revision),
+        config=config,
+    )
+    lifecycle.start_rollout(deployment)
+    db.session.add(deployment)
+    db.session.flush()
+    agent.status = lifecycle.AGENT_STATUS_FOR[lifecycle.DEPLOYING]
+    lifecycle.record_event(
+        deployment,
+        "created",
+        f"Deployment of {agent.name!r} created with {replicas} replica(s).",
+        {"replicas": replicas, "image": agent.image, "source": agent.source, "revision": revision},
+    )
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        existing = live_deployment(agent_id)
+        raise Conflict(
+            "The agent already has a live deployment.", details={"deployment_id": existing.id if existing else None}
+        ) from exc
+    notify.desired_state_changed()
+    return deployment
+
+
+def restart(actor: User, deployment_id: str) -> Deployment:
+    """Rolling restart from running/ready; start again from stopped/failed (→ deploying).
+
+    The agent's current settings apply: the config is resolved again and a git source is rebuilt.
+
+    Raises:
+        InvalidState: 409 from deploying or killed.
+        EngineUnavailable: nothing is written.
+    """
+    deployment = get_deployment(actor, deployment_id)
+    mode = lifecycle.check_restart(deployment)
+    require_engine()
+    agent = db.session.get(Agent, deployment.agent_id)
+    assert agent is not None  # the foreign key cascades
+    deployment.config = resolve_config(agent, deployment.config.get("overrides") or {})
+    if agent.source:
+        deployment.revision += 1
+    deployment.image = agent.image or built_image_tag(agent.id, deployment.revision)
+    deployment.image_ready = False
+    deployment.generation += 1
+    deployment.desired_state = DESIRED_RUNNING
+    lifecycle.start_rollout(deployment)
+    lifecycle.record_event(
+        deployment,
+        "restart_requested",
+        "Rolling restart requested." if mode == lifecycle.RESTART_ROLLING else "Start requested.",
+        {"mode": mode, "generation": deployment.generation},
+    )
+    if mode == lifecycle.RESTART_START:
+        for instance in deployment.instances:
+            instance.recent_restarts = 0
+            instance.next_restart_at = None
+        lifecycle.transition(deployment, lifecycle.DEPLOYING, "Restarting.")
+    _commit(deployment)
+    return deployment
+
+
+def scale(actor: User, deployment_id: str, replicas: int) -> Deployment:
+    """Change the replica count of a running deployment.
+
+    Raises:
+        InvalidState: 400 unless running/ready.
+        ValidationFailed: replicas out of range.
+    """
+    deployment = get_deployment(actor, deployment_id)
+    lifecycle.check_scale(deployment)
+    _check_replicas(replicas)
+    require_engine()
+    previous = deployment.replicas_desired
+    deployment.replicas_desired = replicas
+    if replicas > previous:
+        lifecycle.start_rollout(deployment)
+    lifecycle.record_event(
+        deployment, "scaled", f"Scaled from {previous} to {replicas} replica(s).", {"from": previous, "to": replicas}
+    )
+    _commit(deployment)
+    return deployment
+
+
+def stop(actor: User, deployment_id: str) -> Deployment:
+    """Stop a deployment: its containers are removed and it becomes `stopped`.
+
+    Raises:
+        InvalidState: 409 for a killed deployment.
+    """
+    deployment = get_deployment(actor, deployment_id)
+    lifecycle.check_stop(deployment)
+    if deployment.desired_state == DESIRED_STOPPED:
+        return deployment
+    require_engine()
+    deployment.desired_state = DESIRED_STOPPED
+    lifecycle.record_event(deployment, "stop_requested", "Stop requested.")
+    _commit(deployment)
+    return deployment
+
+
+def delete(actor: User, deployment_id: str) -> Deployment:
+    """Kill a deployment: `killed`, `ended_at` set, containers removed, agent `stopped`. Idempotent.
+
+    Raises:
+        EngineUnavailable: nothing is written.
+    """
+    deployment = get_deployment(actor, deployment_id)
+    if deployment.status == lifecycle.KILLED:
+        return deployment
+    runner = require_engine()
+    containers = [instance.container_id for instance in deployment.instances if instance.container_id]
+    deployment.desired_state = DESIRED_DELETED
+    lifecycle.record_event(deployment, "delete_requested", "Delete requested.")
+    lifecycle.transition(deployment, lifecycle.KILLED, "Deployment deleted; its containers are removed.")
+    for instance in deployment.instances:
+        instance.status = "removed"
+        instance.healthy = None
+    _commit(deployment)
+    timeout = current_app.config["CONTAINER_STOP_TIMEOUT"]
+    if containers:
+        with ThreadPoolExecutor(max_workers=min(len(containers), 16)) as pool:
+            for future in [pool.submit(runner.remove_replica, cid, stop_timeout=timeout) for cid in containers]:
+                try:
+                    future.result()
+                except Exception:  # noqa: BLE001 - the reconciler removes what is left as an orphan
+                    log.warning("could not remove a container of %s; the reconciler will", deployment.id, exc_info=True)
+    return deployment
+
+
+def agent_deployment(actor: User, agent_id: str) -> Deployment:
+    """The agent's live deployment, else its most recent one.
+
+    Raises:
+        NotFound: the agent was never deployed (or is not visible).
+    """
+    agent = get_agent(actor, agent_id)
+    deployment = live_deployment(agent.id) or db.session.scalar(
+        select(Deployment)
+        .where(Deployment.agent_id == agent.id)
+        .order_by(Deployment.created_at.desc(), Deployment.id.desc())
+        .options(selectinload(Deployment.instances))
+        .limit(1)
+    )
+    if deployment is None:
+        raise NotFound("The agent has never been deployed.")
+    return deployment
+
+
+def live_deployment_of_agent(actor: User, agent_id: str) -> Deployment:
+    """The agent's live deployment.
+
+    Raises:
+        NotFound: none (or the agent is not visible).
+    """
+    agent = get_agent(actor, agent_id)
+    deployment = live_deployment(agent.id)
+    if deployment is None:
+        raise NotFound("The agent has no live deployment.")
+    return deployment
+
+
+def list_events(
+    actor: User,
+    deployment_id: str,
+    *,
+    skip: int,
+    limit: int,
+    event_type: str | None = None,
+    status: str | None = None,
+) -> tuple[Deployment, Page[DeploymentEvent]]:
+    """A deployment's events, newest first, filtered by type and status."""
+    deployment = get_deployment(actor, deployment_id)
+    stmt = select(DeploymentEvent).where(DeploymentEvent.deployment_id == deployment.id)
+    if event_type:
+        stmt = stmt.where(DeploymentEvent.event_type == event_type)
+    if status:
+        stmt = stmt.where(DeploymentEvent.status == status)
+    stmt = stmt.order_by(DeploymentEvent.created_at.desc(), DeploymentEvent.id.desc())
+    return deployment, paginate(stmt, skip=skip, limit=limit)
+
+
+def add_result(actor: User, deployment_id: str, results: Any) -> DeploymentResult:
+    """Store something the deployment produced."""
+    deployment = get_deployment(actor, deployment_id)
+    result = DeploymentResult(deployment_id=deployment.id, results=results, created_by=f"user:{actor.id}")
+    db.session.add(result)
+    db.session.flush()
+    lifecycle.record_event(deployment, "result_added", "A result was added.", {"result_id": result.id})
+    db.session.commit()
+    return result
+
+
+def list_results(actor: User, deployment_id: str, *, skip: int, limit: int) -> Page[DeploymentResult]:
+    """A deployment's results, newest first."""
+    deployment = get_deployment(actor, deployment_id)
+    stmt = (
+        select(DeploymentResult)
+        .where(DeploymentResult.deployment_id == deployment.id)
+        .order_by(DeploymentResult.created_at.desc(), DeploymentResult.id.desc())
+    )
+    return paginate(stmt, skip=skip, limit=limit)

@@ -1,0 +1,151 @@
+"""The deployment state machine: one table of allowed transitions, and every rule about actions.
+
+Nothing else sets `Deployment.status`: the API's services and the reconciler both call `transition`,
+which checks the table, stamps the timestamps, keeps the agent's status in step and records an event.
+Which user actions are allowed in which status (restart, scale, stop, delete) is decided here too, by
+`check_action`, so the contract's 409/400 rules live in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deploy_service.errors import InvalidState
+from deploy_service.extensions import db
+from deploy_service.models import AGENT_DEPLOYED, AGENT_STOPPED, Agent, Deployment, DeploymentEvent
+from deploy_service.models.types import utcnow
+
+DEPLOYING = "deploying"
+RUNNING = "running"
+READY = "ready"
+STOPPED = "stopped"
+FAILED = "failed"
+KILLED = "killed"
+STATUSES = (DEPLOYING, RUNNING, READY, STOPPED, FAILED, KILLED)
+LIVE_STATUSES = frozenset(STATUSES) - {KILLED}
+
+# The one table: from each status, the statuses it may move to.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    DEPLOYING: frozenset({RUNNING, READY, FAILED, STOPPED, KILLED}),
+    RUNNING: frozenset({READY, FAILED, STOPPED, KILLED}),
+    READY: frozenset({RUNNING, FAILED, STOPPED, KILLED}),
+    STOPPED: frozenset({DEPLOYING, KILLED}),
+    FAILED: frozenset({DEPLOYING, STOPPED, KILLED}),
+    KILLED: frozenset(),
+}
+
+# User actions: the statuses each is allowed from, and what it means there.
+RESTART_ROLLING = "rolling"
+RESTART_START = "start"
+RESTART_MODES = {RUNNING: RESTART_ROLLING, READY: RESTART_ROLLING, STOPPED: RESTART_START, FAILED: RESTART_START}
+SCALABLE = frozenset({RUNNING, READY})
+STOPPABLE = frozenset({DEPLOYING, RUNNING, READY, FAILED, STOPPED})
+SCALE_MESSAGE = "Can only scale running deployments"
+
+# The agent's status while its deployment is in each status.
+AGENT_STATUS_FOR = {
+    DEPLOYING: AGENT_DEPLOYED,
+    RUNNING: AGENT_DEPLOYED,
+    READY: AGENT_DEPLOYED,
+    FAILED: AGENT_DEPLOYED,
+    STOPPED: AGENT_STOPPED,
+    KILLED: AGENT_STOPPED,
+}
+
+
+def can_transition(current: str, new: str) -> bool:
+    """Whether the table allows `current → new`."""
+    return new in TRANSITIONS.get(current, frozenset())
+
+
+def record_event(
+    deployment: Deployment, event_type: str, message: str, data: dict[str, Any] | None = None
+) -> DeploymentEvent:
+    """Add an event to the session (the caller commits), stamped with the deployment's status."""
+    event = DeploymentEvent(
+        deployment_id=deployment.id,
+        event_type=event_type,
+        status=deployment.status,
+        message=message,
+        data=data or {},
+        created_at=utcnow(),
+    )
+    db.session.add(event)
+    return event
+
+
+def transition(
+    deployment: Deployment, new: str, message: str, *, error: str | None = None, data: dict[str, Any] | None = None
+) -> None:
+    """Move a deployment to `new`, stamping times, syncing its agent and recording a `status_changed` event.
+
+    Raises:
+        InvalidState: the table does not allow it.
+    """
+    old = deployment.status
+    if old == new:
+        return
+    if not can_transition(old, new):
+        raise InvalidState(f"A {old} deployment cannot become {new}.", details={"status": old})
+    now = utcnow()
+    deployment.status = new
+    if new == RUNNING and deployment.started_at is None:
+        deployment.started_at = now
+    if new == READY:
+        deployment.ready_at = now
+        deployment.progress_started_at = None
+        deployment.started_at = deployment.started_at or now
+    if new == FAILED:
+        deployment.error = error or message
+        deployment.progress_started_at = None
+    if new == DEPLOYING:
+        deployment.error = None
+        deployment.ready_at = None
+    if new in (STOPPED, KILLED):
+        deployment.progress_started_at = None
+    if new == KILLED:
+        deployment.ended_at = now
+    agent = db.session.get(Agent, deployment.agent_id)
+    if agent is not None:
+        agent.status = AGENT_STATUS_FOR[new]
+    record_event(deployment, "status_changed", message, {"from": old, "to": new, **(data or {})})
+
+
+def start_rollout(deployment: Deployment) -> None:
+    """Mark the start of a deploy, restart or scale: the progress deadline counts from now."""
+    deployment.progress_started_at = utcnow()
+
+
+def check_restart(deployment: Deployment) -> str:
+    """The restart mode for the deployment's status (`rolling` or `start`).
+
+    Raises:
+        InvalidState: 409 from `deploying` or `killed`.
+    """
+    mode = RESTART_MODES.get(deployment.status)
+    if mode is None:
+        raise InvalidState(
+            f"Cannot restart a {deployment.status} deployment.",
+            details={"status": deployment.status},
+        )
+    return mode
+
+
+def check_scale(deployment: Deployment) -> None:
+    """Scaling is only for running deployments.
+
+    Raises:
+        InvalidState: with status 400 and the contract's message.
+    """
+    if deployment.status not in SCALABLE:
+        raise InvalidState(SCALE_MESSAGE, status_code=400, details={"status": deployment.status})
+
+
+def check_stop(deployment: Deployment) -> None:
+    """Stopping is allowed from every live status (stopping a stopped deployment changes nothing).
+
+    Raises:
+        InvalidState: 409 for a killed deployment.
+    """
+    if deployment.status not in STOPPABLE:
+        raise InvalidState(f"Cannot stop a {deployment.status} deployment.", details={"status": deployment.status})

@@ -1,0 +1,170 @@
+"""An in-memory runner for fast unit tests of the reconciler's logic and of the API's rules.
+
+Every runner behaviour these tests rely on is also shown against the real engine in tests/integration.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from deploy_service.errors import EngineUnavailable
+from deploy_service.models.types import utcnow
+from deploy_service.runner.base import (
+    BuildFailed,
+    BuildSpec,
+    ExitInfo,
+    ImageInfo,
+    ImageUnavailable,
+    LogLine,
+    ReplicaInfo,
+    ReplicaSpec,
+    Runner,
+    Stats,
+)
+
+
+@dataclass
+class FakeContainer:
+    info: ReplicaInfo
+    spec: ReplicaSpec
+    oom_killed: bool = False
+    logs: list[LogLine] = field(default_factory=list)
+
+
+class FakeRunner(Runner):
+    name = "fake"
+
+    def __init__(self, *, images: set[str] | None = None, network: str = "host") -> None:
+        self.images = set(images or {"deploy-test/http-agent:latest"})
+        self.network = network
+        self.containers: dict[str, FakeContainer] = {}
+        self.down = False
+        self.build_lines = ["Step 1/2 : FROM scratch", "Step 2/2 : COPY . /", "Successfully built abc"]
+        self.fail_build: str | None = None
+        self.calls: list[str] = []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.on_start: Callable[[ReplicaSpec], None] | None = None
+
+    def _check(self, call: str) -> None:
+        self.calls.append(call)
+        if self.down:
+            raise EngineUnavailable("fake engine is down")
+
+    def ping(self) -> None:
+        self._check("ping")
+
+    def network_mode(self) -> str:
+        return self.network
+
+    def ensure_image(self, ref: str) -> ImageInfo:
+        self._check("ensure_image")
+        if ref not in self.images:
+            raise ImageUnavailable(f"Image {ref} is not available locally and could not be pulled.")
+        return ImageInfo(ref=ref, id=f"sha256:{abs(hash(ref))}", source="local")
+
+    def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
+        self._check("build_image")
+        for line in self.build_lines:
+            on_output(line)
+        if self.fail_build:
+            raise BuildFailed(self.fail_build, log="\n".join(self.build_lines))
+        self.images.add(spec.tag)
+        return ImageInfo(ref=spec.tag, id="sha256:built", source="built")
+
+    def start_replica(self, spec: ReplicaSpec) -> ReplicaInfo:
+        self._check("start_replica")
+        if spec.image not in self.images:
+            raise ImageUnavailable(f"Image {spec.image} is gone.")
+        with self._lock:
+            for container in self.containers.values():
+                if container.info.name == spec.name:
+                    container.info = replace(container.info, state="running", exit_code=None)
+                    return container.info
+            container_id = f"c{next(self._ids):06d}"
+            info = ReplicaInfo(
+                container_id=container_id,
+                name=spec.name,
+                deployment_id=spec.deployment_id,
+                agent_id=spec.agent_id,
+                index=spec.index,
+                generation=spec.generation,
+                state="running",
+                port=spec.port,
+                created_at=utcnow(),
+            )
+            self.containers[container_id] = FakeContainer(info=info, spec=spec)
+        if self.on_start:
+            self.on_start(spec)
+        return info
+
+    def remove_replica(self, container: str, *, stop_timeout: float = 10.0) -> None:
+        self._check("remove_replica")
+        with self._lock:
+            self.containers.pop(container, None)
+
+    def list_replicas(self) -> list[ReplicaInfo]:
+        self._check("list_replicas")
+        with self._lock:
+            return [container.info for container in self.containers.values()]
+
+    def exit_info(self, container: str) -> ExitInfo:
+        self._check("exit_info")
+        found = self.containers[container]
+        return ExitInfo(exit_code=found.info.exit_code, oom_killed=found.oom_killed)
+
+    def logs(
+        self,
+        container: str,
+        *,
+        replica: int,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[LogLine]:
+        self._check("logs")
+        found = self.containers.get(container)
+        lines = [
+            line
+            for line in (found.logs if found else [])
+            if since is None or (line.timestamp and line.timestamp > since)
+        ]
+        yield from (lines[-tail:] if tail else lines) if tail is not None else lines
+
+    def stats(self, container: str) -> Stats:
+        self._check("stats")
+        return Stats(
+            memory_bytes=1024,
+            memory_limit_bytes=2048,
+            cpu_total_ns=1,
+            system_cpu_ns=10,
+            online_cpus=2,
+            sampled_at=utcnow(),
+        )
+
+    # -- test controls ---------------------------------------------------------------------------
+
+    def crash(self, container_id: str, *, exit_code: int = 1, oom: bool = False) -> None:
+        with self._lock:
+            found = self.containers[container_id]
+            found.info = replace(found.info, state="exited", exit_code=exit_code)
+            found.oom_killed = oom
+
+    def crash_all(self, deployment_id: str, **kwargs: object) -> None:
+        for container in list(self.containers.values()):
+            if container.info.deployment_id == deployment_id and container.info.running:
+                self.crash(container.info.container_id, **kwargs)  # type: ignore[arg-type]
+
+    def of(self, deployment_id: str) -> list[ReplicaInfo]:
+        return sorted(
+            (c.info for c in self.containers.values() if c.info.deployment_id == deployment_id),
+            key=lambda info: (info.index, info.generation),
+        )
+
+    def say(self, container_id: str, line: str, *, stream: str = "stdout") -> None:
+        found = self.containers[container_id]
+        found.logs.append(LogLine(timestamp=utcnow(), replica=found.info.index, stream=stream, line=line))

@@ -1,0 +1,356 @@
+"""Deployments end to end on the real engine: API → database → reconciler (its real loop) → Docker.
+
+Replicas use host networking on loopback. Each test runs its own reconciler with second-scale timings
+in an engine namespace of its own, so it never sees (or removes) anyone else's containers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import docker
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+
+from deploy_service.reconciler import Reconciler, ReconcileSettings
+from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner
+from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from tests.factories import AuthActions
+
+HTTP_AGENT = "deploy-test/http-agent:latest"
+SETTINGS = ReconcileSettings(
+    resync=2.0,
+    tick=0.05,
+    progress_deadline=8.0,
+    startup_grace=0.3,
+    backoff_base=0.2,
+    backoff_max=1.0,
+    restart_budget=2,
+    stable_seconds=60.0,
+    stop_timeout=2.0,
+    workers=8,
+    port_range=(32000, 32999),
+    replica_host="127.0.0.1",
+)
+FAST_HEALTH = {"path": "/health", "interval_seconds": 0.3, "timeout_seconds": 1.0, "retries": 2}
+
+
+class Engine:
+    """The test's view of the engine: its namespace's containers."""
+
+    def __init__(self, client: docker.DockerClient, namespace: str) -> None:
+        self.client, self.namespace = client, namespace
+
+    def containers(self, deployment_id: str | None = None) -> list[Any]:
+        """The namespace's containers (one list call, no per-container inspect that could race a removal)."""
+        rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={self.namespace}"})
+        return [
+            SimpleNamespace(id=row["Id"], labels=row["Labels"], status=row["State"])
+            for row in rows
+            if deployment_id is None or row["Labels"].get(LABEL_DEPLOYMENT) == deployment_id
+        ]
+
+    def inspect(self, container_id: str) -> Any:
+        return self.client.containers.get(container_id)
+
+    def remove_all(self) -> None:
+        for container in self.containers():
+            try:
+                self.client.api.remove_container(container.id, force=True)
+            except docker.errors.NotFound:
+                pass
+
+
+@pytest.fixture()
+def engine(docker_engine: docker.DockerClient, app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """The app drives the real engine, with a reconciler loop of its own, for this test."""
+    namespace = f"test-{uuid.uuid4().hex[:10]}"
+    runner = DockerRunner({"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": namespace, "DOCKER_TIMEOUT": 20})
+    monkeypatch.setitem(app.extensions, RUNNER_KEY, runner)
+    monkeypatch.setitem(app.config, "ALLOW_LOCAL_GIT_SOURCES", True)
+    monkeypatch.setitem(app.config, "LOG_FOLLOW_POLL_SECONDS", 0.1)
+    reconciler = Reconciler(app, runner=runner, settings=SETTINGS)
+    reconciler.start()
+    view = Engine(docker_engine, namespace)
+    yield view
+    reconciler.stop()
+    view.remove_all()
+    runner.close()
+
+
+class Client:
+    def __init__(self, client: FlaskClient, headers: dict[str, str]) -> None:
+        self.client, self.headers = client, headers
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        return getattr(self.client, method)(path, headers=self.headers, json=body)
+
+    def deployment(self, deployment_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.call("get", f"/v1/deployments/{deployment_id}").get_json()
+        return body
+
+    def events(self, deployment_id: str, event_type: str) -> list[dict[str, Any]]:
+        url = f"/v1/deployments/{deployment_id}/events?limit=200&event_type={event_type}"
+        items: list[dict[str, Any]] = self.call("get", url).get_json()["items"]
+        return items
+
+    def agent(self, **fields: Any) -> str:
+        body = {"name": f"agent-{uuid.uuid4().hex[:8]}", "image": HTTP_AGENT, **fields}
+        response = self.call("post", "/v1/agents", body)
+        assert response.status_code == 201, response.get_json()
+        return str(response.get_json()["id"])
+
+    def deploy(self, agent_id: str, replicas: int = 1) -> str:
+        response = self.call("post", f"/v1/agents/{agent_id}/deploy", {"replicas": replicas})
+        assert response.status_code == 202, response.get_json()
+        return str(response.get_json()["id"])
+
+
+@pytest.fixture()
+def api(client: FlaskClient, auth: AuthActions) -> Client:
+    _, headers = auth.user()
+    return Client(client, headers)
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status_is(api: Client, deployment_id: str, *statuses: str) -> Callable[[], bool]:
+    return lambda: api.deployment(deployment_id)["status"] in statuses
+
+
+def test_image_deploy_becomes_ready_and_answers(api: Client, engine: Engine) -> None:
+    deployment_id = api.deploy(api.agent(health_check=FAST_HEALTH), replicas=2)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    body = api.deployment(deployment_id)
+    assert body["replicas"] == {"desired": 2, "running": 2, "ready": 2}
+    for instance in body["instances"]:
+        reply = requests.post(f"http://127.0.0.1:{instance['port']}/invoke", json={"q": "hi"}, timeout=5)
+        assert reply.json() == {"replica": str(instance["index"]), "echo": {"q": "hi"}}
+    assert len(engine.containers(deployment_id)) == 2
+    passed = api.events(deployment_id, "health_passed")
+    assert sorted(event["data"]["replica"] for event in passed) == [0, 1]
+
+
+def test_every_container_is_hardened(api: Client, engine: Engine) -> None:
+    deployment_id = api.deploy(api.agent(resources={"cpu": 0.25, "memory_mb": 64}))
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    [listed] = engine.containers(deployment_id)
+    container = engine.inspect(listed.id)
+    host = container.attrs["HostConfig"]
+    assert host["Privileged"] is False
+    assert host["CapDrop"] == ["ALL"]
+    assert any(opt.startswith("no-new-privileges") for opt in host["SecurityOpt"])
+    assert host["PidsLimit"] and host["PidsLimit"] > 0
+    assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
+    assert host["LogConfig"]["Type"] == "json-file" and host["LogConfig"]["Config"]["max-size"]
+    assert host["Memory"] == host["MemorySwap"] == 64 * 1024 * 1024
+    assert host["NanoCpus"] == 250_000_000
+    assert not host.get("Binds") and not container.attrs.get("Mounts")
+    assert host["NetworkMode"] == "host"
+    assert container.attrs["Config"]["User"] not in ("", "root", "0", "0:0")
+
+
+def test_local_git_source_is_built_with_log_and_progress(api: Client, engine: Engine, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "Dockerfile").write_text(f"FROM {HTTP_AGENT}\nENV BUILT_FROM=git\nLABEL purpose=test\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", "-b", "release/v1", str(repo)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "agent"], check=True)
+    agent_id = api.agent(image=None, source={"git_url": f"file://{repo}", "branch": "release/v1"})
+    deployment_id = api.deploy(agent_id)
+    wait_until(status_is(api, deployment_id, "ready", "failed"), timeout=60, what="built")
+    body = api.deployment(deployment_id)
+    assert body["status"] == "ready", body["error"]
+    assert body["image"] == f"deploy-service/agent-{agent_id}:r1"
+    lines = api.call("get", f"/v1/deployments/{deployment_id}/logs?source=build&tail=1000").get_json()["lines"]
+    assert any(line["line"].startswith("Step 1/") for line in lines)
+    steps = api.events(deployment_id, "build_progress")
+    assert {event["data"]["total"] for event in steps} == {3}
+    env = engine.inspect(engine.containers(deployment_id)[0].id).attrs["Config"]["Env"]
+    assert "BUILT_FROM=git" in env
+
+
+def test_unsafe_git_sources_never_reach_git(
+    api: Client, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app: Flask
+) -> None:
+    spy = tmp_path / "bin"
+    spy.mkdir()
+    calls = tmp_path / "git-calls"
+    (spy / "git").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
+    (spy / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{spy}:{os.environ['PATH']}")
+    monkeypatch.setitem(app.config, "ALLOW_LOCAL_GIT_SOURCES", False)
+    bad_sources = [
+        {"git_url": "ext::sh -c touch% /tmp/pwned"},
+        {"git_url": "--upload-pack=touch /tmp/pwned"},
+        {"git_url": "-uanything"},
+        {"git_url": "file:///tmp/repo"},
+        {"git_url": "https://github.com/a/b.git", "branch": "-b"},
+        {"git_url": "https://github.com/a/b.git", "branch": "--upload-pack=x"},
+    ]
+    for source in bad_sources:
+        response = api.call("post", "/v1/agents", {"name": f"bad-{uuid.uuid4().hex[:6]}", "source": source})
+        assert response.status_code == 400, source
+        assert response.get_json()["error"] == "validation_error"
+    assert api.call("get", "/v1/agents").get_json()["total"] == 0
+    assert not calls.exists()
+
+
+def test_scale_up_and_down(api: Client, engine: Engine) -> None:
+    deployment_id = api.deploy(api.agent())
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    assert api.call("post", f"/v1/deployments/{deployment_id}/scale", {"replicas": 3}).status_code == 202
+    wait_until(lambda: api.deployment(deployment_id)["replicas"]["ready"] == 3, what="3 ready")
+    assert len(engine.containers(deployment_id)) == 3
+    assert api.call("post", f"/v1/deployments/{deployment_id}/scale", {"replicas": 1}).status_code == 202
+    wait_until(lambda: len(engine.containers(deployment_id)) == 1, what="scaled down")
+    [container] = engine.containers(deployment_id)
+    assert container.labels["deploy-service.replica"] == "0"
+    assert api.deployment(deployment_id)["replicas"] == {"desired": 1, "running": 1, "ready": 1}
+
+
+def test_rolling_restart_then_stop_then_start_again(api: Client, engine: Engine) -> None:
+    deployment_id = api.deploy(api.agent(health_check=FAST_HEALTH), replicas=2)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    before = {c.id for c in engine.containers(deployment_id)}
+    assert api.call("post", f"/v1/deployments/{deployment_id}/restart").status_code == 202
+
+    def replaced() -> bool:
+        current = engine.containers(deployment_id)
+        assert current, "a rolling restart never takes every replica down"
+        return not ({c.id for c in current} & before) and api.deployment(deployment_id)["status"] == "ready"
+
+    wait_until(replaced, what="rolled")
+    assert {c.labels["deploy-service.generation"] for c in engine.containers(deployment_id)} == {"2"}
+    assert len(api.events(deployment_id, "replica_replaced")) == 2
+
+    assert api.call("post", f"/v1/deployments/{deployment_id}/stop").status_code == 202
+    wait_until(status_is(api, deployment_id, "stopped"), what="stopped")
+    assert engine.containers(deployment_id) == []
+    assert api.call("post", f"/v1/deployments/{deployment_id}/restart").status_code == 202
+    wait_until(status_is(api, deployment_id, "ready"), what="ready again")
+    assert len(engine.containers(deployment_id)) == 2
+
+
+def test_delete_kills_and_removes_containers(api: Client, engine: Engine) -> None:
+    agent_id = api.agent()
+    deployment_id = api.deploy(agent_id, replicas=2)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    response = api.call("delete", f"/v1/deployments/{deployment_id}")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "killed" and body["ended_at"]
+    assert engine.containers(deployment_id) == []
+    assert api.call("get", f"/v1/agents/{agent_id}").get_json()["status"] == "stopped"
+    assert api.call("delete", f"/v1/deployments/{deployment_id}").get_json() == body
+
+
+def test_container_removed_by_hand_comes_back(api: Client, engine: Engine) -> None:
+    deployment_id = api.deploy(api.agent())
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    [container] = engine.containers(deployment_id)
+    engine.client.api.remove_container(container.id, force=True)
+    replacement = wait_until(
+        lambda: [c for c in engine.containers(deployment_id) if c.id != container.id and c.status == "running"],
+        what="recreated",
+    )
+    assert len(replacement) == 1
+    # Seen either as gone, or (when the list caught it mid-removal) as exited; both are recorded.
+    wait_until(
+        lambda: api.events(deployment_id, "container_missing") or api.events(deployment_id, "container_exited"),
+        what="the event",
+    )
+    wait_until(status_is(api, deployment_id, "ready"), what="ready again")
+
+
+def test_crashing_image_backs_off_then_fails(api: Client, engine: Engine) -> None:
+    deployment_id = api.deploy(api.agent(image="deploy-test/crasher:latest", env={"CRASH_DELAY": "0.2"}))
+    wait_until(status_is(api, deployment_id, "failed"), timeout=60, what="failed")
+    exits = api.events(deployment_id, "container_exited")
+    assert len(exits) == SETTINGS.restart_budget + 1
+    assert {event["data"]["exit_code"] for event in exits} == {3}
+    backoffs = [event["data"]["delay_seconds"] for event in reversed(api.events(deployment_id, "restart_backoff"))]
+    assert backoffs == [0.2, 0.4]
+    body = api.deployment(deployment_id)
+    assert "kept crashing" in body["error"] and "exit code 3" in body["error"]
+    assert engine.containers(deployment_id) == []
+
+
+def test_never_healthy_fails_after_the_deadline(api: Client, engine: Engine) -> None:
+    deployment_id = api.deploy(api.agent(image="deploy-test/never-healthy:latest", health_check=FAST_HEALTH))
+    started = time.monotonic()
+    wait_until(status_is(api, deployment_id, "failed"), timeout=SETTINGS.progress_deadline + 20, what="failed")
+    assert time.monotonic() - started >= SETTINGS.progress_deadline - 1
+    assert "did not become ready" in api.deployment(deployment_id)["error"]
+    assert api.events(deployment_id, "health_failed")
+    assert engine.containers(deployment_id) == []
+
+
+def test_restarted_service_adopts_without_duplicates(api: Client, engine: Engine, app: Flask) -> None:
+    deployment_id = api.deploy(api.agent(), replicas=3)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    before = sorted(c.id for c in engine.containers(deployment_id))
+    runner = app.extensions[RUNNER_KEY]
+    second = Reconciler(app, runner=runner, settings=SETTINGS)
+    try:
+        for _ in range(3):
+            second.run_once()
+    finally:
+        second.converger.close()
+    assert sorted(c.id for c in engine.containers(deployment_id)) == before
+
+
+def test_runtime_logs_and_live_follow(api: Client, engine: Engine) -> None:
+    deployment_id = api.deploy(api.agent())
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    port = api.deployment(deployment_id)["instances"][0]["port"]
+    requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    lines = wait_until(
+        lambda: api.call("get", f"/v1/deployments/{deployment_id}/logs?tail=50").get_json()["lines"], what="logs"
+    )
+    assert any("listening" in line["line"] for line in lines)
+    assert {line["replica"] for line in lines} == {0}
+    assert all(line["timestamp"] and line["stream"] in ("stdout", "stderr") for line in lines)
+
+    response = api.client.get(
+        f"/v1/deployments/{deployment_id}/logs?follow=true&tail=0", headers=api.headers, buffered=False
+    )
+    assert response.status_code == 200
+    assert response.mimetype == "text/event-stream"
+    chunks = iter(response.response)
+    requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+    seen = ""
+    deadline = time.monotonic() + 20
+    while "GET /health" not in seen and time.monotonic() < deadline:
+        seen += next(chunks).decode()
+    assert "GET /health" in seen
+    api.call("delete", f"/v1/deployments/{deployment_id}")
+    rest = "".join(chunk.decode() for chunk in chunks)
+    assert "event: end" in rest
+    end = rest.split("event: end\ndata: ", 1)[1].split("\n", 1)[0]
+    assert json.loads(end)["status"] == "killed"
+
+
+def test_ready_checks_the_engine(client: FlaskClient, engine: Engine) -> None:
+    body = client.get("/health/ready").get_json()
+    assert body["checks"]["engine"]["status"] == "ok"

@@ -1,0 +1,173 @@
+"""The git clone used by builds: the exact command and environment, refusals, and the deadline.
+
+No network and no real repository: the argv/env builders are pure, refused inputs must not start a
+process at all, and timeouts and failures are driven through a stand-in `git` script.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy_service.runner import BuildFailed
+from deploy_service.runner.git import clone, clone_command, clone_environment
+
+SAFE_PREFIX = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
+CLONE_FLAGS = ["clone", "--depth", "1", "--single-branch", "--no-tags", "--no-recurse-submodules"]
+
+
+def test_https_clone_command() -> None:
+    argv = clone_command(
+        "https://github.com/acme/agent.git", "main", "/tmp/dest", allow_local=False, git="/usr/bin/git"
+    )
+
+    assert argv == [
+        "/usr/bin/git",
+        *SAFE_PREFIX,
+        "-c",
+        "core.hooksPath=/dev/null",
+        *CLONE_FLAGS,
+        "--branch",
+        "main",
+        "--",
+        "https://github.com/acme/agent.git",
+        "/tmp/dest",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("/srv/repos/agent", "file:///srv/repos/agent"), ("file:///srv/repos/agent", "file:///srv/repos/agent")],
+)
+def test_local_sources_become_file_urls_when_allowed(url: str, expected: str) -> None:
+    argv = clone_command(url, "feature/x", "/tmp/dest", allow_local=True)
+
+    assert argv[1:7] == [*SAFE_PREFIX, "-c", "protocol.file.allow=always"]
+    assert argv[-4:] == ["feature/x", "--", expected, "/tmp/dest"]
+    assert "--depth" in argv
+
+
+def test_environment_is_minimal_and_explicit() -> None:
+    env = clone_environment("/tmp/home", allow_local=False, path="/usr/bin:/bin")
+
+    assert env == {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/tmp/home",
+        "LC_ALL": "C",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/true",
+        "SSH_ASKPASS": "/bin/true",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_ALLOW_PROTOCOL": "https",
+    }
+    assert clone_environment("/tmp/home", allow_local=True)["GIT_ALLOW_PROTOCOL"] == "https:file"
+
+
+@pytest.mark.parametrize(
+    ("url", "branch", "allow_local"),
+    [
+        ("/srv/repos/agent", "main", False),
+        ("file:///srv/repos/agent", "main", False),
+        ("http://example.com/acme/agent.git", "main", False),
+        ("ssh://git@example.com/acme/agent.git", "main", True),
+        ("git@example.com:acme/agent.git", "main", True),
+        ("ext::sh -c touch% /tmp/pwned", "main", True),
+        ("https://user:token@example.com/acme/agent.git", "main", False),
+        ("--upload-pack=touch /tmp/pwned", "main", True),
+        ("-uhttps://example.com/a.git", "main", False),
+        ("/srv/../etc/agent", "main", True),
+        ("https://example.com/acme/agent.git", "--upload-pack=evil", False),
+        ("https://example.com/acme/agent.git", "-b", False),
+        ("https://example.com/acme/agent.git", "main..evil", False),
+        ("https://example.com/acme/agent.git", "", False),
+    ],
+)
+def test_refused_inputs_never_start_git(
+    url: str, branch: str, allow_local: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a refused clone must not start a process")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+
+    with pytest.raises(BuildFailed, match="Refusing to clone"):
+        clone(url, branch, str(tmp_path / "dest"), timeout=5, allow_local=allow_local)
+
+
+def fake_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> Path:
+    """Put a stand-in `git` first on PATH; it records its argv and environment, then runs `script`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "record"
+    git = bin_dir / "git"
+    git.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}.argv\nenv > {record}.env\n{script}\n')
+    git.chmod(git.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    return record
+
+
+def test_clone_runs_git_with_the_command_and_streams_its_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = fake_git(tmp_path, monkeypatch, """for last; do :; done; echo "Cloning into '$last'..." >&2; echo done""")
+    lines: list[str] = []
+    url = "https://example.com/acme/agent.git"
+
+    clone(url, "main", str(tmp_path / "dest"), timeout=10, allow_local=False, on_output=lines.append)
+
+    argv = record.with_suffix(".argv").read_text().splitlines()
+    assert argv == clone_command(url, "main", str(tmp_path / "dest"), allow_local=False)[1:]
+    env = dict(line.split("=", 1) for line in record.with_suffix(".env").read_text().splitlines() if "=" in line)
+    assert env["GIT_ALLOW_PROTOCOL"] == "https" and env["GIT_TERMINAL_PROMPT"] == "0"
+    assert env["HOME"] != os.environ.get("HOME") and not os.path.exists(env["HOME"])
+    assert "DOCKER_HOST" not in env and "SECRET_KEY" not in env
+    assert lines == [f"Cloning into '{tmp_path / 'dest'}'...", "done"]
+
+
+def test_a_failing_clone_reports_the_tail_of_gits_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_git(tmp_path, monkeypatch, 'echo "fatal: Remote branch nope not found in upstream origin" >&2; exit 128')
+
+    with pytest.raises(BuildFailed, match="exit code 128") as failure:
+        clone("https://example.com/acme/agent.git", "nope", str(tmp_path / "dest"), timeout=10, allow_local=False)
+
+    assert "Remote branch nope not found" in failure.value.log
+
+
+def test_a_clone_past_its_deadline_is_killed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid_file = tmp_path / "pid"
+    fake_git(tmp_path, monkeypatch, f"echo started; sleep 30 & echo $! > {pid_file}; wait")
+    started = time.monotonic()
+
+    with pytest.raises(BuildFailed, match=r"clone timed out after 0.5s") as failure:
+        clone("https://example.com/acme/agent.git", "main", str(tmp_path / "dest"), timeout=0.5, allow_local=False)
+
+    assert time.monotonic() - started < 3
+    assert "started" in failure.value.log
+    assert process_ends(int(pid_file.read_text())), "git's children must be killed with it"
+
+
+def test_git_missing_is_a_build_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    with pytest.raises(BuildFailed, match="git is not installed"):
+        clone("https://example.com/acme/agent.git", "main", str(tmp_path / "dest"), timeout=5, allow_local=False)
+
+
+def process_ends(pid: int, timeout: float = 3.0) -> bool:
+    """True once `pid` is gone or a zombie (killed, waiting to be reaped by init)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in {"Z", "X"}:
+            return True
+        time.sleep(0.02)
+    return False
