@@ -67,6 +67,10 @@ class FakeRunner(Runner):
             raise ImageUnavailable(f"Image {ref} is not available locally and could not be pulled.")
         return ImageInfo(ref=ref, id=f"sha256:{abs(hash(ref))}", source="local")
 
+    def local_image(self, ref: str) -> ImageInfo | None:
+        self._check("local_image")
+        return ImageInfo(ref=ref, id=f"sha256:{abs(hash(ref))}", source="local") if ref in self.images else None
+
     def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
         self._check("build_image")
         for line in self.build_lines:

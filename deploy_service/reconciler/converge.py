@@ -159,7 +159,7 @@ class Converger:
         if deployment.desired_state != DESIRED_RUNNING or deployment.status in (lifecycle.FAILED, lifecycle.STOPPED):
             self._wind_down(deployment, containers)
             return settings.resync
-        if not deployment.image_ready:
+        if not deployment.image_ready and not self._image_already_there(deployment):
             self.preparer.ensure(deployment.id)
             return settings.tick
         now = utcnow()
@@ -239,6 +239,22 @@ class Converger:
         return wanted
 
     # -- pieces -----------------------------------------------------------------------------------
+
+    def _image_already_there(self, deployment: Deployment) -> bool:
+        """For an image reference the engine already has, mark it ready in this pass (no background job)."""
+        if deployment.config.get("source") or not deployment.image:
+            return False
+        info = self.runner.local_image(deployment.image)
+        if info is None:
+            return False
+        deployment.image_ready = True
+        lifecycle.record_event(
+            deployment,
+            "image_ready",
+            f"Image {info.ref} is ready ({info.source}).",
+            {"image": info.ref, "source": info.source},
+        )
+        return True
 
     def _wind_down(self, deployment: Deployment, containers: list[ReplicaInfo]) -> None:
         if containers:

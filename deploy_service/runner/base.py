@@ -225,6 +225,13 @@ class Runner(abc.ABC):
             ImageUnavailable: neither worked.
         """
 
+    def local_image(self, ref: str) -> ImageInfo | None:
+        """The image if the engine already has it (a quick look, never a pull); None otherwise.
+
+        Lets the reconciler start replicas of a present image in the same pass, without a background job.
+        """
+        return None
+
     @abc.abstractmethod
     def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
         """Clone `spec.git_url` at `spec.branch` safely and build it into `spec.tag`.

@@ -334,6 +334,14 @@ class DockerRunner(Runner):
 
     # -- images -------------------------------------------------------------------------------
 
+    def local_image(self, ref: str) -> ImageInfo | None:
+        with self._engine() as api:
+            try:
+                local = self._inspect_image(api, ref)
+            except ImageUnavailable:
+                return None
+        return None if local is None else ImageInfo(ref=ref, id=str(local["Id"]), source="local")
+
     def ensure_image(self, ref: str) -> ImageInfo:
         with self._engine() as api:
             local = self._inspect_image(api, ref)
@@ -449,14 +457,13 @@ class DockerRunner(Runner):
             user = _user_for_image((image.get("Config") or {}).get("User"))
             try:
                 created = api.create_container(**self._create_arguments(api, spec, user))
-                container_id = str(created["Id"])
+                return self._start(api, str(created["Id"]), created=True)
             except ImageNotFound as exc:
                 raise ImageUnavailable(f"Image {spec.image!r} is gone: {_explanation(exc)}") from exc
             except APIError as exc:
                 if exc.status_code != 409:
                     raise ReplicaStartFailed(f"The engine refused the container: {_explanation(exc)}") from exc
-                container_id = self._adoptable(api, spec)
-            return self._start(api, container_id)
+            return self._start(api, self._adoptable(api, spec))
 
     def _create_arguments(self, api: Any, spec: ReplicaSpec, user: str) -> dict[str, Any]:
         bridge = spec.network_mode == "bridge"
@@ -517,9 +524,9 @@ class DockerRunner(Runner):
             raise ReplicaStartFailed(f"A container named {spec.name} exists and is not this replica.")
         return str(existing["Id"])
 
-    def _start(self, api: Any, container_id: str) -> ReplicaInfo:
+    def _start(self, api: Any, container_id: str, *, created: bool = False) -> ReplicaInfo:
         """Start the container unless it runs; a container that cannot serve is removed, not left behind."""
-        data = api.inspect_container(container_id)
+        data = {} if created else api.inspect_container(container_id)
         if not (data.get("State") or {}).get("Running"):
             try:
                 api.start(container_id)
