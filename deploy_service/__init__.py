@@ -7,6 +7,7 @@ never run inside the factory.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -100,6 +101,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _namespace_for(app: Flask) -> str:
+    """The default engine namespace: derived from the database, so that services with different
+    databases sharing one engine never see (or remove) each other's containers."""
+    with app.app_context():
+        url = db.engine.url.render_as_string(hide_password=True)
+    return "ds-" + hashlib.sha256(url.encode()).hexdigest()[:12]
+
+
 def register_extensions(app: Flask) -> None:
     """Bind the unbound extensions to `app`."""
     os.makedirs(app.instance_path, exist_ok=True)
@@ -122,4 +131,6 @@ def register_extensions(app: Flask) -> None:
         expose_headers=["Retry-After"],
     )
     init_security(app)
+    if not app.config.get("ENGINE_NAMESPACE"):
+        app.config["ENGINE_NAMESPACE"] = _namespace_for(app)
     app.extensions[RUNNER_KEY] = create_runner(app.config)

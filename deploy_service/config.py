@@ -130,7 +130,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "RUNNER": env.get("RUNNER", "docker").strip().lower(),
         "DOCKER_NETWORK_MODE": env.get("DOCKER_NETWORK_MODE", "auto").strip().lower(),
         "DOCKER_TIMEOUT": _float(env, "DOCKER_TIMEOUT", 30.0, minimum=1.0),
-        "ENGINE_NAMESPACE": env.get("ENGINE_NAMESPACE", "deploy-service"),
+        "ENGINE_NAMESPACE": env.get("ENGINE_NAMESPACE") or None,
         "PULL_TIMEOUT_SECONDS": _float(env, "PULL_TIMEOUT_SECONDS", 600.0, minimum=1.0),
         "REPLICA_HOST": env.get("REPLICA_HOST", "127.0.0.1"),
         "HOST_PORT_RANGE": env.get("HOST_PORT_RANGE", "20000-29999"),

@@ -1,4 +1,4 @@
-"""The Docker backend of the runner, on the docker SDK (engine API >= 1.41).
+"""The Docker backend of the runner, on the docker SDK (engine API >= 1.41): `DockerRunner`.
 
 Design notes:
 
@@ -6,9 +6,6 @@ Design notes:
   API version, so a down engine must not break `create_app`; a failed construction is retried on the
   next call). Its connection pool is sized for the reconciler's worker threads plus API requests;
   requests' `Session` is safe for this use from several threads.
-- Long streaming calls (pull, build) get a short-lived client of their own, whose every socket read
-  is bounded by the call's deadline; closing it cancels the work in the engine and never disturbs the
-  shared pool (see `_DeadlineClient`).
 - Errors are translated at this boundary: an engine that cannot be reached (connection refused, socket
   missing, timeouts, a failed client construction) becomes `EngineUnavailable`; everything the engine
   *refused* becomes one of the runner's own errors with the engine's explanation.
@@ -20,8 +17,10 @@ Design notes:
   host mode, which the list endpoint cannot otherwise show) or in the list's own fields.
 - The managed label's value is `ENGINE_NAMESPACE` (default `deploy-service`): a runner sees, adopts and lists
   only its namespace's containers, so two services (or a test run) can share one engine.
-- Logs are read from the low-level endpoint and demultiplexed here: the SDK's streaming helpers drop
-  the stream id of each frame, and the caller wants to know stdout from stderr.
+
+Engine calls are made here; the work around them lives beside it: `docker_images` (pull, clone + build),
+`docker_streams` (log demultiplexing, deadline-bounded clients), `docker_records` (engine JSON as our value
+objects) and `docker_common`. `LABEL_PORT` and `parse_engine_time` are re-exported from here.
 """
 
 from __future__ import annotations
@@ -29,21 +28,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import re
-import shutil
-import struct
-import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import docker
-import requests
-import urllib3
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from marshmallow import ValidationError
 
@@ -67,47 +58,26 @@ from deploy_service.runner.base import (
     RunnerError,
     Stats,
 )
-from deploy_service.runner.git import clone
-from deploy_service.schemas.validators import validate_image, validate_repo_path
+from deploy_service.runner.docker_common import UNREACHABLE, explanation, parse_engine_time
+from deploy_service.runner.docker_images import build_from_source, pull_image
+from deploy_service.runner.docker_records import (
+    LABEL_PORT,
+    exit_info_from_state,
+    info_from_inspect,
+    info_from_list,
+    stats_from_sample,
+)
+from deploy_service.runner.docker_streams import log_lines, set_read_timeout
+from deploy_service.schemas.validators import validate_image
 
 __all__ = ["LABEL_PORT", "DockerRunner", "parse_engine_time"]
 
 log = logging.getLogger(__name__)
 
-LABEL_PORT = "deploy-service.port"
-"""The container port the replica listens on (host mode: also its host port)."""
-
 POOL_SIZE = 32
 FALLBACK_USER = "65534:65534"
-BUILD_LOG_TAIL_LINES = 100
 PULL_TIMEOUT_SECONDS = 600.0
-
-_UNREACHABLE = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    urllib3.exceptions.ProtocolError,
-    urllib3.exceptions.TimeoutError,
-    ConnectionError,
-    TimeoutError,
-)
-_ENGINE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
-_LOG_TIMESTAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) ")
-_EXITED_STATUS = re.compile(r"^Exited \((-?\d+)\)")
-_STREAMS = {1: "stdout", 2: "stderr"}
-
-
-def parse_engine_time(value: str | None) -> datetime | None:
-    """An engine RFC3339Nano time as an aware UTC datetime (nanoseconds truncated); None for zero/unset."""
-    match = _ENGINE_TIME.match(value or "")
-    if match is None or match.group(1).startswith("0001-01-01"):
-        return None
-    seconds, fraction, zone = match.groups()
-    iso = f"{seconds}.{(fraction or '0')[:6].ljust(6, '0')}{'+00:00' if zone == 'Z' else zone}"
-    return datetime.fromisoformat(iso).astimezone(UTC)
-
-
-def _explanation(exc: APIError) -> str:
-    return str(exc.explanation or exc)
+REMOVAL_WAIT_SECONDS = 10.0
 
 
 def _user_for_image(configured: str | None) -> str:
@@ -117,146 +87,6 @@ def _user_for_image(configured: str | None) -> str:
     if not name or name == "root" or (name.isdigit() and int(name) == 0):
         return FALLBACK_USER
     return user
-
-
-def _set_read_timeout(response: requests.Response, seconds: float | None) -> None:
-    """Bound (or, with None, unbound) further socket reads of a streamed response, where reachable."""
-    stream: Any = response.raw
-    try:
-        raw = stream._fp.fp.raw
-    except AttributeError:
-        return
-    sock: Any
-    for sock in (raw, getattr(raw, "_sock", None)):
-        if hasattr(sock, "settimeout"):
-            sock.settimeout(seconds)
-
-
-class _DeadlineClient:
-    """A one-off API client for a single long streaming call that must end by a deadline.
-
-    Every request it sends is bounded by the time left (the SDK sends pulls and builds with no
-    timeout), and `tighten()` re-bounds the open response's socket as the deadline nears, so no read
-    can block past it. Closing it drops the connection, which makes the engine cancel the work.
-    """
-
-    def __init__(self, version: str, deadline: float) -> None:
-        self.deadline = deadline
-        self.client = docker.from_env(version=version, timeout=max(self.remaining(), 1.0), max_pool_size=1)
-        self.api = self.client.api
-        self._responses: list[requests.Response] = []
-        send = self.api.send
-
-        def bounded_send(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-            kwargs["timeout"] = max(self.remaining(), 0.01)
-            response: requests.Response = send(request, **kwargs)
-            return response
-
-        self.api.send = bounded_send
-        self.api.hooks["response"].append(self._capture)
-
-    def _capture(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self._responses.append(response)
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-    def expired(self) -> bool:
-        return self.remaining() <= 0
-
-    def tighten(self) -> None:
-        for response in self._responses:
-            _set_read_timeout(response, max(self.remaining(), 0.01))
-
-    def close(self) -> None:
-        for response in self._responses:
-            response.close()
-        self.client.close()
-
-
-class _OutputLines:
-    """Build output as whole lines for `on_output` (a chunk may end mid-line); the last ones kept for errors."""
-
-    def __init__(self, on_output: Callable[[str], None]) -> None:
-        self.on_output = on_output
-        self.partial = ""
-        self.tail: deque[str] = deque(maxlen=BUILD_LOG_TAIL_LINES)
-
-    def line(self, text: str) -> None:
-        self.flush()
-        self._emit(text)
-
-    def feed(self, text: str) -> None:
-        *lines, self.partial = (self.partial + text).split("\n")
-        for line in lines:
-            self._emit(line.removesuffix("\r"))
-
-    def flush(self) -> None:
-        if self.partial:
-            partial, self.partial = self.partial, ""
-            self._emit(partial)
-
-    def log(self) -> str:
-        self.flush()
-        return "\n".join(self.tail)
-
-    def _emit(self, text: str) -> None:
-        self.tail.append(text)
-        self.on_output(text)
-
-
-class _LineAssembler:
-    """Turns the timestamped frames of one stream into whole lines, keeping a partial line until completed."""
-
-    def __init__(self) -> None:
-        self.pending = b""
-        self.timestamp: datetime | None = None
-        self.open = False
-
-    def feed(self, data: bytes) -> Iterator[tuple[datetime | None, bytes]]:
-        stamp = None
-        match = _LOG_TIMESTAMP.match(data)
-        if match is not None:
-            stamp = parse_engine_time(match.group(1).decode())
-            data = data[match.end() :]
-        while data:
-            if not self.open:
-                self.timestamp, self.open = stamp, True
-            cut = data.find(b"\n")
-            if cut < 0:
-                self.pending += data
-                return
-            yield self.timestamp, self.pending + data[:cut]
-            self.pending, self.open = b"", False
-            data = data[cut + 1 :]
-
-    def flush(self) -> Iterator[tuple[datetime | None, bytes]]:
-        if self.open:
-            yield self.timestamp, self.pending
-        self.pending, self.open = b"", False
-
-
-def _read_exactly(raw: Any, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = raw.read(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _frames(response: requests.Response) -> Iterator[tuple[int, bytes]]:
-    """The (stream id, payload) frames of a non-TTY attach/logs stream."""
-    while True:
-        header = _read_exactly(response.raw, 8)
-        if len(header) < 8:
-            return
-        stream_id, length = struct.unpack(">BxxxL", header)
-        payload = _read_exactly(response.raw, length)
-        if len(payload) < length:
-            return
-        yield stream_id, payload
 
 
 class DockerRunner(Runner):
@@ -306,7 +136,7 @@ class DockerRunner(Runner):
         api = self._api()
         try:
             yield api
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             log.warning("container engine unreachable: %s", exc)
             raise EngineUnavailable(f"The container engine cannot be reached ({type(exc).__name__}).") from exc
 
@@ -323,7 +153,7 @@ class DockerRunner(Runner):
             try:
                 api.ping()
             except APIError as exc:
-                raise EngineUnavailable(f"The container engine is not healthy: {_explanation(exc)}") from exc
+                raise EngineUnavailable(f"The container engine is not healthy: {explanation(exc)}") from exc
 
     def network_mode(self) -> str:
         if self._network_mode is None:
@@ -347,7 +177,7 @@ class DockerRunner(Runner):
             local = self._inspect_image(api, ref)
             if local is not None:
                 return ImageInfo(ref=ref, id=str(local["Id"]), source="local")
-            self._pull(api, ref)
+            pull_image(api, ref, timeout=self._pull_timeout)
             pulled = self._inspect_image(api, ref)
         if pulled is None:
             raise ImageUnavailable(f"Image {ref!r} is not available after pulling it.")
@@ -360,25 +190,8 @@ class DockerRunner(Runner):
         except NotFound:
             return None
         except APIError as exc:
-            raise ImageUnavailable(f"Image {ref!r} cannot be used: {_explanation(exc)}") from exc
+            raise ImageUnavailable(f"Image {ref!r} cannot be used: {explanation(exc)}") from exc
         return data
-
-    def _pull(self, api: Any, ref: str) -> None:
-        repository, tag = docker.utils.parse_repository_tag(ref)
-        stream = _DeadlineClient(api.api_version, time.monotonic() + self._pull_timeout)
-        try:
-            for chunk in stream.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
-                if isinstance(chunk, dict) and chunk.get("error"):
-                    raise ImageUnavailable(f"Image {ref!r} is not local and pulling it failed: {chunk['error']}")
-                stream.tighten()
-        except APIError as exc:
-            raise ImageUnavailable(f"Image {ref!r} is not local and pulling it failed: {_explanation(exc)}") from exc
-        except _UNREACHABLE as exc:
-            if stream.expired():
-                raise ImageUnavailable(f"Pulling image {ref!r} timed out.") from exc
-            raise
-        finally:
-            stream.close()
 
     def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
         try:
@@ -386,64 +199,17 @@ class DockerRunner(Runner):
         except ValidationError as exc:
             raise BuildFailed(f"Refusing to build: {spec.tag!r} is not a valid image tag.") from exc
         with self._engine() as api:
-            workdir = tempfile.mkdtemp(prefix="deploy-build-")
-            try:
-                source = os.path.join(workdir, "source")
-                clone_timeout = min(spec.clone_timeout, self._clone_timeout)
-                clone(
-                    spec.git_url,
-                    spec.branch,
-                    source,
-                    timeout=clone_timeout,
-                    allow_local=spec.allow_local,
-                    on_output=on_output,
-                )
-                context, dockerfile = _build_paths(source, context=spec.context, dockerfile=spec.dockerfile)
-                self._build(api, context, dockerfile, spec, on_output)
-            finally:
-                shutil.rmtree(workdir, ignore_errors=True)
+            build_from_source(
+                api,
+                spec,
+                clone_timeout=min(spec.clone_timeout, self._clone_timeout),
+                build_timeout=min(spec.build_timeout, self._build_timeout),
+                on_output=on_output,
+            )
             built = self._inspect_image(api, spec.tag)
         if built is None:
             raise BuildFailed(f"The build finished but image {spec.tag!r} does not exist.")
         return ImageInfo(ref=spec.tag, id=str(built["Id"]), source="built")
-
-    def _build(
-        self, api: Any, context: str, dockerfile: str, spec: BuildSpec, on_output: Callable[[str], None]
-    ) -> None:
-        timeout = min(spec.build_timeout, self._build_timeout)
-        output = _OutputLines(on_output)
-        stream = _DeadlineClient(api.api_version, time.monotonic() + timeout)
-        try:
-            chunks = stream.api.build(
-                path=context,
-                dockerfile=dockerfile,
-                tag=spec.tag,
-                rm=True,
-                forcerm=True,
-                decode=True,
-                pull=False,
-            )
-            for chunk in chunks:
-                stream.tighten()
-                if not isinstance(chunk, dict):
-                    continue
-                output.feed(str(chunk.get("stream") or ""))
-                if chunk.get("status"):
-                    output.line(str(chunk["status"]))
-                if chunk.get("error"):
-                    output.line(str(chunk["error"]).strip())
-                    raise BuildFailed(f"The image build failed: {chunk['error']}".strip(), log=output.log())
-                if stream.expired():
-                    raise BuildFailed(f"build timed out after {timeout:g}s", log=output.log())
-            output.flush()
-        except APIError as exc:
-            raise BuildFailed(f"The engine refused the build: {_explanation(exc)}", log=output.log()) from exc
-        except _UNREACHABLE as exc:
-            if stream.expired():
-                raise BuildFailed(f"build timed out after {timeout:g}s", log=output.log()) from exc
-            raise
-        finally:
-            stream.close()
 
     # -- replicas -------------------------------------------------------------------------------
 
@@ -459,10 +225,10 @@ class DockerRunner(Runner):
                 created = api.create_container(**self._create_arguments(api, spec, user))
                 return self._start(api, str(created["Id"]), created=True)
             except ImageNotFound as exc:
-                raise ImageUnavailable(f"Image {spec.image!r} is gone: {_explanation(exc)}") from exc
+                raise ImageUnavailable(f"Image {spec.image!r} is gone: {explanation(exc)}") from exc
             except APIError as exc:
                 if exc.status_code != 409:
-                    raise ReplicaStartFailed(f"The engine refused the container: {_explanation(exc)}") from exc
+                    raise ReplicaStartFailed(f"The engine refused the container: {explanation(exc)}") from exc
             return self._start(api, self._adoptable(api, spec))
 
     def _create_arguments(self, api: Any, spec: ReplicaSpec, user: str) -> dict[str, Any]:
@@ -532,9 +298,9 @@ class DockerRunner(Runner):
                 api.start(container_id)
             except APIError as exc:
                 self._discard(api, container_id)
-                raise ReplicaStartFailed(f"The engine could not start the container: {_explanation(exc)}") from exc
+                raise ReplicaStartFailed(f"The engine could not start the container: {explanation(exc)}") from exc
             data = api.inspect_container(container_id)
-        info = _info_from_inspect(data)
+        info = info_from_inspect(data)
         if info is None:
             raise ReplicaStartFailed(f"Container {container_id[:12]} lost its labels.")
         if info.running and info.port is None:
@@ -559,20 +325,33 @@ class DockerRunner(Runner):
             except NotFound:
                 return
             except APIError as exc:
-                log.info("stopping %s failed (%s); removing it by force", container, _explanation(exc))
+                log.info("stopping %s failed (%s); removing it by force", container, explanation(exc))
             try:
                 api.remove_container(container, force=True)
             except NotFound:
                 return
             except APIError as exc:
-                if exc.status_code == 409 and "in progress" in _explanation(exc):
+                if exc.status_code == 409 and "in progress" in explanation(exc):
+                    self._wait_until_gone(api, container, timeout=stop_timeout + REMOVAL_WAIT_SECONDS)
                     return
-                raise RunnerError(f"The engine could not remove {container}: {_explanation(exc)}") from exc
+                raise RunnerError(f"The engine could not remove {container}: {explanation(exc)}") from exc
+
+    @staticmethod
+    def _wait_until_gone(api: Any, container: str, *, timeout: float) -> None:
+        """Another caller is removing the container: return once it is gone, so callers may rely on that."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                api.inspect_container(container)
+            except NotFound:
+                return
+            time.sleep(0.05)
+        raise RunnerError(f"The engine is still removing {container} after {timeout:g}s.")
 
     def list_replicas(self) -> list[ReplicaInfo]:
         with self._engine() as api:
             rows = api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={self._namespace}"})
-        return [info for info in map(_info_from_list, rows) if info is not None]
+        return [info for info in map(info_from_list, rows) if info is not None]
 
     def exit_info(self, container: str) -> ExitInfo:
         with self._engine() as api:
@@ -580,13 +359,7 @@ class DockerRunner(Runner):
                 state = api.inspect_container(container).get("State") or {}
             except NotFound as exc:
                 raise RunnerError(f"No such container: {container}") from exc
-        exit_code = state.get("ExitCode")
-        return ExitInfo(
-            exit_code=int(exit_code) if exit_code is not None else None,
-            oom_killed=bool(state.get("OOMKilled")),
-            error=str(state.get("Error") or ""),
-            finished_at=parse_engine_time(state.get("FinishedAt")),
-        )
+        return exit_info_from_state(state)
 
     # -- observation ----------------------------------------------------------------------------
 
@@ -627,29 +400,10 @@ class DockerRunner(Runner):
                 raise RunnerError(f"No such container: {container}") from exc
             except APIError as exc:
                 response.close()
-                raise RunnerError(f"The engine refused the logs of {container}: {_explanation(exc)}") from exc
+                raise RunnerError(f"The engine refused the logs of {container}: {explanation(exc)}") from exc
         if follow:
-            _set_read_timeout(response, None)
-        return self._log_lines(response, replica)
-
-    def _log_lines(self, response: requests.Response, replica: int) -> Iterator[LogLine]:
-        assemblers = {stream_id: _LineAssembler() for stream_id in _STREAMS}
-
-        def line(stream_id: int, stamp: datetime | None, data: bytes) -> LogLine:
-            text = data.decode("utf-8", errors="replace").removesuffix("\r")
-            return LogLine(timestamp=stamp, replica=replica, stream=_STREAMS[stream_id], line=text)
-
-        try:
-            with self._engine():
-                for stream_id, payload in _frames(response):
-                    if stream_id in assemblers:
-                        for stamp, data in assemblers[stream_id].feed(payload):
-                            yield line(stream_id, stamp, data)
-            for stream_id, assembler in assemblers.items():
-                for stamp, data in assembler.flush():
-                    yield line(stream_id, stamp, data)
-        finally:
-            response.close()
+            set_read_timeout(response, None)
+        return log_lines(response, replica=replica, guard=self._engine)
 
     def stats(self, container: str) -> Stats:
         with self._engine() as api:
@@ -657,117 +411,4 @@ class DockerRunner(Runner):
                 data = api.stats(container, stream=False, one_shot=True)
             except NotFound as exc:
                 raise RunnerError(f"No such container: {container}") from exc
-        memory = data.get("memory_stats") or {}
-        detail = memory.get("stats") or {}
-        cache = detail.get("total_inactive_file", detail.get("inactive_file", 0))
-        usage = int(memory.get("usage") or 0)
-        cpu = data.get("cpu_stats") or {}
-        cpu_usage = cpu.get("cpu_usage") or {}
-        online = cpu.get("online_cpus") or len(cpu_usage.get("percpu_usage") or []) or 1
-        return Stats(
-            memory_bytes=max(usage - int(cache or 0), 0),
-            memory_limit_bytes=int(memory.get("limit") or 0),
-            cpu_total_ns=int(cpu_usage.get("total_usage") or 0),
-            system_cpu_ns=int(cpu.get("system_cpu_usage") or 0),
-            online_cpus=int(online),
-            sampled_at=datetime.now(UTC),
-        )
-
-
-def _build_paths(source: str, *, context: str, dockerfile: str) -> tuple[str, str]:
-    """The resolved build context directory and Dockerfile (both relative to the clone's root).
-
-    Raises:
-        BuildFailed: a path is malformed, escapes the clone (also through a symlink), or is missing.
-    """
-    root = os.path.realpath(source)
-    resolved = []
-    for label, relative in (("context", context), ("dockerfile", dockerfile)):
-        try:
-            validate_repo_path(relative)
-        except ValidationError as exc:
-            raise BuildFailed(f"Refusing to build: {label} {relative!r} is not a path inside the repository.") from exc
-        path = os.path.realpath(os.path.join(root, relative))
-        if path != root and not path.startswith(root + os.sep):
-            raise BuildFailed(f"Refusing to build: {label} {relative!r} resolves outside the repository.")
-        resolved.append(path)
-    context_dir, dockerfile_path = resolved
-    if not os.path.isdir(context_dir):
-        raise BuildFailed(f"The build context {context!r} is not a directory in the repository.")
-    if not os.path.isfile(dockerfile_path):
-        raise BuildFailed(f"The Dockerfile {dockerfile!r} does not exist in the repository.")
-    return context_dir, dockerfile_path
-
-
-def _identity(labels: Mapping[str, str] | None) -> tuple[str, str, int, int] | None:
-    """(deployment, agent, index, generation) from a container's labels; None when incomplete."""
-    labels = labels or {}
-    try:
-        return (
-            labels[LABEL_DEPLOYMENT],
-            labels[LABEL_AGENT],
-            int(labels[LABEL_REPLICA]),
-            int(labels[LABEL_GENERATION]),
-        )
-    except (KeyError, ValueError):
-        return None
-
-
-def _label_port(labels: Mapping[str, str]) -> int | None:
-    try:
-        return int(labels[LABEL_PORT])
-    except (KeyError, ValueError):
-        return None
-
-
-def _info_from_list(row: Mapping[str, Any]) -> ReplicaInfo | None:
-    labels = row.get("Labels") or {}
-    identity = _identity(labels)
-    if identity is None:
-        return None
-    deployment_id, agent_id, index, generation = identity
-    state = str(row.get("State") or "")
-    exit_match = _EXITED_STATUS.match(str(row.get("Status") or ""))
-    port = _label_port(labels)
-    if (row.get("HostConfig") or {}).get("NetworkMode") != "host":
-        published = [p for p in row.get("Ports") or [] if p.get("PrivatePort") == port and p.get("PublicPort")]
-        port = int(published[0]["PublicPort"]) if published else None
-    created = row.get("Created")
-    return ReplicaInfo(
-        container_id=str(row["Id"]),
-        name=str((row.get("Names") or ["/"])[0]).lstrip("/"),
-        deployment_id=deployment_id,
-        agent_id=agent_id,
-        index=index,
-        generation=generation,
-        state=state,
-        exit_code=int(exit_match.group(1)) if exit_match and state == "exited" else None,
-        port=port,
-        created_at=datetime.fromtimestamp(created, UTC) if isinstance(created, int | float) else None,
-    )
-
-
-def _info_from_inspect(data: Mapping[str, Any]) -> ReplicaInfo | None:
-    labels = (data.get("Config") or {}).get("Labels") or {}
-    identity = _identity(labels)
-    if identity is None:
-        return None
-    deployment_id, agent_id, index, generation = identity
-    state = data.get("State") or {}
-    status = str(state.get("Status") or "")
-    port = _label_port(labels)
-    if (data.get("HostConfig") or {}).get("NetworkMode") != "host":
-        bindings = ((data.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp") or []
-        port = int(bindings[0]["HostPort"]) if bindings and bindings[0].get("HostPort") else None
-    return ReplicaInfo(
-        container_id=str(data["Id"]),
-        name=str(data.get("Name") or "").lstrip("/"),
-        deployment_id=deployment_id,
-        agent_id=agent_id,
-        index=index,
-        generation=generation,
-        state=status,
-        exit_code=int(state["ExitCode"]) if status in {"exited", "dead"} and "ExitCode" in state else None,
-        port=port,
-        created_at=parse_engine_time(data.get("Created")),
-    )
+        return stats_from_sample(data)

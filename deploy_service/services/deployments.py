@@ -110,7 +110,7 @@ def live_deployment(agent_id: str) -> Deployment | None:
     )
 
 
-def _commit(deployment: Deployment) -> None:
+def _commit(deployment: Deployment, *, wake: bool = True) -> None:
     """Commit one action; a concurrent change of the same deployment makes this one lose with 409."""
     try:
         db.session.commit()
@@ -120,7 +120,8 @@ def _commit(deployment: Deployment) -> None:
             "The deployment changed while this request was handled; read it again and retry.",
             details={"deployment_id": deployment.id},
         ) from exc
-    notify.desired_state_changed()
+    if wake:
+        notify.desired_state_changed()
 
 
 def _check_replicas(replicas: int) -> None:
@@ -281,7 +282,7 @@ def delete(actor: User, deployment_id: str) -> Deployment:
     for instance in deployment.instances:
         instance.status = "removed"
         instance.healthy = None
-    _commit(deployment)
+    _commit(deployment, wake=False)
     timeout = current_app.config["CONTAINER_STOP_TIMEOUT"]
     if containers:
         with ThreadPoolExecutor(max_workers=min(len(containers), 16)) as pool:
@@ -290,6 +291,7 @@ def delete(actor: User, deployment_id: str) -> Deployment:
                     future.result()
                 except Exception:  # noqa: BLE001 - the reconciler removes what is left as an orphan
                     log.warning("could not remove a container of %s; the reconciler will", deployment.id, exc_info=True)
+    notify.desired_state_changed()
     return deployment
 
 

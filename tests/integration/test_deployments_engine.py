@@ -296,6 +296,16 @@ def test_crashing_image_backs_off_then_fails(api: Client, engine: Engine) -> Non
     assert engine.containers(deployment_id) == []
 
 
+def test_out_of_memory_is_reported(api: Client, engine: Engine) -> None:
+    agent_id = api.agent(image="deploy-test/memory-hog:latest", resources={"memory_mb": 32})
+    deployment_id = api.deploy(agent_id)
+    exits = wait_until(lambda: api.events(deployment_id, "container_exited"), what="an exit")
+    assert exits[-1]["data"]["oom_killed"] is True
+    assert "out of memory" in exits[-1]["message"]
+    wait_until(status_is(api, deployment_id, "failed"), timeout=60, what="failed")
+    assert "out of memory" in api.deployment(deployment_id)["error"]
+
+
 def test_never_healthy_fails_after_the_deadline(api: Client, engine: Engine) -> None:
     deployment_id = api.deploy(api.agent(image="deploy-test/never-healthy:latest", health_check=FAST_HEALTH))
     started = time.monotonic()

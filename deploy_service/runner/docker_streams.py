@@ -1,0 +1,206 @@
+"""Reading the engine's long responses: framed log streams, and pull/build streams bounded by a deadline.
+
+- Logs are read from the low-level endpoint and demultiplexed here (`log_lines`): the SDK's streaming
+  helpers drop the stream id of each frame, and the caller wants to know stdout from stderr. Each
+  stream's frames are assembled into whole lines separately, keeping the engine timestamp of the frame
+  that started the line; a partial line at the end of the stream is still reported.
+- Long streaming calls (pull, build) get a short-lived client of their own (`DeadlineClient`), whose
+  every socket read is bounded by the call's deadline; closing it cancels the work in the engine and
+  never disturbs the runner's shared connection pool.
+- Build output arrives in chunks that may end mid-line; `OutputLines` hands whole lines to the caller
+  and keeps the last ones for the error of a failed build.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+import docker
+import requests
+
+from deploy_service.runner.base import LogLine
+from deploy_service.runner.docker_common import parse_engine_time
+
+__all__ = ["BUILD_LOG_TAIL_LINES", "DeadlineClient", "OutputLines", "log_lines", "set_read_timeout"]
+
+BUILD_LOG_TAIL_LINES = 100
+
+_LOG_TIMESTAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)) ")
+_STREAMS = {1: "stdout", 2: "stderr"}
+
+
+def set_read_timeout(response: requests.Response, seconds: float | None) -> None:
+    """Bound (or, with None, unbound) further socket reads of a streamed response, where reachable."""
+    stream: Any = response.raw
+    try:
+        raw = stream._fp.fp.raw
+    except AttributeError:
+        return
+    sock: Any
+    for sock in (raw, getattr(raw, "_sock", None)):
+        if hasattr(sock, "settimeout"):
+            sock.settimeout(seconds)
+
+
+class DeadlineClient:
+    """A one-off API client for a single long streaming call that must end by a deadline.
+
+    Every request it sends is bounded by the time left (the SDK sends pulls and builds with no
+    timeout), and `tighten()` re-bounds the open response's socket as the deadline nears, so no read
+    can block past it. Closing it drops the connection, which makes the engine cancel the work.
+    """
+
+    def __init__(self, version: str, deadline: float) -> None:
+        self.deadline = deadline
+        self.client = docker.from_env(version=version, timeout=max(self.remaining(), 1.0), max_pool_size=1)
+        self.api = self.client.api
+        self._responses: list[requests.Response] = []
+        send = self.api.send
+
+        def bounded_send(request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            kwargs["timeout"] = max(self.remaining(), 0.01)
+            response: requests.Response = send(request, **kwargs)
+            return response
+
+        self.api.send = bounded_send
+        self.api.hooks["response"].append(self._capture)
+
+    def _capture(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self._responses.append(response)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+    def tighten(self) -> None:
+        for response in self._responses:
+            set_read_timeout(response, max(self.remaining(), 0.01))
+
+    def close(self) -> None:
+        for response in self._responses:
+            response.close()
+        self.client.close()
+
+
+class OutputLines:
+    """Build output as whole lines for `on_output` (a chunk may end mid-line); the last ones kept for errors."""
+
+    def __init__(self, on_output: Callable[[str], None]) -> None:
+        self.on_output = on_output
+        self.partial = ""
+        self.tail: deque[str] = deque(maxlen=BUILD_LOG_TAIL_LINES)
+
+    def line(self, text: str) -> None:
+        self.flush()
+        self._emit(text)
+
+    def feed(self, text: str) -> None:
+        *lines, self.partial = (self.partial + text).split("\n")
+        for line in lines:
+            self._emit(line.removesuffix("\r"))
+
+    def flush(self) -> None:
+        if self.partial:
+            partial, self.partial = self.partial, ""
+            self._emit(partial)
+
+    def log(self) -> str:
+        self.flush()
+        return "\n".join(self.tail)
+
+    def _emit(self, text: str) -> None:
+        self.tail.append(text)
+        self.on_output(text)
+
+
+class _LineAssembler:
+    """Turns the timestamped frames of one stream into whole lines, keeping a partial line until completed."""
+
+    def __init__(self) -> None:
+        self.pending = b""
+        self.timestamp: datetime | None = None
+        self.open = False
+
+    def feed(self, data: bytes) -> Iterator[tuple[datetime | None, bytes]]:
+        stamp = None
+        match = _LOG_TIMESTAMP.match(data)
+        if match is not None:
+            stamp = parse_engine_time(match.group(1).decode())
+            data = data[match.end() :]
+        while data:
+            if not self.open:
+                self.timestamp, self.open = stamp, True
+            cut = data.find(b"\n")
+            if cut < 0:
+                self.pending += data
+                return
+            yield self.timestamp, self.pending + data[:cut]
+            self.pending, self.open = b"", False
+            data = data[cut + 1 :]
+
+    def flush(self) -> Iterator[tuple[datetime | None, bytes]]:
+        if self.open:
+            yield self.timestamp, self.pending
+        self.pending, self.open = b"", False
+
+
+def _read_exactly(raw: Any, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = raw.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _frames(response: requests.Response) -> Iterator[tuple[int, bytes]]:
+    """The (stream id, payload) frames of a non-TTY attach/logs stream."""
+    while True:
+        header = _read_exactly(response.raw, 8)
+        if len(header) < 8:
+            return
+        stream_id, length = struct.unpack(">BxxxL", header)
+        payload = _read_exactly(response.raw, length)
+        if len(payload) < length:
+            return
+        yield stream_id, payload
+
+
+def log_lines(
+    response: requests.Response, *, replica: int, guard: Callable[[], AbstractContextManager[Any]]
+) -> Iterator[LogLine]:
+    """The lines of a streamed, timestamped logs response, read lazily; the response is closed at the end.
+
+    Args:
+        response: the open response of the engine's logs endpoint (non-TTY container).
+        replica: the replica index every line is attributed to.
+        guard: a context manager entered while reading, which translates engine failures (the runner's
+            `_engine`).
+    """
+    assemblers = {stream_id: _LineAssembler() for stream_id in _STREAMS}
+
+    def line(stream_id: int, stamp: datetime | None, data: bytes) -> LogLine:
+        text = data.decode("utf-8", errors="replace").removesuffix("\r")
+        return LogLine(timestamp=stamp, replica=replica, stream=_STREAMS[stream_id], line=text)
+
+    try:
+        with guard():
+            for stream_id, payload in _frames(response):
+                if stream_id in assemblers:
+                    for stamp, data in assemblers[stream_id].feed(payload):
+                        yield line(stream_id, stamp, data)
+        for stream_id, assembler in assemblers.items():
+            for stamp, data in assembler.flush():
+                yield line(stream_id, stamp, data)
+    finally:
+        response.close()
