@@ -364,3 +364,19 @@ def test_runtime_logs_and_live_follow(api: Client, engine: Engine) -> None:
 def test_ready_checks_the_engine(client: FlaskClient, engine: Engine) -> None:
     body = client.get("/health/ready").get_json()
     assert body["checks"]["engine"]["status"] == "ok"
+
+
+def test_engine_unreachable_means_503_and_nothing_written(
+    api: Client, app: Flask, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    agent_id = api.agent()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    dead = DockerRunner({"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": "dead", "DOCKER_TIMEOUT": 2})
+    monkeypatch.setitem(app.extensions, RUNNER_KEY, dead)
+    response = api.call("post", f"/v1/agents/{agent_id}/deploy", {})
+    assert response.status_code == 503
+    assert response.get_json()["error"] == "engine_unavailable"
+    assert api.call("get", "/v1/deployments").get_json()["total"] == 0
+    assert api.call("get", f"/v1/agents/{agent_id}").get_json()["status"] == "idle"
+    ready = api.client.get("/health/ready")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["engine"]["status"] == "error"
