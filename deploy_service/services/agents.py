@@ -13,6 +13,7 @@ from sqlalchemy.orm import selectinload
 from deploy_service.errors import Conflict, NotFound, ValidationFailed
 from deploy_service.extensions import db
 from deploy_service.models import Agent, Deployment, User
+from deploy_service.services import lifecycle
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.secrets import missing_secret_names
 
@@ -156,7 +157,7 @@ def delete_agent(actor: User, agent_id: str) -> None:
     """
     agent = get_agent(actor, agent_id)
     live = db.session.scalar(
-        select(Deployment.id).where(Deployment.agent_id == agent.id, Deployment.status != "killed")
+        select(Deployment.id).where(Deployment.agent_id == agent.id, Deployment.status != lifecycle.KILLED)
     )
     if live is not None:
         raise Conflict("The agent has a live deployment; undeploy it first.", details={"deployment_id": live})
@@ -180,7 +181,7 @@ def deployed_agents(user_id: str, *, skip: int, limit: int) -> Page[DeployedAgen
     stmt = (
         select(Agent, Deployment)
         .join(Deployment, Deployment.agent_id == Agent.id)
-        .where(Agent.owner_id == user_id, Deployment.status != "killed")
+        .where(Agent.owner_id == user_id, Deployment.status != lifecycle.KILLED)
         .order_by(Agent.created_at.desc(), Agent.id.desc())
         .options(selectinload(Deployment.instances))
     )
