@@ -119,6 +119,11 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
             seconds=_int(env, "JWT_REFRESH_TOKEN_EXPIRES", 30 * 24 * 3600, minimum=1)
         ),
         "SECRETS_ENCRYPTION_KEYS": _list(env, "SECRETS_ENCRYPTION_KEYS"),
+        "API_KEY_PEPPER": env.get("API_KEY_PEPPER", ""),
+        "API_KEY_LAST_USED_RESOLUTION_SECONDS": _float(env, "API_KEY_LAST_USED_RESOLUTION_SECONDS", 60.0),
+        "INTERACT_TIMEOUT_SECONDS": _float(env, "INTERACT_TIMEOUT_SECONDS", 30.0, minimum=0.01),
+        "INTERACT_CONNECT_TIMEOUT_SECONDS": _float(env, "INTERACT_CONNECT_TIMEOUT_SECONDS", 3.0, minimum=0.01),
+        "INTERACT_MAX_RESPONSE_BYTES": _int(env, "INTERACT_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, minimum=1024),
         "PASSWORD_HASH_TIME_COST": _int(env, "PASSWORD_HASH_TIME_COST", 3, minimum=1),
         "PASSWORD_HASH_MEMORY_KIB": _int(env, "PASSWORD_HASH_MEMORY_KIB", 65536, minimum=8),
         "AGENT_DEFAULT_CPU": _float(env, "AGENT_DEFAULT_CPU", 0.5),

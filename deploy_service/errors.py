@@ -89,6 +89,24 @@ class PayloadTooLarge(ServiceError):
     default_message = "The request body is too large."
 
 
+class NoReadyReplica(ServiceError):
+    status_code = 503
+    kind = "no_ready_replica"
+    default_message = "The agent has no ready replica."
+
+
+class AgentTimeout(ServiceError):
+    status_code = 504
+    kind = "agent_timeout"
+    default_message = "The agent did not answer in time."
+
+
+class AgentUnreachable(ServiceError):
+    status_code = 502
+    kind = "bad_gateway"
+    default_message = "The agent could not be reached."
+
+
 class EngineUnavailable(ServiceError):
     status_code = 503
     kind = "engine_unavailable"

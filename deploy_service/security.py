@@ -1,13 +1,22 @@
-"""Password hashing (Argon2id) and encryption of secret values at rest (Fernet).
+"""Password hashing (Argon2id), encryption of secret values at rest (Fernet), and API key material.
 
-Both are configured per application: hashing cost from `PASSWORD_HASH_*`, encryption keys from
+All are configured per application: hashing cost from `PASSWORD_HASH_*`; encryption keys from
 `SECRETS_ENCRYPTION_KEYS` (comma-separated Fernet keys, the first encrypts, all decrypt, so keys can
-be rotated) or, when unset, one key derived from `SECRET_KEY` with HKDF.
+be rotated) or, when unset, one key derived from `SECRET_KEY` with HKDF; the API key pepper from
+`API_KEY_PEPPER`, else derived from `SECRET_KEY` the same way.
+
+API keys look like `dsk_` + 30 base62 characters (≥ 176 random bits) + 6 base62 characters of CRC32
+over them, GitHub-style: a mistyped or made-up key is refused by its checksum without a database
+query. Only HMAC-SHA256(pepper, key) is stored.
 """
 
 from __future__ import annotations
 
 import base64
+import hmac
+import re
+import secrets
+import zlib
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -29,11 +38,15 @@ class Security:
     hasher: PasswordHasher
     cipher: MultiFernet
     dummy_hash: str
+    api_key_pepper: bytes
+
+
+def _derive(secret_key: str, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret_key.encode())
 
 
 def _derive_fernet_key(secret_key: str) -> bytes:
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"deploy-service secrets v1")
-    return base64.urlsafe_b64encode(hkdf.derive(secret_key.encode()))
+    return base64.urlsafe_b64encode(_derive(secret_key, b"deploy-service secrets v1"))
 
 
 def init_security(app: Flask) -> None:
@@ -52,7 +65,11 @@ def init_security(app: Flask) -> None:
         cipher = MultiFernet([Fernet(key) for key in keys])
     except (ValueError, TypeError) as exc:
         raise ConfigError("SECRETS_ENCRYPTION_KEYS must hold Fernet keys (32 url-safe base64 bytes)") from exc
-    app.extensions[_EXTENSION_KEY] = Security(hasher, cipher, hasher.hash("timing-equaliser"))
+    pepper = app.config.get("API_KEY_PEPPER") or ""
+    api_key_pepper = (
+        pepper.encode() if pepper else _derive(str(app.config["SECRET_KEY"]), b"deploy-service api keys v1")
+    )
+    app.extensions[_EXTENSION_KEY] = Security(hasher, cipher, hasher.hash("timing-equaliser"), api_key_pepper)
 
 
 def _security() -> Security:
@@ -94,3 +111,41 @@ def decrypt_secret(ciphertext: bytes) -> str:
         return _security().cipher.decrypt(ciphertext).decode("utf-8")
     except InvalidToken as exc:
         raise ConfigError("a stored secret cannot be decrypted with the configured keys") from exc
+
+
+API_KEY_PREFIX = "dsk_"
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BODY_LENGTH = 30
+_CHECKSUM_LENGTH = 6
+_API_KEY = re.compile(rf"^{API_KEY_PREFIX}[0-9A-Za-z]{{{_BODY_LENGTH + _CHECKSUM_LENGTH}}}$")
+
+
+def _base62(number: int, width: int) -> str:
+    digits = []
+    while number:
+        number, digit = divmod(number, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits)).rjust(width, "0")
+
+
+def _checksum(body: str) -> str:
+    return _base62(zlib.crc32(body.encode()), _CHECKSUM_LENGTH)
+
+
+def generate_api_key() -> str:
+    """A new API key: prefix, 176 random bits in base62, CRC32 checksum."""
+    body = _base62(int.from_bytes(secrets.token_bytes(22), "big"), _BODY_LENGTH)
+    return f"{API_KEY_PREFIX}{body}{_checksum(body)}"
+
+
+def api_key_well_formed(key: str) -> bool:
+    """Shape and checksum; refuses typos and inventions without touching the database."""
+    if not _API_KEY.match(key):
+        return False
+    body, checksum = key[len(API_KEY_PREFIX) : -_CHECKSUM_LENGTH], key[-_CHECKSUM_LENGTH:]
+    return hmac.compare_digest(_checksum(body), checksum)
+
+
+def api_key_hash(key: str) -> str:
+    """The stored form of a key: HMAC-SHA256 with the server's pepper, hex."""
+    return hmac.new(_security().api_key_pepper, key.encode(), "sha256").hexdigest()

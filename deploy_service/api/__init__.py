@@ -7,10 +7,19 @@ from pathlib import Path
 import swagger_ui_bundle
 from flask import Flask, Response, send_from_directory
 
-from deploy_service.api import agents, auth, deployments, health, secrets, tokens, users
+from deploy_service.api import agents, api_keys, auth, deployments, health, secrets, tokens, users
 from deploy_service.extensions import api
 
-BLUEPRINTS = (health.blp, auth.blp, users.blp, agents.blp, deployments.agent_blp, deployments.blp, secrets.blp)
+BLUEPRINTS = (
+    health.blp,
+    auth.blp,
+    users.blp,
+    agents.blp,
+    api_keys.blp,
+    deployments.agent_blp,
+    deployments.blp,
+    secrets.blp,
+)
 SWAGGER_UI_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 
 __all__ = ["register_blueprints", "tokens"]
@@ -21,6 +30,7 @@ def register_blueprints(app: Flask) -> None:
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    api.spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
 
     @app.get("/swagger-ui/<path:filename>")
     def swagger_ui_asset(filename: str) -> Response:

@@ -11,16 +11,19 @@ from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import flask_smorest
-from flask import g
+from flask import g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from webargs.flaskparser import FlaskParser
 
 from deploy_service.errors import Forbidden, Unauthorized
-from deploy_service.models import User
+from deploy_service.models import ApiKey, User
+from deploy_service.services.api_keys import authenticate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+BEARER_OR_KEY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKey": []}]
+API_KEY_HEADER = "X-API-Key"
 
 
 class Parser(FlaskParser):
@@ -34,19 +37,36 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = Parser()
 
-    def auth_required(self, *, admin: bool = False, refresh: bool = False) -> Callable[[F], F]:
-        """Require a valid access (or refresh) JWT whose session is live; optionally an admin."""
+    def auth_required(
+        self, *, admin: bool = False, refresh: bool = False, key_scope: str | None = None
+    ) -> Callable[[F], F]:
+        """Require a valid access (or refresh) JWT whose session is live; optionally an admin.
+
+        With `key_scope`, an agent's API key (`X-API-Key`) with that scope is accepted instead; on every
+        other route a key alone is refused with 403.
+        """
 
         def decorator(view: F) -> F:
             @functools.wraps(view)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
+                presented = request.headers.get(API_KEY_HEADER)
+                if presented is not None and "Authorization" not in request.headers:
+                    if key_scope is None:
+                        raise Forbidden("API keys cannot be used for this route; log in instead.")
+                    key = authenticate(presented)
+                    if key is None:
+                        raise Unauthorized("The API key is invalid, revoked or expired.")
+                    if key_scope not in key.scopes:
+                        raise Forbidden(f"The API key lacks the {key_scope!r} scope.")
+                    g.api_key = key
+                    return view(*args, **kwargs)
                 verify_jwt_in_request(refresh=refresh)
                 user = current_user()
                 if admin and not user.is_admin:
                     raise Forbidden("This needs an admin.")
                 return view(*args, **kwargs)
 
-            documented = self.doc(security=BEARER)(wrapper)
+            documented = self.doc(security=BEARER_OR_KEY if key_scope else BEARER)(wrapper)
             documented = self.alt_response(401, response="UNAUTHORIZED")(documented)
             if admin:
                 documented = self.alt_response(403, response="FORBIDDEN")(documented)
@@ -61,6 +81,12 @@ def current_user() -> User:
     if user is None:
         raise Unauthorized()
     return user
+
+
+def current_caller() -> User | ApiKey:
+    """The agent's API key when the request came with one, else the logged-in user."""
+    key: ApiKey | None = g.get("api_key")
+    return key if key is not None else current_user()
 
 
 def current_session_id() -> str:

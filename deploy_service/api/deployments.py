@@ -7,8 +7,9 @@ from typing import Any
 from flask import Response, stream_with_context
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_user
+from deploy_service.api.common import Blueprint, current_caller, current_user
 from deploy_service.models import Deployment, DeploymentResult
+from deploy_service.models.api_key import SCOPE_RESULTS
 from deploy_service.schemas.common import PaginationArgs
 from deploy_service.schemas.deployment import (
     DeployBodySchema,
@@ -158,21 +159,21 @@ def _prepend(first: str, rest: Any) -> Any:
 
 @blp.route("/<string:deployment_id>/results")
 class Results(MethodView):
-    @blp.auth_required()
+    @blp.auth_required(key_scope=SCOPE_RESULTS)
     @blp.arguments(PaginationArgs, location="query")
     @blp.response(200, ResultPageSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args: dict[str, Any], deployment_id: str) -> Page[DeploymentResult]:
-        """What the deployment produced, newest first."""
-        return service.list_results(current_user(), deployment_id, **args)
+        """What the deployment produced, newest first (owner, or the agent's key with `results`)."""
+        return service.list_results(current_caller(), deployment_id, **args)
 
-    @blp.auth_required()
+    @blp.auth_required(key_scope=SCOPE_RESULTS)
     @blp.arguments(ResultCreateSchema)
     @blp.response(201, ResultSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     def post(self, data: dict[str, Any], deployment_id: str) -> DeploymentResult:
-        """Add a result (a string or an object)."""
-        return service.add_result(current_user(), deployment_id, data["results"])
+        """Add a result (a string or an object), as the owner or as the agent with its key."""
+        return service.add_result(current_caller(), deployment_id, data["results"])
 
 
 @agent_blp.route("/deploy")

@@ -1,6 +1,7 @@
 """SQLAlchemy 2.0 typed models, one module per aggregate. Models never commit."""
 
 from deploy_service.models.agent import AGENT_DEPLOYED, AGENT_IDLE, AGENT_STATUSES, AGENT_STOPPED, Agent
+from deploy_service.models.api_key import SCOPES, ApiKey, Invocation
 from deploy_service.models.deployment import (
     DESIRED_DELETED,
     DESIRED_RUNNING,
@@ -22,14 +23,17 @@ __all__ = [
     "DESIRED_RUNNING",
     "DESIRED_STOPPED",
     "ROLES",
+    "SCOPES",
     "ROLE_ADMIN",
     "ROLE_USER",
     "Agent",
+    "ApiKey",
     "AuthSession",
     "Deployment",
     "DeploymentEvent",
     "DeploymentResult",
     "Instance",
+    "Invocation",
     "Secret",
     "User",
 ]

@@ -26,6 +26,7 @@ from deploy_service.models import (
     DESIRED_RUNNING,
     DESIRED_STOPPED,
     Agent,
+    ApiKey,
     Deployment,
     DeploymentEvent,
     DeploymentResult,
@@ -347,10 +348,25 @@ def list_events(
     return deployment, paginate(stmt, skip=skip, limit=limit)
 
 
-def add_result(actor: User, deployment_id: str, results: Any) -> DeploymentResult:
-    """Store something the deployment produced."""
-    deployment = get_deployment(actor, deployment_id)
-    result = DeploymentResult(deployment_id=deployment.id, results=results, created_by=f"user:{actor.id}")
+def deployment_for(caller: User | ApiKey, deployment_id: str) -> Deployment:
+    """A deployment the caller may see: its owner's (or an admin's), or one of a key's own agent.
+
+    Raises:
+        NotFound: otherwise.
+    """
+    if isinstance(caller, ApiKey):
+        deployment = _load(deployment_id)
+        if deployment is None or deployment.agent_id != caller.agent_id:
+            raise NotFound("Deployment not found.")
+        return deployment
+    return get_deployment(caller, deployment_id)
+
+
+def add_result(caller: User | ApiKey, deployment_id: str, results: Any) -> DeploymentResult:
+    """Store something the deployment produced (posted by its owner or by the agent with its key)."""
+    deployment = deployment_for(caller, deployment_id)
+    author = f"key:{caller.id}" if isinstance(caller, ApiKey) else f"user:{caller.id}"
+    result = DeploymentResult(deployment_id=deployment.id, results=results, created_by=author)
     db.session.add(result)
     db.session.flush()
     lifecycle.record_event(deployment, "result_added", "A result was added.", {"result_id": result.id})
@@ -358,9 +374,9 @@ def add_result(actor: User, deployment_id: str, results: Any) -> DeploymentResul
     return result
 
 
-def list_results(actor: User, deployment_id: str, *, skip: int, limit: int) -> Page[DeploymentResult]:
+def list_results(caller: User | ApiKey, deployment_id: str, *, skip: int, limit: int) -> Page[DeploymentResult]:
     """A deployment's results, newest first."""
-    deployment = get_deployment(actor, deployment_id)
+    deployment = deployment_for(caller, deployment_id)
     stmt = (
         select(DeploymentResult)
         .where(DeploymentResult.deployment_id == deployment.id)

@@ -380,3 +380,26 @@ def test_engine_unreachable_means_503_and_nothing_written(
     assert api.call("get", f"/v1/agents/{agent_id}").get_json()["status"] == "idle"
     ready = api.client.get("/health/ready")
     assert ready.status_code == 503 and ready.get_json()["checks"]["engine"]["status"] == "error"
+
+
+def test_interact_through_keys_on_the_real_engine(api: Client, engine: Engine) -> None:
+    agent_id = api.agent(health_check=FAST_HEALTH)
+    other_id = api.agent()
+    deployment_id = api.deploy(agent_id, replicas=2)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    created = api.call("post", f"/v1/agents/{agent_id}/api-key", {"name": "client"}).get_json()
+    key = {"X-API-Key": created["key"]}
+    url = f"/v1/agents/{agent_id}/interact"
+    answers = [api.client.post(url, headers=key, json={"n": n}) for n in range(4)]
+    assert all(answer.status_code == 200 for answer in answers)
+    assert sorted(answer.get_json()["replica"] for answer in answers) == ["0", "0", "1", "1"]
+    assert answers[3].get_json()["echo"] == {"n": 3}
+    assert api.client.post(f"/v1/agents/{other_id}/interact", headers=key, json={}).status_code == 404
+
+    api.call("delete", f"/v1/agents/{agent_id}/api-keys/{created['id']}")
+    assert api.client.post(url, headers=key, json={}).status_code == 401
+
+    assert api.call("post", f"/v1/deployments/{deployment_id}/stop").status_code == 202
+    wait_until(status_is(api, deployment_id, "stopped"), what="stopped")
+    stopped = api.call("post", url, {})
+    assert stopped.status_code == 503 and stopped.get_json()["error"] == "no_ready_replica"

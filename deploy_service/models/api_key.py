@@ -1,0 +1,55 @@
+"""Per-agent API keys, stored only as a keyed hash; and the record of every call made through them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from deploy_service.extensions import db
+from deploy_service.models.types import JSONType, UTCDateTime, new_id, utcnow
+
+SCOPE_INVOKE = "invoke"
+SCOPE_TELEMETRY = "telemetry"
+SCOPE_RESULTS = "results"
+SCOPES = (SCOPE_INVOKE, SCOPE_TELEMETRY, SCOPE_RESULTS)
+
+
+class ApiKey(db.Model):  # type: ignore[name-defined]
+    __tablename__ = "api_keys"
+    __table_args__ = (Index("ix_api_keys_agent_id_created_at", "agent_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    """The first characters of the key, shown in lists so a user can tell keys apart."""
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Invocation(db.Model):  # type: ignore[name-defined]
+    """One call to a deployed agent through `interact`: enough for counts, errors and latency percentiles."""
+
+    __tablename__ = "invocations"
+    __table_args__ = (
+        Index("ix_invocations_agent_id_created_at", "agent_id", "created_at"),
+        Index("ix_invocations_deployment_id_created_at", "deployment_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    replica: Mapped[int | None] = mapped_column(Integer)
+    status_code: Mapped[int] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column()
+    latency_ms: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

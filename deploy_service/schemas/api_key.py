@@ -1,0 +1,49 @@
+"""API key bodies: the key itself appears only in the response that creates it."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+from deploy_service.models import SCOPES
+from deploy_service.schemas.common import StrictSchema, page_schema
+
+
+class ApiKeyCreateSchema(StrictSchema):
+    name = fields.String(validate=validate.Length(min=1, max=100))
+    expires_in_days = fields.Integer(
+        validate=validate.Range(min=1, max=3650), metadata={"description": "Default: never."}
+    )
+    scopes = fields.List(
+        fields.String(validate=validate.OneOf(SCOPES)),
+        validate=validate.Length(min=1),
+        metadata={"description": f"Default: all of {', '.join(SCOPES)}."},
+    )
+
+
+class ApiKeySchema(Schema):
+    """A key as lists show it: never the key, only its first characters."""
+
+    id = fields.String()
+    agent_id = fields.String()
+    name = fields.String()
+    prefix = fields.String()
+    scopes = fields.List(fields.String())
+    created_at = fields.DateTime()
+    expires_at = fields.DateTime(allow_none=True)
+    last_used_at = fields.DateTime(allow_none=True)
+    revoked_at = fields.DateTime(allow_none=True)
+
+
+class CreatedApiKeySchema(Schema):
+    """The one response that shows the key."""
+
+    id = fields.String()
+    name = fields.String()
+    key = fields.String(metadata={"description": "Shown once; store it now."})
+    prefix = fields.String()
+    scopes = fields.List(fields.String())
+    created_at = fields.DateTime()
+    expires_at = fields.DateTime(allow_none=True)
+
+
+ApiKeyPageSchema = page_schema(ApiKeySchema, "ApiKeyPage")

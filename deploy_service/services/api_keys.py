@@ -1,0 +1,92 @@
+"""Per-agent API keys: issue (shown once), list, revoke, and authenticate a presented key.
+
+Authentication reads the database on every request (by the key's hash, a unique index), so a revoked
+or expired key fails on the very next request on every worker; there is no cache to outlive it.
+`last_used_at` is written at most once per `API_KEY_LAST_USED_RESOLUTION_SECONDS` per key.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from deploy_service.errors import NotFound
+from deploy_service.extensions import db
+from deploy_service.models import SCOPES, ApiKey, User
+from deploy_service.models.types import utcnow
+from deploy_service.security import api_key_hash, api_key_well_formed, generate_api_key
+from deploy_service.services.agents import get_agent
+from deploy_service.services.common import Page, paginate
+
+PREFIX_SHOWN = 12
+
+
+def create_key(
+    actor: User,
+    agent_id: str,
+    *,
+    name: str | None = None,
+    expires_in_days: int | None = None,
+    scopes: list[str] | None = None,
+) -> tuple[ApiKey, str]:
+    """Issue a key for an agent the caller may manage; returns the row and the key (shown once)."""
+    agent = get_agent(actor, agent_id)
+    key = generate_api_key()
+    now = utcnow()
+    row = ApiKey(
+        agent_id=agent.id,
+        owner_id=agent.owner_id,
+        name=name or f"key-{now:%Y%m%d%H%M%S}",
+        prefix=key[:PREFIX_SHOWN],
+        key_hash=api_key_hash(key),
+        scopes=sorted(set(scopes or SCOPES)),
+        created_at=now,
+        expires_at=now + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    db.session.add(row)
+    db.session.commit()
+    return row, key
+
+
+def list_keys(actor: User, agent_id: str, *, skip: int, limit: int) -> Page[ApiKey]:
+    """The agent's keys, newest first (never the keys themselves)."""
+    agent = get_agent(actor, agent_id)
+    stmt = select(ApiKey).where(ApiKey.agent_id == agent.id).order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+    return paginate(stmt, skip=skip, limit=limit)
+
+
+def revoke_key(actor: User, agent_id: str, key_id: str) -> ApiKey:
+    """Revoke a key at once (idempotent).
+
+    Raises:
+        NotFound: no such key on an agent the caller may manage.
+    """
+    agent = get_agent(actor, agent_id)
+    row = db.session.get(ApiKey, key_id)
+    if row is None or row.agent_id != agent.id:
+        raise NotFound("API key not found.")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        db.session.commit()
+    return row
+
+
+def authenticate(presented: str) -> ApiKey | None:
+    """The live key matching `presented`, or None (malformed, unknown, revoked or expired)."""
+    if not api_key_well_formed(presented):
+        return None
+    digest = api_key_hash(presented)
+    row: ApiKey | None = db.session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        return None
+    now = utcnow()
+    if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+        return None
+    resolution = timedelta(seconds=current_app.config["API_KEY_LAST_USED_RESOLUTION_SECONDS"])
+    if row.last_used_at is None or now - row.last_used_at >= resolution:
+        row.last_used_at = now
+        db.session.commit()
+    return row

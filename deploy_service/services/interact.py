@@ -1,0 +1,144 @@
+"""Calling a deployed agent: forward a request to one of its ready replicas, and count the call.
+
+Replicas are taken in turn (round-robin per deployment, per process). The forwarded request is a
+plain `POST` with `Content-Length` to the agent's `invoke_path`, over a process-wide urllib3 pool.
+Answers: the agent's status and JSON body; 503 when no replica is ready, 504 when the agent does not
+answer in `INTERACT_TIMEOUT_SECONDS`, 502 when its connection fails or its answer is not JSON or too
+large. Every call that reached a replica (or timed out there) is recorded as an `Invocation`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import urllib3
+from flask import current_app
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import ReadTimeoutError
+
+from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, NotFound, ServiceError
+from deploy_service.extensions import db
+from deploy_service.models import Agent, ApiKey, Instance, Invocation, User
+from deploy_service.services import lifecycle
+from deploy_service.services.agents import get_agent
+from deploy_service.services.deployments import live_deployment
+
+Caller = User | ApiKey
+
+
+_pool: urllib3.PoolManager | None = None
+_pool_lock = threading.Lock()
+_turns: dict[str, Iterator[int]] = {}
+
+
+def _http() -> urllib3.PoolManager:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = urllib3.PoolManager(num_pools=64, maxsize=16, retries=False)
+        return _pool
+
+
+def agent_for(caller: Caller, agent_id: str) -> Agent:
+    """The agent, if the caller may call it: its owner (or an admin), or a key of that very agent.
+
+    Raises:
+        NotFound: otherwise (a key of another agent included).
+    """
+    if isinstance(caller, ApiKey):
+        agent = db.session.get(Agent, agent_id) if caller.agent_id == agent_id else None
+        if agent is None:
+            raise NotFound("Agent not found.")
+        return agent
+    return get_agent(caller, agent_id)
+
+
+def _next_turn(deployment_id: str) -> int:
+    with _pool_lock:
+        turns = _turns.setdefault(deployment_id, itertools.count())
+        return next(turns)
+
+
+def _ready(instances: list[Instance], desired: int) -> list[Instance]:
+    return [
+        instance
+        for instance in instances
+        if instance.index < desired
+        and instance.status == "running"
+        and instance.healthy
+        and instance.container_id
+        and instance.port
+    ]
+
+
+def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
+    """Forward `body` to one ready replica; returns the agent's status and parsed JSON body."""
+    agent = agent_for(caller, agent_id)
+    deployment = live_deployment(agent.id)
+    if deployment is None or deployment.status not in (lifecycle.RUNNING, lifecycle.READY):
+        raise NoReadyReplica("The agent is not running.")
+    ready = _ready(list(deployment.instances), deployment.replicas_desired)
+    if not ready:
+        raise NoReadyReplica()
+    replica = ready[_next_turn(deployment.id) % len(ready)]
+    config = current_app.config
+    host = replica.host or config["REPLICA_HOST"]
+    url = f"http://{host}:{replica.port}{deployment.config.get('invoke_path', '/invoke')}"
+    limit = config["INTERACT_MAX_RESPONSE_BYTES"]
+    started = time.perf_counter()
+    status = 0
+    error: ServiceError | None = None
+    try:
+        response = _http().request(
+            "POST",
+            url,
+            body=body or b"{}",
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            timeout=urllib3.Timeout(
+                connect=config["INTERACT_CONNECT_TIMEOUT_SECONDS"], read=config["INTERACT_TIMEOUT_SECONDS"]
+            ),
+            preload_content=False,
+            redirect=False,
+        )
+        try:
+            raw = response.read(limit + 1)
+        finally:
+            response.release_conn()
+        status = response.status
+    except ReadTimeoutError:
+        error = AgentTimeout(details={"replica": replica.index})
+    except (Urllib3Error, OSError) as exc:
+        error = AgentUnreachable(details={"replica": replica.index, "reason": type(exc).__name__})
+    latency = (time.perf_counter() - started) * 1000
+    if error is None and len(raw) > limit:
+        error = AgentUnreachable(
+            f"The agent's answer is larger than {limit} bytes.", details={"replica": replica.index}
+        )
+    parsed: Any = None
+    if error is None and raw.strip():
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            error = AgentUnreachable(
+                "The agent's answer is not JSON.", details={"replica": replica.index, "status": status}
+            )
+    recorded = status if error is None else error.status_code
+    db.session.add(
+        Invocation(
+            agent_id=agent.id,
+            deployment_id=deployment.id,
+            replica=replica.index,
+            status_code=recorded,
+            ok=recorded < 500,
+            latency_ms=round(latency, 3),
+        )
+    )
+    db.session.commit()
+    if error is not None:
+        raise error
+    return status, parsed
