@@ -7,7 +7,7 @@ from pathlib import Path
 import swagger_ui_bundle
 from flask import Flask, Response, send_from_directory
 
-from deploy_service.api import agents, api_keys, auth, deployments, health, secrets, tokens, users
+from deploy_service.api import agents, api_keys, auth, deployments, evaluations, health, secrets, tokens, users
 from deploy_service.extensions import api
 
 BLUEPRINTS = (
@@ -18,6 +18,7 @@ BLUEPRINTS = (
     api_keys.blp,
     deployments.agent_blp,
     deployments.blp,
+    evaluations.blp,
     secrets.blp,
 )
 SWAGGER_UI_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)

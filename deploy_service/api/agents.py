@@ -15,7 +15,9 @@ from deploy_service.schemas.agent import (
     AgentPatchSchema,
     AgentSchema,
 )
+from deploy_service.schemas.evaluation import AgentStatsArgs, AgentStatsSchema
 from deploy_service.services import agents as agent_service
+from deploy_service.services.agent_stats import agent_stats
 from deploy_service.services.common import Page
 
 blp = Blueprint("agents", __name__, url_prefix="/v1/agents", description="Agents: what to run.")
@@ -37,6 +39,17 @@ class Agents(MethodView):
     def post(self, data: dict[str, Any]) -> Agent:
         """Register an agent: an image, or a git source to clone and build."""
         return agent_service.create_agent(current_user(), data)
+
+
+@blp.route("/<string:agent_id>/stats")
+class AgentStats(MethodView):
+    @blp.auth_required()
+    @blp.arguments(AgentStatsArgs, location="query")
+    @blp.response(200, AgentStatsSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, args: dict[str, Any], agent_id: str) -> dict[str, Any]:
+        """Invocations (count, errors, p50/p95 latency), uptime, restarts and evaluations over a window."""
+        return agent_stats(current_user(), agent_id, **args)
 
 
 @blp.route("/<string:agent_id>")

@@ -11,6 +11,7 @@ from deploy_service.models.deployment import (
     DeploymentResult,
     Instance,
 )
+from deploy_service.models.evaluation import Evaluation
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, User
 
@@ -32,6 +33,7 @@ __all__ = [
     "Deployment",
     "DeploymentEvent",
     "DeploymentResult",
+    "Evaluation",
     "Instance",
     "Invocation",
     "Secret",

@@ -1,0 +1,117 @@
+"""Evaluations: agents report per-response scores; owners list them and read aggregate stats.
+
+Stats are single SQL aggregate queries over the `(agent_id, created_at)` index, so they stay fast at
+millions of rows; rates are fractions in [0, 1], latency is in seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, case, func, select
+
+from deploy_service.errors import NotFound, ValidationFailed
+from deploy_service.extensions import db
+from deploy_service.models import Agent, ApiKey, Evaluation, User
+from deploy_service.models.types import utcnow
+from deploy_service.services.agents import get_agent
+from deploy_service.services.common import Page, paginate
+from deploy_service.services.deployments import live_deployment
+
+
+def _agent_for(caller: User | ApiKey, agent_id: str | None) -> Agent:
+    if isinstance(caller, ApiKey):
+        if agent_id not in (None, caller.agent_id):
+            raise NotFound("Agent not found.")
+        agent = db.session.get(Agent, caller.agent_id)
+        if agent is None:
+            raise NotFound("Agent not found.")
+        return agent
+    if not agent_id:
+        raise ValidationFailed(
+            "agent_id is required when posting with a user token.", details={"agent_id": ["Missing."]}
+        )
+    return get_agent(caller, agent_id)
+
+
+def record(caller: User | ApiKey, data: dict[str, Any]) -> Evaluation:
+    """Store one evaluation for the caller's agent (the key's, or `agent_id` of the owner's)."""
+    agent = _agent_for(caller, data.pop("agent_id", None))
+    if "hallucinated" not in data:
+        probability = data.get("hallucination_probability")
+        data["hallucinated"] = probability is not None and probability >= 0.5
+    deployment = live_deployment(agent.id)
+    evaluation = Evaluation(agent_id=agent.id, deployment_id=deployment.id if deployment else None, **data)
+    db.session.add(evaluation)
+    db.session.commit()
+    return evaluation
+
+
+def _scoped(stmt: Select[Any], actor: User, agent_id: str | None) -> Select[Any]:
+    if agent_id:
+        agent = get_agent(actor, agent_id)
+        return stmt.where(Evaluation.agent_id == agent.id)
+    if actor.is_admin:
+        return stmt
+    return stmt.where(Evaluation.agent_id.in_(select(Agent.id).where(Agent.owner_id == actor.id)))
+
+
+def list_evaluations(
+    actor: User,
+    *,
+    skip: int,
+    limit: int,
+    agent_id: str | None = None,
+    hallucinated: bool | None = None,
+    since: datetime | None = None,
+) -> Page[Evaluation]:
+    """Evaluations of the caller's agents, newest first."""
+    stmt = _scoped(select(Evaluation), actor, agent_id)
+    if hallucinated is not None:
+        stmt = stmt.where(Evaluation.hallucinated == hallucinated)
+    if since is not None:
+        stmt = stmt.where(Evaluation.created_at >= since)
+    return paginate(stmt.order_by(Evaluation.created_at.desc(), Evaluation.id.desc()), skip=skip, limit=limit)
+
+
+def _round(value: Any, digits: int = 6) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def aggregate(stmt_filter: Any, since: datetime) -> dict[str, Any]:
+    """The contract's stats over evaluations matching `stmt_filter` since `since`, in one query."""
+    row = db.session.execute(
+        select(
+            func.count(Evaluation.id),
+            func.coalesce(func.sum(case((Evaluation.hallucinated.is_(True), 1), else_=0)), 0),
+            func.avg(Evaluation.latency_sec),
+            func.avg(Evaluation.throughput_qps),
+            func.avg(Evaluation.semantic_drift),
+            func.avg(Evaluation.uncertainty),
+            func.avg(Evaluation.factual_support),
+        ).where(stmt_filter, Evaluation.created_at >= since)
+    ).one()
+    total, hallucinations = int(row[0]), int(row[1])
+    return {
+        "total_evaluations": total,
+        "total_hallucinations": hallucinations,
+        "hallucination_rate": round(hallucinations / total, 6) if total else 0.0,
+        "avg_latency": _round(row[2]),
+        "avg_throughput": _round(row[3]),
+        "avg_semantic_drift": _round(row[4]),
+        "avg_uncertainty": _round(row[5]),
+        "avg_factual_support": _round(row[6]),
+    }
+
+
+def stats(actor: User, *, days: int = 7, agent_id: str | None = None) -> dict[str, Any]:
+    """`GET /v1/evaluations/stats` over the last `days` days."""
+    since = utcnow() - timedelta(days=days)
+    if agent_id:
+        scope: Any = Evaluation.agent_id == get_agent(actor, agent_id).id
+    elif actor.is_admin:
+        scope = True
+    else:
+        scope = Evaluation.agent_id.in_(select(Agent.id).where(Agent.owner_id == actor.id))
+    return aggregate(scope, since)

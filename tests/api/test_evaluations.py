@@ -1,0 +1,164 @@
+"""Evaluations (agent telemetry) and per-agent stats, checked against hand-computed figures."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import update
+
+from deploy_service.extensions import db
+from deploy_service.models import Evaluation, Invocation
+from deploy_service.models.types import utcnow
+from tests.api.test_deployments import Api, new_agent
+from tests.api.test_errors import assert_error
+from tests.factories import AuthActions
+from tests.fakes import FakeRunner
+
+
+@pytest.fixture()
+def api(client: FlaskClient, auth: AuthActions) -> Api:
+    _, headers = auth.user()
+    return Api(client, headers)
+
+
+def key_for(api: Api, agent_id: str, scopes: list[str] | None = None) -> dict[str, str]:
+    body = {"scopes": scopes} if scopes else {}
+    return {"X-API-Key": api.post(f"/v1/agents/{agent_id}/api-key", body).get_json()["key"]}
+
+
+SAMPLES = [
+    {
+        "semantic_drift": 0.1,
+        "uncertainty": 0.2,
+        "factual_support": 0.9,
+        "hallucination_probability": 0.1,
+        "latency_sec": 1.0,
+        "throughput_qps": 10.0,
+    },
+    {
+        "semantic_drift": 0.3,
+        "uncertainty": 0.4,
+        "factual_support": 0.5,
+        "hallucination_probability": 0.8,
+        "latency_sec": 2.0,
+        "throughput_qps": 20.0,
+    },
+    {"semantic_drift": 0.5, "uncertainty": 0.6, "factual_support": 0.1, "hallucinated": True, "latency_sec": 3.0},
+    {"semantic_drift": 0.7, "factual_support": 0.3, "hallucinated": False, "latency_sec": 6.0, "throughput_qps": 30.0},
+]
+
+
+def post_samples(client: FlaskClient, key: dict[str, str]) -> None:
+    for number, sample in enumerate(SAMPLES):
+        response = client.post("/v1/evaluations", headers=key, json={"prompt": f"p{number}", "response": "r", **sample})
+        assert response.status_code == 201, response.get_json()
+
+
+def test_stats_match_hand_computed_values(app: Flask, api: Api, client: FlaskClient) -> None:
+    agent = new_agent(app, api)
+    post_samples(client, key_for(api, agent["id"]))
+    stats = api.get(f"/v1/evaluations/stats?agent_id={agent['id']}").get_json()
+    assert stats == {
+        "total_evaluations": 4,
+        "total_hallucinations": 2,  # sample 2 by probability 0.8, sample 3 flagged
+        "hallucination_rate": 0.5,
+        "avg_latency": 3.0,
+        "avg_throughput": 20.0,
+        "avg_semantic_drift": 0.4,
+        "avg_uncertainty": 0.4,
+        "avg_factual_support": 0.45,
+    }
+    assert api.get("/v1/evaluations/stats").get_json() == stats
+    empty = new_agent(app, api)
+    assert api.get(f"/v1/evaluations/stats?agent_id={empty['id']}").get_json()["hallucination_rate"] == 0.0
+
+
+def test_stats_window_and_scoping(app: Flask, api: Api, client: FlaskClient, auth: AuthActions) -> None:
+    agent = new_agent(app, api)
+    post_samples(client, key_for(api, agent["id"]))
+    with app.app_context():
+        db.session.execute(
+            update(Evaluation).where(Evaluation.prompt == "p3").values(created_at=utcnow() - timedelta(days=10))
+        )
+        db.session.commit()
+    assert api.get("/v1/evaluations/stats?days=7").get_json()["total_evaluations"] == 3
+    assert api.get("/v1/evaluations/stats?days=30").get_json()["total_evaluations"] == 4
+    _, stranger = auth.user()
+    assert client.get("/v1/evaluations/stats", headers=stranger).get_json()["total_evaluations"] == 0
+    assert client.get("/v1/evaluations", headers=stranger).get_json()["total"] == 0
+    assert_error(client.get(f"/v1/evaluations/stats?agent_id={agent['id']}", headers=stranger), 404, "not_found")
+    _, admin = auth.admin()
+    assert client.get("/v1/evaluations/stats?days=30", headers=admin).get_json()["total_evaluations"] == 4
+
+
+def test_list_filters(app: Flask, api: Api, client: FlaskClient) -> None:
+    agent = new_agent(app, api)
+    post_samples(client, key_for(api, agent["id"]))
+    listing = api.get("/v1/evaluations").get_json()
+    assert [item["prompt"] for item in listing["items"]] == ["p3", "p2", "p1", "p0"]
+    flagged = api.get("/v1/evaluations?hallucinated=true").get_json()
+    assert {item["prompt"] for item in flagged["items"]} == {"p1", "p2"}
+    since = listing["items"][1]["created_at"]
+    newer = api.client.get("/v1/evaluations", headers=api.headers, query_string={"since": since}).get_json()
+    assert [item["prompt"] for item in newer["items"]] == ["p3", "p2"]
+    assert api.get(f"/v1/evaluations?agent_id={agent['id']}&limit=1").get_json()["limit"] == 1
+
+
+def test_posting_rules(app: Flask, api: Api, client: FlaskClient) -> None:
+    agent, other = new_agent(app, api), new_agent(app, api)
+    key = key_for(api, agent["id"])
+    base = {"prompt": "p", "response": "r"}
+    by_owner = api.post("/v1/evaluations", {**base, "agent_id": agent["id"]})
+    assert by_owner.status_code == 201 and by_owner.get_json()["agent_id"] == agent["id"]
+    assert_error(api.post("/v1/evaluations", base), 400, "validation_error")
+    assert_error(client.post("/v1/evaluations", headers=key, json={**base, "agent_id": other["id"]}), 404, "not_found")
+    by_key = client.post("/v1/evaluations", headers=key, json=base)
+    assert by_key.status_code == 201 and by_key.get_json()["hallucinated"] is False
+    for bad in ({"uncertainty": 1.5}, {"semantic_drift": -0.1}, {"latency_sec": -1}, {"bogus": 1}, {"prompt": None}):
+        assert_error(client.post("/v1/evaluations", headers=key, json={**base, **bad}), 400, "validation_error")
+    invoke_only = key_for(api, agent["id"], ["invoke"])
+    assert_error(client.post("/v1/evaluations", headers=invoke_only, json=base), 403, "forbidden")
+    assert_error(client.get("/v1/evaluations", headers=key), 403, "forbidden")
+
+
+def test_agent_stats(app: Flask, api: Api, client: FlaskClient, fake_runner: FakeRunner) -> None:
+    agent = new_agent(app, api)
+    post_samples(client, key_for(api, agent["id"]))
+    deployment = api.post(f"/v1/agents/{agent['id']}/deploy", {}).get_json()
+    latencies = [float(value) for value in range(1, 21)]  # 1..20 ms
+    with app.app_context():
+        for number, latency in enumerate(latencies):
+            db.session.add(
+                Invocation(
+                    agent_id=agent["id"],
+                    deployment_id=deployment["id"],
+                    replica=0,
+                    status_code=502 if number % 5 == 0 else 200,
+                    ok=number % 5 != 0,
+                    latency_ms=latency,
+                )
+            )
+        db.session.add(
+            Invocation(
+                agent_id=agent["id"],
+                deployment_id=deployment["id"],
+                replica=0,
+                status_code=200,
+                ok=True,
+                latency_ms=999.0,
+                created_at=utcnow() - timedelta(days=3),
+            )
+        )
+        db.session.commit()
+    stats = api.get(f"/v1/agents/{agent['id']}/stats").get_json()
+    assert stats["invocations"] == {"count": 20, "errors": 4, "p50_ms": 10.0, "p95_ms": 19.0}
+    assert stats["evaluations"]["total_evaluations"] == 4
+    assert stats["deployment_id"] == deployment["id"] and stats["deployment_status"] == "deploying"
+    assert stats["restarts"] == 0 and stats["uptime_seconds"] == 0.0 and stats["window_hours"] == 24
+    week: dict[str, Any] = api.get(f"/v1/agents/{agent['id']}/stats?hours=168").get_json()
+    assert week["invocations"]["count"] == 21
+    assert_error(api.get(f"/v1/agents/{agent['id']}/stats?hours=0"), 400, "validation_error")
