@@ -17,12 +17,13 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from deploy_service.api import register_blueprints
 from deploy_service.cli import register_commands
 from deploy_service.config import load_config, validate_config
 from deploy_service.errors import register_error_handlers
-from deploy_service.extensions import api, cors, db, jwt, migrate
+from deploy_service.extensions import api, cors, db, jwt, limiter, migrate
 from deploy_service.runner import create_runner
 from deploy_service.security import init_security
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
@@ -67,6 +68,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.setdefault("VERSION", __version__)
     app.config["STARTED_MONOTONIC"] = time.monotonic()
     validate_config(app.config)
+    if app.config["PROXY_COUNT"]:
+        hops = app.config["PROXY_COUNT"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     _configure_logging(app)
     register_extensions(app)
     register_blueprints(app)
@@ -120,6 +124,7 @@ def register_extensions(app: Flask) -> None:
             event.listen(db.engine, "connect", _sqlite_pragmas)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True, compare_type=True)
     jwt.init_app(app)
+    limiter.init_app(app)
     api.init_app(app)
     origins: list[str] = app.config["ALLOWED_ORIGINS"]
     wildcard = "*" in origins

@@ -113,6 +113,12 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ALLOWED_ORIGINS": _list(env, "ALLOWED_ORIGINS"),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
         "REGISTRATION_ENABLED": _bool(env, "REGISTRATION_ENABLED", True),
+        "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
+        "RATE_LIMIT_PER_MINUTE": _int(env, "RATE_LIMIT_PER_MINUTE", 600, minimum=1),
+        "AUTH_RATE_LIMIT_PER_MINUTE": _int(env, "AUTH_RATE_LIMIT_PER_MINUTE", 10, minimum=1),
+        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "PROXY_COUNT": _int(env, "PROXY_COUNT", 0),
         "JWT_SECRET_KEY": env.get("JWT_SECRET_KEY") or None,
         "JWT_ACCESS_TOKEN_EXPIRES": timedelta(seconds=_int(env, "JWT_ACCESS_TOKEN_EXPIRES", 900, minimum=1)),
         "JWT_REFRESH_TOKEN_EXPIRES": timedelta(

@@ -32,6 +32,7 @@ TEST_CONFIG: dict[str, Any] = {
     "PASSWORD_HASH_MEMORY_KIB": 8,
     "ALLOWED_ORIGINS": ["https://app.example.com"],
     "LOG_LEVEL": "DEBUG",
+    "RATELIMIT_ENABLED": False,
 }
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
+from flask_limiter.util import get_remote_address
 
 from deploy_service.api.common import Blueprint, current_session_id, current_user
+from deploy_service.extensions import limiter
 from deploy_service.models import User
+from deploy_service.ratelimit import auth_limit
 from deploy_service.schemas.auth import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
 from deploy_service.services import auth as auth_service
 
@@ -16,6 +19,8 @@ blp = Blueprint("auth", __name__, url_prefix="/v1/auth", description="Accounts a
 
 @blp.route("/register")
 class Register(MethodView):
+    decorators = [limiter.shared_limit(auth_limit, scope="auth", key_func=get_remote_address)]
+
     @blp.arguments(RegisterSchema)
     @blp.response(201, UserSchema)
     @blp.alt_response(403, response="FORBIDDEN", description="Registration is disabled.")
@@ -27,6 +32,8 @@ class Register(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
+    decorators = [limiter.shared_limit(auth_limit, scope="auth", key_func=get_remote_address)]
+
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)
     @blp.alt_response(401, response="UNAUTHORIZED", description="Bad credentials.")

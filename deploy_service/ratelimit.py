@@ -1,0 +1,45 @@
+"""Whom a request counts against for rate limiting: its API key, else its user, else its address.
+
+The user is read from the bearer token with its signature and expiry checked (a cheap HMAC), so a
+forged token cannot spend somebody else's allowance; anything unreadable counts against the address.
+Login and registration are limited per address, more tightly (see `api/auth.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import current_app, request
+from flask_jwt_extended import decode_token
+from flask_limiter.util import get_remote_address
+
+
+def caller_key() -> str:
+    """The rate-limit bucket of the current request."""
+    presented = request.headers.get("X-API-Key")
+    if presented:
+        return "key:" + hashlib.sha256(presented.encode()).hexdigest()[:24]
+    authorization = request.headers.get("Authorization", "")
+    if authorization.startswith("Bearer "):
+        try:
+            subject = decode_token(authorization[len("Bearer ") :]).get("sub")
+        except Exception:  # noqa: BLE001 - any unreadable token counts against the address
+            subject = None
+        if subject:
+            return f"user:{subject}"
+    return "ip:" + (get_remote_address() or "unknown")
+
+
+def default_limit() -> str:
+    """Every `/v1` route: `RATE_LIMIT_PER_MINUTE` per caller."""
+    return f"{current_app.config['RATE_LIMIT_PER_MINUTE']}/minute"
+
+
+def auth_limit() -> str:
+    """Login and registration: `AUTH_RATE_LIMIT_PER_MINUTE` per address."""
+    return f"{current_app.config['AUTH_RATE_LIMIT_PER_MINUTE']}/minute"
+
+
+def exempt_from_limits() -> bool:
+    """Health checks, docs and metrics are never limited."""
+    return not request.path.startswith("/v1/")
