@@ -51,7 +51,8 @@ class Deployment(db.Model):  # type: ignore[name-defined]
     image_ready: Mapped[bool] = mapped_column(default=False)
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
-    build_log: Mapped[str | None] = mapped_column(Text)
+    build_log: Mapped[str | None] = mapped_column(Text, deferred=True)
+    """Up to BUILD_LOG_MAX_BYTES; deferred, so reading deployments never drags their build logs along."""
     progress_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     """When the current rollout began (deploy or restart): the progress deadline counts from here."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -51,6 +51,10 @@ class InstanceSchema(Schema):
     healthy = fields.Boolean(allow_none=True)
 
 
+# One instance, reused: building a schema deep-copies its fields, which would cost more than the dump.
+_INSTANCES = InstanceSchema(many=True)
+
+
 class ReplicaCountsSchema(Schema):
     desired = fields.Integer()
     running = fields.Integer()
@@ -93,7 +97,7 @@ class DeploymentSchema(Schema):
     def _instances(self, deployment: Any) -> list[dict[str, Any]]:
         live = deployment.status not in ("stopped", "killed")
         shown = [i for i in deployment.instances if live and i.index < deployment.replicas_desired]
-        return InstanceSchema(many=True).dump(shown)  # type: ignore[no-any-return]
+        return _INSTANCES.dump(shown)  # type: ignore[no-any-return]
 
 
 class DeploymentSummarySchema(Schema):
