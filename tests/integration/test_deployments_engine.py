@@ -403,3 +403,16 @@ def test_interact_through_keys_on_the_real_engine(api: Client, engine: Engine) -
     wait_until(status_is(api, deployment_id, "stopped"), what="stopped")
     stopped = api.call("post", url, {})
     assert stopped.status_code == 503 and stopped.get_json()["error"] == "no_ready_replica"
+
+
+def test_interact_times_out_on_a_slow_agent(
+    api: Client, engine: Engine, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent_id = api.agent()
+    deployment_id = api.deploy(agent_id)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    monkeypatch.setitem(app.config, "INTERACT_TIMEOUT_SECONDS", 0.5)
+    slow = api.call("post", f"/v1/agents/{agent_id}/interact", {"sleep": 2})
+    assert slow.status_code == 504 and slow.get_json()["error"] == "agent_timeout"
+    quick = api.call("post", f"/v1/agents/{agent_id}/interact", {"sleep": 0})
+    assert quick.status_code == 200 and quick.get_json()["echo"] == {"sleep": 0}

@@ -64,6 +64,12 @@ case "$path" in
         respond 200 OK application/json '{"status": "ok"}' ;;
     /invoke | /cgi-bin/invoke)
         [ "$method" = POST ] || respond 405 "Method Not Allowed" application/json '{"error": "method not allowed"}'
+        # A body asking for {"sleep": N} (N whole seconds, at most 30) answers only after N seconds.
+        case "$body" in
+            *'"sleep":'*)
+                pause="${body#*\"sleep\":}"; pause="${pause#"${pause%%[![:space:]]*}"}"; pause="${pause%%[!0-9]*}"
+                [ -n "$pause" ] && [ "$pause" -le 30 ] && sleep "$pause" ;;
+        esac
         # Embed the body verbatim when it looks like JSON, else as a string.
         trimmed="${body#"${body%%[![:space:]]*}"}"
         case "$trimmed" in
