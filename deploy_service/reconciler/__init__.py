@@ -5,7 +5,8 @@ off while the engine is down) under a leader lock so exactly one is active; `con
 one pass. What to do on the engine is always asked of the runner.
 """
 
-from deploy_service.reconciler.converge import Converger, ReconcileSettings
+from deploy_service.reconciler.converge import Converger
 from deploy_service.reconciler.loop import Reconciler
+from deploy_service.reconciler.settings import ReconcileSettings
 
 __all__ = ["Converger", "ReconcileSettings", "Reconciler"]

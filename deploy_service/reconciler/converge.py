@@ -18,28 +18,24 @@ without our labels are never touched. Engine calls that can be slow run in paral
 from __future__ import annotations
 
 import logging
-import random
-import socket
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
-from deploy_service.config import parse_port_range
 from deploy_service.errors import EngineUnavailable, NotFound
 from deploy_service.extensions import db
 from deploy_service.models import DESIRED_RUNNING, Deployment, Instance
 from deploy_service.models.types import utcnow
-from deploy_service.reconciler.health import http_check
+from deploy_service.reconciler.health import HealthChecker
+from deploy_service.reconciler.ports import free_port
 from deploy_service.reconciler.prepare import Preparer
+from deploy_service.reconciler.settings import ReconcileSettings, seconds_until
 from deploy_service.reconciler.timing import restart_delay
 from deploy_service.runner.base import (
     ExitInfo,
@@ -56,45 +52,6 @@ from deploy_service.services.secrets import resolve_secret_values
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ReconcileSettings:
-    """Every time-based rule of the reconciler, from configuration (tests shrink them to seconds)."""
-
-    resync: float
-    tick: float
-    progress_deadline: float
-    startup_grace: float
-    backoff_base: float
-    backoff_max: float
-    restart_budget: int
-    stable_seconds: float
-    stop_timeout: float
-    workers: int
-    port_range: tuple[int, int]
-    replica_host: str
-
-    @classmethod
-    def from_config(cls, config: Any) -> ReconcileSettings:
-        return cls(
-            resync=config["RECONCILE_INTERVAL_SECONDS"],
-            tick=config["RECONCILE_TICK_SECONDS"],
-            progress_deadline=config["PROGRESS_DEADLINE_SECONDS"],
-            startup_grace=config["STARTUP_GRACE_SECONDS"],
-            backoff_base=config["RESTART_BACKOFF_BASE_SECONDS"],
-            backoff_max=config["RESTART_BACKOFF_MAX_SECONDS"],
-            restart_budget=config["RESTART_BUDGET"],
-            stable_seconds=config["RESTART_STABLE_SECONDS"],
-            stop_timeout=config["CONTAINER_STOP_TIMEOUT"],
-            workers=config["RECONCILE_WORKERS"],
-            port_range=parse_port_range(config["HOST_PORT_RANGE"]),
-            replica_host=config["REPLICA_HOST"],
-        )
-
-
-def _seconds_until(moment: datetime, now: datetime) -> float:
-    return max((moment - now).total_seconds(), 0.0)
-
-
 class Converger:
     """Runs passes. One instance lives as long as the reconciler (it keeps health-check schedules)."""
 
@@ -104,7 +61,7 @@ class Converger:
         self.settings = settings
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.preparer = Preparer(app, runner, wake=wake)
-        self._next_health: dict[str, float] = {}
+        self.health = HealthChecker(settings, self.pool)
 
     def close(self) -> None:
         self.preparer.close()
@@ -150,8 +107,7 @@ class Converger:
                 db.session.rollback()
                 wanted = self.settings.tick
             next_pass = min(next_pass, wanted)
-        active = {r.container_id for r in observed}
-        self._next_health = {cid: due for cid, due in self._next_health.items() if cid in active}
+        self.health.forget_all_but(r.container_id for r in observed)
         return max(next_pass, 0.01)
 
     def _converge(self, deployment: Deployment, containers: list[ReplicaInfo], used_ports: set[int]) -> float:
@@ -231,11 +187,11 @@ class Converger:
                 return settings.resync
             wanted = settings.tick
 
-        wanted = min(wanted, self._check_health(deployment, instances, now))
+        wanted = min(wanted, self.health.check(deployment, instances, now))
         self._derive_status(deployment, instances, now, rolling=bool(older))
         if deployment.progress_started_at is not None:
             deadline = deployment.progress_started_at + timedelta(seconds=settings.progress_deadline)
-            wanted = min(wanted, max(_seconds_until(deadline, now), settings.tick))
+            wanted = min(wanted, max(seconds_until(deadline, now), settings.tick))
         return wanted
 
     # -- pieces -----------------------------------------------------------------------------------
@@ -340,7 +296,7 @@ class Converger:
             instance.next_restart_at = None
             starts.append(instance.index)
             return settings.tick
-        return max(_seconds_until(instance.next_restart_at, now), 0.01)
+        return max(seconds_until(instance.next_restart_at, now), 0.01)
 
     def _deployment_containers(self, deployment: Deployment) -> Iterable[ReplicaInfo]:
         return [replica for replica in self.runner.list_replicas() if replica.deployment_id == deployment.id]
@@ -391,7 +347,7 @@ class Converger:
         resources = config.get("resources") or {}
         specs = []
         for instance in targets:
-            port = self._free_port(used_ports) if network == "host" else int(config["port"])
+            port = free_port(used_ports, self.settings.port_range) if network == "host" else int(config["port"])
             specs.append(
                 ReplicaSpec(
                     deployment_id=deployment.id,
@@ -447,78 +403,6 @@ class Converger:
             return self.runner.start_replica(spec)
         except Exception as exc:  # noqa: BLE001 - sorted out by the caller, per replica
             return exc
-
-    def _free_port(self, used: set[int]) -> int:
-        low, high = self.settings.port_range
-        start = random.randint(low, high)
-        for offset in range(high - low + 1):
-            port = low + (start - low + offset) % (high - low + 1)
-            if port in used:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                try:
-                    probe.bind(("0.0.0.0", port))
-                except OSError:
-                    continue
-            used.add(port)
-            return port
-        raise RuntimeError(f"no free port left in HOST_PORT_RANGE {low}-{high}")
-
-    def _check_health(self, deployment: Deployment, instances: dict[int, Instance], now: datetime) -> float:
-        """Run due health checks in parallel; returns seconds until the next one is due."""
-        check = deployment.config.get("health_check")
-        running = [i for i in instances.values() if i.status == "running" and i.container_id and i.port]
-        if not check:
-            wait = self.settings.resync
-            for instance in running:
-                up_for = (now - (instance.started_at or now)).total_seconds()
-                if up_for >= self.settings.startup_grace:
-                    if not instance.healthy:
-                        instance.healthy = True
-                else:
-                    wait = min(wait, self.settings.startup_grace - up_for)
-            return max(wait, 0.01)
-        clock = time.monotonic()
-        due = [i for i in running if self._next_health.get(str(i.container_id), 0.0) <= clock]
-        interval = float(check.get("interval_seconds", 10.0))
-        if due:
-            results = list(
-                self.pool.map(
-                    lambda i: http_check(
-                        i.host or self.settings.replica_host,
-                        int(i.port),
-                        check.get("path", "/health"),
-                        timeout=float(check.get("timeout_seconds", 5.0)),
-                    ),
-                    due,
-                )
-            )
-            for instance, (healthy, reason) in zip(due, results, strict=True):
-                self._next_health[str(instance.container_id)] = time.monotonic() + interval
-                self._record_health(deployment, instance, healthy, reason, int(check.get("retries", 3)))
-        upcoming = [self._next_health.get(str(i.container_id), clock) - time.monotonic() for i in running]
-        return max(min(upcoming, default=self.settings.resync), 0.01)
-
-    def _record_health(
-        self, deployment: Deployment, instance: Instance, healthy: bool, reason: str, retries: int
-    ) -> None:
-        if healthy:
-            instance.health_failures = 0
-            if instance.healthy is not True:
-                instance.healthy = True
-                lifecycle.record_event(
-                    deployment, "health_passed", f"Replica {instance.index} is healthy.", {"replica": instance.index}
-                )
-            return
-        instance.health_failures += 1
-        if instance.health_failures >= retries and instance.healthy is not False:
-            instance.healthy = False
-            lifecycle.record_event(
-                deployment,
-                "health_failed",
-                f"Replica {instance.index} failed {instance.health_failures} health checks ({reason}).",
-                {"replica": instance.index, "failures": instance.health_failures, "reason": reason},
-            )
 
     def _derive_status(
         self, deployment: Deployment, instances: dict[int, Instance], now: datetime, *, rolling: bool

@@ -13,8 +13,9 @@ from flask import Flask
 
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
-from deploy_service.reconciler.converge import Converger, ReconcileSettings
+from deploy_service.reconciler.converge import Converger
 from deploy_service.reconciler.lock import LeaderLock
+from deploy_service.reconciler.settings import ReconcileSettings
 from deploy_service.reconciler.timing import engine_retry_delay
 from deploy_service.reconciler.wakeup import Waiter
 from deploy_service.runner.base import Runner

@@ -1,0 +1,49 @@
+"""The reconciler's time-based rules and limits, read from configuration (tests shrink them to seconds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from deploy_service.config import parse_port_range
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    """Every time-based rule of the reconciler."""
+
+    resync: float
+    tick: float
+    progress_deadline: float
+    startup_grace: float
+    backoff_base: float
+    backoff_max: float
+    restart_budget: int
+    stable_seconds: float
+    stop_timeout: float
+    workers: int
+    port_range: tuple[int, int]
+    replica_host: str
+
+    @classmethod
+    def from_config(cls, config: Any) -> ReconcileSettings:
+        return cls(
+            resync=config["RECONCILE_INTERVAL_SECONDS"],
+            tick=config["RECONCILE_TICK_SECONDS"],
+            progress_deadline=config["PROGRESS_DEADLINE_SECONDS"],
+            startup_grace=config["STARTUP_GRACE_SECONDS"],
+            backoff_base=config["RESTART_BACKOFF_BASE_SECONDS"],
+            backoff_max=config["RESTART_BACKOFF_MAX_SECONDS"],
+            restart_budget=config["RESTART_BUDGET"],
+            stable_seconds=config["RESTART_STABLE_SECONDS"],
+            stop_timeout=config["CONTAINER_STOP_TIMEOUT"],
+            workers=config["RECONCILE_WORKERS"],
+            port_range=parse_port_range(config["HOST_PORT_RANGE"]),
+            replica_host=config["REPLICA_HOST"],
+        )
+
+
+def seconds_until(moment: datetime, now: datetime) -> float:
+    """Seconds from `now` until `moment`, never negative."""
+    return max((moment - now).total_seconds(), 0.0)
