@@ -165,6 +165,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "RESTART_BACKOFF_MAX_SECONDS": _float(env, "RESTART_BACKOFF_MAX_SECONDS", 300.0, minimum=0.01),
         "RESTART_BUDGET": _int(env, "RESTART_BUDGET", 5),
         "RESTART_STABLE_SECONDS": _float(env, "RESTART_STABLE_SECONDS", 600.0, minimum=0.1),
+        "METRICS_SAMPLE_SECONDS": _float(env, "METRICS_SAMPLE_SECONDS", 15.0, minimum=0.05),
+        "METRICS_RETENTION_HOURS": _float(env, "METRICS_RETENTION_HOURS", 24.0, minimum=0.001),
         "LOG_FOLLOW_POLL_SECONDS": _float(env, "LOG_FOLLOW_POLL_SECONDS", 1.0, minimum=0.01),
         "LOG_FOLLOW_MAX_SECONDS": _float(env, "LOG_FOLLOW_MAX_SECONDS", 3600.0, minimum=1.0),
         "REDOC_JS_URL": env.get("REDOC_JS_URL", "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"),

@@ -49,6 +49,7 @@ class FakeRunner(Runner):
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.on_start: Callable[[ReplicaSpec], None] | None = None
+        self.stats_calls: dict[str, int] = {}
 
     def _check(self, call: str) -> None:
         self.calls.append(call)
@@ -140,12 +141,15 @@ class FakeRunner(Runner):
         yield from (lines[-tail:] if tail else lines) if tail is not None else lines
 
     def stats(self, container: str) -> Stats:
+        """Each call: +0.25 s of CPU per 1 s of system time on 2 CPUs (50% of a core); (index + 1) MiB."""
         self._check("stats")
+        found = self.containers[container]
+        self.stats_calls[container] = calls = self.stats_calls.get(container, 0) + 1
         return Stats(
-            memory_bytes=1024,
-            memory_limit_bytes=2048,
-            cpu_total_ns=1,
-            system_cpu_ns=10,
+            memory_bytes=(found.info.index + 1) * 1024 * 1024,
+            memory_limit_bytes=found.spec.memory_mb * 1024 * 1024,
+            cpu_total_ns=calls * 250_000_000,
+            system_cpu_ns=calls * 1_000_000_000,
             online_cpus=2,
             sampled_at=utcnow(),
         )

@@ -14,6 +14,7 @@ from deploy_service.schemas.common import PaginationArgs
 from deploy_service.schemas.deployment import (
     DeployBodySchema,
     DeploymentListArgs,
+    DeploymentMetricsSchema,
     DeploymentPageSchema,
     DeploymentSchema,
     DeploymentStatusSchema,
@@ -22,6 +23,7 @@ from deploy_service.schemas.deployment import (
     EventPageSchema,
     LogArgs,
     LogsSchema,
+    MetricsArgs,
     ResultCreateSchema,
     ResultPageSchema,
     ResultSchema,
@@ -30,6 +32,7 @@ from deploy_service.schemas.deployment import (
 from deploy_service.services import deployments as service
 from deploy_service.services import logs as log_service
 from deploy_service.services.common import Page
+from deploy_service.services.metrics import deployment_metrics
 
 blp = Blueprint("deployments", __name__, url_prefix="/v1/deployments", description="Deployments: agents running.")
 agent_blp = Blueprint("agent-deployments", __name__, url_prefix="/v1/agents", description="Deploying agents, by agent.")
@@ -78,6 +81,17 @@ class DeploymentItem(MethodView):
     def delete(self, deployment_id: str) -> Deployment:
         """Delete (kill) a deployment: its containers are removed. Deleting again returns the same body."""
         return service.delete(current_user(), deployment_id)
+
+
+@blp.route("/<string:deployment_id>/metrics")
+class Metrics(MethodView):
+    @blp.auth_required()
+    @blp.arguments(MetricsArgs, location="query")
+    @blp.response(200, DeploymentMetricsSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, args: dict[str, Any], deployment_id: str) -> dict[str, Any]:
+        """CPU and memory of each replica (latest samples), restarts, uptime, invocations over a window."""
+        return deployment_metrics(current_user(), deployment_id, **args)
 
 
 @blp.route("/<string:deployment_id>/restart")

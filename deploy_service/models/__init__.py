@@ -12,6 +12,7 @@ from deploy_service.models.deployment import (
     Instance,
 )
 from deploy_service.models.evaluation import Evaluation
+from deploy_service.models.metrics import ContainerSample
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, User
 
@@ -30,6 +31,7 @@ __all__ = [
     "Agent",
     "ApiKey",
     "AuthSession",
+    "ContainerSample",
     "Deployment",
     "DeploymentEvent",
     "DeploymentResult",

@@ -35,6 +35,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.reconciler.health import HealthChecker
 from deploy_service.reconciler.ports import free_port
 from deploy_service.reconciler.prepare import Preparer
+from deploy_service.reconciler.sampling import Sampler
 from deploy_service.reconciler.settings import ReconcileSettings, seconds_until
 from deploy_service.reconciler.timing import restart_delay
 from deploy_service.runner.base import (
@@ -62,6 +63,7 @@ class Converger:
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.preparer = Preparer(app, runner, wake=wake)
         self.health = HealthChecker(settings, self.pool)
+        self.sampler = Sampler(runner, settings, self.pool)
 
     def close(self) -> None:
         self.preparer.close()
@@ -108,6 +110,16 @@ class Converger:
                 wanted = self.settings.tick
             next_pass = min(next_pass, wanted)
         self.health.forget_all_but(r.container_id for r in observed)
+        try:
+            self.sampler.maybe_sample(list(deployments))
+            db.session.commit()
+        except EngineUnavailable:
+            db.session.rollback()
+            raise
+        except Exception:
+            log.exception("sampling container resources failed")
+            db.session.rollback()
+        next_pass = min(next_pass, max(self.sampler.seconds_until_due(), self.settings.tick))
         return max(next_pass, 0.01)
 
     def _converge(self, deployment: Deployment, containers: list[ReplicaInfo], used_ports: set[int]) -> float:

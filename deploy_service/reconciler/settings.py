@@ -25,6 +25,8 @@ class ReconcileSettings:
     workers: int
     port_range: tuple[int, int]
     replica_host: str
+    sample_every: float = 15.0
+    sample_retention_hours: float = 24.0
 
     @classmethod
     def from_config(cls, config: Any) -> ReconcileSettings:
@@ -41,6 +43,8 @@ class ReconcileSettings:
             workers=config["RECONCILE_WORKERS"],
             port_range=parse_port_range(config["HOST_PORT_RANGE"]),
             replica_host=config["REPLICA_HOST"],
+            sample_every=config["METRICS_SAMPLE_SECONDS"],
+            sample_retention_hours=config["METRICS_RETENTION_HOURS"],
         )
 
 

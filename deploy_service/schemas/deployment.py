@@ -204,3 +204,37 @@ class ResultSchema(Schema):
 
 DeploymentPageSchema = page_schema(DeploymentSchema, "DeploymentPage")
 ResultPageSchema = page_schema(ResultSchema, "ResultPage")
+
+
+class InstanceMetricsSchema(Schema):
+    index = fields.Integer()
+    container_id = fields.String()
+    status = fields.String()
+    healthy = fields.Boolean(allow_none=True)
+    restarts = fields.Integer()
+    cpu_percent = fields.Float(allow_none=True, metadata={"description": "Percent of one core."})
+    memory_bytes = fields.Integer(allow_none=True)
+    memory_limit_bytes = fields.Integer(allow_none=True)
+    sampled_at = fields.DateTime(allow_none=True)
+
+
+class DeploymentMetricsSchema(Schema):
+    deployment_id = fields.String()
+    status = fields.String()
+    replicas = fields.Nested(ReplicaCountsSchema)
+    restarts = fields.Integer()
+    uptime_seconds = fields.Float()
+    cpu_percent = fields.Float(allow_none=True, metadata={"description": "Sum over replicas, percent of one core."})
+    memory_bytes = fields.Integer(allow_none=True)
+    memory_limit_bytes = fields.Integer(allow_none=True)
+    invocations = fields.Dict(metadata={"description": "`{count, errors, p50_ms, p95_ms}` over `window_hours`."})
+    window_hours = fields.Integer()
+    sampled_at = fields.DateTime(allow_none=True)
+    instances = fields.List(fields.Nested(InstanceMetricsSchema))
+
+
+class MetricsArgs(Schema):
+    class Meta:
+        unknown = "exclude"
+
+    hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=24 * 365))

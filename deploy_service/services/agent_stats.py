@@ -28,9 +28,9 @@ def _percentile(where: list[Any], count: int, fraction: float) -> float | None:
     return None if value is None else round(float(value), 3)
 
 
-def invocation_stats(agent_id: str, since: datetime) -> dict[str, Any]:
-    """`{count, errors, p50_ms, p95_ms}` of the agent's invocations since `since`."""
-    where = [Invocation.agent_id == agent_id, Invocation.created_at >= since]
+def invocation_stats(scope: Any, since: datetime) -> dict[str, Any]:
+    """`{count, errors, p50_ms, p95_ms}` of the invocations matching `scope` since `since`."""
+    where = [scope, Invocation.created_at >= since]
     failed = func.coalesce(func.sum(case((Invocation.ok.is_(False), 1), else_=0)), 0)
     count, errors = db.session.execute(select(func.count(Invocation.id), failed).where(*where)).one()
     count = int(count)
@@ -61,6 +61,6 @@ def agent_stats(actor: User, agent_id: str, *, hours: int = 24) -> dict[str, Any
         "deployment_status": deployment.status if deployment else None,
         "uptime_seconds": uptime,
         "restarts": restarts,
-        "invocations": invocation_stats(agent.id, since),
+        "invocations": invocation_stats(Invocation.agent_id == agent.id, since),
         "evaluations": aggregate(Evaluation.agent_id == agent.id, since),
     }

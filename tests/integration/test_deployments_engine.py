@@ -41,6 +41,7 @@ SETTINGS = ReconcileSettings(
     workers=8,
     port_range=(32000, 32999),
     replica_host="127.0.0.1",
+    sample_every=0.5,
 )
 FAST_HEALTH = {"path": "/health", "interval_seconds": 0.3, "timeout_seconds": 1.0, "retries": 2}
 
@@ -416,3 +417,14 @@ def test_interact_times_out_on_a_slow_agent(
     assert slow.status_code == 504 and slow.get_json()["error"] == "agent_timeout"
     quick = api.call("post", f"/v1/agents/{agent_id}/interact", {"sleep": 0})
     assert quick.status_code == 200 and quick.get_json()["echo"] == {"sleep": 0}
+
+
+def test_resource_samples_on_the_real_engine(api: Client, engine: Engine, app: Flask) -> None:
+    deployment_id = api.deploy(api.agent(resources={"memory_mb": 48}))
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    url = f"/v1/deployments/{deployment_id}/metrics"
+    body = wait_until(lambda: (m := api.call("get", url).get_json())["sampled_at"] and m, what="a sample")
+    assert 0 < body["memory_bytes"] < 48 * 1024 * 1024
+    assert body["memory_limit_bytes"] == 48 * 1024 * 1024
+    [instance] = body["instances"]
+    assert instance["memory_bytes"] == body["memory_bytes"]

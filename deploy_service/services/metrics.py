@@ -1,0 +1,69 @@
+"""Per-deployment metrics: the latest resource sample of each replica, restarts, uptime, invocations."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from deploy_service.extensions import db
+from deploy_service.models import ContainerSample, Invocation, User
+from deploy_service.models.types import utcnow
+from deploy_service.schemas.deployment import replica_counts
+from deploy_service.services import lifecycle
+from deploy_service.services.agent_stats import invocation_stats
+from deploy_service.services.deployments import get_deployment
+
+
+def deployment_metrics(actor: User, deployment_id: str, *, hours: int = 24) -> dict[str, Any]:
+    """`GET /v1/deployments/<id>/metrics`: sums over replicas of their latest samples, and per replica."""
+    deployment = get_deployment(actor, deployment_id)
+    now = utcnow()
+    current = {
+        instance.container_id: instance
+        for instance in deployment.instances
+        if instance.container_id and instance.index < deployment.replicas_desired
+    }
+    samples: dict[str, ContainerSample] = {}
+    if current and deployment.status not in (lifecycle.STOPPED, lifecycle.KILLED):
+        latest = (
+            select(func.max(ContainerSample.id))
+            .where(ContainerSample.deployment_id == deployment.id, ContainerSample.container_id.in_(list(current)))
+            .group_by(ContainerSample.container_id)
+        )
+        for sample in db.session.scalars(select(ContainerSample).where(ContainerSample.id.in_(latest))):
+            samples[sample.container_id] = sample
+    instances = []
+    for container_id, instance in sorted(current.items(), key=lambda item: item[1].index):
+        found = samples.get(str(container_id))
+        instances.append(
+            {
+                "index": instance.index,
+                "container_id": container_id,
+                "status": instance.status,
+                "healthy": instance.healthy,
+                "restarts": instance.restarts,
+                "cpu_percent": found.cpu_percent if found else None,
+                "memory_bytes": found.memory_bytes if found else None,
+                "memory_limit_bytes": found.memory_limit_bytes if found else None,
+                "sampled_at": found.sampled_at if found else None,
+            }
+        )
+    sampled = list(samples.values())
+    running = deployment.status in (lifecycle.RUNNING, lifecycle.READY) and deployment.started_at is not None
+    cpu = [sample.cpu_percent for sample in sampled if sample.cpu_percent is not None]
+    return {
+        "deployment_id": deployment.id,
+        "status": deployment.status,
+        "replicas": replica_counts(deployment),
+        "restarts": sum(instance.restarts for instance in deployment.instances),
+        "uptime_seconds": round((now - deployment.started_at).total_seconds(), 3) if running else 0.0,  # type: ignore[operator]
+        "cpu_percent": round(sum(cpu), 2) if cpu else None,
+        "memory_bytes": sum(sample.memory_bytes for sample in sampled) if sampled else None,
+        "memory_limit_bytes": sum(sample.memory_limit_bytes for sample in sampled) if sampled else None,
+        "invocations": invocation_stats(Invocation.deployment_id == deployment.id, now - timedelta(hours=hours)),
+        "window_hours": hours,
+        "sampled_at": max((sample.sampled_at for sample in sampled), default=None),
+        "instances": instances,
+    }
