@@ -7,7 +7,7 @@ from pathlib import Path
 import swagger_ui_bundle
 from flask import Flask, Response, send_from_directory
 
-from deploy_service.api import agents, api_keys, auth, deployments, evaluations, health, secrets, tokens, users
+from deploy_service.api import agents, alerts, api_keys, auth, deployments, evaluations, health, secrets, tokens, users
 from deploy_service.extensions import api
 
 BLUEPRINTS = (
@@ -16,6 +16,7 @@ BLUEPRINTS = (
     users.blp,
     agents.blp,
     api_keys.blp,
+    alerts.blp,
     deployments.agent_blp,
     deployments.blp,
     evaluations.blp,

@@ -1,6 +1,7 @@
 """SQLAlchemy 2.0 typed models, one module per aggregate. Models never commit."""
 
 from deploy_service.models.agent import AGENT_DEPLOYED, AGENT_IDLE, AGENT_STATUSES, AGENT_STOPPED, Agent
+from deploy_service.models.alert import Alert
 from deploy_service.models.api_key import SCOPES, ApiKey, Invocation
 from deploy_service.models.deployment import (
     DESIRED_DELETED,
@@ -29,6 +30,7 @@ __all__ = [
     "ROLE_ADMIN",
     "ROLE_USER",
     "Agent",
+    "Alert",
     "ApiKey",
     "AuthSession",
     "ContainerSample",

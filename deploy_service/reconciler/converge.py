@@ -18,6 +18,7 @@ without our labels are never touched. Engine calls that can be slow run in paral
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,7 @@ from deploy_service.runner.base import (
     Runner,
     RunnerError,
 )
-from deploy_service.services import lifecycle
+from deploy_service.services import alerts, lifecycle
 from deploy_service.services.secrets import resolve_secret_values
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Converger:
         self.preparer = Preparer(app, runner, wake=wake)
         self.health = HealthChecker(settings, self.pool)
         self.sampler = Sampler(runner, settings, self.pool)
+        self._oom_at: dict[str, float] = {}
 
     def close(self) -> None:
         self.preparer.close()
@@ -97,6 +99,7 @@ class Converger:
         for deployment in deployments:
             try:
                 wanted = self._converge(deployment, by_deployment.get(deployment.id, []), used_ports)
+                alerts.evaluate_state(deployment)
                 db.session.commit()
             except StaleDataError:
                 db.session.rollback()
@@ -111,7 +114,11 @@ class Converger:
             next_pass = min(next_pass, wanted)
         self.health.forget_all_but(r.container_id for r in observed)
         try:
-            self.sampler.maybe_sample(list(deployments))
+            if self.sampler.maybe_sample(list(deployments)):
+                window = self.app.config["ALERT_WINDOW_MINUTES"] * 60
+                recent_oom = {d for d, at in self._oom_at.items() if time.monotonic() - at < window}
+                for deployment in deployments:
+                    alerts.evaluate_telemetry(deployment, oom_recently=deployment.id in recent_oom)
             db.session.commit()
         except EngineUnavailable:
             db.session.rollback()
@@ -272,6 +279,9 @@ class Converger:
             instance.restarts += 1
             instance.recent_restarts += 1
             reason = " (killed: out of memory)" if info.oom_killed else ""
+            if info.oom_killed:
+                self._oom_at[deployment.id] = time.monotonic()
+                alerts.observe(deployment, "memory_high", alerts.memory_rule(deployment, oom_recently=True))
             lifecycle.record_event(
                 deployment,
                 "container_exited",

@@ -35,10 +35,10 @@ class Sampler:
     def seconds_until_due(self) -> float:
         return max(self._next_round - time.monotonic(), 0.0)
 
-    def maybe_sample(self, deployments: list[Deployment]) -> None:
-        """Take one round of samples if it is due (the caller commits)."""
+    def maybe_sample(self, deployments: list[Deployment]) -> bool:
+        """Take one round of samples if it is due (the caller commits); True when it did."""
         if time.monotonic() < self._next_round:
-            return
+            return False
         self._next_round = time.monotonic() + self._settings.sample_every
         targets = [
             (deployment.id, instance.index, str(instance.container_id))
@@ -66,6 +66,7 @@ class Sampler:
         self._previous = {cid: stats for cid, stats in self._previous.items() if cid in live}
         cutoff = utcnow() - timedelta(hours=self._settings.sample_retention_hours)
         db.session.execute(delete(ContainerSample).where(ContainerSample.sampled_at < cutoff))
+        return True
 
     def _stats(self, container_id: str) -> Stats | None:
         try:

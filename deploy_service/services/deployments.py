@@ -32,7 +32,7 @@ from deploy_service.models import (
     DeploymentResult,
     User,
 )
-from deploy_service.services import lifecycle, notify
+from deploy_service.services import alerts, lifecycle, notify
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.engine import require_engine
@@ -285,6 +285,7 @@ def delete(actor: User, deployment_id: str) -> Deployment:
     deployment.desired_state = DESIRED_DELETED
     lifecycle.record_event(deployment, "delete_requested", "Delete requested.")
     lifecycle.transition(deployment, lifecycle.KILLED, "Deployment deleted; its containers are removed.")
+    alerts.resolve_all(deployment.id)
     for instance in deployment.instances:
         instance.status = "removed"
         instance.healthy = None

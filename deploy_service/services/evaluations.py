@@ -15,6 +15,7 @@ from deploy_service.errors import NotFound, ValidationFailed
 from deploy_service.extensions import db
 from deploy_service.models import Agent, ApiKey, Evaluation, User
 from deploy_service.models.types import utcnow
+from deploy_service.services import alerts
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate
 from deploy_service.services.deployments import live_deployment
@@ -45,6 +46,9 @@ def record(caller: User | ApiKey, data: dict[str, Any]) -> Evaluation:
     evaluation = Evaluation(agent_id=agent.id, deployment_id=deployment.id if deployment else None, **data)
     db.session.add(evaluation)
     db.session.commit()
+    if deployment is not None:  # the hallucination rule runs on the event, not only on the next round
+        alerts.observe(deployment, "hallucination_rate_high", alerts.hallucination_rule(deployment))
+        db.session.commit()
     return evaluation
 
 

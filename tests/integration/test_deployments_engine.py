@@ -284,7 +284,10 @@ def test_container_removed_by_hand_comes_back(api: Client, engine: Engine) -> No
     wait_until(status_is(api, deployment_id, "ready"), what="ready again")
 
 
-def test_crashing_image_backs_off_then_fails(api: Client, engine: Engine) -> None:
+def test_crashing_image_backs_off_then_fails(
+    api: Client, engine: Engine, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(app.config, "ALERT_CRASH_LOOP_RESTARTS", 1)
     deployment_id = api.deploy(api.agent(image="deploy-test/crasher:latest", env={"CRASH_DELAY": "0.2"}))
     wait_until(status_is(api, deployment_id, "failed"), timeout=60, what="failed")
     exits = api.events(deployment_id, "container_exited")
@@ -295,6 +298,10 @@ def test_crashing_image_backs_off_then_fails(api: Client, engine: Engine) -> Non
     body = api.deployment(deployment_id)
     assert "kept crashing" in body["error"] and "exit code 3" in body["error"]
     assert engine.containers(deployment_id) == []
+    active = api.call("get", f"/v1/alerts?deployment_id={deployment_id}&status=active").get_json()["items"]
+    by_kind = {alert["kind"]: alert for alert in active}
+    assert set(by_kind) == {"crash_loop", "deployment_failed"}
+    assert by_kind["crash_loop"]["count"] >= 2 and by_kind["crash_loop"]["severity"] == "critical"
 
 
 def test_out_of_memory_is_reported(api: Client, engine: Engine) -> None:
@@ -305,6 +312,8 @@ def test_out_of_memory_is_reported(api: Client, engine: Engine) -> None:
     assert "out of memory" in exits[-1]["message"]
     wait_until(status_is(api, deployment_id, "failed"), timeout=60, what="failed")
     assert "out of memory" in api.deployment(deployment_id)["error"]
+    active = api.call("get", f"/v1/alerts?deployment_id={deployment_id}&status=active").get_json()["items"]
+    assert {"memory_high", "deployment_failed"} <= {alert["kind"] for alert in active}
 
 
 def test_never_healthy_fails_after_the_deadline(api: Client, engine: Engine) -> None:

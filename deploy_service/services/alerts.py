@@ -1,0 +1,232 @@
+"""Alerts: the rules that raise and clear them, and what users do with them.
+
+Each rule looks at one deployment and answers "is the condition there, and what does this occurrence
+look like" (a signature). `observe` keeps one open alert per (deployment, kind): it opens one, raises
+its `count` when the signature changes (a new crash, a new rate), and resolves it when the condition
+clears. The reconciler runs the cheap rules every pass and the ones that aggregate telemetry every
+sampling round; posting evaluations runs the hallucination rule at once. Thresholds are settings.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import case, func, select
+
+from deploy_service.errors import NotFound
+from deploy_service.extensions import db
+from deploy_service.models import Alert, ContainerSample, Deployment, Evaluation, Invocation, User
+from deploy_service.models.alert import ALERT_OPEN, SEVERITY_RANK
+from deploy_service.models.types import utcnow
+from deploy_service.services import lifecycle
+from deploy_service.services.common import Page, paginate, scope_to_owner
+
+SEVERITY = {
+    "deployment_failed": "critical",
+    "crash_loop": "critical",
+    "replica_unhealthy": "warning",
+    "memory_high": "warning",
+    "hallucination_rate_high": "warning",
+    "error_rate_high": "warning",
+}
+Finding = tuple[str, dict[str, Any]] | None
+"""A rule's answer: (message, signature) when the condition holds, else None."""
+
+
+def _open_alert(deployment_id: str, kind: str) -> Alert | None:
+    return db.session.scalar(
+        select(Alert).where(Alert.deployment_id == deployment_id, Alert.kind == kind, Alert.status.in_(ALERT_OPEN))
+    )
+
+
+def observe(deployment: Deployment, kind: str, finding: Finding) -> Alert | None:
+    """Open, repeat or resolve the deployment's alert of `kind` according to `finding` (caller commits)."""
+    alert = _open_alert(deployment.id, kind)
+    now = utcnow()
+    if finding is None:
+        if alert is not None:
+            alert.status, alert.resolved_at = "resolved", now
+        return alert
+    message, signature = finding
+    if alert is None:
+        alert = Alert(
+            deployment_id=deployment.id,
+            agent_id=deployment.agent_id,
+            owner_id=deployment.owner_id,
+            severity=SEVERITY[kind],
+            kind=kind,
+            message=message,
+            signature=signature,
+            first_seen_at=now,
+            last_seen_at=now,
+        )
+        db.session.add(alert)
+        lifecycle.record_event(deployment, "alert_raised", message, {"kind": kind, "severity": SEVERITY[kind]})
+    elif alert.signature != signature:
+        alert.count += 1
+        alert.message, alert.signature, alert.last_seen_at = message, signature, now
+    return alert
+
+
+# -- rules ---------------------------------------------------------------------------------------
+
+
+def failed_rule(deployment: Deployment) -> Finding:
+    if deployment.status != lifecycle.FAILED:
+        return None
+    return f"Deployment failed: {deployment.error}", {"error": deployment.error}
+
+
+def crash_loop_rule(deployment: Deployment) -> Finding:
+    threshold = current_app.config["ALERT_CRASH_LOOP_RESTARTS"]
+    looping = [i for i in deployment.instances if i.recent_restarts >= threshold]
+    if not looping or deployment.status in (lifecycle.STOPPED, lifecycle.KILLED):
+        return None
+    worst = max(looping, key=lambda instance: instance.recent_restarts)
+    message = (
+        f"Replica {worst.index} is crash-looping ({worst.recent_restarts} restarts, last exit code {worst.exit_code})."
+    )
+    return message, {"restarts": sum(i.restarts for i in deployment.instances)}
+
+
+def unhealthy_rule(deployment: Deployment) -> Finding:
+    if deployment.status not in (lifecycle.DEPLOYING, lifecycle.RUNNING, lifecycle.READY):
+        return None
+    sick = sorted(i.index for i in deployment.instances if i.healthy is False and i.status == "running")
+    if not sick:
+        return None
+    return f"Replica(s) {', '.join(map(str, sick))} failing health checks.", {"replicas": sick}
+
+
+def memory_rule(deployment: Deployment, *, oom_recently: bool) -> Finding:
+    if deployment.status in (lifecycle.STOPPED, lifecycle.KILLED):
+        return None
+    if oom_recently:
+        return "A replica was killed for running out of memory.", {"oom": True}
+    current = [i.container_id for i in deployment.instances if i.container_id and i.status == "running"]
+    if not current:
+        return None
+    latest = (
+        select(func.max(ContainerSample.id))
+        .where(ContainerSample.deployment_id == deployment.id, ContainerSample.container_id.in_(current))
+        .group_by(ContainerSample.container_id)
+    )
+    ratio = current_app.config["ALERT_MEMORY_HIGH_RATIO"]
+    high = [
+        sample
+        for sample in db.session.scalars(select(ContainerSample).where(ContainerSample.id.in_(latest)))
+        if sample.memory_limit_bytes and sample.memory_bytes / sample.memory_limit_bytes >= ratio
+    ]
+    if not high:
+        return None
+    worst = max(high, key=lambda sample: sample.memory_bytes / sample.memory_limit_bytes)
+    percent = round(100 * worst.memory_bytes / worst.memory_limit_bytes)
+    return f"Replica {worst.replica} uses {percent}% of its memory limit.", {"replica": worst.replica}
+
+
+def _window() -> Any:
+    return utcnow() - timedelta(minutes=current_app.config["ALERT_WINDOW_MINUTES"])
+
+
+def hallucination_rule(deployment: Deployment) -> Finding:
+    total, flagged = db.session.execute(
+        select(
+            func.count(Evaluation.id), func.coalesce(func.sum(case((Evaluation.hallucinated.is_(True), 1), else_=0)), 0)
+        ).where(Evaluation.agent_id == deployment.agent_id, Evaluation.created_at >= _window())
+    ).one()
+    config = current_app.config
+    if total < config["ALERT_MIN_SAMPLES"] or flagged / total < config["ALERT_HALLUCINATION_RATE"]:
+        return None
+    rate = round(flagged / total, 3)
+    return f"Hallucination rate {rate:.0%} over the last {total} evaluations.", {"rate": rate, "total": int(total)}
+
+
+def error_rate_rule(deployment: Deployment) -> Finding:
+    total, failed = db.session.execute(
+        select(
+            func.count(Invocation.id), func.coalesce(func.sum(case((Invocation.ok.is_(False), 1), else_=0)), 0)
+        ).where(Invocation.deployment_id == deployment.id, Invocation.created_at >= _window())
+    ).one()
+    config = current_app.config
+    if total < config["ALERT_MIN_SAMPLES"] or failed / total < config["ALERT_ERROR_RATE"]:
+        return None
+    rate = round(failed / total, 3)
+    return f"Error rate {rate:.0%} over the last {total} calls.", {"rate": rate, "total": int(total)}
+
+
+def evaluate_state(deployment: Deployment) -> None:
+    """The rules that read only the deployment's own rows (every reconcile pass)."""
+    observe(deployment, "deployment_failed", failed_rule(deployment))
+    observe(deployment, "crash_loop", crash_loop_rule(deployment))
+    observe(deployment, "replica_unhealthy", unhealthy_rule(deployment))
+
+
+def evaluate_telemetry(deployment: Deployment, *, oom_recently: bool) -> None:
+    """The rules that aggregate samples, calls and evaluations (every sampling round)."""
+    observe(deployment, "memory_high", memory_rule(deployment, oom_recently=oom_recently))
+    observe(deployment, "hallucination_rate_high", hallucination_rule(deployment))
+    observe(deployment, "error_rate_high", error_rate_rule(deployment))
+
+
+def resolve_all(deployment_id: str) -> None:
+    """A killed deployment's open alerts resolve with it (caller commits)."""
+    now = utcnow()
+    for alert in db.session.scalars(
+        select(Alert).where(Alert.deployment_id == deployment_id, Alert.status.in_(ALERT_OPEN))
+    ):
+        alert.status, alert.resolved_at = "resolved", now
+
+
+# -- what users do ---------------------------------------------------------------------------------
+
+
+def _ordered(stmt: Any) -> Any:
+    rank = case(*[(Alert.severity == name, value) for name, value in SEVERITY_RANK.items()], else_=9)
+    return stmt.order_by(rank, Alert.last_seen_at.desc(), Alert.id)
+
+
+def list_alerts(
+    actor: User,
+    *,
+    skip: int,
+    limit: int,
+    status: str | None = None,
+    severity: str | None = None,
+    deployment_id: str | None = None,
+) -> Page[Alert]:
+    """The caller's alerts, most severe first, then most recent."""
+    stmt = scope_to_owner(select(Alert), Alert.owner_id, actor)
+    if status:
+        stmt = stmt.where(Alert.status == status)
+    if severity:
+        stmt = stmt.where(Alert.severity == severity)
+    if deployment_id:
+        stmt = stmt.where(Alert.deployment_id == deployment_id)
+    return paginate(_ordered(stmt), skip=skip, limit=limit)
+
+
+def _get(actor: User, alert_id: str) -> Alert:
+    alert = db.session.get(Alert, alert_id)
+    if alert is None or (not actor.is_admin and alert.owner_id != actor.id):
+        raise NotFound("Alert not found.")
+    return alert
+
+
+def acknowledge(actor: User, alert_id: str) -> Alert:
+    """Mark an active alert as seen (it stays open until its condition clears)."""
+    alert = _get(actor, alert_id)
+    if alert.status == "active":
+        alert.status, alert.acknowledged_at = "acknowledged", utcnow()
+        db.session.commit()
+    return alert
+
+
+def resolve(actor: User, alert_id: str) -> Alert:
+    """Close an alert by hand; if its condition persists, a new one opens."""
+    alert = _get(actor, alert_id)
+    if alert.status != "resolved":
+        alert.status, alert.resolved_at = "resolved", utcnow()
+        db.session.commit()
+    return alert
