@@ -1,4 +1,4 @@
-"""Alert routes: list, acknowledge, resolve; and the active alerts of every deployment."""
+"""System-wide views: the metrics of every deployment, and alerts (list, acknowledge, resolve)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from deploy_service.api.common import Blueprint, current_user
 from deploy_service.models import Alert
 from deploy_service.schemas.alert import AlertListArgs, AlertPageSchema, AlertSchema
 from deploy_service.schemas.common import PaginationArgs
+from deploy_service.schemas.deployment import SystemMetricsSchema
 from deploy_service.services import alerts as service
 from deploy_service.services.common import Page
+from deploy_service.services.system_metrics import system_metrics
 
 blp = Blueprint("alerts", __name__, url_prefix="/v1", description="Alerts raised by the reconciler's rules.")
 
@@ -24,6 +26,15 @@ class Alerts(MethodView):
     def get(self, args: dict[str, Any]) -> Page[Alert]:
         """Alerts, most severe first (filters `status`, `severity`, `deployment_id`)."""
         return service.list_alerts(current_user(), **args)
+
+
+@blp.route("/deployments/metrics")
+class SystemMetrics(MethodView):
+    @blp.auth_required()
+    @blp.response(200, SystemMetricsSchema)
+    def get(self) -> dict[str, Any]:
+        """How every deployment you can see is doing: counts, replicas, deploy times, restarts, alerts, calls."""
+        return system_metrics(current_user())
 
 
 @blp.route("/deployments/alerts")

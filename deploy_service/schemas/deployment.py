@@ -238,3 +238,25 @@ class MetricsArgs(Schema):
         unknown = "exclude"
 
     hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=24 * 365))
+
+
+class SystemMetricsSchema(Schema):
+    total_deployments = fields.Integer()
+    by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+    active_deployments = fields.Integer(metadata={"description": "deploying, running or ready"})
+    total_agents = fields.Integer()
+    deployed_agents = fields.Integer(metadata={"description": "agents with a live (non-killed) deployment"})
+    replicas_running = fields.Integer()
+    deploy_success_rate_24h = fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "Of the deployments created in 24 h that finished deploying, the fraction that "
+            "reached running; null when there are none."
+        },
+    )
+    avg_deploy_seconds = fields.Float(allow_none=True, metadata={"description": "Creation to running, last 24 h."})
+    p95_deploy_seconds = fields.Float(allow_none=True)
+    restarts_24h = fields.Integer()
+    active_alerts = fields.Dict(keys=fields.String(), values=fields.Integer())
+    invocations_24h = fields.Integer()
+    error_rate_24h = fields.Float(metadata={"description": "A fraction in [0, 1]."})

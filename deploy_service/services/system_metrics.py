@@ -1,0 +1,115 @@
+"""`GET /v1/deployments/metrics`: how the whole system is doing, over what the caller may see.
+
+Every figure is an SQL aggregate (counts, sums, an average, one ordered-offset percentile), so the
+cost does not grow with what Python has to load. Deploy time is `started_at - created_at` (the time to
+`running`), over deployments created in the last 24 hours.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import case, distinct, extract, func, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from deploy_service.extensions import db
+from deploy_service.models import Agent, Alert, Deployment, DeploymentEvent, Instance, Invocation, User
+from deploy_service.models.types import utcnow
+from deploy_service.services import lifecycle
+
+DAY = timedelta(hours=24)
+
+
+def _deploy_seconds() -> ColumnElement[Any]:
+    """Seconds from creation to `running`, in the database's own date arithmetic."""
+    if db.engine.dialect.name == "sqlite":
+        return (func.julianday(Deployment.started_at) - func.julianday(Deployment.created_at)) * 86400.0
+    return extract("epoch", Deployment.started_at - Deployment.created_at)
+
+
+def _scoped(stmt: Any, actor: User) -> Any:
+    return stmt if actor.is_admin else stmt.where(Deployment.owner_id == actor.id)
+
+
+def system_metrics(actor: User) -> dict[str, Any]:
+    now = utcnow()
+    since = now - DAY
+    live = Deployment.status != lifecycle.KILLED
+
+    status_counts = select(Deployment.status, func.count()).group_by(Deployment.status)
+    by_status: dict[str, int] = {status: count for status, count in db.session.execute(_scoped(status_counts, actor))}
+    agents = select(func.count()).select_from(Agent)
+    total_agents = db.session.scalar(agents if actor.is_admin else agents.where(Agent.owner_id == actor.id)) or 0
+    deployed_agents = (
+        db.session.scalar(_scoped(select(func.count(distinct(Deployment.agent_id))).where(live), actor)) or 0
+    )
+    replicas_running = (
+        db.session.scalar(
+            _scoped(
+                select(func.count(Instance.id))
+                .join(Deployment, Deployment.id == Instance.deployment_id)
+                .where(live, Instance.status == "running", Instance.container_id.is_not(None)),
+                actor,
+            )
+        )
+        or 0
+    )
+
+    recent = [Deployment.created_at >= since, Deployment.status != lifecycle.DEPLOYING]
+    succeeded, finished = db.session.execute(
+        _scoped(
+            select(
+                func.coalesce(func.sum(case((Deployment.started_at.is_not(None), 1), else_=0)), 0), func.count()
+            ).where(*recent),
+            actor,
+        )
+    ).one()
+    seconds = _deploy_seconds()
+    timed = [Deployment.created_at >= since, Deployment.started_at.is_not(None)]
+    count, average = db.session.execute(_scoped(select(func.count(), func.avg(seconds)).where(*timed), actor)).one()
+    p95 = None
+    if count:
+        p95 = db.session.scalar(
+            _scoped(select(seconds).where(*timed), actor).order_by(seconds).offset(math.ceil(0.95 * count) - 1).limit(1)
+        )
+
+    restarts = db.session.scalar(
+        _scoped(
+            select(func.count(DeploymentEvent.id))
+            .join(Deployment, Deployment.id == DeploymentEvent.deployment_id)
+            .where(DeploymentEvent.event_type == "container_restarted", DeploymentEvent.created_at >= since),
+            actor,
+        )
+    )
+    alert_counts = select(Alert.severity, func.count()).where(Alert.status == "active").group_by(Alert.severity)
+    if not actor.is_admin:
+        alert_counts = alert_counts.where(Alert.owner_id == actor.id)
+    active_alerts = {"critical": 0, "warning": 0, "info": 0}
+    active_alerts.update({severity: count for severity, count in db.session.execute(alert_counts)})
+
+    calls = select(
+        func.count(Invocation.id), func.coalesce(func.sum(case((Invocation.ok.is_(False), 1), else_=0)), 0)
+    ).where(Invocation.created_at >= since)
+    if not actor.is_admin:
+        calls = calls.where(Invocation.agent_id.in_(select(Agent.id).where(Agent.owner_id == actor.id)))
+    invocations, errors = db.session.execute(calls).one()
+
+    return {
+        "total_deployments": sum(by_status.values()),
+        "by_status": {status: by_status.get(status, 0) for status in lifecycle.STATUSES},
+        "active_deployments": sum(
+            by_status.get(status, 0) for status in (lifecycle.DEPLOYING, lifecycle.RUNNING, lifecycle.READY)
+        ),
+        "total_agents": total_agents,
+        "deployed_agents": deployed_agents,
+        "replicas_running": replicas_running,
+        "deploy_success_rate_24h": round(succeeded / finished, 4) if finished else None,
+        "avg_deploy_seconds": round(float(average), 3) if average is not None else None,
+        "p95_deploy_seconds": round(float(p95), 3) if p95 is not None else None,
+        "restarts_24h": restarts or 0,
+        "active_alerts": active_alerts,
+        "invocations_24h": int(invocations),
+        "error_rate_24h": round(int(errors) / int(invocations), 4) if invocations else 0.0,
+    }
