@@ -1,6 +1,8 @@
 """gunicorn settings, read from the same environment as the service (see README)."""
 
 import os
+import shutil
+import tempfile
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -12,3 +14,22 @@ keepalive = 5
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+# Prometheus multiprocess mode: every worker writes its metrics to files in this directory, and a
+# scrape of any worker reads them all. A fresh directory per server start, removed at exit.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="deploy-service-metrics-")
+    _owned_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+else:
+    _owned_metrics_dir = ""
+
+
+def child_exit(server, worker):  # noqa: ANN001, ANN201 - gunicorn's hook signature
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # noqa: ANN001, ANN201
+    if _owned_metrics_dir:
+        shutil.rmtree(_owned_metrics_dir, ignore_errors=True)

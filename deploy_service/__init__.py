@@ -24,6 +24,7 @@ from deploy_service.cli import register_commands
 from deploy_service.config import load_config, validate_config
 from deploy_service.errors import register_error_handlers
 from deploy_service.extensions import api, cors, db, jwt, limiter, migrate
+from deploy_service.observability import init_metrics
 from deploy_service.runner import create_runner
 from deploy_service.security import init_security
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
@@ -75,6 +76,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)
+    init_metrics(app)
     register_commands(app)
     return app
 

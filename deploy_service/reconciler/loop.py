@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from flask import Flask
 
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
+from deploy_service.observability import RECONCILE_PASS
 from deploy_service.reconciler.converge import Converger
 from deploy_service.reconciler.lock import LeaderLock
 from deploy_service.reconciler.settings import ReconcileSettings
@@ -43,12 +45,14 @@ class Reconciler:
         Raises:
             EngineUnavailable: the engine did not answer (nothing changed).
         """
+        started = time.perf_counter()
         with self.app.app_context():
             try:
                 return self.converger.run_pass()
             finally:
                 db.session.remove()
                 self.passes += 1
+                RECONCILE_PASS.observe(time.perf_counter() - started)
 
     def run_forever(self) -> None:
         """Lead (or stand by) and reconcile until `stop()`."""

@@ -22,7 +22,7 @@ from deploy_service.services import lifecycle
 DAY = timedelta(hours=24)
 
 
-def _deploy_seconds() -> ColumnElement[Any]:
+def deploy_seconds_expression() -> ColumnElement[Any]:
     """Seconds from creation to `running`, in the database's own date arithmetic."""
     if db.engine.dialect.name == "sqlite":
         return (func.julianday(Deployment.started_at) - func.julianday(Deployment.created_at)) * 86400.0
@@ -66,7 +66,7 @@ def system_metrics(actor: User) -> dict[str, Any]:
             actor,
         )
     ).one()
-    seconds = _deploy_seconds()
+    seconds = deploy_seconds_expression()
     timed = [Deployment.created_at >= since, Deployment.started_at.is_not(None)]
     count, average = db.session.execute(_scoped(select(func.count(), func.avg(seconds)).where(*timed), actor)).one()
     p95 = None

@@ -139,10 +139,10 @@ def test_limits_per_caller_per_address_and_per_key(gunicorn: Callable[..., tuple
 class SlowClient:
     """A request whose last header line is held back, so the sync worker that accepted it stays busy."""
 
-    def __init__(self, base: str, headers: dict[str, str]) -> None:
+    def __init__(self, base: str, headers: dict[str, str], path: str = "/v1/agents") -> None:
         host, port = base.removeprefix("http://").split(":")
         self.sock = socket.create_connection((host, int(port)), timeout=10)
-        lines = ["GET /v1/agents HTTP/1.1", f"Host: {host}"] + [f"{k}: {v}" for k, v in headers.items()]
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}"] + [f"{k}: {v}" for k, v in headers.items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n").encode())
 
     def finish(self) -> int:

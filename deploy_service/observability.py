@@ -1,0 +1,127 @@
+"""Prometheus metrics: HTTP requests, the reconciler's pass time, and gauges read from the database.
+
+Request counters and latency histograms live in each process; under gunicorn they are shared through
+prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set up by gunicorn.conf.py), so a
+scrape of any worker sees every worker's counts. Gauges that describe the system (deployments by
+status, replicas running, active alerts by severity) and the deploy-duration histogram are computed by
+SQL at scrape time, so they are right whichever process answers and need no shared state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import REGISTRY, Collector
+from sqlalchemy import func, select
+
+from deploy_service.extensions import db
+from deploy_service.models import Alert, Deployment, Instance
+from deploy_service.services import lifecycle
+from deploy_service.services.system_metrics import deploy_seconds_expression
+
+HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests handled.", ["method", "route", "status"])
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "HTTP request latency.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RECONCILE_PASS = Histogram(
+    "reconcile_pass_duration_seconds",
+    "Duration of one reconcile pass.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DEPLOY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600)
+
+
+class DatabaseCollector(Collector):
+    """Gauges and the deploy-duration histogram, computed by SQL when scraped."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Any]:
+        with self.app.app_context():
+            try:
+                yield from self._collect()
+            finally:
+                db.session.remove()
+
+    def _collect(self) -> Iterator[Any]:
+        by_status = GaugeMetricFamily("deployments", "Deployments by status.", labels=["status"])
+        counts = dict(db.session.execute(select(Deployment.status, func.count()).group_by(Deployment.status)).all())
+        for status in lifecycle.STATUSES:
+            by_status.add_metric([status], counts.get(status, 0))
+        yield by_status
+        running = db.session.scalar(
+            select(func.count(Instance.id))
+            .join(Deployment, Deployment.id == Instance.deployment_id)
+            .where(
+                Deployment.status != lifecycle.KILLED, Instance.status == "running", Instance.container_id.is_not(None)
+            )
+        )
+        yield GaugeMetricFamily("replicas_running", "Replicas with a running container.", value=running or 0)
+        alerts = GaugeMetricFamily("alerts_active", "Active alerts by severity.", labels=["severity"])
+        active = dict(
+            db.session.execute(
+                select(Alert.severity, func.count()).where(Alert.status == "active").group_by(Alert.severity)
+            ).all()
+        )
+        for severity in ("critical", "warning", "info"):
+            alerts.add_metric([severity], active.get(severity, 0))
+        yield alerts
+        seconds = deploy_seconds_expression()
+        started = Deployment.started_at.is_not(None)
+        total, total_seconds = db.session.execute(
+            select(func.count(), func.coalesce(func.sum(seconds), 0.0)).where(started)
+        ).one()
+        buckets = [
+            (str(bound), db.session.scalar(select(func.count()).where(started, seconds <= bound)) or 0)
+            for bound in DEPLOY_BUCKETS
+        ]
+        buckets.append(("+Inf", total))
+        histogram = HistogramMetricFamily("deploy_duration_seconds", "Time from deploy to running.")
+        histogram.add_metric([], buckets, float(total_seconds))
+        yield histogram
+
+
+def _route() -> str:
+    rule = request.url_rule
+    return rule.rule if rule is not None else "unmatched"
+
+
+def init_metrics(app: Flask) -> None:
+    """Count every request and serve `GET /metrics` (no auth: keep it off the public internet)."""
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    def _count(response: Response) -> Response:
+        started = g.pop("request_started", None)
+        if started is not None and request.path != "/metrics":
+            route = _route()
+            HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+            HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        return response
+
+    database = CollectorRegistry()
+    database.register(DatabaseCollector(app))
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        """Prometheus exposition: every worker's request metrics, and the system's gauges."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            processes = CollectorRegistry()
+            MultiProcessCollector(processes)
+        else:
+            processes = REGISTRY
+        return Response(generate_latest(processes) + generate_latest(database), mimetype=CONTENT_TYPE_LATEST)
