@@ -7,7 +7,19 @@ from pathlib import Path
 import swagger_ui_bundle
 from flask import Flask, Response, send_from_directory
 
-from deploy_service.api import agents, alerts, api_keys, auth, deployments, evaluations, health, secrets, tokens, users
+from deploy_service.api import (
+    agents,
+    alerts,
+    api_keys,
+    auth,
+    deployments,
+    evaluations,
+    health,
+    secrets,
+    tokens,
+    users,
+    webhooks,
+)
 from deploy_service.extensions import api
 
 BLUEPRINTS = (
@@ -21,6 +33,7 @@ BLUEPRINTS = (
     deployments.blp,
     evaluations.blp,
     secrets.blp,
+    webhooks.blp,
 )
 SWAGGER_UI_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 

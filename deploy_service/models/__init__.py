@@ -16,6 +16,7 @@ from deploy_service.models.evaluation import Evaluation
 from deploy_service.models.metrics import ContainerSample
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, User
+from deploy_service.models.webhook import Webhook, WebhookDelivery
 
 __all__ = [
     "AGENT_DEPLOYED",
@@ -42,4 +43,6 @@ __all__ = [
     "Invocation",
     "Secret",
     "User",
+    "Webhook",
+    "WebhookDelivery",
 ]

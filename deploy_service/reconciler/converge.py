@@ -33,6 +33,7 @@ from deploy_service.errors import EngineUnavailable, NotFound
 from deploy_service.extensions import db
 from deploy_service.models import DESIRED_RUNNING, Deployment, Instance
 from deploy_service.models.types import utcnow
+from deploy_service.reconciler.dispatch import Dispatcher
 from deploy_service.reconciler.health import HealthChecker
 from deploy_service.reconciler.ports import free_port
 from deploy_service.reconciler.prepare import Preparer
@@ -66,9 +67,11 @@ class Converger:
         self.health = HealthChecker(settings, self.pool)
         self.sampler = Sampler(runner, settings, self.pool)
         self._oom_at: dict[str, float] = {}
+        self.dispatcher = Dispatcher(app)
 
     def close(self) -> None:
         self.preparer.close()
+        self.dispatcher.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     # -- the pass ---------------------------------------------------------------------------------
@@ -127,6 +130,13 @@ class Converger:
             log.exception("sampling container resources failed")
             db.session.rollback()
         next_pass = min(next_pass, max(self.sampler.seconds_until_due(), self.settings.tick))
+        try:
+            delivery_due = self.dispatcher.dispatch_due()
+            if delivery_due is not None:
+                next_pass = min(next_pass, max(delivery_due, self.settings.tick))
+        except Exception:
+            log.exception("dispatching webhook deliveries failed")
+            db.session.rollback()
         return max(next_pass, 0.01)
 
     def _converge(self, deployment: Deployment, containers: list[ReplicaInfo], used_ports: set[int]) -> float:

@@ -20,7 +20,7 @@ from deploy_service.extensions import db
 from deploy_service.models import Alert, ContainerSample, Deployment, Evaluation, Invocation, User
 from deploy_service.models.alert import ALERT_OPEN, SEVERITY_RANK
 from deploy_service.models.types import utcnow
-from deploy_service.services import lifecycle
+from deploy_service.services import lifecycle, webhooks
 from deploy_service.services.common import Page, paginate, scope_to_owner
 
 SEVERITY = {
@@ -48,6 +48,7 @@ def observe(deployment: Deployment, kind: str, finding: Finding) -> Alert | None
     if finding is None:
         if alert is not None:
             alert.status, alert.resolved_at = "resolved", now
+            webhooks.enqueue(alert, "alert.resolved")
         return alert
     message, signature = finding
     if alert is None:
@@ -64,6 +65,7 @@ def observe(deployment: Deployment, kind: str, finding: Finding) -> Alert | None
         )
         db.session.add(alert)
         lifecycle.record_event(deployment, "alert_raised", message, {"kind": kind, "severity": SEVERITY[kind]})
+        webhooks.enqueue(alert, "alert.raised")
     elif alert.signature != signature:
         alert.count += 1
         alert.message, alert.signature, alert.last_seen_at = message, signature, now
@@ -177,6 +179,7 @@ def resolve_all(deployment_id: str) -> None:
         select(Alert).where(Alert.deployment_id == deployment_id, Alert.status.in_(ALERT_OPEN))
     ):
         alert.status, alert.resolved_at = "resolved", now
+        webhooks.enqueue(alert, "alert.resolved")
 
 
 # -- what users do ---------------------------------------------------------------------------------
@@ -228,5 +231,6 @@ def resolve(actor: User, alert_id: str) -> Alert:
     alert = _get(actor, alert_id)
     if alert.status != "resolved":
         alert.status, alert.resolved_at = "resolved", utcnow()
+        webhooks.enqueue(alert, "alert.resolved")
         db.session.commit()
     return alert

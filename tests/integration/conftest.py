@@ -53,10 +53,10 @@ def deployment_prefix() -> str:
 
 def remove_containers(client: docker.DockerClient, prefix: str) -> None:
     """Remove every managed container (in any namespace) whose deployment label starts with `prefix`."""
-    for container in client.containers.list(all=True, filters={"label": LABEL_MANAGED}):
-        if container.labels.get(LABEL_DEPLOYMENT, "").startswith(prefix):
+    for row in client.api.containers(all=True, filters={"label": LABEL_MANAGED}):  # no inspect: no race
+        if (row.get("Labels") or {}).get(LABEL_DEPLOYMENT, "").startswith(prefix):
             try:
-                container.remove(force=True)
+                client.api.remove_container(row["Id"], force=True)
             except docker.errors.NotFound:
                 pass
 

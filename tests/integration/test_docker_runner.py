@@ -500,7 +500,7 @@ def test_build_with_a_failing_instruction_fails_with_its_log(
     runner: DockerRunner, docker_engine: docker.DockerClient, image_tag: str, tmp_path: Path
 ) -> None:
     repo = make_repo(tmp_path / "repo", f"FROM {HTTP_AGENT}\nRUN echo building-now && false\n")
-    before = {container.id for container in docker_engine.containers.list(all=True)}
+    before = {row["Id"] for row in docker_engine.api.containers(all=True)}
 
     spec = BuildSpec(git_url=str(repo), branch="feature/agent", tag=image_tag, allow_local=True)
     with pytest.raises(BuildFailed, match="non-zero code") as failure:
@@ -509,7 +509,7 @@ def test_build_with_a_failing_instruction_fails_with_its_log(
     assert "building-now" in failure.value.log and "Step 2/2" in failure.value.log
     with pytest.raises(docker.errors.ImageNotFound):
         docker_engine.images.get(image_tag)
-    assert {container.id for container in docker_engine.containers.list(all=True)} <= before
+    assert {row["Id"] for row in docker_engine.api.containers(all=True)} <= before
 
 
 def test_build_refuses_a_dockerfile_that_leaves_the_repository(
@@ -550,7 +550,8 @@ def test_build_timeout_stops_the_build(
     runner: DockerRunner, docker_engine: docker.DockerClient, image_tag: str, tmp_path: Path
 ) -> None:
     repo = make_repo(tmp_path / "repo", f"FROM {HTTP_AGENT}\nRUN echo slow-step && sleep 30\n")
-    before = {container.id for container in docker_engine.containers.list(all=True)}
+    # The low-level list: no inspect per container, which would race the engine's own clean-up.
+    before = {row["Id"] for row in docker_engine.api.containers(all=True)}
     output: list[str] = []
 
     spec = BuildSpec(git_url=str(repo), branch="feature/agent", tag=image_tag, allow_local=True, build_timeout=1.5)
@@ -561,7 +562,7 @@ def test_build_timeout_stops_the_build(
     assert time.monotonic() - started < 5
     assert "slow-step" in output
     wait_for(
-        lambda: {container.id for container in docker_engine.containers.list(all=True)} <= before,
+        lambda: {row["Id"] for row in docker_engine.api.containers(all=True)} <= before,
         what="the cancelled build's container to be removed",
     )
 

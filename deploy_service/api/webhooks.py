@@ -1,0 +1,69 @@
+"""Webhook routes: register, list, delete, and read the delivery log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+
+from deploy_service.api.common import Blueprint, current_user
+from deploy_service.models import Webhook, WebhookDelivery
+from deploy_service.schemas.common import PaginationArgs
+from deploy_service.schemas.webhook import (
+    CreatedWebhookSchema,
+    DeliveryPageSchema,
+    WebhookCreateSchema,
+    WebhookPageSchema,
+)
+from deploy_service.services import webhooks as service
+from deploy_service.services.common import Page
+
+blp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks", description="Signed alert notifications.")
+
+
+@blp.route("")
+class Webhooks(MethodView):
+    @blp.auth_required()
+    @blp.arguments(PaginationArgs, location="query")
+    @blp.response(200, WebhookPageSchema)
+    def get(self, args: dict[str, Any]) -> Page[Webhook]:
+        """Your webhooks (never their secrets)."""
+        return service.list_webhooks(current_user(), **args)
+
+    @blp.auth_required()
+    @blp.arguments(WebhookCreateSchema)
+    @blp.response(201, CreatedWebhookSchema)
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Register a webhook for your alerts; the signing secret is in this response only."""
+        webhook, secret = service.create_webhook(
+            current_user(), url=data["url"], severities=data.get("severities"), kinds=data.get("kinds")
+        )
+        return {
+            "id": webhook.id,
+            "url": webhook.url,
+            "severities": webhook.severities,
+            "kinds": webhook.kinds,
+            "created_at": webhook.created_at,
+            "secret": secret,
+        }
+
+
+@blp.route("/<string:webhook_id>")
+class WebhookItem(MethodView):
+    @blp.auth_required()
+    @blp.response(204)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def delete(self, webhook_id: str) -> None:
+        """Delete a webhook (and its delivery log)."""
+        service.delete_webhook(current_user(), webhook_id)
+
+
+@blp.route("/<string:webhook_id>/deliveries")
+class Deliveries(MethodView):
+    @blp.auth_required()
+    @blp.arguments(PaginationArgs, location="query")
+    @blp.response(200, DeliveryPageSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, args: dict[str, Any], webhook_id: str) -> Page[WebhookDelivery]:
+        """The delivery log, newest first: attempts, answers, errors."""
+        return service.list_deliveries(current_user(), webhook_id, **args)

@@ -1,0 +1,56 @@
+"""Sending queued webhook deliveries in the background, so a slow receiver never blocks a pass."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import urllib3
+from flask import Flask
+from sqlalchemy import func, select
+
+from deploy_service.extensions import db
+from deploy_service.models import WebhookDelivery
+from deploy_service.models.types import utcnow
+from deploy_service.services import webhooks
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhooks")
+        self.http = urllib3.PoolManager(num_pools=16, maxsize=4, retries=False)
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+
+    def dispatch_due(self) -> float | None:
+        """Start sending every due delivery; returns seconds until the next pending one is due, if any."""
+        for delivery_id in webhooks.due_deliveries():
+            with self._lock:
+                if delivery_id in self._in_flight:
+                    continue
+                self._in_flight.add(delivery_id)
+            self.pool.submit(self._send, delivery_id)
+        soonest = db.session.scalar(
+            select(func.min(WebhookDelivery.next_attempt_at)).where(WebhookDelivery.status == "pending")
+        )
+        return None if soonest is None else max((soonest - utcnow()).total_seconds(), 0.0)
+
+    def _send(self, delivery_id: str) -> None:
+        try:
+            with self.app.app_context():
+                try:
+                    webhooks.deliver(delivery_id, self.http)
+                finally:
+                    db.session.remove()
+        except Exception:
+            log.exception("webhook delivery %s failed unexpectedly", delivery_id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(delivery_id)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

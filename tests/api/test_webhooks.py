@@ -1,0 +1,166 @@
+"""Webhooks: registration and URL checks, signed deliveries to a loopback receiver, retries."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from deploy_service.reconciler import Reconciler
+from tests.api.test_deployments import FAST, Api, converge, new_agent
+from tests.api.test_errors import assert_error
+from tests.factories import AuthActions
+from tests.fakes import FakeRunner
+
+
+class Receiver:
+    """A webhook receiver on loopback that records what it gets and answers `status`."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.status = status
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def receiver() -> Iterator[Receiver]:
+    found = Receiver()
+    yield found
+    found.close()
+
+
+@pytest.fixture()
+def api(client: FlaskClient, auth: AuthActions, app: Flask, monkeypatch: pytest.MonkeyPatch) -> Api:
+    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+    monkeypatch.setitem(app.config, "WEBHOOK_RETRY_BASE_SECONDS", 0.01)
+    monkeypatch.setitem(app.config, "WEBHOOK_MAX_ATTEMPTS", 3)
+    _, headers = auth.user()
+    return Api(client, headers)
+
+
+@pytest.fixture()
+def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
+    reconciler = Reconciler(app, runner=fake_runner, settings=dataclasses.replace(FAST, tick=0.01))
+    yield reconciler
+    reconciler.converger.close()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """What a receiver does (Standard Webhooks): HMAC-SHA256 over "id.timestamp.body" with the secret's key."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(hmac.compare_digest(expected, part.removeprefix("v1,")) for part in headers["webhook-signature"].split())
+
+
+def failing_deployment(app: Flask, api: Api) -> str:
+    agent = new_agent(app, api, image="localhost:1/missing:tag")
+    return str(api.post(f"/v1/agents/{agent['id']}/deploy", {}).get_json()["id"])
+
+
+def test_register_list_delete_and_url_checks(app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    created = api.post("/v1/webhooks", {"url": "http://127.0.0.1:9/x", "severities": ["critical"]})
+    assert created.status_code == 201
+    body = created.get_json()
+    assert body["secret"].startswith("whsec_") and body["severities"] == ["critical"]
+    listing = api.get("/v1/webhooks")
+    assert listing.get_json()["total"] == 1 and body["secret"] not in listing.get_data(as_text=True)
+    assert api.delete(f"/v1/webhooks/{body['id']}").status_code == 204
+    assert_error(api.delete(f"/v1/webhooks/{body['id']}"), 404, "not_found")
+    for url in ("ftp://example.com/x", "file:///etc/passwd", "http://user:pw@example.com/", "not a url"):
+        assert_error(api.post("/v1/webhooks", {"url": url}), 400, "validation_error")
+    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+    for url in ("http://127.0.0.1:8080/x", "http://localhost/x", "http://10.0.0.1/x", "http://[::1]/x"):
+        error = assert_error(api.post("/v1/webhooks", {"url": url}), 400, "validation_error")
+        assert "url" in error["details"]
+
+
+def test_signed_delivery_of_raised_and_resolved_alerts(
+    app: Flask, api: Api, receiver: Receiver, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    hook = api.post("/v1/webhooks", {"url": receiver.url}).get_json()
+    deployment_id = failing_deployment(app, api)
+    converge(reconciler, lambda: bool(receiver.received))
+    headers, body = receiver.received[0]
+    assert verify(hook["secret"], headers, body)
+    assert not verify(hook["secret"], headers, body + b" ")
+    event = json.loads(body)
+    assert event["type"] == "alert.raised"
+    assert event["data"]["kind"] == "deployment_failed" and event["data"]["deployment_id"] == deployment_id
+    api.delete(f"/v1/deployments/{deployment_id}")
+    converge(reconciler, lambda: len(receiver.received) >= 2)
+    assert json.loads(receiver.received[1][1])["type"] == "alert.resolved"
+    log = api.get(f"/v1/webhooks/{hook['id']}/deliveries").get_json()["items"]
+    assert {(item["event"], item["status"], item["attempts"]) for item in log} == {
+        ("alert.raised", "succeeded", 1),
+        ("alert.resolved", "succeeded", 1),
+    }
+
+
+def test_failing_receiver_sees_retries_then_the_delivery_fails(
+    app: Flask, api: Api, receiver: Receiver, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    receiver.status = 500
+    hook = api.post("/v1/webhooks", {"url": receiver.url, "kinds": ["deployment_failed"]}).get_json()
+    failing_deployment(app, api)
+
+    def given_up() -> bool:
+        items = api.get(f"/v1/webhooks/{hook['id']}/deliveries").get_json()["items"]
+        return bool(items) and items[0]["status"] == "failed"
+
+    converge(reconciler, given_up)
+    [delivery] = api.get(f"/v1/webhooks/{hook['id']}/deliveries").get_json()["items"]
+    assert delivery["attempts"] == 3 and delivery["response_status"] == 500 and delivery["error"] == "HTTP 500"
+    assert len(receiver.received) == 3
+    ids = {headers["webhook-id"] for headers, _ in receiver.received}
+    assert ids == {delivery["id"]}  # the same message, retried
+
+
+def test_filters_and_owner_scoping(
+    app: Flask,
+    api: Api,
+    client: FlaskClient,
+    auth: AuthActions,
+    receiver: Receiver,
+    fake_runner: FakeRunner,
+    reconciler: Reconciler,
+) -> None:
+    warning_only = api.post("/v1/webhooks", {"url": receiver.url, "severities": ["warning"]}).get_json()
+    _, stranger = auth.user()
+    theirs = client.post("/v1/webhooks", headers=stranger, json={"url": receiver.url}).get_json()
+    failing_deployment(app, api)
+    converge(reconciler, lambda: bool(api.get("/v1/deployments/alerts").get_json()["items"]))
+    reconciler.run_once()
+    assert api.get(f"/v1/webhooks/{warning_only['id']}/deliveries").get_json()["total"] == 0
+    assert client.get(f"/v1/webhooks/{theirs['id']}/deliveries", headers=stranger).get_json()["total"] == 0
+    assert_error(api.get(f"/v1/webhooks/{theirs['id']}/deliveries"), 404, "not_found")
+    assert receiver.received == []
