@@ -103,7 +103,11 @@ class Instance(db.Model):  # type: ignore[name-defined]
 
 class DeploymentEvent(db.Model):  # type: ignore[name-defined]
     __tablename__ = "deployment_events"
-    __table_args__ = (Index("ix_deployment_events_deployment_id_created_at", "deployment_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_deployment_events_deployment_id_created_at", "deployment_id", "created_at"),
+        # System-wide counts of one kind of event over a time window (restarts in the last 24 h).
+        Index("ix_deployment_events_event_type_created_at", "event_type", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
