@@ -15,7 +15,8 @@ from deploy_service.schemas.agent import (
     AgentPatchSchema,
     AgentSchema,
 )
-from deploy_service.schemas.evaluation import AgentStatsArgs, AgentStatsSchema
+from deploy_service.schemas.common import WindowArgs
+from deploy_service.schemas.evaluation import AgentStatsSchema
 from deploy_service.services import agents as agent_service
 from deploy_service.services.agent_stats import agent_stats
 from deploy_service.services.common import Page
@@ -44,7 +45,7 @@ class Agents(MethodView):
 @blp.route("/<string:agent_id>/stats")
 class AgentStats(MethodView):
     @blp.auth_required()
-    @blp.arguments(AgentStatsArgs, location="query")
+    @blp.arguments(WindowArgs, location="query")
     @blp.response(200, AgentStatsSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args: dict[str, Any], agent_id: str) -> dict[str, Any]:

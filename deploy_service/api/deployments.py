@@ -10,7 +10,7 @@ from flask.views import MethodView
 from deploy_service.api.common import Blueprint, current_caller, current_user
 from deploy_service.models import Deployment, DeploymentResult
 from deploy_service.models.api_key import SCOPE_RESULTS
-from deploy_service.schemas.common import PaginationArgs
+from deploy_service.schemas.common import PaginationArgs, WindowArgs
 from deploy_service.schemas.deployment import (
     DeployBodySchema,
     DeploymentListArgs,
@@ -23,7 +23,6 @@ from deploy_service.schemas.deployment import (
     EventPageSchema,
     LogArgs,
     LogsSchema,
-    MetricsArgs,
     ResultCreateSchema,
     ResultPageSchema,
     ResultSchema,
@@ -86,7 +85,7 @@ class DeploymentItem(MethodView):
 @blp.route("/<string:deployment_id>/metrics")
 class Metrics(MethodView):
     @blp.auth_required()
-    @blp.arguments(MetricsArgs, location="query")
+    @blp.arguments(WindowArgs, location="query")
     @blp.response(200, DeploymentMetricsSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args: dict[str, Any], deployment_id: str) -> dict[str, Any]:

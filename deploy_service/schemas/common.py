@@ -47,6 +47,15 @@ class PaginationArgs(Schema):
         return data
 
 
+class WindowArgs(Schema):
+    """`hours`: the window of time-based figures (default the last 24 hours)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=24 * 365))
+
+
 def page_schema(item_schema: type[Schema], name: str) -> type[Schema]:
     """A list body `{items, total, skip, limit}` whose items are `item_schema`."""
     return Schema.from_dict(

@@ -233,13 +233,6 @@ class DeploymentMetricsSchema(Schema):
     instances = fields.List(fields.Nested(InstanceMetricsSchema))
 
 
-class MetricsArgs(Schema):
-    class Meta:
-        unknown = "exclude"
-
-    hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=24 * 365))
-
-
 class SystemMetricsSchema(Schema):
     total_deployments = fields.Integer()
     by_status = fields.Dict(keys=fields.String(), values=fields.Integer())

@@ -81,13 +81,6 @@ class InvocationStatsSchema(Schema):
     p95_ms = fields.Float(allow_none=True)
 
 
-class AgentStatsArgs(Schema):
-    class Meta:
-        unknown = "exclude"
-
-    hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=24 * 365))
-
-
 class AgentStatsSchema(Schema):
     agent_id = fields.String()
     window_hours = fields.Integer()
