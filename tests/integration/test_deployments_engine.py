@@ -437,3 +437,44 @@ def test_resource_samples_on_the_real_engine(api: Client, engine: Engine, app: F
     assert body["memory_limit_bytes"] == 48 * 1024 * 1024
     [instance] = body["instances"]
     assert instance["memory_bytes"] == body["memory_bytes"]
+
+
+def test_hallucination_alert_and_signed_webhooks_on_the_real_engine(
+    api: Client, engine: Engine, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.api.test_webhooks import Receiver, verify
+
+    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+    monkeypatch.setitem(app.config, "WEBHOOK_RETRY_BASE_SECONDS", 0.05)
+    monkeypatch.setitem(app.config, "ALERT_MIN_SAMPLES", 5)
+    good, failing = Receiver(), Receiver(status=500)
+    try:
+        hook = api.call("post", "/v1/webhooks", {"url": good.url, "kinds": ["hallucination_rate_high"]}).get_json()
+        api.call("post", "/v1/webhooks", {"url": failing.url, "kinds": ["hallucination_rate_high"]})
+        agent_id = api.agent()
+        deployment_id = api.deploy(agent_id)
+        wait_until(status_is(api, deployment_id, "ready"), what="ready")
+        key = {
+            "X-API-Key": api.call("post", f"/v1/agents/{agent_id}/api-key", {"scopes": ["telemetry"]}).get_json()["key"]
+        }
+
+        def report(hallucinated: bool) -> None:
+            body = {"prompt": "p", "response": "r", "hallucinated": hallucinated}
+            assert api.client.post("/v1/evaluations", headers=key, json=body).status_code == 201
+
+        for flag in (True, True, False, True, True):
+            report(flag)
+        active = api.call("get", f"/v1/alerts?deployment_id={deployment_id}&status=active").get_json()["items"]
+        assert [alert["kind"] for alert in active] == ["hallucination_rate_high"]
+        wait_until(lambda: good.received, what="a signed delivery")
+        headers, body = good.received[0]
+        assert verify(hook["secret"], headers, body) and json.loads(body)["type"] == "alert.raised"
+        wait_until(lambda: len(failing.received) >= 2, what="retries to the failing receiver")
+
+        for _ in range(15):
+            report(False)
+        assert api.call("get", f"/v1/alerts?deployment_id={deployment_id}&status=active").get_json()["items"] == []
+        wait_until(lambda: any(json.loads(b)["type"] == "alert.resolved" for _, b in good.received), what="resolved")
+    finally:
+        good.close()
+        failing.close()
