@@ -12,7 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from deploy_service.errors import Conflict, NotFound, ValidationFailed
 from deploy_service.extensions import db
-from deploy_service.models import Agent, Deployment, User
+from deploy_service.models import Agent, ApiKey, Deployment, User
 from deploy_service.services import lifecycle
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.secrets import missing_secret_names
@@ -73,6 +73,25 @@ def get_agent(actor: User, agent_id: str) -> Agent:
     if agent is None or (not actor.is_admin and agent.owner_id != actor.id):
         raise NotFound("Agent not found.")
     return agent
+
+
+def agent_for_caller(caller: User | ApiKey, agent_id: str | None) -> Agent:
+    """The agent a request may act on: any visible to a user, or exactly the agent of an API key.
+
+    A key needs no `agent_id` (it names its agent); a user must give one.
+
+    Raises:
+        NotFound: not visible, or a key used for another agent.
+        ValidationFailed: a user gave no `agent_id`.
+    """
+    if isinstance(caller, ApiKey):
+        agent = db.session.get(Agent, caller.agent_id) if agent_id in (None, caller.agent_id) else None
+        if agent is None:
+            raise NotFound("Agent not found.")
+        return agent
+    if not agent_id:
+        raise ValidationFailed("agent_id is required with a user token.", details={"agent_id": ["Missing."]})
+    return get_agent(caller, agent_id)
 
 
 def list_agents(

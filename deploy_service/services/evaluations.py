@@ -11,34 +11,18 @@ from typing import Any
 
 from sqlalchemy import Select, case, func, select
 
-from deploy_service.errors import NotFound, ValidationFailed
 from deploy_service.extensions import db
 from deploy_service.models import Agent, ApiKey, Evaluation, User
 from deploy_service.models.types import utcnow
 from deploy_service.services import alerts
-from deploy_service.services.agents import get_agent
+from deploy_service.services.agents import agent_for_caller, get_agent
 from deploy_service.services.common import Page, paginate
 from deploy_service.services.deployments import live_deployment
 
 
-def _agent_for(caller: User | ApiKey, agent_id: str | None) -> Agent:
-    if isinstance(caller, ApiKey):
-        if agent_id not in (None, caller.agent_id):
-            raise NotFound("Agent not found.")
-        agent = db.session.get(Agent, caller.agent_id)
-        if agent is None:
-            raise NotFound("Agent not found.")
-        return agent
-    if not agent_id:
-        raise ValidationFailed(
-            "agent_id is required when posting with a user token.", details={"agent_id": ["Missing."]}
-        )
-    return get_agent(caller, agent_id)
-
-
 def record(caller: User | ApiKey, data: dict[str, Any]) -> Evaluation:
     """Store one evaluation for the caller's agent (the key's, or `agent_id` of the owner's)."""
-    agent = _agent_for(caller, data.pop("agent_id", None))
+    agent = agent_for_caller(caller, data.pop("agent_id", None))
     if "hallucinated" not in data:
         probability = data.get("hallucination_probability")
         data["hallucinated"] = probability is not None and probability >= 0.5

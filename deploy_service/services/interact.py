@@ -21,11 +21,11 @@ from flask import current_app
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
-from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, NotFound, ServiceError
+from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, ServiceError
 from deploy_service.extensions import db
-from deploy_service.models import Agent, ApiKey, Instance, Invocation, User
+from deploy_service.models import ApiKey, Instance, Invocation, User
 from deploy_service.services import lifecycle
-from deploy_service.services.agents import get_agent
+from deploy_service.services.agents import agent_for_caller
 from deploy_service.services.deployments import live_deployment
 
 Caller = User | ApiKey
@@ -42,20 +42,6 @@ def _http() -> urllib3.PoolManager:
         if _pool is None:
             _pool = urllib3.PoolManager(num_pools=64, maxsize=16, retries=False)
         return _pool
-
-
-def agent_for(caller: Caller, agent_id: str) -> Agent:
-    """The agent, if the caller may call it: its owner (or an admin), or a key of that very agent.
-
-    Raises:
-        NotFound: otherwise (a key of another agent included).
-    """
-    if isinstance(caller, ApiKey):
-        agent = db.session.get(Agent, agent_id) if caller.agent_id == agent_id else None
-        if agent is None:
-            raise NotFound("Agent not found.")
-        return agent
-    return get_agent(caller, agent_id)
 
 
 def _next_turn(deployment_id: str) -> int:
@@ -78,7 +64,7 @@ def _ready(instances: list[Instance], desired: int) -> list[Instance]:
 
 def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
     """Forward `body` to one ready replica; returns the agent's status and parsed JSON body."""
-    agent = agent_for(caller, agent_id)
+    agent = agent_for_caller(caller, agent_id)
     deployment = live_deployment(agent.id)
     if deployment is None or deployment.status not in (lifecycle.RUNNING, lifecycle.READY):
         raise NoReadyReplica("The agent is not running.")
