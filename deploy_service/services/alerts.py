@@ -17,11 +17,12 @@ from sqlalchemy import case, func, select
 
 from deploy_service.errors import NotFound
 from deploy_service.extensions import db
-from deploy_service.models import Alert, ContainerSample, Deployment, Evaluation, Invocation, User
+from deploy_service.models import Alert, Deployment, Evaluation, Invocation, User
 from deploy_service.models.alert import ALERT_OPEN, SEVERITY_RANK
 from deploy_service.models.types import utcnow
 from deploy_service.services import lifecycle, webhooks
 from deploy_service.services.common import Page, paginate, scope_to_owner
+from deploy_service.services.samples import latest_samples
 
 SEVERITY = {
     "deployment_failed": "critical",
@@ -110,15 +111,10 @@ def memory_rule(deployment: Deployment, *, oom_recently: bool) -> Finding:
     current = [i.container_id for i in deployment.instances if i.container_id and i.status == "running"]
     if not current:
         return None
-    latest = (
-        select(func.max(ContainerSample.id))
-        .where(ContainerSample.deployment_id == deployment.id, ContainerSample.container_id.in_(current))
-        .group_by(ContainerSample.container_id)
-    )
     ratio = current_app.config["ALERT_MEMORY_HIGH_RATIO"]
     high = [
         sample
-        for sample in db.session.scalars(select(ContainerSample).where(ContainerSample.id.in_(latest)))
+        for sample in latest_samples(deployment.id, current).values()
         if sample.memory_limit_bytes and sample.memory_bytes / sample.memory_limit_bytes >= ratio
     ]
     if not high:

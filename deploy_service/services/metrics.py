@@ -5,15 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
-
-from deploy_service.extensions import db
 from deploy_service.models import ContainerSample, Invocation, User
 from deploy_service.models.types import utcnow
 from deploy_service.schemas.deployment import replica_counts
 from deploy_service.services import lifecycle
 from deploy_service.services.agent_stats import invocation_stats
 from deploy_service.services.deployments import get_deployment
+from deploy_service.services.samples import latest_samples
 
 
 def deployment_metrics(actor: User, deployment_id: str, *, hours: int = 24) -> dict[str, Any]:
@@ -26,14 +24,8 @@ def deployment_metrics(actor: User, deployment_id: str, *, hours: int = 24) -> d
         if instance.container_id and instance.index < deployment.replicas_desired
     }
     samples: dict[str, ContainerSample] = {}
-    if current and deployment.status not in (lifecycle.STOPPED, lifecycle.KILLED):
-        latest = (
-            select(func.max(ContainerSample.id))
-            .where(ContainerSample.deployment_id == deployment.id, ContainerSample.container_id.in_(list(current)))
-            .group_by(ContainerSample.container_id)
-        )
-        for sample in db.session.scalars(select(ContainerSample).where(ContainerSample.id.in_(latest))):
-            samples[sample.container_id] = sample
+    if deployment.status not in (lifecycle.STOPPED, lifecycle.KILLED):
+        samples = latest_samples(deployment.id, (str(container_id) for container_id in current))
     instances = []
     for container_id, instance in sorted(current.items(), key=lambda item: item[1].index):
         found = samples.get(str(container_id))
