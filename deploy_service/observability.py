@@ -22,9 +22,13 @@ from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import func, select
 
 from deploy_service.extensions import db
-from deploy_service.models import Alert, Deployment, Instance
-from deploy_service.services import lifecycle
-from deploy_service.services.system_metrics import deploy_seconds_expression
+from deploy_service.models import Deployment
+from deploy_service.services.system_metrics import (
+    active_alerts_by_severity,
+    deploy_seconds_expression,
+    deployments_by_status,
+    running_replicas,
+)
 
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests handled.", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -56,26 +60,13 @@ class DatabaseCollector(Collector):
 
     def _collect(self) -> Iterator[Any]:
         by_status = GaugeMetricFamily("deployments", "Deployments by status.", labels=["status"])
-        counts = dict(db.session.execute(select(Deployment.status, func.count()).group_by(Deployment.status)).all())
-        for status in lifecycle.STATUSES:
-            by_status.add_metric([status], counts.get(status, 0))
+        for status, count in deployments_by_status().items():
+            by_status.add_metric([status], count)
         yield by_status
-        running = db.session.scalar(
-            select(func.count(Instance.id))
-            .join(Deployment, Deployment.id == Instance.deployment_id)
-            .where(
-                Deployment.status != lifecycle.KILLED, Instance.status == "running", Instance.container_id.is_not(None)
-            )
-        )
-        yield GaugeMetricFamily("replicas_running", "Replicas with a running container.", value=running or 0)
+        yield GaugeMetricFamily("replicas_running", "Replicas with a running container.", value=running_replicas())
         alerts = GaugeMetricFamily("alerts_active", "Active alerts by severity.", labels=["severity"])
-        active = dict(
-            db.session.execute(
-                select(Alert.severity, func.count()).where(Alert.status == "active").group_by(Alert.severity)
-            ).all()
-        )
-        for severity in ("critical", "warning", "info"):
-            alerts.add_metric([severity], active.get(severity, 0))
+        for severity, count in active_alerts_by_severity().items():
+            alerts.add_metric([severity], count)
         yield alerts
         seconds = deploy_seconds_expression()
         started = Deployment.started_at.is_not(None)

@@ -29,8 +29,35 @@ def deploy_seconds_expression() -> ColumnElement[Any]:
     return extract("epoch", Deployment.started_at - Deployment.created_at)
 
 
-def _scoped(stmt: Any, actor: User) -> Any:
-    return stmt if actor.is_admin else stmt.where(Deployment.owner_id == actor.id)
+def _scoped(stmt: Any, actor: User | None) -> Any:
+    """Everything for an admin (or no actor: the Prometheus scrape), else the actor's deployments."""
+    return stmt if actor is None or actor.is_admin else stmt.where(Deployment.owner_id == actor.id)
+
+
+def deployments_by_status(actor: User | None = None) -> dict[str, int]:
+    """Deployment counts for every status (zeros included)."""
+    counts = select(Deployment.status, func.count()).group_by(Deployment.status)
+    found = {status: count for status, count in db.session.execute(_scoped(counts, actor))}
+    return {status: found.get(status, 0) for status in lifecycle.STATUSES}
+
+
+def running_replicas(actor: User | None = None) -> int:
+    """Replicas of live deployments with a running container."""
+    stmt = (
+        select(func.count(Instance.id))
+        .join(Deployment, Deployment.id == Instance.deployment_id)
+        .where(Deployment.status != lifecycle.KILLED, Instance.status == "running", Instance.container_id.is_not(None))
+    )
+    return db.session.scalar(_scoped(stmt, actor)) or 0
+
+
+def active_alerts_by_severity(actor: User | None = None) -> dict[str, int]:
+    """Active alert counts for every severity (zeros included)."""
+    counts = select(Alert.severity, func.count()).where(Alert.status == "active").group_by(Alert.severity)
+    if actor is not None and not actor.is_admin:
+        counts = counts.where(Alert.owner_id == actor.id)
+    found = {severity: count for severity, count in db.session.execute(counts)}
+    return {severity: found.get(severity, 0) for severity in ("critical", "warning", "info")}
 
 
 def system_metrics(actor: User) -> dict[str, Any]:
@@ -38,23 +65,11 @@ def system_metrics(actor: User) -> dict[str, Any]:
     since = now - DAY
     live = Deployment.status != lifecycle.KILLED
 
-    status_counts = select(Deployment.status, func.count()).group_by(Deployment.status)
-    by_status: dict[str, int] = {status: count for status, count in db.session.execute(_scoped(status_counts, actor))}
+    by_status = deployments_by_status(actor)
     agents = select(func.count()).select_from(Agent)
     total_agents = db.session.scalar(agents if actor.is_admin else agents.where(Agent.owner_id == actor.id)) or 0
     deployed_agents = (
         db.session.scalar(_scoped(select(func.count(distinct(Deployment.agent_id))).where(live), actor)) or 0
-    )
-    replicas_running = (
-        db.session.scalar(
-            _scoped(
-                select(func.count(Instance.id))
-                .join(Deployment, Deployment.id == Instance.deployment_id)
-                .where(live, Instance.status == "running", Instance.container_id.is_not(None)),
-                actor,
-            )
-        )
-        or 0
     )
 
     recent = [Deployment.created_at >= since, Deployment.status != lifecycle.DEPLOYING]
@@ -83,12 +98,6 @@ def system_metrics(actor: User) -> dict[str, Any]:
             actor,
         )
     )
-    alert_counts = select(Alert.severity, func.count()).where(Alert.status == "active").group_by(Alert.severity)
-    if not actor.is_admin:
-        alert_counts = alert_counts.where(Alert.owner_id == actor.id)
-    active_alerts = {"critical": 0, "warning": 0, "info": 0}
-    active_alerts.update({severity: count for severity, count in db.session.execute(alert_counts)})
-
     calls = select(
         func.count(Invocation.id), func.coalesce(func.sum(case((Invocation.ok.is_(False), 1), else_=0)), 0)
     ).where(Invocation.created_at >= since)
@@ -98,18 +107,18 @@ def system_metrics(actor: User) -> dict[str, Any]:
 
     return {
         "total_deployments": sum(by_status.values()),
-        "by_status": {status: by_status.get(status, 0) for status in lifecycle.STATUSES},
+        "by_status": by_status,
         "active_deployments": sum(
-            by_status.get(status, 0) for status in (lifecycle.DEPLOYING, lifecycle.RUNNING, lifecycle.READY)
+            by_status[status] for status in (lifecycle.DEPLOYING, lifecycle.RUNNING, lifecycle.READY)
         ),
         "total_agents": total_agents,
         "deployed_agents": deployed_agents,
-        "replicas_running": replicas_running,
+        "replicas_running": running_replicas(actor),
         "deploy_success_rate_24h": round(succeeded / finished, 4) if finished else None,
         "avg_deploy_seconds": round(float(average), 3) if average is not None else None,
         "p95_deploy_seconds": round(float(p95), 3) if p95 is not None else None,
         "restarts_24h": restarts or 0,
-        "active_alerts": active_alerts,
+        "active_alerts": active_alerts_by_severity(actor),
         "invocations_24h": int(invocations),
         "error_rate_24h": round(int(errors) / int(invocations), 4) if invocations else 0.0,
     }
