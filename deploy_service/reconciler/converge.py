@@ -68,6 +68,7 @@ class Converger:
         self.sampler = Sampler(runner, settings, self.pool)
         self._oom_at: dict[str, float] = {}
         self.dispatcher = Dispatcher(app)
+        self._open_alerts: alerts.OpenAlerts = {}
 
     def close(self) -> None:
         self.preparer.close()
@@ -99,13 +100,15 @@ class Converger:
             self._remove_all(orphans)
         used_ports = {i.port for d in deployments for i in d.instances if i.port} | {r.port for r in observed if r.port}
         next_pass = self.settings.resync
+        self._open_alerts = alerts.open_alerts()
         for deployment in deployments:
             try:
                 wanted = self._converge(deployment, by_deployment.get(deployment.id, []), used_ports)
-                alerts.evaluate_state(deployment)
+                alerts.evaluate_state(deployment, self._open_alerts)
                 db.session.commit()
             except StaleDataError:
                 db.session.rollback()
+                self._open_alerts = alerts.open_alerts()
                 wanted = 0.0
             except EngineUnavailable:
                 db.session.rollback()
@@ -113,6 +116,7 @@ class Converger:
             except Exception:
                 log.exception("reconciling deployment %s failed", deployment.id)
                 db.session.rollback()
+                self._open_alerts = alerts.open_alerts()
                 wanted = self.settings.tick
             next_pass = min(next_pass, wanted)
         self.health.forget_all_but(r.container_id for r in observed)
@@ -121,7 +125,7 @@ class Converger:
                 window = self.app.config["ALERT_WINDOW_MINUTES"] * 60
                 recent_oom = {d for d, at in self._oom_at.items() if time.monotonic() - at < window}
                 for deployment in deployments:
-                    alerts.evaluate_telemetry(deployment, oom_recently=deployment.id in recent_oom)
+                    alerts.evaluate_telemetry(deployment, self._open_alerts, oom_recently=deployment.id in recent_oom)
             db.session.commit()
         except EngineUnavailable:
             db.session.rollback()
@@ -291,7 +295,8 @@ class Converger:
             reason = " (killed: out of memory)" if info.oom_killed else ""
             if info.oom_killed:
                 self._oom_at[deployment.id] = time.monotonic()
-                alerts.observe(deployment, "memory_high", alerts.memory_rule(deployment, oom_recently=True))
+                finding = alerts.memory_rule(deployment, oom_recently=True)
+                alerts.observe(deployment, "memory_high", finding, known=self._open_alerts)
             lifecycle.record_event(
                 deployment,
                 "container_exited",

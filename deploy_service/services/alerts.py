@@ -36,20 +36,34 @@ Finding = tuple[str, dict[str, Any]] | None
 """A rule's answer: (message, signature) when the condition holds, else None."""
 
 
-def _open_alert(deployment_id: str, kind: str) -> Alert | None:
-    return db.session.scalar(
-        select(Alert).where(Alert.deployment_id == deployment_id, Alert.kind == kind, Alert.status.in_(ALERT_OPEN))
-    )
+OpenAlerts = dict[tuple[str, str], Alert]
+"""Open alerts by (deployment id, kind): read once per reconcile pass, not once per rule and deployment."""
 
 
-def observe(deployment: Deployment, kind: str, finding: Finding) -> Alert | None:
-    """Open, repeat or resolve the deployment's alert of `kind` according to `finding` (caller commits)."""
-    alert = _open_alert(deployment.id, kind)
+def open_alerts() -> OpenAlerts:
+    """Every open alert, keyed for `observe`."""
+    rows = db.session.scalars(select(Alert).where(Alert.status.in_(ALERT_OPEN)))
+    return {(alert.deployment_id, alert.kind): alert for alert in rows}
+
+
+def observe(deployment: Deployment, kind: str, finding: Finding, *, known: OpenAlerts | None = None) -> Alert | None:
+    """Open, repeat or resolve the deployment's alert of `kind` according to `finding` (caller commits).
+
+    `known` (from `open_alerts`) saves the lookup; without it the open alert is queried.
+    """
+    if known is not None:
+        alert = known.get((deployment.id, kind))
+    else:
+        alert = db.session.scalar(
+            select(Alert).where(Alert.deployment_id == deployment.id, Alert.kind == kind, Alert.status.in_(ALERT_OPEN))
+        )
     now = utcnow()
     if finding is None:
         if alert is not None:
             alert.status, alert.resolved_at = "resolved", now
             webhooks.enqueue(alert, "alert.resolved")
+            if known is not None:
+                known.pop((deployment.id, kind), None)
         return alert
     message, signature = finding
     if alert is None:
@@ -67,6 +81,8 @@ def observe(deployment: Deployment, kind: str, finding: Finding) -> Alert | None
         db.session.add(alert)
         lifecycle.record_event(deployment, "alert_raised", message, {"kind": kind, "severity": SEVERITY[kind]})
         webhooks.enqueue(alert, "alert.raised")
+        if known is not None:
+            known[(deployment.id, kind)] = alert
     elif alert.signature != signature:
         alert.count += 1
         alert.message, alert.signature, alert.last_seen_at = message, signature, now
@@ -154,18 +170,18 @@ def error_rate_rule(deployment: Deployment) -> Finding:
     return f"Error rate {rate:.0%} over the last {total} calls.", {"rate": rate, "total": int(total)}
 
 
-def evaluate_state(deployment: Deployment) -> None:
-    """The rules that read only the deployment's own rows (every reconcile pass)."""
-    observe(deployment, "deployment_failed", failed_rule(deployment))
-    observe(deployment, "crash_loop", crash_loop_rule(deployment))
-    observe(deployment, "replica_unhealthy", unhealthy_rule(deployment))
+def evaluate_state(deployment: Deployment, known: OpenAlerts) -> None:
+    """The rules that read only the deployment's own rows (every reconcile pass; no query when all is well)."""
+    observe(deployment, "deployment_failed", failed_rule(deployment), known=known)
+    observe(deployment, "crash_loop", crash_loop_rule(deployment), known=known)
+    observe(deployment, "replica_unhealthy", unhealthy_rule(deployment), known=known)
 
 
-def evaluate_telemetry(deployment: Deployment, *, oom_recently: bool) -> None:
+def evaluate_telemetry(deployment: Deployment, known: OpenAlerts, *, oom_recently: bool) -> None:
     """The rules that aggregate samples, calls and evaluations (every sampling round)."""
-    observe(deployment, "memory_high", memory_rule(deployment, oom_recently=oom_recently))
-    observe(deployment, "hallucination_rate_high", hallucination_rule(deployment))
-    observe(deployment, "error_rate_high", error_rate_rule(deployment))
+    observe(deployment, "memory_high", memory_rule(deployment, oom_recently=oom_recently), known=known)
+    observe(deployment, "hallucination_rate_high", hallucination_rule(deployment), known=known)
+    observe(deployment, "error_rate_high", error_rate_rule(deployment), known=known)
 
 
 def resolve_all(deployment_id: str) -> None:
