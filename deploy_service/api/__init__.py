@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import swagger_ui_bundle
 from flask import Flask, Response, send_from_directory
@@ -20,7 +22,10 @@ from deploy_service.api import (
     users,
     webhooks,
 )
+from deploy_service.api.common import ResourceIdConverter, property_names
 from deploy_service.extensions import api
+from deploy_service.schemas import agent as agent_schemas
+from deploy_service.schemas import deployment as deployment_schemas
 
 BLUEPRINTS = (
     health.blp,
@@ -40,10 +45,40 @@ SWAGGER_UI_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
 __all__ = ["register_blueprints", "tokens"]
 
 
+def _merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    """Merge `extra` into a component schema, recursing into the objects both have."""
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _tighten_nullable_refs(node: Any) -> None:
+    """apispec documents a nullable nested schema as `anyOf: [{type: object, nullable: true}, {$ref}]`,
+    whose first branch takes any object; say "the referenced schema, or null" instead."""
+    if isinstance(node, dict):
+        branches = node.get("anyOf")
+        if isinstance(branches, list) and len(branches) == 2 and branches[0] == {"type": "object", "nullable": True}:
+            branches[0] = {"type": "object", "nullable": True, "enum": [None]}
+        for value in node.values():
+            _tighten_nullable_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            _tighten_nullable_refs(value)
+
+
 def register_blueprints(app: Flask) -> None:
     """Register every resource blueprint with the smorest Api, and the Swagger UI assets."""
+    api.ma_plugin.converter.add_attribute_function(property_names)
+    app.url_map.converters["id"] = ResourceIdConverter
+    api.register_converter(ResourceIdConverter, lambda _converter: {"type": "string"})
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+    _tighten_nullable_refs(api.spec.components.schemas)
+    for rules in (agent_schemas.OPENAPI_RULES, deployment_schemas.OPENAPI_RULES):
+        for name, extra in rules.items():
+            _merge(api.spec.components.schemas[name], extra)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     api.spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
 

@@ -53,7 +53,7 @@ class AgentStats(MethodView):
         return agent_stats(current_user(), agent_id, **args)
 
 
-@blp.route("/<string:agent_id>")
+@blp.route("/<id:agent_id>")
 class AgentItem(MethodView):
     @blp.auth_required()
     @blp.response(200, AgentSchema)

@@ -14,6 +14,7 @@ import flask_smorest
 from flask import g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from webargs.flaskparser import FlaskParser
+from werkzeug.routing import BaseConverter
 
 from deploy_service.errors import Forbidden, Unauthorized
 from deploy_service.models import ApiKey, User
@@ -24,6 +25,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 BEARER_OR_KEY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKey": []}]
 API_KEY_HEADER = "X-API-Key"
+
+
+class ResourceIdConverter(BaseConverter):
+    """A resource id in a path (`<id:agent_id>`): any segment except the literal sub-paths beside it.
+
+    `/v1/deployments/metrics` and `/v1/agents/deploy` are routes of their own; without this, the id rule
+    also matched them, so `DELETE /v1/deployments/metrics` answered 404 instead of 405 and `Allow` listed
+    methods those URLs do not have. Ids are UUID4 strings, so no real id is ever one of these words.
+    """
+
+    RESERVED = ("alerts", "deploy", "metrics")
+    regex = rf"(?!(?:{'|'.join(RESERVED)})(?:/|$))[^/]+"
+
+
+def property_names(_converter: Any, field: Any, **_: Any) -> dict[str, Any]:
+    """apispec attribute function: a Dict field's `property_names` metadata becomes `propertyNames`."""
+    names = field.metadata.get("property_names")
+    return {"propertyNames": names} if names else {}
 
 
 class Parser(FlaskParser):

@@ -64,7 +64,7 @@ class Deployments(MethodView):
         return _deploy(agent_id, data)
 
 
-@blp.route("/<string:deployment_id>")
+@blp.route("/<id:deployment_id>")
 class DeploymentItem(MethodView):
     @blp.auth_required()
     @blp.response(200, DeploymentSchema)

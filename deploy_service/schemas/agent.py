@@ -13,54 +13,67 @@ from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from deploy_service.models import AGENT_STATUSES
-from deploy_service.schemas.common import PaginationArgs, StrictSchema, page_schema
+from deploy_service.schemas.common import JsonBodySchema, PaginationArgs, page_schema
 from deploy_service.schemas.validators import (
     AGENT_NAME,
     ENV_NAME,
     SECRET_NAME,
+    FullMatch,
+    image_reference,
+    ref_name,
+    repo_path,
+    url_path,
     validate_git_url,
-    validate_image,
-    validate_ref_name,
-    validate_repo_path,
-    validate_url_path,
 )
 
 RESERVED_ENV = frozenset({"PORT", "REPLICA_INDEX"})
 MAX_ENV_ENTRIES = 200
 MAX_ENV_VALUE = 32 * 1024
+# What `check_env_names` accepts, for the spec's `propertyNames` (the check itself words the errors).
+ENV_KEY_PATTERN = rf"^(?!(?:{'|'.join(sorted(RESERVED_ENV))})$){ENV_NAME.pattern[1:]}"
+# Cross-field rules that field-by-field conversion cannot put in the spec (see `_image_xor_source`).
+_IMAGE = {"required": ["image"], "properties": {"image": {"type": "string"}}}
+_SOURCE = {"required": ["source"], "properties": {"source": {"type": "object"}}}
+_BOTH = {"required": ["image", "source"], "properties": {**_IMAGE["properties"], **_SOURCE["properties"]}}
+OPENAPI_RULES: dict[str, dict[str, Any]] = {
+    "AgentInput": {"anyOf": [_IMAGE, _SOURCE], "not": _BOTH},
+    "AgentPatch": {"not": _BOTH},
+}
+ENV_KEYS = {"property_names": {"pattern": ENV_KEY_PATTERN}, "maxProperties": MAX_ENV_ENTRIES}
 
 
-class SourceSchema(StrictSchema):
+class SourceSchema(JsonBodySchema):
     """A git repository to clone and build."""
 
     git_url = fields.String(
         required=True,
         metadata={
+            "format": "git-url",
             "description": "https:// URL of the repository (no credentials).",
             "example": "https://github.com/acme/agent.git",
         },
     )
-    branch = fields.String(validate=validate_ref_name, metadata={"description": "Branch or tag; default `main`."})
+    branch = fields.String(validate=ref_name(), metadata={"description": "Branch or tag; default `main`."})
     dockerfile = fields.String(
-        validate=validate_repo_path, metadata={"description": "Dockerfile path in the repo; default `Dockerfile`."}
+        validate=repo_path(), metadata={"description": "Dockerfile path in the repo; default `Dockerfile`."}
     )
-    context = fields.String(validate=validate_repo_path, metadata={"description": "Build context; default `.`."})
+    context = fields.String(validate=repo_path(), metadata={"description": "Build context; default `.`."})
 
     @validates("git_url")
     def _git_url(self, value: str, **_: Any) -> None:
         validate_git_url(value, allow_local=bool(current_app.config.get("ALLOW_LOCAL_GIT_SOURCES")))
 
 
-class HealthCheckSchema(StrictSchema):
+class HealthCheckSchema(JsonBodySchema):
     """An HTTP GET health check; 2xx is healthy."""
 
-    path = fields.String(validate=validate_url_path, metadata={"description": "Default `/health`."})
+    path = fields.String(validate=url_path(), metadata={"description": "Default `/health`."})
     interval_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600), metadata={"description": "Default 10."})
     timeout_seconds = fields.Float(validate=validate.Range(min=0.1, max=300), metadata={"description": "Default 5."})
     retries = fields.Integer(validate=validate.Range(min=1, max=100), metadata={"description": "Default 3."})
 
 
-class ResourcesSchema(StrictSchema):
+class ResourcesSchema(JsonBodySchema):
     """CPU (cores, may be fractional) and memory limits; defaults and maxima come from configuration."""
 
     cpu = fields.Float(validate=validate.Range(min=0.01, min_inclusive=True))
@@ -91,31 +104,35 @@ def check_env_names(value: dict[str, Any], field: str) -> None:
         raise ValidationError(bad, field)
 
 
-class AgentInputSchema(StrictSchema):
+class AgentInputSchema(JsonBodySchema):
     """Fields a client may send to create or update an agent."""
 
     name = fields.String(
         required=True,
-        validate=validate.Regexp(
+        validate=FullMatch(
             AGENT_NAME, error="1-100 letters, digits, spaces, '.', '_' or '-', starting with a letter or digit."
         ),
     )
     description = fields.String(allow_none=True, validate=validate.Length(max=2000))
-    image = fields.String(allow_none=True, validate=validate_image, metadata={"example": "ghcr.io/acme/agent:1.2"})
+    image = fields.String(allow_none=True, validate=image_reference(), metadata={"example": "ghcr.io/acme/agent:1.2"})
     source = fields.Nested(SourceSchema, allow_none=True)
     port = fields.Integer(validate=validate.Range(min=1, max=65535), metadata={"description": "Default 8080."})
-    invoke_path = fields.String(validate=validate_url_path, metadata={"description": "Default `/invoke`."})
+    invoke_path = fields.String(validate=url_path(), metadata={"description": "Default `/invoke`."})
     command = fields.List(
         fields.String(validate=validate.Length(max=4096)),
         allow_none=True,
         validate=validate.Length(min=1, max=100),
         metadata={"description": 'Exec-form command overriding the image\'s, e.g. `["python", "main.py"]`.'},
     )
-    env = fields.Dict(keys=fields.String(), values=fields.String(validate=validate.Length(max=MAX_ENV_VALUE)))
+    env = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.Length(max=MAX_ENV_VALUE)),
+        metadata=ENV_KEYS,
+    )
     secrets = fields.Dict(
         keys=fields.String(),
-        values=fields.String(validate=validate.Regexp(SECRET_NAME, error="Not a valid secret name.")),
-        metadata={"description": "`{ENV_NAME: secret name}`: stored secrets injected as variables."},
+        values=fields.String(validate=FullMatch(SECRET_NAME, error="Not a valid secret name.")),
+        metadata={"description": "`{ENV_NAME: secret name}`: stored secrets injected as variables.", **ENV_KEYS},
     )
     health_check = fields.Nested(HealthCheckSchema, allow_none=True)
     resources = fields.Nested(ResourcesSchema)

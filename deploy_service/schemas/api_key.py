@@ -5,10 +5,10 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from deploy_service.models import SCOPES
-from deploy_service.schemas.common import StrictSchema, page_schema
+from deploy_service.schemas.common import JsonBodySchema, page_schema
 
 
-class ApiKeyCreateSchema(StrictSchema):
+class ApiKeyCreateSchema(JsonBodySchema):
     name = fields.String(validate=validate.Length(min=1, max=100))
     expires_in_days = fields.Integer(
         validate=validate.Range(min=1, max=3650), metadata={"description": "Default: never."}

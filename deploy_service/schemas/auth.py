@@ -7,13 +7,13 @@ from typing import Any
 from marshmallow import Schema, fields, post_load, validate
 
 from deploy_service.models import ROLES
-from deploy_service.schemas.common import StrictSchema, page_schema
+from deploy_service.schemas.common import JsonBodySchema, page_schema
 
 PASSWORD_MIN = 8
 PASSWORD_MAX = 1024
 
 
-class RegisterSchema(StrictSchema):
+class RegisterSchema(JsonBodySchema):
     email = fields.Email(required=True, validate=validate.Length(max=320))
     password = fields.String(
         required=True, load_only=True, validate=validate.Length(min=PASSWORD_MIN, max=PASSWORD_MAX)
@@ -26,7 +26,7 @@ class RegisterSchema(StrictSchema):
         return data
 
 
-class LoginSchema(StrictSchema):
+class LoginSchema(JsonBodySchema):
     email = fields.String(required=True, validate=validate.Length(min=1, max=320))
     password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=PASSWORD_MAX))
 

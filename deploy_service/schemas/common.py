@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, fields, post_load, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 200
@@ -15,6 +16,40 @@ class StrictSchema(Schema):
 
     class Meta:
         unknown = "raise"
+
+
+# JSON types each scalar field takes in a body; marshmallow alone would also take "5", 5.0 or "true".
+_JSON_TYPES: tuple[tuple[type[fields.Field], tuple[type, ...], str], ...] = (
+    (fields.Boolean, (bool,), "boolean"),
+    (fields.Integer, (int,), "integer"),
+    (fields.Float, (int, float), "number"),
+)
+
+
+class JsonBodySchema(StrictSchema):
+    """Base of JSON request bodies: unknown fields and values of the wrong JSON type are rejected.
+
+    The OpenAPI spec says `integer`, `number` or `boolean`; a string, or a float for an integer, is a 400.
+    """
+
+    @pre_load
+    def _json_types(self, data: Any, **_: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        errors: dict[str, list[str]] = {}
+        for field in self.load_fields.values():
+            key = field.data_key or field.name
+            value = data.get(key)
+            if key not in data or value is None:
+                continue
+            for field_type, json_types, kind in _JSON_TYPES:
+                if isinstance(field, field_type):
+                    if not isinstance(value, json_types) or (isinstance(value, bool) and kind != "boolean"):
+                        errors[key] = [f"Not a valid {kind}."]
+                    break
+        if errors:
+            raise ValidationError(errors)
+        return data
 
 
 class ErrorSchema(Schema):

@@ -7,21 +7,21 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from deploy_service.schemas.agent import ResourcesSchema, check_env_names
-from deploy_service.schemas.common import PaginationArgs, StrictSchema, page_schema
+from deploy_service.schemas.agent import ENV_KEYS, ResourcesSchema, check_env_names
+from deploy_service.schemas.common import JsonBodySchema, PaginationArgs, StrictSchema, page_schema
 
 STATUSES = ("deploying", "running", "ready", "stopped", "failed", "killed")
 MAX_RESULT_BYTES = 256 * 1024
 
 
-class DeployOptionsSchema(StrictSchema):
+class DeployOptionsSchema(JsonBodySchema):
     """Options of a deploy: replica count and deploy-time overrides of the agent's settings."""
 
     replicas = fields.Integer(load_default=1, validate=validate.Range(min=1), metadata={"description": "Default 1."})
     env = fields.Dict(
         keys=fields.String(),
         values=fields.String(validate=validate.Length(max=32 * 1024)),
-        metadata={"description": "Variables added to (or replacing) the agent's env for this deployment."},
+        metadata={"description": "Variables added to (or replacing) the agent's env for this deployment.", **ENV_KEYS},
     )
     resources = fields.Nested(ResourcesSchema, metadata={"description": "Overrides of the agent's resources."})
 
@@ -34,7 +34,7 @@ class DeployBodySchema(DeployOptionsSchema):
     agent_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
-class ScaleSchema(StrictSchema):
+class ScaleSchema(JsonBodySchema):
     replicas = fields.Integer(required=True, validate=validate.Range(min=1))
 
 
@@ -183,7 +183,13 @@ class LogsSchema(Schema):
     lines = fields.List(fields.Nested(LogLineSchema))
 
 
-class ResultCreateSchema(StrictSchema):
+# What `ResultCreateSchema._results` accepts, for the spec (a Raw field documents no type).
+OPENAPI_RULES: dict[str, dict[str, Any]] = {
+    "ResultCreate": {"properties": {"results": {"oneOf": [{"type": "string"}, {"type": "object"}]}}},
+}
+
+
+class ResultCreateSchema(JsonBodySchema):
     results = fields.Raw(required=True, metadata={"description": "A string or a JSON object."})
 
     @validates("results")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from deploy_service.schemas.common import PaginationArgs, StrictSchema, page_schema
+from deploy_service.schemas.common import JsonBodySchema, PaginationArgs, page_schema
 
 _SCORE = validate.Range(min=0.0, max=1.0)
 
 
-class EvaluationCreateSchema(StrictSchema):
+class EvaluationCreateSchema(JsonBodySchema):
     agent_id = fields.String(
         validate=validate.Length(min=1, max=64),
         metadata={"description": "Required with a JWT; with an agent's key it defaults to (and must be) that agent."},

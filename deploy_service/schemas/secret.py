@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from deploy_service.schemas.common import StrictSchema, page_schema
-from deploy_service.schemas.validators import SECRET_NAME
+from deploy_service.schemas.common import JsonBodySchema, page_schema
+from deploy_service.schemas.validators import SECRET_NAME, FullMatch
 
 MAX_SECRET_BYTES = 64 * 1024
 
 
-class SecretCreateSchema(StrictSchema):
+class SecretCreateSchema(JsonBodySchema):
     name = fields.String(
         required=True,
-        validate=validate.Regexp(
-            SECRET_NAME, error="1-100 letters, digits, '_', '.' or '-', not starting with '.' or '-'."
-        ),
+        validate=FullMatch(SECRET_NAME, error="1-100 letters, digits, '_', '.' or '-', not starting with '.' or '-'."),
     )
     value = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=MAX_SECRET_BYTES))
 

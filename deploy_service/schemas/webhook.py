@@ -5,11 +5,15 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from deploy_service.schemas.alert import KINDS
-from deploy_service.schemas.common import StrictSchema, page_schema
+from deploy_service.schemas.common import JsonBodySchema, page_schema
 
 
-class WebhookCreateSchema(StrictSchema):
-    url = fields.String(required=True, validate=validate.Length(min=1, max=2048))
+class WebhookCreateSchema(JsonBodySchema):
+    url = fields.String(
+        required=True,
+        validate=validate.Length(min=1, max=2048),
+        metadata={"format": "http-url", "description": "An http:// or https:// URL with a host, no credentials."},
+    )
     severities = fields.List(
         fields.String(validate=validate.OneOf(["critical", "warning", "info"])),
         metadata={"description": "Only these severities; default all."},

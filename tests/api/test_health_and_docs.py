@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ def test_openapi_spec_lists_every_route(client: FlaskClient, app: Flask) -> None
     for rule in app.url_map.iter_rules():
         if not (rule.rule.startswith("/v1") or rule.rule.startswith("/health")):
             continue
-        path = rule.rule.replace("<string:", "{").replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert (path, method.lower()) in documented, (path, method)
     error = spec["components"]["schemas"]["Error"]
