@@ -32,8 +32,8 @@ MAX_ENV_VALUE = 32 * 1024
 # What `check_env_names` accepts, for the spec's `propertyNames` (the check itself words the errors).
 ENV_KEY_PATTERN = rf"^(?!(?:{'|'.join(sorted(RESERVED_ENV))})$){ENV_NAME.pattern[1:]}"
 # Cross-field rules that field-by-field conversion cannot put in the spec (see `_image_xor_source`).
-_IMAGE = {"required": ["image"], "properties": {"image": {"type": "string"}}}
-_SOURCE = {"required": ["source"], "properties": {"source": {"type": "object"}}}
+_IMAGE: dict[str, Any] = {"required": ["image"], "properties": {"image": {"type": "string"}}}
+_SOURCE: dict[str, Any] = {"required": ["source"], "properties": {"source": {"type": "object"}}}
 _BOTH = {"required": ["image", "source"], "properties": {**_IMAGE["properties"], **_SOURCE["properties"]}}
 OPENAPI_RULES: dict[str, dict[str, Any]] = {
     "AgentInput": {"anyOf": [_IMAGE, _SOURCE], "not": _BOTH},

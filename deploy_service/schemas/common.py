@@ -38,7 +38,7 @@ class JsonBodySchema(StrictSchema):
             return data
         errors: dict[str, list[str]] = {}
         for field in self.load_fields.values():
-            key = field.data_key or field.name
+            key = field.data_key or field.name or ""
             value = data.get(key)
             if key not in data or value is None:
                 continue

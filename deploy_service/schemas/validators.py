@@ -7,6 +7,7 @@ to Docker and to `git`, so anything that could be read as an option or a transpo
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from marshmallow import ValidationError, validate
@@ -92,7 +93,7 @@ class FullMatch(validate.Regexp):
     The OpenAPI spec documents the regex as the field's `pattern`, so the spec and the check agree.
     """
 
-    def __call__(self, value: str) -> str:
+    def __call__(self, value: Any) -> Any:
         if self.regex.fullmatch(value) is None:
             raise ValidationError(self._format_error(value))
         return value
