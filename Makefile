@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test lint
+.PHONY: run test lint fuzz
 
 run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
@@ -9,3 +9,6 @@ test:  ## ruff + mypy + the suite on SQLite and on PostgreSQL
 
 lint:
 	bash -c 'source scripts/bootstrap.sh && ruff check deploy_service tests migrations app.py && mypy'
+
+fuzz:  ## schemathesis over the OpenAPI spec (FUZZ_MAX_EXAMPLES, default 10), on SQLite
+	bash -c 'source scripts/bootstrap.sh && FUZZ=1 python -m pytest tests/fuzz -q'

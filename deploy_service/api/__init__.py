@@ -79,6 +79,18 @@ def register_blueprints(app: Flask) -> None:
     for rules in (agent_schemas.OPENAPI_RULES, deployment_schemas.OPENAPI_RULES):
         for name, extra in rules.items():
             _merge(api.spec.components.schemas[name], extra)
+    # Maxima that come from configuration, so that the spec states this deployment's limits.
+    _merge(
+        api.spec.components.schemas["Resources"],
+        {
+            "properties": {
+                "cpu": {"maximum": app.config["AGENT_MAX_CPU"]},
+                "memory_mb": {"maximum": app.config["AGENT_MAX_MEMORY_MB"]},
+            }
+        },
+    )
+    for name in ("DeployOptions", "DeployBody", "Scale"):
+        _merge(api.spec.components.schemas[name], {"properties": {"replicas": {"maximum": app.config["MAX_REPLICAS"]}}})
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     api.spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
 

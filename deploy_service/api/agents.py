@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_user
+from deploy_service.api.common import Blueprint, current_user, links
 from deploy_service.models import Agent
 from deploy_service.schemas.agent import (
     AgentInputSchema,
@@ -37,6 +37,19 @@ class Agents(MethodView):
     @blp.arguments(AgentInputSchema)
     @blp.response(201, AgentSchema)
     @blp.alt_response(409, response="CONFLICT", description="An agent with this name exists.")
+    @blp.doc(
+        **links(
+            201,
+            "agent_id",
+            "id",
+            ("GetAgent", "get", "/v1/agents/{agent_id}"),
+            ("UpdateAgent", "patch", "/v1/agents/{agent_id}"),
+            ("DeleteAgent", "delete", "/v1/agents/{agent_id}"),
+            ("DeployAgent", "post", "/v1/agents/{agent_id}/deploy"),
+            ("CreateApiKey", "post", "/v1/agents/{agent_id}/api-key"),
+            ("AgentStats", "get", "/v1/agents/{agent_id}/stats"),
+        )
+    )
     def post(self, data: dict[str, Any]) -> Agent:
         """Register an agent: an image, or a git source to clone and build."""
         return agent_service.create_agent(current_user(), data)

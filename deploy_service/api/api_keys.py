@@ -8,7 +8,7 @@ from typing import Any
 from flask import Response, jsonify, request
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_caller, current_user
+from deploy_service.api.common import Blueprint, current_caller, current_user, links
 from deploy_service.errors import ValidationFailed
 from deploy_service.models import ApiKey
 from deploy_service.models.api_key import SCOPE_INVOKE
@@ -27,6 +27,7 @@ class CreateKey(MethodView):
     @blp.arguments(ApiKeyCreateSchema)
     @blp.response(201, CreatedApiKeySchema)
     @blp.alt_response(404, response="NOT_FOUND")
+    @blp.doc(**links(201, "key_id", "id", ("RevokeKey", "delete", "/v1/agents/{agent_id}/api-keys/{key_id}")))
     def post(self, data: dict[str, Any], agent_id: str) -> dict[str, Any]:
         """Create an API key for the agent. The key is in this response only."""
         row, key = key_service.create_key(current_user(), agent_id, **data)

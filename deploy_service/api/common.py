@@ -39,6 +39,22 @@ class ResourceIdConverter(BaseConverter):
     regex = rf"(?!(?:{'|'.join(RESERVED)})(?:/|$))[^/]+"
 
 
+def links(status: int, parameter: str, source: str, *targets: tuple[str, str, str]) -> dict[str, Any]:
+    """`blp.doc(**links(...))`: OpenAPI links from a response to the operations on the resource it made.
+
+    Each target is `(link name, method, path)`; the path parameter `parameter` takes the response body's
+    `source` field (e.g. `agent_id` ← `$response.body#/id`), which is what stateful fuzzing follows.
+    """
+    documented = {
+        name: {
+            "operationRef": "#/paths/" + path.replace("~", "~0").replace("/", "~1") + "/" + method,
+            "parameters": {parameter: f"$response.body#/{source}"},
+        }
+        for name, method, path in targets
+    }
+    return {"responses": {status: {"links": documented}}}
+
+
 def property_names(_converter: Any, field: Any, **_: Any) -> dict[str, Any]:
     """apispec attribute function: a Dict field's `property_names` metadata becomes `propertyNames`."""
     names = field.metadata.get("property_names")

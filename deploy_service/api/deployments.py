@@ -7,7 +7,7 @@ from typing import Any
 from flask import Response, stream_with_context
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_caller, current_user
+from deploy_service.api.common import Blueprint, current_caller, current_user, links
 from deploy_service.models import Deployment, DeploymentResult
 from deploy_service.models.api_key import SCOPE_RESULTS
 from deploy_service.schemas.common import PaginationArgs, WindowArgs
@@ -58,6 +58,22 @@ class Deployments(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT", description="The agent already has a live deployment.")
     @blp.alt_response(503, **ENGINE_DOWN)
+    @blp.doc(
+        **links(
+            202,
+            "deployment_id",
+            "id",
+            ("GetDeployment", "get", "/v1/deployments/{deployment_id}"),
+            ("DeploymentEvents", "get", "/v1/deployments/{deployment_id}/events"),
+            ("DeploymentLogs", "get", "/v1/deployments/{deployment_id}/logs"),
+            ("DeploymentMetrics", "get", "/v1/deployments/{deployment_id}/metrics"),
+            ("ScaleDeployment", "post", "/v1/deployments/{deployment_id}/scale"),
+            ("StopDeployment", "post", "/v1/deployments/{deployment_id}/stop"),
+            ("RestartDeployment", "post", "/v1/deployments/{deployment_id}/restart"),
+            ("AddResult", "post", "/v1/deployments/{deployment_id}/results"),
+            ("DeleteDeployment", "delete", "/v1/deployments/{deployment_id}"),
+        )
+    )
     def post(self, data: dict[str, Any]) -> Deployment:
         """Deploy an agent: 202 with the new deployment in `deploying`."""
         agent_id = data.pop("agent_id")

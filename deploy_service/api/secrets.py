@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_user
+from deploy_service.api.common import Blueprint, current_user, links
 from deploy_service.models import Secret
 from deploy_service.schemas.common import PaginationArgs
 from deploy_service.schemas.secret import SecretCreateSchema, SecretPageSchema, SecretSchema
@@ -29,6 +29,7 @@ class Secrets(MethodView):
     @blp.arguments(SecretCreateSchema)
     @blp.response(201, SecretSchema)
     @blp.alt_response(409, response="CONFLICT", description="A secret with this name exists.")
+    @blp.doc(**links(201, "secret_id", "id", ("DeleteSecret", "delete", "/v1/secrets/{secret_id}")))
     def post(self, data: dict[str, Any]) -> Secret:
         """Store a secret; its value is encrypted at rest and never shown again."""
         return secret_service.create_secret(current_user(), **data)

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_user
+from deploy_service.api.common import Blueprint, current_user, links
 from deploy_service.models import Webhook, WebhookDelivery
 from deploy_service.schemas.common import PaginationArgs
 from deploy_service.schemas.webhook import (
@@ -33,6 +33,15 @@ class Webhooks(MethodView):
     @blp.auth_required()
     @blp.arguments(WebhookCreateSchema)
     @blp.response(201, CreatedWebhookSchema)
+    @blp.doc(
+        **links(
+            201,
+            "webhook_id",
+            "id",
+            ("DeleteWebhook", "delete", "/v1/webhooks/{webhook_id}"),
+            ("WebhookDeliveries", "get", "/v1/webhooks/{webhook_id}/deliveries"),
+        )
+    )
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Register a webhook for your alerts; the signing secret is in this response only."""
         webhook, secret = service.create_webhook(

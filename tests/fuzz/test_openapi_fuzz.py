@@ -1,0 +1,174 @@
+"""Schemathesis fuzzing of the service's own OpenAPI spec, in-process (WSGI), with every default check.
+
+What runs:
+- `test_operation`: every operation of `GET /openapi.json` (51), as a logged-in user (`Authorization:
+  Bearer`; the refresh route gets the refresh token), with schemathesis 4's default configuration: all
+  phases (examples, coverage — including unsupported methods and malformed content types — and fuzzing),
+  positive and negative data, and every default check (server errors, status code / content type /
+  headers / response schema conformance, positive data acceptance, negative data rejection, missing
+  required header, unsupported method, Allow header, ignored auth, use-after-free, resource availability).
+- `test_operation_with_api_key`: the operations that also take `X-API-Key`, with a real key of a real
+  agent the fuzz user owns.
+- `test_stateful`: schemathesis' state machine over the spec's OpenAPI links (agent → get/patch/delete/
+  deploy/api-key/stats, deployment → get/events/logs/metrics/scale/stop/restart/results/delete, secret,
+  webhook and API key → delete), bounded in steps and examples.
+
+The runner is the in-memory `FakeRunner`, so fuzzing never starts containers; no reconciler runs, so
+deployments stay `deploying`. `LOG_FOLLOW_MAX_SECONDS` is tiny so `follow=true` streams end at once, and
+`WEBHOOK_ALLOW_PRIVATE_TARGETS` is on so that webhook URLs are never resolved (no DNS traffic).
+The spec's two non-standard string formats (`git-url`, `http-url`) get generators here; whether a value
+is valid is still decided by the service, and every check applies to it.
+
+Excluded: no operation and no check. The module runs only with `FUZZ=1` (`make fuzz`) while these
+findings are open (each is a spec/service disagreement that needs a decision, not a looser check):
+- `POST|PATCH /v1/agents`: a reference to a secret that does not exist is a 400 (the spec cannot know
+  which names exist: 404/409 would be within the spec).
+- env/secrets variable names: `propertyNames` is not OpenAPI 3.0 and schemathesis ignores it, so it
+  generates names the service refuses (needs the spec on OpenAPI 3.1).
+- `POST /v1/evaluations`: with a user token `agent_id` is required, with a key it is not; one body
+  schema cannot say that.
+- list routes ignore unknown query parameters (`PaginationArgs` excludes them) and take a `skip`
+  beyond int32; the spec does not allow either.
+- stateful: the headers given through `get_call_kwargs` are not seen as explicit auth by `ignored_auth`
+  (a harness issue: use a schemathesis auth provider instead).
+
+Bounded and reproducible: `FUZZ_MAX_EXAMPLES` (default 10) examples per operation and phase, Hypothesis
+derandomized (fixed seed), no example database written.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import schemathesis
+from flask import Flask
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import run_state_machine_as_test
+
+from deploy_service import create_app
+from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from tests.conftest import TEST_CONFIG
+from tests.fakes import FakeRunner
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("FUZZ") != "1", reason="open fuzz findings (see the module docstring); run with `make fuzz`"
+)
+
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "10"))
+PASSWORD = "fuzz-password-123"
+FUZZ_SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+# The spec's own string formats: how to make a valid value.
+_NAME = st.from_regex(r"[a-z][a-z0-9]{0,20}", fullmatch=True)
+schemathesis.openapi.format(
+    "http-url",
+    st.builds(
+        "{}://{}.example.com/{}".format,
+        st.sampled_from(["http", "https"]),
+        _NAME,
+        st.from_regex(r"[A-Za-z0-9/_-]{0,30}", fullmatch=True),
+    ),
+)
+schemathesis.openapi.format("git-url", st.builds("https://{}.example.com/{}/{}.git".format, _NAME, _NAME, _NAME))
+
+
+class _AppProxy:
+    """The WSGI app under test, set per module: the spec is loaded at import time, the app needs fixtures."""
+
+    target: Flask | None = None
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        assert self.target is not None, "the fuzz_app fixture is not active"
+        return self.target(environ, start_response)
+
+
+APP = _AppProxy()
+# The spec does not depend on the database, so any app serves it; requests go to APP.
+schema = schemathesis.openapi.from_wsgi(
+    "/openapi.json", create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+)
+schema.app = APP
+key_schema = schema.include(
+    lambda ctx: any("apiKey" in req for req in ctx.operation.definition.raw.get("security", []))
+)
+
+
+@dataclass
+class Identity:
+    access: str
+    refresh: str
+    api_key: str
+    agent_id: str
+
+    def headers_for(self, case: Any) -> dict[str, str]:
+        token = self.refresh if case.path == "/v1/auth/refresh" else self.access
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(make_app: Any, app: Flask) -> Iterator[Flask]:
+    fuzz = make_app(LOG_FOLLOW_MAX_SECONDS=0.2, LOG_FOLLOW_POLL_SECONDS=0.05, WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+    fuzz.extensions[RUNNER_KEY] = FakeRunner()
+    APP.target = fuzz
+    yield fuzz
+    APP.target = None
+
+
+@pytest.fixture()
+def identity(fuzz_app: Flask) -> Identity:
+    """An admin (the first user), then the fuzz user: a plain user with an agent and a key for it."""
+    client = fuzz_app.test_client()
+    for email in ("root@example.com", "fuzz@example.com"):
+        assert client.post("/v1/auth/register", json={"email": email, "password": PASSWORD}).status_code == 201
+    tokens = client.post("/v1/auth/login", json={"email": "fuzz@example.com", "password": PASSWORD}).get_json()
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    agent = client.post(
+        "/v1/agents", json={"name": "fuzz-agent", "image": "deploy-test/http-agent:latest"}, headers=bearer
+    )
+    assert agent.status_code == 201, agent.get_json()
+    key = client.post(f"/v1/agents/{agent.get_json()['id']}/api-key", json={}, headers=bearer)
+    assert key.status_code == 201, key.get_json()
+    return Identity(tokens["access_token"], tokens["refresh_token"], key.get_json()["key"], agent.get_json()["id"])
+
+
+@schema.parametrize()
+@FUZZ_SETTINGS
+def test_operation(case: Any, identity: Identity) -> None:
+    case.call_and_validate(headers=identity.headers_for(case))
+
+
+@key_schema.parametrize()
+@FUZZ_SETTINGS
+def test_operation_with_api_key(case: Any, identity: Identity) -> None:
+    case.call_and_validate(headers={"X-API-Key": identity.api_key})
+
+
+def test_stateful(identity: Identity) -> None:
+    """Follow the spec's links from what POSTs create to the operations on it, with every check."""
+
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": identity.headers_for(case)}
+
+    run_state_machine_as_test(
+        Machine,
+        settings=settings(
+            max_examples=MAX_EXAMPLES,
+            stateful_step_count=6,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
