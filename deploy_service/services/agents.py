@@ -12,7 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from deploy_service.errors import Conflict, NotFound, ValidationFailed
 from deploy_service.extensions import db
-from deploy_service.models import Agent, ApiKey, Deployment, User
+from deploy_service.models import Agent, ApiKey, Deployment, Principal
 from deploy_service.services import lifecycle
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.secrets import missing_secret_names
@@ -63,7 +63,7 @@ def _name_taken(owner_id: str, name: str, *, exclude_id: str | None = None) -> b
     return db.session.scalar(stmt) is not None
 
 
-def get_agent(actor: User, agent_id: str) -> Agent:
+def get_agent(actor: Principal, agent_id: str) -> Agent:
     """An agent the caller may see.
 
     Raises:
@@ -75,7 +75,7 @@ def get_agent(actor: User, agent_id: str) -> Agent:
     return agent
 
 
-def agent_for_caller(caller: User | ApiKey, agent_id: str | None) -> Agent:
+def agent_for_caller(caller: Principal | ApiKey, agent_id: str | None) -> Agent:
     """The agent a request may act on: any visible to a user, or exactly the agent of an API key.
 
     A key needs no `agent_id` (it names its agent); a user must give one.
@@ -95,7 +95,7 @@ def agent_for_caller(caller: User | ApiKey, agent_id: str | None) -> Agent:
 
 
 def list_agents(
-    actor: User,
+    actor: Principal,
     *,
     skip: int,
     limit: int,
@@ -115,7 +115,7 @@ def list_agents(
     return paginate(stmt.order_by(Agent.created_at.desc(), Agent.id.desc()), skip=skip, limit=limit)
 
 
-def create_agent(actor: User, data: dict[str, Any]) -> Agent:
+def create_agent(actor: Principal, data: dict[str, Any]) -> Agent:
     """Register an agent owned by the caller.
 
     Raises:
@@ -133,7 +133,7 @@ def create_agent(actor: User, data: dict[str, Any]) -> Agent:
     return agent
 
 
-def update_agent(actor: User, agent_id: str, data: dict[str, Any]) -> Agent:
+def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent:
     """Replace the given top-level fields of an agent; takes effect at its next deploy or restart.
 
     Raises:
@@ -167,7 +167,7 @@ def update_agent(actor: User, agent_id: str, data: dict[str, Any]) -> Agent:
     return agent
 
 
-def delete_agent(actor: User, agent_id: str) -> None:
+def delete_agent(actor: Principal, agent_id: str) -> None:
     """Delete an agent that has no live deployment.
 
     Raises:
