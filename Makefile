@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test lint
+.PHONY: run test lint security
 
 run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
@@ -9,3 +9,6 @@ test:  ## ruff + mypy + the suite on SQLite and on PostgreSQL
 
 lint:
 	bash -c 'source scripts/bootstrap.sh && ruff check deploy_service tests migrations app.py && mypy'
+
+security:  ## the attack-matrix tests (tests/security) on SQLite; see docs/security.md
+	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/security -q'

@@ -90,6 +90,9 @@ def _configure_logging(app: Flask) -> None:
 def _engine_options(app: Flask) -> dict[str, Any]:
     uri: str = app.config["SQLALCHEMY_DATABASE_URI"]
     options: dict[str, Any] = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    # A failed statement's parameters (password and key hashes, ciphertexts) stay out of exception
+    # messages, and so out of the tracebacks that the 500 handler and the reconciler log.
+    options.setdefault("hide_parameters", True)
     if uri.startswith("sqlite"):
         options.setdefault("connect_args", {"timeout": app.config["SQLITE_BUSY_TIMEOUT_MS"] / 1000})
     else:

@@ -12,6 +12,7 @@ from deploy_service.api import (
     alerts,
     api_keys,
     auth,
+    common,
     deployments,
     evaluations,
     health,
@@ -41,7 +42,8 @@ __all__ = ["register_blueprints", "tokens"]
 
 
 def register_blueprints(app: Flask) -> None:
-    """Register every resource blueprint with the smorest Api, and the Swagger UI assets."""
+    """Register every resource blueprint with the smorest Api, the body-size check, and the Swagger UI assets."""
+    app.before_request(common.refuse_oversized_streamed_body)
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})

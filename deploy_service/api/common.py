@@ -18,7 +18,7 @@ from flask import Response, current_app, g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from webargs.flaskparser import FlaskParser
 
-from deploy_service.errors import Forbidden, Unauthorized
+from deploy_service.errors import Forbidden, PayloadTooLarge, Unauthorized
 from deploy_service.models import ApiKey, Principal
 from deploy_service.services.api_keys import authenticate
 from deploy_service.services.auth import authenticate_access
@@ -28,6 +28,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 BEARER_OR_KEY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKey": []}]
 API_KEY_HEADER = "X-API-Key"
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def refuse_oversized_streamed_body() -> None:
+    """A body without Content-Length (chunked, as gunicorn passes it) over MAX_CONTENT_LENGTH is a 413.
+
+    Werkzeug refuses a too-large declared Content-Length at once, but silently truncates a streamed
+    body at the limit, which would turn an oversized request into a 400 (or, with a valid prefix, into a
+    request that is quietly cut short). Reading one byte past the limit tells the two apart.
+    """
+    if request.method not in BODY_METHODS or request.content_length is not None:
+        return
+    if not request.environ.get("wsgi.input_terminated"):
+        return  # no Content-Length and an unterminated stream: Werkzeug reads no body at all
+    limit: int | None = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is None:
+        return
+    request.max_content_length = limit + 1
+    if len(request.get_data(cache=True)) > limit:
+        raise PayloadTooLarge()
 
 
 class Parser(FlaskParser):

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from deploy_service.errors import Conflict, NotFound, ValidationFailed
+from deploy_service.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from deploy_service.extensions import db
 from deploy_service.models import Agent, ApiKey, Deployment, Principal
 from deploy_service.services import lifecycle
@@ -103,9 +103,15 @@ def list_agents(
     q: str | None = None,
     owner_id: str | None = None,
 ) -> Page[Agent]:
-    """The caller's agents, newest first, filtered by status and name."""
+    """The caller's agents, newest first, filtered by status and name.
+
+    Raises:
+        Forbidden: a non-admin filtered by another user's id (`owner_id` is an admin's filter).
+    """
+    if owner_id and not actor.is_admin and owner_id != actor.id:
+        raise Forbidden("Only an admin may list other users' agents.")
     stmt = scope_to_owner(select(Agent), Agent.owner_id, actor)
-    if owner_id and actor.is_admin:
+    if owner_id:
         stmt = stmt.where(Agent.owner_id == owner_id)
     if status:
         stmt = stmt.where(Agent.status == status)
