@@ -90,6 +90,9 @@ def _configure_logging(app: Flask) -> None:
 def _engine_options(app: Flask) -> dict[str, Any]:
     uri: str = app.config["SQLALCHEMY_DATABASE_URI"]
     options: dict[str, Any] = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    # A failed statement's parameters (password and key hashes, ciphertexts) stay out of exception
+    # messages, and so out of the tracebacks that the 500 handler and the reconciler log.
+    options.setdefault("hide_parameters", True)
     if uri.startswith("sqlite"):
         options.setdefault("connect_args", {"timeout": app.config["SQLITE_BUSY_TIMEOUT_MS"] / 1000})
     else:
@@ -117,6 +120,9 @@ def _namespace_for(app: Flask) -> str:
 
 def register_extensions(app: Flask) -> None:
     """Bind the unbound extensions to `app`."""
+    # First, because it may refuse the configuration: the limiter and the smorest Api are process-wide
+    # objects that keep the last app's settings, so a refused app must not have reached them.
+    init_security(app)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app)
     app.config["JWT_SECRET_KEY"] = app.config.get("JWT_SECRET_KEY") or app.config["SECRET_KEY"]
@@ -137,7 +143,6 @@ def register_extensions(app: Flask) -> None:
         send_wildcard=wildcard,
         expose_headers=["Retry-After"],
     )
-    init_security(app)
     if not app.config.get("ENGINE_NAMESPACE"):
         app.config["ENGINE_NAMESPACE"] = _namespace_for(app)
     app.extensions[RUNNER_KEY] = create_runner(app.config)

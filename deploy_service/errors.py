@@ -9,10 +9,12 @@ exceptions are mapped here too, so every response that is not a success has the 
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from deploy_service.extensions import db
@@ -222,5 +224,26 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         db.session.rollback()
-        log.exception("unhandled error: %s", type(error).__name__)
+        log_unexpected(error)
         return error_response(500, "internal_error", "An internal error occurred.")
+
+
+def log_unexpected(error: Exception) -> None:
+    """Log an unexpected error with its traceback, but never a database driver's message.
+
+    The driver's message can quote the row it refused (PostgreSQL: `DETAIL: Key (key_hash)=(...)
+    already exists`), so a database error is logged by its class, SQLSTATE, statement (without
+    parameters) and stack only.
+    """
+    if isinstance(error, DBAPIError):
+        original = error.orig
+        code = getattr(original, "sqlstate", None) or getattr(original, "sqlite_errorname", None)
+        log.error(
+            "unhandled database error: %s (%s) in %s\n%s",
+            type(original).__name__,
+            code,
+            error.statement,
+            "".join(traceback.format_tb(error.__traceback__)),
+        )
+    else:
+        log.exception("unhandled error: %s", type(error).__name__)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 
 from flask import current_app, request
-from flask_jwt_extended import decode_token
 from flask_limiter.util import get_remote_address
+
+from deploy_service.tokens import TokenRejected, bearer_token, decode_access_token
 
 
 def caller_key() -> str:
@@ -19,14 +20,12 @@ def caller_key() -> str:
     presented = request.headers.get("X-API-Key")
     if presented:
         return "key:" + hashlib.sha256(presented.encode()).hexdigest()[:24]
-    authorization = request.headers.get("Authorization", "")
-    if authorization.startswith("Bearer "):
+    authorization = request.headers.get("Authorization")
+    if authorization:
         try:
-            subject = decode_token(authorization[len("Bearer ") :]).get("sub")
-        except Exception:  # noqa: BLE001 - any unreadable token counts against the address
-            subject = None
-        if subject:
-            return f"user:{subject}"
+            return "user:" + str(decode_access_token(bearer_token(authorization), current_app.config)["sub"])
+        except TokenRejected:  # any unreadable token (or a refresh token) counts against the address
+            pass
     return "ip:" + (get_remote_address() or "unknown")
 
 

@@ -14,6 +14,7 @@ from deploy_service.api import (
     alerts,
     api_keys,
     auth,
+    common,
     deployments,
     evaluations,
     health,
@@ -69,7 +70,8 @@ def _tighten_nullable_refs(node: Any) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    """Register every resource blueprint with the smorest Api, and the Swagger UI assets."""
+    """Register every resource blueprint with the smorest Api, the body-size check, and the Swagger UI assets."""
+    app.before_request(common.refuse_oversized_streamed_body)
     api.ma_plugin.converter.add_attribute_function(property_names)
     app.url_map.converters["id"] = ResourceIdConverter
     api.register_converter(ResourceIdConverter, lambda _converter: {"type": "string"})

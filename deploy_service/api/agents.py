@@ -29,6 +29,7 @@ class Agents(MethodView):
     @blp.auth_required()
     @blp.arguments(AgentListArgs, location="query")
     @blp.response(200, AgentPageSchema)
+    @blp.alt_response(403, response="FORBIDDEN", description="`owner_id` of another user, and not an admin.")
     def get(self, args: dict[str, Any]) -> Page[Agent]:
         """List agents, newest first (an admin sees everyone's)."""
         return agent_service.list_agents(current_user(), **args)

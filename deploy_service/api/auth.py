@@ -9,7 +9,7 @@ from flask_limiter.util import get_remote_address
 
 from deploy_service.api.common import Blueprint, current_session_id, current_user
 from deploy_service.extensions import limiter
-from deploy_service.models import User
+from deploy_service.models import Principal, User
 from deploy_service.ratelimit import auth_limit
 from deploy_service.schemas.auth import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
 from deploy_service.services import auth as auth_service
@@ -65,6 +65,6 @@ class Logout(MethodView):
 class Me(MethodView):
     @blp.auth_required()
     @blp.response(200, UserSchema)
-    def get(self) -> User:
+    def get(self) -> Principal:
         """The current user."""
         return current_user()

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Response, stream_with_context
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_caller, current_user, links
+from deploy_service.api.common import Blueprint, current_caller, current_user, json_response, links
 from deploy_service.models import Deployment, DeploymentResult
 from deploy_service.models.api_key import SCOPE_RESULTS
 from deploy_service.schemas.common import PaginationArgs, WindowArgs
@@ -28,6 +28,7 @@ from deploy_service.schemas.deployment import (
     ResultSchema,
     ScaleSchema,
 )
+from deploy_service.services import deployment_reads as reads
 from deploy_service.services import deployments as service
 from deploy_service.services import logs as log_service
 from deploy_service.services.common import Page
@@ -48,9 +49,9 @@ class Deployments(MethodView):
     @blp.auth_required()
     @blp.arguments(DeploymentListArgs, location="query")
     @blp.response(200, DeploymentPageSchema)
-    def get(self, args: dict[str, Any]) -> Page[Deployment]:
+    def get(self, args: dict[str, Any]) -> Response:
         """List deployments, newest first (filters `agent_id`, `status`)."""
-        return service.list_deployments(current_user(), **args)
+        return json_response(reads.list_deployment_bodies(current_user(), **args))
 
     @blp.auth_required()
     @blp.arguments(DeployBodySchema)
@@ -85,9 +86,9 @@ class DeploymentItem(MethodView):
     @blp.auth_required()
     @blp.response(200, DeploymentSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, deployment_id: str) -> Deployment:
+    def get(self, deployment_id: str) -> Response:
         """Get a deployment, with its replicas."""
-        return service.get_deployment(current_user(), deployment_id)
+        return json_response(reads.get_deployment_body(current_user(), deployment_id))
 
     @blp.auth_required()
     @blp.response(200, DeploymentSchema)

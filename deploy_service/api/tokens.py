@@ -2,6 +2,8 @@
 
 Algorithm and lifetimes are pinned in `create_app`. Each token carries its login session (`sid`);
 the session and user are read in one query per request, so a logout holds on every process at once.
+Access tokens are checked by `services.auth.authenticate_access` (the hot path); these loaders serve
+the refresh route and word the extension's refusals the same way.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from flask import Response, g
 
 from deploy_service.errors import error_response
 from deploy_service.extensions import jwt
-from deploy_service.models import User
+from deploy_service.models import Principal
 from deploy_service.services.auth import user_for_token
 
 
@@ -32,8 +34,8 @@ def _is_revoked(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
 
 
 @jwt.user_lookup_loader
-def _user(_header: dict[str, Any], _payload: dict[str, Any]) -> User | None:
-    user: User | None = g.get("current_user")
+def _user(_header: dict[str, Any], _payload: dict[str, Any]) -> Principal | None:
+    user: Principal | None = g.get("current_user")
     return user
 
 

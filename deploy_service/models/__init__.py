@@ -15,7 +15,7 @@ from deploy_service.models.deployment import (
 from deploy_service.models.evaluation import Evaluation
 from deploy_service.models.metrics import ContainerSample
 from deploy_service.models.secret import Secret
-from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, User
+from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, Principal, User
 from deploy_service.models.webhook import Webhook, WebhookDelivery
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "Evaluation",
     "Instance",
     "Invocation",
+    "Principal",
     "Secret",
     "User",
     "Webhook",

@@ -61,6 +61,9 @@ class Deployment(db.Model):  # type: ignore[name-defined]
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    events_total: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """How many events the deployment has: kept by `lifecycle.record_event` with an atomic SQL increment,
+    so the events page's `total` is one read, not a count over a million rows. Not part of `version`."""
 
     instances: Mapped[list[Instance]] = relationship(
         back_populates="deployment",

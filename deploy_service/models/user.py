@@ -6,6 +6,7 @@ Logging out revokes the session in the database, so both tokens stop working on 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, String
@@ -37,6 +38,27 @@ class User(db.Model):  # type: ignore[name-defined]
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.role}>"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated user of a request, read with its login session in one Core query.
+
+    A plain value, not an ORM object: authenticating every request through the ORM (identity map,
+    attribute instrumentation) cost several times the query itself. Services take it as `actor` and use
+    only its id and role; the routes that change a user load the `User` row themselves.
+    """
+
+    id: str
+    email: str
+    full_name: str | None
+    role: str
+    is_active: bool
+    created_at: datetime
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ROLE_ADMIN
 
 
 class AuthSession(db.Model):  # type: ignore[name-defined]

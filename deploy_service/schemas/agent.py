@@ -189,7 +189,9 @@ class AgentSchema(Schema):
 class AgentListArgs(PaginationArgs):
     status = fields.String(validate=validate.OneOf(AGENT_STATUSES))
     q = fields.String(validate=validate.Length(max=100), metadata={"description": "Case-insensitive match on name."})
-    owner_id = fields.String(metadata={"description": "Admins only: agents of this owner."})
+    owner_id = fields.String(
+        metadata={"description": "Admins only: agents of this owner (another user's id is 403 for others)."}
+    )
 
 
 AgentPageSchema = page_schema(AgentSchema, "AgentPage")

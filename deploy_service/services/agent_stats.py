@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 
 from deploy_service.extensions import db
-from deploy_service.models import Evaluation, Invocation, User
+from deploy_service.models import Evaluation, Invocation, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.services import lifecycle
 from deploy_service.services.agents import get_agent
@@ -42,7 +42,7 @@ def invocation_stats(scope: Any, since: datetime) -> dict[str, Any]:
     }
 
 
-def agent_stats(actor: User, agent_id: str, *, hours: int = 24) -> dict[str, Any]:
+def agent_stats(actor: Principal, agent_id: str, *, hours: int = 24) -> dict[str, Any]:
     """`GET /v1/agents/<id>/stats` over the last `hours` hours."""
     agent = get_agent(actor, agent_id)
     now = utcnow()

@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from deploy_service.errors import Conflict, NotFound, ValidationFailed
+from deploy_service.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from deploy_service.extensions import db
-from deploy_service.models import Agent, ApiKey, Deployment, User
+from deploy_service.models import Agent, ApiKey, Deployment, Principal
 from deploy_service.services import lifecycle
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.secrets import missing_secret_names
@@ -63,7 +63,7 @@ def _name_taken(owner_id: str, name: str, *, exclude_id: str | None = None) -> b
     return db.session.scalar(stmt) is not None
 
 
-def get_agent(actor: User, agent_id: str) -> Agent:
+def get_agent(actor: Principal, agent_id: str) -> Agent:
     """An agent the caller may see.
 
     Raises:
@@ -75,7 +75,7 @@ def get_agent(actor: User, agent_id: str) -> Agent:
     return agent
 
 
-def agent_for_caller(caller: User | ApiKey, agent_id: str | None) -> Agent:
+def agent_for_caller(caller: Principal | ApiKey, agent_id: str | None) -> Agent:
     """The agent a request may act on: any visible to a user, or exactly the agent of an API key.
 
     A key needs no `agent_id` (it names its agent); a user must give one.
@@ -95,7 +95,7 @@ def agent_for_caller(caller: User | ApiKey, agent_id: str | None) -> Agent:
 
 
 def list_agents(
-    actor: User,
+    actor: Principal,
     *,
     skip: int,
     limit: int,
@@ -103,9 +103,15 @@ def list_agents(
     q: str | None = None,
     owner_id: str | None = None,
 ) -> Page[Agent]:
-    """The caller's agents, newest first, filtered by status and name."""
+    """The caller's agents, newest first, filtered by status and name.
+
+    Raises:
+        Forbidden: a non-admin filtered by another user's id (`owner_id` is an admin's filter).
+    """
+    if owner_id and not actor.is_admin and owner_id != actor.id:
+        raise Forbidden("Only an admin may list other users' agents.")
     stmt = scope_to_owner(select(Agent), Agent.owner_id, actor)
-    if owner_id and actor.is_admin:
+    if owner_id:
         stmt = stmt.where(Agent.owner_id == owner_id)
     if status:
         stmt = stmt.where(Agent.status == status)
@@ -115,7 +121,7 @@ def list_agents(
     return paginate(stmt.order_by(Agent.created_at.desc(), Agent.id.desc()), skip=skip, limit=limit)
 
 
-def create_agent(actor: User, data: dict[str, Any]) -> Agent:
+def create_agent(actor: Principal, data: dict[str, Any]) -> Agent:
     """Register an agent owned by the caller.
 
     Raises:
@@ -133,7 +139,7 @@ def create_agent(actor: User, data: dict[str, Any]) -> Agent:
     return agent
 
 
-def update_agent(actor: User, agent_id: str, data: dict[str, Any]) -> Agent:
+def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent:
     """Replace the given top-level fields of an agent; takes effect at its next deploy or restart.
 
     Raises:
@@ -167,7 +173,7 @@ def update_agent(actor: User, agent_id: str, data: dict[str, Any]) -> Agent:
     return agent
 
 
-def delete_agent(actor: User, agent_id: str) -> None:
+def delete_agent(actor: Principal, agent_id: str) -> None:
     """Delete an agent that has no live deployment.
 
     Raises:

@@ -17,7 +17,7 @@ from sqlalchemy import case, func, select
 
 from deploy_service.errors import NotFound
 from deploy_service.extensions import db
-from deploy_service.models import Alert, Deployment, Evaluation, Invocation, User
+from deploy_service.models import Alert, Deployment, Evaluation, Invocation, Principal
 from deploy_service.models.alert import ALERT_OPEN, SEVERITY_RANK
 from deploy_service.models.types import utcnow
 from deploy_service.services import lifecycle, webhooks
@@ -203,7 +203,7 @@ def _ordered(stmt: Any) -> Any:
 
 
 def list_alerts(
-    actor: User,
+    actor: Principal,
     *,
     skip: int,
     limit: int,
@@ -222,14 +222,14 @@ def list_alerts(
     return paginate(_ordered(stmt), skip=skip, limit=limit)
 
 
-def _get(actor: User, alert_id: str) -> Alert:
+def _get(actor: Principal, alert_id: str) -> Alert:
     alert = db.session.get(Alert, alert_id)
     if alert is None or (not actor.is_admin and alert.owner_id != actor.id):
         raise NotFound("Alert not found.")
     return alert
 
 
-def acknowledge(actor: User, alert_id: str) -> Alert:
+def acknowledge(actor: Principal, alert_id: str) -> Alert:
     """Mark an active alert as seen (it stays open until its condition clears)."""
     alert = _get(actor, alert_id)
     if alert.status == "active":
@@ -238,7 +238,7 @@ def acknowledge(actor: User, alert_id: str) -> Alert:
     return alert
 
 
-def resolve(actor: User, alert_id: str) -> Alert:
+def resolve(actor: Principal, alert_id: str) -> Alert:
     """Close an alert by hand; if its condition persists, a new one opens."""
     alert = _get(actor, alert_id)
     if alert.status != "resolved":

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from deploy_service.errors import NotFound
 from deploy_service.extensions import db
-from deploy_service.models import SCOPES, ApiKey, User
+from deploy_service.models import SCOPES, ApiKey, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.security import api_key_hash, api_key_well_formed, generate_api_key
 from deploy_service.services.agents import get_agent
@@ -25,7 +25,7 @@ PREFIX_SHOWN = 12
 
 
 def create_key(
-    actor: User,
+    actor: Principal,
     agent_id: str,
     *,
     name: str | None = None,
@@ -51,14 +51,14 @@ def create_key(
     return row, key
 
 
-def list_keys(actor: User, agent_id: str, *, skip: int, limit: int) -> Page[ApiKey]:
+def list_keys(actor: Principal, agent_id: str, *, skip: int, limit: int) -> Page[ApiKey]:
     """The agent's keys, newest first (never the keys themselves)."""
     agent = get_agent(actor, agent_id)
     stmt = select(ApiKey).where(ApiKey.agent_id == agent.id).order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
     return paginate(stmt, skip=skip, limit=limit)
 
 
-def revoke_key(actor: User, agent_id: str, key_id: str) -> ApiKey:
+def revoke_key(actor: Principal, agent_id: str, key_id: str) -> ApiKey:
     """Revoke a key at once (idempotent).
 
     Raises:

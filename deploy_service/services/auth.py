@@ -7,14 +7,15 @@ from typing import Any
 
 from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from deploy_service.errors import Conflict, Forbidden, Unauthorized
 from deploy_service.extensions import db
-from deploy_service.models import ROLE_ADMIN, ROLE_USER, AuthSession, User
+from deploy_service.models import ROLE_ADMIN, ROLE_USER, AuthSession, Principal, User
 from deploy_service.models.types import utcnow
 from deploy_service.security import hash_password, password_needs_rehash, verify_password
+from deploy_service.tokens import TokenRejected, bearer_token, decode_access_token
 
 
 def _access_token_seconds() -> int:
@@ -80,7 +81,7 @@ def login(*, email: str, password: str) -> dict[str, Any]:
     }
 
 
-def refresh(*, user: User, session_id: str) -> dict[str, Any]:
+def refresh(*, user: Principal, session_id: str) -> dict[str, Any]:
     """A new access token in the same session (the refresh token was checked by the caller)."""
     return {
         "access_token": create_access_token(identity=user.id, additional_claims={"sid": session_id}),
@@ -97,22 +98,57 @@ def logout(*, session_id: str) -> None:
         db.session.commit()
 
 
-def user_for_token(payload: dict[str, Any]) -> User | None:
+def authenticate_access(header: str | None) -> tuple[Principal, dict[str, Any]]:
+    """The user and the verified claims of a request's bearer access token: one decode and one query.
+
+    Raises:
+        Unauthorized: no usable token, or its session is revoked or gone, or its user deactivated.
+    """
+    try:
+        payload = decode_access_token(bearer_token(header), current_app.config)
+    except TokenRejected as exc:
+        raise Unauthorized(exc.message) from exc
+    user = user_for_token(payload)
+    if user is None:
+        raise Unauthorized("The token has been revoked.")
+    return user, payload
+
+
+_users = User.__table__
+_sessions = AuthSession.__table__
+_USER_COLUMNS = (
+    _users.c.id,
+    _users.c.email,
+    _users.c.full_name,
+    _users.c.role,
+    _users.c.is_active,
+    _users.c.created_at,
+)
+
+_USER_OF_SESSION = (
+    select(*_USER_COLUMNS, _sessions.c.revoked_at)
+    .join_from(_sessions, _users, _sessions.c.user_id == _users.c.id)
+    .where(_sessions.c.id == bindparam("session_id"), _users.c.id == bindparam("user_id"))
+)
+
+
+def user_for_token(payload: dict[str, Any]) -> Principal | None:
     """The active user a decoded token speaks for, or None when its session is revoked or gone.
 
-    One query per request: the session and its user are read together.
+    One Core query per request (the session and its user together), on the request's connection; a
+    revoked session is seen on the very next request of every process.
     """
     session_id, user_id = payload.get("sid"), payload.get("sub")
     if not isinstance(session_id, str) or not isinstance(user_id, str):
         return None
-    row = db.session.execute(
-        select(User, AuthSession.revoked_at)
-        .join(AuthSession, AuthSession.user_id == User.id)
-        .where(AuthSession.id == session_id, User.id == user_id)
-    ).first()
-    if row is None:
+    row = db.session.connection().execute(_USER_OF_SESSION, {"session_id": session_id, "user_id": user_id}).first()
+    if row is None or row.revoked_at is not None or not row.is_active:
         return None
-    user, revoked_at = row
-    if revoked_at is not None or not user.is_active:
-        return None
-    return user
+    return Principal(
+        id=row.id,
+        email=row.email,
+        full_name=row.full_name,
+        role=row.role,
+        is_active=row.is_active,
+        created_at=row.created_at,
+    )

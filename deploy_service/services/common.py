@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Select, func, select
 
 from deploy_service.extensions import db
-from deploy_service.models import User
+from deploy_service.models import Principal
 
 T = TypeVar("T")
 
@@ -31,6 +31,6 @@ def paginate(stmt: Select[Any], *, skip: int, limit: int) -> Page[Any]:
     return Page(items=items, total=total, skip=skip, limit=limit)
 
 
-def scope_to_owner(stmt: Select[Any], owner_column: Any, actor: User) -> Select[Any]:
+def scope_to_owner(stmt: Select[Any], owner_column: Any, actor: Principal) -> Select[Any]:
     """Restrict a query to what `actor` owns, unless `actor` is an admin."""
     return stmt if actor.is_admin else stmt.where(owner_column == actor.id)

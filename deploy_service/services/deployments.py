@@ -30,7 +30,7 @@ from deploy_service.models import (
     Deployment,
     DeploymentEvent,
     DeploymentResult,
-    User,
+    Principal,
 )
 from deploy_service.services import alerts, lifecycle, notify
 from deploy_service.services.agents import get_agent
@@ -83,7 +83,7 @@ def _load(deployment_id: str) -> Deployment | None:
     )
 
 
-def get_deployment(actor: User, deployment_id: str) -> Deployment:
+def get_deployment(actor: Principal, deployment_id: str) -> Deployment:
     """A deployment the caller may see.
 
     Raises:
@@ -96,7 +96,7 @@ def get_deployment(actor: User, deployment_id: str) -> Deployment:
 
 
 def list_deployments(
-    actor: User, *, skip: int, limit: int, agent_id: str | None = None, status: str | None = None
+    actor: Principal, *, skip: int, limit: int, agent_id: str | None = None, status: str | None = None
 ) -> Page[Deployment]:
     """The caller's deployments, newest first."""
     stmt = scope_to_owner(select(Deployment), Deployment.owner_id, actor).options(selectinload(Deployment.instances))
@@ -139,7 +139,7 @@ def _check_replicas(replicas: int) -> None:
 
 
 def create_deployment(
-    actor: User,
+    actor: Principal,
     agent_id: str,
     *,
     replicas: int = 1,
@@ -195,7 +195,7 @@ def create_deployment(
     return deployment
 
 
-def restart(actor: User, deployment_id: str) -> Deployment:
+def restart(actor: Principal, deployment_id: str) -> Deployment:
     """Rolling restart from running/ready; start again from stopped/failed (→ deploying).
 
     The agent's current settings apply: the config is resolved again and a git source is rebuilt.
@@ -232,7 +232,7 @@ def restart(actor: User, deployment_id: str) -> Deployment:
     return deployment
 
 
-def scale(actor: User, deployment_id: str, replicas: int) -> Deployment:
+def scale(actor: Principal, deployment_id: str, replicas: int) -> Deployment:
     """Change the replica count of a running deployment.
 
     Raises:
@@ -254,7 +254,7 @@ def scale(actor: User, deployment_id: str, replicas: int) -> Deployment:
     return deployment
 
 
-def stop(actor: User, deployment_id: str) -> Deployment:
+def stop(actor: Principal, deployment_id: str) -> Deployment:
     """Stop a deployment: its containers are removed and it becomes `stopped`.
 
     Raises:
@@ -271,7 +271,7 @@ def stop(actor: User, deployment_id: str) -> Deployment:
     return deployment
 
 
-def delete(actor: User, deployment_id: str) -> Deployment:
+def delete(actor: Principal, deployment_id: str) -> Deployment:
     """Kill a deployment: `killed`, `ended_at` set, containers removed, agent `stopped`. Idempotent.
 
     Raises:
@@ -302,7 +302,7 @@ def delete(actor: User, deployment_id: str) -> Deployment:
     return deployment
 
 
-def agent_deployment(actor: User, agent_id: str) -> Deployment:
+def agent_deployment(actor: Principal, agent_id: str) -> Deployment:
     """The agent's live deployment, else its most recent one.
 
     Raises:
@@ -321,7 +321,7 @@ def agent_deployment(actor: User, agent_id: str) -> Deployment:
     return deployment
 
 
-def live_deployment_of_agent(actor: User, agent_id: str) -> Deployment:
+def live_deployment_of_agent(actor: Principal, agent_id: str) -> Deployment:
     """The agent's live deployment.
 
     Raises:
@@ -335,7 +335,7 @@ def live_deployment_of_agent(actor: User, agent_id: str) -> Deployment:
 
 
 def list_events(
-    actor: User,
+    actor: Principal,
     deployment_id: str,
     *,
     skip: int,
@@ -343,7 +343,11 @@ def list_events(
     event_type: str | None = None,
     status: str | None = None,
 ) -> tuple[Deployment, Page[DeploymentEvent]]:
-    """A deployment's events, newest first, filtered by type and status."""
+    """A deployment's events, newest first, filtered by type and status.
+
+    Unfiltered, `total` is the deployment's `events_total` counter, so a page costs the same at a
+    million events as at a thousand; a filter counts the matching rows.
+    """
     deployment = get_deployment(actor, deployment_id)
     stmt = select(DeploymentEvent).where(DeploymentEvent.deployment_id == deployment.id)
     if event_type:
@@ -351,10 +355,14 @@ def list_events(
     if status:
         stmt = stmt.where(DeploymentEvent.status == status)
     stmt = stmt.order_by(DeploymentEvent.created_at.desc(), DeploymentEvent.id.desc())
-    return deployment, paginate(stmt, skip=skip, limit=limit)
+    if event_type or status:
+        return deployment, paginate(stmt, skip=skip, limit=limit)
+    total = deployment.events_total
+    items = db.session.scalars(stmt.offset(skip).limit(limit)).all() if total > skip else []
+    return deployment, Page(items=items, total=total, skip=skip, limit=limit)
 
 
-def deployment_for(caller: User | ApiKey, deployment_id: str) -> Deployment:
+def deployment_for(caller: Principal | ApiKey, deployment_id: str) -> Deployment:
     """A deployment the caller may see: its owner's (or an admin's), or one of a key's own agent.
 
     Raises:
@@ -368,7 +376,7 @@ def deployment_for(caller: User | ApiKey, deployment_id: str) -> Deployment:
     return get_deployment(caller, deployment_id)
 
 
-def add_result(caller: User | ApiKey, deployment_id: str, results: Any) -> DeploymentResult:
+def add_result(caller: Principal | ApiKey, deployment_id: str, results: Any) -> DeploymentResult:
     """Store something the deployment produced (posted by its owner or by the agent with its key)."""
     deployment = deployment_for(caller, deployment_id)
     author = f"key:{caller.id}" if isinstance(caller, ApiKey) else f"user:{caller.id}"
@@ -380,7 +388,7 @@ def add_result(caller: User | ApiKey, deployment_id: str, results: Any) -> Deplo
     return result
 
 
-def list_results(caller: User | ApiKey, deployment_id: str, *, skip: int, limit: int) -> Page[DeploymentResult]:
+def list_results(caller: Principal | ApiKey, deployment_id: str, *, skip: int, limit: int) -> Page[DeploymentResult]:
     """A deployment's results, newest first."""
     deployment = deployment_for(caller, deployment_id)
     stmt = (

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Select, case, func, select
 
 from deploy_service.extensions import db
-from deploy_service.models import Agent, ApiKey, Evaluation, User
+from deploy_service.models import Agent, ApiKey, Evaluation, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.services import alerts
 from deploy_service.services.agents import agent_for_caller, get_agent
@@ -20,7 +20,7 @@ from deploy_service.services.common import Page, paginate
 from deploy_service.services.deployments import live_deployment
 
 
-def record(caller: User | ApiKey, data: dict[str, Any]) -> Evaluation:
+def record(caller: Principal | ApiKey, data: dict[str, Any]) -> Evaluation:
     """Store one evaluation for the caller's agent (the key's, or `agent_id` of the owner's)."""
     agent = agent_for_caller(caller, data.pop("agent_id", None))
     if "hallucinated" not in data:
@@ -36,7 +36,7 @@ def record(caller: User | ApiKey, data: dict[str, Any]) -> Evaluation:
     return evaluation
 
 
-def _scoped(stmt: Select[Any], actor: User, agent_id: str | None) -> Select[Any]:
+def _scoped(stmt: Select[Any], actor: Principal, agent_id: str | None) -> Select[Any]:
     if agent_id:
         agent = get_agent(actor, agent_id)
         return stmt.where(Evaluation.agent_id == agent.id)
@@ -46,7 +46,7 @@ def _scoped(stmt: Select[Any], actor: User, agent_id: str | None) -> Select[Any]
 
 
 def list_evaluations(
-    actor: User,
+    actor: Principal,
     *,
     skip: int,
     limit: int,
@@ -93,7 +93,7 @@ def aggregate(stmt_filter: Any, since: datetime) -> dict[str, Any]:
     }
 
 
-def stats(actor: User, *, days: int = 7, agent_id: str | None = None) -> dict[str, Any]:
+def stats(actor: Principal, *, days: int = 7, agent_id: str | None = None) -> dict[str, Any]:
     """`GET /v1/evaluations/stats` over the last `days` days."""
     since = utcnow() - timedelta(days=days)
     if agent_id:

@@ -23,12 +23,12 @@ from urllib3.exceptions import ReadTimeoutError
 
 from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, ServiceError
 from deploy_service.extensions import db
-from deploy_service.models import ApiKey, Instance, Invocation, User
+from deploy_service.models import ApiKey, Instance, Invocation, Principal
 from deploy_service.services import lifecycle
 from deploy_service.services.agents import agent_for_caller
 from deploy_service.services.deployments import live_deployment
 
-Caller = User | ApiKey
+Caller = Principal | ApiKey
 
 
 _pool: urllib3.PoolManager | None = None

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
+
 from deploy_service.errors import InvalidState
 from deploy_service.extensions import db
 from deploy_service.models import AGENT_DEPLOYED, AGENT_STOPPED, Agent, Deployment, DeploymentEvent
 from deploy_service.models.types import utcnow
+
+_deployments = Deployment.__table__
 
 DEPLOYING = "deploying"
 RUNNING = "running"
@@ -61,7 +65,12 @@ def can_transition(current: str, new: str) -> bool:
 def record_event(
     deployment: Deployment, event_type: str, message: str, data: dict[str, Any] | None = None
 ) -> DeploymentEvent:
-    """Add an event to the session (the caller commits), stamped with the deployment's status."""
+    """Add an event to the session (the caller commits), stamped with the deployment's status.
+
+    The deployment's `events_total` goes up by one in the same transaction, by a Core UPDATE: atomic
+    under concurrent writers, and outside the ORM's optimistic `version`, so recording an event never
+    makes a user's concurrent action on the deployment lose with 409.
+    """
     event = DeploymentEvent(
         deployment_id=deployment.id,
         event_type=event_type,
@@ -71,6 +80,11 @@ def record_event(
         created_at=utcnow(),
     )
     db.session.add(event)
+    db.session.execute(
+        update(_deployments)
+        .where(_deployments.c.id == deployment.id)
+        .values(events_total=_deployments.c.events_total + 1)
+    )
     return event
 
 

@@ -17,7 +17,7 @@ from flask import current_app
 
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
-from deploy_service.models import Deployment, User
+from deploy_service.models import Deployment, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.runner.base import LogLine
 from deploy_service.services.deployments import get_deployment
@@ -78,7 +78,7 @@ def _runtime_lines(
 
 
 def read_logs(
-    actor: User,
+    actor: Principal,
     deployment_id: str,
     *,
     tail: int = 100,
@@ -107,7 +107,7 @@ def _sse(data: Any, event: str | None = None) -> str:
 
 
 def follow_logs(
-    actor: User,
+    actor: Principal,
     deployment_id: str,
     *,
     tail: int = 100,
@@ -142,7 +142,7 @@ def follow_logs(
 
 
 def _follow(
-    actor: User,
+    actor: Principal,
     deployment: Deployment,
     *,
     poll: float,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from deploy_service.models import ContainerSample, Invocation, User
+from deploy_service.models import ContainerSample, Invocation, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.schemas.deployment import replica_counts
 from deploy_service.services import lifecycle
@@ -14,7 +14,7 @@ from deploy_service.services.deployments import get_deployment
 from deploy_service.services.samples import latest_samples
 
 
-def deployment_metrics(actor: User, deployment_id: str, *, hours: int = 24) -> dict[str, Any]:
+def deployment_metrics(actor: Principal, deployment_id: str, *, hours: int = 24) -> dict[str, Any]:
     """`GET /v1/deployments/<id>/metrics`: sums over replicas of their latest samples, and per replica."""
     deployment = get_deployment(actor, deployment_id)
     now = utcnow()

@@ -9,18 +9,18 @@ from sqlalchemy.exc import IntegrityError
 
 from deploy_service.errors import Conflict, NotFound
 from deploy_service.extensions import db
-from deploy_service.models import Agent, Secret, User
+from deploy_service.models import Agent, Principal, Secret
 from deploy_service.security import decrypt_secret, encrypt_secret
 from deploy_service.services.common import Page, paginate, scope_to_owner
 
 
-def list_secrets(actor: User, *, skip: int, limit: int) -> Page[Secret]:
+def list_secrets(actor: Principal, *, skip: int, limit: int) -> Page[Secret]:
     """The caller's secrets (an admin sees all), by name."""
     stmt = scope_to_owner(select(Secret), Secret.owner_id, actor).order_by(Secret.name, Secret.id)
     return paginate(stmt, skip=skip, limit=limit)
 
 
-def create_secret(actor: User, *, name: str, value: str) -> Secret:
+def create_secret(actor: Principal, *, name: str, value: str) -> Secret:
     """Store a new secret for `actor`.
 
     Raises:
@@ -38,7 +38,7 @@ def create_secret(actor: User, *, name: str, value: str) -> Secret:
     return secret
 
 
-def delete_secret(actor: User, secret_id: str) -> None:
+def delete_secret(actor: Principal, secret_id: str) -> None:
     """Delete a secret that no agent references.
 
     Raises:

@@ -15,7 +15,7 @@ from sqlalchemy import case, distinct, extract, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from deploy_service.extensions import db
-from deploy_service.models import Agent, Alert, Deployment, DeploymentEvent, Instance, Invocation, User
+from deploy_service.models import Agent, Alert, Deployment, DeploymentEvent, Instance, Invocation, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.services import lifecycle
 
@@ -29,19 +29,19 @@ def deploy_seconds_expression() -> ColumnElement[Any]:
     return extract("epoch", Deployment.started_at - Deployment.created_at)
 
 
-def _scoped(stmt: Any, actor: User | None) -> Any:
+def _scoped(stmt: Any, actor: Principal | None) -> Any:
     """Everything for an admin (or no actor: the Prometheus scrape), else the actor's deployments."""
     return stmt if actor is None or actor.is_admin else stmt.where(Deployment.owner_id == actor.id)
 
 
-def deployments_by_status(actor: User | None = None) -> dict[str, int]:
+def deployments_by_status(actor: Principal | None = None) -> dict[str, int]:
     """Deployment counts for every status (zeros included)."""
     counts = select(Deployment.status, func.count()).group_by(Deployment.status)
     found = {status: count for status, count in db.session.execute(_scoped(counts, actor))}
     return {status: found.get(status, 0) for status in lifecycle.STATUSES}
 
 
-def running_replicas(actor: User | None = None) -> int:
+def running_replicas(actor: Principal | None = None) -> int:
     """Replicas of live deployments with a running container."""
     stmt = (
         select(func.count(Instance.id))
@@ -51,7 +51,7 @@ def running_replicas(actor: User | None = None) -> int:
     return db.session.scalar(_scoped(stmt, actor)) or 0
 
 
-def active_alerts_by_severity(actor: User | None = None) -> dict[str, int]:
+def active_alerts_by_severity(actor: Principal | None = None) -> dict[str, int]:
     """Active alert counts for every severity (zeros included)."""
     counts = select(Alert.severity, func.count()).where(Alert.status == "active").group_by(Alert.severity)
     if actor is not None and not actor.is_admin:
@@ -60,7 +60,7 @@ def active_alerts_by_severity(actor: User | None = None) -> dict[str, int]:
     return {severity: found.get(severity, 0) for severity in ("critical", "warning", "info")}
 
 
-def system_metrics(actor: User) -> dict[str, Any]:
+def system_metrics(actor: Principal) -> dict[str, Any]:
     now = utcnow()
     since = now - DAY
     live = Deployment.status != lifecycle.KILLED

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from deploy_service.errors import Forbidden, NotFound
 from deploy_service.extensions import db
-from deploy_service.models import User
+from deploy_service.models import Principal, User
 from deploy_service.services.agents import DeployedAgent, deployed_agents
 from deploy_service.services.common import Page
 
 
-def deployed_agents_of(actor: User, user_id: str, *, skip: int, limit: int) -> Page[DeployedAgent]:
+def deployed_agents_of(actor: Principal, user_id: str, *, skip: int, limit: int) -> Page[DeployedAgent]:
     """The agents of `user_id` that have a live deployment.
 
     Raises:

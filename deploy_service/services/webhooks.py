@@ -30,7 +30,7 @@ from sqlalchemy import or_, select
 
 from deploy_service.errors import NotFound, ValidationFailed
 from deploy_service.extensions import db
-from deploy_service.models import Alert, User, Webhook, WebhookDelivery
+from deploy_service.models import Alert, Principal, Webhook, WebhookDelivery
 from deploy_service.models.types import utcnow
 from deploy_service.security import decrypt_secret, encrypt_secret
 from deploy_service.services.common import Page, paginate, scope_to_owner
@@ -64,7 +64,7 @@ def check_target(url: str, *, allow_private: bool) -> None:
 
 
 def create_webhook(
-    actor: User, *, url: str, severities: list[str] | None, kinds: list[str] | None
+    actor: Principal, *, url: str, severities: list[str] | None, kinds: list[str] | None
 ) -> tuple[Webhook, str]:
     """Register a webhook; returns it and its signing secret (shown once)."""
     try:
@@ -84,24 +84,24 @@ def create_webhook(
     return webhook, secret
 
 
-def list_webhooks(actor: User, *, skip: int, limit: int) -> Page[Webhook]:
+def list_webhooks(actor: Principal, *, skip: int, limit: int) -> Page[Webhook]:
     stmt = scope_to_owner(select(Webhook), Webhook.owner_id, actor).order_by(Webhook.created_at.desc(), Webhook.id)
     return paginate(stmt, skip=skip, limit=limit)
 
 
-def _get(actor: User, webhook_id: str) -> Webhook:
+def _get(actor: Principal, webhook_id: str) -> Webhook:
     webhook = db.session.get(Webhook, webhook_id)
     if webhook is None or (not actor.is_admin and webhook.owner_id != actor.id):
         raise NotFound("Webhook not found.")
     return webhook
 
 
-def delete_webhook(actor: User, webhook_id: str) -> None:
+def delete_webhook(actor: Principal, webhook_id: str) -> None:
     db.session.delete(_get(actor, webhook_id))
     db.session.commit()
 
 
-def list_deliveries(actor: User, webhook_id: str, *, skip: int, limit: int) -> Page[WebhookDelivery]:
+def list_deliveries(actor: Principal, webhook_id: str, *, skip: int, limit: int) -> Page[WebhookDelivery]:
     webhook = _get(actor, webhook_id)
     stmt = (
         select(WebhookDelivery)

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from deploy_service.extensions import db
-from deploy_service.models import Agent, Deployment
+from deploy_service.models import Agent, Deployment, DeploymentEvent
 from deploy_service.reconciler import Reconciler, ReconcileSettings
 from tests.api.test_errors import assert_error
 from tests.factories import AuthActions, make_agent, make_secret, make_user
@@ -448,6 +448,29 @@ def test_events_filters_and_paging(app: Flask, api: Api, fake_runner: FakeRunner
     assert len(started) == 2
     assert all(event["event_type"] == "status_changed" for event in api.events(deployment["id"], status="ready"))
     assert_error(api.get(f"/v1/deployments/{deployment['id']}/events?status=bogus"), 400, "validation_error")
+
+
+def test_events_total_is_the_exact_count_of_every_event_recorded(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    """The unfiltered `total` is a counter kept beside the events: it must equal a real count."""
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=2)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert api.delete(f"/v1/deployments/{deployment['id']}").status_code == 200
+
+    with app.app_context():
+        counted = db.session.scalar(
+            select(func.count()).select_from(DeploymentEvent).where(DeploymentEvent.deployment_id == deployment["id"])
+        )
+    page = api.get(f"/v1/deployments/{deployment['id']}/events?limit=1").get_json()
+    assert counted > 5 and page["total"] == counted
+    filtered = api.get(f"/v1/deployments/{deployment['id']}/events?event_type=container_started").get_json()
+    assert filtered["total"] == len(filtered["items"]) >= 2
+    past_the_end = api.get(f"/v1/deployments/{deployment['id']}/events?skip={counted}").get_json()
+    assert past_the_end["items"] == [] and past_the_end["total"] == counted
 
 
 def test_runtime_logs_merge_replicas(app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler) -> None:

@@ -1,0 +1,236 @@
+"""The deployment read path: `GET /v1/deployments/<id>` and `GET /v1/deployments`, built for throughput.
+
+These are the routes dashboards poll, so they skip the ORM and marshmallow: prepared Core statements
+(built once, with bound parameters, so a request neither builds nor compiles SQL) read plain rows,
+and `deployment_body` turns them into exactly what `schemas.deployment.DeploymentSchema` would dump
+(tests/unit/test_deployment_reads.py holds the two to the same output, and the OpenAPI spec keeps
+documenting that schema). Measured in bench/api.py: see docs/performance.md.
+
+Writes still go through `services.deployments` and the ORM; this module only reads.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Any
+
+import orjson
+from sqlalchemy import JSON, Select, bindparam, func, select, type_coerce
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+from deploy_service.errors import NotFound
+from deploy_service.extensions import db
+from deploy_service.models import Deployment, Instance, Principal
+
+_deployments = Deployment.__table__
+_instances = Instance.__table__
+
+
+class _ConfigJSON(TypeDecorator[Any]):
+    """Reads the `config` JSON with orjson (SQLite hands back text; PostgreSQL's driver parses JSONB itself).
+
+    Only for this column: the service wrote it, so it holds no integers beyond 64 bits, which orjson
+    would read as floats.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
+        def parse(value: Any) -> Any:
+            return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+        return parse
+
+
+_DEPLOYMENT_COLUMNS = [
+    type_coerce(_deployments.c.config, _ConfigJSON()).label("config") if name == "config" else _deployments.c[name]
+    for name in (
+        "id",
+        "agent_id",
+        "owner_id",
+        "status",
+        "desired_state",
+        "replicas_desired",
+        "image",
+        "revision",
+        "generation",
+        "config",
+        "error",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "ready_at",
+        "ended_at",
+    )
+]
+_INSTANCE_COLUMNS = [
+    _instances.c[name]
+    for name in (
+        "deployment_id",
+        "id",
+        "index",
+        "container_id",
+        "status",
+        "host",
+        "port",
+        "restarts",
+        "started_at",
+        "exit_code",
+        "healthy",
+    )
+]
+
+_BY_ID = select(*_DEPLOYMENT_COLUMNS).where(_deployments.c.id == bindparam("deployment_id"))
+_INSTANCES_OF = (
+    select(*_INSTANCE_COLUMNS)
+    .where(_instances.c.deployment_id.in_(bindparam("deployment_ids", expanding=True)))
+    .order_by(_instances.c.deployment_id, _instances.c.index)
+)
+_NOT_SHOWN = ("stopped", "killed")
+
+
+def deployment_body(row: Sequence[Any], instances: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """The contract's deployment body from a deployment row and its instance rows (ordered by index).
+
+    The same rules as `DeploymentSchema`: a stopped or killed deployment shows no instances and wants
+    no replicas; slots at or above the desired count (being scaled away) are not shown. Rows are
+    unpacked by position (a named attribute of a Row costs ten times as much, and a page reads 2,500).
+    Timestamps stay `datetime`s: `api.common.json_response` writes them as ISO 8601, as the schema would.
+    """
+    (
+        deployment_id,
+        agent_id,
+        owner_id,
+        status,
+        desired_state,
+        wanted,
+        image,
+        revision,
+        generation,
+        config,
+        error,
+        created_at,
+        updated_at,
+        started_at,
+        ready_at,
+        ended_at,
+    ) = row
+    live = status not in _NOT_SHOWN
+    shown = []
+    running = ready = 0
+    for (
+        _deployment,
+        instance_id,
+        index,
+        container_id,
+        state,
+        host,
+        port,
+        restarts,
+        since,
+        exit_code,
+        healthy,
+    ) in instances:
+        if index >= wanted:
+            continue
+        if container_id and state == "running":
+            running += 1
+            ready += 1 if healthy else 0
+        if live:
+            shown.append(
+                {
+                    "id": instance_id,
+                    "index": index,
+                    "container_id": container_id,
+                    "status": state,
+                    "host": host,
+                    "port": port,
+                    "restarts": restarts,
+                    "started_at": since,
+                    "exit_code": exit_code,
+                    "healthy": healthy,
+                }
+            )
+    return {
+        "id": deployment_id,
+        "agent_id": agent_id,
+        "owner_id": owner_id,
+        "status": status,
+        "desired_state": desired_state,
+        "replicas": {"desired": wanted if live else 0, "running": running, "ready": ready},
+        "image": image,
+        "revision": revision,
+        "generation": generation,
+        "config": {key: value for key, value in (config or {}).items() if key != "overrides"},
+        "error": error,
+        "created_at": created_at,
+        "updated_at": updated_at,
+        "started_at": started_at,
+        "ready_at": ready_at,
+        "ended_at": ended_at,
+        "instances": shown,
+    }
+
+
+def _instances_by_deployment(deployment_ids: Iterable[str]) -> dict[str, list[Any]]:
+    ids = list(deployment_ids)
+    grouped: dict[str, list[Any]] = defaultdict(list)
+    if ids:
+        for instance in db.session.connection().execute(_INSTANCES_OF, {"deployment_ids": ids}):
+            grouped[instance[0]].append(instance)
+    return grouped
+
+
+def get_deployment_body(actor: Principal, deployment_id: str) -> dict[str, Any]:
+    """The body of a deployment the caller may see.
+
+    Raises:
+        NotFound: missing or someone else's (the same answer).
+    """
+    row = db.session.connection().execute(_BY_ID, {"deployment_id": deployment_id}).first()
+    if row is None or (not actor.is_admin and row[2] != actor.id):
+        raise NotFound("Deployment not found.")
+    return deployment_body(row, _instances_by_deployment([deployment_id])[deployment_id])
+
+
+@cache
+def _list_statements(scoped: bool, by_agent: bool, by_status: bool) -> tuple[Select[Any], Select[Any]]:
+    """The (count, page) statements for one combination of filters, built once per process."""
+    conditions = []
+    if scoped:
+        conditions.append(_deployments.c.owner_id == bindparam("owner_id"))
+    if by_agent:
+        conditions.append(_deployments.c.agent_id == bindparam("agent_id"))
+    if by_status:
+        conditions.append(_deployments.c.status == bindparam("status"))
+    count = select(func.count()).select_from(_deployments).where(*conditions)
+    page = (
+        select(*_DEPLOYMENT_COLUMNS)
+        .where(*conditions)
+        .order_by(_deployments.c.created_at.desc(), _deployments.c.id.desc())
+        .limit(bindparam("limit"))
+        .offset(bindparam("skip"))
+    )
+    return count, page
+
+
+def list_deployment_bodies(
+    actor: Principal, *, skip: int, limit: int, agent_id: str | None = None, status: str | None = None
+) -> dict[str, Any]:
+    """The caller's deployments, newest first, as the contract's list body `{items, total, skip, limit}`."""
+    count, page = _list_statements(not actor.is_admin, bool(agent_id), bool(status))
+    params: dict[str, Any] = {"owner_id": actor.id, "agent_id": agent_id, "status": status}
+    connection = db.session.connection()
+    total = connection.execute(count, params).scalar_one()
+    rows = connection.execute(page, {**params, "skip": skip, "limit": limit}).all() if total > skip else []
+    instances = _instances_by_deployment(row[0] for row in rows)
+    return {
+        "items": [deployment_body(row, instances.get(row[0], [])) for row in rows],
+        "total": total,
+        "skip": skip,
+        "limit": limit,
+    }

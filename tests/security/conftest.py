@@ -1,0 +1,157 @@
+"""Fixtures of the attack matrix: a victim with one of every resource, a stranger, and how to ask.
+
+The victim owns two agents, each deployed on the in-memory runner (no containers), a secret, a
+webhook, an alert, an API key per agent and an evaluation. The stranger is another ordinary user.
+`Victim.snapshot()` reads everything the victim owns through the API, so a test can show that an
+attacker's requests changed nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from deploy_service.extensions import db
+from deploy_service.models import Alert, User
+from deploy_service.services import api_keys as key_service
+from deploy_service.services import evaluations as evaluation_service
+from deploy_service.services import webhooks as webhook_service
+from tests.factories import AuthActions, UserRef, make_agent, make_deployment, make_secret
+from tests.fakes import FakeRunner
+from tests.security.routes import Probe
+
+
+def assert_error(response: TestResponse, status: int, kind: str) -> dict[str, Any]:
+    """The response is the contract's error body with `status` and `kind`."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    assert response.mimetype == "application/json"
+    body: dict[str, Any] = response.get_json()
+    assert body["success"] is False, body
+    assert body["error"] == kind, body
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+@dataclass
+class Victim:
+    user: UserRef
+    headers: dict[str, str]
+    ids: dict[str, str]
+    """Placeholder name → the victim's resource id (agent_id, deployment_id, ...)."""
+    second: dict[str, str]
+    """The same for the victim's second agent: agent_id, deployment_id, key_id."""
+    keys: dict[str, str]
+    """Agent id → the plain API key of that agent (all scopes)."""
+    client: FlaskClient
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the victim owns, as the victim sees it through the API."""
+        agent, deployment = self.ids["agent_id"], self.ids["deployment_id"]
+        paths = {
+            "agents": "/v1/agents?limit=200",
+            "deployments": "/v1/deployments?limit=200",
+            "keys": f"/v1/agents/{agent}/api-keys",
+            "keys2": f"/v1/agents/{self.second['agent_id']}/api-keys",
+            "secrets": "/v1/secrets",
+            "webhooks": "/v1/webhooks",
+            "alerts": "/v1/alerts",
+            "evaluations": "/v1/evaluations",
+            "results": f"/v1/deployments/{deployment}/results",
+            "events": f"/v1/deployments/{deployment}/events?limit=200",
+        }
+        state: dict[str, Any] = {}
+        for name, path in paths.items():
+            response = self.client.get(path, headers=self.headers)
+            assert response.status_code == 200, (path, response.get_json())
+            state[name] = response.get_json()
+        for key in state["keys"]["items"] + state["keys2"]["items"]:
+            key.pop("last_used_at")  # a key's own use is not a change of state
+        return state
+
+
+@dataclass
+class World:
+    app: Flask
+    client: FlaskClient
+    victim: Victim
+    stranger: UserRef
+    stranger_headers: dict[str, str]
+    auth: AuthActions
+
+    def request(self, probe: Probe, ids: dict[str, str], headers: dict[str, str] | None = None) -> TestResponse:
+        """Send `probe` with `ids` filled in."""
+        url, body = probe.render(ids)
+        kwargs: dict[str, Any] = {"headers": headers or {}}
+        if body is not None:
+            kwargs["json"] = body
+        return self.client.open(url, method=probe.method, **kwargs)
+
+
+def missing_ids(probe: Probe) -> dict[str, str]:
+    """Fresh ids for every placeholder of `probe`: resources that do not exist."""
+    return {name: str(uuid.uuid4()) for name in probe.placeholders()}
+
+
+def _alert(app: Flask, owner: UserRef, agent_id: str, deployment_id: str) -> str:
+    with app.app_context():
+        alert = Alert(
+            deployment_id=deployment_id,
+            agent_id=agent_id,
+            owner_id=owner.id,
+            severity="critical",
+            kind="deployment_failed",
+            message="it failed",
+        )
+        db.session.add(alert)
+        db.session.commit()
+        return alert.id
+
+
+def _deployed_agent(app: Flask, owner: UserRef) -> dict[str, str]:
+    agent = make_agent(app, owner)
+    deployment = make_deployment(app, owner, agent["id"])
+    with app.app_context():
+        actor = db.session.get(User, owner.id)
+        row, key = key_service.create_key(actor, agent["id"], name="k")
+        return {"agent_id": agent["id"], "deployment_id": deployment["id"], "key_id": row.id, "key": key}
+
+
+@pytest.fixture()
+def world(
+    app: Flask, client: FlaskClient, auth: AuthActions, fake_runner: FakeRunner, monkeypatch: pytest.MonkeyPatch
+) -> World:
+    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+    owner, owner_headers = auth.user()
+    first = _deployed_agent(app, owner)
+    second = _deployed_agent(app, owner)
+    secret = make_secret(app, owner, name="victim-secret", value="victim-value")
+    with app.app_context():
+        actor = db.session.get(User, owner.id)
+        webhook, _ = webhook_service.create_webhook(actor, url="http://127.0.0.1:9/hook", severities=None, kinds=None)
+        webhook_id = webhook.id
+        evaluation_service.record(actor, {"agent_id": first["agent_id"], "prompt": "p", "response": "r"})
+    ids = {
+        "user_id": owner.id,
+        "agent_id": first["agent_id"],
+        "deployment_id": first["deployment_id"],
+        "key_id": first["key_id"],
+        "secret_id": secret["id"],
+        "webhook_id": webhook_id,
+        "alert_id": _alert(app, owner, first["agent_id"], first["deployment_id"]),
+    }
+    victim = Victim(
+        user=owner,
+        headers=owner_headers,
+        ids=ids,
+        second={name: second[name] for name in ("agent_id", "deployment_id", "key_id")},
+        keys={first["agent_id"]: first["key"], second["agent_id"]: second["key"]},
+        client=client,
+    )
+    stranger, stranger_headers = auth.user()
+    return World(app, client, victim, stranger, stranger_headers, auth)

@@ -1,0 +1,82 @@
+"""Access-token verification (deploy_service/tokens.py), including its cache of verified tokens."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+import pytest
+
+from deploy_service import tokens
+from deploy_service.tokens import TokenRejected, bearer_token, decode_access_token
+
+CONFIG = {"JWT_SECRET_KEY": "k" * 40, "JWT_DECODE_ALGORITHMS": ["HS256"]}
+
+
+def _token(**claims: Any) -> str:
+    payload = {"sub": "user-1", "sid": "session-1", "type": "access", "exp": int(time.time()) + 60, **claims}
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, CONFIG["JWT_SECRET_KEY"], "HS256")
+
+
+def test_a_valid_token_gives_its_claims_and_is_served_from_the_cache_after() -> None:
+    token = _token()
+    first = decode_access_token(token, CONFIG)
+    assert (first["sub"], first["sid"]) == ("user-1", "session-1")
+    assert decode_access_token(token, CONFIG) is first
+
+
+def test_the_cache_forgets_a_token_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    token = _token(exp=int(time.time()) + 5)
+    decode_access_token(token, CONFIG)
+    key = (CONFIG["JWT_SECRET_KEY"], token)
+    assert tokens._verified.get(key, leeway=0) is not None
+    later = time.time() + 10
+    monkeypatch.setattr(tokens.time, "time", lambda: later)
+    assert tokens._verified.get(key, leeway=0) is None  # so the next request verifies it again (and PyJWT refuses)
+
+
+def test_a_tampered_copy_of_a_cached_token_is_refused() -> None:
+    token = _token()
+    decode_access_token(token, CONFIG)
+    header, payload, signature = token.split(".")
+    forged = f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    with pytest.raises(TokenRejected, match="invalid"):
+        decode_access_token(forged, CONFIG)
+
+
+def test_a_token_cached_under_one_key_is_not_valid_under_another() -> None:
+    token = _token()
+    decode_access_token(token, CONFIG)
+    with pytest.raises(TokenRejected, match="invalid"):
+        decode_access_token(token, {**CONFIG, "JWT_SECRET_KEY": "another-key-" * 4})
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (_token(type="refresh"), "invalid"),
+        (_token(sid=None), "invalid"),
+        (_token(exp=None), "invalid"),
+        (_token(exp=int(time.time()) - 5), "expired"),
+        (jwt.encode({"sub": "u", "sid": "s", "type": "access", "exp": 2**40}, None, "none"), "invalid"),
+        (jwt.encode({"sub": "u", "sid": "s", "type": "access", "exp": 2**40}, "wrong-key" * 5, "HS256"), "invalid"),
+        ("not.a.token", "invalid"),
+    ],
+    ids=["refresh token", "no sid", "no exp", "expired", "alg none", "wrong key", "garbage"],
+)
+def test_unusable_tokens_are_refused(token: str, message: str) -> None:
+    with pytest.raises(TokenRejected, match=message):
+        decode_access_token(token, CONFIG)
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic abc", "Token abc"])
+def test_a_missing_or_foreign_authorization_header_asks_for_a_token(header: str | None) -> None:
+    with pytest.raises(TokenRejected, match="Authentication is required"):
+        bearer_token(header)
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer a b", "Bearerabc"])
+def test_a_malformed_bearer_header_is_invalid(header: str) -> None:
+    with pytest.raises(TokenRejected):
+        bearer_token(header)
