@@ -35,7 +35,9 @@ class Evaluations(MethodView):
     @blp.auth_required(key_scope=SCOPE_TELEMETRY)
     @blp.arguments(EvaluationCreateSchema)
     @blp.response(201, EvaluationSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(
+        404, response="NOT_FOUND", description="No such agent, or a user token without `agent_id` (no agent named)."
+    )
     def post(self, data: dict[str, Any]) -> Evaluation:
         """Report an evaluation: with the agent's key, or as its owner with `agent_id`."""
         return service.record(current_caller(), data)

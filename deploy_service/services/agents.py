@@ -40,12 +40,17 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_secret_references(owner_id: str, references: dict[str, str]) -> None:
-    missing = missing_secret_names(owner_id, references.values())
+    """Every secret the agent names exists among the owner's secrets.
+
+    Raises:
+        NotFound: a named secret does not exist (a reference to a missing resource, not malformed input);
+            `details.secrets` maps each variable to what is missing.
+    """
+    missing = set(missing_secret_names(owner_id, references.values()))
     if missing:
-        raise ValidationFailed(
-            "Referenced secrets do not exist.",
-            details={"secrets": [f"No secret named {name!r}." for name in missing]},
-        )
+        unknown = {variable: f"No secret named {name!r}." for variable, name in references.items() if name in missing}
+        first = next(iter(unknown.values()))
+        raise NotFound(first if len(unknown) == 1 else "Referenced secrets do not exist.", details={"secrets": unknown})
 
 
 def _commit_or_conflict(name: str) -> None:
@@ -82,7 +87,7 @@ def agent_for_caller(caller: Principal | ApiKey, agent_id: str | None) -> Agent:
 
     Raises:
         NotFound: not visible, or a key used for another agent.
-        ValidationFailed: a user gave no `agent_id`.
+        NotFound: also when a user gave no `agent_id`: no agent was named, so none is found.
     """
     if isinstance(caller, ApiKey):
         agent = db.session.get(Agent, caller.agent_id) if agent_id in (None, caller.agent_id) else None
@@ -90,7 +95,10 @@ def agent_for_caller(caller: Principal | ApiKey, agent_id: str | None) -> Agent:
             raise NotFound("Agent not found.")
         return agent
     if not agent_id:
-        raise ValidationFailed("agent_id is required with a user token.", details={"agent_id": ["Missing."]})
+        raise NotFound(
+            "Name the agent: evaluations posted with a user token need `agent_id`.",
+            details={"agent_id": ["Missing."]},
+        )
     return get_agent(caller, agent_id)
 
 
@@ -125,7 +133,7 @@ def create_agent(actor: Principal, data: dict[str, Any]) -> Agent:
     """Register an agent owned by the caller.
 
     Raises:
-        ValidationFailed: it references secrets the caller does not have.
+        NotFound: it references secrets the caller does not have.
         Conflict: the caller already has an agent with this name.
     """
     data = _with_defaults(dict(data))

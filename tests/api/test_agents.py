@@ -223,10 +223,16 @@ def test_secret_references_must_exist_and_be_mine(client: FlaskClient, auth: Aut
     make_secret(app, user, "mine")
     error = assert_error(
         client.post("/v1/agents", headers=headers, json=agent_payload(secrets={"A": "mine", "B": "theirs"})),
-        400,
-        "validation_error",
+        404,
+        "not_found",
     )
-    assert "secrets" in error["details"]
+    assert error["message"] == "No secret named 'theirs'."
+    assert error["details"] == {"secrets": {"B": "No secret named 'theirs'."}}
+    agent = client.post("/v1/agents", headers=headers, json=agent_payload(name="later")).get_json()
+    patched = client.patch(f"/v1/agents/{agent['id']}", headers=headers, json={"secrets": {"A": "x", "B": "y"}})
+    error = assert_error(patched, 404, "not_found")
+    assert error["details"] == {"secrets": {"A": "No secret named 'x'.", "B": "No secret named 'y'."}}
+    assert client.get(f"/v1/agents/{agent['id']}", headers=headers).get_json()["secrets"] == {}
     response = client.post("/v1/agents", headers=headers, json=agent_payload(secrets={"A": "mine"}))
     assert response.status_code == 201
     assert response.get_json()["secrets"] == {"A": "mine"}

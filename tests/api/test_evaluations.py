@@ -114,7 +114,9 @@ def test_posting_rules(app: Flask, api: Api, client: FlaskClient) -> None:
     base = {"prompt": "p", "response": "r"}
     by_owner = api.post("/v1/evaluations", {**base, "agent_id": agent["id"]})
     assert by_owner.status_code == 201 and by_owner.get_json()["agent_id"] == agent["id"]
-    assert_error(api.post("/v1/evaluations", base), 400, "validation_error")
+    unnamed = assert_error(api.post("/v1/evaluations", base), 404, "not_found")
+    assert unnamed["message"] == "Name the agent: evaluations posted with a user token need `agent_id`."
+    assert unnamed["details"] == {"agent_id": ["Missing."]}
     assert_error(client.post("/v1/evaluations", headers=key, json={**base, "agent_id": other["id"]}), 404, "not_found")
     by_key = client.post("/v1/evaluations", headers=key, json=base)
     assert by_key.status_code == 201 and by_key.get_json()["hallucinated"] is False

@@ -55,10 +55,6 @@ from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.conftest import TEST_CONFIG
 from tests.fakes import FakeRunner
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("FUZZ") != "1", reason="open fuzz findings (see the module docstring); run with `make fuzz`"
-)
-
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "10"))
 PASSWORD = "fuzz-password-123"
 FUZZ_SETTINGS = settings(
