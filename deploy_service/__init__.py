@@ -38,7 +38,7 @@ MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 FIXED_CONFIG: dict[str, Any] = {
     "API_TITLE": "Deploy Service",
     "API_VERSION": "v1",
-    "OPENAPI_VERSION": "3.0.3",
+    "OPENAPI_VERSION": "3.1.0",
     "OPENAPI_URL_PREFIX": "/",
     "OPENAPI_JSON_PATH": "openapi.json",
     "OPENAPI_SWAGGER_UI_PATH": "docs",

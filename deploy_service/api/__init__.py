@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import swagger_ui_bundle
 from flask import Flask, Response, send_from_directory
+from openapi_ui_bundles import swagger_ui
 
 from deploy_service.api import (
     agents,
@@ -41,7 +41,8 @@ BLUEPRINTS = (
     secrets.blp,
     webhooks.blp,
 )
-SWAGGER_UI_ASSETS = Path(swagger_ui_bundle.swagger_ui_path)
+# Swagger UI 5 (renders OpenAPI 3.1, which the spec is), vendored by openapi-ui-bundles.
+SWAGGER_UI_ASSETS = Path(swagger_ui.static_path)
 
 __all__ = ["register_blueprints", "tokens"]
 
@@ -55,20 +56,6 @@ def _merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
             target[key] = value
 
 
-def _tighten_nullable_refs(node: Any) -> None:
-    """apispec documents a nullable nested schema as `anyOf: [{type: object, nullable: true}, {$ref}]`,
-    whose first branch takes any object; say "the referenced schema, or null" instead."""
-    if isinstance(node, dict):
-        branches = node.get("anyOf")
-        if isinstance(branches, list) and len(branches) == 2 and branches[0] == {"type": "object", "nullable": True}:
-            branches[0] = {"type": "object", "nullable": True, "enum": [None]}
-        for value in node.values():
-            _tighten_nullable_refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            _tighten_nullable_refs(value)
-
-
 def register_blueprints(app: Flask) -> None:
     """Register every resource blueprint with the smorest Api, the body-size check, and the Swagger UI assets."""
     app.before_request(common.refuse_oversized_streamed_body)
@@ -77,7 +64,6 @@ def register_blueprints(app: Flask) -> None:
     api.register_converter(ResourceIdConverter, lambda _converter: {"type": "string"})
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
-    _tighten_nullable_refs(api.spec.components.schemas)
     for rules in (agent_schemas.OPENAPI_RULES, deployment_schemas.OPENAPI_RULES):
         for name, extra in rules.items():
             _merge(api.spec.components.schemas[name], extra)

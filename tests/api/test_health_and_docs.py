@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -88,6 +89,18 @@ def test_openapi_spec_lists_every_route(client: FlaskClient, app: Flask) -> None
     assert "422" not in spec["paths"]["/v1/agents"]["post"]["responses"]
 
 
+def test_spec_is_openapi_3_1(client: FlaskClient) -> None:
+    """3.1 (JSON Schema 2020-12): `null` is a type and `propertyNames` is a keyword; 3.0's `nullable` is gone."""
+    spec = client.get("/openapi.json").get_json()
+    assert spec["openapi"] == "3.1.0"
+    assert '"nullable"' not in json.dumps(spec)
+    schemas = spec["components"]["schemas"]
+    assert schemas["Agent"]["properties"]["description"]["type"] == ["string", "null"]
+    assert {"$ref": "#/components/schemas/Source"} in schemas["Agent"]["properties"]["source"]["anyOf"]
+    assert {"type": "null"} in schemas["Agent"]["properties"]["source"]["anyOf"]
+    assert "pattern" in schemas["AgentInput"]["properties"]["env"]["propertyNames"]
+
+
 def test_swagger_ui_is_served_locally(client: FlaskClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200
@@ -97,6 +110,8 @@ def test_swagger_ui_is_served_locally(client: FlaskClient) -> None:
     asset = client.get("/swagger-ui/swagger-ui-bundle.js")
     assert asset.status_code == 200
     assert len(asset.get_data()) > 100_000
+    # Swagger UI 5 renders OpenAPI 3.1 (version 4 refuses it: "does not specify a valid version field").
+    assert b"isOAS31" in asset.get_data()
 
 
 def test_redoc_page(client: FlaskClient) -> None:
