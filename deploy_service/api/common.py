@@ -89,6 +89,8 @@ class Parser(FlaskParser):
     """webargs parser answering 400 (not 422) for invalid input."""
 
     DEFAULT_VALIDATION_STATUS = 400
+    # webargs excludes unknown query arguments whatever the schema says; let the schema decide (they raise).
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
 
 
 class Blueprint(flask_smorest.Blueprint):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, pre_load, validate
+from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
 
 DEFAULT_PAGE_LIMIT = 50
 MAX_PAGE_LIMIT = 200
+MAX_SKIP = 2**31 - 1  # the spec's bound; a larger offset is a 400 (PostgreSQL's OFFSET is a bigint)
 
 
 class StrictSchema(Schema):
@@ -18,7 +19,7 @@ class StrictSchema(Schema):
         unknown = "raise"
 
 
-# JSON types each scalar field takes in a body; marshmallow alone would also take "5", 5.0 or "true".
+# JSON types each scalar field takes in a body; marshmallow alone would also take "5" or "true".
 _JSON_TYPES: tuple[tuple[type[fields.Field], tuple[type, ...], str], ...] = (
     (fields.Boolean, (bool,), "boolean"),
     (fields.Integer, (int,), "integer"),
@@ -29,7 +30,8 @@ _JSON_TYPES: tuple[tuple[type[fields.Field], tuple[type, ...], str], ...] = (
 class JsonBodySchema(StrictSchema):
     """Base of JSON request bodies: unknown fields and values of the wrong JSON type are rejected.
 
-    The OpenAPI spec says `integer`, `number` or `boolean`; a string, or a float for an integer, is a 400.
+    The OpenAPI spec says `integer`, `number` or `boolean`; a string, or a fraction for an integer, is a
+    400. As in JSON Schema (OpenAPI 3.1), an integer is a number without a fractional part: `3.0` is 3.
     """
 
     @pre_load
@@ -37,6 +39,7 @@ class JsonBodySchema(StrictSchema):
         if not isinstance(data, Mapping):
             return data
         errors: dict[str, list[str]] = {}
+        integral: dict[str, int] = {}
         for field in self.load_fields.values():
             key = field.data_key or field.name or ""
             value = data.get(key)
@@ -44,12 +47,14 @@ class JsonBodySchema(StrictSchema):
                 continue
             for field_type, json_types, kind in _JSON_TYPES:
                 if isinstance(field, field_type):
-                    if not isinstance(value, json_types) or (isinstance(value, bool) and kind != "boolean"):
+                    if kind == "integer" and isinstance(value, float) and value.is_integer():
+                        integral[key] = int(value)
+                    elif not isinstance(value, json_types) or (isinstance(value, bool) and kind != "boolean"):
                         errors[key] = [f"Not a valid {kind}."]
                     break
         if errors:
             raise ValidationError(errors)
-        return data
+        return {**data, **integral} if integral else data
 
 
 class ErrorSchema(Schema):
@@ -61,13 +66,13 @@ class ErrorSchema(Schema):
     details = fields.Dict(metadata={"description": "Optional; for validation errors, each bad field."})
 
 
-class PaginationArgs(Schema):
-    """`skip`/`limit` query arguments. A limit above the maximum is clamped, not refused."""
+class PaginationArgs(StrictSchema):
+    """`skip`/`limit` query arguments. A limit above the maximum is clamped, not refused.
 
-    class Meta:
-        unknown = EXCLUDE
+    Query arguments are strict like bodies: an unknown one is a 400, not silently ignored.
+    """
 
-    skip = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    skip = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_SKIP))
     limit = fields.Integer(
         load_default=DEFAULT_PAGE_LIMIT,
         validate=validate.Range(min=1),
@@ -82,11 +87,8 @@ class PaginationArgs(Schema):
         return data
 
 
-class WindowArgs(Schema):
+class WindowArgs(StrictSchema):
     """`hours`: the window of time-based figures (default the last 24 hours)."""
-
-    class Meta:
-        unknown = EXCLUDE
 
     hours = fields.Integer(load_default=24, validate=validate.Range(min=1, max=24 * 365))
 

@@ -161,9 +161,6 @@ class EventListArgs(PaginationArgs):
 
 
 class LogArgs(StrictSchema):
-    class Meta:
-        unknown = "exclude"
-
     tail = fields.Integer(load_default=100, validate=validate.Range(min=0, max=10_000))
     since = fields.AwareDateTime(default_timezone=None, metadata={"description": "ISO 8601 with a zone."})
     replica = fields.Integer(validate=validate.Range(min=0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from deploy_service.schemas.common import JsonBodySchema, PaginationArgs, page_schema
+from deploy_service.schemas.common import JsonBodySchema, PaginationArgs, StrictSchema, page_schema
 
 _SCORE = validate.Range(min=0.0, max=1.0)
 
@@ -55,10 +55,7 @@ class EvaluationListArgs(PaginationArgs):
     since = fields.AwareDateTime(metadata={"description": "ISO 8601 with a zone."})
 
 
-class EvaluationStatsArgs(Schema):
-    class Meta:
-        unknown = "exclude"
-
+class EvaluationStatsArgs(StrictSchema):
     days = fields.Integer(load_default=7, validate=validate.Range(min=1, max=3650))
     agent_id = fields.String()
 

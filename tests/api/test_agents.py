@@ -184,6 +184,9 @@ def test_local_git_sources_need_the_flag(
         ({"resources": {"gpu": 1}}, "resources"),
         ({"port": 0}, "port"),
         ({"port": 70000}, "port"),
+        ({"port": "8080"}, "port"),
+        ({"port": 8080.5}, "port"),
+        ({"port": True}, "port"),
         ({"invoke_path": "invoke"}, "invoke_path"),
         ({"health_check": {"path": "/h", "interval_seconds": -1}}, "health_check"),
         ({"name": ""}, "name"),
@@ -214,6 +217,17 @@ def test_env_and_secrets_may_not_set_the_same_variable(client: FlaskClient, auth
     make_secret(app, user, "token")
     payload = agent_payload(env={"TOKEN": "plain"}, secrets={"TOKEN": "token"})
     assert_error(client.post("/v1/agents", headers=headers, json=payload), 400, "validation_error")
+
+
+def test_an_integer_may_be_written_with_a_zero_fraction(client: FlaskClient, auth: AuthActions) -> None:
+    """JSON Schema (OpenAPI 3.1) counts 8080.0 as an integer; it is stored as 8080."""
+    _, headers = auth.user()
+    payload = agent_payload(port=8080.0, health_check={"path": "/h", "retries": 5.0})
+    response = client.post("/v1/agents", headers=headers, json=payload)
+    assert response.status_code == 201, response.get_json()
+    agent = response.get_json()
+    assert agent["port"] == 8080 and isinstance(agent["port"], int)
+    assert agent["health_check"]["retries"] == 5 and isinstance(agent["health_check"]["retries"], int)
 
 
 def test_secret_references_must_exist_and_be_mine(client: FlaskClient, auth: AuthActions, app: Flask) -> None:

@@ -289,6 +289,9 @@ def test_every_list_route_is_paged(client: FlaskClient) -> None:
         ("limit=abc", 400, "limit"),
         ("skip=1.5", 400, "skip"),
         ("limit=1e9", 400, "limit"),
+        ("skip=2147483648", 400, "skip"),
+        ("skip=99999999999999999999999", 400, "skip"),
+        ("offset=10", 400, "offset"),
     ],
 )
 def test_page_size_is_clamped_and_bad_paging_is_400_on_every_list_route(
@@ -303,6 +306,34 @@ def test_page_size_is_clamped_and_bad_paging_is_400_on_every_list_route(
         else:
             error = assert_error(response, 400, "validation_error")
             assert field in error["details"], (url, error)
+
+
+def test_the_largest_skip_the_spec_allows_is_an_empty_page(world: World) -> None:
+    for probe in _paged_probes(world.client):
+        url, _ = probe.render(world.victim.ids)
+        response = world.client.get(f"{url}?skip=2147483647", headers=world.victim.headers)
+        assert response.status_code == 200, (url, response.get_json())
+        assert response.get_json()["items"] == [] and response.get_json()["skip"] == 2147483647, url
+
+
+def test_every_route_with_query_arguments_refuses_unknown_ones(world: World) -> None:
+    """Query arguments are strict like bodies: a misspelt filter is a 400, never silently ignored."""
+    spec = world.client.get("/openapi.json").get_json()
+    checked = []
+    for probe in PROBES:
+        if probe.method != "GET" or probe.query or probe.access not in (USER, USER_OR_KEY):
+            continue
+        operation = spec["paths"][re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", probe.rule)]["get"]
+        if not any(p["in"] == "query" for p in operation.get("parameters", [])):
+            continue
+        url, _ = probe.render(world.victim.ids)
+        error = assert_error(
+            world.client.get(f"{url}?colour=blue", headers=world.victim.headers), 400, "validation_error"
+        )
+        assert error["details"] == {"colour": ["Unknown field."]}, (url, error)
+        checked.append(probe.rule)
+    assert {"/v1/agents", "/v1/deployments/<string:deployment_id>/logs", "/v1/evaluations/stats"} <= set(checked)
+    assert "/v1/agents/<string:agent_id>/stats" in checked and len(checked) >= 15
 
 
 # CORS ------------------------------------------------------------------------------------------------
