@@ -80,10 +80,10 @@ class AgentItem(MethodView):
     @blp.auth_required()
     @blp.arguments(AgentPatchSchema(partial=True))
     @blp.response(200, AgentSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(
-        404, response="NOT_FOUND", description="No such agent, or `secrets` names a secret you do not have."
+        409, response="CONFLICT", description="The name is taken, or `secrets` names a secret you do not have."
     )
-    @blp.alt_response(409, response="CONFLICT")
     def patch(self, data: dict[str, Any], agent_id: str) -> Agent:
         """Update an agent: each given field replaces the stored one; applies at the next deploy."""
         return agent_service.update_agent(current_user(), agent_id, data)

@@ -39,18 +39,22 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _check_secret_references(owner_id: str, references: dict[str, str]) -> None:
+def _check_secret_references(
+    owner_id: str, references: dict[str, str], *, error: type[NotFound | Conflict] = NotFound
+) -> None:
     """Every secret the agent names exists among the owner's secrets.
 
     Raises:
         NotFound: a named secret does not exist (a reference to a missing resource, not malformed input);
             `details.secrets` maps each variable to what is missing.
+        Conflict: the same, as `error=Conflict`: on an existing agent's own URL a 404 would say that the
+            agent is gone, so there the missing secret is the state that conflicts with the change.
     """
     missing = set(missing_secret_names(owner_id, references.values()))
     if missing:
         unknown = {variable: f"No secret named {name!r}." for variable, name in references.items() if name in missing}
         first = next(iter(unknown.values()))
-        raise NotFound(first if len(unknown) == 1 else "Referenced secrets do not exist.", details={"secrets": unknown})
+        raise error(first if len(unknown) == 1 else "Referenced secrets do not exist.", details={"secrets": unknown})
 
 
 def _commit_or_conflict(name: str) -> None:
@@ -151,7 +155,9 @@ def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent
     """Replace the given top-level fields of an agent; takes effect at its next deploy or restart.
 
     Raises:
-        NotFound, ValidationFailed, Conflict: as for `get_agent` and `create_agent`.
+        NotFound: as for `get_agent` (only ever about the agent itself).
+        ValidationFailed: no image and no source would be left, or env and secrets overlap.
+        Conflict: the name is taken, or `secrets` names a secret the owner does not have.
     """
     agent = get_agent(actor, agent_id)
     data = _with_defaults(dict(data))
@@ -164,7 +170,7 @@ def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent
             "An agent needs an image or a git source.", details={"image": ["Give an image or a git source."]}
         )
     if "secrets" in data:
-        _check_secret_references(agent.owner_id, data["secrets"] or {})
+        _check_secret_references(agent.owner_id, data["secrets"] or {}, error=Conflict)
     if "name" in data and _name_taken(agent.owner_id, data["name"], exclude_id=agent.id):
         raise Conflict("You already have an agent with this name.", details={"name": data["name"]})
     if "env" in data or "secrets" in data:

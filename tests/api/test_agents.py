@@ -243,8 +243,9 @@ def test_secret_references_must_exist_and_be_mine(client: FlaskClient, auth: Aut
     assert error["message"] == "No secret named 'theirs'."
     assert error["details"] == {"secrets": {"B": "No secret named 'theirs'."}}
     agent = client.post("/v1/agents", headers=headers, json=agent_payload(name="later")).get_json()
+    # On the agent's own URL a 404 would say the agent is gone: there a missing secret is a conflict.
     patched = client.patch(f"/v1/agents/{agent['id']}", headers=headers, json={"secrets": {"A": "x", "B": "y"}})
-    error = assert_error(patched, 404, "not_found")
+    error = assert_error(patched, 409, "conflict")
     assert error["details"] == {"secrets": {"A": "No secret named 'x'.", "B": "No secret named 'y'."}}
     assert client.get(f"/v1/agents/{agent['id']}", headers=headers).get_json()["secrets"] == {}
     response = client.post("/v1/agents", headers=headers, json=agent_payload(secrets={"A": "mine"}))

@@ -79,13 +79,37 @@ schemathesis.openapi.format(
 schemathesis.openapi.format("git-url", st.builds("https://{}.example.com/{}/{}.git".format, _NAME, _NAME, _NAME))
 
 
+@dataclass
+class Identity:
+    access: str
+    refresh: str
+    api_key: str
+    agent_id: str
+
+
+# Stand-in credentials. Schemathesis builds its examples and coverage cases, auth included, when pytest
+# collects the module, before any fixture has made a user; the users are made per test (the database is
+# emptied after each). So the auth providers write these stand-ins, and the proxy in front of the app
+# swaps exactly these values for the running test's real ones. Any other value (none, a forged or a
+# mangled one, as the `ignored_auth` check sends) reaches the app unchanged.
+ACCESS, REFRESH, API_KEY = "fuzz-access-token", "fuzz-refresh-token", "fuzz-api-key"
+
+
 class _AppProxy:
     """The WSGI app under test, set per module: the spec is loaded at import time, the app needs fixtures."""
 
     target: Flask | None = None
+    identity: Identity | None = None
 
     def __call__(self, environ: Any, start_response: Any) -> Any:
         assert self.target is not None, "the fuzz_app fixture is not active"
+        if self.identity is not None:
+            real = {ACCESS: self.identity.access, REFRESH: self.identity.refresh}
+            scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+            if scheme == "Bearer" and token in real:
+                environ["HTTP_AUTHORIZATION"] = f"Bearer {real[token]}"
+            if environ.get("HTTP_X_API_KEY") == API_KEY:
+                environ["HTTP_X_API_KEY"] = self.identity.api_key
         return self.target(environ, start_response)
 
 
@@ -100,16 +124,25 @@ key_schema = schema.include(
 )
 
 
-@dataclass
-class Identity:
-    access: str
-    refresh: str
-    api_key: str
-    agent_id: str
+@schema.auth(refresh_interval=None)
+class BearerAuth:
+    """The fuzz user's access token (the refresh token for the refresh route), on every case of `schema`."""
 
-    def headers_for(self, case: Any) -> dict[str, str]:
-        token = self.refresh if case.path == "/v1/auth/refresh" else self.access
-        return {"Authorization": f"Bearer {token}"}
+    def get(self, case: Any, _context: Any) -> str:
+        return REFRESH if case.path == "/v1/auth/refresh" else ACCESS
+
+    def set(self, case: Any, token: str, _context: Any) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+
+
+class ApiKeyAuth:
+    """A real key of the fuzz user's agent (`test_operation_with_api_key` only)."""
+
+    def get(self, _case: Any, _context: Any) -> str:
+        return API_KEY
+
+    def set(self, case: Any, key: str, _context: Any) -> None:
+        case.headers = {**(case.headers or {}), "X-API-Key": key}
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +155,7 @@ def fuzz_app(make_app: Any, app: Flask) -> Iterator[Flask]:
 
 
 @pytest.fixture()
-def identity(fuzz_app: Flask) -> Identity:
+def identity(fuzz_app: Flask) -> Iterator[Identity]:
     """An admin (the first user), then the fuzz user: a plain user with an agent and a key for it."""
     client = fuzz_app.test_client()
     for email in ("root@example.com", "fuzz@example.com"):
@@ -135,33 +168,33 @@ def identity(fuzz_app: Flask) -> Identity:
     assert agent.status_code == 201, agent.get_json()
     key = client.post(f"/v1/agents/{agent.get_json()['id']}/api-key", json={}, headers=bearer)
     assert key.status_code == 201, key.get_json()
-    return Identity(tokens["access_token"], tokens["refresh_token"], key.get_json()["key"], agent.get_json()["id"])
+    APP.identity = Identity(
+        tokens["access_token"], tokens["refresh_token"], key.get_json()["key"], agent.get_json()["id"]
+    )
+    yield APP.identity
+    APP.identity = None
 
 
 @schema.parametrize()
 @FUZZ_SETTINGS
 def test_operation(case: Any, identity: Identity) -> None:
-    case.call_and_validate(headers=identity.headers_for(case))
+    case.call_and_validate()
 
 
+@key_schema.auth(ApiKeyAuth, refresh_interval=None)
 @key_schema.parametrize()
 @FUZZ_SETTINGS
 def test_operation_with_api_key(case: Any, identity: Identity) -> None:
-    case.call_and_validate(headers={"X-API-Key": identity.api_key})
+    case.call_and_validate()
 
 
 def test_stateful(identity: Identity) -> None:
     """Follow the spec's links from what POSTs create to the operations on it, with every check."""
-
-    class Machine(schema.as_state_machine()):  # type: ignore[misc]
-        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            return {"headers": identity.headers_for(case)}
-
     run_state_machine_as_test(
-        Machine,
+        schema.as_state_machine(),
         settings=settings(
             max_examples=MAX_EXAMPLES,
-            stateful_step_count=6,
+            stateful_step_count=int(os.environ.get("FUZZ_STEPS", "6")),
             derandomize=True,
             database=None,
             deadline=None,
