@@ -27,6 +27,7 @@ from deploy_service.api.common import ResourceIdConverter, property_names
 from deploy_service.extensions import api
 from deploy_service.schemas import agent as agent_schemas
 from deploy_service.schemas import deployment as deployment_schemas
+from deploy_service.schemas.common import NO_NUL_PATTERN
 
 BLUEPRINTS = (
     health.blp,
@@ -56,6 +57,47 @@ def _merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
             target[key] = value
 
 
+def _no_nul_strings(node: Any) -> None:
+    """Give every free-text string schema under `node` the no-NUL pattern (PostgreSQL cannot store NUL)."""
+    if isinstance(node, dict):
+        types = node.get("type")
+        is_string = types == "string" or (isinstance(types, list) and "string" in types)
+        if is_string and not {"pattern", "enum", "format"} & node.keys():
+            node["pattern"] = NO_NUL_PATTERN
+        if isinstance(node.get("additionalProperties"), dict) and "propertyNames" not in node:
+            node["propertyNames"] = {"pattern": NO_NUL_PATTERN}
+        for value in node.values():
+            _no_nul_strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            _no_nul_strings(value)
+
+
+def _no_nul_in_requests(schemas: dict[str, Any], paths: Mapping[str, Any]) -> None:
+    """Apply `_no_nul_strings` to the request bodies' component schemas (and those they reference)."""
+    names: set[str] = set()
+    pending = [
+        media["schema"]
+        for operations in paths.values()
+        for operation in operations.values()
+        if isinstance(operation, dict)
+        for media in operation.get("requestBody", {}).get("content", {}).values()
+    ]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            name = ref.rsplit("/", 1)[-1] if ref.startswith("#/components/schemas/") else None
+            if name and name not in names and name in schemas:
+                names.add(name)
+                pending.append(schemas[name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    for name in names:
+        _no_nul_strings(schemas[name])
+
+
 def register_blueprints(app: Flask) -> None:
     """Register every resource blueprint with the smorest Api, the body-size check, and the Swagger UI assets."""
     app.before_request(common.refuse_oversized_streamed_body)
@@ -79,6 +121,7 @@ def register_blueprints(app: Flask) -> None:
     )
     for name in ("DeployOptions", "DeployBody", "Scale"):
         _merge(api.spec.components.schemas[name], {"properties": {"replicas": {"maximum": app.config["MAX_REPLICAS"]}}})
+    _no_nul_in_requests(api.spec.components.schemas, api.spec.to_dict()["paths"])
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     api.spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
 

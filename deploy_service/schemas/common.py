@@ -27,12 +27,35 @@ _JSON_TYPES: tuple[tuple[type[fields.Field], tuple[type, ...], str], ...] = (
 )
 
 
+# Text PostgreSQL can store: no NUL character, in a column or in JSONB. The spec says so for request
+# strings (`api.no_nul_in_requests`), and every JSON body is checked (`JsonBodySchema._no_nul`).
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
 class JsonBodySchema(StrictSchema):
     """Base of JSON request bodies: unknown fields and values of the wrong JSON type are rejected.
 
     The OpenAPI spec says `integer`, `number` or `boolean`; a string, or a fraction for an integer, is a
     400. As in JSON Schema (OpenAPI 3.1), an integer is a number without a fractional part: `3.0` is 3.
     """
+
+    @pre_load
+    def _no_nul(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, Mapping):
+            bad = {str(key): ["Must not contain NUL characters."] for key, value in data.items() if _has_nul(value)}
+            if bad:
+                raise ValidationError(bad)
+        return data
 
     @pre_load
     def _json_types(self, data: Any, **_: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from deploy_service.schemas.agent import ENV_KEYS, ResourcesSchema, check_env_names
-from deploy_service.schemas.common import JsonBodySchema, PaginationArgs, StrictSchema, page_schema
+from deploy_service.schemas.common import NO_NUL_PATTERN, JsonBodySchema, PaginationArgs, StrictSchema, page_schema
 
 STATUSES = ("deploying", "running", "ready", "stopped", "failed", "killed")
 MAX_RESULT_BYTES = 256 * 1024
@@ -181,8 +181,35 @@ class LogsSchema(Schema):
 
 
 # What `ResultCreateSchema._results` accepts, for the spec (a Raw field documents no type).
+# Any JSON value whose strings (and keys) PostgreSQL can store: no NUL character (see NO_NUL_PATTERN).
+_JSON_VALUE: dict[str, Any] = {
+    "anyOf": [
+        {"type": ["number", "boolean", "null"]},
+        {"type": "string", "pattern": NO_NUL_PATTERN},
+        {"type": "array", "items": {"$ref": "#/components/schemas/ResultCreate/$defs/JsonValue"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL_PATTERN},
+            "additionalProperties": {"$ref": "#/components/schemas/ResultCreate/$defs/JsonValue"},
+        },
+    ]
+}
 OPENAPI_RULES: dict[str, dict[str, Any]] = {
-    "ResultCreate": {"properties": {"results": {"oneOf": [{"type": "string"}, {"type": "object"}]}}},
+    "ResultCreate": {
+        "$defs": {"JsonValue": _JSON_VALUE},
+        "properties": {
+            "results": {
+                "oneOf": [
+                    {"type": "string", "pattern": NO_NUL_PATTERN},
+                    {
+                        "type": "object",
+                        "propertyNames": {"pattern": NO_NUL_PATTERN},
+                        "additionalProperties": {"$ref": "#/components/schemas/ResultCreate/$defs/JsonValue"},
+                    },
+                ]
+            }
+        },
+    },
 }
 
 

@@ -230,6 +230,22 @@ def test_an_integer_may_be_written_with_a_zero_fraction(client: FlaskClient, aut
     assert agent["health_check"]["retries"] == 5 and isinstance(agent["health_check"]["retries"], int)
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [{"description": "a\x00b"}, {"env": {"A": "x\x00"}}, {"command": ["run", "\x00"]}],
+)
+def test_nul_characters_are_refused_on_every_database(
+    client: FlaskClient, auth: AuthActions, changes: dict[str, Any]
+) -> None:
+    """PostgreSQL cannot store NUL in text or JSONB: refused up front (400), never a 500, on both databases."""
+    _, headers = auth.user()
+    error = assert_error(
+        client.post("/v1/agents", headers=headers, json=agent_payload(**changes)), 400, "validation_error"
+    )
+    assert error["details"] == {next(iter(changes)): ["Must not contain NUL characters."]}
+    assert client.get("/v1/agents", headers=headers).get_json()["total"] == 0
+
+
 def test_secret_references_must_exist_and_be_mine(client: FlaskClient, auth: AuthActions, app: Flask) -> None:
     user, headers = auth.user()
     other = make_user(app)

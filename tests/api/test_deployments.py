@@ -502,6 +502,11 @@ def test_results_by_owner(app: Flask, api: Api, fake_runner: FakeRunner) -> None
     assert obj.get_json()["results"] == {"score": 0.9}
     assert_error(api.post(f"/v1/deployments/{deployment['id']}/results", {"results": 5}), 400, "validation_error")
     assert_error(api.post(f"/v1/deployments/{deployment['id']}/results", {}), 400, "validation_error")
+    for nul in ("a\x00", {"deep": [{"k": "v\x00"}]}, {"ke\x00y": 1}):
+        refused = assert_error(
+            api.post(f"/v1/deployments/{deployment['id']}/results", {"results": nul}), 400, "validation_error"
+        )
+        assert refused["details"] == {"results": ["Must not contain NUL characters."]}
     listing = api.get(f"/v1/deployments/{deployment['id']}/results").get_json()
     assert [item["results"] for item in listing["items"]] == [{"score": 0.9}, "report text"]
     assert len(api.events(deployment["id"], event_type="result_added")) == 2

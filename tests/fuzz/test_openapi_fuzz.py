@@ -1,17 +1,25 @@
 """Schemathesis fuzzing of the service's own OpenAPI spec, in-process (WSGI), with every default check.
 
 What runs:
-- `test_operation`: every operation of `GET /openapi.json` (51), as a logged-in user (`Authorization:
-  Bearer`; the refresh route gets the refresh token), with schemathesis 4's default configuration: all
-  phases (examples, coverage — including unsupported methods and malformed content types — and fuzzing),
-  positive and negative data, and every default check (server errors, status code / content type /
-  headers / response schema conformance, positive data acceptance, negative data rejection, missing
-  required header, unsupported method, Allow header, ignored auth, use-after-free, resource availability).
+- `test_operation`: every operation of `GET /openapi.json` (OpenAPI 3.1, 51 operations), as a logged-in
+  user (`Authorization: Bearer`; the refresh route gets the refresh token), with schemathesis 4's default
+  configuration: all phases (examples, coverage — including unsupported methods and malformed content
+  types — and fuzzing), positive and negative data, and every default check (server errors, status
+  code / content type / headers / response schema conformance, positive data acceptance, negative data
+  rejection, missing required header, unsupported method, Allow header, ignored auth, use-after-free,
+  resource availability).
 - `test_operation_with_api_key`: the operations that also take `X-API-Key`, with a real key of a real
   agent the fuzz user owns.
 - `test_stateful`: schemathesis' state machine over the spec's OpenAPI links (agent → get/patch/delete/
   deploy/api-key/stats, deployment → get/events/logs/metrics/scale/stop/restart/results/delete, secret,
-  webhook and API key → delete), bounded in steps and examples.
+  webhook and API key → delete) and the links schemathesis infers, bounded in steps and examples. Each
+  scenario starts from an empty database, so Hypothesis can replay and shrink what it finds.
+
+Auth goes through schemathesis auth providers (`BearerAuth`, `ApiKeyAuth`), so every case counts as
+explicitly authenticated and `ignored_auth` checks every protected operation. Schemathesis builds its
+examples and coverage cases when pytest collects the module, before any fixture has made a user, so the
+providers write stand-in credentials that the WSGI proxy in front of the app swaps for the running
+test's real ones (only those exact values; a missing, forged or mangled credential passes unchanged).
 
 The runner is the in-memory `FakeRunner`, so fuzzing never starts containers; no reconciler runs, so
 deployments stay `deploying`. `LOG_FOLLOW_MAX_SECONDS` is tiny so `follow=true` streams end at once, and
@@ -19,21 +27,10 @@ deployments stay `deploying`. `LOG_FOLLOW_MAX_SECONDS` is tiny so `follow=true` 
 The spec's two non-standard string formats (`git-url`, `http-url`) get generators here; whether a value
 is valid is still decided by the service, and every check applies to it.
 
-Excluded: no operation and no check. The module runs only with `FUZZ=1` (`make fuzz`) while these
-findings are open (each is a spec/service disagreement that needs a decision, not a looser check):
-- `POST|PATCH /v1/agents`: a reference to a secret that does not exist is a 400 (the spec cannot know
-  which names exist: 404/409 would be within the spec).
-- env/secrets variable names: `propertyNames` is not OpenAPI 3.0 and schemathesis ignores it, so it
-  generates names the service refuses (needs the spec on OpenAPI 3.1).
-- `POST /v1/evaluations`: with a user token `agent_id` is required, with a key it is not; one body
-  schema cannot say that.
-- list routes ignore unknown query parameters (`PaginationArgs` excludes them) and take a `skip`
-  beyond int32; the spec does not allow either.
-- stateful: the headers given through `get_call_kwargs` are not seen as explicit auth by `ignored_auth`
-  (a harness issue: use a schemathesis auth provider instead).
+Excluded: no operation and no check. Part of the normal suite (`make test`, both databases).
 
-Bounded and reproducible: `FUZZ_MAX_EXAMPLES` (default 10) examples per operation and phase, Hypothesis
-derandomized (fixed seed), no example database written.
+Bounded and reproducible: `FUZZ_MAX_EXAMPLES` (default 10) examples per operation and phase (three times
+that for the state machine, ten steps each), Hypothesis derandomized (fixed seed), no example database.
 """
 
 from __future__ import annotations
