@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test lint security
+.PHONY: run test lint security load bench
 
 run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
@@ -12,3 +12,9 @@ lint:
 
 security:  ## the attack-matrix tests (tests/security) on SQLite; see docs/security.md
 	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/security -q'
+
+load:  ## the sustained load test against gunicorn (LOAD_SECONDS, default 60); prints req/s and p99
+	bash -c 'source scripts/bootstrap.sh && scripts/ensure_docker.sh && python -m pytest tests/load -s -q'
+
+bench:  ## every benchmark, one table of figures against the targets (docs/performance.md)
+	bash bench/run_all

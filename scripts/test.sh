@@ -3,20 +3,24 @@
 # that scripts/with_postgres.sh installs (Debian's postgresql) and starts itself. The integration
 # tests drive a real Docker engine: scripts/ensure_docker.sh installs Debian's docker.io and
 # busybox-static and starts dockerd when no engine answers; the rate-limit tests need Debian's
-# redis-server, installed here when missing.
+# redis-server and wrk, installed here when missing; the load test runs last, once.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k agents).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 
 scripts/ensure_docker.sh
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "test: installing Debian's redis-server (the rate-limit tests start one on loopback)" >&2
+# redis-server: the rate-limit tests start one on loopback; wrk: the load test drives gunicorn with it.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test: installing Debian's ${missing[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >&2 \
-      || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >&2; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
+      || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; }
   else
-    sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >&2
+    sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
   fi
 fi
 
@@ -27,7 +31,14 @@ echo "== mypy" >&2
 mypy
 
 echo "== pytest on SQLite" >&2
-env -u TEST_DATABASE_URL python -m pytest "$@"
+env -u TEST_DATABASE_URL python -m pytest -m "not load" "$@"
 
 echo "== pytest on PostgreSQL" >&2
-scripts/with_postgres.sh python -m pytest "$@"
+scripts/with_postgres.sh python -m pytest -m "not load" "$@"
+
+# The sustained load test (LOAD_SECONDS, default 60) runs once, on PostgreSQL as in production, and
+# only for the whole suite (not when arguments pick tests).
+if [ "$#" -eq 0 ]; then
+  echo "== load test on PostgreSQL (${LOAD_SECONDS:-60} s)" >&2
+  scripts/with_postgres.sh python -m pytest tests/load -s -q
+fi
