@@ -176,7 +176,8 @@ def status_is(api: Client, deployment_id: str, *statuses: str) -> Callable[[], b
 
 @BOTH_RUNNERS
 def test_image_deploy_becomes_ready_and_answers(api: Client, engine: Engine) -> None:
-    deployment_id = api.deploy(api.agent(health_check=FAST_HEALTH), replicas=2)
+    env = {"LOOKS_LIKE_A_TEMPLATE": "{{.Task.Slot}} {{"}
+    deployment_id = api.deploy(api.agent(health_check=FAST_HEALTH, env=env), replicas=2)
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
     body = api.deployment(deployment_id)
     assert body["replicas"] == {"desired": 2, "running": 2, "ready": 2}
@@ -186,6 +187,14 @@ def test_image_deploy_becomes_ready_and_answers(api: Client, engine: Engine) -> 
     assert len(engine.containers(deployment_id)) == 2
     passed = api.events(deployment_id, "health_passed")
     assert sorted(event["data"]["replica"] for event in passed) == [0, 1]
+    for container in engine.containers(deployment_id):
+        assert "LOOKS_LIKE_A_TEMPLATE={{.Task.Slot}} {{" in engine.inspect(container.id).attrs["Config"]["Env"]
+    if engine.runner == "swarm":
+        [service] = engine.client.api.services(filters={"label": f"{LABEL_DEPLOYMENT}={deployment_id}"})
+        spec = service["Spec"]
+        assert spec["Mode"]["Replicated"]["Replicas"] == 2
+        assert spec["UpdateConfig"]["Order"] == "start-first" and spec["UpdateConfig"]["FailureAction"] == "rollback"
+        assert spec["TaskTemplate"]["RestartPolicy"]["MaxAttempts"] == SETTINGS.restart_budget
 
 
 def test_every_container_is_hardened(api: Client, engine: Engine) -> None:
@@ -324,6 +333,7 @@ def test_container_removed_by_hand_comes_back(api: Client, engine: Engine) -> No
         what="the event",
     )
     wait_until(status_is(api, deployment_id, "ready"), what="ready again")
+    assert api.deployment(deployment_id)["instances"][0]["restarts"] >= 1
 
 
 @BOTH_RUNNERS
@@ -370,6 +380,7 @@ def test_never_healthy_fails_after_the_deadline(api: Client, engine: Engine) -> 
     assert engine.containers(deployment_id) == []
 
 
+@BOTH_RUNNERS
 def test_restarted_service_adopts_without_duplicates(api: Client, engine: Engine, app: Flask) -> None:
     deployment_id = api.deploy(api.agent(), replicas=3)
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
@@ -384,6 +395,7 @@ def test_restarted_service_adopts_without_duplicates(api: Client, engine: Engine
     assert sorted(c.id for c in engine.containers(deployment_id)) == before
 
 
+@BOTH_RUNNERS
 def test_runtime_logs_and_live_follow(api: Client, engine: Engine) -> None:
     deployment_id = api.deploy(api.agent())
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
@@ -415,9 +427,14 @@ def test_runtime_logs_and_live_follow(api: Client, engine: Engine) -> None:
     assert json.loads(end)["status"] == "killed"
 
 
+@BOTH_RUNNERS
 def test_ready_checks_the_engine(client: FlaskClient, engine: Engine) -> None:
     body = client.get("/health/ready").get_json()
     assert body["checks"]["engine"]["status"] == "ok"
+    assert body["checks"]["engine"]["runner"] == engine.runner
+    if engine.runner == "swarm":
+        assert body["checks"]["engine"]["swarm"]["node_state"] == "active"
+        assert body["checks"]["engine"]["swarm"]["manager"] is True
 
 
 def test_engine_unreachable_means_503_and_nothing_written(
@@ -472,6 +489,7 @@ def test_interact_times_out_on_a_slow_agent(
     assert quick.status_code == 200 and quick.get_json()["echo"] == {"sleep": 0}
 
 
+@BOTH_RUNNERS
 def test_resource_samples_on_the_real_engine(api: Client, engine: Engine, app: Flask) -> None:
     deployment_id = api.deploy(api.agent(resources={"memory_mb": 48}))
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
