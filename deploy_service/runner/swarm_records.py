@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from deploy_service.config import SWARM_MAX_REPLICAS
 from deploy_service.runner.base import (
     LABEL_AGENT,
     LABEL_DEPLOYMENT,
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 LABEL_PORT_BLOCK = "deploy-service.port-block"
-MAX_REPLICAS = 99
+MAX_REPLICAS = SWARM_MAX_REPLICAS
 """Slots 1..99 fit a block of 100 ports (the block's port 0 is never used)."""
 
 _CREATED = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
