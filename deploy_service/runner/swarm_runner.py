@@ -3,6 +3,8 @@
 Talks to a Swarm manager (`DOCKER_HOST`, or the local socket) through the same SDK as `DockerRunner`,
 which it extends: images (inspect, pull, build), container logs, stats and exit details are the Docker
 backend's, used on the containers of tasks that run on the engine it talks to (one node: all of them).
+Logs of a task on another node come through the manager (`/tasks/<id>/logs`); stats and OOM details of
+such a task are not available (the manager's API has none).
 
 What changes is who keeps replicas alive: Swarm does (`manages_replicas`). A deployment is the service
 `ds-<deployment id>` with N replicas, host networking, a restart policy (restart after the backoff base,
@@ -21,7 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from docker.errors import APIError, NotFound
@@ -34,6 +37,7 @@ from deploy_service.runner.base import (
     BuildSpec,
     ImageInfo,
     ImageUnavailable,
+    LogLine,
     ReplicaInfo,
     ReplicaSpec,
     ReplicaStartFailed,
@@ -44,6 +48,7 @@ from deploy_service.runner.base import (
 )
 from deploy_service.runner.docker_common import explanation
 from deploy_service.runner.docker_runner import DockerRunner, _user_for_image
+from deploy_service.runner.docker_streams import log_lines, set_read_timeout
 from deploy_service.runner.swarm_records import (
     MAX_REPLICAS,
     service_document,
@@ -182,6 +187,72 @@ class SwarmRunner(DockerRunner):
                     )
                 )
         return replicas
+
+    # -- observation ---------------------------------------------------------------------------------
+
+    def logs(
+        self,
+        container: str,
+        *,
+        replica: int,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[LogLine]:
+        """The container's lines from the engine it runs on; from the manager's task logs if it is elsewhere.
+
+        Raises:
+            RunnerError: no such container, nor a task of ours that ran it.
+        """
+        try:
+            return super().logs(container, replica=replica, tail=tail, since=since, follow=follow)
+        except RunnerError:
+            task_id = self._task_of_container(container)
+            if task_id is None:
+                raise
+        return self.task_logs(task_id, replica=replica, tail=tail, since=since, follow=follow)
+
+    def _task_of_container(self, container: str) -> str | None:
+        with self._engine() as api:
+            services = api.services(filters={"label": f"{LABEL_MANAGED}={self._namespace}"})
+            if not services:
+                return None
+            tasks = api.tasks(filters={"service": [service["ID"] for service in services]})
+        for task in tasks:
+            found = str(((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID") or "")
+            if found and found.startswith(container):
+                return str(task["ID"])
+        return None
+
+    def task_logs(
+        self,
+        task_id: str,
+        *,
+        replica: int,
+        tail: int | None = None,
+        since: datetime | None = None,
+        follow: bool = False,
+    ) -> Iterator[LogLine]:
+        """A task's lines through the Swarm manager (which fetches them from the task's node)."""
+        params: dict[str, Any] = {
+            "stdout": 1,
+            "stderr": 1,
+            "timestamps": 1,
+            "follow": 1 if follow else 0,
+            "tail": "all" if tail is None else max(int(tail), 0),
+        }
+        if since is not None:
+            params["since"] = f"{since.timestamp():.6f}"
+        with self._engine() as api:
+            response = api._get(api._url("/tasks/{0}/logs", task_id), params=params, stream=True)
+            try:
+                api._raise_for_status(response)
+            except APIError as exc:
+                response.close()
+                raise RunnerError(f"The Swarm manager refused the logs of task {task_id}: {explanation(exc)}") from exc
+        if follow:
+            set_read_timeout(response, None)
+        return log_lines(response, replica=replica, guard=self._engine)
 
     # -- services ----------------------------------------------------------------------------------
 

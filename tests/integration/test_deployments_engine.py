@@ -358,6 +358,7 @@ def test_crashing_image_backs_off_then_fails(
     assert by_kind["crash_loop"]["count"] >= 2 and by_kind["crash_loop"]["severity"] == "critical"
 
 
+@BOTH_RUNNERS
 def test_out_of_memory_is_reported(api: Client, engine: Engine) -> None:
     agent_id = api.agent(image="deploy-test/memory-hog:latest", resources={"memory_mb": 32})
     deployment_id = api.deploy(agent_id)
@@ -370,6 +371,7 @@ def test_out_of_memory_is_reported(api: Client, engine: Engine) -> None:
     assert {"memory_high", "deployment_failed"} <= {alert["kind"] for alert in active}
 
 
+@BOTH_RUNNERS
 def test_never_healthy_fails_after_the_deadline(api: Client, engine: Engine) -> None:
     deployment_id = api.deploy(api.agent(image="deploy-test/never-healthy:latest", health_check=FAST_HEALTH))
     started = time.monotonic()
