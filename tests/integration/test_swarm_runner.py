@@ -128,3 +128,25 @@ def test_a_replica_that_keeps_crashing_is_restarted_by_swarm_then_given_up(swarm
     time.sleep(1.0)  # the budget is spent: Swarm starts no fourth task, however long one waits
     [service] = swarm.list_services()
     assert len(service.tasks) == 3
+
+
+def test_an_update_whose_new_tasks_crash_is_rolled_back(swarm: SwarmRunner) -> None:
+    first = spec(replicas=1)
+    swarm.apply_service(first)
+    [serving] = wait_for(running(swarm, 1, 1), what="running").values()
+    broken = {**first.__dict__, "generation": 2, "port_block": 348, "image": "deploy-test/crasher:latest"}
+    swarm.apply_service(spec(**{**broken, "env": {"CRASH_DELAY": "0.1"}}))
+
+    def rolled_back() -> Any:
+        [service] = swarm.list_services()
+        # Swarm may pause the rollback itself (it counts the failure of the update's task again); either
+        # way the spec is the old one and the old replica serves.
+        rolled = service.update_state in ("rollback_completed", "rollback_paused")
+        current = current_tasks(service).get(0)
+        return rolled and current is not None and current.running and current.generation == 1 and service
+
+    service = wait_for(rolled_back, timeout=60, what="the rollback")
+    assert service.generation == 1, "the spec (and its labels) are the old generation's again"
+    current = current_tasks(service)[0]
+    assert answers(current.port or 0) == "0"
+    assert serving.port == current.port == 34701
