@@ -134,7 +134,14 @@ class SwarmConverger(Converger):
         instances = {instance.index: instance for instance in deployment.instances}
         for index in range(desired):
             if index not in instances:
-                instance = Instance(deployment_id=deployment.id, index=index, generation=deployment.generation)
+                instance = Instance(
+                    deployment_id=deployment.id,
+                    index=index,
+                    generation=deployment.generation,
+                    restarts=0,
+                    recent_restarts=0,
+                    health_failures=0,
+                )
                 deployment.instances.append(instance)
                 instances[index] = instance
         for index in [index for index in instances if index >= desired]:
@@ -346,7 +353,7 @@ class SwarmConverger(Converger):
                 kind, text = "container_restarted", "restarted by Swarm"
             lifecycle.record_event(deployment, kind, f"Replica {instance.index} {text} on port {task.port}.", data)
             instance.container_id = task.container_id
-            instance.started_at = task.updated_at or now
+            instance.started_at = now  # our clock: the stable period is measured like the docker runner's
             instance.healthy = None
             instance.health_failures = 0
             instance.exit_code = None
