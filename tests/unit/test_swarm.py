@@ -5,6 +5,7 @@ The engine round trips (create, scale, rolling update, removal) are in tests/int
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -204,14 +205,34 @@ def test_the_current_task_of_each_replica() -> None:
     assert given_up[0].task_id == "t1-2" and given_up[0].exit_code is None
 
 
-def test_port_blocks_are_free_aligned_and_inside_the_range() -> None:
+def test_port_blocks_are_free_aligned_and_inside_the_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    probed: list[tuple[int, int]] = []
+
+    def bindable(first: int, count: int) -> bool:
+        probed.append((first, count))
+        return first != 20401  # something else listens in block 204
+
+    monkeypatch.setattr("deploy_service.reconciler.swarm_converge._bindable", bindable)
     used: set[int] = {201}
-    blocks = {free_block(used, (20000, 20399), 3) for _ in range(3)}
+    blocks = {free_block(used, (20000, 20499), 3) for _ in range(3)}
     assert blocks == {200, 202, 203} and used == {200, 201, 202, 203}
+    assert all(count == 3 and first % 100 == 1 for first, count in probed)
     with pytest.raises(RuntimeError, match="no free block"):
-        free_block(used, (20000, 20399), 1)
+        free_block(used, (20000, 20499), 1)
     with pytest.raises(RuntimeError):
         free_block(set(), (20050, 20150), 1)  # no whole block inside
+
+
+def test_a_block_with_a_port_in_use_is_skipped() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("0.0.0.0", 0))
+        taken = listener.getsockname()[1]
+        block = taken // 100
+        if block * 100 + 99 > 65535 or taken % 100 == 0:
+            pytest.skip("the kernel gave a port outside a usable block")
+        low = block * 100
+        with pytest.raises(RuntimeError, match="no free block"):
+            free_block(set(), (low, low + 99), taken % 100)
 
 
 def test_runner_choice_and_swarm_settings_are_validated() -> None:
