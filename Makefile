@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test lint
+.PHONY: run test lint test-swarm
 
 run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
@@ -9,3 +9,6 @@ test:  ## ruff + mypy + the suite on SQLite and on PostgreSQL
 
 lint:
 	bash -c 'source scripts/bootstrap.sh && ruff check deploy_service tests migrations app.py && mypy'
+
+test-swarm:  ## the Swarm runner's tests (needs a swarm manager: `docker swarm init --advertise-addr 127.0.0.1`)
+	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/unit/test_swarm.py tests/api/test_swarm_converger.py tests/integration/test_swarm_runner.py tests/integration/test_deployments_engine.py -k swarm'

@@ -102,7 +102,11 @@ class SwarmRunner(DockerRunner):
         return swarm
 
     def ping(self) -> None:
-        super().ping()
+        """One `info` call: the engine answers and is an active Swarm manager.
+
+        Raises:
+            EngineUnavailable: it does not answer, or it is not a manager (nothing could be scheduled).
+        """
         with self._engine() as api:
             swarm = self._swarm_state(api)
         if swarm.get("LocalNodeState") != "active" or not swarm.get("ControlAvailable"):

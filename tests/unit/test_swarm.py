@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from deploy_service.config import load_config, validate_config
-from deploy_service.errors import ConfigError
+from deploy_service.errors import ConfigError, EngineUnavailable
 from deploy_service.reconciler.swarm_converge import free_block
 from deploy_service.runner import BuildFailed, BuildSpec, ImageInfo, ServiceInfo, ServiceSpec, create_runner
 from deploy_service.runner.swarm_records import (
@@ -312,3 +312,43 @@ def test_without_a_registry_the_local_image_is_used(monkeypatch: pytest.MonkeyPa
         registry_reference("r.example.com:5000/team", "deploy-service/agent-y:r1")
         == "r.example.com:5000/team/agent-y:r1"
     )
+
+
+class InfoApi:
+    def __init__(self, swarm: dict[str, Any]) -> None:
+        self.swarm = swarm
+
+    def info(self) -> dict[str, Any]:
+        return {"Swarm": self.swarm}
+
+
+@pytest.mark.parametrize(
+    ("swarm", "message"),
+    [
+        ({"LocalNodeState": "inactive", "ControlAvailable": False}, "not a Swarm manager \\(node state inactive\\)"),
+        ({"LocalNodeState": "active", "ControlAvailable": False}, "not a Swarm manager \\(node state active\\)"),
+    ],
+)
+def test_an_engine_that_is_not_a_swarm_manager_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch, swarm: dict[str, Any], message: str
+) -> None:
+    runner = SwarmRunner({})
+    monkeypatch.setattr(runner, "_api", lambda: InfoApi(swarm))
+    with pytest.raises(EngineUnavailable, match=message):
+        runner.ping()
+
+
+def test_a_manager_answers_and_describes_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = SwarmRunner({"SWARM_REGISTRY": "registry.example.com/agents"})
+    state = {"LocalNodeState": "active", "ControlAvailable": True, "Nodes": 3, "Managers": 1}
+    monkeypatch.setattr(runner, "_api", lambda: InfoApi(state))
+    runner.ping()
+    assert runner.describe() == {
+        "swarm": {
+            "node_state": "active",
+            "manager": True,
+            "nodes": 3,
+            "managers": 1,
+            "registry": "registry.example.com/agents",
+        }
+    }
