@@ -109,6 +109,9 @@ class SwarmConverger(Converger):
         self.health.forget_all_but(
             task.container_id for s in services for task in current_tasks(s).values() if task.container_id
         )
+        # Swarm prunes old tasks (and we remove services): forget what can never be listed again.
+        self._seen_exits &= {task.task_id for service in services for task in service.tasks}
+        self._known &= live
         return self._after_deployments(deployments, next_pass)
 
     def _converge_service(self, deployment: Deployment, used_blocks: set[int]) -> float:
