@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test lint security load bench
+.PHONY: run test lint security load bench test-swarm
 
 run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
@@ -18,3 +18,6 @@ load:  ## the sustained load test against gunicorn (LOAD_SECONDS, default 60); p
 
 bench:  ## every benchmark, one table of figures against the targets (docs/performance.md)
 	bash bench/run_all
+
+test-swarm:  ## the Swarm runner's tests (needs a swarm manager: `docker swarm init --advertise-addr 127.0.0.1`)
+	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/unit/test_swarm.py tests/api/test_swarm_converger.py tests/integration/test_swarm_runner.py tests/integration/test_deployments_engine.py -k swarm'

@@ -3,7 +3,9 @@
 # that scripts/with_postgres.sh installs (Debian's postgresql) and starts itself. The integration
 # tests drive a real Docker engine: scripts/ensure_docker.sh installs Debian's docker.io and
 # busybox-static and starts dockerd when no engine answers; the rate-limit tests need Debian's
-# redis-server and wrk, installed here when missing; the load test runs last, once.
+# redis-server and wrk, installed here when missing; the load test runs last, once. The swarm runner's
+# tests run on a single-node swarm that this script initialises (and leaves at the end) when the engine
+# is not in one already.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k agents).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   else
     sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
   fi
+fi
+
+# The swarm runner's integration tests need a Swarm manager: make this engine a single-node swarm for
+# the run, and leave it afterwards only if this script initialised it (a swarm that was there stays).
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" != "active" ]; then
+  echo "test: initialising a single-node swarm for the swarm runner's tests" >&2
+  docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+  trap 'echo "test: leaving the swarm this run initialised" >&2; docker swarm leave --force >/dev/null' EXIT
 fi
 
 echo "== ruff" >&2

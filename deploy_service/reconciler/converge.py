@@ -90,12 +90,23 @@ class Converger:
         """
         db.session().expire_on_commit = False
         observed = self.runner.list_replicas()
-        deployments = db.session.scalars(
-            select(Deployment)
-            .where(Deployment.status != lifecycle.KILLED)
-            .options(selectinload(Deployment.instances))
-            .order_by(Deployment.created_at)
-        ).all()
+        deployments = self._live_deployments()
+        next_pass = self._converge_deployments(deployments, observed)
+        self.health.forget_all_but(r.container_id for r in observed)
+        return self._after_deployments(deployments, next_pass)
+
+    def _live_deployments(self) -> list[Deployment]:
+        return list(
+            db.session.scalars(
+                select(Deployment)
+                .where(Deployment.status != lifecycle.KILLED)
+                .options(selectinload(Deployment.instances))
+                .order_by(Deployment.created_at)
+            ).all()
+        )
+
+    def _converge_deployments(self, deployments: list[Deployment], observed: list[ReplicaInfo]) -> float:
+        """Converge each deployment (one transaction each); returns seconds until the next pass is wanted."""
         by_deployment: dict[str, list[ReplicaInfo]] = defaultdict(list)
         for replica in observed:
             by_deployment[replica.deployment_id].append(replica)
@@ -105,11 +116,17 @@ class Converger:
             log.info("removing %d orphaned container(s)", len(orphans))
             self._remove_all(orphans)
         used_ports = {i.port for d in deployments for i in d.instances if i.port} | {r.port for r in observed if r.port}
+        return self._each_deployment(
+            deployments, lambda deployment: self._converge(deployment, by_deployment.get(deployment.id, []), used_ports)
+        )
+
+    def _each_deployment(self, deployments: list[Deployment], converge: Callable[[Deployment], float]) -> float:
+        """Run `converge` per deployment, then the alert rules, and commit; one failure spoils only its own."""
         next_pass = self.settings.resync
         self._open_alerts = alerts.open_alerts()
         for deployment in deployments:
             try:
-                wanted = self._converge(deployment, by_deployment.get(deployment.id, []), used_ports)
+                wanted = converge(deployment)
                 alerts.evaluate_state(deployment, self._open_alerts)
                 db.session.commit()
             except StaleDataError:
@@ -125,7 +142,10 @@ class Converger:
                 self._open_alerts = alerts.open_alerts()
                 wanted = self.settings.tick
             next_pass = min(next_pass, wanted)
-        self.health.forget_all_but(r.container_id for r in observed)
+        return next_pass
+
+    def _after_deployments(self, deployments: list[Deployment], next_pass: float) -> float:
+        """Resource samples, their alert rules and webhook deliveries, after the deployments of a pass."""
         try:
             if self.sampler.maybe_sample(list(deployments)):
                 window = self.app.config["ALERT_WINDOW_MINUTES"] * 60
