@@ -133,7 +133,14 @@ _INSTANCE_COLUMNS = [
     )
 ]
 
-_BY_ID = select(*_DEPLOYMENT_COLUMNS).where(_deployments.c.id == bindparam("deployment_id"))
+_DEPLOYMENT_WIDTH = len(_DEPLOYMENT_COLUMNS)
+# One deployment and its instances in one round trip: a row per instance (or one with NULLs for none).
+_BY_ID = (
+    select(*_DEPLOYMENT_COLUMNS, *_INSTANCE_COLUMNS)
+    .select_from(_deployments.outerjoin(_instances, _instances.c.deployment_id == _deployments.c.id))
+    .where(_deployments.c.id == bindparam("deployment_id"))
+    .order_by(_instances.c.index)
+)
 _INSTANCES_OF = (
     select(*_INSTANCE_COLUMNS)
     .where(_instances.c.deployment_id.in_(bindparam("deployment_ids", expanding=True)))
@@ -242,10 +249,12 @@ def get_deployment_body(actor: Principal, deployment_id: str) -> dict[str, Any]:
     Raises:
         NotFound: missing or someone else's (the same answer).
     """
-    row = db.session.connection().execute(_BY_ID, {"deployment_id": deployment_id}).first()
-    if row is None or (not actor.is_admin and row[2] != actor.id):
+    rows = db.session.connection().execute(_BY_ID, {"deployment_id": deployment_id}).all()
+    if not rows or (not actor.is_admin and rows[0][2] != actor.id):
         raise NotFound("Deployment not found.")
-    return deployment_body(row, _instances_by_deployment([deployment_id])[deployment_id])
+    width = _DEPLOYMENT_WIDTH
+    instances = [row[width:] for row in rows if row[width] is not None]
+    return deployment_body(rows[0][:width], instances)
 
 
 @cache
