@@ -3,7 +3,7 @@
 wrk (Debian's package) drives `scripts/serve.sh` (migrations, then gunicorn with gunicorn.conf.py:
 2 workers x 4 threads) on loopback for `LOAD_SECONDS` (default 60) at `LOAD_CONNECTIONS` (default 16),
 with a dashboard's mix (bench/loadgen.py MIXED_WORKLOAD): a deployment by id, the list, its events,
-the agents, health checks, and one request in seven a write (an evaluation posted with the agent's
+the agents, health checks, and 3 requests in 20 a write (an evaluation posted with the agent's
 key). Rate limiting stays on, with a limit the load cannot reach, so its cost is part of the figures.
 It asserts that every request got a 2xx answer and no connection failed; throughput and latency are
 printed (run `make load` to see them) and recorded in docs/performance.md, never asserted here.
