@@ -161,7 +161,17 @@ class Converger:
         instances = {instance.index: instance for instance in deployment.instances}
         for index in range(desired):
             if index not in instances:
-                instance = Instance(deployment_id=deployment.id, index=index, generation=deployment.generation)
+                # Counters set here, not left to the column defaults (applied only at the flush): the
+                # alert rules read them in this very pass.
+                instance = Instance(
+                    deployment_id=deployment.id,
+                    index=index,
+                    generation=deployment.generation,
+                    status="pending",
+                    restarts=0,
+                    recent_restarts=0,
+                    health_failures=0,
+                )
                 deployment.instances.append(instance)
                 instances[index] = instance
 

@@ -76,6 +76,15 @@ class Stack:
     def status(self, deployment_id: str) -> str:
         return str(self.call("get", f"/v1/deployments/{deployment_id}").get_json()["status"])
 
+    def wait_converged(self, deployment_id: str, replicas: int, *, what: str, timeout: float = 30) -> None:
+        try:
+            wait_until(lambda: self.converged(deployment_id, replicas), timeout=timeout, what=what)
+        except AssertionError as exc:
+            body = self.call("get", f"/v1/deployments/{deployment_id}").get_json()
+            events = self.call("get", f"/v1/deployments/{deployment_id}/events?limit=100").get_json()["items"]
+            story = [(e["event_type"], e["message"]) for e in reversed(events)]
+            raise AssertionError(f"{exc}\n{body}\n{story}\n{self.engine.containers(deployment_id)}") from None
+
     def converged(self, deployment_id: str, replicas: int) -> bool:
         """Ready, with exactly one running container per replica, and the database naming those containers."""
         body = self.call("get", f"/v1/deployments/{deployment_id}").get_json()
@@ -150,7 +159,7 @@ def cut_at_first_start(stack: Stack, replicas: int, **agent: Any) -> str:
 
 def test_engine_cut_mid_deploy_refuses_writes_then_converges(stack: Stack) -> None:
     running = stack.deploy(stack.agent(), 1)
-    wait_until(lambda: stack.converged(running, 1), timeout=30, what="the first deployment to be ready")
+    stack.wait_converged(running, 1, what="the first deployment to be ready")
     waiting_agent = stack.agent()
 
     deploying = cut_at_first_start(stack, 3)
@@ -178,18 +187,18 @@ def test_engine_cut_mid_deploy_refuses_writes_then_converges(stack: Stack) -> No
     assert stack.call("get", f"/v1/agents/{waiting_agent}/deployment-status").status_code == 404
 
     stack.proxy.restore()
-    wait_until(lambda: stack.converged(deploying, 3), timeout=30, what="the interrupted deploy to converge")
+    stack.wait_converged(deploying, 3, what="the interrupted deploy to converge")
     assert stack.converged(running, 1)
     assert stack.call("get", "/health/ready").status_code == 200
     assert stack.call("post", f"/v1/deployments/{running}/scale", {"replicas": 2}).status_code == 202
-    wait_until(lambda: stack.converged(running, 2), timeout=30, what="the scale after the outage")
+    stack.wait_converged(running, 2, what="the scale after the outage")
 
 
 @pytest.fixture()
 def short_deadline_stack(
     app: Flask, client: FlaskClient, auth: AuthActions, engine_proxy: EngineProxy, engine_view: EngineView
 ) -> Iterator[Stack]:
-    yield from make_stack(app, client, auth, engine_proxy, engine_view, replace(SETTINGS, progress_deadline=2.0))
+    yield from make_stack(app, client, auth, engine_proxy, engine_view, replace(SETTINGS, progress_deadline=3.0))
 
 
 def test_an_outage_longer_than_the_progress_deadline_does_not_fail_the_deploy(short_deadline_stack: Stack) -> None:
@@ -197,10 +206,10 @@ def test_an_outage_longer_than_the_progress_deadline_does_not_fail_the_deploy(sh
     # The agent listens 1 s after it starts: it cannot be ready in the first pass after the outage.
     deployment = cut_at_first_start(stack, 2, env={"STARTUP_DELAY": "1"})
     outage = time.monotonic()
-    wait_until(lambda: time.monotonic() - outage > 3.0, timeout=5, what="an outage longer than the deadline")
+    wait_until(lambda: time.monotonic() - outage > 3.5, timeout=5, what="an outage longer than the deadline")
     assert stack.status(deployment) == "deploying"  # no pass can run while the engine is away
 
     stack.proxy.restore()
-    wait_until(lambda: stack.converged(deployment, 2), timeout=30, what="the deploy to converge after the outage")
+    stack.wait_converged(deployment, 2, what="the deploy to converge after the outage")
     events = stack.call("get", f"/v1/deployments/{deployment}/events?limit=200").get_json()["items"]
     assert [e for e in events if e["status"] == "failed"] == []
