@@ -94,6 +94,12 @@ class EngineProxy:
         with self._lock:
             self._delays.append((re.compile(pattern.encode()), seconds))
 
+    def clear_rules(self) -> None:
+        """Forget `cut_on` and `delay` rules."""
+        with self._lock:
+            self._cut_pattern = None
+            self._delays = []
+
     def close(self) -> None:
         self._closed = True
         self.cut()
