@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 
 scripts/ensure_docker.sh
+scripts/ensure_postgres.sh  # the PostgreSQL-restart fault test starts its own server in both runs
 if ! command -v redis-server >/dev/null 2>&1; then
   echo "test: installing Debian's redis-server (the rate-limit tests start one on loopback)" >&2
   if [ "$(id -u)" -eq 0 ]; then

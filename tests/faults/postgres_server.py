@@ -56,7 +56,11 @@ class PostgresServer:
         self.logfile = self.workdir / "server.log"
         self._as_root = os.geteuid() == 0
         if self._as_root:
-            user = pwd.getpwnam("postgres")
+            try:
+                user = pwd.getpwnam("postgres")
+            except KeyError:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                raise RuntimeError("PostgreSQL refuses to run as root and there is no `postgres` user") from None
             os.chown(self.workdir, user.pw_uid, user.pw_gid)
         self.started = False
 
