@@ -156,7 +156,9 @@ class EngineProxy:
             _close(upstream)
 
     def _forward_request(self, data: bytes) -> bool:
-        """Apply cut/delay rules to a chunk from the client; False when the proxy was cut by it."""
+        """Apply cut/delay rules to a chunk from the client; False when it must not be forwarded."""
+        if self.cut_event.is_set():
+            return False  # a request racing the cut on another connection
         for match in _REQUEST_LINE.finditer(data):
             line = data[match.start() : match.end()].split(b" ")
             described = line[0] + b" " + line[1]

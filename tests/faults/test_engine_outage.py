@@ -5,9 +5,12 @@ the proxy at the moment the reconciler asks the engine to *start* the first repl
 deploy (its create went through: the engine holds a container that was never started). While cut:
 every mutating call answers 503 `engine_unavailable` and writes nothing, and readiness says the engine
 check fails. Once the proxy is restored the deploy converges to exactly one running container per
-replica — or, when the outage outlasted the progress deadline, the deployment is marked `failed`
-with a clear error and its containers are removed (that is the design: no pass runs while the engine
-is down, and the first pass after it measures the deadline from the rollout's start).
+replica, the containers that were created and never started included.
+
+The progress deadline does not count the outage: no pass can run while the engine is away, and the
+deadline is measured from the rollout's start or from the last pass the engine did not answer,
+whichever is later. So a deploy interrupted by an outage longer than the deadline still becomes
+`ready` once the engine is back, instead of being failed by the first pass after it.
 """
 
 from __future__ import annotations
