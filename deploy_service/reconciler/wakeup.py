@@ -23,6 +23,7 @@ from deploy_service.services.notify import CHANNEL, local_wakeup
 log = logging.getLogger(__name__)
 SLICE_SECONDS = 0.05
 RECONNECT_SECONDS = 1.0
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 class Waiter:
@@ -36,7 +37,8 @@ class Waiter:
         try:
             if engine.dialect.name == "postgresql":
                 self._pg_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
-                self._listen()
+                if not self._listen():
+                    log.warning("cannot LISTEN for wake-ups yet; retrying (periodic resyncs meanwhile)")
             elif engine.dialect.name == "sqlite" and url.database and url.database != ":memory:":
                 self._sqlite = sqlite3.connect(url.database, check_same_thread=False, isolation_level=None)
                 self._version = self._data_version()
@@ -48,7 +50,7 @@ class Waiter:
         import psycopg
 
         try:
-            connection = psycopg.connect(self._pg_url or "", autocommit=True)
+            connection = psycopg.connect(self._pg_url or "", autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
             connection.execute(f"LISTEN {CHANNEL}")
         except Exception:  # noqa: BLE001 - retried; resyncs converge meanwhile
             log.debug("cannot LISTEN yet; retrying in %ss", RECONNECT_SECONDS, exc_info=True)
