@@ -1,11 +1,13 @@
 """The service process is SIGKILLed in the middle of a deploy, then started again.
 
-A real `python app.py` (web + embedded reconciler) on the test database deploys an agent with 3
+A real `python app.py` (web + embedded reconciler) — or, in the production shape, a web process and
+a separate `flask --app app reconcile` process — on the test database deploys an agent with 3
 replicas on the real engine, through `EngineProxy` (so the test can slow the engine's container
 starts down and choose where the kill lands). It is SIGKILLed at one of these points, then started
-again with the same settings:
+again with the same settings (every process of the service is killed and started again):
 
-- `accepted`: right after the 202, before any container exists;
+- `accepted`: right after the 202, before any container exists (the proxy holds container creates
+  back 2 s, and the kill drops them);
 - `created`: once the first container exists but before any has started (starts are held back by the
   proxy, and the kill drops them): the engine holds containers that were created and never started;
 - `running`: once the first container runs (the others may or may not have started).
@@ -34,35 +36,56 @@ from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView, wait_unti
 from tests.faults.engine_proxy import EngineProxy
 
 START = r"^POST /v[\d.]+/containers/[0-9a-f]+/start"
+CREATE = r"^POST /v[\d.]+/containers/create"
 REPLICAS = 3
 
 
 class Service:
-    """`python app.py` as a real process that the test can SIGKILL and start again."""
+    """The service as real processes that the test can SIGKILL and start again.
+
+    `embedded`: `python app.py` (web + reconciler thread). `separate`: the production shape, a web
+    process without a reconciler and `flask --app app reconcile` beside it, sharing a Prometheus
+    multiprocess directory so the web's `/metrics` counts the reconciler's passes.
+    """
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.env, self.log = env, log
         self.base = f"http://127.0.0.1:{env['PORT']}"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.shape = "embedded"
+
+    def _spawn(self, command: list[str], **extra: str) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            process = subprocess.Popen(command, cwd=ROOT, env={**self.env, **extra}, stdout=out, stderr=out)
+        self.processes.append(process)
+        return process
 
     def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=self.env, stdout=out, stderr=out)
-        wait_for(f"{self.base}/health", self.process, timeout=60)
+        if self.shape == "embedded":
+            web = self._spawn([sys.executable, "app.py"])
+        else:
+            web = self._spawn([sys.executable, "app.py"], RECONCILER_ENABLED="false")
+        wait_for(f"{self.base}/health", web, timeout=60)
+        if self.shape == "separate":
+            self._spawn(["flask", "--app", "app", "reconcile"])
 
     def kill(self) -> None:
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
+        """SIGKILL every process of the service (by pid), at once."""
+        for process in self.processes:
+            os.kill(process.pid, signal.SIGKILL)
+        for process in self.processes:
+            process.wait(timeout=10)
+        self.processes = []
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
 @pytest.fixture()
@@ -90,7 +113,9 @@ def service(
         RATELIMIT_ENABLED="false",
         LOG_LEVEL="INFO",
         PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
     )
+    (tmp_path / "metrics").mkdir()
     running = Service(env, tmp_path / "service.log")
     yield running
     running.stop()
@@ -131,17 +156,23 @@ KILL_POINTS: dict[str, Callable[[EngineView, str], Any]] = {
 }
 
 
-@pytest.mark.parametrize("kill_point", list(KILL_POINTS))
+@pytest.mark.parametrize(
+    ("shape", "kill_point"),
+    [("embedded", point) for point in KILL_POINTS] + [("separate", "created"), ("separate", "running")],
+)
 def test_sigkill_mid_deploy_then_restart_gives_one_container_per_replica(
-    service: Service, engine_proxy: EngineProxy, engine_view: EngineView, kill_point: str
+    service: Service, engine_proxy: EngineProxy, engine_view: EngineView, shape: str, kill_point: str
 ) -> None:
+    service.shape = shape
     service.start()
     http = _login(service.base)
     agent = http.post(
         f"{service.base}/v1/agents",
-        json={"name": f"kill-{kill_point}", "image": HTTP_AGENT, "health_check": FAST_HEALTH},
+        json={"name": f"kill-{shape}-{kill_point}", "image": HTTP_AGENT, "health_check": FAST_HEALTH},
         timeout=10,
     ).json()
+    if kill_point == "accepted":
+        engine_proxy.delay(CREATE, 2.0)
     if kill_point == "created":
         engine_proxy.delay(START, 2.0)
     response = http.post(f"{service.base}/v1/agents/{agent['id']}/deploy", json={"replicas": REPLICAS}, timeout=10)
@@ -154,7 +185,7 @@ def test_sigkill_mid_deploy_then_restart_gives_one_container_per_replica(
     engine_proxy.restore()
     before = engine_view.containers(deployment)
     if kill_point == "accepted":
-        assert len(before) < REPLICAS
+        assert before == []
     if kill_point == "created":
         assert before and all(c.state == "created" for c in before), before
 
