@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test lint security load bench test-swarm
+.PHONY: run test lint security load bench test-swarm faults
 
 run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
@@ -21,3 +21,7 @@ bench:  ## every benchmark, one table of figures against the targets (docs/perfo
 
 test-swarm:  ## the Swarm runner's tests (needs a swarm manager: `docker swarm init --advertise-addr 127.0.0.1`)
 	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/unit/test_swarm.py tests/api/test_swarm_converger.py tests/integration/test_swarm_runner.py tests/integration/test_deployments_engine.py -k swarm'
+
+faults:  ## the fault-injection tests (real engine, real databases) on SQLite, then on PostgreSQL
+	bash -c 'source scripts/bootstrap.sh && scripts/ensure_docker.sh && scripts/ensure_postgres.sh \
+		&& env -u TEST_DATABASE_URL python -m pytest tests/faults -q && scripts/with_postgres.sh python -m pytest tests/faults -q'

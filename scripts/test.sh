@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 
 scripts/ensure_docker.sh
+scripts/ensure_postgres.sh  # the PostgreSQL-restart fault test starts its own server in both runs
 # redis-server: the rate-limit tests start one on loopback; wrk: the load test drives gunicorn with it.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

@@ -14,6 +14,7 @@ from flask import Flask
 
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
+from deploy_service.models.types import utcnow
 from deploy_service.observability import RECONCILE_PASS
 from deploy_service.reconciler.converge import Converger
 from deploy_service.reconciler.lock import LeaderLock
@@ -85,6 +86,7 @@ class Reconciler:
             wanted = self.run_once()
         except EngineUnavailable as exc:
             self.engine_failures += 1
+            self.converger.engine_failed_at = utcnow()
             delay = engine_retry_delay(
                 self.engine_failures, base=1.0, maximum=self.app.config["ENGINE_BACKOFF_MAX_SECONDS"]
             )
