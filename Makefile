@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test lint security fuzz
+.PHONY: run test lint security load bench test-swarm faults fuzz
 
 run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
@@ -12,6 +12,19 @@ lint:
 
 security:  ## the attack-matrix tests (tests/security) on SQLite; see docs/security.md
 	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/security -q'
+
+load:  ## the sustained load test against gunicorn (LOAD_SECONDS, default 60); prints req/s and p99
+	bash -c 'source scripts/bootstrap.sh && scripts/ensure_docker.sh && python -m pytest tests/load -s -q'
+
+bench:  ## every benchmark, one table of figures against the targets (docs/performance.md)
+	bash bench/run_all
+
+test-swarm:  ## the Swarm runner's tests (needs a swarm manager: `docker swarm init --advertise-addr 127.0.0.1`)
+	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/unit/test_swarm.py tests/api/test_swarm_converger.py tests/integration/test_swarm_runner.py tests/integration/test_deployments_engine.py -k swarm'
+
+faults:  ## the fault-injection tests (real engine, real databases) on SQLite, then on PostgreSQL
+	bash -c 'source scripts/bootstrap.sh && scripts/ensure_docker.sh && scripts/ensure_postgres.sh \
+		&& env -u TEST_DATABASE_URL python -m pytest tests/faults -q && scripts/with_postgres.sh python -m pytest tests/faults -q'
 
 fuzz:  ## schemathesis over the OpenAPI spec (FUZZ_MAX_EXAMPLES, default 10), on SQLite
 	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/fuzz -q'

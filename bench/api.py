@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,91 +28,28 @@ from typing import Any
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.deploy import free_port  # noqa: E402
+from bench.loadgen import POST_JSON, free_port, service_env, start, start_service, stop, wrk  # noqa: E402
 
 IMAGE = "deploy-test/http-agent:latest"
-POST_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '{"prompt": "hello"}'
-wrk.headers["Content-Type"] = "application/json"
-"""
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    print("installing Debian's wrk", file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk") or "wrk"
-
-
-def wrk(
-    url: str, *, seconds: int, connections: int, headers: dict[str, str], script: str | None = None
-) -> dict[str, Any]:
-    """Run wrk; returns requests/s, p99 latency (ms) and the count of non-2xx answers."""
-    command = [ensure_wrk(), "-t2", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(script or "")
-    command += ["-s", lua.name, url]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    os.unlink(lua.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", output)
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    return {
-        "rps": rps,
-        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"),
-        "errors": int(errors.group(1)) if errors else 0,
-    }
-
-
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args()
-
+def run(*, seconds: int = 8, connections: int = 16) -> dict[str, dict[str, Any]]:
+    """Start the service, seed it, drive each case with wrk; returns wrk's figures per case."""
     workdir = Path(tempfile.mkdtemp(prefix="deploy-bench-api-"))
     port = free_port()
-    env = {
-        **os.environ,
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "DATABASE_URL": f"sqlite:///{workdir}/bench.db",
-        "ENGINE_NAMESPACE": "bench-api",
-        "DOCKER_NETWORK_MODE": "host",
-        "RATELIMIT_ENABLED": "false",
-        "WEB_CONCURRENCY": "2",
-        "GUNICORN_THREADS": "4",
-        "LOG_LEVEL": "WARNING",
-        "GUNICORN_CMD_ARGS": "--access-logfile /dev/null",
-        "PASSWORD_HASH_TIME_COST": "1",
-        "PASSWORD_HASH_MEMORY_KIB": "8",
-        "STARTUP_GRACE_SECONDS": "0.2",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-    }
-    web = start(["bash", "scripts/serve.sh"], env, workdir / "web.log")
+    env = service_env(
+        port,
+        f"sqlite:///{workdir}/bench.db",
+        ENGINE_NAMESPACE="bench-api",
+        RATELIMIT_ENABLED="false",
+        STARTUP_GRACE_SECONDS="0.2",
+    )
+    web = start_service(env, workdir / "web.log")
     reconciler = None
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{base}/health", timeout=5).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
         reconciler = start(["flask", "--app", "app", "reconcile"], env, workdir / "reconciler.log")
         http = requests.Session()
         http.post(f"{base}/v1/auth/register", json={"email": "bench@example.com", "password": "bench-password"})
@@ -128,44 +62,58 @@ def main() -> None:
             http.post(f"{base}/v1/deployments/{seeded['id']}/stop")
         live_agent = http.post(f"{base}/v1/agents", json={"name": "echo", "image": IMAGE}).json()
         deployment = http.post(f"{base}/v1/agents/{live_agent['id']}/deploy", json={"replicas": 1}).json()
+        deadline = time.monotonic() + 60
         while (body := http.get(f"{base}/v1/deployments/{deployment['id']}").json())["status"] != "ready":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the live deployment did not become ready: {body}")
             time.sleep(0.1)
         replica_port = body["instances"][0]["port"]
         key = http.post(f"{base}/v1/agents/{live_agent['id']}/api-key", json={}).json()["key"]
+        # Let the reconciler finish reacting to the seeding before measuring.
+        time.sleep(2)
 
         bearer = {"Authorization": f"Bearer {token}"}
-        run = {"seconds": args.seconds, "connections": args.connections}
+        cases = {"seconds": seconds, "connections": connections}
         results = {
-            "hello world (GET /health)": wrk(f"{base}/health", headers={}, **run),
-            "GET deployment by id": wrk(f"{base}/v1/deployments/{deployment['id']}", headers=bearer, **run),
-            "GET deployments, page of 50": wrk(f"{base}/v1/deployments?limit=50", headers=bearer, **run),
-            "agent directly (POST /invoke)": wrk(
-                f"http://127.0.0.1:{replica_port}/invoke", headers={}, script=POST_SCRIPT, **run
-            ),
+            "hello world (GET /health)": wrk(f"{base}/health", **cases),
+            "GET deployment by id": wrk(f"{base}/v1/deployments/{deployment['id']}", headers=bearer, **cases),
+            "GET deployments, page of 50": wrk(f"{base}/v1/deployments?limit=50", headers=bearer, **cases),
+            "agent directly (POST /invoke)": wrk(f"http://127.0.0.1:{replica_port}/invoke", script=POST_JSON, **cases),
             "interact (POST, API key)": wrk(
-                f"{base}/v1/agents/{live_agent['id']}/interact", headers={"X-API-Key": key}, script=POST_SCRIPT, **run
+                f"{base}/v1/agents/{live_agent['id']}/interact", headers={"X-API-Key": key}, script=POST_JSON, **cases
             ),
         }
         http.delete(f"{base}/v1/deployments/{deployment['id']}")
     finally:
-        for process in (reconciler, web):
-            if process is not None:
-                process.terminate()
-                process.wait(timeout=30)
+        stop(reconciler)
+        stop(web)
+    return results
 
+
+def ratios(results: dict[str, dict[str, Any]]) -> list[tuple[str, float, float]]:
+    """(name, value, target) of each throughput ratio the issue sets; higher is better."""
+    hello = results["hello world (GET /health)"]["rps"]
+    direct = results["agent directly (POST /invoke)"]["rps"]
+    return [
+        ("GET by id / hello world", results["GET deployment by id"]["rps"] / hello, 0.60),
+        ("list of 50 / hello world", results["GET deployments, page of 50"]["rps"] / hello, 0.35),
+        ("interact / direct", results["interact (POST, API key)"]["rps"] / direct, 0.70),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    results = run(seconds=args.seconds, connections=args.connections)
     print(f"machine: {os.cpu_count()} cores; gunicorn 2 workers x 4 threads; SQLite; {args.connections} connections")
     print(f"{'case':<32}{'req/s':>10}{'p99 ms':>9}{'non-2xx':>9}")
     for name, figures in results.items():
-        print(f"{name:<32}{figures['rps']:>10.0f}{figures['p99_ms']:>9.1f}{figures['errors']:>9}")
-    hello = results["hello world (GET /health)"]["rps"]
-    direct = results["agent directly (POST /invoke)"]["rps"]
+        print(f"{name:<32}{figures['rps']:>10.0f}{figures['p99_ms']:>9.1f}{figures['non_2xx']:>9}")
     print()
     print(f"{'ratio':<32}{'value':>10}{'target':>9}")
-    for name, value, target in (
-        ("by id / hello world", results["GET deployment by id"]["rps"] / hello, 0.60),
-        ("list of 50 / hello world", results["GET deployments, page of 50"]["rps"] / hello, 0.35),
-        ("interact / direct", results["interact (POST, API key)"]["rps"] / direct, 0.70),
-    ):
+    for name, value, target in ratios(results):
         print(f"{name:<32}{value:>10.2f}{'>= ' + str(target):>9} {'ok' if value >= target else 'MISSED'}")
 
 

@@ -111,6 +111,48 @@ def start_service(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the service did not start")
 
 
+def run(*, rounds: int = 5, replicas: int = 20, settle: float = 1.5) -> dict[str, float]:
+    """Interleaved rounds of raw docker-py and the service; returns the medians in seconds."""
+    workdir = tempfile.mkdtemp(prefix="deploy-bench-")
+    process, base = start_service(workdir)
+    docker_client = docker.from_env()
+    try:
+        http = requests.Session()
+        http.post(f"{base}/v1/auth/register", json={"email": "bench@example.com", "password": "bench-password"})
+        token = http.post(f"{base}/v1/auth/login", json={"email": "bench@example.com", "password": "bench-password"})
+        http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        agent_id = http.post(f"{base}/v1/agents", json={"name": "bench", "image": IMAGE}).json()["id"]
+        docker_client.images.get(IMAGE)
+        raw_run(docker_client, 1)
+        service_run(http, base, agent_id, 1)  # warm-up
+        raw_one, svc_one, raw_many, svc_many = [], [], [], []
+        for _ in range(rounds):  # interleaved, so drift on a shared machine hits both sides alike
+            time.sleep(settle)
+            raw_one.append(raw_run(docker_client, 1))
+            time.sleep(settle)
+            svc_one.append(service_run(http, base, agent_id, 1))
+        for _ in range(max(rounds // 2, 1)):
+            time.sleep(settle * 3)
+            raw_many.append(raw_run(docker_client, replicas))
+            time.sleep(settle * 3)
+            svc_many.append(service_run(http, base, agent_id, replicas))
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        for container in docker_client.containers.list(all=True, filters={"label": "deploy-service.managed=bench"}):
+            container.remove(force=True)
+        for container in docker_client.containers.list(all=True, filters={"label": LABEL}):
+            container.remove(force=True)
+    return {
+        "service_one": statistics.median(svc_one),
+        "raw_one": statistics.median(raw_one),
+        "service_many": statistics.median(svc_many),
+        "raw_many": statistics.median(raw_many),
+        "replicas": float(replicas),
+        "engine": docker_client.version()["Version"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -123,49 +165,12 @@ def main() -> None:
         "the previous run's containers (which goes on after the API call returns) does not land in it",
     )
     args = parser.parse_args()
-
-    workdir = tempfile.mkdtemp(prefix="deploy-bench-")
-    process, base = start_service(workdir)
-    http = requests.Session()
-    http.post(f"{base}/v1/auth/register", json={"email": "bench@example.com", "password": "bench-password"})
-    token = http.post(f"{base}/v1/auth/login", json={"email": "bench@example.com", "password": "bench-password"})
-    http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-    agent_id = http.post(f"{base}/v1/agents", json={"name": "bench", "image": IMAGE}).json()["id"]
-    docker_client = docker.from_env()
-    docker_client.images.get(IMAGE)
-
-    try:
-        raw_run(docker_client, 1)
-        service_run(http, base, agent_id, 1)  # warm-up
-        raw_one, svc_one, raw_many, svc_many = [], [], [], []
-        for _ in range(args.rounds):  # interleaved, so drift on a shared machine hits both sides alike
-            time.sleep(args.settle)
-            raw_one.append(raw_run(docker_client, 1))
-            time.sleep(args.settle)
-            svc_one.append(service_run(http, base, agent_id, 1))
-        for _ in range(max(args.rounds // 2, 1)):
-            time.sleep(args.settle * 3)
-            raw_many.append(raw_run(docker_client, args.replicas))
-            time.sleep(args.settle * 3)
-            svc_many.append(service_run(http, base, agent_id, args.replicas))
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        for container in docker_client.containers.list(all=True, filters={"label": "deploy-service.managed=bench"}):
-            container.remove(force=True)
-        for container in docker_client.containers.list(all=True, filters={"label": LABEL}):
-            container.remove(force=True)
-
-    print(f"machine: {os.cpu_count()} cores; engine {docker_client.version()['Version']}; image {IMAGE}")
+    figures = run(rounds=args.rounds, replicas=args.replicas, settle=args.settle)
+    print(f"machine: {os.cpu_count()} cores; engine {figures['engine']}; image {IMAGE}")
     print(f"{'case':<36}{'service s':>11}{'raw s':>9}{'ratio':>8}{'target':>9}")
     for name, service, raw, target in (
-        ("deploy -> running, 1 replica", statistics.median(svc_one), statistics.median(raw_one), 1.25),
-        (
-            f"deploy -> running, {args.replicas} replicas",
-            statistics.median(svc_many),
-            statistics.median(raw_many),
-            0.6,
-        ),
+        ("deploy -> running, 1 replica", figures["service_one"], figures["raw_one"], 1.25),
+        (f"deploy -> running, {args.replicas} replicas", figures["service_many"], figures["raw_many"], 0.6),
     ):
         ratio = service / raw
         verdict = "ok" if ratio <= target else "MISSED"

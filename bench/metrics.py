@@ -32,6 +32,10 @@ from deploy_service.extensions import db  # noqa: E402
 from deploy_service.models import Agent, Deployment, DeploymentEvent, Evaluation, Instance  # noqa: E402
 
 BATCH = 20_000
+EVENTS_TOTAL_BACKFILL = (
+    "UPDATE deployments SET events_total = "
+    "(SELECT count(*) FROM deployment_events WHERE deployment_events.deployment_id = deployments.id)"
+)
 STATUSES = ["ready"] * 6 + ["running", "failed", "stopped", "killed", "killed", "killed"]
 
 
@@ -46,9 +50,21 @@ def seed(args: argparse.Namespace, owner_id: str) -> tuple[str, str, str]:
     db.session.execute(
         insert(Agent),
         [
-            {"id": agent_id, "owner_id": owner_id, "name": f"agent-{n}", "image": "busybox", "port": 8080,
-             "invoke_path": "/invoke", "env": {}, "secrets": {}, "resources": {"cpu": 0.5, "memory_mb": 256},
-             "read_only_rootfs": True, "status": "deployed", "created_at": now, "updated_at": now}
+            {
+                "id": agent_id,
+                "owner_id": owner_id,
+                "name": f"agent-{n}",
+                "image": "busybox",
+                "port": 8080,
+                "invoke_path": "/invoke",
+                "env": {},
+                "secrets": {},
+                "resources": {"cpu": 0.5, "memory_mb": 256},
+                "read_only_rootfs": True,
+                "status": "deployed",
+                "created_at": now,
+                "updated_at": now,
+            }
             for n, agent_id in enumerate(agent_ids)
         ],
     )
@@ -65,10 +81,21 @@ def seed(args: argparse.Namespace, owner_id: str) -> tuple[str, str, str]:
                 live_agent.add(agent)
         created = now - timedelta(minutes=n % 5000)
         return {
-            "id": deployment_ids[n], "agent_id": agent, "owner_id": owner_id, "status": status,
-            "desired_state": "running", "replicas_desired": 2, "generation": 1, "revision": 1, "image": "busybox",
-            "image_ready": True, "config": {"port": 8080}, "created_at": created, "updated_at": created,
-            "started_at": created + timedelta(seconds=1 + n % 30) if status != "failed" else None, "version": 1,
+            "id": deployment_ids[n],
+            "agent_id": agent,
+            "owner_id": owner_id,
+            "status": status,
+            "desired_state": "running",
+            "replicas_desired": 2,
+            "generation": 1,
+            "revision": 1,
+            "image": "busybox",
+            "image_ready": True,
+            "config": {"port": 8080},
+            "created_at": created,
+            "updated_at": created,
+            "started_at": created + timedelta(seconds=1 + n % 30) if status != "failed" else None,
+            "version": 1,
         }
 
     for rows in chunks(args.deployments, deployment):
@@ -76,33 +103,71 @@ def seed(args: argparse.Namespace, owner_id: str) -> tuple[str, str, str]:
     target = next(d for n, d in enumerate(deployment_ids) if STATUSES[n % len(STATUSES)] == "ready")
     db.session.execute(
         insert(Instance),
-        [{"id": str(uuid.uuid4()), "deployment_id": target, "index": i, "container_id": f"c{i}", "generation": 1,
-          "status": "running", "restarts": 0, "recent_restarts": 0, "health_failures": 0, "healthy": True}
-         for i in range(2)],
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "deployment_id": target,
+                "index": i,
+                "container_id": f"c{i}",
+                "generation": 1,
+                "status": "running",
+                "restarts": 0,
+                "recent_restarts": 0,
+                "health_failures": 0,
+                "healthy": True,
+            }
+            for i in range(2)
+        ],
     )
     small = deployment_ids[-1]
 
     def event(n: int) -> dict[str, Any]:
-        return {"id": str(uuid.uuid4()), "deployment_id": target if n % 2 else deployment_ids[n % len(deployment_ids)],
-                "event_type": "container_restarted" if n % 50 == 0 else "status_changed", "status": "ready",
-                "message": "m", "data": {}, "created_at": now - timedelta(seconds=n)}
+        return {
+            "id": str(uuid.uuid4()),
+            "deployment_id": target if n % 2 else deployment_ids[n % len(deployment_ids)],
+            "event_type": "container_restarted" if n % 50 == 0 else "status_changed",
+            "status": "ready",
+            "message": "m",
+            "data": {},
+            "created_at": now - timedelta(seconds=n),
+        }
 
     for rows in chunks(args.events, event):
         db.session.execute(insert(DeploymentEvent), rows)
     db.session.execute(
         insert(DeploymentEvent),
-        [{"id": str(uuid.uuid4()), "deployment_id": small, "event_type": "status_changed", "status": "ready",
-          "message": "m", "data": {}, "created_at": now - timedelta(seconds=n)} for n in range(1000)],
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "deployment_id": small,
+                "event_type": "status_changed",
+                "status": "ready",
+                "message": "m",
+                "data": {},
+                "created_at": now - timedelta(seconds=n),
+            }
+            for n in range(1000)
+        ],
     )
 
     def evaluation(n: int) -> dict[str, Any]:
-        return {"id": str(uuid.uuid4()), "agent_id": agent_ids[n % len(agent_ids)], "prompt": "p", "response": "r",
-                "semantic_drift": random.random(), "uncertainty": random.random(), "factual_support": random.random(),
-                "hallucinated": n % 7 == 0, "latency_sec": random.random(), "throughput_qps": 10.0,
-                "created_at": now - timedelta(seconds=n % 600_000)}
+        return {
+            "id": str(uuid.uuid4()),
+            "agent_id": agent_ids[n % len(agent_ids)],
+            "prompt": "p",
+            "response": "r",
+            "semantic_drift": random.random(),
+            "uncertainty": random.random(),
+            "factual_support": random.random(),
+            "hallucinated": n % 7 == 0,
+            "latency_sec": random.random(),
+            "throughput_qps": 10.0,
+            "created_at": now - timedelta(seconds=n % 600_000),
+        }
 
     for rows in chunks(args.evaluations, evaluation):
         db.session.execute(insert(Evaluation), rows)
+    db.session.execute(text(EVENTS_TOTAL_BACKFILL))  # the counter record_event keeps, for rows seeded around it
     db.session.commit()
     return target, small, agent_ids[0]
 
@@ -126,8 +191,14 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='deploy-bench-metrics-')}/bench.db"
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "PASSWORD_HASH_TIME_COST": 1, "PASSWORD_HASH_MEMORY_KIB": 8,
-                      "RATELIMIT_ENABLED": False})
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": url,
+            "PASSWORD_HASH_TIME_COST": 1,
+            "PASSWORD_HASH_MEMORY_KIB": 8,
+            "RATELIMIT_ENABLED": False,
+        }
+    )
     with app.app_context():
         if url.startswith("postgresql"):
             db.drop_all()
@@ -159,8 +230,10 @@ def main() -> None:
         "events page, deployment with 1k": timed(client, f"/v1/deployments/{small}/events?limit=50", headers),
     }
     backend = url.split(":", 1)[0]
-    print(f"{backend}: {args.deployments} deployments, {args.events} events, {args.evaluations} evaluations "
-          f"(seeded in {seeding:.0f} s)")
+    print(
+        f"{backend}: {args.deployments} deployments, {args.events} events, {args.evaluations} evaluations "
+        f"(seeded in {seeding:.0f} s)"
+    )
     for name, milliseconds in figures.items():
         print(f"{name:<42}{milliseconds:>9.1f} ms")
     big, little = figures["events page, deployment with ~500k"], figures["events page, deployment with 1k"]

@@ -114,6 +114,7 @@ def remove_containers(client: docker.DockerClient) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Both series (without and with health checks); returns pass timings (ms) and convergence times."""
     client = docker.from_env()
     client.images.get(IMAGE)
     figures: dict[str, Any] = {"containers": args.deployments * args.replicas}

@@ -144,6 +144,9 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ENGINE_NAMESPACE": env.get("ENGINE_NAMESPACE") or None,
         "PULL_TIMEOUT_SECONDS": _float(env, "PULL_TIMEOUT_SECONDS", 600.0, minimum=1.0),
         "REPLICA_HOST": env.get("REPLICA_HOST", "127.0.0.1"),
+        "SWARM_REGISTRY": env.get("SWARM_REGISTRY", "").strip(),
+        "SWARM_REGISTRY_USERNAME": env.get("SWARM_REGISTRY_USERNAME", ""),
+        "SWARM_REGISTRY_PASSWORD": env.get("SWARM_REGISTRY_PASSWORD", ""),
         "HOST_PORT_RANGE": env.get("HOST_PORT_RANGE", "20000-29999"),
         "MAX_REPLICAS": _int(env, "MAX_REPLICAS", 50, minimum=1),
         "CONTAINER_PIDS_LIMIT": _int(env, "CONTAINER_PIDS_LIMIT", 256, minimum=16),
@@ -183,12 +186,17 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
 
 
+SWARM_MAX_REPLICAS = 99
+"""Replicas of one deployment on Swarm: slots 1-99 of a block of 100 host ports (see runner.swarm_records)."""
+
+
 def validate_config(config: Mapping[str, Any]) -> None:
     """Refuse settings that must never reach a running service.
 
     Raises:
         ConfigError: production without a SECRET_KEY, a weak production key, or
-            wildcard CORS requested together with credentials.
+            wildcard CORS requested together with credentials; an unknown RUNNER, or
+            RUNNER=swarm with bridge networking or more than 99 replicas allowed.
     """
     if config.get("ENVIRONMENT") == "production":
         key = config.get("SECRET_KEY")
@@ -199,6 +207,14 @@ def validate_config(config: Mapping[str, Any]) -> None:
     if config.get("DOCKER_NETWORK_MODE", "auto") not in {"auto", "bridge", "host"}:
         raise ConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
     parse_port_range(str(config.get("HOST_PORT_RANGE", "20000-29999")))
+    runner = config.get("RUNNER", "docker")
+    if runner not in {"docker", "swarm"}:
+        raise ConfigError(f"RUNNER must be docker or swarm, got {runner!r}")
+    if runner == "swarm":
+        if config.get("DOCKER_NETWORK_MODE", "auto") == "bridge":
+            raise ConfigError("RUNNER=swarm uses host networking; DOCKER_NETWORK_MODE must be host or auto")
+        if int(config.get("MAX_REPLICAS", 50)) > SWARM_MAX_REPLICAS:
+            raise ConfigError(f"RUNNER=swarm runs at most {SWARM_MAX_REPLICAS} replicas; lower MAX_REPLICAS")
     if config.get("AGENT_DEFAULT_CPU", 0) > config.get("AGENT_MAX_CPU", 0):
         raise ConfigError("AGENT_DEFAULT_CPU must not exceed AGENT_MAX_CPU")
     if config.get("AGENT_DEFAULT_MEMORY_MB", 0) > config.get("AGENT_MAX_MEMORY_MB", 0):

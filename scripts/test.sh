@@ -3,21 +3,36 @@
 # that scripts/with_postgres.sh installs (Debian's postgresql) and starts itself. The integration
 # tests drive a real Docker engine: scripts/ensure_docker.sh installs Debian's docker.io and
 # busybox-static and starts dockerd when no engine answers; the rate-limit tests need Debian's
-# redis-server, installed here when missing.
+# redis-server and wrk, installed here when missing; the load test runs last, once. The swarm runner's
+# tests run on a single-node swarm that this script initialises (and leaves at the end) when the engine
+# is not in one already.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k agents).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 
 scripts/ensure_docker.sh
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "test: installing Debian's redis-server (the rate-limit tests start one on loopback)" >&2
+scripts/ensure_postgres.sh  # the PostgreSQL-restart fault test starts its own server in both runs
+# redis-server: the rate-limit tests start one on loopback; wrk: the load test drives gunicorn with it.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test: installing Debian's ${missing[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >&2 \
-      || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >&2; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
+      || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; }
   else
-    sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >&2
+    sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
   fi
+fi
+
+# The swarm runner's integration tests need a Swarm manager: make this engine a single-node swarm for
+# the run, and leave it afterwards only if this script initialised it (a swarm that was there stays).
+if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" != "active" ]; then
+  echo "test: initialising a single-node swarm for the swarm runner's tests" >&2
+  docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+  trap 'echo "test: leaving the swarm this run initialised" >&2; docker swarm leave --force >/dev/null' EXIT
 fi
 
 echo "== ruff" >&2
@@ -27,7 +42,14 @@ echo "== mypy" >&2
 mypy
 
 echo "== pytest on SQLite" >&2
-env -u TEST_DATABASE_URL python -m pytest "$@"
+env -u TEST_DATABASE_URL python -m pytest -m "not load" "$@"
 
 echo "== pytest on PostgreSQL" >&2
-scripts/with_postgres.sh python -m pytest "$@"
+scripts/with_postgres.sh python -m pytest -m "not load" "$@"
+
+# The sustained load test (LOAD_SECONDS, default 60) runs once, on PostgreSQL as in production, and
+# only for the whole suite (not when arguments pick tests).
+if [ "$#" -eq 0 ]; then
+  echo "== load test on PostgreSQL (${LOAD_SECONDS:-60} s)" >&2
+  scripts/with_postgres.sh python -m pytest tests/load -s -q
+fi

@@ -162,6 +162,8 @@ def current_session_id() -> str:
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, orjson.Fragment):
+        return json.loads(value.contents)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

@@ -108,6 +108,8 @@ class DeploymentEvent(db.Model):  # type: ignore[name-defined]
     __tablename__ = "deployment_events"
     __table_args__ = (
         Index("ix_deployment_events_deployment_id_created_at", "deployment_id", "created_at"),
+        # An events page filtered by type (the UI's filter) reads only its matches, newest first.
+        Index("ix_deployment_events_deployment_id_event_type_created_at", "deployment_id", "event_type", "created_at"),
         # System-wide counts of one kind of event over a time window (restarts in the last 24 h).
         Index("ix_deployment_events_event_type_created_at", "event_type", "created_at"),
     )

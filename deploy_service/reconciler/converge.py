@@ -9,7 +9,9 @@ two differ, so running it twice, or after a crash of the service, changes nothin
   exited (exit code, OOM) and restart it after an exponential backoff, fail the deployment when a
   replica spends its restart budget; replace replicas of an older generation one at a time (rolling
   restart); remove replicas past the desired count; run due HTTP health checks in parallel.
-- then derive the status (deploying → running → ready, ready ↔ running) and apply the progress deadline.
+- then derive the status (deploying → running → ready, ready ↔ running) and apply the progress deadline,
+  counted from the rollout's start or from the last pass the engine did not answer, whichever is later
+  (an engine outage is not the deployment's fault: once the engine is back, it gets a full deadline).
 
 Containers carrying our labels whose deployment is not live are orphans and are removed; containers
 without our labels are never touched. Engine calls that can be slow run in parallel on a thread pool.
@@ -69,6 +71,8 @@ class Converger:
         self._oom_at: dict[str, float] = {}
         self.dispatcher = Dispatcher(app)
         self._open_alerts: alerts.OpenAlerts = {}
+        self.engine_failed_at: datetime | None = None
+        """The last pass the engine did not answer: a rollout's deadline never counts the outage."""
 
     def close(self) -> None:
         self.preparer.close()
@@ -80,16 +84,33 @@ class Converger:
     def run_pass(self) -> float:
         """Converge every live deployment once; returns seconds until the next pass is wanted.
 
+        Each deployment is committed on its own, and objects are not expired by those commits: the pass
+        read every deployment once at its start, and reloading each one after its neighbour's commit
+        doubled the pass time at 200 replicas. A deployment changed meanwhile by the API still fails
+        its optimistic `version` check (StaleDataError below) and is converged again next pass.
+
         Raises:
             EngineUnavailable: the engine did not answer the list call (nothing was changed).
         """
+        db.session().expire_on_commit = False
         observed = self.runner.list_replicas()
-        deployments = db.session.scalars(
-            select(Deployment)
-            .where(Deployment.status != lifecycle.KILLED)
-            .options(selectinload(Deployment.instances))
-            .order_by(Deployment.created_at)
-        ).all()
+        deployments = self._live_deployments()
+        next_pass = self._converge_deployments(deployments, observed)
+        self.health.forget_all_but(r.container_id for r in observed)
+        return self._after_deployments(deployments, next_pass)
+
+    def _live_deployments(self) -> list[Deployment]:
+        return list(
+            db.session.scalars(
+                select(Deployment)
+                .where(Deployment.status != lifecycle.KILLED)
+                .options(selectinload(Deployment.instances))
+                .order_by(Deployment.created_at)
+            ).all()
+        )
+
+    def _converge_deployments(self, deployments: list[Deployment], observed: list[ReplicaInfo]) -> float:
+        """Converge each deployment (one transaction each); returns seconds until the next pass is wanted."""
         by_deployment: dict[str, list[ReplicaInfo]] = defaultdict(list)
         for replica in observed:
             by_deployment[replica.deployment_id].append(replica)
@@ -99,11 +120,17 @@ class Converger:
             log.info("removing %d orphaned container(s)", len(orphans))
             self._remove_all(orphans)
         used_ports = {i.port for d in deployments for i in d.instances if i.port} | {r.port for r in observed if r.port}
+        return self._each_deployment(
+            deployments, lambda deployment: self._converge(deployment, by_deployment.get(deployment.id, []), used_ports)
+        )
+
+    def _each_deployment(self, deployments: list[Deployment], converge: Callable[[Deployment], float]) -> float:
+        """Run `converge` per deployment, then the alert rules, and commit; one failure spoils only its own."""
         next_pass = self.settings.resync
         self._open_alerts = alerts.open_alerts()
         for deployment in deployments:
             try:
-                wanted = self._converge(deployment, by_deployment.get(deployment.id, []), used_ports)
+                wanted = converge(deployment)
                 alerts.evaluate_state(deployment, self._open_alerts)
                 db.session.commit()
             except StaleDataError:
@@ -119,7 +146,10 @@ class Converger:
                 self._open_alerts = alerts.open_alerts()
                 wanted = self.settings.tick
             next_pass = min(next_pass, wanted)
-        self.health.forget_all_but(r.container_id for r in observed)
+        return next_pass
+
+    def _after_deployments(self, deployments: list[Deployment], next_pass: float) -> float:
+        """Resource samples, their alert rules and webhook deliveries, after the deployments of a pass."""
         try:
             if self.sampler.maybe_sample(list(deployments)):
                 window = self.app.config["ALERT_WINDOW_MINUTES"] * 60
@@ -157,7 +187,17 @@ class Converger:
         instances = {instance.index: instance for instance in deployment.instances}
         for index in range(desired):
             if index not in instances:
-                instance = Instance(deployment_id=deployment.id, index=index, generation=deployment.generation)
+                # Counters set here, not left to the column defaults (applied only at the flush): the
+                # alert rules read them in this very pass.
+                instance = Instance(
+                    deployment_id=deployment.id,
+                    index=index,
+                    generation=deployment.generation,
+                    status="pending",
+                    restarts=0,
+                    recent_restarts=0,
+                    health_failures=0,
+                )
                 deployment.instances.append(instance)
                 instances[index] = instance
 
@@ -196,6 +236,10 @@ class Converger:
                         {"replica": index, "container_id": instance.container_id},
                     )
                 starts.append(index)
+            elif found.state == "created":
+                # Created but never started: the engine (or this service) went away between the two
+                # calls. Starting the replica again adopts this container by its name and starts it.
+                starts.append(index)
             elif found.exited:
                 wanted = min(wanted, self._handle_exit(deployment, instance, found, now, starts))
                 if deployment.status == lifecycle.FAILED:
@@ -222,8 +266,9 @@ class Converger:
 
         wanted = min(wanted, self.health.check(deployment, instances, now))
         self._derive_status(deployment, instances, now, rolling=bool(older))
-        if deployment.progress_started_at is not None:
-            deadline = deployment.progress_started_at + timedelta(seconds=settings.progress_deadline)
+        started = self._deadline_start(deployment)
+        if started is not None:
+            deadline = started + timedelta(seconds=settings.progress_deadline)
             wanted = min(wanted, max(seconds_until(deadline, now), settings.tick))
         return wanted
 
@@ -462,7 +507,7 @@ class Converger:
         elif status == lifecycle.READY:
             reason = "A rolling restart is replacing replicas." if rolling else "Not every replica is ready."
             lifecycle.transition(deployment, lifecycle.RUNNING, reason)
-        started = deployment.progress_started_at
+        started = self._deadline_start(deployment)
         if started is not None and (now - started).total_seconds() > self.settings.progress_deadline:
             seconds = f"{self.settings.progress_deadline:g}"
             lifecycle.transition(
@@ -472,6 +517,13 @@ class Converger:
                 error=f"The deployment did not become ready within {seconds}s.",
             )
             self._wind_down(deployment, list(self._deployment_containers(deployment)))
+
+    def _deadline_start(self, deployment: Deployment) -> datetime | None:
+        """When the progress deadline of the rollout started counting: never before the engine was back."""
+        started = deployment.progress_started_at
+        if started is None or self.engine_failed_at is None:
+            return started
+        return max(started, self.engine_failed_at)
 
     def _remove_all(self, replicas: list[ReplicaInfo]) -> None:
         timeout = self.settings.stop_timeout

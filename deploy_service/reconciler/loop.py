@@ -14,10 +14,12 @@ from flask import Flask
 
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
+from deploy_service.models.types import utcnow
 from deploy_service.observability import RECONCILE_PASS
 from deploy_service.reconciler.converge import Converger
 from deploy_service.reconciler.lock import LeaderLock
 from deploy_service.reconciler.settings import ReconcileSettings
+from deploy_service.reconciler.swarm_converge import SwarmConverger
 from deploy_service.reconciler.timing import engine_retry_delay
 from deploy_service.reconciler.wakeup import Waiter
 from deploy_service.runner.base import Runner
@@ -37,7 +39,8 @@ class Reconciler:
         self._thread: threading.Thread | None = None
         self.passes = 0
         self.engine_failures = 0
-        self.converger = Converger(app, self.runner, self.settings, wake=local_wakeup.set)
+        converger = SwarmConverger if self.runner.manages_replicas else Converger
+        self.converger = converger(app, self.runner, self.settings, wake=local_wakeup.set)
 
     def run_once(self) -> float:
         """One pass in a fresh app context; returns seconds until the next pass is wanted.
@@ -83,6 +86,7 @@ class Reconciler:
             wanted = self.run_once()
         except EngineUnavailable as exc:
             self.engine_failures += 1
+            self.converger.engine_failed_at = utcnow()
             delay = engine_retry_delay(
                 self.engine_failures, base=1.0, maximum=self.app.config["ENGINE_BACKOFF_MAX_SECONDS"]
             )

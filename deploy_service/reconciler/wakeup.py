@@ -3,6 +3,10 @@
 It returns as soon as the desired state changes: the in-process event (same process), a PostgreSQL
 `NOTIFY` (other processes), or on SQLite a change of `PRAGMA data_version` (another connection
 committed). Otherwise it sleeps until the timeout the pass asked for.
+
+The `LISTEN` connection is reconnected (every `RECONNECT_SECONDS` at most) when it drops, e.g. when
+PostgreSQL restarts; notifications sent while it was down are lost, so a reconnection counts as a
+wake-up and the reconciler makes a pass at once.
 """
 
 from __future__ import annotations
@@ -18,27 +22,42 @@ from deploy_service.services.notify import CHANNEL, local_wakeup
 
 log = logging.getLogger(__name__)
 SLICE_SECONDS = 0.05
+RECONNECT_SECONDS = 1.0
+CONNECT_TIMEOUT_SECONDS = 5
 
 
 class Waiter:
     def __init__(self, engine: Engine) -> None:
         self._pg: Any = None
+        self._pg_url: str | None = None
+        self._pg_retry_at = 0.0
         self._sqlite: sqlite3.Connection | None = None
         self._version: int | None = None
         url = engine.url
         try:
             if engine.dialect.name == "postgresql":
-                import psycopg
-
-                self._pg = psycopg.connect(
-                    url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
-                )
-                self._pg.execute(f"LISTEN {CHANNEL}")
+                self._pg_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+                if not self._listen():
+                    log.warning("cannot LISTEN for wake-ups yet; retrying (periodic resyncs meanwhile)")
             elif engine.dialect.name == "sqlite" and url.database and url.database != ":memory:":
                 self._sqlite = sqlite3.connect(url.database, check_same_thread=False, isolation_level=None)
                 self._version = self._data_version()
         except Exception:  # noqa: BLE001 - without a cross-process signal, resyncs still converge
             log.warning("cross-process wake-ups unavailable; relying on periodic resync", exc_info=True)
+
+    def _listen(self) -> bool:
+        """(Re)open the `LISTEN` connection; False (and a retry later) when the server does not answer."""
+        import psycopg
+
+        try:
+            connection = psycopg.connect(self._pg_url or "", autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            connection.execute(f"LISTEN {CHANNEL}")
+        except Exception:  # noqa: BLE001 - retried; resyncs converge meanwhile
+            log.debug("cannot LISTEN yet; retrying in %ss", RECONNECT_SECONDS, exc_info=True)
+            self._pg_retry_at = time.monotonic() + RECONNECT_SECONDS
+            return False
+        self._pg = connection
+        return True
 
     def _data_version(self) -> int | None:
         if self._sqlite is None:
@@ -47,6 +66,10 @@ class Waiter:
         return int(row[0]) if row else None
 
     def _woken_by_other_process(self) -> bool:
+        if self._pg is None and self._pg_url is not None and time.monotonic() >= self._pg_retry_at:
+            if self._listen():
+                log.info("LISTEN connection re-established")
+                return True  # what was notified while it was down is lost: look now
         if self._pg is not None:
             try:
                 woken = False
@@ -54,8 +77,8 @@ class Waiter:
                     woken = True
                 return woken
             except Exception:  # noqa: BLE001
-                log.warning("LISTEN connection failed; relying on periodic resync", exc_info=True)
-                self._pg = None
+                log.warning("LISTEN connection lost; reconnecting (periodic resyncs meanwhile)", exc_info=True)
+                self._discard_pg()
         if self._sqlite is not None:
             try:
                 version = self._data_version()
@@ -79,7 +102,16 @@ class Waiter:
             if self._woken_by_other_process():
                 return True
 
+    def _discard_pg(self) -> None:
+        connection, self._pg = self._pg, None
+        self._pg_retry_at = time.monotonic() + RECONNECT_SECONDS
+        try:
+            connection.close()
+        except Exception:  # noqa: BLE001
+            pass
+
     def close(self) -> None:
+        self._pg_url = None
         for connection in (self._pg, self._sqlite):
             if connection is not None:
                 try:

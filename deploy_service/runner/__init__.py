@@ -1,8 +1,8 @@
 """The container engine seen through the runner interface, and the factory that picks a backend.
 
 Everything outside this package imports the interface from here (or from `runner.base`) and gets a
-backend from `create_runner`, so a second backend (e.g. Swarm) is one more branch below and nothing
-else changes.
+backend from `create_runner`: `docker` (one engine, the reconciler runs replicas) or `swarm` (a Swarm
+manager, which runs replicas as services; see `swarm_runner`).
 """
 
 from __future__ import annotations
@@ -29,10 +29,14 @@ from deploy_service.runner.base import (
     ReplicaStartFailed,
     Runner,
     RunnerError,
+    ServiceInfo,
+    ServiceSpec,
     Stats,
+    TaskInfo,
     replica_name,
 )
 from deploy_service.runner.docker_runner import DockerRunner
+from deploy_service.runner.swarm_runner import SwarmRunner
 
 __all__ = [
     "BuildFailed",
@@ -53,12 +57,16 @@ __all__ = [
     "ReplicaStartFailed",
     "Runner",
     "RunnerError",
+    "ServiceInfo",
+    "ServiceSpec",
     "Stats",
+    "SwarmRunner",
+    "TaskInfo",
     "create_runner",
     "replica_name",
 ]
 
-BACKENDS = ("docker",)
+BACKENDS = ("docker", "swarm")
 
 
 def create_runner(config: Mapping[str, Any]) -> Runner:
@@ -70,4 +78,6 @@ def create_runner(config: Mapping[str, Any]) -> Runner:
     name = str(config.get("RUNNER", "docker")).strip().lower()
     if name == "docker":
         return DockerRunner(config)
+    if name == "swarm":
+        return SwarmRunner(config)
     raise ConfigError(f"RUNNER must be one of {', '.join(BACKENDS)}, got {name!r}")

@@ -10,6 +10,10 @@ without changes to `api/` or `services/`.
 Every managed container carries the labels below, and a deterministic name derived from its
 deployment, replica index and generation, so a create that is retried adopts the existing container
 instead of making a second one.
+
+A backend whose engine keeps replicas alive itself (Docker Swarm) sets `manages_replicas` and implements
+the service methods (`apply_service`, `remove_service`, `list_services`): one service per deployment,
+its tasks reported as `TaskInfo`. The reconciler then converges services instead of containers.
 """
 
 from __future__ import annotations
@@ -39,7 +43,10 @@ __all__ = [
     "ReplicaStartFailed",
     "Runner",
     "RunnerError",
+    "ServiceInfo",
+    "ServiceSpec",
     "Stats",
+    "TaskInfo",
     "replica_name",
 ]
 
@@ -128,6 +135,93 @@ class ReplicaInfo:
 
 
 @dataclass(frozen=True)
+class ServiceSpec:
+    """Everything needed to run a deployment as one engine-managed service of `replicas` replicas.
+
+    For backends that keep replicas alive themselves (`Runner.manages_replicas`). Host networking: replica
+    `i` listens on `port_block * 100 + i + 1`; a new generation gets a new block, so during a start-first
+    rolling update the old and the new task of a replica never want the same port.
+    """
+
+    deployment_id: str
+    agent_id: str
+    generation: int
+    image: str
+    replicas: int
+    port_block: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: Sequence[str] | None = None
+    cpu: float = 0.5
+    memory_mb: int = 512
+    read_only_rootfs: bool = True
+    restart_delay: float = 5.0
+    """Seconds the engine waits before restarting an exited replica."""
+    restart_attempts: int = 3
+    """Restarts the engine makes within `restart_window` before it gives up on a replica."""
+    restart_window: float = 300.0
+    stop_timeout: float = 10.0
+    update_monitor: float = 5.0
+    """Seconds the engine watches each updated replica for a failure (which rolls the update back)."""
+    built: bool = False
+    """The image was built here from a git source (a multi-node backend may push it to a registry)."""
+
+    def port(self, index: int) -> int:
+        return self.port_block * 100 + index + 1
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One task (one attempt at running one replica) of an engine-managed service."""
+
+    task_id: str
+    index: int
+    generation: int
+    state: str
+    """Mapped onto container states: created, running, exited or dead."""
+    task_state: str
+    """The engine's own task state (new ... running, complete, failed, shutdown, rejected, orphaned)."""
+    desired_state: str
+    container_id: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    exit_code: int | None = None
+    error: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def ended(self) -> bool:
+        return self.state in {"exited", "dead"}
+
+    @property
+    def failed(self) -> bool:
+        """It ended on its own (crash, exit, kill, refusal), not because it was asked to stop."""
+        return self.task_state in {"failed", "complete", "rejected", "orphaned"}
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What the engine says about one deployment's service and its tasks (current and past)."""
+
+    service_id: str
+    deployment_id: str
+    agent_id: str
+    generation: int
+    replicas: int
+    port_blocks: frozenset[int]
+    """Port blocks of the current and the previous spec (both may have live tasks during an update)."""
+    port_block: int | None
+    update_state: str = ""
+    """The engine's rolling-update state: "", updating, paused, completed, rollback_started, ..."""
+    update_message: str = ""
+    tasks: tuple[TaskInfo, ...] = ()
+
+
+@dataclass(frozen=True)
 class ExitInfo:
     """Why a container stopped."""
 
@@ -204,6 +298,9 @@ class Runner(abc.ABC):
     """A container engine backend. Methods raise `EngineUnavailable` when the engine cannot be reached."""
 
     name: str = "abstract"
+    manages_replicas: bool = False
+    """True for a backend whose engine keeps replicas alive (Swarm): the reconciler then uses the service
+    methods below instead of starting and stopping replicas one by one."""
 
     @abc.abstractmethod
     def ping(self) -> None:
@@ -278,6 +375,29 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def stats(self, container: str) -> Stats:
         """A one-shot CPU/memory sample (no two-second wait)."""
+
+    def describe(self) -> dict[str, object]:
+        """Extra facts about the engine for `/health/ready` (e.g. the Swarm node state); empty by default."""
+        return {}
+
+    # -- engine-managed replicas (backends with `manages_replicas`) ----------------------------------
+
+    def apply_service(self, spec: ServiceSpec) -> ServiceInfo:
+        """Create the deployment's service, or update it to `spec` (scale, or a rolling update).
+
+        Raises:
+            ImageUnavailable: the image is gone.
+            ReplicaStartFailed: the engine refused the service.
+        """
+        raise NotImplementedError(f"the {self.name} runner does not manage services")
+
+    def remove_service(self, deployment_id: str, *, stop_timeout: float = 10.0) -> bool:
+        """Remove the deployment's service and wait (bounded) until its containers are gone; False if none."""
+        raise NotImplementedError(f"the {self.name} runner does not manage services")
+
+    def list_services(self) -> list[ServiceInfo]:
+        """Every service this runner manages, with its tasks, in a few engine calls."""
+        raise NotImplementedError(f"the {self.name} runner does not manage services")
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -66,4 +66,9 @@ def check_engine() -> dict[str, Any]:
         engine.ping()
     except EngineUnavailable as exc:
         return {"status": "error", "runner": engine.name, "error": exc.message}
-    return {"status": "ok", "runner": engine.name, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    try:
+        extra = engine.describe()
+    except EngineUnavailable as exc:
+        return {"status": "error", "runner": engine.name, "error": exc.message}
+    return {"status": "ok", "runner": engine.name, "latency_ms": latency, **extra}

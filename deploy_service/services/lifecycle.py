@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import inspect, update
 
 from deploy_service.errors import InvalidState
 from deploy_service.extensions import db
@@ -69,7 +69,8 @@ def record_event(
 
     The deployment's `events_total` goes up by one in the same transaction, by a Core UPDATE: atomic
     under concurrent writers, and outside the ORM's optimistic `version`, so recording an event never
-    makes a user's concurrent action on the deployment lose with 409.
+    makes a user's concurrent action on the deployment lose with 409. (A deployment not inserted yet
+    counts its first events in the row it is inserted with.)
     """
     event = DeploymentEvent(
         deployment_id=deployment.id,
@@ -80,11 +81,17 @@ def record_event(
         created_at=utcnow(),
     )
     db.session.add(event)
-    db.session.execute(
-        update(_deployments)
-        .where(_deployments.c.id == deployment.id)
-        .values(events_total=_deployments.c.events_total + 1)
-    )
+    if inspect(deployment).persistent:
+        # No autoflush: a concurrent change of the deployment must surface at the caller's commit (409),
+        # not here.
+        with db.session.no_autoflush:
+            db.session.execute(
+                update(_deployments)
+                .where(_deployments.c.id == deployment.id)
+                .values(events_total=_deployments.c.events_total + 1)
+            )
+    else:  # not inserted yet: the count goes in with the row
+        deployment.events_total = (deployment.events_total or 0) + 1
     return event
 
 

@@ -1,4 +1,5 @@
-"""Count each deployment's events: `deployments.events_total`, kept by record_event, backfilled here.
+"""Count each deployment's events: `deployments.events_total`, kept by record_event, backfilled here;
+and index events by deployment and type, for filtered events pages.
 
 Revision ID: c7c6af16d71d
 Revises: b5caa17ba15c
@@ -23,8 +24,16 @@ def upgrade():
         "UPDATE deployments SET events_total = "
         "(SELECT count(*) FROM deployment_events WHERE deployment_events.deployment_id = deployments.id)"
     )
+    with op.batch_alter_table('deployment_events', schema=None) as batch_op:
+        batch_op.create_index(
+            'ix_deployment_events_deployment_id_event_type_created_at',
+            ['deployment_id', 'event_type', 'created_at'],
+            unique=False,
+        )
 
 
 def downgrade():
+    with op.batch_alter_table('deployment_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_deployment_events_deployment_id_event_type_created_at')
     with op.batch_alter_table('deployments', schema=None) as batch_op:
         batch_op.drop_column('events_total')

@@ -45,6 +45,22 @@ def docker_engine() -> Iterator[docker.DockerClient]:
     client.close()
 
 
+@pytest.fixture(scope="session")
+def swarm_manager(docker_engine: docker.DockerClient) -> Iterator[None]:
+    """The engine as a single-node Swarm manager: initialised here if it is not one, and left afterwards
+    only if this session initialised it (scripts/test.sh does the same around the whole run)."""
+    state = docker_engine.info().get("Swarm") or {}
+    initialised = False
+    if state.get("LocalNodeState") != "active":
+        docker_engine.swarm.init(advertise_addr="127.0.0.1")
+        initialised = True
+    elif not state.get("ControlAvailable"):
+        pytest.fail("The engine is a Swarm worker, not a manager; the swarm tests need a manager.", pytrace=False)
+    yield
+    if initialised:
+        docker_engine.swarm.leave(force=True)
+
+
 @pytest.fixture()
 def deployment_prefix() -> str:
     """A deployment id unique to this test; the test's containers carry it (or ids starting with it)."""

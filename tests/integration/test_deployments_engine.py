@@ -2,6 +2,10 @@
 
 Replicas use host networking on loopback. Each test runs its own reconciler with second-scale timings
 in an engine namespace of its own, so it never sees (or removes) anyone else's containers.
+
+The lifecycle tests (deploy, scale, rolling restart, stop, delete, a container removed by hand, a
+crashing image) run on both runners: `docker` (the reconciler runs containers) and `swarm` (each
+deployment a service of the single-node Swarm that `swarm_manager` makes sure of).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from deploy_service.reconciler import Reconciler, ReconcileSettings
-from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner
+from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner, Runner, SwarmRunner
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions
 
@@ -46,25 +50,47 @@ SETTINGS = ReconcileSettings(
 FAST_HEALTH = {"path": "/health", "interval_seconds": 0.3, "timeout_seconds": 1.0, "retries": 2}
 
 
-class Engine:
-    """The test's view of the engine: its namespace's containers."""
+SWARM_TASK_NAME = "com.docker.swarm.task.name"
+BOTH_RUNNERS = pytest.mark.parametrize("engine", ["docker", "swarm"], indirect=True)
 
-    def __init__(self, client: docker.DockerClient, namespace: str) -> None:
-        self.client, self.namespace = client, namespace
+
+def _replica_index(labels: dict[str, str]) -> int:
+    """From our label (docker runner) or from the Swarm task's slot (`<service>.<slot>.<task>`, 1-based)."""
+    if "deploy-service.replica" in labels:
+        return int(labels["deploy-service.replica"])
+    return int(labels[SWARM_TASK_NAME].split(".")[1]) - 1
+
+
+class Engine:
+    """The test's view of the engine: its namespace's containers (for Swarm: those not yet ended)."""
+
+    def __init__(self, client: docker.DockerClient, namespace: str, runner: str = "docker") -> None:
+        self.client, self.namespace, self.runner = client, namespace, runner
 
     def containers(self, deployment_id: str | None = None) -> list[Any]:
-        """The namespace's containers (one list call, no per-container inspect that could race a removal)."""
+        """The namespace's containers (one list call, no per-container inspect that could race a removal).
+
+        Swarm keeps the ended containers of past tasks as history; only live ones stand for replicas.
+        """
         rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={self.namespace}"})
         return [
-            SimpleNamespace(id=row["Id"], labels=row["Labels"], status=row["State"])
+            SimpleNamespace(
+                id=row["Id"], labels=row["Labels"], status=row["State"], replica=_replica_index(row["Labels"])
+            )
             for row in rows
-            if deployment_id is None or row["Labels"].get(LABEL_DEPLOYMENT) == deployment_id
+            if (deployment_id is None or row["Labels"].get(LABEL_DEPLOYMENT) == deployment_id)
+            and (self.runner == "docker" or row["State"] not in ("exited", "dead"))
         ]
 
     def inspect(self, container_id: str) -> Any:
         return self.client.containers.get(container_id)
 
     def remove_all(self) -> None:
+        for service in self.client.api.services(filters={"label": f"{LABEL_MANAGED}={self.namespace}"}):
+            try:
+                self.client.api.remove_service(service["ID"])
+            except docker.errors.NotFound:
+                pass
         for container in self.containers():
             try:
                 self.client.api.remove_container(container.id, force=True)
@@ -72,17 +98,28 @@ class Engine:
                 pass
 
 
-@pytest.fixture()
-def engine(docker_engine: docker.DockerClient, app: Flask, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
-    """The app drives the real engine, with a reconciler loop of its own, for this test."""
+@pytest.fixture(params=["docker"])
+def engine(
+    request: pytest.FixtureRequest, docker_engine: docker.DockerClient, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Engine]:
+    """The app drives the real engine, with a reconciler loop of its own, for this test.
+
+    The docker runner unless the test is parametrised (`BOTH_RUNNERS`) with `swarm` as well.
+    """
     namespace = f"test-{uuid.uuid4().hex[:10]}"
-    runner = DockerRunner({"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": namespace, "DOCKER_TIMEOUT": 20})
+    config = {"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": namespace, "DOCKER_TIMEOUT": 20}
+    runner: Runner
+    if request.param == "swarm":
+        request.getfixturevalue("swarm_manager")
+        runner = SwarmRunner(config)
+    else:
+        runner = DockerRunner(config)
     monkeypatch.setitem(app.extensions, RUNNER_KEY, runner)
     monkeypatch.setitem(app.config, "ALLOW_LOCAL_GIT_SOURCES", True)
     monkeypatch.setitem(app.config, "LOG_FOLLOW_POLL_SECONDS", 0.1)
     reconciler = Reconciler(app, runner=runner, settings=SETTINGS)
     reconciler.start()
-    view = Engine(docker_engine, namespace)
+    view = Engine(docker_engine, namespace, request.param)
     yield view
     reconciler.stop()
     view.remove_all()
@@ -137,8 +174,10 @@ def status_is(api: Client, deployment_id: str, *statuses: str) -> Callable[[], b
     return lambda: api.deployment(deployment_id)["status"] in statuses
 
 
+@BOTH_RUNNERS
 def test_image_deploy_becomes_ready_and_answers(api: Client, engine: Engine) -> None:
-    deployment_id = api.deploy(api.agent(health_check=FAST_HEALTH), replicas=2)
+    env = {"LOOKS_LIKE_A_TEMPLATE": "{{.Task.Slot}} {{"}
+    deployment_id = api.deploy(api.agent(health_check=FAST_HEALTH, env=env), replicas=2)
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
     body = api.deployment(deployment_id)
     assert body["replicas"] == {"desired": 2, "running": 2, "ready": 2}
@@ -148,6 +187,14 @@ def test_image_deploy_becomes_ready_and_answers(api: Client, engine: Engine) -> 
     assert len(engine.containers(deployment_id)) == 2
     passed = api.events(deployment_id, "health_passed")
     assert sorted(event["data"]["replica"] for event in passed) == [0, 1]
+    for container in engine.containers(deployment_id):
+        assert "LOOKS_LIKE_A_TEMPLATE={{.Task.Slot}} {{" in engine.inspect(container.id).attrs["Config"]["Env"]
+    if engine.runner == "swarm":
+        [service] = engine.client.api.services(filters={"label": f"{LABEL_DEPLOYMENT}={deployment_id}"})
+        spec = service["Spec"]
+        assert spec["Mode"]["Replicated"]["Replicas"] == 2
+        assert spec["UpdateConfig"]["Order"] == "start-first" and spec["UpdateConfig"]["FailureAction"] == "rollback"
+        assert spec["TaskTemplate"]["RestartPolicy"]["MaxAttempts"] == SETTINGS.restart_budget
 
 
 def test_every_container_is_hardened(api: Client, engine: Engine) -> None:
@@ -217,6 +264,7 @@ def test_unsafe_git_sources_never_reach_git(
     assert not calls.exists()
 
 
+@BOTH_RUNNERS
 def test_scale_up_and_down(api: Client, engine: Engine) -> None:
     deployment_id = api.deploy(api.agent())
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
@@ -226,10 +274,11 @@ def test_scale_up_and_down(api: Client, engine: Engine) -> None:
     assert api.call("post", f"/v1/deployments/{deployment_id}/scale", {"replicas": 1}).status_code == 202
     wait_until(lambda: len(engine.containers(deployment_id)) == 1, what="scaled down")
     [container] = engine.containers(deployment_id)
-    assert container.labels["deploy-service.replica"] == "0"
+    assert container.replica == 0
     assert api.deployment(deployment_id)["replicas"] == {"desired": 1, "running": 1, "ready": 1}
 
 
+@BOTH_RUNNERS
 def test_rolling_restart_then_stop_then_start_again(api: Client, engine: Engine) -> None:
     deployment_id = api.deploy(api.agent(health_check=FAST_HEALTH), replicas=2)
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
@@ -253,6 +302,7 @@ def test_rolling_restart_then_stop_then_start_again(api: Client, engine: Engine)
     assert len(engine.containers(deployment_id)) == 2
 
 
+@BOTH_RUNNERS
 def test_delete_kills_and_removes_containers(api: Client, engine: Engine) -> None:
     agent_id = api.agent()
     deployment_id = api.deploy(agent_id, replicas=2)
@@ -266,6 +316,7 @@ def test_delete_kills_and_removes_containers(api: Client, engine: Engine) -> Non
     assert api.call("delete", f"/v1/deployments/{deployment_id}").get_json() == body
 
 
+@BOTH_RUNNERS
 def test_container_removed_by_hand_comes_back(api: Client, engine: Engine) -> None:
     deployment_id = api.deploy(api.agent())
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
@@ -282,8 +333,10 @@ def test_container_removed_by_hand_comes_back(api: Client, engine: Engine) -> No
         what="the event",
     )
     wait_until(status_is(api, deployment_id, "ready"), what="ready again")
+    assert api.deployment(deployment_id)["instances"][0]["restarts"] >= 1
 
 
+@BOTH_RUNNERS
 def test_crashing_image_backs_off_then_fails(
     api: Client, engine: Engine, app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,7 +347,8 @@ def test_crashing_image_backs_off_then_fails(
     assert len(exits) == SETTINGS.restart_budget + 1
     assert {event["data"]["exit_code"] for event in exits} == {3}
     backoffs = [event["data"]["delay_seconds"] for event in reversed(api.events(deployment_id, "restart_backoff"))]
-    assert backoffs == [0.2, 0.4]
+    # The reconciler backs off exponentially; Swarm's restart policy has one fixed delay.
+    assert backoffs == ([0.2, 0.4] if engine.runner == "docker" else [0.2, 0.2])
     body = api.deployment(deployment_id)
     assert "kept crashing" in body["error"] and "exit code 3" in body["error"]
     assert engine.containers(deployment_id) == []
@@ -304,6 +358,7 @@ def test_crashing_image_backs_off_then_fails(
     assert by_kind["crash_loop"]["count"] >= 2 and by_kind["crash_loop"]["severity"] == "critical"
 
 
+@BOTH_RUNNERS
 def test_out_of_memory_is_reported(api: Client, engine: Engine) -> None:
     agent_id = api.agent(image="deploy-test/memory-hog:latest", resources={"memory_mb": 32})
     deployment_id = api.deploy(agent_id)
@@ -316,6 +371,7 @@ def test_out_of_memory_is_reported(api: Client, engine: Engine) -> None:
     assert {"memory_high", "deployment_failed"} <= {alert["kind"] for alert in active}
 
 
+@BOTH_RUNNERS
 def test_never_healthy_fails_after_the_deadline(api: Client, engine: Engine) -> None:
     deployment_id = api.deploy(api.agent(image="deploy-test/never-healthy:latest", health_check=FAST_HEALTH))
     started = time.monotonic()
@@ -326,6 +382,7 @@ def test_never_healthy_fails_after_the_deadline(api: Client, engine: Engine) -> 
     assert engine.containers(deployment_id) == []
 
 
+@BOTH_RUNNERS
 def test_restarted_service_adopts_without_duplicates(api: Client, engine: Engine, app: Flask) -> None:
     deployment_id = api.deploy(api.agent(), replicas=3)
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
@@ -340,6 +397,7 @@ def test_restarted_service_adopts_without_duplicates(api: Client, engine: Engine
     assert sorted(c.id for c in engine.containers(deployment_id)) == before
 
 
+@BOTH_RUNNERS
 def test_runtime_logs_and_live_follow(api: Client, engine: Engine) -> None:
     deployment_id = api.deploy(api.agent())
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
@@ -371,9 +429,14 @@ def test_runtime_logs_and_live_follow(api: Client, engine: Engine) -> None:
     assert json.loads(end)["status"] == "killed"
 
 
+@BOTH_RUNNERS
 def test_ready_checks_the_engine(client: FlaskClient, engine: Engine) -> None:
     body = client.get("/health/ready").get_json()
     assert body["checks"]["engine"]["status"] == "ok"
+    assert body["checks"]["engine"]["runner"] == engine.runner
+    if engine.runner == "swarm":
+        assert body["checks"]["engine"]["swarm"]["node_state"] == "active"
+        assert body["checks"]["engine"]["swarm"]["manager"] is True
 
 
 def test_engine_unreachable_means_503_and_nothing_written(
@@ -428,6 +491,7 @@ def test_interact_times_out_on_a_slow_agent(
     assert quick.status_code == 200 and quick.get_json()["echo"] == {"sleep": 0}
 
 
+@BOTH_RUNNERS
 def test_resource_samples_on_the_real_engine(api: Client, engine: Engine, app: Flask) -> None:
     deployment_id = api.deploy(api.agent(resources={"memory_mb": 48}))
     wait_until(status_is(api, deployment_id, "ready"), what="ready")

@@ -38,6 +38,7 @@ from deploy_service.runner import (
     ReplicaSpec,
     ReplicaStartFailed,
     RunnerError,
+    SwarmRunner,
     create_runner,
 )
 from deploy_service.runner.docker_runner import LABEL_PORT
@@ -569,7 +570,8 @@ def test_build_timeout_stops_the_build(
 
 def test_create_runner_builds_the_configured_backend() -> None:
     assert isinstance(create_runner({}), DockerRunner)
+    assert isinstance(create_runner({"RUNNER": "swarm"}), SwarmRunner)
     with pytest.raises(ConfigError, match="RUNNER"):
-        create_runner({"RUNNER": "swarm"})
+        create_runner({"RUNNER": "kubernetes"})
     with pytest.raises(ConfigError, match="DOCKER_NETWORK_MODE"):
         create_runner({"DOCKER_NETWORK_MODE": "overlay"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -53,21 +54,24 @@ def test_a_token_cached_under_one_key_is_not_valid_under_another() -> None:
 
 
 @pytest.mark.parametrize(
-    ("token", "message"),
+    ("make", "message"),
     [
-        (_token(type="refresh"), "invalid"),
-        (_token(sid=None), "invalid"),
-        (_token(exp=None), "invalid"),
-        (_token(exp=int(time.time()) - 5), "expired"),
-        (jwt.encode({"sub": "u", "sid": "s", "type": "access", "exp": 2**40}, None, "none"), "invalid"),
-        (jwt.encode({"sub": "u", "sid": "s", "type": "access", "exp": 2**40}, "wrong-key" * 5, "HS256"), "invalid"),
-        ("not.a.token", "invalid"),
+        (lambda: _token(type="refresh"), "invalid"),
+        (lambda: _token(sid=None), "invalid"),
+        (lambda: _token(exp=None), "invalid"),
+        (lambda: _token(exp=int(time.time()) - 5), "expired"),
+        (lambda: jwt.encode({"sub": "u", "sid": "s", "type": "access", "exp": 2**40}, None, "none"), "invalid"),
+        (
+            lambda: jwt.encode({"sub": "u", "sid": "s", "type": "access", "exp": 2**40}, "wrong-key" * 5, "HS256"),
+            "invalid",
+        ),
+        (lambda: "not.a.token", "invalid"),
     ],
     ids=["refresh token", "no sid", "no exp", "expired", "alg none", "wrong key", "garbage"],
 )
-def test_unusable_tokens_are_refused(token: str, message: str) -> None:
+def test_unusable_tokens_are_refused(make: Callable[[], str], message: str) -> None:
     with pytest.raises(TokenRejected, match=message):
-        decode_access_token(token, CONFIG)
+        decode_access_token(make(), CONFIG)
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Token abc"])

@@ -1,0 +1,244 @@
+"""The reconciler with a runner whose engine keeps replicas alive (Swarm), on an in-memory Swarm.
+
+What the reconciler decides, pass by pass: one apply per change (create, scale, rolling update on a new
+port block), tasks observed as instances, exits recorded once and counted against the budget, a rolled
+back update fails the deployment, stop removes the service. The real Swarm runs the same flows in
+tests/integration (test_deployments_engine.py with `swarm`, test_swarm_runner.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from deploy_service.reconciler import Reconciler
+from deploy_service.reconciler.swarm_converge import SwarmConverger
+from deploy_service.runner import ExitInfo, RunnerError, ServiceInfo, ServiceSpec, TaskInfo
+from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from tests.api.test_deployments import FAST, Api, converge, deploy, new_agent
+from tests.factories import AuthActions
+from tests.fakes import FakeRunner
+
+
+class FakeSwarm(FakeRunner):
+    """Services in memory; tests play Swarm by changing their tasks."""
+
+    name = "fake-swarm"
+    manages_replicas = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.services: dict[str, ServiceInfo] = {}
+        self.specs: dict[str, ServiceSpec] = {}
+        self.applied: list[ServiceSpec] = []
+        self.removed: list[str] = []
+        self._task_ids = itertools.count(1)
+        self._clock = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def task(self, spec: ServiceSpec, index: int, state: str = "running", **fields: object) -> TaskInfo:
+        number = next(self._task_ids)
+        self._clock += timedelta(seconds=1)
+        values: dict[str, object] = {
+            "task_id": f"t{number}",
+            "index": index,
+            "generation": spec.generation,
+            "state": "running" if state == "running" else "exited",
+            "task_state": state,
+            "desired_state": "running",
+            "container_id": f"c{number}",
+            "port": spec.port(index),
+            "created_at": self._clock,
+            "updated_at": self._clock,
+            **fields,
+        }
+        return TaskInfo(**values)  # type: ignore[arg-type]
+
+    def apply_service(self, spec: ServiceSpec) -> ServiceInfo:
+        self.applied.append(spec)
+        old = self.services.get(spec.deployment_id)
+        tasks = [t for t in (old.tasks if old else ()) if t.index < spec.replicas]
+        if old is None or old.generation != spec.generation:
+            tasks = [replace(t, desired_state="shutdown", state="exited", task_state="shutdown") for t in tasks]
+            tasks += [self.task(spec, index) for index in range(spec.replicas)]
+        else:
+            tasks += [self.task(spec, index) for index in range(old.replicas, spec.replicas)]
+        blocks = {spec.port_block} | ({old.port_block} if old and old.port_block else set())
+        info = ServiceInfo(
+            service_id=f"s-{spec.deployment_id}",
+            deployment_id=spec.deployment_id,
+            agent_id=spec.agent_id,
+            generation=spec.generation,
+            replicas=spec.replicas,
+            port_blocks=frozenset(blocks),
+            port_block=spec.port_block,
+            update_state="completed" if old else "",
+            tasks=tuple(tasks),
+        )
+        self.services[spec.deployment_id] = info
+        self.specs[spec.deployment_id] = spec
+        return info
+
+    def remove_service(self, deployment_id: str, *, stop_timeout: float = 10.0) -> bool:
+        self.removed.append(deployment_id)
+        return self.services.pop(deployment_id, None) is not None
+
+    def list_services(self) -> list[ServiceInfo]:
+        return list(self.services.values())
+
+    def exit_info(self, container: str) -> ExitInfo:
+        raise RunnerError("on another node")
+
+    def fail_task(self, deployment_id: str, index: int, *, restart: bool, exit_code: int = 3) -> None:
+        """The replica's running task ends on its own; Swarm starts a new one unless `restart` is False."""
+        service = self.services[deployment_id]
+        spec = self.specs[deployment_id]
+        tasks = [
+            replace(t, state="exited", task_state="failed", desired_state="shutdown", exit_code=exit_code)
+            if t.index == index and t.running
+            else t
+            for t in service.tasks
+        ]
+        if restart:
+            tasks.append(self.task(spec, index))
+        self.services[deployment_id] = replace(service, tasks=tuple(tasks))
+
+
+@pytest.fixture()
+def api(client: FlaskClient, auth: AuthActions) -> Api:
+    _, headers = auth.user()
+    return Api(client, headers)
+
+
+@pytest.fixture()
+def swarm(app: Flask) -> Iterator[FakeSwarm]:
+    real = app.extensions[RUNNER_KEY]
+    fake = FakeSwarm()
+    app.extensions[RUNNER_KEY] = fake
+    yield fake
+    app.extensions[RUNNER_KEY] = real
+
+
+@pytest.fixture()
+def reconciler(app: Flask, swarm: FakeSwarm) -> Iterator[Reconciler]:
+    reconciler = Reconciler(app, runner=swarm, settings=FAST)
+    assert isinstance(reconciler.converger, SwarmConverger)
+    yield reconciler
+    reconciler.converger.close()
+
+
+def ready(app: Flask, api: Api, reconciler: Reconciler, replicas: int = 2) -> str:
+    deployment_id = str(deploy(api, new_agent(app, api)["id"], replicas=replicas)["id"])
+    converge(reconciler, api.status_is(deployment_id, "ready"))
+    return deployment_id
+
+
+def test_deploy_scale_restart_and_stop_apply_once_each(
+    app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler
+) -> None:
+    deployment_id = ready(app, api, reconciler)
+    [created] = swarm.applied
+    assert created.replicas == 2 and created.restart_attempts == FAST.restart_budget
+    assert created.restart_delay == FAST.backoff_base and created.restart_window == FAST.stable_seconds
+    body = api.deployment(deployment_id)
+    assert sorted(i["port"] for i in body["instances"]) == [created.port(0), created.port(1)]
+    for _ in range(3):
+        reconciler.run_once()
+    assert len(swarm.applied) == 1, "nothing changed: nothing applied"
+    assert [e["event_type"] for e in api.events(deployment_id, event_type="container_started")] == [
+        "container_started"
+    ] * 2
+
+    assert api.post(f"/v1/deployments/{deployment_id}/scale", {"replicas": 3}).status_code == 202
+    converge(reconciler, lambda: api.deployment(deployment_id)["replicas"]["ready"] == 3)
+    scaled = swarm.applied[-1]
+    assert (scaled.replicas, scaled.generation, scaled.port_block) == (3, 1, created.port_block)
+    assert api.events(deployment_id, event_type="service_scaled")
+
+    assert api.post(f"/v1/deployments/{deployment_id}/restart").status_code == 202
+    converge(reconciler, lambda: len(api.events(deployment_id, event_type="replica_replaced")) == 3)
+    rolled = swarm.applied[-1]
+    assert rolled.generation == 2 and rolled.port_block != created.port_block
+    converge(reconciler, api.status_is(deployment_id, "ready"))
+    assert {i["port"] for i in api.deployment(deployment_id)["instances"]} == {rolled.port(i) for i in range(3)}
+
+    assert api.post(f"/v1/deployments/{deployment_id}/stop").status_code == 202
+    converge(reconciler, api.status_is(deployment_id, "stopped"))
+    assert swarm.services == {} and deployment_id in swarm.removed
+
+
+def test_exits_are_recorded_once_then_the_budget_fails_the_deployment(
+    app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler
+) -> None:
+    deployment_id = ready(app, api, reconciler, replicas=1)
+    swarm.fail_task(deployment_id, 0, restart=True)
+    converge(reconciler, api.status_is(deployment_id, "ready"))
+    for _ in range(3):
+        reconciler.run_once()
+    [exited] = api.events(deployment_id, event_type="container_exited")
+    assert exited["data"]["exit_code"] == 3 and exited["data"]["task_state"] == "failed"
+    assert [e["event_type"] for e in api.events(deployment_id, event_type="container_restarted")] == [
+        "container_restarted"
+    ]
+    assert api.deployment(deployment_id)["instances"][0]["restarts"] == 1
+
+    swarm.fail_task(deployment_id, 0, restart=True)
+    swarm.fail_task(deployment_id, 0, restart=False)  # Swarm's max attempts spent: no new task
+    converge(reconciler, api.status_is(deployment_id, "failed"))
+    body = api.deployment(deployment_id)
+    assert "kept crashing" in body["error"] and "restart budget of 2 spent" in body["error"]
+    assert len(api.events(deployment_id, event_type="container_exited")) == FAST.restart_budget + 1
+    assert swarm.services == {}
+    active = api.get(f"/v1/alerts?deployment_id={deployment_id}&status=active").get_json()["items"]
+    assert "deployment_failed" in {alert["kind"] for alert in active}
+
+
+def test_a_rolled_back_update_fails_the_deployment(
+    app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler
+) -> None:
+    deployment_id = ready(app, api, reconciler, replicas=1)
+    assert api.post(f"/v1/deployments/{deployment_id}/restart").status_code == 202
+    original = swarm.specs[deployment_id]
+
+    def roll_back(spec: ServiceSpec) -> ServiceInfo:  # Swarm: the new tasks failed, the old spec is back
+        swarm.applied.append(spec)
+        old = swarm.services[deployment_id]
+        info = replace(old, update_state="rollback_completed", update_message="update rolled back due to failure")
+        swarm.services[deployment_id] = info
+        return info
+
+    swarm.apply_service = roll_back  # type: ignore[method-assign]
+    converge(reconciler, api.status_is(deployment_id, "failed"))
+    body = api.deployment(deployment_id)
+    assert "update rolled back due to failure" in body["error"]
+    assert swarm.applied[-1].generation == 2 and original.generation == 1
+    assert len([spec for spec in swarm.applied if spec.generation == 2]) == 1, "applied once, not fought over"
+
+
+def test_a_service_it_did_not_create_is_adopted_without_replaying_exits(
+    app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler
+) -> None:
+    deployment_id = ready(app, api, reconciler, replicas=1)
+    swarm.fail_task(deployment_id, 0, restart=True)
+    converge(reconciler, lambda: bool(api.events(deployment_id, event_type="container_exited")))
+    second = Reconciler(app, runner=swarm, settings=FAST)
+    try:
+        for _ in range(3):
+            second.run_once()
+    finally:
+        second.converger.close()
+    assert len(api.events(deployment_id, event_type="container_exited")) == 1
+    assert len(swarm.applied) == 1
+
+
+def test_orphaned_services_are_removed(app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler) -> None:
+    deployment_id = ready(app, api, reconciler, replicas=1)
+    orphan = replace(swarm.specs[deployment_id], deployment_id="gone")
+    swarm.apply_service(orphan)
+    reconciler.run_once()
+    assert "gone" in swarm.removed and set(swarm.services) == {deployment_id}

@@ -1,0 +1,152 @@
+"""The Swarm runner against the real single-node swarm: a service's life without the reconciler.
+
+What the deployment tests cannot see from the API: scaling keeps the running tasks, a rolling update is
+start-first on a fresh port block (old and new task of a replica run side by side), task logs come
+through the manager, and removal leaves no container behind.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from deploy_service.runner import LABEL_MANAGED, ServiceSpec, SwarmRunner
+from deploy_service.runner.swarm_runner import current_tasks
+
+HTTP_AGENT = "deploy-test/http-agent:latest"
+
+
+@pytest.fixture()
+def swarm(docker_engine: docker.DockerClient, swarm_manager: None) -> Iterator[SwarmRunner]:
+    namespace = f"test-{uuid.uuid4().hex[:10]}"
+    runner = SwarmRunner({"ENGINE_NAMESPACE": namespace, "DOCKER_TIMEOUT": 20})
+    yield runner
+    for service in docker_engine.api.services(filters={"label": f"{LABEL_MANAGED}={namespace}"}):
+        docker_engine.api.remove_service(service["ID"])
+    runner.close()
+
+
+def spec(**changes: Any) -> ServiceSpec:
+    base = ServiceSpec(
+        deployment_id=f"it{uuid.uuid4().hex[:12]}",
+        agent_id="agent",
+        generation=1,
+        image=HTTP_AGENT,
+        replicas=2,
+        port_block=347,
+        restart_delay=0.2,
+        restart_attempts=2,
+        restart_window=60,
+        stop_timeout=1,
+        update_monitor=0.5,
+    )
+    return ServiceSpec(**{**base.__dict__, **changes})
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running(runner: SwarmRunner, count: int, generation: int) -> Callable[[], Any]:
+    def check() -> Any:
+        [service] = runner.list_services()
+        tasks = current_tasks(service)
+        ok = len(tasks) == count and all(t.running and t.generation == generation for t in tasks.values())
+        return ok and tasks
+
+    return check
+
+
+def answers(port: int) -> str:
+    reply = requests.post(f"http://127.0.0.1:{port}/invoke", json={"q": 1}, timeout=5)
+    return str(reply.json()["replica"])
+
+
+def test_scale_keeps_tasks_and_rolling_update_is_start_first(swarm: SwarmRunner) -> None:
+    first = spec()
+    swarm.apply_service(first)
+    tasks = wait_for(running(swarm, 2, 1), what="2 running")
+    assert {i: t.port for i, t in tasks.items()} == {0: 34701, 1: 34702}
+    assert [answers(34701), answers(34702)] == ["0", "1"]
+
+    swarm.apply_service(spec(**{**first.__dict__, "replicas": 3}))
+    scaled = wait_for(running(swarm, 3, 1), what="3 running")
+    assert scaled[0].task_id == tasks[0].task_id and scaled[1].task_id == tasks[1].task_id
+    assert answers(34703) == "2"
+
+    swarm.apply_service(spec(**{**first.__dict__, "replicas": 3, "generation": 2, "port_block": 348}))
+    side_by_side = False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        [service] = swarm.list_services()
+        live = [t for t in service.tasks if t.running]
+        side_by_side |= any(
+            old.index == new.index and old.generation == 1 and new.generation == 2 for old in live for new in live
+        )
+        current = current_tasks(service)
+        if all(t.generation == 2 and t.running for t in current.values()) and not any(t.generation == 1 for t in live):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the rolling update did not finish")
+    assert side_by_side, "start-first: a new task runs beside the old one of its replica"
+    assert service.port_blocks == {347, 348}
+    assert [answers(34801), answers(34802), answers(34803)] == ["0", "1", "2"]
+
+    [line, *_] = [line for line in swarm.task_logs(current[0].task_id, replica=0, tail=50) if "listening" in line.line]
+    assert line.timestamp is not None and line.replica == 0
+
+    assert swarm.remove_service(first.deployment_id, stop_timeout=1) is True
+    assert swarm.list_services() == []
+    assert swarm.list_replicas() == []
+    assert swarm.remove_service(first.deployment_id) is False
+
+
+def test_a_replica_that_keeps_crashing_is_restarted_by_swarm_then_given_up(swarm: SwarmRunner) -> None:
+    crashing = spec(image="deploy-test/crasher:latest", replicas=1, env={"CRASH_DELAY": "0.1"})
+    swarm.apply_service(crashing)
+
+    def given_up() -> Any:
+        [service] = swarm.list_services()
+        failed = [t for t in service.tasks if t.failed]
+        return len(failed) == 3 and all(t.ended for t in current_tasks(service).values()) and failed
+
+    failed = wait_for(given_up, what="three failed tasks")
+    assert {t.exit_code for t in failed} == {3}
+    time.sleep(1.0)  # the budget is spent: Swarm starts no fourth task, however long one waits
+    [service] = swarm.list_services()
+    assert len(service.tasks) == 3
+
+
+def test_an_update_whose_new_tasks_crash_is_rolled_back(swarm: SwarmRunner) -> None:
+    first = spec(replicas=1)
+    swarm.apply_service(first)
+    [serving] = wait_for(running(swarm, 1, 1), what="running").values()
+    broken = {**first.__dict__, "generation": 2, "port_block": 348, "image": "deploy-test/crasher:latest"}
+    swarm.apply_service(spec(**{**broken, "env": {"CRASH_DELAY": "0.1"}}))
+
+    def rolled_back() -> Any:
+        [service] = swarm.list_services()
+        # Swarm may pause the rollback itself (it counts the failure of the update's task again); either
+        # way the spec is the old one and the old replica serves.
+        rolled = service.update_state in ("rollback_completed", "rollback_paused")
+        current = current_tasks(service).get(0)
+        return rolled and current is not None and current.running and current.generation == 1 and service
+
+    service = wait_for(rolled_back, timeout=60, what="the rollback")
+    assert service.generation == 1, "the spec (and its labels) are the old generation's again"
+    current = current_tasks(service)[0]
+    assert answers(current.port or 0) == "0"
+    assert serving.port == current.port == 34701
