@@ -249,12 +249,14 @@ class UndeployAgent(MethodView):
 class RestartAgent(MethodView):
     @agent_blp.auth_required()
     @agent_blp.response(202, DeploymentSchema)
-    @agent_blp.alt_response(404, response="NOT_FOUND", description="No live deployment.")
-    @agent_blp.alt_response(409, response="CONFLICT")
+    @agent_blp.alt_response(404, response="NOT_FOUND", description="No such agent.")
+    @agent_blp.alt_response(
+        409, response="CONFLICT", description="`invalid_state`: no live deployment, or it is deploying or killed."
+    )
     @agent_blp.alt_response(503, **ENGINE_DOWN)
     def post(self, agent_id: str) -> Deployment:
-        """Restart the agent's live deployment."""
-        deployment = service.live_deployment_of_agent(current_user(), agent_id)
+        """Restart the agent's live deployment (409 `invalid_state` when it has none)."""
+        deployment = service.live_deployment_of_agent(current_user(), agent_id, missing="invalid_state")
         return service.restart(current_user(), deployment.id)
 
 

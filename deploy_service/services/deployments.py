@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
-from deploy_service.errors import Conflict, NotFound, ValidationFailed
+from deploy_service.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from deploy_service.extensions import db
 from deploy_service.models import (
     DESIRED_DELETED,
@@ -321,15 +321,22 @@ def agent_deployment(actor: Principal, agent_id: str) -> Deployment:
     return deployment
 
 
-def live_deployment_of_agent(actor: Principal, agent_id: str) -> Deployment:
+def live_deployment_of_agent(actor: Principal, agent_id: str, *, missing: str = "not_found") -> Deployment:
     """The agent's live deployment.
 
+    Args:
+        missing: what an agent without one is: `not_found` (undeploy: the contract's 404) or
+            `invalid_state` (restart: the agent exists, its state does not allow the action: 409).
+
     Raises:
-        NotFound: none (or the agent is not visible).
+        NotFound: the agent is not visible, or (with `missing="not_found"`) it has no live deployment.
+        InvalidState: with `missing="invalid_state"`, it has no live deployment.
     """
     agent = get_agent(actor, agent_id)
     deployment = live_deployment(agent.id)
     if deployment is None:
+        if missing == "invalid_state":
+            raise InvalidState("The agent has no live deployment to restart.", details={"agent_id": agent.id})
         raise NotFound("The agent has no live deployment.")
     return deployment
 

@@ -140,7 +140,7 @@ def test_agent_centric_deploy_paths(app: Flask, api: Api, fake_runner: FakeRunne
     never = new_agent(app, api)
     assert_error(api.get(f"/v1/agents/{never['id']}/deployment-status"), 404, "not_found")
     assert_error(api.post(f"/v1/agents/{never['id']}/undeploy"), 404, "not_found")
-    assert_error(api.post(f"/v1/agents/{never['id']}/restart"), 404, "not_found")
+    assert_error(api.post(f"/v1/agents/{never['id']}/restart"), 409, "invalid_state")
 
 
 @pytest.mark.parametrize(
