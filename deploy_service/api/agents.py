@@ -82,7 +82,10 @@ class AgentItem(MethodView):
     @blp.response(200, AgentSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(
-        409, response="CONFLICT", description="The name is taken, or `secrets` names a secret you do not have."
+        409,
+        response="CONFLICT",
+        description="The name is taken; `secrets` names a secret you do not have; or the change would leave "
+        "the agent with neither image nor source, or a variable in both env and secrets.",
     )
     def patch(self, data: dict[str, Any], agent_id: str) -> Agent:
         """Update an agent: each given field replaces the stored one; applies at the next deploy."""

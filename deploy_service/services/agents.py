@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from deploy_service.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from deploy_service.errors import Conflict, Forbidden, NotFound
 from deploy_service.extensions import db
 from deploy_service.models import Agent, ApiKey, Deployment, Principal
 from deploy_service.services import lifecycle
@@ -156,8 +156,9 @@ def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent
 
     Raises:
         NotFound: as for `get_agent` (only ever about the agent itself).
-        ValidationFailed: no image and no source would be left, or env and secrets overlap.
-        Conflict: the name is taken, or `secrets` names a secret the owner does not have.
+        Conflict: the name is taken; `secrets` names a secret the owner does not have; or the change
+            would leave the stored agent without image and source, or with a variable in both env and
+            secrets (a body that is wrong on its own is the schema's 400, before this).
     """
     agent = get_agent(actor, agent_id)
     data = _with_defaults(dict(data))
@@ -166,8 +167,9 @@ def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent
     elif data.get("source"):
         data["image"] = None
     if not (data.get("image", agent.image) or data.get("source", agent.source)):
-        raise ValidationFailed(
-            "An agent needs an image or a git source.", details={"image": ["Give an image or a git source."]}
+        raise Conflict(
+            "This change would leave the agent with neither an image nor a git source.",
+            details={"image": ["Give an image or a git source."]},
         )
     if "secrets" in data:
         _check_secret_references(agent.owner_id, data["secrets"] or {}, error=Conflict)
@@ -178,8 +180,9 @@ def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent
         secrets = data.get("secrets", agent.secrets) or {}
         overlap = sorted(set(env) & set(secrets))
         if overlap:
-            raise ValidationFailed(
-                "Variables set in both env and secrets.", details={"secrets": [f"Also in env: {', '.join(overlap)}."]}
+            raise Conflict(
+                "This change would set a variable in both env and secrets.",
+                details={"secrets": [f"Also in env: {', '.join(overlap)}."]},
             )
     for key, value in data.items():
         setattr(agent, key, value)

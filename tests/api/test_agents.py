@@ -302,7 +302,8 @@ def test_patch_switches_between_image_and_source(client: FlaskClient, auth: Auth
     assert to_git["image"] is None and to_git["source"]["branch"] == "main"
     to_image = client.patch(url, headers=headers, json={"image": "busybox:1.36"}).get_json()
     assert to_image["image"] == "busybox:1.36" and to_image["source"] is None
-    assert_error(client.patch(url, headers=headers, json={"image": None}), 400, "validation_error")
+    # The body is valid; it conflicts with the stored agent (it would have neither image nor source).
+    assert_error(client.patch(url, headers=headers, json={"image": None}), 409, "conflict")
     assert_error(
         client.patch(
             url, headers=headers, json={"image": "busybox", "source": {"git_url": "https://github.com/a/b.git"}}
@@ -320,8 +321,13 @@ def test_patch_name_conflict_and_env_overlap(client: FlaskClient, auth: AuthActi
     first = make_agent(app, user, name="first")
     second = make_agent(app, user, name="second", secrets={"TOKEN": "tok"})
     assert_error(client.patch(f"/v1/agents/{second['id']}", headers=headers, json={"name": "first"}), 409, "conflict")
-    assert_error(
+    assert_error(  # the stored secrets already set TOKEN: a conflict with the agent, not a bad body
         client.patch(f"/v1/agents/{second['id']}", headers=headers, json={"env": {"TOKEN": "x"}}),
+        409,
+        "conflict",
+    )
+    assert_error(  # both in one body: the body itself is wrong
+        client.patch(f"/v1/agents/{second['id']}", headers=headers, json={"env": {"A": "x"}, "secrets": {"A": "tok"}}),
         400,
         "validation_error",
     )
