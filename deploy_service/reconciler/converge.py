@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import select
@@ -332,36 +333,7 @@ class Converger:
             except RunnerError as exc:  # removed between the list and the inspect
                 info = ExitInfo(exit_code=replica.exit_code, oom_killed=False, error=exc.message)
             instance.container_id = replica.container_id
-            instance.status = "exited"
-            instance.healthy = False
-            instance.exit_code = info.exit_code
-            instance.restarts += 1
-            instance.recent_restarts += 1
-            reason = " (killed: out of memory)" if info.oom_killed else ""
-            if info.oom_killed:
-                self._oom_at[deployment.id] = time.monotonic()
-                finding = alerts.memory_rule(deployment, oom_recently=True)
-                alerts.observe(deployment, "memory_high", finding, known=self._open_alerts)
-            lifecycle.record_event(
-                deployment,
-                "container_exited",
-                f"Replica {instance.index} exited with code {info.exit_code}{reason}.",
-                {
-                    "replica": instance.index,
-                    "container_id": replica.container_id,
-                    "exit_code": info.exit_code,
-                    "oom_killed": info.oom_killed,
-                    "error": info.error,
-                },
-            )
-            if instance.recent_restarts > settings.restart_budget:
-                lifecycle.transition(
-                    deployment,
-                    lifecycle.FAILED,
-                    f"Replica {instance.index} kept crashing ({instance.recent_restarts - 1} restarts).",
-                    error=f"Replica {instance.index} kept crashing: last exit code {info.exit_code}{reason}; "
-                    f"restart budget of {settings.restart_budget} spent.",
-                )
+            if self._note_exit(deployment, instance, info, {"container_id": replica.container_id}):
                 self._wind_down(deployment, list(self._deployment_containers(deployment)))
                 return settings.resync
             delay = restart_delay(instance.recent_restarts, base=settings.backoff_base, maximum=settings.backoff_max)
@@ -379,6 +351,45 @@ class Converger:
             starts.append(instance.index)
             return settings.tick
         return max(seconds_until(instance.next_restart_at, now), 0.01)
+
+    def _note_exit(self, deployment: Deployment, instance: Instance, info: ExitInfo, data: dict[str, Any]) -> bool:
+        """Count an exit of `instance` (status, restart counters, an OOM's `memory_high`, a `container_exited`
+        event with `data`); True when that spent the restart budget and the deployment is now `failed`
+        (the caller winds it down). Shared by both runners' convergers: who restarts differs, the count not.
+        """
+        settings = self.settings
+        instance.status = "exited"
+        instance.healthy = False
+        instance.exit_code = info.exit_code
+        instance.restarts += 1
+        instance.recent_restarts += 1
+        reason = " (killed: out of memory)" if info.oom_killed else ""
+        if info.oom_killed:
+            self._oom_at[deployment.id] = time.monotonic()
+            finding = alerts.memory_rule(deployment, oom_recently=True)
+            alerts.observe(deployment, "memory_high", finding, known=self._open_alerts)
+        lifecycle.record_event(
+            deployment,
+            "container_exited",
+            f"Replica {instance.index} exited with code {info.exit_code}{reason}.",
+            {
+                "replica": instance.index,
+                **data,
+                "exit_code": info.exit_code,
+                "oom_killed": info.oom_killed,
+                "error": info.error,
+            },
+        )
+        if instance.recent_restarts <= settings.restart_budget:
+            return False
+        lifecycle.transition(
+            deployment,
+            lifecycle.FAILED,
+            f"Replica {instance.index} kept crashing ({instance.recent_restarts - 1} restarts).",
+            error=f"Replica {instance.index} kept crashing: last exit code {info.exit_code}{reason}; "
+            f"restart budget of {settings.restart_budget} spent.",
+        )
+        return True
 
     def _deployment_containers(self, deployment: Deployment) -> Iterable[ReplicaInfo]:
         return [replica for replica in self.runner.list_replicas() if replica.deployment_id == deployment.id]

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import random
 import socket
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -46,7 +45,7 @@ from deploy_service.runner.base import (
 )
 from deploy_service.runner.swarm_records import MAX_REPLICAS
 from deploy_service.runner.swarm_runner import current_tasks
-from deploy_service.services import alerts, lifecycle
+from deploy_service.services import lifecycle
 from deploy_service.services.secrets import resolve_secret_values
 
 log = logging.getLogger(__name__)
@@ -301,39 +300,13 @@ class SwarmConverger(Converger):
                 )
             except RunnerError:
                 pass  # on another node, or already pruned: the task's own status is what we know
-        instance.status = "exited"
-        instance.healthy = False
-        instance.exit_code = info.exit_code
-        instance.restarts += 1
-        instance.recent_restarts += 1
-        reason = " (killed: out of memory)" if info.oom_killed else ""
-        if info.oom_killed:
-            self._oom_at[deployment.id] = time.monotonic()
-            alerts.observe(
-                deployment, "memory_high", alerts.memory_rule(deployment, oom_recently=True), known=self._open_alerts
-            )
-        lifecycle.record_event(
+        spent = self._note_exit(
             deployment,
-            "container_exited",
-            f"Replica {instance.index} exited with code {info.exit_code}{reason}.",
-            {
-                "replica": instance.index,
-                "container_id": task.container_id,
-                "task_id": task.task_id,
-                "task_state": task.task_state,
-                "exit_code": info.exit_code,
-                "oom_killed": info.oom_killed,
-                "error": info.error,
-            },
+            instance,
+            info,
+            {"container_id": task.container_id, "task_id": task.task_id, "task_state": task.task_state},
         )
-        if instance.recent_restarts > settings.restart_budget:
-            lifecycle.transition(
-                deployment,
-                lifecycle.FAILED,
-                f"Replica {instance.index} kept crashing ({instance.recent_restarts - 1} restarts).",
-                error=f"Replica {instance.index} kept crashing: last exit code {info.exit_code}{reason}; "
-                f"restart budget of {settings.restart_budget} spent.",
-            )
+        if spent:
             self._wind_down(deployment, [])
             return
         lifecycle.record_event(

@@ -382,6 +382,34 @@ class DockerRunner(Runner):
         Raises:
             RunnerError: no such container.
         """
+        return self._stream_logs(
+            "/containers/{0}/logs",
+            container,
+            replica=replica,
+            tail=tail,
+            since=since,
+            follow=follow,
+            refused=f"The engine refused the logs of {container}",
+            missing=f"No such container: {container}",
+        )
+
+    def _stream_logs(
+        self,
+        path: str,
+        ident: str,
+        *,
+        replica: int,
+        tail: int | None,
+        since: datetime | None,
+        follow: bool,
+        refused: str,
+        missing: str | None = None,
+    ) -> Iterator[LogLine]:
+        """Open the engine's log stream at `path` (a container's or, through a Swarm manager, a task's).
+
+        Raises:
+            RunnerError: `missing` when the engine answers 404 (if given), else `refused` with its reason.
+        """
         params: dict[str, Any] = {
             "stdout": 1,
             "stderr": 1,
@@ -392,15 +420,17 @@ class DockerRunner(Runner):
         if since is not None:
             params["since"] = f"{since.timestamp():.6f}"
         with self._engine() as api:
-            response = api._get(api._url("/containers/{0}/logs", container), params=params, stream=True)
+            response = api._get(api._url(path, ident), params=params, stream=True)
             try:
                 api._raise_for_status(response)
             except NotFound as exc:
                 response.close()
-                raise RunnerError(f"No such container: {container}") from exc
+                if missing is None:
+                    raise RunnerError(f"{refused}: {explanation(exc)}") from exc
+                raise RunnerError(missing) from exc
             except APIError as exc:
                 response.close()
-                raise RunnerError(f"The engine refused the logs of {container}: {explanation(exc)}") from exc
+                raise RunnerError(f"{refused}: {explanation(exc)}") from exc
         if follow:
             set_read_timeout(response, None)
         return log_lines(response, replica=replica, guard=self._engine)

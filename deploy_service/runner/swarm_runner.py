@@ -48,7 +48,6 @@ from deploy_service.runner.base import (
 )
 from deploy_service.runner.docker_common import explanation
 from deploy_service.runner.docker_runner import DockerRunner, _user_for_image
-from deploy_service.runner.docker_streams import log_lines, set_read_timeout
 from deploy_service.runner.swarm_records import (
     MAX_REPLICAS,
     service_document,
@@ -238,25 +237,15 @@ class SwarmRunner(DockerRunner):
         follow: bool = False,
     ) -> Iterator[LogLine]:
         """A task's lines through the Swarm manager (which fetches them from the task's node)."""
-        params: dict[str, Any] = {
-            "stdout": 1,
-            "stderr": 1,
-            "timestamps": 1,
-            "follow": 1 if follow else 0,
-            "tail": "all" if tail is None else max(int(tail), 0),
-        }
-        if since is not None:
-            params["since"] = f"{since.timestamp():.6f}"
-        with self._engine() as api:
-            response = api._get(api._url("/tasks/{0}/logs", task_id), params=params, stream=True)
-            try:
-                api._raise_for_status(response)
-            except APIError as exc:
-                response.close()
-                raise RunnerError(f"The Swarm manager refused the logs of task {task_id}: {explanation(exc)}") from exc
-        if follow:
-            set_read_timeout(response, None)
-        return log_lines(response, replica=replica, guard=self._engine)
+        return self._stream_logs(
+            "/tasks/{0}/logs",
+            task_id,
+            replica=replica,
+            tail=tail,
+            since=since,
+            follow=follow,
+            refused=f"The Swarm manager refused the logs of task {task_id}",
+        )
 
     # -- services ----------------------------------------------------------------------------------
 
