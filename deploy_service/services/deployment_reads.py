@@ -27,6 +27,7 @@ from sqlalchemy.types import TypeDecorator
 from deploy_service.errors import NotFound
 from deploy_service.extensions import db
 from deploy_service.models import Deployment, Instance, Principal
+from deploy_service.services import lifecycle
 
 _deployments = Deployment.__table__
 _instances = Instance.__table__
@@ -146,7 +147,7 @@ _INSTANCES_OF = (
     .where(_instances.c.deployment_id.in_(bindparam("deployment_ids", expanding=True)))
     .order_by(_instances.c.deployment_id, _instances.c.index)
 )
-_NOT_SHOWN = ("stopped", "killed")
+_NOT_SHOWN = (lifecycle.STOPPED, lifecycle.KILLED)  # no instances shown, no replicas wanted
 
 
 def deployment_body(row: Sequence[Any], instances: Sequence[Sequence[Any]]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -321,7 +321,9 @@ def agent_deployment(actor: Principal, agent_id: str) -> Deployment:
     return deployment
 
 
-def live_deployment_of_agent(actor: Principal, agent_id: str, *, missing: str = "not_found") -> Deployment:
+def live_deployment_of_agent(
+    actor: Principal, agent_id: str, *, missing: Literal["not_found", "invalid_state"] = "not_found"
+) -> Deployment:
     """The agent's live deployment.
 
     Args:
