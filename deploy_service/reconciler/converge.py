@@ -406,10 +406,15 @@ class Converger:
                 f"Replica {instance.index}'s running container was adopted.",
                 {"replica": instance.index, "container_id": replica.container_id},
             )
+        self._mark_running(instance, generation=replica.generation, host=replica.host, port=replica.port, now=now)
+
+    def _mark_running(self, instance: Instance, *, generation: int, host: str, port: int | None, now: datetime) -> None:
+        """Record a replica seen running; its restart count for backoff resets once it has stayed up the stable
+        period. Shared by both runners' convergers."""
         instance.status = "running"
-        instance.generation = replica.generation
-        instance.host = replica.host
-        instance.port = replica.port or instance.port
+        instance.generation = generation
+        instance.host = host
+        instance.port = port or instance.port
         instance.next_restart_at = None
         if (
             instance.recent_restarts

@@ -333,17 +333,7 @@ class SwarmConverger(Converger):
             instance.healthy = None
             instance.health_failures = 0
             instance.exit_code = None
-        instance.status = "running"
-        instance.generation = task.generation
-        instance.host = task.host
-        instance.port = task.port or instance.port
-        instance.next_restart_at = None
-        if (
-            instance.recent_restarts
-            and instance.started_at is not None
-            and (now - instance.started_at).total_seconds() >= self.settings.stable_seconds
-        ):
-            instance.recent_restarts = 0
+        self._mark_running(instance, generation=task.generation, host=task.host, port=task.port, now=now)
 
     # -- winding down ---------------------------------------------------------------------------------
 
