@@ -86,7 +86,12 @@ class Engine:
         return self.client.containers.get(container_id)
 
     def remove_all(self) -> None:
-        for service in self.client.api.services(filters={"label": f"{LABEL_MANAGED}={self.namespace}"}):
+        services = (  # only the swarm runner makes services (and the engine may not be a swarm at all)
+            self.client.api.services(filters={"label": f"{LABEL_MANAGED}={self.namespace}"})
+            if self.runner == "swarm"
+            else []
+        )
+        for service in services:
             try:
                 self.client.api.remove_service(service["ID"])
             except docker.errors.NotFound:
