@@ -19,6 +19,7 @@ from flask import Flask
 from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from deploy_service import rawdb
 from deploy_service.api import register_blueprints
 from deploy_service.cli import register_commands
 from deploy_service.config import load_config, validate_config
@@ -127,6 +128,7 @@ def register_extensions(app: Flask) -> None:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app)
     app.config["JWT_SECRET_KEY"] = app.config.get("JWT_SECRET_KEY") or app.config["SECRET_KEY"]
     db.init_app(app)
+    rawdb.init_app(app)
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
             event.listen(db.engine, "connect", _sqlite_pragmas)

@@ -98,6 +98,13 @@ class Blueprint(flask_smorest.Blueprint):
 
     ARGUMENTS_PARSER = Parser()
 
+    def arguments(self, schema: Any, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        """smorest's `arguments`, with a schema class instantiated once here instead of by webargs on
+        every request (a query schema's fields are deep-copied each time it is built)."""
+        if isinstance(schema, type):
+            schema = schema()
+        return cast(Callable[[F], F], super().arguments(schema, *args, **kwargs))
+
     def auth_required(
         self, *, admin: bool = False, refresh: bool = False, key_scope: str | None = None
     ) -> Callable[[F], F]:

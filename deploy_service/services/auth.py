@@ -14,6 +14,7 @@ from deploy_service.errors import Conflict, Forbidden, Unauthorized
 from deploy_service.extensions import db
 from deploy_service.models import ROLE_ADMIN, ROLE_USER, AuthSession, Principal, User
 from deploy_service.models.types import utcnow
+from deploy_service.rawdb import PreparedQuery
 from deploy_service.security import hash_password, password_needs_rehash, verify_password
 from deploy_service.tokens import TokenRejected, bearer_token, decode_access_token
 
@@ -125,7 +126,7 @@ _USER_COLUMNS = (
     _users.c.created_at,
 )
 
-_USER_OF_SESSION = (
+_USER_OF_SESSION = PreparedQuery(
     select(*_USER_COLUMNS, _sessions.c.revoked_at)
     .join_from(_sessions, _users, _sessions.c.user_id == _users.c.id)
     .where(_sessions.c.id == bindparam("session_id"), _users.c.id == bindparam("user_id"))
@@ -135,20 +136,18 @@ _USER_OF_SESSION = (
 def user_for_token(payload: dict[str, Any]) -> Principal | None:
     """The active user a decoded token speaks for, or None when its session is revoked or gone.
 
-    One Core query per request (the session and its user together), on the request's connection; a
-    revoked session is seen on the very next request of every process.
+    One prepared query per request (the session and its user together) on the request's pooled
+    connection (`rawdb`); a revoked session is seen on the very next request of every process.
     """
     session_id, user_id = payload.get("sid"), payload.get("sub")
     if not isinstance(session_id, str) or not isinstance(user_id, str):
         return None
-    row = db.session.connection().execute(_USER_OF_SESSION, {"session_id": session_id, "user_id": user_id}).first()
-    if row is None or row.revoked_at is not None or not row.is_active:
+    row = _USER_OF_SESSION.first({"session_id": session_id, "user_id": user_id})
+    if row is None:
+        return None
+    user_id, email, full_name, role, is_active, created_at, revoked_at = row
+    if revoked_at is not None or not is_active:
         return None
     return Principal(
-        id=row.id,
-        email=row.email,
-        full_name=row.full_name,
-        role=row.role,
-        is_active=row.is_active,
-        created_at=row.created_at,
+        id=user_id, email=email, full_name=full_name, role=role, is_active=is_active, created_at=created_at
     )

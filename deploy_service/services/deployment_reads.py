@@ -12,21 +12,21 @@ Writes still go through `services.deployments` and the ORM; this module only rea
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import DateTime, Select, Text, bindparam, func, select, type_coerce
+from sqlalchemy import DateTime, Text, bindparam, func, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from deploy_service.errors import NotFound
-from deploy_service.extensions import db
 from deploy_service.models import Deployment, Instance, Principal
+from deploy_service.rawdb import PreparedQuery
 from deploy_service.services import lifecycle
 
 _deployments = Deployment.__table__
@@ -34,29 +34,48 @@ _instances = Instance.__table__
 
 
 class _IsoTimestamp(TypeDecorator[Any]):
-    """A UTC timestamp read straight into what the body shows: ISO 8601 text on SQLite, a `datetime` elsewhere.
-
-    SQLite keeps these columns as `YYYY-MM-DD HH:MM:SS.ffffff` UTC text; turning that into
-    `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` by slicing gives exactly `datetime.isoformat()` (which leaves out
-    zero microseconds) at a fifth of the cost of parsing it. PostgreSQL's driver hands back `datetime`s,
-    which orjson writes as ISO 8601 once they are in UTC.
-    """
+    """A UTC timestamp as the body shows it: SQLite builds the ISO 8601 text (`_IsoText`), PostgreSQL's
+    driver hands back a `datetime`, which orjson writes as ISO 8601 once it is in UTC."""
 
     impl = DateTime
     cache_ok = True
 
     def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
-        def convert(value: Any) -> Any:
+        if dialect.name == "sqlite":
+            return None
+
+        def in_utc(value: datetime | None) -> datetime | None:
             if value is None:
                 return None
-            if isinstance(value, str):
-                if value.endswith(".000000"):
-                    value = value[:-7]
-                return value.replace(" ", "T", 1) + "+00:00"
-            moment: datetime = value
-            return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+            return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
-        return convert
+        return in_utc
+
+
+class _IsoText(FunctionElement[Any]):
+    """A timestamp column read as `_IsoTimestamp`.
+
+    SQLite keeps these columns as `YYYY-MM-DD HH:MM:SS.ffffff` UTC text; it turns that into
+    `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` itself, exactly `datetime.isoformat()` (which leaves out zero
+    microseconds), so no Python runs per value: a page of 50 has 300 of them.
+    """
+
+    type = _IsoTimestamp()
+    inherit_cache = True
+
+
+@compiles(_IsoText)
+def _iso_text_default(element: _IsoText, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(_IsoText, "sqlite")
+def _iso_text_sqlite(element: _IsoText, compiler: Any, **kw: Any) -> str:
+    value = compiler.process(element.clauses, **kw)
+    return (
+        f"(CASE WHEN substr({value}, 20) = '.000000' THEN replace(substr({value}, 1, 19), ' ', 'T') "
+        f"ELSE replace({value}, ' ', 'T') END || '+00:00')"
+    )
 
 
 class _RawJSON(TypeDecorator[Any]):
@@ -93,7 +112,7 @@ def _column(name: str) -> Any:
     if name == "config":
         return _PublicConfig().label("config")
     column = _deployments.c[name]
-    return type_coerce(column, _IsoTimestamp()).label(name) if name.endswith("_at") else column
+    return _IsoText(column).label(name) if name.endswith("_at") else column
 
 
 _DEPLOYMENT_COLUMNS = [
@@ -118,7 +137,7 @@ _DEPLOYMENT_COLUMNS = [
     )
 ]
 _INSTANCE_COLUMNS = [
-    type_coerce(_instances.c[name], _IsoTimestamp()).label(name) if name == "started_at" else _instances.c[name]
+    _IsoText(_instances.c[name]).label(name) if name == "started_at" else _instances.c[name]
     for name in (
         "deployment_id",
         "id",
@@ -136,16 +155,11 @@ _INSTANCE_COLUMNS = [
 
 _DEPLOYMENT_WIDTH = len(_DEPLOYMENT_COLUMNS)
 # One deployment and its instances in one round trip: a row per instance (or one with NULLs for none).
-_BY_ID = (
+_BY_ID = PreparedQuery(
     select(*_DEPLOYMENT_COLUMNS, *_INSTANCE_COLUMNS)
     .select_from(_deployments.outerjoin(_instances, _instances.c.deployment_id == _deployments.c.id))
     .where(_deployments.c.id == bindparam("deployment_id"))
     .order_by(_instances.c.index)
-)
-_INSTANCES_OF = (
-    select(*_INSTANCE_COLUMNS)
-    .where(_instances.c.deployment_id.in_(bindparam("deployment_ids", expanding=True)))
-    .order_by(_instances.c.deployment_id, _instances.c.index)
 )
 _NOT_SHOWN = (lifecycle.STOPPED, lifecycle.KILLED)  # no instances shown, no replicas wanted
 
@@ -235,11 +249,22 @@ def deployment_body(row: Sequence[Any], instances: Sequence[Sequence[Any]]) -> d
     }
 
 
-def _instances_by_deployment(deployment_ids: Iterable[str]) -> dict[str, list[Any]]:
-    ids = list(deployment_ids)
+@cache
+def _instances_of(count: int) -> PreparedQuery:
+    """The instances of `count` deployments (ids bound as `d0`, `d1`, ...), built once per page size."""
+    ids: list[Any] = [bindparam(f"d{position}") for position in range(count)]
+    return PreparedQuery(
+        select(*_INSTANCE_COLUMNS)
+        .where(_instances.c.deployment_id.in_(ids))
+        .order_by(_instances.c.deployment_id, _instances.c.index)
+    )
+
+
+def _instances_by_deployment(deployment_ids: Sequence[str]) -> dict[str, list[Any]]:
     grouped: dict[str, list[Any]] = defaultdict(list)
-    if ids:
-        for instance in db.session.connection().execute(_INSTANCES_OF, {"deployment_ids": ids}):
+    if deployment_ids:
+        params = {f"d{position}": deployment_id for position, deployment_id in enumerate(deployment_ids)}
+        for instance in _instances_of(len(deployment_ids)).rows(params):
             grouped[instance[0]].append(instance)
     return grouped
 
@@ -250,7 +275,7 @@ def get_deployment_body(actor: Principal, deployment_id: str) -> dict[str, Any]:
     Raises:
         NotFound: missing or someone else's (the same answer).
     """
-    rows = db.session.connection().execute(_BY_ID, {"deployment_id": deployment_id}).all()
+    rows = _BY_ID.rows({"deployment_id": deployment_id})
     if not rows or (not actor.is_admin and rows[0][2] != actor.id):
         raise NotFound("Deployment not found.")
     width = _DEPLOYMENT_WIDTH
@@ -259,11 +284,13 @@ def get_deployment_body(actor: Principal, deployment_id: str) -> dict[str, Any]:
 
 
 @cache
-def _list_statements(scoped: bool, by_agent: bool, by_status: bool) -> tuple[Select[Any], Select[Any]]:
+def _list_statements(scoped: bool, by_agent: bool, by_status: bool) -> tuple[PreparedQuery, PreparedQuery]:
     """The (count, page) statements for one combination of filters, built once per process.
 
-    The page carries the total as a window count, so one query answers both; the count alone is needed
-    only for a page past the end.
+    The page carries the total as an uncorrelated scalar subquery, which the database runs once, so one
+    query answers both; the count alone is needed only for a page past the end. (A window count,
+    `count() OVER ()`, would make the database build every matching row, with its computed columns,
+    before sorting and cutting the page: 250 µs against 160 µs for a page of 50 on SQLite.)
     """
     conditions = []
     if scoped:
@@ -274,13 +301,13 @@ def _list_statements(scoped: bool, by_agent: bool, by_status: bool) -> tuple[Sel
         conditions.append(_deployments.c.status == bindparam("status"))
     count = select(func.count()).select_from(_deployments).where(*conditions)
     page = (
-        select(*_DEPLOYMENT_COLUMNS, func.count().over().label("total"))
+        select(*_DEPLOYMENT_COLUMNS, count.correlate(None).scalar_subquery().label("total"))
         .where(*conditions)
         .order_by(_deployments.c.created_at.desc(), _deployments.c.id.desc())
         .limit(bindparam("limit"))
         .offset(bindparam("skip"))
     )
-    return count, page
+    return PreparedQuery(count), PreparedQuery(page)
 
 
 def list_deployment_bodies(
@@ -289,13 +316,12 @@ def list_deployment_bodies(
     """The caller's deployments, newest first, as the contract's list body `{items, total, skip, limit}`."""
     count, page = _list_statements(not actor.is_admin, bool(agent_id), bool(status))
     params: dict[str, Any] = {"owner_id": actor.id, "agent_id": agent_id, "status": status}
-    connection = db.session.connection()
-    rows = connection.execute(page, {**params, "skip": skip, "limit": limit}).all()
+    rows = page.rows({**params, "skip": skip, "limit": limit})
     if rows:
         total = rows[0][-1]
     else:
-        total = connection.execute(count, params).scalar_one() if skip else 0
-    instances = _instances_by_deployment(row[0] for row in rows)
+        total = count.rows(params)[0][0] if skip else 0
+    instances = _instances_by_deployment([row[0] for row in rows])
     return {
         "items": [deployment_body(row, instances.get(row[0], [])) for row in rows],
         "total": total,

@@ -21,6 +21,7 @@ from flask import current_app
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
+from deploy_service import rawdb
 from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, ServiceError
 from deploy_service.extensions import db
 from deploy_service.models import ApiKey, Instance, Invocation, Principal
@@ -76,6 +77,7 @@ def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
     host = replica.host or config["REPLICA_HOST"]
     url = f"http://{host}:{replica.port}{deployment.config.get('invoke_path', '/invoke')}"
     limit = config["INTERACT_MAX_RESPONSE_BYTES"]
+    rawdb.release()  # the login check's connection goes back to the pool while the agent answers
     started = time.perf_counter()
     status = 0
     error: ServiceError | None = None

@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import current_app
 
+from deploy_service import rawdb
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
 from deploy_service.models import Deployment, Principal
@@ -124,6 +125,7 @@ def follow_logs(
     poll, deadline = config["LOG_FOLLOW_POLL_SECONDS"], time.monotonic() + config["LOG_FOLLOW_MAX_SECONDS"]
     deployment = get_deployment(actor, deployment_id)
     started = utcnow()
+    rawdb.release()  # the login check's connection goes back to the pool for the stream's lifetime
     yield ": following\n\n"
     try:
         yield from _follow(

@@ -1,0 +1,111 @@
+"""Prepared reads on the pool's DBAPI connection: the hot read path without the ORM session.
+
+Every authenticated request checks its login session, and dashboards poll the deployment reads. Through
+the ORM session each of those paid for the session's transaction bookkeeping (about 45 µs) and for
+SQLAlchemy's statement execution (about 50 µs) around a query the database answers in 10 µs. Here a
+`PreparedQuery` is a Core `select` compiled once per dialect (the same SQL SQLAlchemy would send), run on
+the DBAPI cursor of one pooled connection per request, its rows passed through the same result
+processors SQLAlchemy would apply (booleans on SQLite, the columns' own type decorators). Measured in
+bench/api.py: see docs/performance.md.
+
+- One connection per request, checked out of the engine's pool on first use (with the pool's pre-ping
+  where the engine has it) and returned at the end of the app context, which resets it (a rollback), so
+  nothing is held across requests. Writes never come here: they go through the ORM session.
+- A driver error is raised as SQLAlchemy's `DBAPIError` (the same class the ORM path raises, so the same
+  handler answers it: 503 when the database is unreachable); a lost connection is invalidated, so the
+  pool never hands it out again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from flask import Flask, g
+from sqlalchemy import Select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+
+from deploy_service.extensions import db
+
+_Processor = Callable[[Any], Any] | None
+
+
+class PreparedQuery:
+    """A Core `select` run as prepared SQL on the request's DBAPI connection."""
+
+    def __init__(self, statement: Select[Any]) -> None:
+        self.statement = statement
+        self._prepared: dict[str, tuple[str, tuple[str, ...] | None, tuple[_Processor, ...]]] = {}
+
+    def _prepare(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, tuple[_Processor, ...]]:
+        prepared = self._prepared.get(dialect.name)
+        if prepared is None:
+            compiled = self.statement.compile(dialect=dialect)
+            sql = compiled.string
+            if "POSTCOMPILE" in sql:
+                raise ValueError("a PreparedQuery cannot take expanding or literal-execute parameters")
+            order = tuple(compiled.positiontup or ()) if dialect.positional else None
+            processors = tuple(
+                column.type.dialect_impl(dialect).result_processor(dialect, None)
+                for column in self.statement.selected_columns
+            )
+            prepared = self._prepared[dialect.name] = (sql, order, processors)
+        return prepared
+
+    def rows(self, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Every row, as tuples of processed values in the statement's column order."""
+        dialect = db.engine.dialect
+        sql, order, processors = self._prepare(dialect)
+        bound: Any = tuple(params[name] for name in order) if order is not None else dict(params)
+        raw = _execute(dialect, sql, bound)
+        if not any(processors):
+            return raw
+        return [
+            tuple([value if step is None else step(value) for step, value in zip(processors, row, strict=True)])
+            for row in raw
+        ]
+
+    def first(self, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row, or None."""
+        found = self.rows(params)
+        return found[0] if found else None
+
+
+def _execute(dialect: Dialect, sql: str, params: Any) -> list[Any]:
+    connection = g.get("_raw_db")
+    if connection is None:
+        connection = g._raw_db = db.engine.raw_connection()
+    cursor = None
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql, params)
+        rows: list[Any] = cursor.fetchall()
+        cursor.close()
+        return rows
+    except dialect.loaded_dbapi.Error as exc:
+        lost = dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
+        if lost:
+            connection.invalidate(exc)
+        release()
+        raise DBAPIError.instance(
+            sql,
+            params,
+            exc,
+            dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=lost,
+            dialect=dialect,
+        ) from exc
+
+
+def release(_error: BaseException | None = None) -> None:
+    """Return the request's connection to the pool (which resets it); a no-op when none was taken."""
+    connection = g.pop("_raw_db", None)
+    if connection is not None:
+        connection.close()
+
+
+def init_app(app: Flask) -> None:
+    """Return each app context's connection at its end."""
+    app.teardown_appcontext(release)
