@@ -8,7 +8,7 @@ test:  ## ruff + mypy + the suite on SQLite and on PostgreSQL
 	bash scripts/test.sh
 
 lint:
-	bash -c 'source scripts/bootstrap.sh && ruff check deploy_service tests migrations app.py && mypy'
+	bash -c 'source scripts/bootstrap.sh && ruff check deploy_service tests migrations bench app.py && mypy'
 
 security:  ## the attack-matrix tests (tests/security) on SQLite; see docs/security.md
 	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/security -q'

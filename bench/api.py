@@ -14,6 +14,12 @@ seeds 60 deployments, deploys the http test agent, and drives each case with wrk
 - `GET /v1/deployments?limit=50` (target ≥ 0.35 of hello world);
 - `POST /v1/agents/<id>/interact` with an API key against `POST /invoke` on the replica directly
   (target ≥ 0.70 of direct).
+
+Each case runs `--rounds` times (default 3), the cases interleaved, and its best round counts. gunicorn's
+gthread workers share one listening socket and race for each new connection: wrk opens its 16 at once,
+and in about one round in three one worker wins them all while the other idles, which gives a third of
+the throughput whatever the route. Every round prints the share of CPU each worker used, so such a
+round shows as `one worker`; the best of three is a round where both served.
 """
 
 from __future__ import annotations
@@ -35,8 +41,34 @@ from bench.loadgen import POST_JSON, free_port, service_env, start, start_servic
 IMAGE = "deploy-test/http-agent:latest"
 
 
-def run(*, seconds: int = 8, connections: int = 16) -> dict[str, dict[str, Any]]:
-    """Start the service, seed it, drive each case with wrk; returns wrk's figures per case."""
+def _worker_ticks(master: int) -> dict[int, int]:
+    """CPU clock ticks (user + system) used so far by each gunicorn worker of `master`."""
+    try:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    except OSError:
+        return {}
+    ticks = {}
+    for child in children:
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks[int(child)] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+def _shares(before: dict[int, int], after: dict[int, int]) -> list[float]:
+    used = [after[pid] - before.get(pid, 0) for pid in after]
+    total = sum(used)
+    return sorted((part / total for part in used), reverse=True) if total else []
+
+
+def run(*, seconds: int = 8, connections: int = 16, rounds: int = 3) -> dict[str, dict[str, Any]]:
+    """Start the service, seed it, drive each case with wrk `rounds` times; returns each case's best round.
+
+    A case's figures are wrk's (`rps`, `p99_ms`, `non_2xx`, ...) for its best round, plus `rounds` (every
+    round's req/s and worker CPU shares) and `non_2xx_total` over all rounds.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="deploy-bench-api-"))
     port = free_port()
     env = service_env(
@@ -73,16 +105,37 @@ def run(*, seconds: int = 8, connections: int = 16) -> dict[str, dict[str, Any]]
         time.sleep(2)
 
         bearer = {"Authorization": f"Bearer {token}"}
-        cases = {"seconds": seconds, "connections": connections}
-        results = {
-            "hello world (GET /health)": wrk(f"{base}/health", **cases),
-            "GET deployment by id": wrk(f"{base}/v1/deployments/{deployment['id']}", headers=bearer, **cases),
-            "GET deployments, page of 50": wrk(f"{base}/v1/deployments?limit=50", headers=bearer, **cases),
-            "agent directly (POST /invoke)": wrk(f"http://127.0.0.1:{replica_port}/invoke", script=POST_JSON, **cases),
-            "interact (POST, API key)": wrk(
-                f"{base}/v1/agents/{live_agent['id']}/interact", headers={"X-API-Key": key}, script=POST_JSON, **cases
-            ),
+        cases: dict[str, dict[str, Any]] = {
+            "hello world (GET /health)": {"url": f"{base}/health"},
+            "GET deployment by id": {"url": f"{base}/v1/deployments/{deployment['id']}", "headers": bearer},
+            "GET deployments, page of 50": {"url": f"{base}/v1/deployments?limit=50", "headers": bearer},
+            "agent directly (POST /invoke)": {"url": f"http://127.0.0.1:{replica_port}/invoke", "script": POST_JSON},
+            "interact (POST, API key)": {
+                "url": f"{base}/v1/agents/{live_agent['id']}/interact",
+                "headers": {"X-API-Key": key},
+                "script": POST_JSON,
+            },
         }
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cases}
+        for _ in range(rounds):
+            for name, case in cases.items():
+                before = _worker_ticks(web.pid)
+                figures = wrk(
+                    case["url"],
+                    seconds=seconds,
+                    connections=connections,
+                    headers=case.get("headers"),
+                    script=case.get("script"),
+                )
+                direct = name.startswith("agent directly")
+                figures["shares"] = [] if direct else _shares(before, _worker_ticks(web.pid))
+                runs[name].append(figures)
+        results = {}
+        for name, rounds_run in runs.items():
+            best = dict(max(rounds_run, key=lambda figures: figures["rps"]))
+            best["rounds"] = [(figures["rps"], figures["shares"]) for figures in rounds_run]
+            best["non_2xx_total"] = sum(figures["non_2xx"] for figures in rounds_run)
+            results[name] = best
         http.delete(f"{base}/v1/deployments/{deployment['id']}")
     finally:
         stop(reconciler)
@@ -101,16 +154,28 @@ def ratios(results: dict[str, dict[str, Any]]) -> list[tuple[str, float, float]]
     ]
 
 
+def _round_text(rps: float, shares: list[float]) -> str:
+    if not shares:
+        return f"{rps:.0f}"
+    balance = "one worker" if shares[0] > 0.8 else "/".join(f"{share:.0%}" for share in shares)
+    return f"{rps:.0f} ({balance})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    results = run(seconds=args.seconds, connections=args.connections)
-    print(f"machine: {os.cpu_count()} cores; gunicorn 2 workers x 4 threads; SQLite; {args.connections} connections")
-    print(f"{'case':<32}{'req/s':>10}{'p99 ms':>9}{'non-2xx':>9}")
+    results = run(seconds=args.seconds, connections=args.connections, rounds=args.rounds)
+    print(
+        f"machine: {os.cpu_count()} cores; gunicorn 2 workers x 4 threads; SQLite; {args.connections} connections;"
+        f" best of {args.rounds} rounds of {args.seconds} s"
+    )
+    print(f"{'case':<32}{'req/s':>10}{'p99 ms':>9}{'non-2xx':>9}   rounds: req/s (CPU share of each worker)")
     for name, figures in results.items():
-        print(f"{name:<32}{figures['rps']:>10.0f}{figures['p99_ms']:>9.1f}{figures['non_2xx']:>9}")
+        rounds = ", ".join(_round_text(rps, shares) for rps, shares in figures["rounds"])
+        print(f"{name:<32}{figures['rps']:>10.0f}{figures['p99_ms']:>9.1f}{figures['non_2xx_total']:>9}   {rounds}")
     print()
     print(f"{'ratio':<32}{'value':>10}{'target':>9}")
     for name, value, target in ratios(results):

@@ -34,7 +34,7 @@ from flask_migrate import upgrade  # noqa: E402
 
 from deploy_service import create_app  # noqa: E402
 from deploy_service.extensions import db  # noqa: E402
-from deploy_service.models import Deployment, User  # noqa: E402
+from deploy_service.models import Deployment, Principal  # noqa: E402
 from deploy_service.reconciler import Reconciler  # noqa: E402
 from deploy_service.services import agents as agent_service  # noqa: E402
 from deploy_service.services import deployments as deployment_service  # noqa: E402
@@ -69,7 +69,14 @@ def deploy_all(app: Any, *, deployments: int, replicas: int, health_check: bool)
     ids = []
     with app.app_context():
         owner = create_user(email=f"bench-{time.time_ns()}@example.com", password="bench-password")
-        actor = db.session.get(User, owner.id)
+        actor = Principal(
+            id=owner.id,
+            email=owner.email,
+            full_name=owner.full_name,
+            role=owner.role,
+            is_active=owner.is_active,
+            created_at=owner.created_at,
+        )
         for number in range(deployments):
             payload: dict[str, Any] = {"name": f"bench-{number}-{time.time_ns()}", "image": IMAGE}
             if health_check:
@@ -85,7 +92,7 @@ def converge(app: Any, reconciler: Reconciler, ids: list[str], *, timeout: float
     while time.monotonic() < deadline:
         reconciler.run_once()
         with app.app_context():
-            statuses = [db.session.get(Deployment, i).status for i in ids]
+            statuses = [db.session.get_one(Deployment, i).status for i in ids]
             db.session.remove()
         if all(status == "ready" for status in statuses):
             return time.perf_counter() - started

@@ -29,8 +29,8 @@ from bench import api, deploy, events, reconcile  # noqa: E402
 Row = tuple[str, str, str, bool]
 
 
-def _api_rows(seconds: int) -> list[Row]:
-    results = api.run(seconds=seconds, connections=16)
+def _api_rows(seconds: int, rounds: int) -> list[Row]:
+    results = api.run(seconds=seconds, connections=16, rounds=rounds)
     rows: list[Row] = []
     for name, value, target in api.ratios(results):
         rows.append((name, f"{value:.2f}", f">= {target}", value >= target))
@@ -82,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     started = time.monotonic()
     sections: list[tuple[str, Any]] = [
-        ("API throughput (gunicorn, wrk)", lambda: _api_rows(3 if args.quick else 10)),
+        ("API throughput (gunicorn, wrk)", lambda: _api_rows(3, 1) if args.quick else _api_rows(6, 3)),
         ("deploys (real engine)", lambda: _deploy_rows(2 if args.quick else 6)),
         ("events page (SQLite)", lambda: _events_rows(100_000 if args.quick else 1_000_000)),
         ("reconcile pass (real engine)", lambda: _reconcile_rows(5 if args.quick else 20)),
