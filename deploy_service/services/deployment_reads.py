@@ -1,10 +1,10 @@
 """The deployment read path: `GET /v1/deployments/<id>` and `GET /v1/deployments`, built for throughput.
 
-These are the routes dashboards poll, so they skip the ORM and marshmallow: prepared Core statements
-(built once, with bound parameters, so a request neither builds nor compiles SQL) read plain rows,
-and `deployment_body` turns them into exactly what `schemas.deployment.DeploymentSchema` would dump
-(tests/unit/test_deployment_reads.py holds the two to the same output, and the OpenAPI spec keeps
-documenting that schema). Measured in bench/api.py: see docs/performance.md.
+These are the routes dashboards poll, so they skip the ORM and marshmallow: Core statements prepared
+once (`rawdb.PreparedQuery`: compiled once per dialect, run on the request's DBAPI connection) read
+plain rows, and `deployment_body` turns them into exactly what `schemas.deployment.DeploymentSchema`
+would dump (tests/api/test_deployment_reads.py holds the two to the same output, and the OpenAPI spec
+keeps documenting that schema). Measured in bench/api.py: see docs/performance.md.
 
 Writes still go through `services.deployments` and the ORM; this module only reads.
 """
