@@ -12,8 +12,8 @@ bench/api.py: see docs/performance.md.
   where the engine has it) and returned at the end of the app context, which resets it (a rollback), so
   nothing is held across requests. Writes never come here: they go through the ORM session.
 - A driver error is raised as SQLAlchemy's `DBAPIError` (the same class the ORM path raises, so the same
-  handler answers it: 503 when the database is unreachable); a lost connection is invalidated, so the
-  pool never hands it out again.
+  handler answers and logs it, without its parameters); a lost connection is invalidated, so the pool
+  never hands it out again.
 """
 
 from __future__ import annotations
