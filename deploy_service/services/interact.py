@@ -77,7 +77,11 @@ def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
     host = replica.host or config["REPLICA_HOST"]
     url = f"http://{host}:{replica.port}{deployment.config.get('invoke_path', '/invoke')}"
     limit = config["INTERACT_MAX_RESPONSE_BYTES"]
-    rawdb.release()  # the login check's connection goes back to the pool while the agent answers
+    agent_id, deployment_id, index = agent.id, deployment.id, replica.index
+    # Nothing is written yet: end the read transaction, so no pooled connection (the session's, the
+    # login check's) is held, nor a PostgreSQL snapshot kept open, while the agent answers.
+    db.session.rollback()
+    rawdb.release()
     started = time.perf_counter()
     status = 0
     error: ServiceError | None = None
@@ -99,28 +103,24 @@ def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
             response.release_conn()
         status = response.status
     except ReadTimeoutError:
-        error = AgentTimeout(details={"replica": replica.index})
+        error = AgentTimeout(details={"replica": index})
     except (Urllib3Error, OSError) as exc:
-        error = AgentUnreachable(details={"replica": replica.index, "reason": type(exc).__name__})
+        error = AgentUnreachable(details={"replica": index, "reason": type(exc).__name__})
     latency = (time.perf_counter() - started) * 1000
     if error is None and len(raw) > limit:
-        error = AgentUnreachable(
-            f"The agent's answer is larger than {limit} bytes.", details={"replica": replica.index}
-        )
+        error = AgentUnreachable(f"The agent's answer is larger than {limit} bytes.", details={"replica": index})
     parsed: Any = None
     if error is None and raw.strip():
         try:
             parsed = json.loads(raw)
         except ValueError:
-            error = AgentUnreachable(
-                "The agent's answer is not JSON.", details={"replica": replica.index, "status": status}
-            )
+            error = AgentUnreachable("The agent's answer is not JSON.", details={"replica": index, "status": status})
     recorded = status if error is None else error.status_code
     db.session.add(
         Invocation(
-            agent_id=agent.id,
-            deployment_id=deployment.id,
-            replica=replica.index,
+            agent_id=agent_id,
+            deployment_id=deployment_id,
+            replica=index,
             status_code=recorded,
             ok=recorded < 500,
             latency_ms=round(latency, 3),

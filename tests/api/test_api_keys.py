@@ -33,6 +33,8 @@ from tests.fakes import FakeRunner
 
 class AgentHandler(BaseHTTPRequestHandler):
     replica = 0
+    # Set by a test: what the agent reports about the service while it answers (mode "probe").
+    probe: Any = None
 
     def log_message(self, *_: Any) -> None:
         pass
@@ -43,7 +45,9 @@ class AgentHandler(BaseHTTPRequestHandler):
         mode = request.get("mode")
         if mode == "slow":
             time.sleep(float(request.get("seconds", 2)))
-        if mode == "text":
+        if mode == "probe":
+            self._send(200, json.dumps({"probed": type(self).probe()}).encode())
+        elif mode == "text":
             self._send(200, b"plain words", "text/plain")
         elif mode == "error":
             self._send(500, json.dumps({"error": "agent broke"}).encode())
@@ -199,6 +203,26 @@ def test_interact_round_robin_by_key_and_by_owner(
         assert db.session.scalar(select(func.count()).select_from(Invocation).where(Invocation.ok)) == 5
     listed = api.get(f"/v1/agents/{agent_id}/api-keys").get_json()["items"][0]
     assert listed["last_used_at"] is not None
+
+
+def test_no_database_connection_is_held_while_the_agent_answers(
+    app: Flask, api: Api, client: FlaskClient, fake_runner: FakeRunner, replicas: Any, reconciler: Reconciler
+) -> None:
+    setup = deployed(app, api, reconciler, replicas=1)
+    agent_id = setup["agent"]["id"]
+    key = new_key(api, agent_id)["key"]
+    with app.app_context():
+        pool = db.engine.pool
+    AgentHandler.probe = pool.checkedout  # type: ignore[attr-defined]
+    try:
+        before = pool.checkedout()  # type: ignore[attr-defined]
+        by_key = client.post(f"/v1/agents/{agent_id}/interact", headers=with_key(client, key), json={"mode": "probe"})
+        by_owner = api.post(f"/v1/agents/{agent_id}/interact", {"mode": "probe"})
+    finally:
+        AgentHandler.probe = None
+    assert by_key.get_json() == {"probed": before} and by_owner.get_json() == {"probed": before}
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Invocation).where(Invocation.ok)) == 2
 
 
 def test_interact_failures(
