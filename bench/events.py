@@ -21,11 +21,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
-from bench.metrics import EVENTS_TOTAL_BACKFILL, chunks, timed  # noqa: E402
-from deploy_service import create_app  # noqa: E402
+from bench.metrics import EVENTS_TOTAL_BACKFILL, bench_app, chunks, timed  # noqa: E402
 from deploy_service.extensions import db  # noqa: E402
 from deploy_service.models import Agent, Deployment, DeploymentEvent  # noqa: E402
 
@@ -70,27 +68,7 @@ def seed(owner_id: str, events: int) -> tuple[str, str]:
 def run(*, events: int = 1_000_000, database_url: str | None = None) -> dict[str, float]:
     """Seed and time; returns milliseconds per case."""
     url = database_url or f"sqlite:///{tempfile.mkdtemp(prefix='deploy-bench-events-')}/bench.db"
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": url,
-            "PASSWORD_HASH_TIME_COST": 1,
-            "PASSWORD_HASH_MEMORY_KIB": 8,
-            "RATELIMIT_ENABLED": False,
-            "RECONCILER_ENABLED": False,
-            "LOG_LEVEL": "WARNING",
-        }
-    )
-    with app.app_context():
-        if url.startswith("postgresql"):
-            db.drop_all()
-            with db.engine.begin() as connection:
-                connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        upgrade()
-    client = app.test_client()
-    client.post("/v1/auth/register", json={"email": "bench@example.com", "password": "bench-password"})
-    tokens = client.post("/v1/auth/login", json={"email": "bench@example.com", "password": "bench-password"}).get_json()
-    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
-    owner = client.get("/v1/auth/me", headers=headers).get_json()["id"]
+    app, client, headers, owner = bench_app(url, RECONCILER_ENABLED=False, LOG_LEVEL="WARNING")
     with app.app_context():
         big, small = seed(owner, events)
     page = "/events?limit=50"

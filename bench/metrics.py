@@ -24,6 +24,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flask import Flask  # noqa: E402
+from flask.testing import FlaskClient  # noqa: E402
 from flask_migrate import upgrade  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
@@ -172,6 +174,31 @@ def seed(args: argparse.Namespace, owner_id: str) -> tuple[str, str, str]:
     return target, small, agent_ids[0]
 
 
+def bench_app(url: str, **config: Any) -> tuple[Flask, FlaskClient, dict[str, str], str]:
+    """An app on a freshly migrated database at `url`, with a logged-in user: (app, client, headers, user id)."""
+    app = create_app(
+        {
+            "SQLALCHEMY_DATABASE_URI": url,
+            "PASSWORD_HASH_TIME_COST": 1,
+            "PASSWORD_HASH_MEMORY_KIB": 8,
+            "RATELIMIT_ENABLED": False,
+            **config,
+        }
+    )
+    with app.app_context():
+        if url.startswith("postgresql"):
+            db.drop_all()
+            with db.engine.begin() as connection:
+                connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        upgrade()
+    client = app.test_client()
+    client.post("/v1/auth/register", json={"email": "bench@example.com", "password": "bench-password"})
+    tokens = client.post("/v1/auth/login", json={"email": "bench@example.com", "password": "bench-password"}).get_json()
+    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
+    owner = client.get("/v1/auth/me", headers=headers).get_json()["id"]
+    return app, client, headers, owner
+
+
 def timed(client: Any, path: str, headers: dict[str, str], rounds: int = 7) -> float:
     response = client.get(path, headers=headers)
     assert response.status_code == 200, (path, response.get_json())
@@ -191,32 +218,11 @@ def main() -> None:
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='deploy-bench-metrics-')}/bench.db"
-    app = create_app(
-        {
-            "SQLALCHEMY_DATABASE_URI": url,
-            "PASSWORD_HASH_TIME_COST": 1,
-            "PASSWORD_HASH_MEMORY_KIB": 8,
-            "RATELIMIT_ENABLED": False,
-        }
-    )
-    with app.app_context():
-        if url.startswith("postgresql"):
-            db.drop_all()
-            with db.engine.begin() as connection:
-                connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-        upgrade()
-    client = app.test_client()
-    client.post("/v1/auth/register", json={"email": "bench@example.com", "password": "bench-password"})
-    tokens = client.post("/v1/auth/login", json={"email": "bench@example.com", "password": "bench-password"}).get_json()
-    headers = {"Authorization": f"Bearer {tokens['access_token']}"}
-    owner = client.get("/v1/auth/me", headers=headers).get_json()["id"]
+    app, client, headers, owner = bench_app(url)
     started = time.perf_counter()
     with app.app_context():
         target, small, agent = seed(args, owner)
-        if db.engine.dialect.name == "sqlite":
-            db.session.execute(text("ANALYZE"))
-        else:
-            db.session.execute(text("ANALYZE"))
+        db.session.execute(text("ANALYZE"))
         db.session.commit()
     seeding = time.perf_counter() - started
 

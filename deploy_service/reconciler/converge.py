@@ -300,6 +300,10 @@ class Converger:
                 f"Removed {len(containers)} container(s).",
                 {"container_ids": [replica.container_id for replica in containers]},
             )
+        self._mark_wound_down(deployment, "containers removed")
+
+    def _mark_wound_down(self, deployment: Deployment, what: str) -> None:
+        """Once its replicas are gone: every instance `stopped`, and a stop on request recorded."""
         for instance in deployment.instances:
             if instance.container_id or instance.status not in ("stopped", "exited"):
                 instance.container_id = None
@@ -307,7 +311,7 @@ class Converger:
                 instance.healthy = None
                 instance.next_restart_at = None
         if deployment.desired_state != DESIRED_RUNNING and deployment.status != lifecycle.STOPPED:
-            lifecycle.transition(deployment, lifecycle.STOPPED, "Stopped on request; containers removed.")
+            lifecycle.transition(deployment, lifecycle.STOPPED, f"Stopped on request; {what}.")
 
     def _scale_down(self, deployment: Deployment, instances: dict[int, Instance], extra: list[ReplicaInfo]) -> None:
         if extra:

@@ -341,11 +341,4 @@ class SwarmConverger(Converger):
         if self._services.pop(deployment.id, None) is not None:
             self.runner.remove_service(deployment.id, stop_timeout=self.settings.stop_timeout)
             lifecycle.record_event(deployment, "service_removed", "Swarm service removed with its containers.")
-        for instance in deployment.instances:
-            if instance.container_id or instance.status not in ("stopped", "exited"):
-                instance.container_id = None
-                instance.status = "stopped"
-                instance.healthy = None
-                instance.next_restart_at = None
-        if deployment.desired_state != DESIRED_RUNNING and deployment.status != lifecycle.STOPPED:
-            lifecycle.transition(deployment, lifecycle.STOPPED, "Stopped on request; service removed.")
+        self._mark_wound_down(deployment, "service removed")
