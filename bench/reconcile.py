@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             figures[f"converge_s_{health_check}"] = converge(app, reconciler, ids)
             timings = time_passes(reconciler, args.passes, pause=0.05)
             figures[f"passes_ms_{health_check}"] = timings
-            reconciler.converger.close()
+            reconciler.close()
             remove_containers(client)
     finally:
         remove_containers(client)

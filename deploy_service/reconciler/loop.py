@@ -16,10 +16,11 @@ from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
 from deploy_service.models.types import utcnow
 from deploy_service.observability import RECONCILE_PASS
-from deploy_service.reconciler.converge import Converger
+from deploy_service.reconciler.executor import Executor
+from deploy_service.reconciler.jobs import ConvergeJob, DispatchJob, Job, SampleJob
 from deploy_service.reconciler.lock import LeaderLock
+from deploy_service.reconciler.sampling import RecentOom
 from deploy_service.reconciler.settings import ReconcileSettings
-from deploy_service.reconciler.swarm_converge import SwarmConverger
 from deploy_service.reconciler.timing import engine_retry_delay
 from deploy_service.reconciler.wakeup import Waiter
 from deploy_service.runner.base import Runner
@@ -39,11 +40,16 @@ class Reconciler:
         self._thread: threading.Thread | None = None
         self.passes = 0
         self.engine_failures = 0
-        converger = SwarmConverger if self.runner.manages_replicas else Converger
-        self.converger = converger(app, self.runner, self.settings, wake=local_wakeup.set)
+        oom = RecentOom()
+        self.executor = Executor(app, self.runner, self.settings, wake=local_wakeup.set, oom=oom)
+        self.jobs: list[Job] = [
+            ConvergeJob(self.executor),
+            SampleJob(self.runner, self.settings, oom=oom, alert_window=app.config["ALERT_WINDOW_MINUTES"] * 60),
+            DispatchJob(app, self.settings),
+        ]
 
     def run_once(self) -> float:
-        """One pass in a fresh app context; returns seconds until the next pass is wanted.
+        """One pass, then the other jobs, each in a fresh app context; seconds until the next pass is wanted.
 
         Raises:
             EngineUnavailable: the engine did not answer (nothing changed).
@@ -51,11 +57,27 @@ class Reconciler:
         started = time.perf_counter()
         with self.app.app_context():
             try:
-                return self.converger.run_pass()
+                wanted = self.jobs[0].run()
             finally:
                 db.session.remove()
                 self.passes += 1
                 RECONCILE_PASS.observe(time.perf_counter() - started)
+        for job in self.jobs[1:]:
+            with self.app.app_context():
+                try:
+                    wanted = min(wanted, job.run())
+                except EngineUnavailable:
+                    raise
+                except Exception:
+                    log.exception("the %s job failed", job.name)
+                finally:
+                    db.session.remove()
+        return max(wanted, 0.01)
+
+    def close(self) -> None:
+        """Stop the jobs' threads (the loop does it when it ends)."""
+        for job in self.jobs:
+            job.close()
 
     def run_forever(self) -> None:
         """Lead (or stand by) and reconcile until `stop()`."""
@@ -79,14 +101,14 @@ class Reconciler:
         finally:
             waiter.close()
             lock.release()
-            self.converger.close()
+            self.close()
 
     def _step(self) -> float:
         try:
             wanted = self.run_once()
         except EngineUnavailable as exc:
             self.engine_failures += 1
-            self.converger.engine_failed_at = utcnow()
+            self.executor.engine_failed_at = utcnow()
             delay = engine_retry_delay(
                 self.engine_failures, base=1.0, maximum=self.app.config["ENGINE_BACKOFF_MAX_SECONDS"]
             )

@@ -2,13 +2,17 @@
 
 One-shot stats answer at once (no two-second engine sample), and CPU is computed against this
 process's previous sample of the same container. Rows older than `METRICS_RETENTION_HOURS` are
-deleted in the same round. Sampling never runs on a request path.
+deleted in the same round. Sampling never runs on a request path: it is a job of the reconciler's loop
+(`jobs.SampleJob`), beside convergence. `RecentOom` is what the two share: the executor notes a replica
+killed for running out of memory; the telemetry alert rules of a sampling round read it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -22,6 +26,26 @@ from deploy_service.reconciler.settings import ReconcileSettings
 from deploy_service.runner.base import Runner, Stats
 
 log = logging.getLogger(__name__)
+
+
+class RecentOom:
+    """When each deployment last had a replica killed for running out of memory (monotonic clock)."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def note(self, deployment_id: str) -> None:
+        with self._lock:
+            self._at[deployment_id] = self._clock()
+
+    def within(self, seconds: float) -> set[str]:
+        """Deployments with an OOM kill in the last `seconds`; older notes are forgotten."""
+        now = self._clock()
+        with self._lock:
+            self._at = {d: at for d, at in self._at.items() if now - at < seconds}
+            return set(self._at)
 
 
 class Sampler:

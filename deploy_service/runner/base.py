@@ -11,9 +11,10 @@ Every managed container carries the labels below, and a deterministic name deriv
 deployment, replica index and generation, so a create that is retried adopts the existing container
 instead of making a second one.
 
-A backend whose engine keeps replicas alive itself (Docker Swarm) sets `manages_replicas` and implements
-the service methods (`apply_service`, `remove_service`, `list_services`): one service per deployment,
-its tasks reported as `TaskInfo`. The reconciler then converges services instead of containers.
+A backend whose engine keeps replicas alive itself (Docker Swarm) is a `ServiceRunner`: it also implements
+the service methods (`apply_service`, `remove_service`, `list_services`), one service per deployment,
+its tasks read as `TaskInfo`. Either way the reconciler observes replicas as `ReplicaInfo` (a container,
+or the task that stands for a replica now); its driver for the backend picks the calls.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ __all__ = [
     "Runner",
     "RunnerError",
     "ServiceInfo",
+    "ServiceRunner",
     "ServiceSpec",
     "Stats",
     "TaskInfo",
@@ -124,6 +126,12 @@ class ReplicaInfo:
     port: int | None = None
     """Where the service reaches the replica's HTTP port, if it has one."""
     created_at: datetime | None = None
+    task_id: str | None = None
+    """Engine-managed replicas: the task this is (its container, if any, is `container_id`)."""
+    task_state: str = ""
+    """Engine-managed replicas: the engine's own task state."""
+    error: str = ""
+    """Engine-managed replicas: why the task ended, in the engine's words."""
 
     @property
     def running(self) -> bool:
@@ -138,7 +146,7 @@ class ReplicaInfo:
 class ServiceSpec:
     """Everything needed to run a deployment as one engine-managed service of `replicas` replicas.
 
-    For backends that keep replicas alive themselves (`Runner.manages_replicas`). Host networking: replica
+    For backends that keep replicas alive themselves (`ServiceRunner`). Host networking: replica
     `i` listens on `port_block * 100 + i + 1`; a new generation gets a new block, so during a start-first
     rolling update the old and the new task of a replica never want the same port.
     """
@@ -298,9 +306,6 @@ class Runner(abc.ABC):
     """A container engine backend. Methods raise `EngineUnavailable` when the engine cannot be reached."""
 
     name: str = "abstract"
-    manages_replicas: bool = False
-    """True for a backend whose engine keeps replicas alive (Swarm): the reconciler then uses the service
-    methods below instead of starting and stopping replicas one by one."""
 
     @abc.abstractmethod
     def ping(self) -> None:
@@ -380,8 +385,18 @@ class Runner(abc.ABC):
         """Extra facts about the engine for `/health/ready` (e.g. the Swarm node state); empty by default."""
         return {}
 
-    # -- engine-managed replicas (backends with `manages_replicas`) ----------------------------------
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
 
+
+class ServiceRunner(Runner):
+    """A backend whose engine keeps replicas alive itself (Swarm): one service per deployment.
+
+    The reconciler applies a spec when the database wants another replica count or generation and reads
+    the services' tasks; it never starts, restarts or removes their replicas one by one.
+    """
+
+    @abc.abstractmethod
     def apply_service(self, spec: ServiceSpec) -> ServiceInfo:
         """Create the deployment's service, or update it to `spec` (scale, or a rolling update).
 
@@ -389,15 +404,11 @@ class Runner(abc.ABC):
             ImageUnavailable: the image is gone.
             ReplicaStartFailed: the engine refused the service.
         """
-        raise NotImplementedError(f"the {self.name} runner does not manage services")
 
+    @abc.abstractmethod
     def remove_service(self, deployment_id: str, *, stop_timeout: float = 10.0) -> bool:
         """Remove the deployment's service and wait (bounded) until its containers are gone; False if none."""
-        raise NotImplementedError(f"the {self.name} runner does not manage services")
 
+    @abc.abstractmethod
     def list_services(self) -> list[ServiceInfo]:
         """Every service this runner manages, with its tasks, in a few engine calls."""
-        raise NotImplementedError(f"the {self.name} runner does not manage services")
-
-    def close(self) -> None:  # noqa: B027 - optional hook
-        """Release connections."""

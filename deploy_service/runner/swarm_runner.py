@@ -6,7 +6,7 @@ backend's, used on the containers of tasks that run on the engine it talks to (o
 Logs of a task on another node come through the manager (`/tasks/<id>/logs`); stats and OOM details of
 such a task are not available (the manager's API has none).
 
-What changes is who keeps replicas alive: Swarm does (`manages_replicas`). A deployment is the service
+What changes is who keeps replicas alive: Swarm does (a `ServiceRunner`). A deployment is the service
 `ds-<deployment id>` with N replicas, host networking, a restart policy (restart after the backoff base,
 at most the restart budget within the stable window), and start-first rolling updates that roll back on
 failure. The reconciler applies the spec (`apply_service`) when the database wants another replica
@@ -43,6 +43,7 @@ from deploy_service.runner.base import (
     ReplicaStartFailed,
     RunnerError,
     ServiceInfo,
+    ServiceRunner,
     ServiceSpec,
     TaskInfo,
 )
@@ -56,7 +57,7 @@ from deploy_service.runner.swarm_records import (
     task_info,
 )
 
-__all__ = ["SwarmRunner", "registry_reference"]
+__all__ = ["SwarmRunner", "current_tasks", "registry_reference", "task_replica"]
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +70,10 @@ def registry_reference(registry: str, tag: str) -> str:
     return f"{registry.rstrip('/')}/{name}"
 
 
-class SwarmRunner(DockerRunner):
+class SwarmRunner(DockerRunner, ServiceRunner):
     """Runs each deployment as a replicated service of the Swarm whose manager `DOCKER_HOST` names."""
 
     name = "swarm"
-    manages_replicas = True
 
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})
@@ -171,25 +171,9 @@ class SwarmRunner(DockerRunner):
 
     def list_replicas(self) -> list[ReplicaInfo]:
         """The current task of each replica of every service (one that runs, or the newest one)."""
-        replicas = []
-        for service in self.list_services():
-            for task in current_tasks(service).values():
-                replicas.append(
-                    ReplicaInfo(
-                        container_id=task.container_id or task.task_id,
-                        name=f"{service_name(service.deployment_id)}.{task.index + 1}",
-                        deployment_id=service.deployment_id,
-                        agent_id=service.agent_id,
-                        index=task.index,
-                        generation=task.generation,
-                        state=task.state,
-                        exit_code=task.exit_code,
-                        host=task.host,
-                        port=task.port,
-                        created_at=task.created_at,
-                    )
-                )
-        return replicas
+        return [
+            task_replica(service, task) for service in self.list_services() for task in current_tasks(service).values()
+        ]
 
     # -- observation ---------------------------------------------------------------------------------
 
@@ -367,3 +351,23 @@ def current_tasks(service: ServiceInfo) -> dict[int, TaskInfo]:
 
 def _rank(task: TaskInfo) -> tuple[bool, bool]:
     return task.desired_state in {"running", "ready"}, task.running
+
+
+def task_replica(service: ServiceInfo, task: TaskInfo) -> ReplicaInfo:
+    """A task as the replica it stands for (the value type the reconciler observes for both runners)."""
+    return ReplicaInfo(
+        container_id=task.container_id or task.task_id,
+        name=f"{service_name(service.deployment_id)}.{task.index + 1}",
+        deployment_id=service.deployment_id,
+        agent_id=service.agent_id,
+        index=task.index,
+        generation=task.generation,
+        state=task.state,
+        exit_code=task.exit_code,
+        host=task.host,
+        port=task.port,
+        created_at=task.created_at,
+        task_id=task.task_id,
+        task_state=task.task_state,
+        error=task.error,
+    )

@@ -27,7 +27,7 @@ def reconciler(app: Flask, fake_runner: FakeRunner, monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(app.config, "ALERT_MIN_SAMPLES", 4)
     reconciler = Reconciler(app, runner=fake_runner, settings=RULES)
     yield reconciler
-    reconciler.converger.close()
+    reconciler.close()
 
 
 @pytest.fixture()

@@ -85,7 +85,7 @@ def replicas(fake_runner: FakeRunner) -> Iterator[list[ThreadingHTTPServer]]:
 def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
     reconciler = Reconciler(app, runner=fake_runner, settings=FAST)
     yield reconciler
-    reconciler.converger.close()
+    reconciler.close()
 
 
 @pytest.fixture()

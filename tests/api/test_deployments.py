@@ -41,7 +41,7 @@ FAST = ReconcileSettings(
 def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
     reconciler = Reconciler(app, runner=fake_runner, settings=FAST)
     yield reconciler
-    reconciler.converger.close()
+    reconciler.close()
 
 
 def converge(reconciler: Reconciler, until: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -414,7 +414,7 @@ def test_orphans_are_removed_and_restarted_service_adopts(
     try:
         restarted.run_once()
     finally:
-        restarted.converger.close()
+        restarted.close()
     assert fake_runner.of("gone") == []
     assert {c.container_id for c in fake_runner.of(deployment["id"])} == ids
 

@@ -27,7 +27,7 @@ SAMPLING = dataclasses.replace(FAST, sample_every=0.05, sample_retention_hours=1
 def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
     reconciler = Reconciler(app, runner=fake_runner, settings=SAMPLING)
     yield reconciler
-    reconciler.converger.close()
+    reconciler.close()
 
 
 @pytest.fixture()

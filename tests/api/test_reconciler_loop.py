@@ -98,7 +98,7 @@ def test_a_deploy_does_not_wait_for_the_resync(
         assert time.monotonic() - started < 5
     finally:
         reconciler.stop()
-        reconciler.converger.close()
+        reconciler.close()
 
 
 def test_engine_outage_backs_off_and_recovers(app: Flask, fake_runner: FakeRunner) -> None:
@@ -113,7 +113,7 @@ def test_engine_outage_backs_off_and_recovers(app: Flask, fake_runner: FakeRunne
         reconciler._step()
         assert reconciler.engine_failures == 0
     finally:
-        reconciler.converger.close()
+        reconciler.close()
 
 
 def test_engine_namespace_follows_the_database(make_app: Any, tmp_path: Any) -> None:

@@ -18,19 +18,18 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from deploy_service.reconciler import Reconciler
-from deploy_service.reconciler.swarm_converge import SwarmConverger
-from deploy_service.runner import ExitInfo, RunnerError, ServiceInfo, ServiceSpec, TaskInfo
+from deploy_service.reconciler.drivers import ServiceDriver
+from deploy_service.runner import ExitInfo, RunnerError, ServiceInfo, ServiceRunner, ServiceSpec, TaskInfo
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.api.test_deployments import FAST, Api, converge, deploy, new_agent
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
 
 
-class FakeSwarm(FakeRunner):
+class FakeSwarm(FakeRunner, ServiceRunner):
     """Services in memory; tests play Swarm by changing their tasks."""
 
     name = "fake-swarm"
-    manages_replicas = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -127,9 +126,9 @@ def swarm(app: Flask) -> Iterator[FakeSwarm]:
 @pytest.fixture()
 def reconciler(app: Flask, swarm: FakeSwarm) -> Iterator[Reconciler]:
     reconciler = Reconciler(app, runner=swarm, settings=FAST)
-    assert isinstance(reconciler.converger, SwarmConverger)
+    assert isinstance(reconciler.executor.driver, ServiceDriver)
     yield reconciler
-    reconciler.converger.close()
+    reconciler.close()
 
 
 def ready(app: Flask, api: Api, reconciler: Reconciler, replicas: int = 2) -> str:
@@ -231,7 +230,7 @@ def test_a_service_it_did_not_create_is_adopted_without_replaying_exits(
         for _ in range(3):
             second.run_once()
     finally:
-        second.converger.close()
+        second.close()
     assert len(api.events(deployment_id, event_type="container_exited")) == 1
     assert len(swarm.applied) == 1
 

@@ -71,7 +71,7 @@ def api(client: FlaskClient, auth: AuthActions, app: Flask, monkeypatch: pytest.
 def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
     reconciler = Reconciler(app, runner=fake_runner, settings=dataclasses.replace(FAST, tick=0.01))
     yield reconciler
-    reconciler.converger.close()
+    reconciler.close()
 
 
 def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:

@@ -398,7 +398,7 @@ def test_restarted_service_adopts_without_duplicates(api: Client, engine: Engine
         for _ in range(3):
             second.run_once()
     finally:
-        second.converger.close()
+        second.close()
     assert sorted(c.id for c in engine.containers(deployment_id)) == before
 
 

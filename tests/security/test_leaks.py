@@ -170,7 +170,7 @@ def test_no_secret_reaches_a_response_a_log_line_or_a_table(
         api.call("logout", "POST", "/v1/auth/logout", headers=auth)
         api.call("after logout", "GET", "/v1/auth/me", headers=auth)
     finally:
-        reconciler.converger.close()
+        reconciler.close()
 
     with app.app_context():
         password_hash = db.session.scalar(select(User.password_hash).where(User.email == email))

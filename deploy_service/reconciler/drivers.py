@@ -1,0 +1,382 @@
+"""Drivers: how the executor's actions reach one kind of engine.
+
+The planner (`plan.py`) decides; the executor (`executor.py`) writes the database and calls a driver for
+anything on the engine. A driver observes every deployment in a few engine calls (as `plan.Observed`,
+replicas in the runner's one value type `ReplicaInfo`) and carries out the engine side of the actions:
+
+- `ContainerDriver`: containers on one engine, started, restarted and removed one by one by the reconciler
+  (`DockerRunner`); host networking gets a free port per replica.
+- `ServiceDriver`: one engine-managed service per deployment (`SwarmRunner`): the driver applies specs
+  (create, scale, start-first rolling update with rollback on failure, each generation on its own block of
+  100 ports) and reports the tasks that ended on their own, each once.
+
+Orphans (replicas or services carrying our labels whose deployment is not live) are removed item by item:
+one that cannot be removed is logged and retried next pass, and never stops the others nor the pass.
+Engine calls that can be slow run in parallel on the reconciler's pool.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import random
+import socket
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
+
+from deploy_service.reconciler.plan import Observed, ServiceState
+from deploy_service.reconciler.ports import free_port
+from deploy_service.reconciler.settings import ReconcileSettings
+from deploy_service.runner.base import (
+    EngineUnavailable,
+    ExitInfo,
+    ReplicaInfo,
+    ReplicaSpec,
+    Runner,
+    RunnerError,
+    ServiceInfo,
+    ServiceRunner,
+    ServiceSpec,
+)
+from deploy_service.runner.swarm_records import MAX_REPLICAS
+from deploy_service.runner.swarm_runner import current_tasks, task_replica
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What one generation of a deployment runs, resolved by the executor (secrets included)."""
+
+    deployment_id: str
+    agent_id: str
+    generation: int
+    image: str
+    port: int
+    """The port the agent listens on (bridge networking); host networking gets a free one per replica."""
+    env: Mapping[str, str] = field(default_factory=dict)
+    command: Sequence[str] | None = None
+    cpu: float = 0.5
+    memory_mb: int = 512
+    read_only_rootfs: bool = True
+    built: bool = False
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """An event the executor records for something the driver did on the engine."""
+
+    kind: str
+    message: str
+    data: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class Observation:
+    """Everything the engine runs for us, read at the start of a pass."""
+
+    views: dict[str, Observed]
+    """Per deployment id."""
+    containers: set[str]
+    """Ids of the containers that run replicas now (health-check schedules of others are dropped)."""
+    used_ports: set[int] = field(default_factory=set)
+    used_blocks: set[int] = field(default_factory=set)
+    services: dict[str, ServiceInfo] = field(default_factory=dict)
+
+    def of(self, deployment_id: str) -> Observed:
+        return self.views.get(deployment_id) or Observed()
+
+
+class Driver(abc.ABC):
+    """The engine side of the executor's actions for one kind of runner."""
+
+    engine_keeps_replicas: bool = False
+    max_replicas: int | None = None
+
+    def __init__(self, runner: Runner, settings: ReconcileSettings, pool: ThreadPoolExecutor) -> None:
+        self.runner = runner
+        self.settings = settings
+        self.pool = pool
+
+    wound_down: str = "containers removed"
+    """How the wind-down reads in the `stopped` event."""
+
+    @abc.abstractmethod
+    def observe(self) -> Observation:
+        """Read what the engine runs for every deployment, in a few engine calls.
+
+        Raises:
+            EngineUnavailable: the engine did not answer.
+        """
+
+    @abc.abstractmethod
+    def remove_orphans(self, observation: Observation, live: set[str]) -> None:
+        """Remove what carries our labels but belongs to no live deployment, item by item.
+
+        Raises:
+            EngineUnavailable: the engine stopped answering (every item was still tried).
+        """
+
+    @abc.abstractmethod
+    def wind_down(self, deployment_id: str, observed: Observed) -> EngineEvent | None:
+        """Remove everything the deployment has on the engine; the event to record if something went."""
+
+    def exit_info(self, replica: ReplicaInfo) -> ExitInfo:
+        """Why a replica ended: the container's inspect where it is local, else what the engine reported."""
+        reported = ExitInfo(exit_code=replica.exit_code, oom_killed=False, error=replica.error)
+        if replica.task_id is not None and replica.container_id == replica.task_id:
+            return reported  # a task that never got a container
+        try:
+            local = self.runner.exit_info(replica.container_id)
+        except RunnerError as exc:  # removed since the list, or on another node
+            return reported if replica.task_id else ExitInfo(replica.exit_code, oom_killed=False, error=exc.message)
+        return ExitInfo(
+            exit_code=replica.exit_code if replica.exit_code is not None else local.exit_code,
+            oom_killed=local.oom_killed,
+            error=replica.error or local.error,
+        )
+
+    def start(self, workload: Workload, indices: Sequence[int], used_ports: set[int]) -> list[ReplicaInfo | Exception]:
+        """Start the replicas of `indices` (containers only): per replica, what runs or why it did not."""
+        raise NotImplementedError(f"the {self.runner.name} runner's engine starts replicas itself")
+
+    def remove(self, replicas: Sequence[ReplicaInfo]) -> None:
+        """Stop and remove containers (containers only); a failure other than an outage is logged."""
+        raise NotImplementedError(f"the {self.runner.name} runner's engine removes replicas itself")
+
+    def apply(
+        self, workload: Workload, *, replicas: int, service: ServiceInfo | None, used_blocks: set[int]
+    ) -> dict[str, object]:
+        """Create or update the deployment's service (services only); the facts to record with the event."""
+        raise NotImplementedError(f"the {self.runner.name} runner does not run services")
+
+    # -- shared ---------------------------------------------------------------------------------------
+
+    def _each(self, call: Callable[[T], object], items: Iterable[T], what: str) -> None:
+        """Run `call` on every item in parallel; log each failure, re-raise an outage after all have run."""
+        outage: EngineUnavailable | None = None
+        for item, error in zip(items, self.pool.map(lambda i: _error_of(call, i), list(items)), strict=False):
+            if isinstance(error, EngineUnavailable):
+                outage = error
+            elif error is not None:
+                log.warning("could not remove %s %s: %s", what, item, error)
+        if outage is not None:
+            raise outage
+
+
+def _error_of(call: Callable[[T], object], item: T) -> Exception | None:
+    try:
+        call(item)
+    except Exception as exc:  # noqa: BLE001 - sorted out by the caller, item by item
+        return exc
+    return None
+
+
+class ContainerDriver(Driver):
+    """Replicas as containers the reconciler starts, restarts and removes itself."""
+
+    def observe(self) -> Observation:
+        replicas = self.runner.list_replicas()
+        by_deployment: dict[str, list[ReplicaInfo]] = defaultdict(list)
+        for replica in replicas:
+            by_deployment[replica.deployment_id].append(replica)
+        return Observation(
+            views={d: Observed(replicas=tuple(found)) for d, found in by_deployment.items()},
+            containers={replica.container_id for replica in replicas},
+            used_ports={replica.port for replica in replicas if replica.port},
+        )
+
+    def remove_orphans(self, observation: Observation, live: set[str]) -> None:
+        orphans = [r for d, view in observation.views.items() if d not in live for r in view.replicas]
+        if orphans:
+            log.info("removing %d orphaned container(s)", len(orphans))
+            self.remove(orphans)
+
+    def start(self, workload: Workload, indices: Sequence[int], used_ports: set[int]) -> list[ReplicaInfo | Exception]:
+        network = self.runner.network_mode()
+        specs = [
+            ReplicaSpec(
+                deployment_id=workload.deployment_id,
+                agent_id=workload.agent_id,
+                index=index,
+                generation=workload.generation,
+                image=workload.image,
+                port=free_port(used_ports, self.settings.port_range) if network == "host" else workload.port,
+                env=workload.env,
+                command=workload.command,
+                cpu=workload.cpu,
+                memory_mb=workload.memory_mb,
+                read_only_rootfs=workload.read_only_rootfs,
+                network_mode=network,
+            )
+            for index in indices
+        ]
+        return list(self.pool.map(self._start_one, specs))
+
+    def _start_one(self, spec: ReplicaSpec) -> ReplicaInfo | Exception:
+        try:
+            info = self.runner.start_replica(spec)
+        except Exception as exc:  # noqa: BLE001 - sorted out by the executor, per replica
+            return exc
+        return info if info.port else _with_port(info, spec.port)
+
+    def remove(self, replicas: Sequence[ReplicaInfo]) -> None:
+        timeout = self.settings.stop_timeout
+        self._each(lambda r: self.runner.remove_replica(r.container_id, stop_timeout=timeout), replicas, "container")
+
+    def wind_down(self, deployment_id: str, observed: Observed) -> EngineEvent | None:
+        replicas = observed.replicas
+        if not replicas:
+            return None
+        self.remove(replicas)
+        return EngineEvent(
+            "containers_removed",
+            f"Removed {len(replicas)} container(s).",
+            {"container_ids": [replica.container_id for replica in replicas]},
+        )
+
+
+def _with_port(info: ReplicaInfo, port: int) -> ReplicaInfo:
+    return replace(info, port=port)
+
+
+class ServiceDriver(Driver):
+    """Replicas as the tasks of one engine-managed service per deployment."""
+
+    engine_keeps_replicas = True
+    max_replicas = MAX_REPLICAS
+    wound_down = "service removed"
+
+    def __init__(self, runner: Runner, settings: ReconcileSettings, pool: ThreadPoolExecutor) -> None:
+        if not isinstance(runner, ServiceRunner):
+            raise TypeError(f"the {runner.name} runner does not run services")
+        super().__init__(runner, settings, pool)
+        self.services: ServiceRunner = runner
+        self._seen_exits: set[str] = set()
+        """Tasks whose end was reported (or seen when adopting a service this process did not create)."""
+        self._known: set[str] = set()
+        """Deployments whose service this process created or has observed."""
+
+    def observe(self) -> Observation:
+        services = self.services.list_services()
+        views: dict[str, Observed] = {}
+        containers: set[str] = set()
+        used_blocks: set[int] = set()
+        for service in services:
+            used_blocks |= service.port_blocks
+            current = [task_replica(service, task) for task in current_tasks(service).values()]
+            containers |= {task.container_id for task in current_tasks(service).values() if task.container_id}
+            adopting = service.deployment_id not in self._known
+            exits = []
+            for task in service.tasks:
+                if not task.failed or task.task_id in self._seen_exits:
+                    continue
+                self._seen_exits.add(task.task_id)
+                if not adopting:
+                    exits.append(task_replica(service, task))
+            views[service.deployment_id] = Observed(
+                replicas=tuple(sorted(current, key=lambda r: r.index)),
+                exits=tuple(exits),
+                service=ServiceState(
+                    generation=service.generation,
+                    replicas=service.replicas,
+                    update_state=service.update_state,
+                    update_message=service.update_message,
+                ),
+            )
+        # Swarm prunes old tasks (and we remove services): forget what can never be listed again.
+        self._seen_exits &= {task.task_id for service in services for task in service.tasks}
+        self._known = {service.deployment_id for service in services}
+        return Observation(
+            views=views,
+            containers=containers,
+            used_blocks=used_blocks,
+            services={service.deployment_id: service for service in services},
+        )
+
+    def remove_orphans(self, observation: Observation, live: set[str]) -> None:
+        orphans = [deployment_id for deployment_id in observation.services if deployment_id not in live]
+        if orphans:
+            log.info("removing %d orphaned service(s)", len(orphans))
+            timeout = self.settings.stop_timeout
+            self._each(lambda d: self.services.remove_service(d, stop_timeout=timeout), orphans, "service")
+
+    def apply(
+        self, workload: Workload, *, replicas: int, service: ServiceInfo | None, used_blocks: set[int]
+    ) -> dict[str, object]:
+        same_generation = service is not None and service.generation == workload.generation
+        if same_generation and service is not None and service.port_block is not None:
+            block = service.port_block
+        else:
+            block = free_block(used_blocks, self.settings.port_range, replicas)
+        settings = self.settings
+        self.services.apply_service(
+            ServiceSpec(
+                deployment_id=workload.deployment_id,
+                agent_id=workload.agent_id,
+                generation=workload.generation,
+                image=workload.image,
+                replicas=replicas,
+                port_block=block,
+                env=workload.env,
+                command=workload.command,
+                cpu=workload.cpu,
+                memory_mb=workload.memory_mb,
+                read_only_rootfs=workload.read_only_rootfs,
+                restart_delay=settings.backoff_base,
+                restart_attempts=settings.restart_budget,
+                restart_window=settings.stable_seconds,
+                stop_timeout=settings.stop_timeout,
+                update_monitor=settings.startup_grace,
+                built=workload.built,
+            )
+        )
+        self._known.add(workload.deployment_id)
+        return {"generation": workload.generation, "replicas": replicas, "port_block": block}
+
+    def wind_down(self, deployment_id: str, observed: Observed) -> EngineEvent | None:
+        if observed.service is None:
+            return None  # none listed at the start of this pass: nothing to remove
+        if not self.services.remove_service(deployment_id, stop_timeout=self.settings.stop_timeout):
+            return None
+        return EngineEvent("service_removed", "Swarm service removed with its containers.")
+
+
+def driver_for(runner: Runner, settings: ReconcileSettings, pool: ThreadPoolExecutor) -> Driver:
+    """The driver for `runner`: services for a backend whose engine keeps replicas, containers otherwise."""
+    if isinstance(runner, ServiceRunner):
+        return ServiceDriver(runner, settings, pool)
+    return ContainerDriver(runner, settings, pool)
+
+
+def free_block(used: set[int], port_range: tuple[int, int], replicas: int) -> int:
+    """A block of 100 host ports inside `port_range`, unused, whose first `replicas` ports bind now.
+
+    Raises:
+        RuntimeError: none left.
+    """
+    low, high = port_range
+    blocks = [block for block in range((low + 99) // 100, high // 100 + 1) if block * 100 + 99 <= high]
+    if blocks:
+        start = random.randrange(len(blocks))
+        blocks = blocks[start:] + blocks[:start]
+    for block in blocks:
+        if block in used or not _bindable(block * 100 + 1, replicas):
+            continue
+        used.add(block)
+        return block
+    raise RuntimeError(f"no free block of 100 ports left in HOST_PORT_RANGE {low}-{high}")
+
+
+def _bindable(first: int, count: int) -> bool:
+    for port in range(first, first + count):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                return False
+    return True

@@ -1,0 +1,488 @@
+"""The planning step: what to do for one deployment, decided from values alone.
+
+`plan_replicas(desired, observed, rules, now)` looks at what the database wants (`Desired`, with the
+replica slots it recorded) and what the engine runs (`Observed`: this deployment's replicas, in the
+runner's one value type `ReplicaInfo`) and returns a `Plan`: the actions to take, in order, whether a
+rollout is under way, and when it wants to look again. `plan_status(...)` then derives the status from the
+slots as they are after those actions (and the health checks), and applies the progress deadline.
+
+No database, engine, clock or Flask here: `executor.py` turns the actions into writes and engine calls
+(through a driver per runner, `drivers.py`), so every rule below is written once for both runners and
+tested as a table (tests/unit/test_plan.py). The two runners differ in one trait, `Rules.engine_keeps_replicas`:
+
+- containers on one engine (the reconciler keeps replicas alive): start missing replicas, count exits
+  and restart them after an exponential backoff, replace replicas of an older generation one at a time,
+  start-first (the new replica runs beside the old until it is ready: never more than desired + 1, and no
+  ready replica is removed before its replacement is ready), and remove replicas past the desired count.
+- engine-managed services (Swarm restarts and rolls replicas itself): apply the spec when the replica
+  count or generation differs, count the exits the engine reports, and never fight it.
+
+Rules shared by both: wind-down (not meant to run: remove everything), image preparation, replica slots,
+the restart budget (an exit past it fails the deployment), and the status rules and progress deadline,
+counted from the rollout's start or from the end of the last engine outage, whichever is later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from deploy_service.models.states import DeploymentStatus, InstanceStatus
+from deploy_service.reconciler.timing import restart_delay
+from deploy_service.runner.base import ReplicaInfo
+
+# -- inputs -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What the database recorded of one replica slot (an `Instance` row)."""
+
+    index: int
+    generation: int
+    status: str = InstanceStatus.PENDING
+    container_id: str | None = None
+    healthy: bool | None = None
+    recent_restarts: int = 0
+    next_restart_at: datetime | None = None
+    started_at: datetime | None = None
+
+    @property
+    def ready(self) -> bool:
+        return slot_ready(self.status, self.container_id, self.healthy)
+
+
+def slot_ready(status: str, container_id: str | None, healthy: bool | None) -> bool:
+    """The one "is this replica ready" rule: running, with a container, and healthy."""
+    return status == InstanceStatus.RUNNING and bool(container_id) and healthy is True
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the database wants of one deployment, and what it recorded of its slots."""
+
+    deployment_id: str
+    status: str
+    wants_running: bool
+    """`desired_state` is running (the user did not stop it)."""
+    generation: int
+    replicas: int
+    image_ready: bool
+    progress_started_at: datetime | None = None
+    slots: tuple[Slot, ...] = ()
+
+    @property
+    def runs(self) -> bool:
+        """Meant to have replicas on the engine now."""
+        return self.wants_running and self.status not in (DeploymentStatus.FAILED, DeploymentStatus.STOPPED)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """An engine-managed service as the engine reports it (Swarm)."""
+
+    generation: int
+    replicas: int
+    update_state: str = ""
+    update_message: str = ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the engine runs for one deployment."""
+
+    replicas: tuple[ReplicaInfo, ...] = ()
+    """Containers (or, for services, the task that stands for each replica now)."""
+    exits: tuple[ReplicaInfo, ...] = ()
+    """Engine-managed only: replicas that ended on their own since the driver last reported."""
+    service: ServiceState | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The settings the planner needs, and the runner's trait."""
+
+    engine_keeps_replicas: bool
+    tick: float
+    resync: float
+    progress_deadline: float
+    backoff_base: float
+    backoff_max: float
+    restart_budget: int
+    stable_seconds: float
+    max_replicas: int | None = None
+
+
+# -- actions --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindDown:
+    """Remove everything the deployment has on the engine; slots `stopped`; `stopped` if the user asked."""
+
+
+@dataclass(frozen=True)
+class PrepareImage:
+    """Get the image ready (local, pull or build); nothing else happens until it is."""
+
+
+@dataclass(frozen=True)
+class AddSlot:
+    index: int
+
+
+@dataclass(frozen=True)
+class DropSlot:
+    """A slot past the desired count; `event`: record `replica_removed` (when no container removal does)."""
+
+    index: int
+    container_id: str | None = None
+    event: bool = False
+
+
+RemovalReason = Literal["scaled_down", "duplicate", "replaced", "restart"]
+
+
+@dataclass(frozen=True)
+class RemoveReplica:
+    """Stop and remove one container: past the desired count, a duplicate, replaced, or before a restart."""
+
+    replica: ReplicaInfo
+    reason: RemovalReason
+
+
+@dataclass(frozen=True)
+class StartReplica:
+    """Start (or adopt by name and start) the replica of slot `index` at the current generation."""
+
+    index: int
+    missing: str | None = None
+    """The container the slot recorded running, gone from the engine: recorded as `container_missing`."""
+
+
+@dataclass(frozen=True)
+class NoteExit:
+    """Count an exit of slot `index`; `fails`: it spent the restart budget (fail, then wind down)."""
+
+    index: int
+    replica: ReplicaInfo
+    attempt: int
+    fails: bool
+    restart_in: float
+    """Seconds until the replica restarts (by us, or by the engine)."""
+    by_engine: bool = False
+
+
+@dataclass(frozen=True)
+class ObserveRunning:
+    """Slot `index` runs `replica`; `event`: how it came to (adopted, started, restarted, replaced) if new."""
+
+    index: int
+    replica: ReplicaInfo
+    event: str | None = None
+    reset_restarts: bool = False
+    """It stayed up the stable period: its restart count for backoff starts again."""
+
+
+@dataclass(frozen=True)
+class MarkSlot:
+    """Engine-managed: the replica's current task is not running (`exited` or `pending`)."""
+
+    index: int
+    status: str
+
+
+@dataclass(frozen=True)
+class ApplySpec:
+    """Engine-managed: create the service, scale it, or roll it to the current generation."""
+
+    change: Literal["create", "scale", "update"]
+    replicas: int
+    generation: int
+    from_replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    status: str
+    reason: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RolloutComplete:
+    """A ready deployment whose rollout finished: the deadline stops counting."""
+
+
+Action = (
+    WindDown
+    | PrepareImage
+    | AddSlot
+    | DropSlot
+    | RemoveReplica
+    | StartReplica
+    | NoteExit
+    | ObserveRunning
+    | MarkSlot
+    | ApplySpec
+    | Transition
+    | RolloutComplete
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    wake_in: float
+    """Seconds until the planner wants to look again."""
+    rolling: bool = False
+    """A rollout replaces replicas (the deployment is not `ready` until it ends)."""
+    settled: bool = False
+    """No health checks nor status this pass after the actions (wound down, failed, waiting on the image,
+    or a service just created, whose tasks the next pass sees)."""
+
+    def of(self, kind: type) -> list[Action]:
+        return [action for action in self.actions if isinstance(action, kind)]
+
+
+# -- planning ---------------------------------------------------------------------------------------------
+
+
+def plan_replicas(desired: Desired, observed: Observed, rules: Rules, now: datetime) -> Plan:
+    """The actions that bring one deployment's replicas to what the database wants."""
+    if not desired.runs:
+        return Plan((WindDown(),), rules.resync, settled=True)
+    if not desired.image_ready:
+        return Plan((PrepareImage(),), rules.tick, settled=True)
+    if rules.max_replicas is not None and desired.replicas > rules.max_replicas:
+        limit = rules.max_replicas
+        fail = Transition(
+            DeploymentStatus.FAILED,
+            f"The runner runs at most {limit} replicas per deployment.",
+            error=f"{desired.replicas} replicas wanted; the runner runs at most {limit} per deployment.",
+        )
+        return Plan((fail, WindDown()), rules.resync, settled=True)
+    slots = {slot.index: slot for slot in desired.slots}
+    actions: list[Action] = []
+    for index in range(desired.replicas):
+        if index not in slots:
+            actions.append(AddSlot(index))
+            slots[index] = Slot(index=index, generation=desired.generation)
+    if rules.engine_keeps_replicas:
+        return _plan_service(desired, observed, rules, now, slots, actions)
+    return _plan_containers(desired, observed, rules, now, slots, actions)
+
+
+def _plan_containers(
+    desired: Desired, observed: Observed, rules: Rules, now: datetime, slots: dict[int, Slot], actions: list[Action]
+) -> Plan:
+    count, generation = desired.replicas, desired.generation
+    current: dict[int, ReplicaInfo] = {}
+    older: dict[int, ReplicaInfo] = {}
+    for replica in observed.replicas:
+        if replica.index >= count:
+            actions.append(RemoveReplica(replica, "scaled_down"))
+        elif replica.generation == generation and replica.index not in current:
+            current[replica.index] = replica
+        elif replica.generation < generation and replica.index not in older:
+            older[replica.index] = replica
+        else:
+            actions.append(RemoveReplica(replica, "duplicate"))
+    for index in sorted(i for i in slots if i >= count):
+        actions.append(DropSlot(index, slots.pop(index).container_id))
+
+    # Start-first: an old replica whose replacement is ready goes; one whose replacement is not stays.
+    replacing = False
+    for index in sorted(set(current) & set(older)):
+        if _runs_ready(slots[index], current[index]):
+            actions.append(RemoveReplica(older.pop(index), "replaced"))
+        else:
+            replacing = True
+    waiting = {index: replica for index, replica in older.items() if index not in current}
+
+    wake = rules.resync
+    starts: list[StartReplica] = []
+    for index in range(count):
+        slot, found = slots[index], current.get(index)
+        if found is None:
+            if index in waiting:
+                continue
+            recorded_running = (
+                slot.container_id is not None
+                and slot.generation == generation
+                and slot.status == InstanceStatus.RUNNING
+            )
+            starts.append(StartReplica(index, missing=slot.container_id if recorded_running else None))
+        elif found.state == "created":
+            # Created but never started (the engine or this service went away between the two calls):
+            # starting it again adopts the container by its name.
+            starts.append(StartReplica(index))
+        elif found.exited:
+            if slot.next_restart_at is None or slot.container_id != found.container_id:
+                exit_action = _exit(slot, found, rules, by_engine=False)
+                actions.append(exit_action)
+                if exit_action.fails:
+                    actions.append(WindDown())
+                    return Plan(tuple(actions), rules.resync, settled=True)
+                wake = min(wake, max(exit_action.restart_in, 0.01))
+            elif now >= slot.next_restart_at:
+                actions.append(RemoveReplica(found, "restart"))
+                starts.append(StartReplica(index))
+            else:
+                wake = min(wake, max(_seconds_until(slot.next_restart_at, now), 0.01))
+        else:
+            event = "container_adopted" if slot.container_id != found.container_id else None
+            actions.append(ObserveRunning(index, found, event, reset_restarts=_stable(slot, rules, now, event)))
+
+    settled_current = all(
+        replica.running and slots[index].healthy is True and slots[index].container_id == replica.container_id
+        for index, replica in current.items()
+    )
+    if waiting and not starts and not replacing and settled_current:
+        index = min(waiting)
+        starts.append(StartReplica(index))
+        replacing = True
+    actions.extend(starts)
+    if starts:
+        wake = rules.tick
+    return Plan(tuple(actions), wake, rolling=bool(older) or replacing)
+
+
+def _plan_service(
+    desired: Desired, observed: Observed, rules: Rules, now: datetime, slots: dict[int, Slot], actions: list[Action]
+) -> Plan:
+    count, generation, service = desired.replicas, desired.generation, observed.service
+    for index in sorted(i for i in slots if i >= count):
+        actions.append(DropSlot(index, slots.pop(index).container_id, event=True))
+    if service is None or service.generation != generation or service.replicas != count:
+        if service is not None and service.update_state.startswith("rollback"):
+            fail = Transition(
+                DeploymentStatus.FAILED,
+                f"The rolling update to generation {generation} failed and the engine rolled it back.",
+                error=f"Rolling update failed: {service.update_message or service.update_state}",
+            )
+            return Plan((*actions, fail, WindDown()), rules.resync, settled=True)
+        if service is None:
+            actions.append(ApplySpec("create", count, generation))
+            return Plan(tuple(actions), rules.tick, settled=True)
+        change: Literal["scale", "update"] = "scale" if service.generation == generation else "update"
+        actions.append(ApplySpec(change, count, generation, from_replicas=service.replicas))
+
+    wake = rules.resync
+    attempts = {index: slot.recent_restarts for index, slot in slots.items()}
+    for ended in observed.exits:
+        if ended.index not in slots or ended.generation != generation:
+            continue
+        exit_action = _exit(slots[ended.index], ended, rules, by_engine=True, attempt=attempts[ended.index] + 1)
+        attempts[ended.index] = exit_action.attempt
+        actions.append(exit_action)
+        if exit_action.fails:
+            actions.append(WindDown())
+            return Plan(tuple(actions), rules.resync, settled=True)
+        wake = rules.tick
+    tasks = {replica.index: replica for replica in observed.replicas}
+    for index, slot in sorted(slots.items()):
+        task = tasks.get(index)
+        if task is None:
+            continue
+        if task.running:
+            event = None
+            if slot.container_id != task.container_id:
+                if slot.container_id is None:
+                    event = "container_started"
+                elif task.generation > slot.generation:
+                    event = "replica_replaced"
+                else:
+                    event = "container_restarted"
+            actions.append(ObserveRunning(index, task, event, reset_restarts=_stable(slot, rules, now, event)))
+        elif task.exited:
+            actions.append(MarkSlot(index, InstanceStatus.EXITED))
+        else:
+            actions.append(MarkSlot(index, InstanceStatus.PENDING))
+            wake = rules.tick
+    rolling = service is not None and (service.update_state == "updating" or service.generation != generation)
+    return Plan(tuple(actions), wake, rolling=rolling)
+
+
+def _exit(slot: Slot, replica: ReplicaInfo, rules: Rules, *, by_engine: bool, attempt: int | None = None) -> NoteExit:
+    attempt = slot.recent_restarts + 1 if attempt is None else attempt
+    fails = attempt > rules.restart_budget
+    if by_engine:
+        delay = rules.backoff_base
+    else:
+        delay = restart_delay(attempt, base=rules.backoff_base, maximum=rules.backoff_max)
+    return NoteExit(slot.index, replica, attempt=attempt, fails=fails, restart_in=delay, by_engine=by_engine)
+
+
+def _runs_ready(slot: Slot, replica: ReplicaInfo) -> bool:
+    return replica.running and slot.container_id == replica.container_id and slot.ready
+
+
+def _stable(slot: Slot, rules: Rules, now: datetime, event: str | None) -> bool:
+    """A replica seen running again resets its backoff count once it has stayed up the stable period."""
+    if event is not None or not slot.recent_restarts or slot.started_at is None:
+        return False
+    return (now - slot.started_at).total_seconds() >= rules.stable_seconds
+
+
+# -- status ----------------------------------------------------------------------------------------------
+
+
+def plan_status(
+    desired: Desired, rules: Rules, now: datetime, *, rolling: bool, engine_back_at: datetime | None = None
+) -> Plan:
+    """The status transitions the slots call for, and the progress deadline.
+
+    Args:
+        desired: the deployment with its slots as they are after this pass's actions and health checks.
+        rolling: a rollout is replacing replicas.
+        engine_back_at: the last pass the engine did not answer; the deadline never counts an outage.
+    """
+    wanted = [slot for slot in desired.slots if slot.index < desired.replicas]
+    all_running = len(wanted) == desired.replicas and all(
+        slot.status == InstanceStatus.RUNNING and slot.container_id for slot in wanted
+    )
+    all_ready = all_running and all(slot.ready for slot in wanted) and not rolling
+    status = desired.status
+    actions: list[Action] = []
+    if all_ready:
+        if status != DeploymentStatus.READY:
+            if status == DeploymentStatus.DEPLOYING:
+                actions.append(Transition(DeploymentStatus.RUNNING, "Every replica is running."))
+            actions.append(Transition(DeploymentStatus.READY, "Every replica is ready."))
+        elif desired.progress_started_at is not None:
+            actions.append(RolloutComplete())
+        return Plan(tuple(actions), rules.resync)
+    if all_running and status == DeploymentStatus.DEPLOYING:
+        actions.append(Transition(DeploymentStatus.RUNNING, "Every replica is running."))
+    elif status == DeploymentStatus.READY:
+        reason = "A rolling restart is replacing replicas." if rolling else "Not every replica is ready."
+        actions.append(Transition(DeploymentStatus.RUNNING, reason))
+    started = deadline_start(desired.progress_started_at, engine_back_at)
+    if started is None:
+        return Plan(tuple(actions), rules.resync)
+    deadline = started + timedelta(seconds=rules.progress_deadline)
+    if now > deadline:
+        seconds = f"{rules.progress_deadline:g}"
+        actions.append(
+            Transition(
+                DeploymentStatus.FAILED,
+                f"Not ready within the progress deadline of {seconds}s.",
+                error=f"The deployment did not become ready within {seconds}s.",
+            )
+        )
+        actions.append(WindDown())
+        return Plan(tuple(actions), rules.resync, settled=True)
+    return Plan(tuple(actions), max(_seconds_until(deadline, now), rules.tick))
+
+
+def deadline_start(progress_started_at: datetime | None, engine_back_at: datetime | None) -> datetime | None:
+    """When the rollout's progress deadline started counting: never before the engine was back."""
+    if progress_started_at is None or engine_back_at is None:
+        return progress_started_at
+    return max(progress_started_at, engine_back_at)
+
+
+def _seconds_until(moment: datetime, now: datetime) -> float:
+    return max((moment - now).total_seconds(), 0.0)
