@@ -334,6 +334,8 @@ class Converger:
         if instance.next_restart_at is None or instance.container_id != replica.container_id:
             try:
                 info = self.runner.exit_info(replica.container_id)
+            except EngineUnavailable:
+                raise
             except RunnerError as exc:  # removed between the list and the inspect
                 info = ExitInfo(exit_code=replica.exit_code, oom_killed=False, error=exc.message)
             instance.container_id = replica.container_id

@@ -34,6 +34,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.reconciler.converge import Converger
 from deploy_service.reconciler.settings import seconds_until
 from deploy_service.runner.base import (
+    EngineUnavailable,
     ExitInfo,
     ImageUnavailable,
     ReplicaInfo,
@@ -298,6 +299,8 @@ class SwarmConverger(Converger):
                     oom_killed=local.oom_killed,
                     error=task.error or local.error,
                 )
+            except EngineUnavailable:
+                raise
             except RunnerError:
                 pass  # on another node, or already pruned: the task's own status is what we know
         spent = self._note_exit(
