@@ -38,24 +38,19 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from marshmallow import ValidationError
 
-from deploy_service.errors import ConfigError, EngineUnavailable
 from deploy_service.runner.base import (
     LABEL_AGENT,
     LABEL_DEPLOYMENT,
     LABEL_GENERATION,
     LABEL_MANAGED,
     LABEL_REPLICA,
-    BuildFailed,
     BuildSpec,
     ExitInfo,
     ImageInfo,
-    ImageUnavailable,
     LogLine,
     ReplicaInfo,
     ReplicaSpec,
-    ReplicaStartFailed,
     Runner,
-    RunnerError,
     Stats,
 )
 from deploy_service.runner.docker_common import UNREACHABLE, explanation, parse_engine_time
@@ -68,6 +63,14 @@ from deploy_service.runner.docker_records import (
     stats_from_sample,
 )
 from deploy_service.runner.docker_streams import log_lines, set_read_timeout
+from deploy_service.runner.errors import (
+    BuildFailed,
+    EngineUnavailable,
+    ImageUnavailable,
+    ReplicaStartFailed,
+    RunnerConfigError,
+    RunnerError,
+)
 from deploy_service.schemas.validators import validate_image
 
 __all__ = ["LABEL_PORT", "DockerRunner", "parse_engine_time"]
@@ -108,7 +111,7 @@ class DockerRunner(Runner):
         self._namespace = str(config.get("ENGINE_NAMESPACE") or "deploy-service")
         self._pull_timeout = float(config.get("PULL_TIMEOUT_SECONDS", PULL_TIMEOUT_SECONDS))
         if self._network_setting not in {"auto", "bridge", "host"}:
-            raise ConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
+            raise RunnerConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
         self._lock = threading.Lock()
         self._client: Any = None
         self._network_mode: str | None = None if self._network_setting == "auto" else self._network_setting

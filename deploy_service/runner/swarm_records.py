@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from deploy_service.config import SWARM_MAX_REPLICAS
 from deploy_service.runner.base import (
     LABEL_AGENT,
     LABEL_DEPLOYMENT,
@@ -43,8 +42,10 @@ __all__ = [
 ]
 
 LABEL_PORT_BLOCK = "deploy-service.port-block"
-MAX_REPLICAS = SWARM_MAX_REPLICAS
-"""Slots 1..99 fit a block of 100 ports (the block's port 0 is never used)."""
+MAX_REPLICAS = 99
+"""Replicas of one deployment: slots 1..99 fit a block of 100 ports (the block's port 0 is never used).
+
+The configuration refuses a `MAX_REPLICAS` above it for `RUNNER=swarm` (`config.SWARM_MAX_REPLICAS`)."""
 
 _CREATED = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 _DEAD = {"rejected", "orphaned"}

@@ -29,25 +29,28 @@ from typing import Any
 
 from docker.errors import APIError, NotFound
 
-from deploy_service.errors import ConfigError, EngineUnavailable
 from deploy_service.runner.base import (
     LABEL_DEPLOYMENT,
     LABEL_MANAGED,
-    BuildFailed,
     BuildSpec,
     ImageInfo,
-    ImageUnavailable,
     LogLine,
     ReplicaInfo,
     ReplicaSpec,
-    ReplicaStartFailed,
-    RunnerError,
     ServiceInfo,
     ServiceSpec,
     TaskInfo,
 )
 from deploy_service.runner.docker_common import explanation
 from deploy_service.runner.docker_runner import DockerRunner, _user_for_image
+from deploy_service.runner.errors import (
+    BuildFailed,
+    EngineUnavailable,
+    ImageUnavailable,
+    ReplicaStartFailed,
+    RunnerConfigError,
+    RunnerError,
+)
 from deploy_service.runner.swarm_records import (
     MAX_REPLICAS,
     service_document,
@@ -78,7 +81,7 @@ class SwarmRunner(DockerRunner):
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})
         if str(config.get("DOCKER_NETWORK_MODE", "host")).strip().lower() not in {"host", "auto"}:
-            raise ConfigError("the swarm runner uses host networking; DOCKER_NETWORK_MODE must be host or auto")
+            raise RunnerConfigError("the swarm runner uses host networking; DOCKER_NETWORK_MODE must be host or auto")
         config["DOCKER_NETWORK_MODE"] = "host"
         super().__init__(config)
         self._registry = str(config.get("SWARM_REGISTRY") or "").strip()
