@@ -36,8 +36,8 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from marshmallow import ValidationError
 
+from deploy_service.references import InvalidReference, check_image_reference
 from deploy_service.runner.base import (
     LABEL_AGENT,
     LABEL_DEPLOYMENT,
@@ -71,7 +71,6 @@ from deploy_service.runner.errors import (
     RunnerConfigError,
     RunnerError,
 )
-from deploy_service.schemas.validators import validate_image
 
 __all__ = ["LABEL_PORT", "DockerRunner", "parse_engine_time"]
 
@@ -198,8 +197,8 @@ class DockerRunner(Runner):
 
     def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
         try:
-            validate_image(spec.tag)
-        except ValidationError as exc:
+            check_image_reference(spec.tag)
+        except InvalidReference as exc:
             raise BuildFailed(f"Refusing to build: {spec.tag!r} is not a valid image tag.") from exc
         with self._engine() as api:
             build_from_source(
