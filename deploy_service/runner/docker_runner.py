@@ -53,7 +53,7 @@ from deploy_service.runner.base import (
     Runner,
     Stats,
 )
-from deploy_service.runner.docker_common import UNREACHABLE, explanation, parse_engine_time
+from deploy_service.runner.docker_common import UNREACHABLE, explanation, open_stream, parse_engine_time
 from deploy_service.runner.docker_images import build_from_source, pull_image
 from deploy_service.runner.docker_records import (
     LABEL_PORT,
@@ -422,16 +422,13 @@ class DockerRunner(Runner):
         if since is not None:
             params["since"] = f"{since.timestamp():.6f}"
         with self._engine() as api:
-            response = api._get(api._url(path, ident), params=params, stream=True)
             try:
-                api._raise_for_status(response)
+                response = open_stream(api, path, ident, params=params)
             except NotFound as exc:
-                response.close()
                 if missing is None:
                     raise RunnerError(f"{refused}: {explanation(exc)}") from exc
                 raise RunnerError(missing) from exc
             except APIError as exc:
-                response.close()
                 raise RunnerError(f"{refused}: {explanation(exc)}") from exc
         if follow:
             set_read_timeout(response, None)
