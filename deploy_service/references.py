@@ -100,7 +100,10 @@ def check_git_url(value: str, *, allow_local: bool) -> None:
         if "/../" in path + "/" or not path.startswith("/"):
             raise InvalidReference("Local git sources must be absolute paths without '..'.")
         return
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # an unbalanced IPv6 bracket
+        raise InvalidReference("Not a valid git URL.") from exc
     if parts.scheme != "https":
         hint = " (local paths are disabled)" if not allow_local else ""
         raise InvalidReference(f"Only https:// git URLs are allowed{hint}.")
