@@ -23,7 +23,7 @@ from deploy_service import rawdb
 from deploy_service.api import register_blueprints
 from deploy_service.cli import register_commands
 from deploy_service.config import load_config, validate_config
-from deploy_service.errors import register_error_handlers
+from deploy_service.errors import register_error_handlers, runner_settings_checked
 from deploy_service.extensions import api, cors, db, jwt, limiter, migrate
 from deploy_service.observability import init_metrics
 from deploy_service.runner import create_runner
@@ -147,4 +147,5 @@ def register_extensions(app: Flask) -> None:
     )
     if not app.config.get("ENGINE_NAMESPACE"):
         app.config["ENGINE_NAMESPACE"] = _namespace_for(app)
-    app.extensions[RUNNER_KEY] = create_runner(app.config)
+    with runner_settings_checked():
+        app.extensions[RUNNER_KEY] = create_runner(app.config)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from deploy_service.errors import ConfigError
+from deploy_service.runner.swarm_records import MAX_REPLICAS as SWARM_MAX_REPLICAS
 
 ENVIRONMENTS = ("development", "staging", "production")
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789"
@@ -184,10 +185,6 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "LOG_FOLLOW_MAX_SECONDS": _float(env, "LOG_FOLLOW_MAX_SECONDS", 3600.0, minimum=1.0),
         "REDOC_JS_URL": env.get("REDOC_JS_URL", "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"),
     }
-
-
-SWARM_MAX_REPLICAS = 99
-"""Replicas of one deployment on Swarm: slots 1-99 of a block of 100 host ports (see runner.swarm_records)."""
 
 
 def validate_config(config: Mapping[str, Any]) -> None:

@@ -1,16 +1,23 @@
 """The service's error tree, and the one place that turns errors into the contract's JSON body.
 
-Domain code raises a `ServiceError` subclass anywhere (services, runner, schemas); Werkzeug's HTTP
-errors (unknown route, wrong method, body too large, malformed JSON from webargs) and unexpected
+Domain code raises a `ServiceError` subclass anywhere (services, schemas); Werkzeug's HTTP errors
+(unknown route, wrong method, body too large, malformed JSON from webargs) and unexpected
 exceptions are mapped here too, so every response that is not a success has the same shape:
 `{"success": false, "error": kind, "message": sentence, "details": {...}}`.
+
+The runner knows nothing of the service, so it raises its own errors (`runner.errors`); they are
+given their meaning here too: the runner's `EngineUnavailable` (re-exported from this module, so
+the service's code imports it from here) is a 503 `engine_unavailable` (`as_service_error`), and a
+setting a runner backend refuses is a `ConfigError` at startup (`runner_settings_checked`). Any
+other runner error that reaches a request is an unexpected 500, as before.
 """
 
 from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, Response, jsonify
@@ -18,6 +25,30 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 
 from deploy_service.extensions import db
+from deploy_service.runner.errors import EngineUnavailable, RunnerConfigError
+
+__all__ = [
+    "AgentTimeout",
+    "AgentUnreachable",
+    "ConfigError",
+    "Conflict",
+    "EngineUnavailable",
+    "EngineUnreachable",
+    "Forbidden",
+    "InvalidState",
+    "NoReadyReplica",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServiceError",
+    "Unauthorized",
+    "ValidationFailed",
+    "as_service_error",
+    "error_response",
+    "http_exception_response",
+    "log_unexpected",
+    "register_error_handlers",
+    "runner_settings_checked",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +140,30 @@ class AgentUnreachable(ServiceError):
     default_message = "The agent could not be reached."
 
 
-class EngineUnavailable(ServiceError):
+class EngineUnreachable(ServiceError):
+    """What a client is told when the runner raises `EngineUnavailable` (see `as_service_error`)."""
+
     status_code = 503
     kind = "engine_unavailable"
     default_message = "The container engine cannot be reached."
+
+
+def as_service_error(error: EngineUnavailable) -> ServiceError:
+    """The contract error of the runner's `EngineUnavailable`: 503 `engine_unavailable`, with its message."""
+    return EngineUnreachable(error.message)
+
+
+@contextmanager
+def runner_settings_checked() -> Iterator[None]:
+    """At startup, a setting the runner refuses (`RunnerConfigError`) is the service's `ConfigError`.
+
+    Raises:
+        ConfigError: with the runner's message; the service must not start.
+    """
+    try:
+        yield
+    except RunnerConfigError as exc:
+        raise ConfigError(exc.message) from exc
 
 
 # Werkzeug / webargs HTTP errors mapped onto the contract's kinds.
@@ -214,6 +265,10 @@ def register_error_handlers(app: Flask) -> None:
         if error.status_code >= 500:
             db.session.rollback()
         return error_response(error.status_code, error.kind, error.message, error.details, error.headers)
+
+    @app.errorhandler(EngineUnavailable)
+    def _engine_unavailable(error: EngineUnavailable) -> Response:
+        return _service_error(as_service_error(error))
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

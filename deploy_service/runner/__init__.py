@@ -10,25 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from deploy_service.errors import ConfigError
 from deploy_service.runner.base import (
     LABEL_AGENT,
     LABEL_DEPLOYMENT,
     LABEL_GENERATION,
     LABEL_MANAGED,
     LABEL_REPLICA,
-    BuildFailed,
     BuildSpec,
-    EngineUnavailable,
     ExitInfo,
     ImageInfo,
-    ImageUnavailable,
     LogLine,
     ReplicaInfo,
     ReplicaSpec,
-    ReplicaStartFailed,
     Runner,
-    RunnerError,
     ServiceInfo,
     ServiceRunner,
     ServiceSpec,
@@ -37,6 +31,14 @@ from deploy_service.runner.base import (
     replica_name,
 )
 from deploy_service.runner.docker_runner import DockerRunner
+from deploy_service.runner.errors import (
+    BuildFailed,
+    EngineUnavailable,
+    ImageUnavailable,
+    ReplicaStartFailed,
+    RunnerConfigError,
+    RunnerError,
+)
 from deploy_service.runner.swarm_runner import SwarmRunner
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "ReplicaSpec",
     "ReplicaStartFailed",
     "Runner",
+    "RunnerConfigError",
     "RunnerError",
     "ServiceInfo",
     "ServiceRunner",
@@ -75,11 +78,11 @@ def create_runner(config: Mapping[str, Any]) -> Runner:
     """The backend named by `RUNNER` (default `docker`), configured from `config`; no engine call is made.
 
     Raises:
-        ConfigError: an unknown backend, or a setting the backend refuses.
+        RunnerConfigError: an unknown backend, or a setting the backend refuses.
     """
     name = str(config.get("RUNNER", "docker")).strip().lower()
     if name == "docker":
         return DockerRunner(config)
     if name == "swarm":
         return SwarmRunner(config)
-    raise ConfigError(f"RUNNER must be one of {', '.join(BACKENDS)}, got {name!r}")
+    raise RunnerConfigError(f"RUNNER must be one of {', '.join(BACKENDS)}, got {name!r}")

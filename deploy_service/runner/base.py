@@ -2,8 +2,8 @@
 
 A runner starts and stops *replicas* (one container each), lists the ones it manages, reads their
 logs and stats, and gets images ready (local, pulled, or built from a git source). It returns the
-small value objects below, raises the errors below (and `EngineUnavailable` when the engine cannot
-be reached), and never touches the database. The reconciler decides *when* to call it; the runner
+small value objects below, raises the errors of `runner.errors` (`EngineUnavailable` when the engine
+cannot be reached), and never touches the database. The reconciler decides *when* to call it; the runner
 only knows *how*. A Docker backend implements it today; a Swarm backend can plug in beside it
 without changes to `api/` or `services/`.
 
@@ -24,7 +24,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from deploy_service.errors import EngineUnavailable
+from deploy_service.runner.errors import (
+    BuildFailed,
+    EngineUnavailable,
+    ImageUnavailable,
+    ReplicaStartFailed,
+    RunnerConfigError,
+    RunnerError,
+)
 
 __all__ = [
     "BuildFailed",
@@ -43,6 +50,7 @@ __all__ = [
     "ReplicaSpec",
     "ReplicaStartFailed",
     "Runner",
+    "RunnerConfigError",
     "RunnerError",
     "ServiceInfo",
     "ServiceRunner",
@@ -57,27 +65,6 @@ LABEL_DEPLOYMENT = "deploy-service.deployment"
 LABEL_AGENT = "deploy-service.agent"
 LABEL_REPLICA = "deploy-service.replica"
 LABEL_GENERATION = "deploy-service.generation"
-
-
-class RunnerError(Exception):
-    """A runner operation failed for a reason the user should read (not an engine outage)."""
-
-    def __init__(self, message: str, *, log: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.log = log
-
-
-class ImageUnavailable(RunnerError):
-    """The image is neither present locally nor pullable."""
-
-
-class BuildFailed(RunnerError):
-    """Cloning or building a git source failed (or timed out); `log` holds the tail of the output."""
-
-
-class ReplicaStartFailed(RunnerError):
-    """The engine refused to create or start a container (bad command, resources, ...)."""
 
 
 def replica_name(deployment_id: str, index: int, generation: int) -> str:

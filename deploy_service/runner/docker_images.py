@@ -29,13 +29,13 @@ from typing import Any
 
 import docker
 from docker.errors import APIError
-from marshmallow import ValidationError
 
-from deploy_service.runner.base import BuildFailed, BuildSpec, ImageUnavailable
+from deploy_service.references import InvalidReference, check_repo_path
+from deploy_service.runner.base import BuildSpec
 from deploy_service.runner.docker_common import UNREACHABLE, explanation
 from deploy_service.runner.docker_streams import DeadlineClient, OutputLines
+from deploy_service.runner.errors import BuildFailed, ImageUnavailable
 from deploy_service.runner.git import clone
-from deploy_service.schemas.validators import validate_repo_path
 
 __all__ = ["build_from_source", "pull_image"]
 
@@ -105,8 +105,8 @@ def _build_paths(source: str, *, context: str, dockerfile: str) -> tuple[str, st
     resolved = []
     for label, relative in (("context", context), ("dockerfile", dockerfile)):
         try:
-            validate_repo_path(relative)
-        except ValidationError as exc:
+            check_repo_path(relative)
+        except InvalidReference as exc:
             raise BuildFailed(f"Refusing to build: {label} {relative!r} is not a path inside the repository.") from exc
         path = os.path.realpath(os.path.join(root, relative))
         if path != root and not path.startswith(root + os.sep):

@@ -36,29 +36,24 @@ from typing import Any
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from marshmallow import ValidationError
 
-from deploy_service.errors import ConfigError, EngineUnavailable
+from deploy_service.references import InvalidReference, check_image_reference
 from deploy_service.runner.base import (
     LABEL_AGENT,
     LABEL_DEPLOYMENT,
     LABEL_GENERATION,
     LABEL_MANAGED,
     LABEL_REPLICA,
-    BuildFailed,
     BuildSpec,
     ExitInfo,
     ImageInfo,
-    ImageUnavailable,
     LogLine,
     ReplicaInfo,
     ReplicaSpec,
-    ReplicaStartFailed,
     Runner,
-    RunnerError,
     Stats,
 )
-from deploy_service.runner.docker_common import UNREACHABLE, explanation, parse_engine_time
+from deploy_service.runner.docker_common import UNREACHABLE, explanation, open_stream, parse_engine_time
 from deploy_service.runner.docker_images import build_from_source, pull_image
 from deploy_service.runner.docker_records import (
     LABEL_PORT,
@@ -68,7 +63,14 @@ from deploy_service.runner.docker_records import (
     stats_from_sample,
 )
 from deploy_service.runner.docker_streams import log_lines, set_read_timeout
-from deploy_service.schemas.validators import validate_image
+from deploy_service.runner.errors import (
+    BuildFailed,
+    EngineUnavailable,
+    ImageUnavailable,
+    ReplicaStartFailed,
+    RunnerConfigError,
+    RunnerError,
+)
 
 __all__ = ["LABEL_PORT", "DockerRunner", "parse_engine_time"]
 
@@ -108,7 +110,7 @@ class DockerRunner(Runner):
         self._namespace = str(config.get("ENGINE_NAMESPACE") or "deploy-service")
         self._pull_timeout = float(config.get("PULL_TIMEOUT_SECONDS", PULL_TIMEOUT_SECONDS))
         if self._network_setting not in {"auto", "bridge", "host"}:
-            raise ConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
+            raise RunnerConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
         self._lock = threading.Lock()
         self._client: Any = None
         self._network_mode: str | None = None if self._network_setting == "auto" else self._network_setting
@@ -195,8 +197,8 @@ class DockerRunner(Runner):
 
     def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
         try:
-            validate_image(spec.tag)
-        except ValidationError as exc:
+            check_image_reference(spec.tag)
+        except InvalidReference as exc:
             raise BuildFailed(f"Refusing to build: {spec.tag!r} is not a valid image tag.") from exc
         with self._engine() as api:
             build_from_source(
@@ -420,16 +422,13 @@ class DockerRunner(Runner):
         if since is not None:
             params["since"] = f"{since.timestamp():.6f}"
         with self._engine() as api:
-            response = api._get(api._url(path, ident), params=params, stream=True)
             try:
-                api._raise_for_status(response)
+                response = open_stream(api, path, ident, params=params)
             except NotFound as exc:
-                response.close()
                 if missing is None:
                     raise RunnerError(f"{refused}: {explanation(exc)}") from exc
                 raise RunnerError(missing) from exc
             except APIError as exc:
-                response.close()
                 raise RunnerError(f"{refused}: {explanation(exc)}") from exc
         if follow:
             set_read_timeout(response, None)

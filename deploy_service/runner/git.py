@@ -3,8 +3,9 @@
 The URL and branch come from users, so the clone is built to do nothing but fetch one branch of one
 repository over the transports we allow:
 
-- Inputs are re-validated here with the schema validators (defence in depth: a caller that skipped
-  the schema still cannot smuggle an option or a transport); a bad input never spawns a process.
+- Inputs are re-validated here by the rules the schemas check (`deploy_service.references`; defence
+  in depth: a caller that skipped the schema still cannot smuggle an option or a transport); a bad
+  input never spawns a process.
 - Transports: `protocol.allow=never` with only `https` allowed (and `file` when local sources are
   allowed, for tests), repeated in `GIT_ALLOW_PROTOCOL`. A local absolute path is turned into a
   `file://` URL so that `--depth` applies and git's local hard-link shortcut is not used.
@@ -32,10 +33,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import IO
 
-from marshmallow import ValidationError
-
-from deploy_service.runner.base import BuildFailed
-from deploy_service.schemas.validators import validate_git_url, validate_ref_name
+from deploy_service.references import InvalidReference, check_git_url, check_ref_name
+from deploy_service.runner.errors import BuildFailed
 
 __all__ = ["clone", "clone_command", "clone_environment", "normalize_git_url"]
 
@@ -51,9 +50,9 @@ def normalize_git_url(git_url: str, *, allow_local: bool) -> str:
         BuildFailed: the URL is not allowed.
     """
     try:
-        validate_git_url(git_url, allow_local=allow_local)
-    except ValidationError as exc:
-        raise BuildFailed(f"Refusing to clone {git_url!r}: {_first_message(exc)}") from exc
+        check_git_url(git_url, allow_local=allow_local)
+    except InvalidReference as exc:
+        raise BuildFailed(f"Refusing to clone {git_url!r}: {exc}") from exc
     if git_url.startswith("/"):
         return "file://" + git_url
     return git_url
@@ -61,16 +60,9 @@ def normalize_git_url(git_url: str, *, allow_local: bool) -> str:
 
 def _validate_branch(branch: str) -> None:
     try:
-        validate_ref_name(branch)
-    except ValidationError as exc:
-        raise BuildFailed(f"Refusing to clone branch {branch!r}: {_first_message(exc)}") from exc
-
-
-def _first_message(exc: ValidationError) -> str:
-    messages = exc.messages
-    if isinstance(messages, list) and messages:
-        return str(messages[0])
-    return str(messages)
+        check_ref_name(branch)
+    except InvalidReference as exc:
+        raise BuildFailed(f"Refusing to clone branch {branch!r}: {exc}") from exc
 
 
 def clone_command(git_url: str, branch: str, dest: str, *, allow_local: bool, git: str = "git") -> list[str]:

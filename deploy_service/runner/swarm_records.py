@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from deploy_service.config import SWARM_MAX_REPLICAS
 from deploy_service.runner.base import (
     LABEL_AGENT,
     LABEL_DEPLOYMENT,
@@ -36,6 +35,7 @@ __all__ = [
     "LABEL_PORT_BLOCK",
     "MAX_REPLICAS",
     "escape_template",
+    "service_arguments",
     "service_document",
     "service_info",
     "service_name",
@@ -43,8 +43,10 @@ __all__ = [
 ]
 
 LABEL_PORT_BLOCK = "deploy-service.port-block"
-MAX_REPLICAS = SWARM_MAX_REPLICAS
-"""Slots 1..99 fit a block of 100 ports (the block's port 0 is never used)."""
+MAX_REPLICAS = 99
+"""Replicas of one deployment: slots 1..99 fit a block of 100 ports (the block's port 0 is never used).
+
+The configuration refuses a `MAX_REPLICAS` above it for `RUNNER=swarm` (`config.SWARM_MAX_REPLICAS`)."""
 
 _CREATED = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting"}
 _DEAD = {"rejected", "orphaned"}
@@ -142,6 +144,29 @@ def service_document(
         "RollbackConfig": {"Parallelism": 1, "Delay": 0, "FailureAction": "pause", "Order": "start-first"},
         "EndpointSpec": {"Mode": "dnsrr"},
     }
+
+
+_SDK_ARGUMENTS = {
+    "Name": "name",
+    "Labels": "labels",
+    "TaskTemplate": "task_template",
+    "Mode": "mode",
+    "UpdateConfig": "update_config",
+    "RollbackConfig": "rollback_config",
+    "EndpointSpec": "endpoint_spec",
+}
+
+
+def service_arguments(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A service spec as the keyword arguments of the SDK's `create_service` and `update_service`.
+
+    Both send these fields as the spec's body unchanged (`update_service` without `fetch_current_spec`
+    merges nothing in), so the engine receives `document` itself.
+
+    Raises:
+        KeyError: a field the SDK methods cannot carry (the spec would otherwise lose it unnoticed).
+    """
+    return {_SDK_ARGUMENTS[key]: value for key, value in document.items()}
 
 
 def _int_label(labels: Mapping[str, str], key: str) -> int | None:

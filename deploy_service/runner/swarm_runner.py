@@ -16,6 +16,9 @@ and status. `swarm_records` holds the spec and the readers of the engine's docum
 Built images: with `SWARM_REGISTRY` set, an image built here is tagged `<registry>/<name>:<tag>`, pushed
 there (credentials from `SWARM_REGISTRY_USERNAME` / `SWARM_REGISTRY_PASSWORD` if set) and deployed by that
 reference, so every node can pull it. Unset, the local image is used, which only a single node has.
+Services are created and updated with the SDK's `create_service` / `update_service`, which send the spec
+as it is (`swarm_records.service_arguments`) and, like the SDK's pulls, attach the credentials the
+server's Docker config (`DOCKER_CONFIG`, `~/.docker/config.json`) holds for the image's registry, if any.
 """
 
 from __future__ import annotations
@@ -29,19 +32,14 @@ from typing import Any
 
 from docker.errors import APIError, NotFound
 
-from deploy_service.errors import ConfigError, EngineUnavailable
 from deploy_service.runner.base import (
     LABEL_DEPLOYMENT,
     LABEL_MANAGED,
-    BuildFailed,
     BuildSpec,
     ImageInfo,
-    ImageUnavailable,
     LogLine,
     ReplicaInfo,
     ReplicaSpec,
-    ReplicaStartFailed,
-    RunnerError,
     ServiceInfo,
     ServiceRunner,
     ServiceSpec,
@@ -49,8 +47,17 @@ from deploy_service.runner.base import (
 )
 from deploy_service.runner.docker_common import explanation
 from deploy_service.runner.docker_runner import DockerRunner, _user_for_image
+from deploy_service.runner.errors import (
+    BuildFailed,
+    EngineUnavailable,
+    ImageUnavailable,
+    ReplicaStartFailed,
+    RunnerConfigError,
+    RunnerError,
+)
 from deploy_service.runner.swarm_records import (
     MAX_REPLICAS,
+    service_arguments,
     service_document,
     service_info,
     service_name,
@@ -78,7 +85,7 @@ class SwarmRunner(DockerRunner, ServiceRunner):
     def __init__(self, config: Mapping[str, Any] | None = None) -> None:
         config = dict(config or {})
         if str(config.get("DOCKER_NETWORK_MODE", "host")).strip().lower() not in {"host", "auto"}:
-            raise ConfigError("the swarm runner uses host networking; DOCKER_NETWORK_MODE must be host or auto")
+            raise RunnerConfigError("the swarm runner uses host networking; DOCKER_NETWORK_MODE must be host or auto")
         config["DOCKER_NETWORK_MODE"] = "host"
         super().__init__(config)
         self._registry = str(config.get("SWARM_REGISTRY") or "").strip()
@@ -251,17 +258,15 @@ class SwarmRunner(DockerRunner, ServiceRunner):
                 log_max_file=self._log_max_file,
             )
             name = service_name(spec.deployment_id)
+            arguments = service_arguments(document)
             try:
                 try:
                     current = api.inspect_service(name)
                 except NotFound:
-                    created = api._result(api._post_json(api._url("/services/create"), data=document), json=True)
-                    service_id = str(created["ID"])
+                    service_id = str(api.create_service(**arguments)["ID"])
                 else:
                     service_id = str(current["ID"])
-                    version = current["Version"]["Index"]
-                    url = api._url("/services/{0}/update", service_id)
-                    api._result(api._post_json(url, data=document, params={"version": version}), json=True)
+                    api.update_service(service_id, current["Version"]["Index"], **arguments)
                 data = api.inspect_service(service_id)
             except APIError as exc:
                 raise ReplicaStartFailed(f"The Swarm manager refused the service: {explanation(exc)}") from exc

@@ -16,7 +16,7 @@ from typing import Any
 from flask import current_app
 
 from deploy_service import rawdb
-from deploy_service.errors import EngineUnavailable
+from deploy_service.errors import EngineUnavailable, as_service_error
 from deploy_service.extensions import db
 from deploy_service.models import Deployment, Principal
 from deploy_service.models.types import utcnow
@@ -140,7 +140,8 @@ def follow_logs(
             source=source,
         )
     except EngineUnavailable as exc:
-        yield _sse({"error": exc.kind, "message": exc.message}, event="error")
+        error = as_service_error(exc)
+        yield _sse({"error": error.kind, "message": error.message}, event="error")
 
 
 def _follow(

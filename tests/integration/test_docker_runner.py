@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import docker
 import pytest
 
-from deploy_service.errors import ConfigError, EngineUnavailable
 from deploy_service.runner import (
     LABEL_AGENT,
     LABEL_DEPLOYMENT,
@@ -33,10 +32,12 @@ from deploy_service.runner import (
     BuildFailed,
     BuildSpec,
     DockerRunner,
+    EngineUnavailable,
     ImageUnavailable,
     LogLine,
     ReplicaSpec,
     ReplicaStartFailed,
+    RunnerConfigError,
     RunnerError,
     SwarmRunner,
     create_runner,
@@ -571,7 +572,7 @@ def test_build_timeout_stops_the_build(
 def test_create_runner_builds_the_configured_backend() -> None:
     assert isinstance(create_runner({}), DockerRunner)
     assert isinstance(create_runner({"RUNNER": "swarm"}), SwarmRunner)
-    with pytest.raises(ConfigError, match="RUNNER"):
+    with pytest.raises(RunnerConfigError, match="RUNNER"):
         create_runner({"RUNNER": "kubernetes"})
-    with pytest.raises(ConfigError, match="DOCKER_NETWORK_MODE"):
+    with pytest.raises(RunnerConfigError, match="DOCKER_NETWORK_MODE"):
         create_runner({"DOCKER_NETWORK_MODE": "overlay"})

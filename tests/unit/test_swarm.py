@@ -5,10 +5,14 @@ The engine round trips (create, scale, rolling update, removal) are in tests/int
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
+import requests
 
 from deploy_service.config import load_config, validate_config
 from deploy_service.errors import ConfigError, EngineUnavailable
@@ -18,6 +22,7 @@ from deploy_service.runner.swarm_records import (
     escape_template,
     index_template,
     port_template,
+    service_arguments,
     service_document,
     service_info,
     task_info,
@@ -352,3 +357,50 @@ def test_a_manager_answers_and_describes_itself(monkeypatch: pytest.MonkeyPatch)
             "registry": "registry.example.com/agents",
         }
     }
+
+
+class RecordingSession:
+    """Stands in for the HTTP transport of a real SDK client: records each request, answers 200 with `answer`."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.answer = answer
+        self.requests: list[requests.PreparedRequest] = []
+
+    def send(self, request: requests.PreparedRequest, **_: Any) -> requests.Response:
+        self.requests.append(request)
+        response = requests.Response()
+        response.status_code = 200
+        response._content = json.dumps(self.answer).encode()
+        response.request = request
+        return response
+
+
+@pytest.mark.parametrize("operation", ["create", "update"])
+def test_the_sdks_service_calls_send_the_spec_unchanged(
+    operation: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no registry credentials to forward
+    api = docker.APIClient(base_url="tcp://127.0.0.1:1", version="1.43")
+    transport = RecordingSession({"ID": "svc1", "Warnings": None})
+    monkeypatch.setattr(api, "send", transport.send)
+    arguments = service_arguments(document())
+
+    if operation == "create":
+        assert api.create_service(**arguments)["ID"] == "svc1"
+    else:
+        api.update_service("svc1", 42, **arguments)
+
+    (sent,) = transport.requests
+    assert sent.method == "POST"
+    assert sent.url == (
+        "http://127.0.0.1:1/v1.43/services/create"
+        if operation == "create"
+        else "http://127.0.0.1:1/v1.43/services/svc1/update?version=42"
+    )
+    assert json.loads(sent.body or b"") == document()
+    assert "X-Registry-Auth" not in sent.headers
+
+
+def test_a_spec_field_the_sdk_cannot_carry_is_refused() -> None:
+    with pytest.raises(KeyError, match="Networks"):
+        service_arguments({**document(), "Networks": []})

@@ -1,0 +1,128 @@
+"""The rules for the strings a user names things outside the service with: images, git URLs, refs, paths.
+
+An agent's image reference, git URL, branch, Dockerfile path and build context end up in a container
+engine call or a `git` command line, so anything that could be read as an option or a transport is
+refused. The rules are written once, here, as pure functions that raise `InvalidReference` (a
+`ValueError`) with the sentence a user reads. Two layers check them:
+
+- the request schemas (`schemas.validators`), which turn `InvalidReference` into a marshmallow
+  `ValidationError` and document the patterns in the OpenAPI spec;
+- the runner (`runner.git`, `runner.docker_images`, `runner.docker_runner`), again, before it spawns
+  git or asks the engine: a caller that skipped the schema still cannot smuggle an option in.
+
+This module imports nothing of the service (no Flask, marshmallow or SQLAlchemy), so both may use it.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+__all__ = [
+    "IMAGE_MESSAGE",
+    "IMAGE_REFERENCE",
+    "InvalidReference",
+    "MAX_IMAGE_LENGTH",
+    "MAX_PATH_LENGTH",
+    "MAX_REF_LENGTH",
+    "REF_MESSAGE",
+    "REF_NAME",
+    "REPO_PATH",
+    "REPO_PATH_MESSAGE",
+    "check_git_url",
+    "check_image_reference",
+    "check_ref_name",
+    "check_repo_path",
+]
+
+# Docker image reference grammar (distribution/reference), anchored.
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_REFERENCE = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?$")
+# A branch or tag by `git check-ref-format --branch` rules, never option-like (see check_ref_name).
+REF_NAME = re.compile(
+    r"^(?!.*(?:\.\.|//|@\{|/\.))(?!.*(?:/|\.|\.lock)$)(?!@$)"
+    r"[^\x00-\x20\x7f~^:?*\[\\/.-][^\x00-\x20\x7f~^:?*\[\\]*$"
+)
+# A relative path inside a repository: `.`, or segments of safe characters, never a `..` segment.
+REPO_PATH = re.compile(r"^(?:\.|(?!(?:.*/)?\.\.(?:/|$))[A-Za-z0-9_][A-Za-z0-9_./-]*)$")
+MAX_IMAGE_LENGTH = 512
+MAX_REF_LENGTH = 255
+MAX_PATH_LENGTH = 512
+MAX_GIT_URL_LENGTH = 2048
+_HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+IMAGE_MESSAGE = "Not a valid image reference (expected name[:tag] or name@sha256:...)."
+REF_MESSAGE = "Not a valid git branch name."
+REPO_PATH_MESSAGE = "Must be a relative path inside the repository, without '..'."
+
+
+class InvalidReference(ValueError):
+    """A reference breaks its rule; `str()` is the sentence the user reads."""
+
+
+def check_image_reference(value: str) -> None:
+    """An image reference `name[:tag][@digest]`.
+
+    Raises:
+        InvalidReference: it is too long or not in the reference grammar.
+    """
+    if len(value) > MAX_IMAGE_LENGTH or not IMAGE_REFERENCE.fullmatch(value):
+        raise InvalidReference(IMAGE_MESSAGE)
+
+
+def check_ref_name(value: str) -> None:
+    """A branch name by `git check-ref-format --branch` rules, and never option-like.
+
+    Raises:
+        InvalidReference: it is too long or breaks a rule.
+    """
+    if len(value) > MAX_REF_LENGTH or not REF_NAME.fullmatch(value):
+        raise InvalidReference(REF_MESSAGE)
+
+
+def check_git_url(value: str, *, allow_local: bool) -> None:
+    """An `https://` URL without credentials; local paths and `file://` only when `allow_local`.
+
+    Raises:
+        InvalidReference: another transport, credentials, a control character, an option-like value,
+            no host or path, a bad port, or (when allowed at all) a relative local path or one with `..`.
+    """
+    if len(value) > MAX_GIT_URL_LENGTH or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in value):
+        raise InvalidReference("Not a valid git URL.")
+    if value.startswith("-"):
+        raise InvalidReference("Not a valid git URL.")
+    if allow_local and (value.startswith("/") or value.startswith("file:///")):
+        path = value[len("file://") :] if value.startswith("file://") else value
+        if "/../" in path + "/" or not path.startswith("/"):
+            raise InvalidReference("Local git sources must be absolute paths without '..'.")
+        return
+    try:
+        parts = urlsplit(value)
+    except ValueError as exc:  # an unbalanced IPv6 bracket
+        raise InvalidReference("Not a valid git URL.") from exc
+    if parts.scheme != "https":
+        hint = " (local paths are disabled)" if not allow_local else ""
+        raise InvalidReference(f"Only https:// git URLs are allowed{hint}.")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise InvalidReference("Credentials in git URLs are not allowed.")
+    host = parts.hostname or ""
+    if not _HOSTNAME.fullmatch(host) or not parts.path.strip("/"):
+        raise InvalidReference("Not a valid git URL: it needs a host and a repository path.")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise InvalidReference("Not a valid git URL: bad port.") from exc
+
+
+def check_repo_path(value: str) -> None:
+    """A relative path inside a repository (Dockerfile, build context): no `..`, never absolute.
+
+    Raises:
+        InvalidReference: it is too long, absolute, or has a `..` segment or an unsafe character.
+    """
+    if len(value) > MAX_PATH_LENGTH or not REPO_PATH.fullmatch(value):
+        raise InvalidReference(REPO_PATH_MESSAGE)
