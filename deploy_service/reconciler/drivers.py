@@ -132,6 +132,8 @@ class Driver(abc.ABC):
             return reported  # a task that never got a container
         try:
             local = self.runner.exit_info(replica.container_id)
+        except EngineUnavailable:
+            raise  # an outage is not an exit: the pass is retried
         except RunnerError as exc:  # removed since the list, or on another node
             return reported if replica.task_id else ExitInfo(replica.exit_code, oom_killed=False, error=exc.message)
         return ExitInfo(

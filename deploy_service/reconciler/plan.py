@@ -269,9 +269,14 @@ def plan_replicas(desired: Desired, observed: Observed, rules: Rules, now: datet
         if index not in slots:
             actions.append(AddSlot(index))
             slots[index] = Slot(index=index, generation=desired.generation)
+    mine = Observed(
+        replicas=tuple(r for r in observed.replicas if r.deployment_id == desired.deployment_id),
+        exits=tuple(r for r in observed.exits if r.deployment_id == desired.deployment_id),
+        service=observed.service,
+    )
     if rules.engine_keeps_replicas:
-        return _plan_service(desired, observed, rules, now, slots, actions)
-    return _plan_containers(desired, observed, rules, now, slots, actions)
+        return _plan_service(desired, mine, rules, now, slots, actions)
+    return _plan_containers(desired, mine, rules, now, slots, actions)
 
 
 def _plan_containers(
@@ -283,10 +288,17 @@ def _plan_containers(
     for replica in observed.replicas:
         if replica.index >= count:
             actions.append(RemoveReplica(replica, "scaled_down"))
-        elif replica.generation == generation and replica.index not in current:
-            current[replica.index] = replica
-        elif replica.generation < generation and replica.index not in older:
-            older[replica.index] = replica
+            continue
+        keep = current if replica.generation == generation else older if replica.generation < generation else None
+        if keep is None:
+            actions.append(RemoveReplica(replica, "duplicate"))
+            continue
+        kept = keep.get(replica.index)
+        if kept is None:
+            keep[replica.index] = replica
+        elif _keep_rank(replica, slots.get(replica.index)) > _keep_rank(kept, slots.get(replica.index)):
+            keep[replica.index] = replica
+            actions.append(RemoveReplica(kept, "duplicate"))
         else:
             actions.append(RemoveReplica(replica, "duplicate"))
     for index in sorted(i for i in slots if i >= count):
@@ -413,6 +425,15 @@ def _exit(slot: Slot, replica: ReplicaInfo, rules: Rules, *, by_engine: bool, at
     else:
         delay = restart_delay(attempt, base=rules.backoff_base, maximum=rules.backoff_max)
     return NoteExit(slot.index, replica, attempt=attempt, fails=fails, restart_in=delay, by_engine=by_engine)
+
+
+def _keep_rank(replica: ReplicaInfo, slot: Slot | None) -> tuple[bool, bool, bool, int]:
+    """Of two containers of one slot and generation class, the one to keep ranks higher: a running one,
+    then one the slot knows ready, then one that is not the slot's unready replacement (a replacement
+    of a generation since superseded gives way to the replica that serves), then the newer generation."""
+    own = slot is not None and slot.container_id == replica.container_id
+    ready = own and slot is not None and slot.ready
+    return replica.running, ready, ready or not own, replica.generation
 
 
 def _runs_ready(slot: Slot, replica: ReplicaInfo) -> bool:
