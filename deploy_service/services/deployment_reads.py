@@ -25,9 +25,8 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from deploy_service.errors import NotFound
-from deploy_service.models import Deployment, Instance, Principal
+from deploy_service.models import WITHOUT_REPLICAS, Deployment, Instance, Principal, is_ready, is_running
 from deploy_service.rawdb import PreparedQuery
-from deploy_service.services import lifecycle
 
 _deployments = Deployment.__table__
 _instances = Instance.__table__
@@ -161,7 +160,6 @@ _BY_ID = PreparedQuery(
     .where(_deployments.c.id == bindparam("deployment_id"))
     .order_by(_instances.c.index)
 )
-_NOT_SHOWN = (lifecycle.STOPPED, lifecycle.KILLED)  # no instances shown, no replicas wanted
 
 
 def deployment_body(row: Sequence[Any], instances: Sequence[Sequence[Any]]) -> dict[str, Any]:
@@ -192,7 +190,7 @@ def deployment_body(row: Sequence[Any], instances: Sequence[Sequence[Any]]) -> d
         ended_at,
         *_total,
     ) = row
-    live = status not in _NOT_SHOWN
+    live = status not in WITHOUT_REPLICAS
     shown = []
     running = ready = 0
     for (
@@ -210,9 +208,9 @@ def deployment_body(row: Sequence[Any], instances: Sequence[Sequence[Any]]) -> d
     ) in instances:
         if index >= wanted:
             continue
-        if container_id and state == "running":
+        if is_running(state, container_id):
             running += 1
-            ready += 1 if healthy else 0
+            ready += is_ready(state, container_id, healthy)
         if live:
             shown.append(
                 {

@@ -22,14 +22,14 @@ from sqlalchemy.orm.exc import StaleDataError
 from deploy_service.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from deploy_service.extensions import db
 from deploy_service.models import (
-    DESIRED_DELETED,
-    DESIRED_RUNNING,
-    DESIRED_STOPPED,
     Agent,
     ApiKey,
     Deployment,
     DeploymentEvent,
     DeploymentResult,
+    DeploymentStatus,
+    DesiredState,
+    InstanceStatus,
     Principal,
 )
 from deploy_service.services import alerts, lifecycle, notify
@@ -111,7 +111,7 @@ def live_deployment(agent_id: str) -> Deployment | None:
     """The agent's non-killed deployment, if any."""
     return db.session.scalar(
         select(Deployment)
-        .where(Deployment.agent_id == agent_id, Deployment.status != lifecycle.KILLED)
+        .where(Deployment.agent_id == agent_id, Deployment.status != DeploymentStatus.KILLED)
         .options(selectinload(Deployment.instances))
     )
 
@@ -166,8 +166,8 @@ def create_deployment(
     deployment = Deployment(
         agent_id=agent.id,
         owner_id=agent.owner_id,
-        status=lifecycle.DEPLOYING,
-        desired_state=DESIRED_RUNNING,
+        status=DeploymentStatus.DEPLOYING,
+        desired_state=DesiredState.RUNNING,
         replicas_desired=replicas,
         revision=revision,
         image=agent.image or built_image_tag(agent.id, revision),
@@ -176,7 +176,7 @@ def create_deployment(
     lifecycle.start_rollout(deployment)
     db.session.add(deployment)
     db.session.flush()
-    agent.status = lifecycle.AGENT_STATUS_FOR[lifecycle.DEPLOYING]
+    agent.status = lifecycle.AGENT_STATUS_FOR[DeploymentStatus.DEPLOYING]
     lifecycle.record_event(
         deployment,
         "created",
@@ -215,7 +215,7 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
     deployment.image = agent.image or built_image_tag(agent.id, deployment.revision)
     deployment.image_ready = False
     deployment.generation += 1
-    deployment.desired_state = DESIRED_RUNNING
+    deployment.desired_state = DesiredState.RUNNING
     lifecycle.start_rollout(deployment)
     lifecycle.record_event(
         deployment,
@@ -227,7 +227,7 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
         for instance in deployment.instances:
             instance.recent_restarts = 0
             instance.next_restart_at = None
-        lifecycle.transition(deployment, lifecycle.DEPLOYING, "Restarting.")
+        lifecycle.transition(deployment, DeploymentStatus.DEPLOYING, "Restarting.")
     _commit(deployment)
     return deployment
 
@@ -262,10 +262,10 @@ def stop(actor: Principal, deployment_id: str) -> Deployment:
     """
     deployment = get_deployment(actor, deployment_id)
     lifecycle.check_stop(deployment)
-    if deployment.desired_state == DESIRED_STOPPED:
+    if deployment.desired_state == DesiredState.STOPPED:
         return deployment
     require_engine()
-    deployment.desired_state = DESIRED_STOPPED
+    deployment.desired_state = DesiredState.STOPPED
     lifecycle.record_event(deployment, "stop_requested", "Stop requested.")
     _commit(deployment)
     return deployment
@@ -278,16 +278,16 @@ def delete(actor: Principal, deployment_id: str) -> Deployment:
         EngineUnavailable: nothing is written.
     """
     deployment = get_deployment(actor, deployment_id)
-    if deployment.status == lifecycle.KILLED:
+    if deployment.status == DeploymentStatus.KILLED:
         return deployment
     runner = require_engine()
     containers = [instance.container_id for instance in deployment.instances if instance.container_id]
-    deployment.desired_state = DESIRED_DELETED
+    deployment.desired_state = DesiredState.DELETED
     lifecycle.record_event(deployment, "delete_requested", "Delete requested.")
-    lifecycle.transition(deployment, lifecycle.KILLED, "Deployment deleted; its containers are removed.")
+    lifecycle.transition(deployment, DeploymentStatus.KILLED, "Deployment deleted; its containers are removed.")
     alerts.resolve_all(deployment.id)
     for instance in deployment.instances:
-        instance.status = "removed"
+        instance.status = InstanceStatus.REMOVED
         instance.healthy = None
     _commit(deployment, wake=False)
     timeout = current_app.config["CONTAINER_STOP_TIMEOUT"]
