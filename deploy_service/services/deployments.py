@@ -1,16 +1,14 @@
 """Deployments: create, read, and the user actions (restart, scale, stop, delete), plus events and results.
 
-These calls write *desired* state and return at once (202); the reconciler converges the engine on
-it. Each mutating call checks that the engine answers before it writes anything (503 otherwise), asks
-`lifecycle` whether the action is allowed, records the action as an event, commits once, and wakes
-the reconciler. Delete is the exception that acts at once: it marks the deployment killed and
-removes its containers before answering.
+These calls write *desired* state and return at once (202; delete 200); the reconciler converges the
+engine on it. Each mutating call checks that the engine answers before it writes anything (503
+otherwise), asks `lifecycle` whether the action is allowed, records the action as an event, commits
+once, and wakes the reconciler. No call waits for the engine to start or stop a container: delete
+marks the deployment killed, and the reconciler's next pass removes its containers.
 """
 
 from __future__ import annotations
 
-import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from flask import current_app
@@ -36,8 +34,6 @@ from deploy_service.services import alerts, lifecycle, notify
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.engine import require_engine
-
-log = logging.getLogger(__name__)
 
 
 def built_image_tag(agent_id: str, revision: int) -> str:
@@ -272,7 +268,11 @@ def stop(actor: Principal, deployment_id: str) -> Deployment:
 
 
 def delete(actor: Principal, deployment_id: str) -> Deployment:
-    """Kill a deployment: `killed`, `ended_at` set, containers removed, agent `stopped`. Idempotent.
+    """Kill a deployment: `killed`, `ended_at` set, agent `stopped`, at once. Idempotent.
+
+    Its containers are removed by the reconciler, woken at the commit: a killed deployment is not live,
+    so they are orphans to its next pass. The answer never waits for the engine to stop them (that
+    takes the stop timeout for an agent that ignores SIGTERM).
 
     Raises:
         EngineUnavailable: nothing is written.
@@ -280,8 +280,7 @@ def delete(actor: Principal, deployment_id: str) -> Deployment:
     deployment = get_deployment(actor, deployment_id)
     if deployment.status == DeploymentStatus.KILLED:
         return deployment
-    runner = require_engine()
-    containers = [instance.container_id for instance in deployment.instances if instance.container_id]
+    require_engine()
     deployment.desired_state = DesiredState.DELETED
     lifecycle.record_event(deployment, "delete_requested", "Delete requested.")
     lifecycle.transition(deployment, DeploymentStatus.KILLED, "Deployment deleted; its containers are removed.")
@@ -289,16 +288,7 @@ def delete(actor: Principal, deployment_id: str) -> Deployment:
     for instance in deployment.instances:
         instance.status = InstanceStatus.REMOVED
         instance.healthy = None
-    _commit(deployment, wake=False)
-    timeout = current_app.config["CONTAINER_STOP_TIMEOUT"]
-    if containers:
-        with ThreadPoolExecutor(max_workers=min(len(containers), 16)) as pool:
-            for future in [pool.submit(runner.remove_replica, cid, stop_timeout=timeout) for cid in containers]:
-                try:
-                    future.result()
-                except Exception:  # noqa: BLE001 - the reconciler removes what is left as an orphan
-                    log.warning("could not remove a container of %s; the reconciler will", deployment.id, exc_info=True)
-    notify.desired_state_changed()
+    _commit(deployment)
     return deployment
 
 
