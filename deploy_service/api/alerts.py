@@ -7,7 +7,7 @@ from typing import Any
 from flask.views import MethodView
 
 from deploy_service.api.common import Blueprint, current_user
-from deploy_service.models import Alert
+from deploy_service.models import Alert, AlertStatus
 from deploy_service.schemas.alert import AlertListArgs, AlertPageSchema, AlertSchema
 from deploy_service.schemas.common import PaginationArgs
 from deploy_service.schemas.deployment import SystemMetricsSchema
@@ -44,7 +44,7 @@ class ActiveAlerts(MethodView):
     @blp.response(200, AlertPageSchema)
     def get(self, args: dict[str, Any]) -> Page[Alert]:
         """The active alerts of every deployment you can see, most severe first."""
-        return service.list_alerts(current_user(), status="active", **args)
+        return service.list_alerts(current_user(), status=AlertStatus.ACTIVE, **args)
 
 
 @blp.route("/alerts/<string:alert_id>/acknowledge")

@@ -95,7 +95,10 @@ class DeploymentItem(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(503, **ENGINE_DOWN)
     def delete(self, deployment_id: str) -> Deployment:
-        """Delete (kill) a deployment: its containers are removed. Deleting again returns the same body."""
+        """Delete (kill) a deployment at once; the reconciler removes its containers right after.
+
+        Deleting again returns the same body.
+        """
         return service.delete(current_user(), deployment_id)
 
 

@@ -1,49 +1,64 @@
 """SQLAlchemy 2.0 typed models, one module per aggregate. Models never commit."""
 
-from deploy_service.models.agent import AGENT_DEPLOYED, AGENT_IDLE, AGENT_STATUSES, AGENT_STOPPED, Agent
-from deploy_service.models.alert import Alert
+from deploy_service.models.agent import Agent, AgentStatus
+from deploy_service.models.alert import Alert, AlertKind, AlertSeverity, AlertStatus
 from deploy_service.models.api_key import SCOPES, ApiKey, Invocation
 from deploy_service.models.deployment import (
     DESIRED_DELETED,
     DESIRED_RUNNING,
     DESIRED_STOPPED,
+    SERVING,
+    WITHOUT_REPLICAS,
     Deployment,
     DeploymentEvent,
     DeploymentResult,
+    DeploymentStatus,
+    DesiredState,
     Instance,
+    InstanceStatus,
+    is_ready,
+    is_running,
 )
 from deploy_service.models.evaluation import Evaluation
 from deploy_service.models.metrics import ContainerSample
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, Principal, User
-from deploy_service.models.webhook import Webhook, WebhookDelivery
+from deploy_service.models.webhook import DeliveryStatus, Webhook, WebhookDelivery
 
 __all__ = [
-    "AGENT_DEPLOYED",
-    "AGENT_IDLE",
-    "AGENT_STATUSES",
-    "AGENT_STOPPED",
     "DESIRED_DELETED",
     "DESIRED_RUNNING",
     "DESIRED_STOPPED",
     "ROLES",
+    "SERVING",
+    "WITHOUT_REPLICAS",
     "SCOPES",
     "ROLE_ADMIN",
     "ROLE_USER",
     "Agent",
+    "AgentStatus",
     "Alert",
+    "AlertKind",
+    "AlertSeverity",
+    "AlertStatus",
     "ApiKey",
     "AuthSession",
     "ContainerSample",
     "Deployment",
     "DeploymentEvent",
     "DeploymentResult",
+    "DeliveryStatus",
+    "DeploymentStatus",
+    "DesiredState",
     "Evaluation",
     "Instance",
+    "InstanceStatus",
     "Invocation",
     "Principal",
     "Secret",
     "User",
     "Webhook",
     "WebhookDelivery",
+    "is_ready",
+    "is_running",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
@@ -11,10 +12,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 from deploy_service.extensions import db
 from deploy_service.models.types import JSONType, UTCDateTime, new_id, utcnow
 
-AGENT_IDLE = "idle"
-AGENT_DEPLOYED = "deployed"
-AGENT_STOPPED = "stopped"
-AGENT_STATUSES = (AGENT_IDLE, AGENT_DEPLOYED, AGENT_STOPPED)
+
+class AgentStatus(StrEnum):
+    """Follows its deployment (`services.lifecycle.AGENT_STATUS_FOR`)."""
+
+    IDLE = "idle"
+    """Never deployed."""
+    DEPLOYED = "deployed"
+    """Has a live deployment."""
+    STOPPED = "stopped"
 
 
 class Agent(db.Model):  # type: ignore[name-defined]
@@ -39,7 +45,8 @@ class Agent(db.Model):  # type: ignore[name-defined]
     health_check: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     resources: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     read_only_rootfs: Mapped[bool] = mapped_column(default=True)
-    status: Mapped[str] = mapped_column(String(16), default=AGENT_IDLE)
+    status: Mapped[str] = mapped_column(String(16), default=AgentStatus.IDLE)
+    """An `AgentStatus`."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
@@ -11,8 +12,36 @@ from sqlalchemy.orm import Mapped, mapped_column
 from deploy_service.extensions import db
 from deploy_service.models.types import JSONType, UTCDateTime, new_id, utcnow
 
-SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
-ALERT_OPEN = ("active", "acknowledged")
+
+class AlertStatus(StrEnum):
+    """`active` until acknowledged or resolved; `acknowledged` is still open."""
+
+    ACTIVE = "active"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class AlertSeverity(StrEnum):
+    """Most severe first: the order lists sort by."""
+
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class AlertKind(StrEnum):
+    """The built-in rules' kinds (services.alerts)."""
+
+    DEPLOYMENT_FAILED = "deployment_failed"
+    CRASH_LOOP = "crash_loop"
+    REPLICA_UNHEALTHY = "replica_unhealthy"
+    MEMORY_HIGH = "memory_high"
+    HALLUCINATION_RATE_HIGH = "hallucination_rate_high"
+    ERROR_RATE_HIGH = "error_rate_high"
+
+
+SEVERITY_RANK = {severity: rank for rank, severity in enumerate(AlertSeverity)}
+ALERT_OPEN = (AlertStatus.ACTIVE, AlertStatus.ACKNOWLEDGED)
 
 
 class Alert(db.Model):  # type: ignore[name-defined]
@@ -26,8 +55,8 @@ class Alert(db.Model):  # type: ignore[name-defined]
             "deployment_id",
             "kind",
             unique=True,
-            sqlite_where=text("status != 'resolved'"),
-            postgresql_where=text("status != 'resolved'"),
+            sqlite_where=text(f"status != '{AlertStatus.RESOLVED}'"),
+            postgresql_where=text(f"status != '{AlertStatus.RESOLVED}'"),
         ),
     )
 
@@ -36,9 +65,12 @@ class Alert(db.Model):  # type: ignore[name-defined]
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     severity: Mapped[str] = mapped_column(String(16))
+    """An `AlertSeverity`."""
     kind: Mapped[str] = mapped_column(String(40))
+    """An `AlertKind`."""
     message: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default=AlertStatus.ACTIVE)
+    """An `AlertStatus`."""
     count: Mapped[int] = mapped_column(Integer, default=1)
     signature: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     """What the last occurrence looked like: a different one raises `count`."""

@@ -3,22 +3,85 @@
 A deployment row holds *desired* state (`desired_state`, `replicas_desired`, `generation`) written by
 the API, and *observed* state (`status`, instances) written by the reconciler. `version` is an
 optimistic lock: two writers that read the same version cannot both win.
+
+The status values are `StrEnum`s defined here once: members are `str`s, so they are stored, compared
+and written into bodies as the very strings the contract names (the columns stay `String`). Which
+replica counts as running or ready is decided here too (`is_running`, `is_ready`), for the ORM's
+instances and the raw read path's rows alike.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import ColumnElement, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, text
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from deploy_service.extensions import db
 from deploy_service.models.types import JSONType, UTCDateTime, new_id, utcnow
 
-DESIRED_RUNNING = "running"
-DESIRED_STOPPED = "stopped"
-DESIRED_DELETED = "deleted"
+
+class DeploymentStatus(StrEnum):
+    """What a deployment is doing (observed state, written through `services.lifecycle.transition`)."""
+
+    DEPLOYING = "deploying"
+    RUNNING = "running"
+    READY = "ready"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    KILLED = "killed"
+
+
+class DesiredState(StrEnum):
+    """What the user asked a deployment to be (desired state, written by the API's actions)."""
+
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DELETED = "deleted"
+
+
+class InstanceStatus(StrEnum):
+    """What the service records of one replica slot.
+
+    The reconciler may also record an engine state it found a fresh container in (`created`,
+    `restarting`...), which is none of these and is never running.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    EXITED = "exited"
+    STOPPED = "stopped"
+    REMOVED = "removed"
+
+
+SERVING = frozenset({DeploymentStatus.RUNNING, DeploymentStatus.READY})
+"""Every desired replica runs: calls are served, uptime counts, scaling is allowed."""
+WITHOUT_REPLICAS = frozenset({DeploymentStatus.STOPPED, DeploymentStatus.KILLED})
+"""Its containers are gone by request: bodies show no instances and no desired replicas."""
+
+# Kept for the reconciler until it adopts the enums.
+DESIRED_RUNNING = DesiredState.RUNNING
+DESIRED_STOPPED = DesiredState.STOPPED
+DESIRED_DELETED = DesiredState.DELETED
+
+
+# The plain string: a `str` compared with a StrEnum member goes through the member's Python-level `__eq__`
+# (ten times slower), and these two run for every replica of every deployment a list page shows.
+_RUNNING: str = InstanceStatus.RUNNING.value
+
+
+def is_running(status: str, container_id: str | None) -> bool:
+    """A replica is running when it has a container and the engine last said it runs."""
+    return status == _RUNNING and bool(container_id)
+
+
+def is_ready(status: str, container_id: str | None, healthy: bool | None) -> bool:
+    """A replica is ready when it is running and healthy (its health check passes, or without one it
+    stayed up through the start-up grace): what `replicas.ready` counts and `interact` sends calls to."""
+    return bool(healthy) and status == _RUNNING and bool(container_id)
 
 
 class Deployment(db.Model):  # type: ignore[name-defined]
@@ -32,8 +95,8 @@ class Deployment(db.Model):  # type: ignore[name-defined]
             "uq_deployments_live_agent",
             "agent_id",
             unique=True,
-            sqlite_where=text("status != 'killed'"),
-            postgresql_where=text("status != 'killed'"),
+            sqlite_where=text(f"status != '{DeploymentStatus.KILLED}'"),
+            postgresql_where=text(f"status != '{DeploymentStatus.KILLED}'"),
         ),
     )
 
@@ -41,7 +104,9 @@ class Deployment(db.Model):  # type: ignore[name-defined]
     agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
     owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     status: Mapped[str] = mapped_column(String(16))
-    desired_state: Mapped[str] = mapped_column(String(16), default=DESIRED_RUNNING)
+    """A `DeploymentStatus`."""
+    desired_state: Mapped[str] = mapped_column(String(16), default=DesiredState.RUNNING)
+    """A `DesiredState`."""
     replicas_desired: Mapped[int] = mapped_column(Integer, default=1)
     generation: Mapped[int] = mapped_column(Integer, default=1)
     """Bumped by a restart: replicas of an older generation are replaced one at a time."""
@@ -89,7 +154,8 @@ class Instance(db.Model):  # type: ignore[name-defined]
     index: Mapped[int] = mapped_column(Integer)
     container_id: Mapped[str | None] = mapped_column(String(80))
     generation: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=InstanceStatus.PENDING)
+    """An `InstanceStatus` (or an engine state, see there)."""
     host: Mapped[str | None] = mapped_column(String(255))
     port: Mapped[int | None] = mapped_column(Integer)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
@@ -102,6 +168,21 @@ class Instance(db.Model):  # type: ignore[name-defined]
     next_restart_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     deployment: Mapped[Deployment] = relationship(back_populates="instances")
+
+    @hybrid_property
+    def running(self) -> bool:
+        """See `is_running`; in a query, the same rule in SQL."""
+        return is_running(self.status, self.container_id)
+
+    @running.inplace.expression
+    @classmethod
+    def _running_expression(cls) -> ColumnElement[bool]:
+        return and_(cls.status == InstanceStatus.RUNNING, cls.container_id.is_not(None))
+
+    @property
+    def ready(self) -> bool:
+        """See `is_ready`."""
+        return is_ready(self.status, self.container_id, self.healthy)
 
 
 class DeploymentEvent(db.Model):  # type: ignore[name-defined]

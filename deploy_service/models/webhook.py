@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
@@ -10,6 +11,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from deploy_service.extensions import db
 from deploy_service.models.types import JSONType, UTCDateTime, new_id, utcnow
+
+
+class DeliveryStatus(StrEnum):
+    """A webhook delivery: `pending` until it succeeds or its last attempt fails."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
 
 
 class Webhook(db.Model):  # type: ignore[name-defined]
@@ -38,8 +47,8 @@ class WebhookDelivery(db.Model):  # type: ignore[name-defined]
     webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
     event: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    """pending, succeeded or failed (after the last attempt)."""
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    """A `DeliveryStatus`."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=utcnow)
     response_status: Mapped[int | None] = mapped_column(Integer)

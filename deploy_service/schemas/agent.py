@@ -12,7 +12,7 @@ from typing import Any
 from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from deploy_service.models import AGENT_STATUSES
+from deploy_service.models import AgentStatus
 from deploy_service.schemas.common import JsonBodySchema, PaginationArgs, page_schema
 from deploy_service.schemas.validators import (
     AGENT_NAME,
@@ -25,6 +25,8 @@ from deploy_service.schemas.validators import (
     url_path,
     validate_git_url,
 )
+
+AGENT_STATUSES = [status.value for status in AgentStatus]
 
 RESERVED_ENV = frozenset({"PORT", "REPLICA_INDEX"})
 MAX_ENV_ENTRIES = 200
@@ -181,7 +183,7 @@ class AgentSchema(Schema):
     health_check = fields.Nested(HealthCheckSchema, allow_none=True)
     resources = fields.Nested(ResourcesSchema)
     read_only_rootfs = fields.Boolean()
-    status = fields.String(dump_only=True, metadata={"enum": list(AGENT_STATUSES)})
+    status = fields.String(dump_only=True, metadata={"enum": AGENT_STATUSES})
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
 

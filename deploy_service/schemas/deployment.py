@@ -7,10 +7,11 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from deploy_service.models import WITHOUT_REPLICAS, DeploymentStatus, DesiredState
 from deploy_service.schemas.agent import ENV_KEYS, ResourcesSchema, check_env_names
 from deploy_service.schemas.common import NO_NUL_PATTERN, JsonBodySchema, PaginationArgs, StrictSchema, page_schema
 
-STATUSES = ("deploying", "running", "ready", "stopped", "failed", "killed")
+STATUSES = tuple(status.value for status in DeploymentStatus)
 MAX_RESULT_BYTES = 256 * 1024
 
 
@@ -63,10 +64,9 @@ class ReplicaCountsSchema(Schema):
 
 def replica_counts(deployment: Any) -> dict[str, int]:
     """`{desired, running, ready}` from a deployment's instances."""
-    desired = deployment.replicas_desired if deployment.status not in ("stopped", "killed") else 0
-    current = [i for i in deployment.instances if i.index < deployment.replicas_desired and i.container_id]
-    running = [i for i in current if i.status == "running"]
-    return {"desired": desired, "running": len(running), "ready": sum(1 for i in running if i.healthy)}
+    desired = deployment.replicas_desired if deployment.status not in WITHOUT_REPLICAS else 0
+    current = [i for i in deployment.instances if i.index < deployment.replicas_desired]
+    return {"desired": desired, "running": sum(i.running for i in current), "ready": sum(i.ready for i in current)}
 
 
 class DeploymentSchema(Schema):
@@ -74,7 +74,7 @@ class DeploymentSchema(Schema):
     agent_id = fields.String()
     owner_id = fields.String()
     status = fields.String(metadata={"enum": list(STATUSES)})
-    desired_state = fields.String(metadata={"enum": ["running", "stopped", "deleted"]})
+    desired_state = fields.String(metadata={"enum": [state.value for state in DesiredState]})
     replicas = fields.Method("_replicas", metadata={"type": "object"})
     image = fields.String(allow_none=True)
     revision = fields.Integer()
@@ -95,7 +95,7 @@ class DeploymentSchema(Schema):
         return {key: value for key, value in (deployment.config or {}).items() if key != "overrides"}
 
     def _instances(self, deployment: Any) -> list[dict[str, Any]]:
-        live = deployment.status not in ("stopped", "killed")
+        live = deployment.status not in WITHOUT_REPLICAS
         shown = [i for i in deployment.instances if live and i.index < deployment.replicas_desired]
         return _INSTANCES.dump(shown)  # type: ignore[no-any-return]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from deploy_service.schemas.alert import KINDS
+from deploy_service.models import DeliveryStatus
+from deploy_service.schemas.alert import KINDS, SEVERITIES
 from deploy_service.schemas.common import JsonBodySchema, page_schema
 
 
@@ -15,7 +16,7 @@ class WebhookCreateSchema(JsonBodySchema):
         metadata={"format": "http-url", "description": "An http:// or https:// URL with a host, no credentials."},
     )
     severities = fields.List(
-        fields.String(validate=validate.OneOf(["critical", "warning", "info"])),
+        fields.String(validate=validate.OneOf(SEVERITIES)),
         metadata={"description": "Only these severities; default all."},
     )
     kinds = fields.List(
@@ -38,7 +39,7 @@ class CreatedWebhookSchema(WebhookSchema):
 class DeliverySchema(Schema):
     id = fields.String()
     event = fields.String()
-    status = fields.String(metadata={"enum": ["pending", "succeeded", "failed"]})
+    status = fields.String(metadata={"enum": [status.value for status in DeliveryStatus]})
     attempts = fields.Integer()
     response_status = fields.Integer(allow_none=True)
     error = fields.String(allow_none=True)

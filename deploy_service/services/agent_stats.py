@@ -9,9 +9,8 @@ from typing import Any
 from sqlalchemy import case, func, select
 
 from deploy_service.extensions import db
-from deploy_service.models import Evaluation, Invocation, Principal
+from deploy_service.models import SERVING, Evaluation, Invocation, Principal
 from deploy_service.models.types import utcnow
-from deploy_service.services import lifecycle
 from deploy_service.services.agents import get_agent
 from deploy_service.services.deployments import live_deployment
 from deploy_service.services.evaluations import aggregate
@@ -52,7 +51,7 @@ def agent_stats(actor: Principal, agent_id: str, *, hours: int = 24) -> dict[str
     restarts = 0
     if deployment is not None:
         restarts = sum(instance.restarts for instance in deployment.instances)
-        if deployment.status in (lifecycle.RUNNING, lifecycle.READY) and deployment.started_at is not None:
+        if deployment.status in SERVING and deployment.started_at is not None:
             uptime = round((now - deployment.started_at).total_seconds(), 3)
     return {
         "agent_id": agent.id,

@@ -12,8 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from deploy_service.errors import Conflict, Forbidden, NotFound
 from deploy_service.extensions import db
-from deploy_service.models import Agent, ApiKey, Deployment, Principal
-from deploy_service.services import lifecycle
+from deploy_service.models import Agent, ApiKey, Deployment, DeploymentStatus, Principal
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.secrets import missing_secret_names
 
@@ -199,7 +198,7 @@ def delete_agent(actor: Principal, agent_id: str) -> None:
     """
     agent = get_agent(actor, agent_id)
     live = db.session.scalar(
-        select(Deployment.id).where(Deployment.agent_id == agent.id, Deployment.status != lifecycle.KILLED)
+        select(Deployment.id).where(Deployment.agent_id == agent.id, Deployment.status != DeploymentStatus.KILLED)
     )
     if live is not None:
         raise Conflict("The agent has a live deployment; undeploy it first.", details={"deployment_id": live})
@@ -223,7 +222,7 @@ def deployed_agents(user_id: str, *, skip: int, limit: int) -> Page[DeployedAgen
     stmt = (
         select(Agent, Deployment)
         .join(Deployment, Deployment.agent_id == Agent.id)
-        .where(Agent.owner_id == user_id, Deployment.status != lifecycle.KILLED)
+        .where(Agent.owner_id == user_id, Deployment.status != DeploymentStatus.KILLED)
         .order_by(Agent.created_at.desc(), Agent.id.desc())
         .options(selectinload(Deployment.instances))
     )

@@ -17,21 +17,36 @@ from sqlalchemy import case, func, select
 
 from deploy_service.errors import NotFound
 from deploy_service.extensions import db
-from deploy_service.models import Alert, Deployment, Evaluation, Invocation, Principal
+from deploy_service.models import (
+    SERVING,
+    WITHOUT_REPLICAS,
+    Alert,
+    AlertKind,
+    AlertSeverity,
+    AlertStatus,
+    Deployment,
+    DeploymentStatus,
+    Evaluation,
+    InstanceStatus,
+    Invocation,
+    Principal,
+)
 from deploy_service.models.alert import ALERT_OPEN, SEVERITY_RANK
 from deploy_service.models.types import utcnow
 from deploy_service.services import lifecycle, webhooks
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.samples import latest_samples
 
-SEVERITY = {
-    "deployment_failed": "critical",
-    "crash_loop": "critical",
-    "replica_unhealthy": "warning",
-    "memory_high": "warning",
-    "hallucination_rate_high": "warning",
-    "error_rate_high": "warning",
+SEVERITY: dict[str, AlertSeverity] = {
+    AlertKind.DEPLOYMENT_FAILED: AlertSeverity.CRITICAL,
+    AlertKind.CRASH_LOOP: AlertSeverity.CRITICAL,
+    AlertKind.REPLICA_UNHEALTHY: AlertSeverity.WARNING,
+    AlertKind.MEMORY_HIGH: AlertSeverity.WARNING,
+    AlertKind.HALLUCINATION_RATE_HIGH: AlertSeverity.WARNING,
+    AlertKind.ERROR_RATE_HIGH: AlertSeverity.WARNING,
 }
+_CHECKED = frozenset({DeploymentStatus.DEPLOYING, *SERVING})
+"""Where replicas are health-checked, so a failing check is worth an alert."""
 Finding = tuple[str, dict[str, Any]] | None
 """A rule's answer: (message, signature) when the condition holds, else None."""
 
@@ -60,7 +75,7 @@ def observe(deployment: Deployment, kind: str, finding: Finding, *, known: OpenA
     now = utcnow()
     if finding is None:
         if alert is not None:
-            alert.status, alert.resolved_at = "resolved", now
+            alert.status, alert.resolved_at = AlertStatus.RESOLVED, now
             webhooks.enqueue(alert, "alert.resolved")
             if known is not None:
                 known.pop((deployment.id, kind), None)
@@ -93,7 +108,7 @@ def observe(deployment: Deployment, kind: str, finding: Finding, *, known: OpenA
 
 
 def failed_rule(deployment: Deployment) -> Finding:
-    if deployment.status != lifecycle.FAILED:
+    if deployment.status != DeploymentStatus.FAILED:
         return None
     return f"Deployment failed: {deployment.error}", {"error": deployment.error}
 
@@ -101,7 +116,7 @@ def failed_rule(deployment: Deployment) -> Finding:
 def crash_loop_rule(deployment: Deployment) -> Finding:
     threshold = current_app.config["ALERT_CRASH_LOOP_RESTARTS"]
     looping = [i for i in deployment.instances if i.recent_restarts >= threshold]
-    if not looping or deployment.status in (lifecycle.STOPPED, lifecycle.KILLED):
+    if not looping or deployment.status in WITHOUT_REPLICAS:
         return None
     worst = max(looping, key=lambda instance: instance.recent_restarts)
     message = (
@@ -111,20 +126,20 @@ def crash_loop_rule(deployment: Deployment) -> Finding:
 
 
 def unhealthy_rule(deployment: Deployment) -> Finding:
-    if deployment.status not in (lifecycle.DEPLOYING, lifecycle.RUNNING, lifecycle.READY):
+    if deployment.status not in _CHECKED:
         return None
-    sick = sorted(i.index for i in deployment.instances if i.healthy is False and i.status == "running")
+    sick = sorted(i.index for i in deployment.instances if i.healthy is False and i.status == InstanceStatus.RUNNING)
     if not sick:
         return None
     return f"Replica(s) {', '.join(map(str, sick))} failing health checks.", {"replicas": sick}
 
 
 def memory_rule(deployment: Deployment, *, oom_recently: bool) -> Finding:
-    if deployment.status in (lifecycle.STOPPED, lifecycle.KILLED):
+    if deployment.status in WITHOUT_REPLICAS:
         return None
     if oom_recently:
         return "A replica was killed for running out of memory.", {"oom": True}
-    current = [i.container_id for i in deployment.instances if i.container_id and i.status == "running"]
+    current = [i.container_id for i in deployment.instances if i.container_id and i.running]
     if not current:
         return None
     ratio = current_app.config["ALERT_MEMORY_HIGH_RATIO"]
@@ -172,16 +187,16 @@ def error_rate_rule(deployment: Deployment) -> Finding:
 
 def evaluate_state(deployment: Deployment, known: OpenAlerts) -> None:
     """The rules that read only the deployment's own rows (every reconcile pass; no query when all is well)."""
-    observe(deployment, "deployment_failed", failed_rule(deployment), known=known)
-    observe(deployment, "crash_loop", crash_loop_rule(deployment), known=known)
-    observe(deployment, "replica_unhealthy", unhealthy_rule(deployment), known=known)
+    observe(deployment, AlertKind.DEPLOYMENT_FAILED, failed_rule(deployment), known=known)
+    observe(deployment, AlertKind.CRASH_LOOP, crash_loop_rule(deployment), known=known)
+    observe(deployment, AlertKind.REPLICA_UNHEALTHY, unhealthy_rule(deployment), known=known)
 
 
 def evaluate_telemetry(deployment: Deployment, known: OpenAlerts, *, oom_recently: bool) -> None:
     """The rules that aggregate samples, calls and evaluations (every sampling round)."""
-    observe(deployment, "memory_high", memory_rule(deployment, oom_recently=oom_recently), known=known)
-    observe(deployment, "hallucination_rate_high", hallucination_rule(deployment), known=known)
-    observe(deployment, "error_rate_high", error_rate_rule(deployment), known=known)
+    observe(deployment, AlertKind.MEMORY_HIGH, memory_rule(deployment, oom_recently=oom_recently), known=known)
+    observe(deployment, AlertKind.HALLUCINATION_RATE_HIGH, hallucination_rule(deployment), known=known)
+    observe(deployment, AlertKind.ERROR_RATE_HIGH, error_rate_rule(deployment), known=known)
 
 
 def resolve_all(deployment_id: str) -> None:
@@ -190,7 +205,7 @@ def resolve_all(deployment_id: str) -> None:
     for alert in db.session.scalars(
         select(Alert).where(Alert.deployment_id == deployment_id, Alert.status.in_(ALERT_OPEN))
     ):
-        alert.status, alert.resolved_at = "resolved", now
+        alert.status, alert.resolved_at = AlertStatus.RESOLVED, now
         webhooks.enqueue(alert, "alert.resolved")
 
 
@@ -232,8 +247,8 @@ def _get(actor: Principal, alert_id: str) -> Alert:
 def acknowledge(actor: Principal, alert_id: str) -> Alert:
     """Mark an active alert as seen (it stays open until its condition clears)."""
     alert = _get(actor, alert_id)
-    if alert.status == "active":
-        alert.status, alert.acknowledged_at = "acknowledged", utcnow()
+    if alert.status == AlertStatus.ACTIVE:
+        alert.status, alert.acknowledged_at = AlertStatus.ACKNOWLEDGED, utcnow()
         db.session.commit()
     return alert
 
@@ -241,8 +256,8 @@ def acknowledge(actor: Principal, alert_id: str) -> Alert:
 def resolve(actor: Principal, alert_id: str) -> Alert:
     """Close an alert by hand; if its condition persists, a new one opens."""
     alert = _get(actor, alert_id)
-    if alert.status != "resolved":
-        alert.status, alert.resolved_at = "resolved", utcnow()
+    if alert.status != AlertStatus.RESOLVED:
+        alert.status, alert.resolved_at = AlertStatus.RESOLVED, utcnow()
         webhooks.enqueue(alert, "alert.resolved")
         db.session.commit()
     return alert

@@ -1,16 +1,14 @@
 """Deployments: create, read, and the user actions (restart, scale, stop, delete), plus events and results.
 
-These calls write *desired* state and return at once (202); the reconciler converges the engine on
-it. Each mutating call checks that the engine answers before it writes anything (503 otherwise), asks
-`lifecycle` whether the action is allowed, records the action as an event, commits once, and wakes
-the reconciler. Delete is the exception that acts at once: it marks the deployment killed and
-removes its containers before answering.
+These calls write *desired* state and return at once (202; delete 200); the reconciler converges the
+engine on it. Each mutating call checks that the engine answers before it writes anything (503
+otherwise), asks `lifecycle` whether the action is allowed, records the action as an event, commits
+once, and wakes the reconciler. No call waits for the engine to start or stop a container: delete
+marks the deployment killed, and the reconciler's next pass removes its containers.
 """
 
 from __future__ import annotations
 
-import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from flask import current_app
@@ -22,22 +20,20 @@ from sqlalchemy.orm.exc import StaleDataError
 from deploy_service.errors import Conflict, InvalidState, NotFound, ValidationFailed
 from deploy_service.extensions import db
 from deploy_service.models import (
-    DESIRED_DELETED,
-    DESIRED_RUNNING,
-    DESIRED_STOPPED,
     Agent,
     ApiKey,
     Deployment,
     DeploymentEvent,
     DeploymentResult,
+    DeploymentStatus,
+    DesiredState,
+    InstanceStatus,
     Principal,
 )
 from deploy_service.services import alerts, lifecycle, notify
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.engine import require_engine
-
-log = logging.getLogger(__name__)
 
 
 def built_image_tag(agent_id: str, revision: int) -> str:
@@ -111,7 +107,7 @@ def live_deployment(agent_id: str) -> Deployment | None:
     """The agent's non-killed deployment, if any."""
     return db.session.scalar(
         select(Deployment)
-        .where(Deployment.agent_id == agent_id, Deployment.status != lifecycle.KILLED)
+        .where(Deployment.agent_id == agent_id, Deployment.status != DeploymentStatus.KILLED)
         .options(selectinload(Deployment.instances))
     )
 
@@ -166,8 +162,8 @@ def create_deployment(
     deployment = Deployment(
         agent_id=agent.id,
         owner_id=agent.owner_id,
-        status=lifecycle.DEPLOYING,
-        desired_state=DESIRED_RUNNING,
+        status=DeploymentStatus.DEPLOYING,
+        desired_state=DesiredState.RUNNING,
         replicas_desired=replicas,
         revision=revision,
         image=agent.image or built_image_tag(agent.id, revision),
@@ -176,7 +172,7 @@ def create_deployment(
     lifecycle.start_rollout(deployment)
     db.session.add(deployment)
     db.session.flush()
-    agent.status = lifecycle.AGENT_STATUS_FOR[lifecycle.DEPLOYING]
+    agent.status = lifecycle.AGENT_STATUS_FOR[DeploymentStatus.DEPLOYING]
     lifecycle.record_event(
         deployment,
         "created",
@@ -215,7 +211,7 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
     deployment.image = agent.image or built_image_tag(agent.id, deployment.revision)
     deployment.image_ready = False
     deployment.generation += 1
-    deployment.desired_state = DESIRED_RUNNING
+    deployment.desired_state = DesiredState.RUNNING
     lifecycle.start_rollout(deployment)
     lifecycle.record_event(
         deployment,
@@ -227,7 +223,7 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
         for instance in deployment.instances:
             instance.recent_restarts = 0
             instance.next_restart_at = None
-        lifecycle.transition(deployment, lifecycle.DEPLOYING, "Restarting.")
+        lifecycle.transition(deployment, DeploymentStatus.DEPLOYING, "Restarting.")
     _commit(deployment)
     return deployment
 
@@ -262,43 +258,37 @@ def stop(actor: Principal, deployment_id: str) -> Deployment:
     """
     deployment = get_deployment(actor, deployment_id)
     lifecycle.check_stop(deployment)
-    if deployment.desired_state == DESIRED_STOPPED:
+    if deployment.desired_state == DesiredState.STOPPED:
         return deployment
     require_engine()
-    deployment.desired_state = DESIRED_STOPPED
+    deployment.desired_state = DesiredState.STOPPED
     lifecycle.record_event(deployment, "stop_requested", "Stop requested.")
     _commit(deployment)
     return deployment
 
 
 def delete(actor: Principal, deployment_id: str) -> Deployment:
-    """Kill a deployment: `killed`, `ended_at` set, containers removed, agent `stopped`. Idempotent.
+    """Kill a deployment: `killed`, `ended_at` set, agent `stopped`, at once. Idempotent.
+
+    Its containers are removed by the reconciler, woken at the commit: a killed deployment is not live,
+    so they are orphans to its next pass. The answer never waits for the engine to stop them (that
+    takes the stop timeout for an agent that ignores SIGTERM).
 
     Raises:
         EngineUnavailable: nothing is written.
     """
     deployment = get_deployment(actor, deployment_id)
-    if deployment.status == lifecycle.KILLED:
+    if deployment.status == DeploymentStatus.KILLED:
         return deployment
-    runner = require_engine()
-    containers = [instance.container_id for instance in deployment.instances if instance.container_id]
-    deployment.desired_state = DESIRED_DELETED
+    require_engine()
+    deployment.desired_state = DesiredState.DELETED
     lifecycle.record_event(deployment, "delete_requested", "Delete requested.")
-    lifecycle.transition(deployment, lifecycle.KILLED, "Deployment deleted; its containers are removed.")
+    lifecycle.transition(deployment, DeploymentStatus.KILLED, "Deployment deleted; its containers are removed.")
     alerts.resolve_all(deployment.id)
     for instance in deployment.instances:
-        instance.status = "removed"
+        instance.status = InstanceStatus.REMOVED
         instance.healthy = None
-    _commit(deployment, wake=False)
-    timeout = current_app.config["CONTAINER_STOP_TIMEOUT"]
-    if containers:
-        with ThreadPoolExecutor(max_workers=min(len(containers), 16)) as pool:
-            for future in [pool.submit(runner.remove_replica, cid, stop_timeout=timeout) for cid in containers]:
-                try:
-                    future.result()
-                except Exception:  # noqa: BLE001 - the reconciler removes what is left as an orphan
-                    log.warning("could not remove a container of %s; the reconciler will", deployment.id, exc_info=True)
-    notify.desired_state_changed()
+    _commit(deployment)
     return deployment
 
 

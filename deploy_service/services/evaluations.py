@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Select, case, func, select
 
 from deploy_service.extensions import db
-from deploy_service.models import Agent, ApiKey, Evaluation, Principal
+from deploy_service.models import Agent, AlertKind, ApiKey, Evaluation, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.services import alerts
 from deploy_service.services.agents import agent_for_caller, get_agent
@@ -31,7 +31,7 @@ def record(caller: Principal | ApiKey, data: dict[str, Any]) -> Evaluation:
     db.session.add(evaluation)
     db.session.commit()
     if deployment is not None:  # the hallucination rule runs on the event, not only on the next round
-        alerts.observe(deployment, "hallucination_rate_high", alerts.hallucination_rule(deployment))
+        alerts.observe(deployment, AlertKind.HALLUCINATION_RATE_HIGH, alerts.hallucination_rule(deployment))
         db.session.commit()
     return evaluation
 

@@ -24,8 +24,7 @@ from urllib3.exceptions import ReadTimeoutError
 from deploy_service import rawdb
 from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, ServiceError
 from deploy_service.extensions import db
-from deploy_service.models import ApiKey, Instance, Invocation, Principal
-from deploy_service.services import lifecycle
+from deploy_service.models import SERVING, ApiKey, Instance, Invocation, Principal
 from deploy_service.services.agents import agent_for_caller
 from deploy_service.services.deployments import live_deployment
 
@@ -52,22 +51,14 @@ def _next_turn(deployment_id: str) -> int:
 
 
 def _ready(instances: list[Instance], desired: int) -> list[Instance]:
-    return [
-        instance
-        for instance in instances
-        if instance.index < desired
-        and instance.status == "running"
-        and instance.healthy
-        and instance.container_id
-        and instance.port
-    ]
+    return [instance for instance in instances if instance.index < desired and instance.ready and instance.port]
 
 
 def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
     """Forward `body` to one ready replica; returns the agent's status and parsed JSON body."""
     agent = agent_for_caller(caller, agent_id)
     deployment = live_deployment(agent.id)
-    if deployment is None or deployment.status not in (lifecycle.RUNNING, lifecycle.READY):
+    if deployment is None or deployment.status not in SERVING:
         raise NoReadyReplica("The agent is not running.")
     ready = _ready(list(deployment.instances), deployment.replicas_desired)
     if not ready:

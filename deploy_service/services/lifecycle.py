@@ -14,46 +14,61 @@ from sqlalchemy import inspect, update
 
 from deploy_service.errors import InvalidState
 from deploy_service.extensions import db
-from deploy_service.models import AGENT_DEPLOYED, AGENT_STOPPED, Agent, Deployment, DeploymentEvent
+from deploy_service.models import (
+    SERVING,
+    Agent,
+    AgentStatus,
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+)
 from deploy_service.models.types import utcnow
 
 _deployments = Deployment.__table__
 
-DEPLOYING = "deploying"
-RUNNING = "running"
-READY = "ready"
-STOPPED = "stopped"
-FAILED = "failed"
-KILLED = "killed"
-STATUSES = (DEPLOYING, RUNNING, READY, STOPPED, FAILED, KILLED)
-LIVE_STATUSES = frozenset(STATUSES) - {KILLED}
+# Kept for the reconciler until it adopts the enums.
+DEPLOYING = DeploymentStatus.DEPLOYING
+RUNNING = DeploymentStatus.RUNNING
+READY = DeploymentStatus.READY
+STOPPED = DeploymentStatus.STOPPED
+FAILED = DeploymentStatus.FAILED
+KILLED = DeploymentStatus.KILLED
+
+STATUSES = tuple(DeploymentStatus)
+LIVE_STATUSES = frozenset(STATUSES) - {DeploymentStatus.KILLED}
 
 # The one table: from each status, the statuses it may move to.
-TRANSITIONS: dict[str, frozenset[str]] = {
-    DEPLOYING: frozenset({RUNNING, READY, FAILED, STOPPED, KILLED}),
-    RUNNING: frozenset({READY, FAILED, STOPPED, KILLED}),
-    READY: frozenset({RUNNING, FAILED, STOPPED, KILLED}),
-    STOPPED: frozenset({DEPLOYING, KILLED}),
-    FAILED: frozenset({DEPLOYING, STOPPED, KILLED}),
-    KILLED: frozenset(),
+_S = DeploymentStatus  # a short name, so each rule of the tables below reads on one line
+TRANSITIONS: dict[str, frozenset[DeploymentStatus]] = {
+    _S.DEPLOYING: frozenset({_S.RUNNING, _S.READY, _S.FAILED, _S.STOPPED, _S.KILLED}),
+    _S.RUNNING: frozenset({_S.READY, _S.FAILED, _S.STOPPED, _S.KILLED}),
+    _S.READY: frozenset({_S.RUNNING, _S.FAILED, _S.STOPPED, _S.KILLED}),
+    _S.STOPPED: frozenset({_S.DEPLOYING, _S.KILLED}),
+    _S.FAILED: frozenset({_S.DEPLOYING, _S.STOPPED, _S.KILLED}),
+    _S.KILLED: frozenset(),
 }
 
 # User actions: the statuses each is allowed from, and what it means there.
 RESTART_ROLLING = "rolling"
 RESTART_START = "start"
-RESTART_MODES = {RUNNING: RESTART_ROLLING, READY: RESTART_ROLLING, STOPPED: RESTART_START, FAILED: RESTART_START}
-SCALABLE = frozenset({RUNNING, READY})
-STOPPABLE = frozenset({DEPLOYING, RUNNING, READY, FAILED, STOPPED})
+RESTART_MODES: dict[str, str] = {
+    _S.RUNNING: RESTART_ROLLING,
+    _S.READY: RESTART_ROLLING,
+    _S.STOPPED: RESTART_START,
+    _S.FAILED: RESTART_START,
+}
+SCALABLE = SERVING
+STOPPABLE = frozenset({_S.DEPLOYING, _S.RUNNING, _S.READY, _S.FAILED, _S.STOPPED})
 SCALE_MESSAGE = "Can only scale running deployments"
 
 # The agent's status while its deployment is in each status.
-AGENT_STATUS_FOR = {
-    DEPLOYING: AGENT_DEPLOYED,
-    RUNNING: AGENT_DEPLOYED,
-    READY: AGENT_DEPLOYED,
-    FAILED: AGENT_DEPLOYED,
-    STOPPED: AGENT_STOPPED,
-    KILLED: AGENT_STOPPED,
+AGENT_STATUS_FOR: dict[str, AgentStatus] = {
+    _S.DEPLOYING: AgentStatus.DEPLOYED,
+    _S.RUNNING: AgentStatus.DEPLOYED,
+    _S.READY: AgentStatus.DEPLOYED,
+    _S.FAILED: AgentStatus.DEPLOYED,
+    _S.STOPPED: AgentStatus.STOPPED,
+    _S.KILLED: AgentStatus.STOPPED,
 }
 
 
@@ -96,7 +111,12 @@ def record_event(
 
 
 def transition(
-    deployment: Deployment, new: str, message: str, *, error: str | None = None, data: dict[str, Any] | None = None
+    deployment: Deployment,
+    new: DeploymentStatus,
+    message: str,
+    *,
+    error: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> None:
     """Move a deployment to `new`, stamping times, syncing its agent and recording a `status_changed` event.
 
@@ -110,21 +130,21 @@ def transition(
         raise InvalidState(f"A {old} deployment cannot become {new}.", details={"status": old})
     now = utcnow()
     deployment.status = new
-    if new == RUNNING and deployment.started_at is None:
+    if new == DeploymentStatus.RUNNING and deployment.started_at is None:
         deployment.started_at = now
-    if new == READY:
+    if new == DeploymentStatus.READY:
         deployment.ready_at = now
         deployment.progress_started_at = None
         deployment.started_at = deployment.started_at or now
-    if new == FAILED:
+    if new == DeploymentStatus.FAILED:
         deployment.error = error or message
         deployment.progress_started_at = None
-    if new == DEPLOYING:
+    if new == DeploymentStatus.DEPLOYING:
         deployment.error = None
         deployment.ready_at = None
-    if new in (STOPPED, KILLED):
+    if new in (DeploymentStatus.STOPPED, DeploymentStatus.KILLED):
         deployment.progress_started_at = None
-    if new == KILLED:
+    if new == DeploymentStatus.KILLED:
         deployment.ended_at = now
     agent = db.session.get(Agent, deployment.agent_id)
     if agent is not None:

@@ -18,13 +18,13 @@ from flask import current_app
 from deploy_service import rawdb
 from deploy_service.errors import EngineUnavailable, as_service_error
 from deploy_service.extensions import db
-from deploy_service.models import Deployment, Principal
+from deploy_service.models import Deployment, DeploymentStatus, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.runner.base import LogLine
 from deploy_service.services.deployments import get_deployment
 from deploy_service.services.engine import runner
 
-ENDED = frozenset({"stopped", "failed", "killed"})
+ENDED = frozenset({DeploymentStatus.STOPPED, DeploymentStatus.FAILED, DeploymentStatus.KILLED})
 KEEPALIVE_SECONDS = 15.0
 
 

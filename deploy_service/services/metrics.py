@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from deploy_service.models import ContainerSample, Invocation, Principal
+from deploy_service.models import SERVING, WITHOUT_REPLICAS, ContainerSample, Invocation, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.schemas.deployment import replica_counts
-from deploy_service.services import lifecycle
 from deploy_service.services.agent_stats import invocation_stats
 from deploy_service.services.deployments import get_deployment
 from deploy_service.services.samples import latest_samples
@@ -24,7 +23,7 @@ def deployment_metrics(actor: Principal, deployment_id: str, *, hours: int = 24)
         if instance.container_id and instance.index < deployment.replicas_desired
     }
     samples: dict[str, ContainerSample] = {}
-    if deployment.status not in (lifecycle.STOPPED, lifecycle.KILLED):
+    if deployment.status not in WITHOUT_REPLICAS:
         samples = latest_samples(deployment.id, (str(container_id) for container_id in current))
     instances = []
     for container_id, instance in sorted(current.items(), key=lambda item: item[1].index):
@@ -43,7 +42,7 @@ def deployment_metrics(actor: Principal, deployment_id: str, *, hours: int = 24)
             }
         )
     sampled = list(samples.values())
-    running = deployment.status in (lifecycle.RUNNING, lifecycle.READY) and deployment.started_at is not None
+    running = deployment.status in SERVING and deployment.started_at is not None
     cpu = [sample.cpu_percent for sample in sampled if sample.cpu_percent is not None]
     return {
         "deployment_id": deployment.id,

@@ -15,9 +15,20 @@ from sqlalchemy import case, distinct, extract, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from deploy_service.extensions import db
-from deploy_service.models import Agent, Alert, Deployment, DeploymentEvent, Instance, Invocation, Principal
+from deploy_service.models import (
+    SERVING,
+    Agent,
+    Alert,
+    AlertSeverity,
+    AlertStatus,
+    Deployment,
+    DeploymentEvent,
+    DeploymentStatus,
+    Instance,
+    Invocation,
+    Principal,
+)
 from deploy_service.models.types import utcnow
-from deploy_service.services import lifecycle
 
 DAY = timedelta(hours=24)
 
@@ -38,7 +49,7 @@ def deployments_by_status(actor: Principal | None = None) -> dict[str, int]:
     """Deployment counts for every status (zeros included)."""
     counts = select(Deployment.status, func.count()).group_by(Deployment.status)
     found = {status: count for status, count in db.session.execute(_scoped(counts, actor))}
-    return {status: found.get(status, 0) for status in lifecycle.STATUSES}
+    return {status.value: found.get(status, 0) for status in DeploymentStatus}
 
 
 def running_replicas(actor: Principal | None = None) -> int:
@@ -46,24 +57,24 @@ def running_replicas(actor: Principal | None = None) -> int:
     stmt = (
         select(func.count(Instance.id))
         .join(Deployment, Deployment.id == Instance.deployment_id)
-        .where(Deployment.status != lifecycle.KILLED, Instance.status == "running", Instance.container_id.is_not(None))
+        .where(Deployment.status != DeploymentStatus.KILLED, Instance.running)
     )
     return db.session.scalar(_scoped(stmt, actor)) or 0
 
 
 def active_alerts_by_severity(actor: Principal | None = None) -> dict[str, int]:
     """Active alert counts for every severity (zeros included)."""
-    counts = select(Alert.severity, func.count()).where(Alert.status == "active").group_by(Alert.severity)
+    counts = select(Alert.severity, func.count()).where(Alert.status == AlertStatus.ACTIVE).group_by(Alert.severity)
     if actor is not None and not actor.is_admin:
         counts = counts.where(Alert.owner_id == actor.id)
     found = {severity: count for severity, count in db.session.execute(counts)}
-    return {severity: found.get(severity, 0) for severity in ("critical", "warning", "info")}
+    return {severity.value: found.get(severity, 0) for severity in AlertSeverity}
 
 
 def system_metrics(actor: Principal) -> dict[str, Any]:
     now = utcnow()
     since = now - DAY
-    live = Deployment.status != lifecycle.KILLED
+    live = Deployment.status != DeploymentStatus.KILLED
 
     by_status = deployments_by_status(actor)
     agents = select(func.count()).select_from(Agent)
@@ -72,7 +83,7 @@ def system_metrics(actor: Principal) -> dict[str, Any]:
         db.session.scalar(_scoped(select(func.count(distinct(Deployment.agent_id))).where(live), actor)) or 0
     )
 
-    recent = [Deployment.created_at >= since, Deployment.status != lifecycle.DEPLOYING]
+    recent = [Deployment.created_at >= since, Deployment.status != DeploymentStatus.DEPLOYING]
     succeeded, finished = db.session.execute(
         _scoped(
             select(
@@ -108,9 +119,7 @@ def system_metrics(actor: Principal) -> dict[str, Any]:
     return {
         "total_deployments": sum(by_status.values()),
         "by_status": by_status,
-        "active_deployments": sum(
-            by_status[status] for status in (lifecycle.DEPLOYING, lifecycle.RUNNING, lifecycle.READY)
-        ),
+        "active_deployments": sum(by_status[status] for status in (DeploymentStatus.DEPLOYING, *SERVING)),
         "total_agents": total_agents,
         "deployed_agents": deployed_agents,
         "replicas_running": running_replicas(actor),

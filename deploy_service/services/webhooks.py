@@ -30,7 +30,7 @@ from sqlalchemy import or_, select
 
 from deploy_service.errors import NotFound, ValidationFailed
 from deploy_service.extensions import db
-from deploy_service.models import Alert, Principal, Webhook, WebhookDelivery
+from deploy_service.models import Alert, DeliveryStatus, Principal, Webhook, WebhookDelivery
 from deploy_service.models.types import utcnow
 from deploy_service.security import decrypt_secret, encrypt_secret
 from deploy_service.services.common import Page, paginate, scope_to_owner
@@ -150,7 +150,7 @@ def due_deliveries(limit: int = 50) -> list[str]:
         db.session.scalars(
             select(WebhookDelivery.id)
             .where(
-                WebhookDelivery.status == "pending",
+                WebhookDelivery.status == DeliveryStatus.PENDING,
                 or_(WebhookDelivery.next_attempt_at.is_(None), WebhookDelivery.next_attempt_at <= utcnow()),
             )
             .order_by(WebhookDelivery.next_attempt_at)
@@ -162,7 +162,7 @@ def due_deliveries(limit: int = 50) -> list[str]:
 def deliver(delivery_id: str, http: Any) -> None:
     """Send one delivery attempt with `http` (a urllib3 pool) and record its outcome (commits)."""
     delivery = db.session.get(WebhookDelivery, delivery_id)
-    if delivery is None or delivery.status != "pending":
+    if delivery is None or delivery.status != DeliveryStatus.PENDING:
         return
     webhook = db.session.get(Webhook, delivery.webhook_id)
     if webhook is None:
@@ -200,9 +200,9 @@ def deliver(delivery_id: str, http: Any) -> None:
     delivery.response_status = status
     delivery.error = error
     if error is None:
-        delivery.status, delivery.delivered_at, delivery.next_attempt_at = "succeeded", utcnow(), None
+        delivery.status, delivery.delivered_at, delivery.next_attempt_at = DeliveryStatus.SUCCEEDED, utcnow(), None
     elif delivery.attempts >= config["WEBHOOK_MAX_ATTEMPTS"]:
-        delivery.status, delivery.next_attempt_at = "failed", None
+        delivery.status, delivery.next_attempt_at = DeliveryStatus.FAILED, None
     else:
         delay = config["WEBHOOK_RETRY_BASE_SECONDS"] * 2 ** (delivery.attempts - 1)
         delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)

@@ -18,7 +18,8 @@ from flask.testing import FlaskClient
 
 from deploy_service.extensions import db
 from deploy_service.models import Deployment, Instance
-from deploy_service.schemas.deployment import DeploymentSchema
+from deploy_service.schemas.deployment import DeploymentSchema, InstanceSchema
+from deploy_service.services.deployment_reads import DEPLOYMENT_FIELDS, INSTANCE_FIELDS
 from tests.factories import AuthActions, make_agent, make_user
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
@@ -98,10 +99,20 @@ def test_get_by_id_matches_the_schema(app: Flask, client: FlaskClient, auth: Aut
 
     assert response.status_code == 200
     assert response.mimetype == "application/json"
-    body = response.get_json()
-    assert body == _schema_dump(app, deployment_id)
+    body = json.loads(response.data)
+    expected = _schema_dump(app, deployment_id)
+    assert body == expected
+    # The same keys in the same order, down to each instance: the same bytes but for how values are written.
+    assert list(body) == list(expected)
+    assert [list(instance) for instance in body["instances"]] == [list(i) for i in expected["instances"]]
     assert "overrides" not in body["config"]
     assert body["created_at"].endswith("+00:00")
+
+
+def test_the_declared_fields_are_the_schemas_fields_in_its_order() -> None:
+    """The one list the read path builds its SELECTs and bodies from covers every field the schema documents."""
+    assert [key for key, _ in DEPLOYMENT_FIELDS] + ["instances"] == list(DeploymentSchema().fields)
+    assert [key for key, _ in INSTANCE_FIELDS] == list(InstanceSchema().fields)
 
 
 def test_list_matches_the_schema_item_by_item(app: Flask, client: FlaskClient, auth: AuthActions) -> None:

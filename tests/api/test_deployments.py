@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from deploy_service.extensions import db
 from deploy_service.models import Agent, Deployment, DeploymentEvent
@@ -307,8 +307,9 @@ def test_stop_restart_and_delete(app: Flask, api: Api, fake_runner: FakeRunner, 
     assert deleted.status_code == 200
     body = deleted.get_json()
     assert body["status"] == "killed" and body["ended_at"]
-    assert fake_runner.of(deployment["id"]) == []
     assert api.get(f"/v1/agents/{agent['id']}").get_json()["status"] == "stopped"
+    reconciler.run_once()
+    assert fake_runner.of(deployment["id"]) == []
     again = api.delete(f"/v1/deployments/{deployment['id']}")
     assert again.status_code == 200 and again.get_json()["ended_at"] == body["ended_at"]
     assert_error(api.post(f"/v1/deployments/{deployment['id']}/restart"), 409, "invalid_state")
@@ -316,6 +317,65 @@ def test_stop_restart_and_delete(app: Flask, api: Api, fake_runner: FakeRunner, 
     status = api.get(f"/v1/agents/{agent['id']}/deployment-status").get_json()
     assert status["status"] == "killed"
     assert deploy(api, agent["id"])["id"] != deployment["id"]
+
+
+def test_delete_answers_without_engine_work_and_the_next_pass_removes_the_containers(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    """DELETE writes desired state and returns: no container is stopped inside the request."""
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=3)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    containers = {c.container_id for c in fake_runner.of(deployment["id"])}
+    assert len(containers) == 3
+    fake_runner.calls.clear()
+
+    response = api.delete(f"/v1/deployments/{deployment['id']}")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "killed" and body["desired_state"] == "deleted" and body["ended_at"]
+    assert body["replicas"] == {"desired": 0, "running": 0, "ready": 0} and body["instances"] == []
+    assert fake_runner.calls == ["ping"]  # the engine is asked whether it answers, nothing more
+    assert {c.container_id for c in fake_runner.of(deployment["id"])} == containers
+    assert [event["event_type"] for event in api.events(deployment["id"])][:2] == ["status_changed", "delete_requested"]
+    assert api.get(f"/v1/agents/{agent['id']}").get_json()["status"] == "stopped"
+
+    reconciler.run_once()
+
+    assert fake_runner.of(deployment["id"]) == []
+    assert fake_runner.calls.count("remove_replica") == 3
+    assert api.delete(f"/v1/deployments/{deployment['id']}").get_json() == body
+
+
+def test_stored_statuses_are_the_contract_strings(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    """The enums are written as their plain values: the rows hold exactly what the contract names."""
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"])
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert api.delete(f"/v1/deployments/{deployment['id']}").status_code == 200
+    with app.app_context():
+        row = db.session.execute(
+            text("SELECT status, desired_state FROM deployments WHERE id = :id"), {"id": deployment["id"]}
+        ).one()
+        instance = db.session.execute(
+            text("SELECT status FROM deployment_instances WHERE deployment_id = :id"), {"id": deployment["id"]}
+        ).scalar_one()
+        agent_status = db.session.execute(text("SELECT status FROM agents WHERE id = :id"), {"id": agent["id"]})
+        events = db.session.execute(
+            select(DeploymentEvent.status, DeploymentEvent.data).where(
+                DeploymentEvent.deployment_id == deployment["id"], DeploymentEvent.event_type == "status_changed"
+            )
+        ).all()
+    assert tuple(row) == ("killed", "deleted")
+    assert instance == "removed" and agent_status.scalar_one() == "stopped"
+    assert {(status, data["from"], data["to"]) for status, data in events} == {
+        ("running", "deploying", "running"),
+        ("ready", "running", "ready"),
+        ("killed", "ready", "killed"),
+    }
 
 
 def test_crashing_replica_backs_off_then_fails(

@@ -10,12 +10,14 @@ deployment a service of the single-node Swarm that `swarm_manager` makes sure of
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -111,10 +113,21 @@ def engine(
 
     The docker runner unless the test is parametrised (`BOTH_RUNNERS`) with `swarm` as well.
     """
+    yield from _engine(request, request.param, docker_engine, app, monkeypatch, SETTINGS)
+
+
+def _engine(
+    request: pytest.FixtureRequest,
+    kind: str,
+    docker_engine: docker.DockerClient,
+    app: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: ReconcileSettings,
+) -> Iterator[Engine]:
     namespace = f"test-{uuid.uuid4().hex[:10]}"
     config = {"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": namespace, "DOCKER_TIMEOUT": 20}
     runner: Runner
-    if request.param == "swarm":
+    if kind == "swarm":
         request.getfixturevalue("swarm_manager")
         runner = SwarmRunner(config)
     else:
@@ -122,9 +135,9 @@ def engine(
     monkeypatch.setitem(app.extensions, RUNNER_KEY, runner)
     monkeypatch.setitem(app.config, "ALLOW_LOCAL_GIT_SOURCES", True)
     monkeypatch.setitem(app.config, "LOG_FOLLOW_POLL_SECONDS", 0.1)
-    reconciler = Reconciler(app, runner=runner, settings=SETTINGS)
+    reconciler = Reconciler(app, runner=runner, settings=settings)
     reconciler.start()
-    view = Engine(docker_engine, namespace, request.param)
+    view = Engine(docker_engine, namespace, kind)
     yield view
     reconciler.stop()
     view.remove_all()
@@ -316,9 +329,56 @@ def test_delete_kills_and_removes_containers(api: Client, engine: Engine) -> Non
     assert response.status_code == 200
     body = response.get_json()
     assert body["status"] == "killed" and body["ended_at"]
-    assert engine.containers(deployment_id) == []
     assert api.call("get", f"/v1/agents/{agent_id}").get_json()["status"] == "stopped"
+    wait_until(lambda: engine.containers(deployment_id) == [], what="the reconciler to remove the containers")
     assert api.call("delete", f"/v1/deployments/{deployment_id}").get_json() == body
+
+
+STOP_TIMEOUT = 10.0  # the default CONTAINER_STOP_TIMEOUT: what an agent that ignores SIGTERM costs a stop
+
+
+@pytest.fixture()
+def slow_stop_engine(
+    request: pytest.FixtureRequest, docker_engine: docker.DockerClient, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Engine]:
+    """The `engine` fixture's docker runner, with the production stop timeout."""
+    yield from _engine(request, "docker", docker_engine, app, monkeypatch, replace(SETTINGS, stop_timeout=STOP_TIMEOUT))
+
+
+@pytest.fixture()
+def sigterm_ignoring_image(docker_engine: docker.DockerClient) -> Iterator[str]:
+    """An image whose process ignores SIGTERM (as many agents do): `docker stop` waits out its timeout."""
+    tag = f"deploy-test/ignores-sigterm-{uuid.uuid4().hex[:10]}:latest"
+    script = "trap '' TERM; while :; do sleep 1; done"
+    dockerfile = f'FROM {HTTP_AGENT}\nENTRYPOINT ["/bin/sh", "-c", "{script}"]\n'
+    docker_engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    yield tag
+    docker_engine.images.remove(tag, force=True)
+
+
+def test_delete_of_an_agent_that_ignores_sigterm_answers_at_once_and_the_reconciler_removes_it(
+    api: Client, slow_stop_engine: Engine, sigterm_ignoring_image: str
+) -> None:
+    engine = slow_stop_engine
+    deployment_id = api.deploy(api.agent(image=sigterm_ignoring_image), replicas=2)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    before = {container.id for container in engine.containers(deployment_id)}
+    assert len(before) == 2
+
+    started = time.monotonic()
+    response = api.call("delete", f"/v1/deployments/{deployment_id}")
+    answered = time.monotonic() - started
+
+    assert response.status_code == 200 and response.get_json()["status"] == "killed"
+    # Stopping either container takes the whole stop timeout; the answer came back before it ended,
+    # while the containers were still there.
+    assert answered < STOP_TIMEOUT, answered
+    assert {container.id for container in engine.containers(deployment_id)} == before
+    wait_until(
+        lambda: engine.containers(deployment_id) == [],
+        timeout=STOP_TIMEOUT + 20,
+        what="the reconciler to remove the containers",
+    )
 
 
 @BOTH_RUNNERS

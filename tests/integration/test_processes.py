@@ -86,4 +86,9 @@ def test_separate_reconciler_process_converges_a_deploy(
     containers = docker_engine.containers.list(filters={"label": f"{LABEL_MANAGED}={namespace}"})
     assert len(containers) == 2
     assert http.delete(f"{base}/v1/deployments/{deployment['id']}").status_code == 200
-    assert docker_engine.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"}) == []
+    deleted = time.monotonic()
+    # The reconciler process removes them, woken by the delete (well inside its 60 s resync).
+    while containers and time.monotonic() - deleted < 20:
+        containers = docker_engine.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"})
+        time.sleep(0.05)
+    assert containers == []

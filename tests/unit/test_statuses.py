@@ -1,0 +1,98 @@
+"""The status enums are the contract's strings, and "is this replica ready" is one rule."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.dialects import sqlite
+
+from deploy_service.models import (
+    DESIRED_DELETED,
+    DESIRED_RUNNING,
+    DESIRED_STOPPED,
+    AgentStatus,
+    AlertKind,
+    AlertSeverity,
+    AlertStatus,
+    DeliveryStatus,
+    DeploymentStatus,
+    DesiredState,
+    Instance,
+    InstanceStatus,
+    is_ready,
+    is_running,
+)
+from deploy_service.services import lifecycle
+
+
+@pytest.mark.parametrize(
+    ("enum", "values"),
+    [
+        (DeploymentStatus, ["deploying", "running", "ready", "stopped", "failed", "killed"]),
+        (DesiredState, ["running", "stopped", "deleted"]),
+        (InstanceStatus, ["pending", "running", "exited", "stopped", "removed"]),
+        (AgentStatus, ["idle", "deployed", "stopped"]),
+        (AlertStatus, ["active", "acknowledged", "resolved"]),
+        (AlertSeverity, ["critical", "warning", "info"]),
+        (
+            AlertKind,
+            [
+                "deployment_failed",
+                "crash_loop",
+                "replica_unhealthy",
+                "memory_high",
+                "hallucination_rate_high",
+                "error_rate_high",
+            ],
+        ),
+        (DeliveryStatus, ["pending", "succeeded", "failed"]),
+    ],
+)
+def test_members_are_the_contract_strings(enum: type, values: list[str]) -> None:
+    assert [member.value for member in enum] == values
+    for member, value in zip(enum, values, strict=True):
+        # What is stored and written into bodies: the plain string, whichever way it is turned into text.
+        assert member == value and str(member) == value and f"{member}" == value and hash(member) == hash(value)
+
+
+def test_the_reconcilers_names_are_the_enum_members() -> None:
+    assert (lifecycle.DEPLOYING, lifecycle.RUNNING, lifecycle.READY) == (
+        DeploymentStatus.DEPLOYING,
+        DeploymentStatus.RUNNING,
+        DeploymentStatus.READY,
+    )
+    assert (lifecycle.STOPPED, lifecycle.FAILED, lifecycle.KILLED) == (
+        DeploymentStatus.STOPPED,
+        DeploymentStatus.FAILED,
+        DeploymentStatus.KILLED,
+    )
+    assert lifecycle.KILLED is DeploymentStatus.KILLED
+    assert (DESIRED_RUNNING, DESIRED_STOPPED, DESIRED_DELETED) == tuple(DesiredState)
+
+
+@pytest.mark.parametrize(
+    ("status", "container_id", "healthy", "running", "ready"),
+    [
+        ("running", "c1", True, True, True),
+        ("running", "c1", None, True, False),
+        ("running", "c1", False, True, False),
+        ("running", None, True, False, False),
+        ("exited", "c1", True, False, False),
+        ("pending", None, None, False, False),
+        ("removed", None, None, False, False),
+        ("created", "c1", True, False, False),  # an engine state the reconciler may record
+    ],
+)
+def test_ready_is_running_with_a_container_and_healthy(
+    status: str, container_id: str | None, healthy: bool | None, running: bool, ready: bool
+) -> None:
+    assert is_running(status, container_id) is running
+    assert is_ready(status, container_id, healthy) is ready
+    instance = Instance(status=status, container_id=container_id, healthy=healthy)
+    assert instance.running is running and instance.ready is ready
+
+
+def test_running_is_the_same_rule_in_sql() -> None:
+    query = select(Instance.id).where(Instance.running)
+    sql = str(query.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}))
+    assert "deployment_instances.status = 'running' AND deployment_instances.container_id IS NOT NULL" in sql
