@@ -28,8 +28,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from deploy_service.errors import EngineUnavailable, NotFound
 from deploy_service.extensions import db
-from deploy_service.models import DESIRED_RUNNING, Deployment, Instance
-from deploy_service.models.states import DeploymentStatus, InstanceStatus
+from deploy_service.models import Deployment, DeploymentStatus, DesiredState, Instance, InstanceStatus
 from deploy_service.models.types import utcnow
 from deploy_service.reconciler import plan as p
 from deploy_service.reconciler.drivers import Driver, Observation, Workload, driver_for
@@ -64,7 +63,7 @@ def desired_of(deployment: Deployment) -> p.Desired:
     return p.Desired(
         deployment_id=deployment.id,
         status=deployment.status,
-        wants_running=deployment.desired_state == DESIRED_RUNNING,
+        wants_running=deployment.desired_state == DesiredState.RUNNING,
         generation=deployment.generation,
         replicas=deployment.replicas_desired,
         image_ready=bool(deployment.image_ready),
@@ -518,6 +517,6 @@ class _Run:
                 instance.status = InstanceStatus.STOPPED
                 instance.healthy = None
                 instance.next_restart_at = None
-        if deployment.desired_state != DESIRED_RUNNING and deployment.status != DeploymentStatus.STOPPED:
+        if deployment.desired_state != DesiredState.RUNNING and deployment.status != DeploymentStatus.STOPPED:
             what = self.x.driver.wound_down
             lifecycle.transition(deployment, DeploymentStatus.STOPPED, f"Stopped on request; {what}.")

@@ -47,7 +47,7 @@ class HealthChecker:
     def check(self, deployment: Deployment, instances: dict[int, Instance], now: datetime) -> float:
         """Run due health checks in parallel; returns seconds until the next one is due."""
         check = deployment.config.get("health_check")
-        running = [i for i in instances.values() if i.status == "running" and i.container_id and i.port]
+        running = [i for i in instances.values() if i.running and i.port]
         if not check:
             wait = self._settings.resync
             for instance in running:

@@ -17,8 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from deploy_service.extensions import db
-from deploy_service.models import Deployment
-from deploy_service.models.states import DeploymentStatus
+from deploy_service.models import Deployment, DeploymentStatus
 from deploy_service.reconciler.dispatch import Dispatcher
 from deploy_service.reconciler.executor import Executor
 from deploy_service.reconciler.sampling import RecentOom, Sampler

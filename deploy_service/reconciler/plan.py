@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from deploy_service.models.states import DeploymentStatus, InstanceStatus
+from deploy_service.models import DeploymentStatus, InstanceStatus, is_ready, is_running
 from deploy_service.reconciler.timing import restart_delay
 from deploy_service.runner.base import ReplicaInfo
 
@@ -50,12 +50,7 @@ class Slot:
 
     @property
     def ready(self) -> bool:
-        return slot_ready(self.status, self.container_id, self.healthy)
-
-
-def slot_ready(status: str, container_id: str | None, healthy: bool | None) -> bool:
-    """The one "is this replica ready" rule: running, with a container, and healthy."""
-    return status == InstanceStatus.RUNNING and bool(container_id) and healthy is True
+        return is_ready(self.status, self.container_id, self.healthy)
 
 
 @dataclass(frozen=True)
@@ -190,7 +185,7 @@ class MarkSlot:
     """Engine-managed: the replica's current task is not running (`exited` or `pending`)."""
 
     index: int
-    status: str
+    status: InstanceStatus
 
 
 @dataclass(frozen=True)
@@ -205,7 +200,7 @@ class ApplySpec:
 
 @dataclass(frozen=True)
 class Transition:
-    status: str
+    status: DeploymentStatus
     reason: str
     error: str | None = None
 
@@ -347,10 +342,7 @@ def _plan_containers(
             event = "container_adopted" if slot.container_id != found.container_id else None
             actions.append(ObserveRunning(index, found, event, reset_restarts=_stable(slot, rules, now, event)))
 
-    settled_current = all(
-        replica.running and slots[index].healthy is True and slots[index].container_id == replica.container_id
-        for index, replica in current.items()
-    )
+    settled_current = all(_runs_ready(slots[index], replica) for index, replica in current.items())
     if waiting and not starts and not replacing and settled_current:
         index = min(waiting)
         starts.append(StartReplica(index))
@@ -461,9 +453,7 @@ def plan_status(
         engine_back_at: the last pass the engine did not answer; the deadline never counts an outage.
     """
     wanted = [slot for slot in desired.slots if slot.index < desired.replicas]
-    all_running = len(wanted) == desired.replicas and all(
-        slot.status == InstanceStatus.RUNNING and slot.container_id for slot in wanted
-    )
+    all_running = len(wanted) == desired.replicas and all(is_running(s.status, s.container_id) for s in wanted)
     all_ready = all_running and all(slot.ready for slot in wanted) and not rolling
     status = desired.status
     actions: list[Action] = []

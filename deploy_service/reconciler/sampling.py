@@ -68,7 +68,7 @@ class Sampler:
             (deployment.id, instance.index, str(instance.container_id))
             for deployment in deployments
             for instance in deployment.instances
-            if instance.status == "running" and instance.container_id
+            if instance.running
         ]
         results = list(self._pool.map(lambda target: self._stats(target[2]), targets))
         for (deployment_id, replica, container_id), stats in zip(targets, results, strict=True):

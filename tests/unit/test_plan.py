@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deploy_service.models.states import DeploymentStatus as S
-from deploy_service.models.states import InstanceStatus as I
+from deploy_service.models import DeploymentStatus as S
+from deploy_service.models import InstanceStatus as I
 from deploy_service.reconciler import plan as p
 from deploy_service.runner.base import ReplicaInfo
 
