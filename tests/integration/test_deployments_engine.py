@@ -29,7 +29,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from deploy_service.reconciler import Reconciler, ReconcileSettings
-from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner, Runner, SwarmRunner
+from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner, Runner, RunnerError, SwarmRunner
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions
 
@@ -332,6 +332,48 @@ def test_delete_kills_and_removes_containers(api: Client, engine: Engine) -> Non
     assert api.call("get", f"/v1/agents/{agent_id}").get_json()["status"] == "stopped"
     wait_until(lambda: engine.containers(deployment_id) == [], what="the reconciler to remove the containers")
     assert api.call("delete", f"/v1/deployments/{deployment_id}").get_json() == body
+
+
+@BOTH_RUNNERS
+def test_an_orphan_that_cannot_be_removed_stops_no_other_deployment(
+    api: Client, engine: Engine, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orphan_id = api.deploy(api.agent())
+    wait_until(status_is(api, orphan_id, "ready"), what="ready")
+    runner = app.extensions[RUNNER_KEY]
+    attempts: list[str] = []
+    refusing = [True]
+    orphan_containers = {container.id for container in engine.containers(orphan_id)}
+    if engine.runner == "swarm":
+        real_remove_service = runner.remove_service
+
+        def remove_service(deployment_id: str, **kwargs: Any) -> bool:
+            if deployment_id == orphan_id and refusing[0]:
+                attempts.append(deployment_id)
+                raise RunnerError("the engine refused to remove the service")
+            return bool(real_remove_service(deployment_id, **kwargs))
+
+        monkeypatch.setattr(runner, "remove_service", remove_service)
+    else:
+        real_remove_replica = runner.remove_replica
+
+        def remove_replica(container: str, **kwargs: Any) -> None:
+            if container in orphan_containers and refusing[0]:
+                attempts.append(container)
+                raise RunnerError("the engine refused to remove the container")
+            real_remove_replica(container, **kwargs)
+
+        monkeypatch.setattr(runner, "remove_replica", remove_replica)
+    assert api.call("delete", f"/v1/deployments/{orphan_id}").status_code == 200
+    wait_until(lambda: len(attempts) >= 2, what="the orphan's removal to fail on two passes")
+
+    other_id = api.deploy(api.agent(), replicas=2)
+    wait_until(status_is(api, other_id, "ready"), what="another deployment to converge past the stuck orphan")
+    assert {c.id for c in engine.containers(orphan_id)} == orphan_containers, "the orphan is still there"
+
+    refusing[0] = False
+    wait_until(lambda: engine.containers(orphan_id) == [], what="the orphan removed once the engine lets it")
+    assert len(engine.containers(other_id)) == 2
 
 
 STOP_TIMEOUT = 10.0  # the default CONTAINER_STOP_TIMEOUT: what an agent that ignores SIGTERM costs a stop

@@ -88,7 +88,12 @@ def test_separate_reconciler_process_converges_a_deploy(
     assert http.delete(f"{base}/v1/deployments/{deployment['id']}").status_code == 200
     deleted = time.monotonic()
     # The reconciler process removes them, woken by the delete (well inside its 60 s resync).
-    while containers and time.monotonic() - deleted < 20:
-        containers = docker_engine.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"})
+    # One list call (no per-container inspect that would race the removal).
+    remaining = [c.id for c in containers]
+    while remaining and time.monotonic() - deleted < 20:
+        remaining = [
+            row["Id"]
+            for row in docker_engine.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"})
+        ]
         time.sleep(0.05)
-    assert containers == []
+    assert remaining == []
