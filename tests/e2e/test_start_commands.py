@@ -30,7 +30,7 @@ def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) 
             raise AssertionError(f"process exited with {process.returncode}")
         try:
             return requests.get(url, timeout=2)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or workers still booting
             time.sleep(0.1)
     raise AssertionError(f"{url} did not answer within {timeout}s")
 
