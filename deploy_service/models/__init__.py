@@ -13,6 +13,7 @@ from deploy_service.models.deployment import (
     Instance,
 )
 from deploy_service.models.evaluation import Evaluation
+from deploy_service.models.heartbeat import ReconcilerHeartbeat
 from deploy_service.models.metrics import ContainerSample
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, Principal, User
@@ -42,6 +43,7 @@ __all__ = [
     "Instance",
     "Invocation",
     "Principal",
+    "ReconcilerHeartbeat",
     "Secret",
     "User",
     "Webhook",

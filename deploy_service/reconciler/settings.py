@@ -48,6 +48,35 @@ class ReconcileSettings:
         )
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the loop leads, retries and reports that it is alive (see README's configuration table)."""
+
+    standby_retry: float = 2.0
+    """How often a standby tries to take the lead, and a leader checks that it still holds it."""
+    retry_base: float = 1.0
+    """The first wait after a failure of leadership, wake-ups or a job; doubled per failure after it."""
+    retry_max: float = 30.0
+    """The longest wait between retries."""
+    connect_timeout: int = 5
+    """Seconds to wait for PostgreSQL to accept the leader lock's and the wake-ups' connections."""
+    engine_backoff_max: float = 30.0
+    """The longest wait between passes while the container engine does not answer."""
+    stale: float = 60.0
+    """Readiness fails when no pass has completed for this long; the heartbeat is written 4 times as often."""
+
+    @classmethod
+    def from_config(cls, config: Any) -> LoopSettings:
+        return cls(
+            standby_retry=config["RECONCILER_STANDBY_RETRY_SECONDS"],
+            retry_base=config["RECONCILER_RETRY_BASE_SECONDS"],
+            retry_max=config["RECONCILER_RETRY_MAX_SECONDS"],
+            connect_timeout=config["RECONCILER_DB_CONNECT_TIMEOUT_SECONDS"],
+            engine_backoff_max=config["ENGINE_BACKOFF_MAX_SECONDS"],
+            stale=config["RECONCILER_STALE_SECONDS"],
+        )
+
+
 def seconds_until(moment: datetime, now: datetime) -> float:
     """Seconds from `now` until `moment`, never negative."""
     return max((moment - now).total_seconds(), 0.0)
