@@ -216,9 +216,8 @@ class Reconciler:
         def run() -> None:
             try:
                 self.run_forever()
-            except BaseException:
+            except Exception:  # noqa: BLE001 - logged here; `ended` (and `on_exit`) tell the owner
                 log.exception("the reconciler loop crashed")
-                raise
             finally:
                 if not self._stop.is_set():
                     log.error("the reconciler loop ended without being asked to stop")
