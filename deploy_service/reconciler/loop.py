@@ -75,6 +75,7 @@ class Reconciler:
 
         converger = SwarmConverger if self.runner.manages_replicas else Converger
         self.converger = converger(app, self.runner, self.settings, wake=local_wakeup.set)
+        # The converger builds the preparer and the dispatcher; their work follows this loop's lead.
         self.converger.preparer.leadership = self.leadership
         self.converger.dispatcher.leadership = self.leadership
         heartbeat = Heartbeat(every=self.loop_settings.stale / 4)
@@ -82,12 +83,18 @@ class Reconciler:
             app, self.converger, heartbeat=heartbeat, engine_backoff_max=self.loop_settings.engine_backoff_max
         )
         self.jobs: list[Job] = [self.converge_job]
-        self.outages: dict[str, Outage] = {
-            what: Outage(what, base=self.loop_settings.retry_base, maximum=self.loop_settings.retry_max)
-            for what in (LEADERSHIP, WAKEUPS, *(job.name for job in self.jobs))
-        }
+        """What the leader runs, each when it asked to run again (a new kind of work: one more entry)."""
+        self.outages: dict[str, Outage] = {}
+        """The outage state of the lock (`leadership`), the waiter (`wake-ups`) and each job, by name."""
         self._closed = False
         self._looping = False
+
+    def outage(self, what: str) -> Outage:
+        """The outage state of `what` (`leadership`, `wake-ups` or a job's name), made on first use."""
+        if what not in self.outages:
+            settings = self.loop_settings
+            self.outages[what] = Outage(what, base=settings.retry_base, maximum=settings.retry_max)
+        return self.outages[what]
 
     @property
     def passes(self) -> int:
@@ -146,7 +153,7 @@ class Reconciler:
 
     def _lead(self, due: dict[str, float]) -> float | None:
         """Take or keep the lock; None when leading, else seconds to wait before trying again."""
-        outage = self.outages[LEADERSHIP]
+        outage = self.outage(LEADERSHIP)
         try:
             held = self.lock.try_acquire()
         except Exception as exc:  # noqa: BLE001 - the database is away: an outage, retried
@@ -175,7 +182,7 @@ class Reconciler:
                 return
             if due[job.name] > time.monotonic():
                 continue
-            outage = self.outages[job.name]
+            outage = self.outage(job.name)
             try:
                 delay = job.run()
             except Exception as exc:  # noqa: BLE001 - a job's failure is an outage of that job, retried
@@ -186,7 +193,7 @@ class Reconciler:
 
     def _open_waiter(self) -> tuple[Waiter | None, float]:
         """A new waiter, or None and when to try again."""
-        outage = self.outages[WAKEUPS]
+        outage = self.outage(WAKEUPS)
         try:
             waiter = self._make_waiter()
         except Exception as exc:  # noqa: BLE001 - without a waiter the loop sleeps; passes still run
@@ -198,7 +205,7 @@ class Reconciler:
         if waiter is None:
             self._stop.wait(max(timeout, 0.0))
             return False, None
-        outage = self.outages[WAKEUPS]
+        outage = self.outage(WAKEUPS)
         try:
             woken = waiter.wait(timeout)
         except Exception as exc:  # noqa: BLE001 - dropped and reopened after a backoff

@@ -239,24 +239,24 @@ def test_the_loop_survives_failures_of_leadership_passes_and_wakeups(
     wait_until(lambda: reconciler.leadership.leading() and reconciler.passes >= 1, timeout=10, what="a first pass")
 
     fail.leadership.set()
-    wait_until(lambda: reconciler.outages["leadership"].failures >= 3, timeout=10, what="failed lock attempts")
+    wait_until(lambda: reconciler.outage("leadership").failures >= 3, timeout=10, what="failed lock attempts")
     assert not reconciler.leadership.leading()
     passes = reconciler.passes
-    wait_until(lambda: reconciler.outages["leadership"].failures >= 6, timeout=10, what="more failed lock attempts")
+    wait_until(lambda: reconciler.outage("leadership").failures >= 6, timeout=10, what="more failed lock attempts")
     assert reconciler.passes == passes  # no pass runs without the lead
     fail.leadership.clear()
     wait_until(lambda: reconciler.leadership.leading() and reconciler.passes > passes, timeout=10, what="the lead")
-    assert reconciler.outages["leadership"].failures == 0
+    assert reconciler.outage("leadership").failures == 0
 
     fail.pass_.set()
-    wait_until(lambda: reconciler.outages["converge"].failures >= 3, timeout=10, what="failed passes")
+    wait_until(lambda: reconciler.outage("converge").failures >= 3, timeout=10, what="failed passes")
     fail.pass_.clear()
-    wait_until(lambda: reconciler.outages["converge"].failures == 0, timeout=10, what="a pass that completes")
+    wait_until(lambda: reconciler.outage("converge").failures == 0, timeout=10, what="a pass that completes")
 
     fail.wakeups.set()
-    wait_until(lambda: reconciler.outages["wake-ups"].failures >= 2, timeout=10, what="failed waits")
+    wait_until(lambda: reconciler.outage("wake-ups").failures >= 2, timeout=10, what="failed waits")
     fail.wakeups.clear()
-    wait_until(lambda: reconciler.outages["wake-ups"].failures == 0, timeout=10, what="a wait that works")
+    wait_until(lambda: reconciler.outage("wake-ups").failures == 0, timeout=10, what="a wait that works")
 
     deploy_and_wait_ready(app, client, auth)
     assert reconciler.thread is thread and thread.is_alive()
@@ -273,14 +273,14 @@ def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
         attempts = fail.lock.attempts
         wait_until(lambda at=attempts: fail.lock.attempts >= at + 5, timeout=10, what="failed lock attempts")
         fail.leadership.clear()
-        wait_until(lambda: reconciler.outages["leadership"].failures == 0, timeout=10, what="the lead again")
+        wait_until(lambda: reconciler.outage("leadership").failures == 0, timeout=10, what="the lead again")
         mine = [r for r in caplog.records if r.name.startswith("deploy_service.reconciler")]
         started = [r for r in mine if r.levelno == logging.WARNING and "leadership failed" in r.getMessage()]
         ended = [r for r in mine if r.levelno == logging.INFO and "leadership recovered" in r.getMessage()]
         tracebacks = [r for r in mine if r.exc_info and r.levelno >= logging.INFO and "leadership" in r.getMessage()]
         assert (len(started), len(ended), len(tracebacks)) == (outage, outage, outage)
         assert len([r for r in mine if "lost leadership" in r.getMessage()]) == outage
-    assert reconciler.outages["leadership"].outages == 2
+    assert reconciler.outage("leadership").outages == 2
 
 
 def test_a_standby_does_no_work_until_the_leader_goes(

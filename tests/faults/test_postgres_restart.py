@@ -245,7 +245,7 @@ def test_the_reconciler_outlives_a_postgres_outage_longer_than_the_standby_retry
         wait_until(lambda: not reconciler.leadership.leading(), timeout=30, what="the lead to be lost")
         wait_until(
             lambda: (
-                reconciler.outages["leadership"].failures >= 4 and time.monotonic() - halted > 3 * LOOP.standby_retry
+                reconciler.outage("leadership").failures >= 4 and time.monotonic() - halted > 3 * LOOP.standby_retry
             ),
             timeout=30,
             what="an outage longer than the standby retry",
@@ -261,7 +261,7 @@ def test_the_reconciler_outlives_a_postgres_outage_longer_than_the_standby_retry
         assert replaced != killed
         assert reconciler.thread is thread and thread.is_alive()
         assert reconciler.leadership.leading()
-        assert reconciler.outages["leadership"].failures == 0
+        assert reconciler.outage("leadership").failures == 0
     finally:
         reconciler.stop()
         reconciler.close()
