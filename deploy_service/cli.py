@@ -54,16 +54,29 @@ def create_admin(email: str, password: str, full_name: str | None) -> None:
 @click.command("reconcile")
 @with_appcontext
 def reconcile() -> None:
-    """Run the reconciler in the foreground (next to gunicorn web workers); stops on SIGTERM/SIGINT."""
+    """Run the reconciler in the foreground (next to gunicorn web workers); stops on SIGTERM/SIGINT.
+
+    Exits non-zero if the loop ends without being asked to, so that a supervisor restarts it.
+    """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     reconciler = Reconciler(app)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    reconciler.start()
-    click.echo("reconciler running; Ctrl-C to stop")
-    stop.wait()
-    reconciler.stop()
+    requested, finished = threading.Event(), threading.Event()
+
+    def on_signal(*_: object) -> None:
+        requested.set()
+        finished.set()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        reconciler.start(on_exit=finished.set)
+        click.echo("reconciler running; Ctrl-C to stop")
+        finished.wait()
+    finally:
+        reconciler.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if not requested.is_set():
+        raise click.ClickException("the reconciler loop ended unexpectedly; exiting so that it is restarted")
 
 
 def register_commands(app: Flask) -> None:

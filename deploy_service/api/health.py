@@ -9,7 +9,7 @@ from flask import current_app
 from flask.views import MethodView
 
 from deploy_service.api.common import Blueprint
-from deploy_service.services.health import check_database, check_engine, check_migrations
+from deploy_service.services.health import check_database, check_engine, check_migrations, check_reconciler
 
 blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness and readiness checks.")
 
@@ -41,9 +41,14 @@ class Readiness(MethodView):
     @blp.response(200)
     @blp.alt_response(503, description="A check failed; `checks` names it.")
     def get(self) -> tuple[dict[str, Any], int]:
-        """Readiness: the database answers, its schema is at the latest migration, and the engine answers."""
+        """Readiness: database, schema, engine and reconciler are all fine.
+
+        The database answers, its schema is at the latest migration, the engine answers, and a
+        reconciler (in this process or another) completed a pass within `RECONCILER_STALE_SECONDS`.
+        """
         checks = {"database": check_database()}
         checks["migrations"] = check_migrations() if checks["database"]["status"] == "ok" else {"status": "skipped"}
         checks["engine"] = check_engine()
+        checks["reconciler"] = check_reconciler() if checks["migrations"]["status"] == "ok" else {"status": "skipped"}
         ok = all(check["status"] == "ok" for check in checks.values())
         return {"status": "ok" if ok else "error", "checks": checks}, 200 if ok else 503

@@ -20,6 +20,7 @@ from deploy_service.models.deployment import (
     is_running,
 )
 from deploy_service.models.evaluation import Evaluation
+from deploy_service.models.heartbeat import ReconcilerHeartbeat
 from deploy_service.models.metrics import ContainerSample
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, Principal, User
@@ -55,6 +56,7 @@ __all__ = [
     "InstanceStatus",
     "Invocation",
     "Principal",
+    "ReconcilerHeartbeat",
     "Secret",
     "User",
     "Webhook",

@@ -33,6 +33,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.reconciler import plan as p
 from deploy_service.reconciler.drivers import Driver, Observation, Workload, driver_for
 from deploy_service.reconciler.health import HealthChecker
+from deploy_service.reconciler.leadership import Leadership
 from deploy_service.reconciler.prepare import Preparer
 from deploy_service.reconciler.sampling import RecentOom
 from deploy_service.reconciler.settings import ReconcileSettings
@@ -95,14 +96,14 @@ class Executor:
         *,
         wake: Callable[[], None],
         oom: RecentOom | None = None,
-        leading: Callable[[], bool] | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.driver = driver_for(runner, settings, self.pool)
         self.rules = rules_for(settings, self.driver)
-        self.preparer = Preparer(app, runner, wake=wake)
+        self.preparer = Preparer(app, runner, wake=wake, leadership=leadership)
         self.health = HealthChecker(settings, self.pool)
         self.oom = oom or RecentOom()
         self._open_alerts: alerts.OpenAlerts = {}

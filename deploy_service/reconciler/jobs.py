@@ -1,14 +1,21 @@
-"""The jobs of the reconciler's loop: converge, sample resources, deliver webhooks.
+"""The loop's jobs: what the leader does, each on its own schedule.
 
-Each job is run by the loop when due, in an app context of its own, and answers how many seconds it
-wants until its next run; an exception is the loop's to log and retry. None of them needs another: they
-share the database, and `RecentOom` (the executor notes OOM kills; the sampling round's alert rules
-read them).
+A job is a small object with a `name`, `run() -> float` (do one round; return seconds until it wants
+to run again; may raise) and `close()`. The loop (`loop.py`) runs every due job while it leads, and
+owns what happens when one raises (logged once per outage, retried with backoff). The jobs:
+
+- `ConvergeJob`: a reconcile pass (`executor.Executor`), backing off while the engine is down;
+- `SampleJob`: every `METRICS_SAMPLE_SECONDS`, one-shot stats of each running replica, then the
+  telemetry alert rules (they read `RecentOom`, which the executor notes OOM kills in);
+- `DispatchJob`: starts sending every due webhook delivery, in the background.
+
+None needs another; adding a job is adding it to `Reconciler.jobs`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -16,12 +23,18 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
 from deploy_service.models import Deployment, DeploymentStatus
+from deploy_service.models.types import utcnow
+from deploy_service.observability import RECONCILE_PASS
 from deploy_service.reconciler.dispatch import Dispatcher
 from deploy_service.reconciler.executor import Executor
+from deploy_service.reconciler.heartbeat import Heartbeat
+from deploy_service.reconciler.leadership import Leadership
 from deploy_service.reconciler.sampling import RecentOom, Sampler
 from deploy_service.reconciler.settings import ReconcileSettings
+from deploy_service.reconciler.timing import engine_retry_delay
 from deploy_service.runner.base import Runner
 from deploy_service.services import alerts
 
@@ -29,25 +42,69 @@ log = logging.getLogger(__name__)
 
 
 class Job(Protocol):
+    """One kind of background work the leading reconciler does."""
+
     name: str
 
     def run(self) -> float:
-        """Do the work that is due; seconds until the job wants to run again."""
+        """Do one round; returns seconds until the job wants to run again. May raise."""
+        ...
 
     def close(self) -> None:
-        """Release threads and connections."""
+        """Release threads and connections; the job is not run again."""
+        ...
 
 
 class ConvergeJob:
-    """One reconcile pass (`executor.Executor`)."""
+    """A converge pass, backing off while the engine is down, recording each completed pass."""
 
     name = "converge"
 
-    def __init__(self, executor: Executor) -> None:
+    def __init__(self, app: Flask, executor: Executor, *, heartbeat: Heartbeat, engine_backoff_max: float) -> None:
+        self.app = app
         self.executor = executor
+        self.heartbeat = heartbeat
+        self.engine_backoff_max = engine_backoff_max
+        self.passes = 0
+        """Passes attempted (completed or not)."""
+        self.engine_failures = 0
+        """Consecutive passes the engine did not answer."""
+
+    def pass_once(self) -> float:
+        """One pass in a fresh app context, recorded in the heartbeat; returns seconds until the next.
+
+        Raises:
+            EngineUnavailable: the engine did not answer (nothing changed).
+        """
+        started = time.perf_counter()
+        with self.app.app_context():
+            try:
+                wanted = self.executor.run_pass()
+                self.heartbeat.beat()
+                return wanted
+            finally:
+                db.session.remove()
+                self.passes += 1
+                RECONCILE_PASS.observe(time.perf_counter() - started)
 
     def run(self) -> float:
-        return self.executor.run_pass()
+        """A pass; while the engine does not answer, the engine backoff instead of an error.
+
+        Raises:
+            Exception: anything else that failed the pass (the database did not answer, a defect).
+        """
+        try:
+            wanted = self.pass_once()
+        except EngineUnavailable as exc:
+            self.engine_failures += 1
+            self.executor.engine_failed_at = utcnow()
+            if self.engine_failures == 1:
+                log.warning("container engine unavailable (%s); backing off", exc.message)
+            return engine_retry_delay(self.engine_failures, base=1.0, maximum=self.engine_backoff_max)
+        if self.engine_failures:
+            log.info("container engine is back after %d failed passes", self.engine_failures)
+            self.engine_failures = 0
+        return wanted
 
     def close(self) -> None:
         self.executor.close()
@@ -58,7 +115,10 @@ class SampleJob:
 
     name = "sample"
 
-    def __init__(self, runner: Runner, settings: ReconcileSettings, *, oom: RecentOom, alert_window: float) -> None:
+    def __init__(
+        self, app: Flask, runner: Runner, settings: ReconcileSettings, *, oom: RecentOom, alert_window: float
+    ) -> None:
+        self.app = app
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="sample")
         self.sampler = Sampler(runner, settings, self.pool)
         self.oom = oom
@@ -68,23 +128,26 @@ class SampleJob:
     def run(self) -> float:
         if self.sampler.seconds_until_due() > 0:
             return self.sampler.seconds_until_due()
-        deployments = list(
-            db.session.scalars(
-                select(Deployment)
-                .where(Deployment.status != DeploymentStatus.KILLED)
-                .options(selectinload(Deployment.instances))
-            ).all()
-        )
-        try:
-            if self.sampler.maybe_sample(deployments):
-                known = alerts.open_alerts()
-                recent = self.oom.within(self.alert_window)
-                for deployment in deployments:
-                    alerts.evaluate_telemetry(deployment, known, oom_recently=deployment.id in recent)
-            db.session.commit()
-        except Exception:
-            db.session.rollback()
-            raise
+        with self.app.app_context():
+            try:
+                deployments = list(
+                    db.session.scalars(
+                        select(Deployment)
+                        .where(Deployment.status != DeploymentStatus.KILLED)
+                        .options(selectinload(Deployment.instances))
+                    ).all()
+                )
+                if self.sampler.maybe_sample(deployments):
+                    known = alerts.open_alerts()
+                    recent = self.oom.within(self.alert_window)
+                    for deployment in deployments:
+                        alerts.evaluate_telemetry(deployment, known, oom_recently=deployment.id in recent)
+                db.session.commit()
+            except Exception:
+                db.session.rollback()
+                raise
+            finally:
+                db.session.remove()
         return max(self.sampler.seconds_until_due(), self.settings.tick)
 
     def close(self) -> None:
@@ -96,12 +159,17 @@ class DispatchJob:
 
     name = "dispatch"
 
-    def __init__(self, app: Flask, settings: ReconcileSettings) -> None:
-        self.dispatcher = Dispatcher(app)
+    def __init__(self, app: Flask, settings: ReconcileSettings, *, leadership: Leadership | None = None) -> None:
+        self.app = app
+        self.dispatcher = Dispatcher(app, leadership=leadership)
         self.settings = settings
 
     def run(self) -> float:
-        due = self.dispatcher.dispatch_due()
+        with self.app.app_context():
+            try:
+                due = self.dispatcher.dispatch_due()
+            finally:
+                db.session.remove()
         return self.settings.resync if due is None else max(due, self.settings.tick)
 
     def close(self) -> None:

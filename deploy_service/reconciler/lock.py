@@ -3,6 +3,9 @@
 PostgreSQL: a session-level advisory lock held on a dedicated connection for as long as the
 reconciler leads (it is released by the server if the process dies). SQLite: an exclusive `flock` on a
 file beside the database (SQLite is single-host, so every process that opens the file can see it).
+
+A PostgreSQL that does not answer makes `try_acquire` raise after `connect_timeout` seconds instead
+of hanging; the loop (`loop.py`) treats that as an outage and retries with backoff.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ _memory_lock = threading.Lock()
 class LeaderLock:
     """Try to become (and check that we still are) the one active reconciler."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, connect_timeout: int = 5) -> None:
         self._engine = engine
+        self._connect_timeout = connect_timeout
         self._pg: Any = None
         self._fd: int | None = None
         self._memory = False
@@ -35,7 +39,11 @@ class LeaderLock:
         return self._pg is not None or self._fd is not None or self._memory
 
     def try_acquire(self) -> bool:
-        """Take the lock if free; True when we hold it (already or now)."""
+        """Take the lock if free; True when we hold it (already or now).
+
+        Raises:
+            Exception: the database did not answer (psycopg's `OperationalError`, an `OSError`...).
+        """
         if self.held:
             return self.still_held()
         dialect, url = self._engine.dialect.name, self._engine.url
@@ -43,9 +51,15 @@ class LeaderLock:
             import psycopg
 
             connection = psycopg.connect(
-                url.set(drivername="postgresql").render_as_string(hide_password=False), autocommit=True
+                url.set(drivername="postgresql").render_as_string(hide_password=False),
+                autocommit=True,
+                connect_timeout=self._connect_timeout,
             )
-            row = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
+            try:
+                row = connection.execute("SELECT pg_try_advisory_lock(%s)", (ADVISORY_KEY,)).fetchone()
+            except Exception:
+                connection.close()
+                raise
             if row and row[0]:
                 self._pg = connection
                 return True

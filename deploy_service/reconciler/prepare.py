@@ -5,6 +5,9 @@ which starts at most one job per deployment on a small pool and returns. The job
 into the deployment's stored, size-capped build log (flushed about twice a second, so it can be followed
 live) and into `build_progress` events (step N/M), then marks the image ready — or the deployment
 `failed` with the reason — and wakes the reconciler.
+
+Only a leader prepares: `ensure` starts nothing while the process does not lead, and a job writes
+nothing (log lines, events, the outcome) once the term it was started in has ended (`leadership.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
 from deploy_service.models import DESIRED_RUNNING, Deployment
+from deploy_service.reconciler.leadership import Leadership
 from deploy_service.runner.base import BuildFailed, BuildSpec, ImageInfo, ImageUnavailable, Runner
 from deploy_service.services import lifecycle
 from deploy_service.services.logs import append_build_log
@@ -33,10 +37,14 @@ FLUSH_SECONDS = 0.5
 
 
 class Preparer:
-    def __init__(self, app: Flask, runner: Runner, *, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, app: Flask, runner: Runner, *, wake: Callable[[], None], leadership: Leadership | None = None
+    ) -> None:
         self.app = app
         self.runner = runner
         self.wake = wake
+        self.leadership = leadership or Leadership(leading=True)
+        """Whose leadership gates the work (the reconciler's own; by default, always leading)."""
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
@@ -45,17 +53,20 @@ class Preparer:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def ensure(self, deployment_id: str) -> None:
-        """Start preparing the deployment's image unless that is already under way."""
+        """Start preparing the deployment's image unless that is under way or this process does not lead."""
+        term = self.leadership.term()
+        if term is None:
+            return
         with self._lock:
             if deployment_id in self._in_flight:
                 return
             self._in_flight.add(deployment_id)
-        self.pool.submit(self._run, deployment_id)
+        self.pool.submit(self._run, deployment_id, term)
 
-    def _run(self, deployment_id: str) -> None:
+    def _run(self, deployment_id: str, term: int) -> None:
         try:
             with self.app.app_context():
-                self._prepare(deployment_id)
+                self._prepare(deployment_id, term)
         except Exception:
             log.exception("preparing the image of %s failed", deployment_id)
         finally:
@@ -63,10 +74,17 @@ class Preparer:
                 self._in_flight.discard(deployment_id)
             self.wake()
 
-    def _update(self, deployment_id: str, change: Callable[[Deployment], object]) -> bool:
-        """Apply `change` to a fresh copy and commit, retrying when a concurrent writer won; False if gone."""
+    def _update(self, deployment_id: str, term: int, change: Callable[[Deployment], object]) -> bool:
+        """Apply `change` to a fresh copy and commit, retrying when a concurrent writer won.
+
+        Returns:
+            False, writing nothing, when the deployment is gone or killed, or when `term` has ended.
+        """
         for _ in range(5):
             db.session.rollback()
+            if not self.leadership.holds(term):
+                log.info("not writing the image preparation of %s: leadership was lost", deployment_id)
+                return False
             deployment = db.session.get(Deployment, deployment_id, populate_existing=True)
             if deployment is None or deployment.status == lifecycle.KILLED:
                 return False
@@ -78,7 +96,7 @@ class Preparer:
                 db.session.rollback()
         raise RuntimeError(f"deployment {deployment_id} kept changing under the preparer")
 
-    def _prepare(self, deployment_id: str) -> None:
+    def _prepare(self, deployment_id: str, term: int) -> None:
         deployment = db.session.get(Deployment, deployment_id)
         if deployment is None or deployment.image_ready or deployment.desired_state != DESIRED_RUNNING:
             return
@@ -86,14 +104,14 @@ class Preparer:
         image = str(deployment.image)
         try:
             if config.get("source"):
-                info = self._build(deployment_id, config["source"], image)
+                info = self._build(deployment_id, term, config["source"], image)
             else:
                 info = self.runner.ensure_image(image)
         except EngineUnavailable:
             log.warning("engine unavailable while preparing %s; will retry", deployment_id)
             return
         except (ImageUnavailable, BuildFailed) as exc:
-            self._update(deployment_id, self._failure(exc, built=bool(config.get("source"))))
+            self._update(deployment_id, term, self._failure(exc, built=bool(config.get("source"))))
             return
 
         def ready(d: Deployment) -> None:
@@ -105,7 +123,7 @@ class Preparer:
                 {"image": info.ref, "source": info.source},
             )
 
-        self._update(deployment_id, ready)
+        self._update(deployment_id, term, ready)
 
     def _failure(self, error: ImageUnavailable | BuildFailed, *, built: bool) -> Callable[[Deployment], None]:
         max_bytes = self.app.config["BUILD_LOG_MAX_BYTES"]
@@ -120,7 +138,7 @@ class Preparer:
 
         return fail
 
-    def _build(self, deployment_id: str, source: dict[str, Any], tag: str) -> ImageInfo:
+    def _build(self, deployment_id: str, term: int, source: dict[str, Any], tag: str) -> ImageInfo:
         config = self.app.config
         max_bytes = config["BUILD_LOG_MAX_BYTES"]
         pending: list[str] = []
@@ -142,7 +160,7 @@ class Preparer:
                         d, "build_progress", f"Build step {step}/{total}: {text}", {"step": step, "total": total}
                     )
 
-            self._update(deployment_id, change)
+            self._update(deployment_id, term, change)
             last_flush[0] = time.monotonic()
 
         def on_output(line: str) -> None:
@@ -156,6 +174,7 @@ class Preparer:
 
         self._update(
             deployment_id,
+            term,
             lambda d: lifecycle.record_event(
                 d, "build_started", f"Cloning {source['git_url']} ({source.get('branch', 'main')}) and building.", {}
             ),

@@ -27,6 +27,8 @@ class ReconcileSettings:
     replica_host: str
     sample_every: float = 15.0
     sample_retention_hours: float = 24.0
+    alert_window: float = 3600.0
+    """Seconds an OOM kill counts for the memory alert (`ALERT_WINDOW_MINUTES`)."""
 
     @classmethod
     def from_config(cls, config: Any) -> ReconcileSettings:
@@ -45,6 +47,36 @@ class ReconcileSettings:
             replica_host=config["REPLICA_HOST"],
             sample_every=config["METRICS_SAMPLE_SECONDS"],
             sample_retention_hours=config["METRICS_RETENTION_HOURS"],
+            alert_window=config["ALERT_WINDOW_MINUTES"] * 60,
+        )
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the loop leads, retries and reports that it is alive (see README's configuration table)."""
+
+    standby_retry: float = 2.0
+    """How often a standby tries to take the lead, and a leader checks that it still holds it."""
+    retry_base: float = 1.0
+    """The first wait after a failure of leadership, wake-ups or a job; doubled per failure after it."""
+    retry_max: float = 30.0
+    """The longest wait between retries."""
+    connect_timeout: int = 5
+    """Seconds to wait for PostgreSQL to accept the leader lock's and the wake-ups' connections."""
+    engine_backoff_max: float = 30.0
+    """The longest wait between passes while the container engine does not answer."""
+    stale: float = 60.0
+    """Readiness fails when no pass has completed for this long; the heartbeat is written 4 times as often."""
+
+    @classmethod
+    def from_config(cls, config: Any) -> LoopSettings:
+        return cls(
+            standby_retry=config["RECONCILER_STANDBY_RETRY_SECONDS"],
+            retry_base=config["RECONCILER_RETRY_BASE_SECONDS"],
+            retry_max=config["RECONCILER_RETRY_MAX_SECONDS"],
+            connect_timeout=config["RECONCILER_DB_CONNECT_TIMEOUT_SECONDS"],
+            engine_backoff_max=config["ENGINE_BACKOFF_MAX_SECONDS"],
+            stale=config["RECONCILER_STALE_SECONDS"],
         )
 
 

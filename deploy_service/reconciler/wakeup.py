@@ -27,7 +27,8 @@ CONNECT_TIMEOUT_SECONDS = 5
 
 
 class Waiter:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, connect_timeout: int = CONNECT_TIMEOUT_SECONDS) -> None:
+        self._connect_timeout = connect_timeout
         self._pg: Any = None
         self._pg_url: str | None = None
         self._pg_retry_at = 0.0
@@ -50,7 +51,7 @@ class Waiter:
         import psycopg
 
         try:
-            connection = psycopg.connect(self._pg_url or "", autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            connection = psycopg.connect(self._pg_url or "", autocommit=True, connect_timeout=self._connect_timeout)
             connection.execute(f"LISTEN {CHANNEL}")
         except Exception:  # noqa: BLE001 - retried; resyncs converge meanwhile
             log.debug("cannot LISTEN yet; retrying in %ss", RECONNECT_SECONDS, exc_info=True)

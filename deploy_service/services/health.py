@@ -1,18 +1,22 @@
-"""Readiness checks: does the database answer, and is its schema at the migrations' head?"""
+"""Readiness checks: does the database answer, is its schema at the migrations' head, does the engine
+answer, and has a reconciler (in this process or another) completed a pass lately?"""
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import current_app
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
+from deploy_service.models.heartbeat import RECONCILER, ReconcilerHeartbeat
+from deploy_service.models.types import utcnow
 from deploy_service.services.engine import runner
 
 
@@ -72,3 +76,37 @@ def check_engine() -> dict[str, Any]:
     except EngineUnavailable as exc:
         return {"status": "error", "runner": engine.name, "error": exc.message}
     return {"status": "ok", "runner": engine.name, "latency_ms": latency, **extra}
+
+
+def check_reconciler() -> dict[str, Any]:
+    """Whether a reconciler completed a pass in the last `RECONCILER_STALE_SECONDS`; never raises.
+
+    The time is read from the heartbeat row the leading reconciler writes, so this works in a web
+    worker that runs no reconciler itself. The staleness is counted from the later of that pass and
+    this process's start: a brand-new deploy (no row yet), or a process restarted after a long
+    downtime, gives the reconciler `RECONCILER_STALE_SECONDS` to complete its first pass.
+    """
+    config = current_app.config
+    stale = float(config["RECONCILER_STALE_SECONDS"])
+    try:
+        last_pass = db.session.scalar(
+            select(ReconcilerHeartbeat.last_pass_at).where(ReconcilerHeartbeat.name == RECONCILER)
+        )
+        db.session.rollback()
+    except Exception as exc:  # noqa: BLE001
+        db.session.rollback()
+        return {"status": "error", "error": type(exc).__name__}
+    now = utcnow()
+    started = now - timedelta(seconds=time.monotonic() - config["STARTED_MONOTONIC"])
+    age = (now - max(last_pass or started, started)).total_seconds()
+    result: dict[str, Any] = {
+        "status": "ok" if age <= stale else "error",
+        "last_pass_at": last_pass.isoformat() if last_pass else None,
+        "stale_seconds": stale,
+    }
+    if age > stale:
+        result["error"] = (
+            f"no reconciler has completed a pass for {age:.0f} s; is `flask reconcile` (or the embedded "
+            "reconciler) running?"
+        )
+    return result

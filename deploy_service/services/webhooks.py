@@ -18,9 +18,11 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +36,8 @@ from deploy_service.models import Alert, DeliveryStatus, Principal, Webhook, Web
 from deploy_service.models.types import utcnow
 from deploy_service.security import decrypt_secret, encrypt_secret
 from deploy_service.services.common import Page, paginate, scope_to_owner
+
+log = logging.getLogger(__name__)
 
 
 class UnsafeTarget(ValueError):
@@ -159,8 +163,13 @@ def due_deliveries(limit: int = 50) -> list[str]:
     )
 
 
-def deliver(delivery_id: str, http: Any) -> None:
-    """Send one delivery attempt with `http` (a urllib3 pool) and record its outcome (commits)."""
+def deliver(delivery_id: str, http: Any, *, may_record: Callable[[], bool] = lambda: True) -> None:
+    """Send one delivery attempt with `http` (a urllib3 pool) and record its outcome (commits).
+
+    Args:
+        may_record: asked after the receiver answered; when False the outcome is not recorded (the
+            sender lost its leadership meanwhile) and the delivery stays as it was.
+    """
     delivery = db.session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.status != DeliveryStatus.PENDING:
         return
@@ -206,4 +215,8 @@ def deliver(delivery_id: str, http: Any) -> None:
     else:
         delay = config["WEBHOOK_RETRY_BASE_SECONDS"] * 2 ** (delivery.attempts - 1)
         delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    if not may_record():
+        db.session.rollback()
+        log.info("not recording webhook delivery %s: leadership was lost", delivery_id)
+        return
     db.session.commit()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +15,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from deploy_service.extensions import db
+from deploy_service.models import ReconcilerHeartbeat
+from deploy_service.models.types import utcnow
+from deploy_service.reconciler import Reconciler
+from deploy_service.reconciler.heartbeat import Heartbeat
+from tests.api.test_deployments import FAST
+from tests.fakes import FakeRunner
 
 
 def test_liveness_reports_version_and_uptime(client: FlaskClient) -> None:
@@ -32,16 +41,33 @@ def test_database_health(client: FlaskClient, app: Flask) -> None:
         assert body["backend"] == db.engine.dialect.name
 
 
-def test_ready_when_database_is_migrated(client: FlaskClient) -> None:
+@pytest.fixture()
+def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
+    reconciler = Reconciler(app, runner=fake_runner, settings=FAST)
+    yield reconciler
+    reconciler.close()
+
+
+@pytest.fixture()
+def started_long_ago(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process started well over `RECONCILER_STALE_SECONDS` ago."""
+    stale = app.config["RECONCILER_STALE_SECONDS"]
+    monkeypatch.setitem(app.config, "STARTED_MONOTONIC", time.monotonic() - 10 * stale)
+
+
+def test_ready_when_database_is_migrated(client: FlaskClient, reconciler: Reconciler) -> None:
+    reconciler.run_once()
     response = client.get("/health/ready")
     assert response.status_code == 200, response.get_json()
     checks = response.get_json()["checks"]
     assert checks["database"]["status"] == "ok"
     assert checks["migrations"]["status"] == "ok"
     assert checks["migrations"]["current"] == checks["migrations"]["head"]
+    assert checks["reconciler"]["status"] == "ok" and checks["reconciler"]["last_pass_at"]
 
 
-def test_not_ready_when_migrations_are_behind(client: FlaskClient, app: Flask) -> None:
+def test_not_ready_when_migrations_are_behind(client: FlaskClient, app: Flask, reconciler: Reconciler) -> None:
+    reconciler.run_once()
     with app.app_context():
         revision = db.session.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
         db.session.execute(text("UPDATE alembic_version SET version_num = 'f00000000000'"))
@@ -54,11 +80,87 @@ def test_not_ready_when_migrations_are_behind(client: FlaskClient, app: Flask) -
         assert body["checks"]["database"]["status"] == "ok"
         assert body["checks"]["migrations"]["status"] == "error"
         assert body["checks"]["migrations"]["current"] == ["f00000000000"]
+        assert body["checks"]["reconciler"] == {"status": "skipped"}
     finally:
         with app.app_context():
             db.session.execute(text("UPDATE alembic_version SET version_num = :rev"), {"rev": revision})
             db.session.commit()
     assert client.get("/health/ready").status_code == 200
+
+
+def set_last_pass(app: Flask, seconds_ago: float) -> None:
+    with app.app_context():
+        db.session.add(
+            ReconcilerHeartbeat(
+                name="reconciler", last_pass_at=utcnow() - timedelta(seconds=seconds_ago), holder="elsewhere:1"
+            )
+        )
+        db.session.commit()
+
+
+@pytest.mark.usefixtures("started_long_ago", "fake_runner")
+def test_not_ready_when_no_reconciler_completed_a_pass_lately(client: FlaskClient, app: Flask) -> None:
+    stale = app.config["RECONCILER_STALE_SECONDS"]
+    set_last_pass(app, stale + 5)
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["status"] == "error"
+    assert {name: check["status"] for name, check in body["checks"].items()} == {
+        "database": "ok",
+        "migrations": "ok",
+        "engine": "ok",
+        "reconciler": "error",
+    }
+    assert "has completed a pass" in body["checks"]["reconciler"]["error"]
+
+
+@pytest.mark.usefixtures("started_long_ago")
+def test_a_pass_of_a_reconciler_in_another_process_makes_it_ready(
+    client: FlaskClient, app: Flask, reconciler: Reconciler
+) -> None:
+    stale = app.config["RECONCILER_STALE_SECONDS"]
+    set_last_pass(app, stale - 5)  # written by `flask reconcile` elsewhere: this process runs none
+    assert client.get("/health/ready").status_code == 200
+    with app.app_context():
+        db.session.execute(text("DELETE FROM reconciler_heartbeat"))
+        db.session.commit()
+    assert client.get("/health/ready").status_code == 503
+    reconciler.run_once()
+    assert client.get("/health/ready").status_code == 200
+
+
+@pytest.mark.usefixtures("fake_runner")
+def test_a_fresh_deploy_gets_the_stale_period_from_its_start(
+    client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No heartbeat row yet (or an old one): the reconciler has `RECONCILER_STALE_SECONDS` from this start."""
+    stale = app.config["RECONCILER_STALE_SECONDS"]
+    monkeypatch.setitem(app.config, "STARTED_MONOTONIC", time.monotonic() - stale + 5)
+    body = client.get("/health/ready").get_json()
+    assert body["checks"]["reconciler"]["status"] == "ok" and body["checks"]["reconciler"]["last_pass_at"] is None
+    set_last_pass(app, 10 * stale)
+    assert client.get("/health/ready").status_code == 200
+    monkeypatch.setitem(app.config, "STARTED_MONOTONIC", time.monotonic() - stale - 5)
+    assert client.get("/health/ready").status_code == 503
+
+
+def test_the_heartbeat_is_written_at_most_once_per_period(app: Flask) -> None:
+    now = [0.0]
+    heartbeat = Heartbeat(every=15.0, clock=lambda: now[0])
+
+    def last_pass() -> Any:
+        with app.app_context():
+            heartbeat.beat()
+            written = db.session.get(ReconcilerHeartbeat, "reconciler")
+            assert written is not None
+            return written.last_pass_at
+
+    first = last_pass()
+    now[0] = 14.0
+    assert last_pass() == first
+    now[0] = 15.0
+    assert last_pass() > first
 
 
 def test_not_ready_when_database_is_down(make_app: Any, tmp_path: Any) -> None:

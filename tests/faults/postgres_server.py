@@ -46,7 +46,8 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    """initdb + pg_ctl start on 127.0.0.1:<free port>; `restart()` is `pg_ctl restart -m fast`."""
+    """initdb + pg_ctl start on 127.0.0.1:<free port>; `restart()` is `pg_ctl restart -m fast`; `halt()`
+    and `resume()` stop it and start it again, for an outage as long as the test wants."""
 
     def __init__(self, bindir: Path) -> None:
         self.bindir = bindir
@@ -110,6 +111,14 @@ class PostgresServer:
             "-o",
             self._options(),
         )
+
+    def halt(self) -> None:
+        """Stop the server (fast: every session is terminated), keeping its data for `resume()`."""
+        self._pg_ctl("stop", "-m", "fast")
+
+    def resume(self) -> None:
+        """Start the halted server again on the same port."""
+        self._pg_ctl("start", "-o", self._options())
 
     def stop(self) -> None:
         try:

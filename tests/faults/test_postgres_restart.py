@@ -16,6 +16,12 @@ With `pool_pre_ping` off the first request after the restart fails (500), so thi
 The reconciler's own connections die too: its leader lock (a session advisory lock) is lost and taken
 again, and its `LISTEN` connection is reopened, so another process's `NOTIFY` wakes it again (before,
 it fell back to periodic resyncs for good).
+
+And the reconciler outlives an outage: PostgreSQL stopped for longer than the standby retry while a
+deployment runs on the real engine, then started again. Its loop keeps trying for the lead (before,
+the first failed attempt ended its thread for good, and nothing converged until the service was
+restarted); once the database is back, the same thread leads again, a new deployment converges, and a
+container killed during the outage is replaced.
 """
 
 from __future__ import annotations
@@ -33,11 +39,15 @@ from sqlalchemy import text
 
 from deploy_service import create_app
 from deploy_service.extensions import db
+from deploy_service.reconciler import Reconciler, ReconcileSettings
 from deploy_service.reconciler.lock import LeaderLock
+from deploy_service.reconciler.settings import LoopSettings
 from deploy_service.reconciler.wakeup import Waiter
+from deploy_service.runner import DockerRunner
+from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.services.notify import CHANNEL, local_wakeup
 from tests.conftest import TEST_CONFIG
-from tests.faults.conftest import wait_until
+from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView, wait_until
 from tests.faults.postgres_server import PostgresServer, find_bindir
 
 POOL = 3
@@ -169,3 +179,90 @@ def test_the_reconciler_keeps_its_lock_and_wakeups_across_a_postgres_restart(
     finally:
         waiter.close()
         lock.release()
+
+
+SETTINGS = ReconcileSettings(
+    resync=1.0,
+    tick=0.05,
+    progress_deadline=60.0,
+    startup_grace=0.3,
+    backoff_base=0.2,
+    backoff_max=1.0,
+    restart_budget=5,
+    stable_seconds=60.0,
+    stop_timeout=1.0,
+    workers=4,
+    port_range=(37000, 37999),
+    replica_host="127.0.0.1",
+    sample_every=60.0,
+)
+LOOP = LoopSettings(standby_retry=0.2, retry_base=0.1, retry_max=0.5, connect_timeout=2, engine_backoff_max=0.5)
+
+
+def test_the_reconciler_outlives_a_postgres_outage_longer_than_the_standby_retry(
+    pg_app: tuple[Flask, dict[str, threading.Event]],
+    postgres: PostgresServer,
+    engine_view: EngineView,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, _ = pg_app
+    runner = DockerRunner(
+        {"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": engine_view.namespace, "DOCKER_TIMEOUT": 10}
+    )
+    monkeypatch.setitem(app.extensions, RUNNER_KEY, runner)
+    client = app.test_client()
+    credentials = {"email": "outage@example.com", "password": "outage-password"}
+    assert client.post("/v1/auth/register", json=credentials).status_code == 201
+    headers = {"Authorization": f"Bearer {client.post('/v1/auth/login', json=credentials).get_json()['access_token']}"}
+
+    def deploy(name: str) -> str:
+        agent = client.post(
+            "/v1/agents", headers=headers, json={"name": name, "image": HTTP_AGENT, "health_check": FAST_HEALTH}
+        )
+        assert agent.status_code == 201, agent.get_json()
+        deployment = client.post(f"/v1/agents/{agent.get_json()['id']}/deploy", headers=headers, json={})
+        assert deployment.status_code == 202, deployment.get_json()
+        return str(deployment.get_json()["id"])
+
+    def running(deployment_id: str) -> str | None:
+        """The id of the deployment's one running container, once it is ready and the database names it."""
+        body = client.get(f"/v1/deployments/{deployment_id}", headers=headers).get_json()
+        containers = engine_view.containers(deployment_id)
+        if body["status"] != "ready" or [c.state for c in containers] != ["running"]:
+            return None
+        if [i["container_id"] for i in body["instances"]] != [containers[0].id]:
+            return None
+        return str(containers[0].id)
+
+    reconciler = Reconciler(app, runner=runner, settings=SETTINGS, loop_settings=LOOP)
+    thread = reconciler.start()
+    try:
+        before = deploy("before")
+        killed = wait_until(lambda: running(before), timeout=60, what="the first deployment to be ready")
+
+        postgres.halt()
+        halted = time.monotonic()
+        wait_until(lambda: not reconciler.leadership.leading(), timeout=30, what="the lead to be lost")
+        wait_until(
+            lambda: (
+                reconciler.outage("leadership").failures >= 4 and time.monotonic() - halted > 3 * LOOP.standby_retry
+            ),
+            timeout=30,
+            what="an outage longer than the standby retry",
+        )
+        engine_view.client.api.kill(killed)  # while nothing can write down what happened
+        postgres.resume()
+
+        after = deploy("after")
+        wait_until(lambda: running(after), timeout=60, what="a new deployment to converge after the outage")
+        replaced = wait_until(
+            lambda: (found := running(before)) != killed and found, timeout=60, what="the killed container replaced"
+        )
+        assert replaced != killed
+        assert reconciler.thread is thread and thread.is_alive()
+        assert reconciler.leadership.leading()
+        assert reconciler.outage("leadership").failures == 0
+    finally:
+        reconciler.stop()
+        reconciler.close()
+        runner.close()
