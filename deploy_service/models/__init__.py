@@ -4,9 +4,6 @@ from deploy_service.models.agent import Agent, AgentStatus
 from deploy_service.models.alert import Alert, AlertKind, AlertSeverity, AlertStatus
 from deploy_service.models.api_key import SCOPES, ApiKey, Invocation
 from deploy_service.models.deployment import (
-    DESIRED_DELETED,
-    DESIRED_RUNNING,
-    DESIRED_STOPPED,
     SERVING,
     WITHOUT_REPLICAS,
     Deployment,
@@ -27,9 +24,6 @@ from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession
 from deploy_service.models.webhook import DeliveryStatus, Webhook, WebhookDelivery
 
 __all__ = [
-    "DESIRED_DELETED",
-    "DESIRED_RUNNING",
-    "DESIRED_STOPPED",
     "ROLES",
     "SERVING",
     "WITHOUT_REPLICAS",

@@ -62,11 +62,6 @@ SERVING = frozenset({DeploymentStatus.RUNNING, DeploymentStatus.READY})
 WITHOUT_REPLICAS = frozenset({DeploymentStatus.STOPPED, DeploymentStatus.KILLED})
 """Its containers are gone by request: bodies show no instances and no desired replicas."""
 
-# Kept for the reconciler until it adopts the enums.
-DESIRED_RUNNING = DesiredState.RUNNING
-DESIRED_STOPPED = DesiredState.STOPPED
-DESIRED_DELETED = DesiredState.DELETED
-
 
 # The plain string: a `str` compared with a StrEnum member goes through the member's Python-level `__eq__`
 # (ten times slower), and these two run for every replica of every deployment a list page shows.

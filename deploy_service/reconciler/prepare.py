@@ -25,7 +25,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
-from deploy_service.models import DESIRED_RUNNING, Deployment
+from deploy_service.models import Deployment, DeploymentStatus, DesiredState
 from deploy_service.reconciler.leadership import Leadership
 from deploy_service.runner.base import BuildFailed, BuildSpec, ImageInfo, ImageUnavailable, Runner
 from deploy_service.services import lifecycle
@@ -86,7 +86,7 @@ class Preparer:
                 log.info("not writing the image preparation of %s: leadership was lost", deployment_id)
                 return False
             deployment = db.session.get(Deployment, deployment_id, populate_existing=True)
-            if deployment is None or deployment.status == lifecycle.KILLED:
+            if deployment is None or deployment.status == DeploymentStatus.KILLED:
                 return False
             try:
                 change(deployment)
@@ -98,7 +98,7 @@ class Preparer:
 
     def _prepare(self, deployment_id: str, term: int) -> None:
         deployment = db.session.get(Deployment, deployment_id)
-        if deployment is None or deployment.image_ready or deployment.desired_state != DESIRED_RUNNING:
+        if deployment is None or deployment.image_ready or deployment.desired_state != DesiredState.RUNNING:
             return
         config: dict[str, Any] = dict(deployment.config)
         image = str(deployment.image)
@@ -133,8 +133,8 @@ class Preparer:
                 append_build_log(d, error.log.splitlines(), max_bytes=max_bytes)
             kind = "build_failed" if isinstance(error, BuildFailed) else "image_unavailable"
             lifecycle.record_event(d, kind, error.message)
-            if d.status in (lifecycle.DEPLOYING, lifecycle.RUNNING, lifecycle.READY):
-                lifecycle.transition(d, lifecycle.FAILED, error.message, error=error.message)
+            if d.status in (DeploymentStatus.DEPLOYING, DeploymentStatus.RUNNING, DeploymentStatus.READY):
+                lifecycle.transition(d, DeploymentStatus.FAILED, error.message, error=error.message)
 
         return fail
 

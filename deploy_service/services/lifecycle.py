@@ -26,13 +26,6 @@ from deploy_service.models.types import utcnow
 
 _deployments = Deployment.__table__
 
-# Kept for the reconciler until it adopts the enums.
-DEPLOYING = DeploymentStatus.DEPLOYING
-RUNNING = DeploymentStatus.RUNNING
-READY = DeploymentStatus.READY
-STOPPED = DeploymentStatus.STOPPED
-FAILED = DeploymentStatus.FAILED
-KILLED = DeploymentStatus.KILLED
 
 STATUSES = tuple(DeploymentStatus)
 LIVE_STATUSES = frozenset(STATUSES) - {DeploymentStatus.KILLED}

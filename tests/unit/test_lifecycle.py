@@ -6,10 +6,9 @@ import pytest
 
 from deploy_service.errors import InvalidState
 from deploy_service.models import Deployment
+from deploy_service.models import DeploymentStatus as S
 from deploy_service.reconciler.timing import restart_delay
 from deploy_service.services import lifecycle
-
-S = lifecycle
 
 
 @pytest.mark.parametrize(

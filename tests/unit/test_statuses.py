@@ -7,9 +7,6 @@ from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 
 from deploy_service.models import (
-    DESIRED_DELETED,
-    DESIRED_RUNNING,
-    DESIRED_STOPPED,
     AgentStatus,
     AlertKind,
     AlertSeverity,
@@ -22,7 +19,6 @@ from deploy_service.models import (
     is_ready,
     is_running,
 )
-from deploy_service.services import lifecycle
 
 
 @pytest.mark.parametrize(
@@ -53,21 +49,6 @@ def test_members_are_the_contract_strings(enum: type, values: list[str]) -> None
     for member, value in zip(enum, values, strict=True):
         # What is stored and written into bodies: the plain string, whichever way it is turned into text.
         assert member == value and str(member) == value and f"{member}" == value and hash(member) == hash(value)
-
-
-def test_the_reconcilers_names_are_the_enum_members() -> None:
-    assert (lifecycle.DEPLOYING, lifecycle.RUNNING, lifecycle.READY) == (
-        DeploymentStatus.DEPLOYING,
-        DeploymentStatus.RUNNING,
-        DeploymentStatus.READY,
-    )
-    assert (lifecycle.STOPPED, lifecycle.FAILED, lifecycle.KILLED) == (
-        DeploymentStatus.STOPPED,
-        DeploymentStatus.FAILED,
-        DeploymentStatus.KILLED,
-    )
-    assert lifecycle.KILLED is DeploymentStatus.KILLED
-    assert (DESIRED_RUNNING, DESIRED_STOPPED, DESIRED_DELETED) == tuple(DesiredState)
 
 
 @pytest.mark.parametrize(

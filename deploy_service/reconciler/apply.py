@@ -1,0 +1,417 @@
+"""Carrying one deployment's plan out: the executor's per-deployment step.
+
+`DeploymentRun.converge` plans (`plan.plan_replicas`), carries the actions out (the database here:
+slots, counters, events, transitions; the engine through the executor's driver), runs the due health
+checks, then plans and carries out the status (`plan.plan_status`). Each action is one small handler;
+removals run first as one parallel batch and starts last as another.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from deploy_service.errors import EngineUnavailable, NotFound
+from deploy_service.models import Deployment, DeploymentStatus, DesiredState, Instance, InstanceStatus
+from deploy_service.models.types import utcnow
+from deploy_service.reconciler import plan as p
+from deploy_service.reconciler.drivers import Driver, Observation, Workload
+from deploy_service.reconciler.health import HealthChecker
+from deploy_service.reconciler.prepare import Preparer
+from deploy_service.reconciler.sampling import RecentOom
+from deploy_service.reconciler.settings import ReconcileSettings
+from deploy_service.runner.base import ImageUnavailable, ReplicaInfo, ReplicaStartFailed
+from deploy_service.services import alerts, lifecycle
+from deploy_service.services.secrets import resolve_secret_values
+
+
+class PassParts(Protocol):
+    """What a deployment's run uses of the pass that runs it (`executor.Executor`)."""
+
+    settings: ReconcileSettings
+    rules: p.Rules
+    driver: Driver
+    preparer: Preparer
+    health: HealthChecker
+    oom: RecentOom
+    open_alerts: alerts.OpenAlerts
+    engine_failed_at: datetime | None
+
+
+def desired_of(deployment: Deployment) -> p.Desired:
+    """The planner's view of a deployment row and its instance rows."""
+    return p.Desired(
+        deployment_id=deployment.id,
+        status=deployment.status,
+        wants_running=deployment.desired_state == DesiredState.RUNNING,
+        generation=deployment.generation,
+        replicas=deployment.replicas_desired,
+        image_ready=bool(deployment.image_ready),
+        progress_started_at=deployment.progress_started_at,
+        slots=tuple(
+            p.Slot(
+                index=i.index,
+                generation=i.generation,
+                status=i.status,
+                container_id=i.container_id,
+                healthy=i.healthy,
+                recent_restarts=i.recent_restarts or 0,
+                next_restart_at=i.next_restart_at,
+                started_at=i.started_at,
+            )
+            for i in deployment.instances
+        ),
+    )
+
+
+class DeploymentRun:
+    """One deployment's share of a pass: its plan carried out, action by action."""
+
+    def __init__(self, executor: PassParts, deployment: Deployment, observation: Observation) -> None:
+        self.x = executor
+        self.deployment = deployment
+        self.observation = observation
+        self.observed = observation.of(deployment.id)
+        self.now = utcnow()
+        self.instances = {instance.index: instance for instance in deployment.instances}
+        self._started: list[ReplicaInfo] = []
+        self._removed: set[str] = set()
+
+    def converge(self) -> float:
+        x, deployment = self.x, self.deployment
+        plan = p.plan_replicas(desired_of(deployment), self.observed, x.rules, self.now)
+        if plan.of(p.PrepareImage) and self._image_already_there():
+            plan = p.plan_replicas(desired_of(deployment), self.observed, x.rules, self.now)
+        if not self._carry_out(plan):
+            return x.settings.resync if deployment.status == DeploymentStatus.FAILED else x.settings.tick
+        if plan.settled:
+            return plan.wake_in
+        wanted = min(plan.wake_in, x.health.check(deployment, self.instances, self.now))
+        status = p.plan_status(
+            desired_of(deployment), x.rules, self.now, rolling=plan.rolling, engine_back_at=x.engine_failed_at
+        )
+        self._carry_out(status)
+        return min(wanted, status.wake_in)
+
+    def _carry_out(self, plan: p.Plan) -> bool:
+        """Carry out `plan`'s actions; False when one could not be and the rest were dropped."""
+        removals = plan.of(p.RemoveReplica)
+        if removals:
+            self._remove([action for action in removals if isinstance(action, p.RemoveReplica)])
+        starts: list[p.StartReplica] = []
+        for action in plan.actions:
+            if isinstance(action, p.StartReplica):
+                starts.append(action)
+            elif not isinstance(action, p.RemoveReplica) and not self._do(action):
+                return False
+        return not starts or self._start(starts)
+
+    def _do(self, action: p.Action) -> bool:
+        deployment = self.deployment
+        if isinstance(action, p.WindDown):
+            self._wind_down()
+        elif isinstance(action, p.PrepareImage):
+            self.x.preparer.ensure(deployment.id)
+        elif isinstance(action, p.AddSlot):
+            # Counters set here, not left to the column defaults (applied only at the flush): the alert
+            # rules read them in this very pass.
+            instance = Instance(
+                deployment_id=deployment.id,
+                index=action.index,
+                generation=deployment.generation,
+                status=InstanceStatus.PENDING,
+                restarts=0,
+                recent_restarts=0,
+                health_failures=0,
+            )
+            deployment.instances.append(instance)
+            self.instances[action.index] = instance
+        elif isinstance(action, p.DropSlot):
+            if action.event:
+                lifecycle.record_event(
+                    deployment,
+                    "replica_removed",
+                    f"Replica {action.index} removed.",
+                    {"replica": action.index, "container_id": action.container_id},
+                )
+            deployment.instances.remove(self.instances.pop(action.index))
+        elif isinstance(action, p.NoteExit):
+            self._note_exit(action)
+        elif isinstance(action, p.ObserveRunning):
+            self._observe_running(action)
+        elif isinstance(action, p.MarkSlot):
+            instance = self.instances[action.index]
+            instance.status = action.status
+            if action.status == InstanceStatus.EXITED:
+                instance.healthy = False
+        elif isinstance(action, p.ApplySpec):
+            return self._apply(action)
+        elif isinstance(action, p.Transition):
+            lifecycle.transition(deployment, action.status, action.reason, error=action.error)
+        elif isinstance(action, p.RolloutComplete):
+            deployment.progress_started_at = None
+            lifecycle.record_event(deployment, "rollout_complete", "Every replica is ready.")
+        return True
+
+    # -- images -----------------------------------------------------------------------------------
+
+    def _image_already_there(self) -> bool:
+        """For an image reference the engine already has, mark it ready in this pass (no background job)."""
+        deployment = self.deployment
+        if deployment.config.get("source") or not deployment.image:
+            return False
+        info = self.x.driver.runner.local_image(deployment.image)
+        if info is None:
+            return False
+        deployment.image_ready = True
+        lifecycle.record_event(
+            deployment,
+            "image_ready",
+            f"Image {info.ref} is ready ({info.source}).",
+            {"image": info.ref, "source": info.source},
+        )
+        return True
+
+    def _workload(self) -> Workload | None:
+        """What the current generation runs, its secrets resolved; None (and `failed`) when one is missing."""
+        deployment, config = self.deployment, self.deployment.config
+        try:
+            secret_env = resolve_secret_values(deployment.owner_id, config.get("secrets") or {})
+        except NotFound as exc:
+            lifecycle.transition(deployment, DeploymentStatus.FAILED, exc.message, error=f"{exc.message} {exc.details}")
+            return None
+        resources = config.get("resources") or {}
+        return Workload(
+            deployment_id=deployment.id,
+            agent_id=deployment.agent_id,
+            generation=deployment.generation,
+            image=deployment.image or config["image"],
+            port=int(config.get("port", 0)),
+            env={**(config.get("env") or {}), **secret_env},
+            command=config.get("command"),
+            cpu=float(resources.get("cpu", 0.5)),
+            memory_mb=int(resources.get("memory_mb", 512)),
+            read_only_rootfs=bool(config.get("read_only_rootfs", True)),
+            built=bool(config.get("source")),
+        )
+
+    # -- containers -------------------------------------------------------------------------------
+
+    def _remove(self, actions: list[p.RemoveReplica]) -> None:
+        deployment = self.deployment
+        self.x.driver.remove([action.replica for action in actions])
+        for action in actions:
+            replica = action.replica
+            self._removed.add(replica.container_id)
+            if action.reason == "scaled_down":
+                lifecycle.record_event(
+                    deployment,
+                    "replica_removed",
+                    f"Replica {replica.index} removed.",
+                    {"replica": replica.index, "container_id": replica.container_id},
+                )
+            elif action.reason == "replaced":
+                lifecycle.record_event(
+                    deployment,
+                    "replica_replaced",
+                    f"Rolling restart: replaced replica {replica.index}.",
+                    {
+                        "replica": replica.index,
+                        "old_container_id": replica.container_id,
+                        "generation": deployment.generation,
+                    },
+                )
+            elif action.reason == "restart" and replica.index in self.instances:
+                self.instances[replica.index].next_restart_at = None
+
+    def _start(self, actions: list[p.StartReplica]) -> bool:
+        deployment = self.deployment
+        workload = self._workload()
+        if workload is None:
+            return False
+        for action in actions:
+            if action.missing:
+                self.instances[action.index].restarts += 1
+                lifecycle.record_event(
+                    deployment,
+                    "container_missing",
+                    f"Replica {action.index}'s container disappeared; recreating it.",
+                    {"replica": action.index, "container_id": action.missing},
+                )
+        indices = [action.index for action in actions]
+        results = self.x.driver.start(workload, indices, self.observation.used_ports)
+        now = utcnow()
+        for index, result in zip(indices, results, strict=True):
+            instance = self.instances[index]
+            if isinstance(result, EngineUnavailable):
+                raise result
+            if isinstance(result, ImageUnavailable):
+                deployment.image_ready = False
+                lifecycle.record_event(deployment, "image_missing", f"{result.message} Preparing it again.")
+                return False
+            if isinstance(result, Exception):
+                lifecycle.transition(
+                    deployment,
+                    DeploymentStatus.FAILED,
+                    f"Replica {index} could not start.",
+                    error=f"Replica {index} could not start: {result}",
+                )
+                return False
+            self._started.append(result)
+            restarted = instance.container_id is not None
+            instance.container_id = result.container_id
+            instance.generation = workload.generation
+            instance.status = InstanceStatus.RUNNING if result.running else result.state
+            instance.host = result.host or self.x.settings.replica_host
+            instance.port = result.port
+            instance.started_at = now
+            instance.exit_code = None
+            instance.healthy = None
+            instance.health_failures = 0
+            instance.next_restart_at = None
+            lifecycle.record_event(
+                deployment,
+                "container_restarted" if restarted else "container_started",
+                f"Replica {index} {'restarted' if restarted else 'started'} on port {instance.port}.",
+                {"replica": index, "container_id": result.container_id, "port": instance.port},
+            )
+        return True
+
+    # -- services ---------------------------------------------------------------------------------
+
+    def _apply(self, action: p.ApplySpec) -> bool:
+        deployment = self.deployment
+        workload = self._workload()
+        if workload is None:
+            return False
+        service = self.observation.services.get(deployment.id)
+        try:
+            data = self.x.driver.apply(
+                workload, replicas=action.replicas, service=service, used_blocks=self.observation.used_blocks
+            )
+        except ImageUnavailable as exc:
+            deployment.image_ready = False
+            lifecycle.record_event(deployment, "image_missing", f"{exc.message} Preparing it again.")
+            return False
+        except ReplicaStartFailed as exc:
+            lifecycle.transition(
+                deployment, DeploymentStatus.FAILED, "The service could not be applied.", error=exc.message
+            )
+            return False
+        if action.change == "create":
+            lifecycle.record_event(
+                deployment, "service_created", f"Swarm service created with {action.replicas} replica(s).", data
+            )
+        elif action.change == "update":
+            lifecycle.record_event(
+                deployment,
+                "rolling_update",
+                f"Rolling update to generation {action.generation} (start-first, rollback on failure).",
+                data,
+            )
+        else:
+            lifecycle.record_event(
+                deployment,
+                "service_scaled",
+                f"Swarm service scaled from {action.from_replicas} to {action.replicas} replica(s).",
+                {**data, "from": action.from_replicas},
+            )
+        return True
+
+    # -- observations -----------------------------------------------------------------------------
+
+    def _note_exit(self, action: p.NoteExit) -> None:
+        """Count an exit (status, counters, an OOM's `memory_high`, a `container_exited` event); fail the
+        deployment when it spent the restart budget, else schedule (or announce) the restart."""
+        deployment, instance, replica = self.deployment, self.instances[action.index], action.replica
+        info = self.x.driver.exit_info(replica)
+        instance.container_id = replica.container_id
+        instance.status = InstanceStatus.EXITED
+        instance.healthy = False
+        instance.exit_code = info.exit_code
+        instance.restarts += 1
+        instance.recent_restarts = action.attempt
+        reason = " (killed: out of memory)" if info.oom_killed else ""
+        if info.oom_killed:
+            self.x.oom.note(deployment.id)
+            finding = alerts.memory_rule(deployment, oom_recently=True)
+            alerts.observe(deployment, "memory_high", finding, known=self.x.open_alerts)
+        data: dict[str, object] = {"replica": action.index, "container_id": replica.container_id}
+        if replica.task_id is not None:
+            data.update(task_id=replica.task_id, task_state=replica.task_state)
+        lifecycle.record_event(
+            deployment,
+            "container_exited",
+            f"Replica {action.index} exited with code {info.exit_code}{reason}.",
+            {**data, "exit_code": info.exit_code, "oom_killed": info.oom_killed, "error": info.error},
+        )
+        if action.fails:
+            budget = self.x.settings.restart_budget
+            lifecycle.transition(
+                deployment,
+                DeploymentStatus.FAILED,
+                f"Replica {action.index} kept crashing ({action.attempt - 1} restarts).",
+                error=f"Replica {action.index} kept crashing: last exit code {info.exit_code}{reason}; "
+                f"restart budget of {budget} spent.",
+            )
+            return
+        delay = action.restart_in
+        if action.by_engine:
+            message = f"Swarm restarts replica {action.index} in {delay:g}s (attempt {action.attempt})."
+        else:
+            instance.next_restart_at = self.now + timedelta(seconds=delay)
+            message = f"Replica {action.index} restarts in {delay:g}s (attempt {action.attempt})."
+        lifecycle.record_event(
+            deployment,
+            "restart_backoff",
+            message,
+            {"replica": action.index, "delay_seconds": delay, "attempt": action.attempt},
+        )
+
+    def _observe_running(self, action: p.ObserveRunning) -> None:
+        deployment, instance, replica = self.deployment, self.instances[action.index], action.replica
+        if action.event is not None:
+            data: dict[str, object] = {"replica": action.index, "container_id": replica.container_id}
+            if action.event == "container_adopted":
+                message = f"Replica {action.index}'s running container was adopted."
+                instance.started_at = instance.started_at or replica.created_at or self.now
+            else:
+                text = {
+                    "container_started": "started",
+                    "replica_replaced": "replaced by the rolling update",
+                    "container_restarted": "restarted by Swarm",
+                }[action.event]
+                message = f"Replica {action.index} {text} on port {replica.port}."
+                data["port"] = replica.port
+                if action.event == "replica_replaced":
+                    data["generation"] = replica.generation
+                instance.started_at = self.now  # our clock: the stable period is measured alike for both
+                instance.exit_code = None
+            lifecycle.record_event(deployment, action.event, message, data)
+            instance.container_id = replica.container_id
+            instance.healthy = None
+            instance.health_failures = 0
+        instance.status = InstanceStatus.RUNNING
+        instance.generation = replica.generation
+        instance.host = replica.host
+        instance.port = replica.port or instance.port
+        instance.next_restart_at = None
+        if action.reset_restarts:
+            instance.recent_restarts = 0
+
+    def _wind_down(self) -> None:
+        """Remove what the deployment has on the engine; every slot `stopped`; a stop on request recorded."""
+        deployment, observed = self.deployment, self.observed
+        replicas = tuple(r for r in (*observed.replicas, *self._started) if r.container_id not in self._removed)
+        event = self.x.driver.wind_down(deployment.id, p.Observed(replicas, observed.exits, observed.service))
+        if event is not None:
+            lifecycle.record_event(deployment, event.kind, event.message, event.data)
+        for instance in deployment.instances:
+            if instance.container_id or instance.status not in (InstanceStatus.STOPPED, InstanceStatus.EXITED):
+                instance.container_id = None
+                instance.status = InstanceStatus.STOPPED
+                instance.healthy = None
+                instance.next_restart_at = None
+        if deployment.desired_state != DesiredState.RUNNING and deployment.status != DeploymentStatus.STOPPED:
+            what = self.x.driver.wound_down
+            lifecycle.transition(deployment, DeploymentStatus.STOPPED, f"Stopped on request; {what}.")

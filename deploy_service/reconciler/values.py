@@ -1,0 +1,221 @@
+"""The planning step's values: what it reads (`Desired` with its `Slot`s, `Observed`, `Rules`) and what it
+returns (`Plan`: actions to take, in order). Frozen dataclasses, no behaviour beyond small derived facts;
+`plan.py` decides, `executor.py` carries the actions out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from deploy_service.models import DeploymentStatus, InstanceStatus, is_ready
+from deploy_service.runner.base import ReplicaInfo
+
+# -- inputs -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Slot:
+    """What the database recorded of one replica slot (an `Instance` row)."""
+
+    index: int
+    generation: int
+    status: str = InstanceStatus.PENDING
+    container_id: str | None = None
+    healthy: bool | None = None
+    recent_restarts: int = 0
+    next_restart_at: datetime | None = None
+    started_at: datetime | None = None
+
+    @property
+    def ready(self) -> bool:
+        return is_ready(self.status, self.container_id, self.healthy)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What the database wants of one deployment, and what it recorded of its slots."""
+
+    deployment_id: str
+    status: str
+    wants_running: bool
+    """`desired_state` is running (the user did not stop it)."""
+    generation: int
+    replicas: int
+    image_ready: bool
+    progress_started_at: datetime | None = None
+    slots: tuple[Slot, ...] = ()
+
+    @property
+    def runs(self) -> bool:
+        """Meant to have replicas on the engine now."""
+        return self.wants_running and self.status not in (DeploymentStatus.FAILED, DeploymentStatus.STOPPED)
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """An engine-managed service as the engine reports it (Swarm)."""
+
+    generation: int
+    replicas: int
+    update_state: str = ""
+    update_message: str = ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the engine runs for one deployment."""
+
+    replicas: tuple[ReplicaInfo, ...] = ()
+    """Containers (or, for services, the task that stands for each replica now)."""
+    exits: tuple[ReplicaInfo, ...] = ()
+    """Engine-managed only: replicas that ended on their own since the driver last reported."""
+    service: ServiceState | None = None
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The settings the planner needs, and the runner's trait."""
+
+    engine_keeps_replicas: bool
+    tick: float
+    resync: float
+    progress_deadline: float
+    backoff_base: float
+    backoff_max: float
+    restart_budget: int
+    stable_seconds: float
+    max_replicas: int | None = None
+
+
+# -- actions --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WindDown:
+    """Remove everything the deployment has on the engine; slots `stopped`; `stopped` if the user asked."""
+
+
+@dataclass(frozen=True)
+class PrepareImage:
+    """Get the image ready (local, pull or build); nothing else happens until it is."""
+
+
+@dataclass(frozen=True)
+class AddSlot:
+    index: int
+
+
+@dataclass(frozen=True)
+class DropSlot:
+    """A slot past the desired count; `event`: record `replica_removed` (when no container removal does)."""
+
+    index: int
+    container_id: str | None = None
+    event: bool = False
+
+
+RemovalReason = Literal["scaled_down", "duplicate", "replaced", "restart"]
+
+
+@dataclass(frozen=True)
+class RemoveReplica:
+    """Stop and remove one container: past the desired count, a duplicate, replaced, or before a restart."""
+
+    replica: ReplicaInfo
+    reason: RemovalReason
+
+
+@dataclass(frozen=True)
+class StartReplica:
+    """Start (or adopt by name and start) the replica of slot `index` at the current generation."""
+
+    index: int
+    missing: str | None = None
+    """The container the slot recorded running, gone from the engine: recorded as `container_missing`."""
+
+
+@dataclass(frozen=True)
+class NoteExit:
+    """Count an exit of slot `index`; `fails`: it spent the restart budget (fail, then wind down)."""
+
+    index: int
+    replica: ReplicaInfo
+    attempt: int
+    fails: bool
+    restart_in: float
+    """Seconds until the replica restarts (by us, or by the engine)."""
+    by_engine: bool = False
+
+
+@dataclass(frozen=True)
+class ObserveRunning:
+    """Slot `index` runs `replica`; `event`: how it came to (adopted, started, restarted, replaced) if new."""
+
+    index: int
+    replica: ReplicaInfo
+    event: str | None = None
+    reset_restarts: bool = False
+    """It stayed up the stable period: its restart count for backoff starts again."""
+
+
+@dataclass(frozen=True)
+class MarkSlot:
+    """Engine-managed: the replica's current task is not running (`exited` or `pending`)."""
+
+    index: int
+    status: InstanceStatus
+
+
+@dataclass(frozen=True)
+class ApplySpec:
+    """Engine-managed: create the service, scale it, or roll it to the current generation."""
+
+    change: Literal["create", "scale", "update"]
+    replicas: int
+    generation: int
+    from_replicas: int | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    status: DeploymentStatus
+    reason: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RolloutComplete:
+    """A ready deployment whose rollout finished: the deadline stops counting."""
+
+
+Action = (
+    WindDown
+    | PrepareImage
+    | AddSlot
+    | DropSlot
+    | RemoveReplica
+    | StartReplica
+    | NoteExit
+    | ObserveRunning
+    | MarkSlot
+    | ApplySpec
+    | Transition
+    | RolloutComplete
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple[Action, ...]
+    wake_in: float
+    """Seconds until the planner wants to look again."""
+    rolling: bool = False
+    """A rollout replaces replicas (the deployment is not `ready` until it ends)."""
+    settled: bool = False
+    """No health checks nor status this pass after the actions (wound down, failed, waiting on the image,
+    or a service just created, whose tasks the next pass sees)."""
+
+    def of(self, kind: type) -> list[Action]:
+        return [action for action in self.actions if isinstance(action, kind)]
