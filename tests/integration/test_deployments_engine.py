@@ -30,6 +30,7 @@ from flask.testing import FlaskClient
 
 from deploy_service.reconciler import Reconciler, ReconcileSettings
 from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner, Runner, SwarmRunner
+from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions
 
@@ -125,7 +126,7 @@ def _engine(
     settings: ReconcileSettings,
 ) -> Iterator[Engine]:
     namespace = f"test-{uuid.uuid4().hex[:10]}"
-    config = {"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": namespace, "DOCKER_TIMEOUT": 20}
+    config = RunnerSettings(network_mode="host", namespace=namespace, docker_timeout=20)
     runner: Runner
     if kind == "swarm":
         request.getfixturevalue("swarm_manager")
@@ -509,7 +510,7 @@ def test_engine_unreachable_means_503_and_nothing_written(
 ) -> None:
     agent_id = api.agent()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
-    dead = DockerRunner({"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": "dead", "DOCKER_TIMEOUT": 2})
+    dead = DockerRunner(RunnerSettings(network_mode="host", namespace="dead", docker_timeout=2))
     monkeypatch.setitem(app.extensions, RUNNER_KEY, dead)
     response = api.call("post", f"/v1/agents/{agent_id}/deploy", {})
     assert response.status_code == 503
