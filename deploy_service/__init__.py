@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from deploy_service import rawdb
 from deploy_service.api import register_blueprints
 from deploy_service.cli import register_commands
-from deploy_service.config import load_config, validate_config
+from deploy_service.config import load_config
 from deploy_service.errors import register_error_handlers, runner_settings_checked
 from deploy_service.extensions import api, cors, db, jwt, limiter, migrate
 from deploy_service.observability import init_metrics
 from deploy_service.runner import create_runner
 from deploy_service.security import init_security
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from deploy_service.settings import EXTENSION_KEY as SETTINGS_KEY
+from deploy_service.settings import JWT_ALGORITHM, Settings, settings_for, settings_from
 
 __version__ = "0.1.0"
 
@@ -45,8 +48,8 @@ FIXED_CONFIG: dict[str, Any] = {
     "OPENAPI_SWAGGER_UI_PATH": "docs",
     "OPENAPI_SWAGGER_UI_URL": "/swagger-ui/",
     "OPENAPI_REDOC_PATH": "redoc",
-    "JWT_ALGORITHM": "HS256",
-    "JWT_DECODE_ALGORITHMS": ["HS256"],
+    "JWT_ALGORITHM": JWT_ALGORITHM,
+    "JWT_DECODE_ALGORITHMS": [JWT_ALGORITHM],
     "JWT_TOKEN_LOCATION": ["headers"],
 }
 
@@ -56,6 +59,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     Args:
         config: overrides applied on top of the environment (tests pass their database here).
+
+    The configuration is turned into typed settings once, here (`settings.settings_from`), and kept in
+    `app.extensions`; the rest of the service reads those, never `app.config`.
 
     Raises:
         ConfigError: the configuration is not safe to run with (e.g. production without SECRET_KEY).
@@ -69,9 +75,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["OPENAPI_REDOC_URL"] = app.config["REDOC_JS_URL"]
     app.config.setdefault("VERSION", __version__)
     app.config["STARTED_MONOTONIC"] = time.monotonic()
-    validate_config(app.config)
-    if app.config["PROXY_COUNT"]:
-        hops = app.config["PROXY_COUNT"]
+    settings = settings_from(app.config)
+    app.extensions[SETTINGS_KEY] = settings
+    if settings.http.proxy_count:
+        hops = settings.http.proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     _configure_logging(app)
     register_extensions(app)
@@ -136,7 +143,7 @@ def register_extensions(app: Flask) -> None:
     jwt.init_app(app)
     limiter.init_app(app)
     api.init_app(app)
-    origins: list[str] = app.config["ALLOWED_ORIGINS"]
+    origins = list(settings_for(app).http.allowed_origins)
     wildcard = "*" in origins
     cors.init_app(
         app,
@@ -145,7 +152,14 @@ def register_extensions(app: Flask) -> None:
         send_wildcard=wildcard,
         expose_headers=["Retry-After"],
     )
+    settings = settings_for(app)
     if not app.config.get("ENGINE_NAMESPACE"):
         app.config["ENGINE_NAMESPACE"] = _namespace_for(app)
+        settings = _with_namespace(settings, app.config["ENGINE_NAMESPACE"])
+        app.extensions[SETTINGS_KEY] = settings
     with runner_settings_checked():
-        app.extensions[RUNNER_KEY] = create_runner(app.config)
+        app.extensions[RUNNER_KEY] = create_runner(settings.runner)
+
+
+def _with_namespace(settings: Settings, namespace: str) -> Settings:
+    return replace(settings, runner=replace(settings.runner, namespace=namespace))

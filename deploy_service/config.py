@@ -1,9 +1,11 @@
 """Configuration read from the environment.
 
 `load_config` turns an environment mapping into a plain dict of Flask config keys, with safe
-defaults for development. Nothing here fails at import time: `validate_config` is called by the
-application factory, so a production process without a `SECRET_KEY` refuses to start while tests
-and tooling can still import the package.
+defaults for development. Nothing here fails at import time: the application factory turns the
+mapping into typed settings (`settings.settings_from`, which also refuses unsafe values), so a
+production process without a `SECRET_KEY` refuses to start while tests and tooling can still import
+the package. Only this module and the factory read configuration keys; everything else takes the
+typed settings.
 """
 
 from __future__ import annotations
@@ -13,11 +15,19 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from deploy_service.errors import ConfigError
-from deploy_service.runner.swarm_records import MAX_REPLICAS as SWARM_MAX_REPLICAS
+from deploy_service.settings import DEV_SECRET_KEY, ConfigError, parse_port_range, settings_from
+
+__all__ = [
+    "DEV_SECRET_KEY",
+    "ENVIRONMENTS",
+    "ConfigError",
+    "load_config",
+    "normalize_database_url",
+    "parse_port_range",
+    "validate_config",
+]
 
 ENVIRONMENTS = ("development", "staging", "production")
-DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -74,21 +84,6 @@ def normalize_database_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
-
-
-def parse_port_range(value: str) -> tuple[int, int]:
-    """`"20000-29999"` → (20000, 29999).
-
-    Raises:
-        ConfigError: not two ports in order.
-    """
-    try:
-        low, high = (int(part) for part in value.split("-", 1))
-    except ValueError as exc:
-        raise ConfigError(f"HOST_PORT_RANGE must look like 20000-29999, got {value!r}") from exc
-    if not 1024 <= low <= high <= 65535:
-        raise ConfigError(f"HOST_PORT_RANGE must be within 1024-65535 and ordered, got {value!r}")
-    return low, high
 
 
 def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -193,31 +188,10 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 def validate_config(config: Mapping[str, Any]) -> None:
-    """Refuse settings that must never reach a running service.
+    """Refuse settings that must never reach a running service (see `settings.settings_from`).
 
     Raises:
-        ConfigError: production without a SECRET_KEY, a weak production key, or
-            wildcard CORS requested together with credentials; an unknown RUNNER, or
-            RUNNER=swarm with bridge networking or more than 99 replicas allowed.
+        ConfigError: production without a SECRET_KEY, a weak production key, an unknown RUNNER,
+            RUNNER=swarm with bridge networking or more than 99 replicas allowed, a value of the wrong type.
     """
-    if config.get("ENVIRONMENT") == "production":
-        key = config.get("SECRET_KEY")
-        if not key:
-            raise ConfigError("SECRET_KEY is required when ENVIRONMENT=production")
-        if key == DEV_SECRET_KEY or len(str(key)) < 32:
-            raise ConfigError("SECRET_KEY must be a random string of at least 32 characters in production")
-    if config.get("DOCKER_NETWORK_MODE", "auto") not in {"auto", "bridge", "host"}:
-        raise ConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
-    parse_port_range(str(config.get("HOST_PORT_RANGE", "20000-29999")))
-    runner = config.get("RUNNER", "docker")
-    if runner not in {"docker", "swarm"}:
-        raise ConfigError(f"RUNNER must be docker or swarm, got {runner!r}")
-    if runner == "swarm":
-        if config.get("DOCKER_NETWORK_MODE", "auto") == "bridge":
-            raise ConfigError("RUNNER=swarm uses host networking; DOCKER_NETWORK_MODE must be host or auto")
-        if int(config.get("MAX_REPLICAS", 50)) > SWARM_MAX_REPLICAS:
-            raise ConfigError(f"RUNNER=swarm runs at most {SWARM_MAX_REPLICAS} replicas; lower MAX_REPLICAS")
-    if config.get("AGENT_DEFAULT_CPU", 0) > config.get("AGENT_MAX_CPU", 0):
-        raise ConfigError("AGENT_DEFAULT_CPU must not exceed AGENT_MAX_CPU")
-    if config.get("AGENT_DEFAULT_MEMORY_MB", 0) > config.get("AGENT_MAX_MEMORY_MB", 0):
-        raise ConfigError("AGENT_DEFAULT_MEMORY_MB must not exceed AGENT_MAX_MEMORY_MB")
+    settings_from(config)

@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from deploy_service.extensions import db
 from deploy_service.runner.errors import EngineUnavailable, RunnerConfigError
+from deploy_service.settings import ConfigError
 
 __all__ = [
     "AgentTimeout",
@@ -51,10 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(RuntimeError):
-    """The environment holds a setting the service must not start with."""
 
 
 class ServiceError(Exception):

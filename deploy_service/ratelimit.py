@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 
-from flask import current_app, request
+from flask import request
 from flask_limiter.util import get_remote_address
 
+from deploy_service.settings import current_settings
 from deploy_service.tokens import TokenRejected, bearer_token, decode_access_token
 
 
@@ -23,7 +24,9 @@ def caller_key() -> str:
     authorization = request.headers.get("Authorization")
     if authorization:
         try:
-            return "user:" + str(decode_access_token(bearer_token(authorization), current_app.config)["sub"])
+            return "user:" + str(
+                decode_access_token(bearer_token(authorization), current_settings().auth.tokens)["sub"]
+            )
         except TokenRejected:  # any unreadable token (or a refresh token) counts against the address
             pass
     return "ip:" + (get_remote_address() or "unknown")
@@ -31,12 +34,12 @@ def caller_key() -> str:
 
 def default_limit() -> str:
     """Every `/v1` route: `RATE_LIMIT_PER_MINUTE` per caller."""
-    return f"{current_app.config['RATE_LIMIT_PER_MINUTE']}/minute"
+    return f"{current_settings().rate_limits.per_minute}/minute"
 
 
 def auth_limit() -> str:
     """Login and registration: `AUTH_RATE_LIMIT_PER_MINUTE` per address."""
-    return f"{current_app.config['AUTH_RATE_LIMIT_PER_MINUTE']}/minute"
+    return f"{current_settings().rate_limits.auth_per_minute}/minute"
 
 
 def exempt_from_limits() -> bool:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import Flask, current_app
 
 from deploy_service.errors import ConfigError
+from deploy_service.settings import settings_for
 
 _EXTENSION_KEY = "deploy_service.security"
 
@@ -50,25 +51,22 @@ def _derive_fernet_key(secret_key: str) -> bytes:
 
 
 def init_security(app: Flask) -> None:
-    """Build the hasher and cipher from the app's config.
+    """Build the hasher and cipher from the app's settings.
 
     Raises:
         ConfigError: a key in SECRETS_ENCRYPTION_KEYS is not a valid Fernet key.
     """
+    settings = settings_for(app).auth
     hasher = PasswordHasher(
-        time_cost=app.config["PASSWORD_HASH_TIME_COST"],
-        memory_cost=app.config["PASSWORD_HASH_MEMORY_KIB"],
-        parallelism=1,
+        time_cost=settings.password_time_cost, memory_cost=settings.password_memory_kib, parallelism=1
     )
-    keys = app.config.get("SECRETS_ENCRYPTION_KEYS") or [_derive_fernet_key(str(app.config["SECRET_KEY"]))]
+    keys: list[str | bytes] = list(settings.encryption_keys) or [_derive_fernet_key(settings.secret_key)]
     try:
         cipher = MultiFernet([Fernet(key) for key in keys])
     except (ValueError, TypeError) as exc:
         raise ConfigError("SECRETS_ENCRYPTION_KEYS must hold Fernet keys (32 url-safe base64 bytes)") from exc
-    pepper = app.config.get("API_KEY_PEPPER") or ""
-    api_key_pepper = (
-        pepper.encode() if pepper else _derive(str(app.config["SECRET_KEY"]), b"deploy-service api keys v1")
-    )
+    pepper = settings.api_key_pepper
+    api_key_pepper = pepper.encode() if pepper else _derive(settings.secret_key, b"deploy-service api keys v1")
     app.extensions[_EXTENSION_KEY] = Security(hasher, cipher, hasher.hash("timing-equaliser"), api_key_pepper)
 
 

@@ -1,6 +1,6 @@
 """Verifying access tokens: the check every authenticated request makes, and the rate limiter's key.
 
-A leaf module (it imports nothing of the service's own), because the rate limiter, bound in
+A leaf module (it imports nothing of the service's own but the settings leaf), because the rate limiter, bound in
 `extensions`, needs it as much as the auth check in `services.auth`. It is straight PyJWT rather than
 the JWT extension's request machinery, which cost three times as much per request; the refusals are
 worded like the extension's loaders in `api/tokens.py`. Tokens are still issued by the extension.
@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
 from typing import Any
 
 import jwt
+
+from deploy_service.settings import TokenSettings
 
 REQUIRED_CLAIMS = ["exp", "sub", "sid", "type"]
 VERIFIED_CACHE_SIZE = 4096
@@ -78,22 +79,22 @@ class _VerifiedTokens:
 _verified = _VerifiedTokens(VERIFIED_CACHE_SIZE)
 
 
-def decode_access_token(token: str, config: Mapping[str, Any]) -> dict[str, Any]:
+def decode_access_token(token: str, settings: TokenSettings) -> dict[str, Any]:
     """The claims of a valid access token: signature (the pinned algorithms), expiry, required claims.
 
     Raises:
         TokenRejected: expired, badly signed, malformed, a refresh token, or a required claim missing.
     """
-    leeway = config.get("JWT_DECODE_LEEWAY", 0)
-    key = (str(config["JWT_SECRET_KEY"]), token)  # per signing key: two apps in one process never mix
+    leeway = settings.leeway
+    key = (settings.secret_key, token)  # per signing key: two apps in one process never mix
     cached = _verified.get(key, leeway=leeway)
     if cached is not None:
         return cached
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            config["JWT_SECRET_KEY"],
-            algorithms=config["JWT_DECODE_ALGORITHMS"],
+            settings.secret_key,
+            algorithms=list(settings.algorithms),
             leeway=leeway,
             options={"require": REQUIRED_CLAIMS},
         )

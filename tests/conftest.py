@@ -8,7 +8,7 @@ every table is emptied after each test, so each test starts from a fresh databas
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,6 +20,8 @@ from sqlalchemy import text
 from deploy_service import create_app
 from deploy_service.extensions import db
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from deploy_service.settings import EXTENSION_KEY as SETTINGS_KEY
+from deploy_service.settings import Settings, settings_for, settings_from
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
 
@@ -100,3 +102,25 @@ def fake_runner(app: Flask) -> Iterator[FakeRunner]:
     app.extensions[RUNNER_KEY] = fake
     yield fake
     app.extensions[RUNNER_KEY] = real
+
+
+@pytest.fixture()
+def configure(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
+    """Change configuration keys of the shared app for this test, e.g. `configure(WEBHOOK_MAX_ATTEMPTS=3)`.
+
+    The app's typed settings are built again from its config with the keys changed (and checked, as
+    `create_app` checks them); the keys are set in `app.config` too, for the reconciler modules that
+    still read it there. Both are restored after the test. The runner is built once by `create_app`:
+    a runner setting cannot change here (use `make_app`), and asking for one fails the test.
+    """
+
+    def apply(**overrides: Any) -> Settings:
+        before = settings_for(app)
+        for key, value in overrides.items():
+            monkeypatch.setitem(app.config, key, value)
+        settings = settings_from(app.config)
+        assert settings.runner == before.runner, "runner settings are fixed by create_app: use make_app"
+        monkeypatch.setitem(app.extensions, SETTINGS_KEY, settings)
+        return settings
+
+    return apply

@@ -28,6 +28,7 @@ from deploy_service.extensions import api
 from deploy_service.schemas import agent as agent_schemas
 from deploy_service.schemas import deployment as deployment_schemas
 from deploy_service.schemas.common import NO_NUL_PATTERN
+from deploy_service.settings import settings_for
 
 BLUEPRINTS = (
     health.blp,
@@ -110,17 +111,18 @@ def register_blueprints(app: Flask) -> None:
         for name, extra in rules.items():
             _merge(api.spec.components.schemas[name], extra)
     # Maxima that come from configuration, so that the spec states this deployment's limits.
+    limits = settings_for(app).agents
     _merge(
         api.spec.components.schemas["Resources"],
         {
             "properties": {
-                "cpu": {"maximum": app.config["AGENT_MAX_CPU"]},
-                "memory_mb": {"maximum": app.config["AGENT_MAX_MEMORY_MB"]},
+                "cpu": {"maximum": limits.max_cpu},
+                "memory_mb": {"maximum": limits.max_memory_mb},
             }
         },
     )
     for name in ("DeployOptions", "DeployBody", "Scale"):
-        _merge(api.spec.components.schemas[name], {"properties": {"replicas": {"maximum": app.config["MAX_REPLICAS"]}}})
+        _merge(api.spec.components.schemas[name], {"properties": {"replicas": {"maximum": limits.max_replicas}}})
     _no_nul_in_requests(api.spec.components.schemas, api.spec.to_dict()["paths"])
     api.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     api.spec.components.security_scheme("apiKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})

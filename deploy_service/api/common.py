@@ -23,6 +23,7 @@ from deploy_service.errors import Forbidden, PayloadTooLarge, Unauthorized
 from deploy_service.models import ApiKey, Principal
 from deploy_service.services.api_keys import authenticate
 from deploy_service.services.auth import authenticate_access
+from deploy_service.settings import current_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,9 +44,7 @@ def refuse_oversized_streamed_body() -> None:
         return
     if not request.environ.get("wsgi.input_terminated"):
         return  # no Content-Length and an unterminated stream: Werkzeug reads no body at all
-    limit: int | None = current_app.config.get("MAX_CONTENT_LENGTH")
-    if limit is None:
-        return
+    limit = current_settings().http.max_request_bytes
     request.max_content_length = limit + 1
     if len(request.get_data(cache=True)) > limit:
         raise PayloadTooLarge()

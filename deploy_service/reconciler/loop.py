@@ -35,6 +35,7 @@ from deploy_service.reconciler.wakeup import Waiter
 from deploy_service.runner.base import Runner
 from deploy_service.services.engine import EXTENSION_KEY
 from deploy_service.services.notify import local_wakeup
+from deploy_service.settings import settings_for
 
 log = logging.getLogger(__name__)
 LEADERSHIP, WAKEUPS = "leadership", "wake-ups"
@@ -61,8 +62,8 @@ class Reconciler:
         """
         self.app = app
         self.runner: Runner = runner or app.extensions[EXTENSION_KEY]
-        self.settings = settings or ReconcileSettings.from_config(app.config)
-        self.loop_settings = loop_settings or LoopSettings.from_config(app.config)
+        self.settings = settings or settings_for(app).reconcile
+        self.loop_settings = loop_settings or settings_for(app).loop
         with app.app_context():
             engine = db.engine
         timeout = self.loop_settings.connect_timeout

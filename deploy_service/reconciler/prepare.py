@@ -30,6 +30,7 @@ from deploy_service.reconciler.leadership import Leadership
 from deploy_service.runner.base import BuildFailed, BuildSpec, ImageInfo, ImageUnavailable, Runner
 from deploy_service.services import lifecycle
 from deploy_service.services.logs import append_build_log
+from deploy_service.settings import settings_for
 
 log = logging.getLogger(__name__)
 STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
@@ -126,7 +127,7 @@ class Preparer:
         self._update(deployment_id, term, ready)
 
     def _failure(self, error: ImageUnavailable | BuildFailed, *, built: bool) -> Callable[[Deployment], None]:
-        max_bytes = self.app.config["BUILD_LOG_MAX_BYTES"]
+        max_bytes = settings_for(self.app).logs.build_log_max_bytes
 
         def fail(d: Deployment) -> None:
             if error.log and not built:
@@ -139,8 +140,8 @@ class Preparer:
         return fail
 
     def _build(self, deployment_id: str, term: int, source: dict[str, Any], tag: str) -> ImageInfo:
-        config = self.app.config
-        max_bytes = config["BUILD_LOG_MAX_BYTES"]
+        settings = settings_for(self.app)
+        max_bytes = settings.logs.build_log_max_bytes
         pending: list[str] = []
         steps: list[tuple[int, int, str]] = []
         last_flush = [time.monotonic()]
@@ -185,9 +186,9 @@ class Preparer:
             dockerfile=source.get("dockerfile", "Dockerfile"),
             context=source.get("context", "."),
             tag=tag,
-            allow_local=bool(config["ALLOW_LOCAL_GIT_SOURCES"]),
-            clone_timeout=config["GIT_CLONE_TIMEOUT_SECONDS"],
-            build_timeout=config["BUILD_TIMEOUT_SECONDS"],
+            allow_local=settings.agents.allow_local_git_sources,
+            clone_timeout=settings.runner.clone_timeout,
+            build_timeout=settings.runner.build_timeout,
         )
         try:
             return self.runner.build_image(spec, on_output=on_output)

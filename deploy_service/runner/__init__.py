@@ -7,9 +7,6 @@ manager, which runs replicas as services; see `swarm_runner`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from deploy_service.runner.base import (
     LABEL_AGENT,
     LABEL_DEPLOYMENT,
@@ -39,6 +36,7 @@ from deploy_service.runner.errors import (
     RunnerConfigError,
     RunnerError,
 )
+from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_runner import SwarmRunner
 
 __all__ = [
@@ -61,6 +59,7 @@ __all__ = [
     "Runner",
     "RunnerConfigError",
     "RunnerError",
+    "RunnerSettings",
     "ServiceInfo",
     "ServiceRunner",
     "ServiceSpec",
@@ -74,15 +73,14 @@ __all__ = [
 BACKENDS = ("docker", "swarm")
 
 
-def create_runner(config: Mapping[str, Any]) -> Runner:
-    """The backend named by `RUNNER` (default `docker`), configured from `config`; no engine call is made.
+def create_runner(settings: RunnerSettings) -> Runner:
+    """The backend named by `settings.backend` (`RUNNER`), configured from `settings`; no engine call is made.
 
     Raises:
         RunnerConfigError: an unknown backend, or a setting the backend refuses.
     """
-    name = str(config.get("RUNNER", "docker")).strip().lower()
-    if name == "docker":
-        return DockerRunner(config)
-    if name == "swarm":
-        return SwarmRunner(config)
-    raise RunnerConfigError(f"RUNNER must be one of {', '.join(BACKENDS)}, got {name!r}")
+    if settings.backend == "docker":
+        return DockerRunner(settings)
+    if settings.backend == "swarm":
+        return SwarmRunner(settings)
+    raise RunnerConfigError(f"RUNNER must be one of {', '.join(BACKENDS)}, got {settings.backend!r}")

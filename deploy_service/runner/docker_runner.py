@@ -30,7 +30,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -71,6 +71,7 @@ from deploy_service.runner.errors import (
     RunnerConfigError,
     RunnerError,
 )
+from deploy_service.runner.settings import RunnerSettings
 
 __all__ = ["LABEL_PORT", "DockerRunner", "parse_engine_time"]
 
@@ -78,7 +79,6 @@ log = logging.getLogger(__name__)
 
 POOL_SIZE = 32
 FALLBACK_USER = "65534:65534"
-PULL_TIMEOUT_SECONDS = 600.0
 REMOVAL_WAIT_SECONDS = 10.0
 
 
@@ -96,19 +96,24 @@ class DockerRunner(Runner):
 
     name = "docker"
 
-    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
-        config = config or {}
-        self._network_setting = str(config.get("DOCKER_NETWORK_MODE", "auto")).strip().lower()
-        self._timeout = float(config.get("DOCKER_TIMEOUT", 30.0))
-        self._pids_limit = int(config.get("CONTAINER_PIDS_LIMIT", 256))
-        self._log_max_size = str(config.get("CONTAINER_LOG_MAX_SIZE", "10m"))
-        self._log_max_file = int(config.get("CONTAINER_LOG_MAX_FILE", 3))
-        self._tmpfs_mb = int(config.get("CONTAINER_TMPFS_SIZE_MB", 64))
-        self._stop_timeout = float(config.get("CONTAINER_STOP_TIMEOUT", 10.0))
-        self._build_timeout = float(config.get("BUILD_TIMEOUT_SECONDS", 900.0))
-        self._clone_timeout = float(config.get("GIT_CLONE_TIMEOUT_SECONDS", 120.0))
-        self._namespace = str(config.get("ENGINE_NAMESPACE") or "deploy-service")
-        self._pull_timeout = float(config.get("PULL_TIMEOUT_SECONDS", PULL_TIMEOUT_SECONDS))
+    def __init__(self, settings: RunnerSettings | None = None) -> None:
+        """Configure the backend; no engine call is made.
+
+        Raises:
+            RunnerConfigError: a network mode other than auto, bridge or host.
+        """
+        self.settings = settings = settings or RunnerSettings()
+        self._network_setting = settings.network_mode
+        self._timeout = settings.docker_timeout
+        self._pids_limit = settings.pids_limit
+        self._log_max_size = settings.log_max_size
+        self._log_max_file = settings.log_max_file
+        self._tmpfs_mb = settings.tmpfs_mb
+        self._stop_timeout = settings.stop_timeout
+        self._build_timeout = settings.build_timeout
+        self._clone_timeout = settings.clone_timeout
+        self._namespace = settings.namespace
+        self._pull_timeout = settings.pull_timeout
         if self._network_setting not in {"auto", "bridge", "host"}:
             raise RunnerConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
         self._lock = threading.Lock()

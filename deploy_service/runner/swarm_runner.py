@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +56,7 @@ from deploy_service.runner.errors import (
     RunnerConfigError,
     RunnerError,
 )
+from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_records import (
     MAX_REPLICAS,
     service_arguments,
@@ -82,20 +84,21 @@ class SwarmRunner(DockerRunner, ServiceRunner):
 
     name = "swarm"
 
-    def __init__(self, config: Mapping[str, Any] | None = None) -> None:
-        config = dict(config or {})
-        if str(config.get("DOCKER_NETWORK_MODE", "host")).strip().lower() not in {"host", "auto"}:
+    def __init__(self, settings: RunnerSettings | None = None) -> None:
+        """Configure the backend (always host networking); no engine call is made.
+
+        Raises:
+            RunnerConfigError: a network mode other than host or auto.
+        """
+        settings = settings or RunnerSettings(backend="swarm")
+        if settings.network_mode not in {"host", "auto"}:
             raise RunnerConfigError("the swarm runner uses host networking; DOCKER_NETWORK_MODE must be host or auto")
-        config["DOCKER_NETWORK_MODE"] = "host"
-        super().__init__(config)
-        self._registry = str(config.get("SWARM_REGISTRY") or "").strip()
+        super().__init__(replace(settings, network_mode="host"))
+        self._registry = settings.registry.strip()
         self._registry_auth: dict[str, str] | None = None
-        if config.get("SWARM_REGISTRY_USERNAME"):
-            self._registry_auth = {
-                "username": str(config["SWARM_REGISTRY_USERNAME"]),
-                "password": str(config.get("SWARM_REGISTRY_PASSWORD") or ""),
-            }
-        self._replica_host = str(config.get("REPLICA_HOST") or "127.0.0.1")
+        if settings.registry_username:
+            self._registry_auth = {"username": settings.registry_username, "password": settings.registry_password}
+        self._replica_host = settings.replica_host or "127.0.0.1"
         self._nodes: dict[str, str] = {}
 
     # -- engine -------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from deploy_service.models import AgentStatus
@@ -25,6 +24,7 @@ from deploy_service.schemas.validators import (
     url_path,
     validate_git_url,
 )
+from deploy_service.settings import current_settings
 
 AGENT_STATUSES = [status.value for status in AgentStatus]
 
@@ -63,7 +63,7 @@ class SourceSchema(JsonBodySchema):
 
     @validates("git_url")
     def _git_url(self, value: str, **_: Any) -> None:
-        validate_git_url(value, allow_local=bool(current_app.config.get("ALLOW_LOCAL_GIT_SOURCES")))
+        validate_git_url(value, allow_local=current_settings().agents.allow_local_git_sources)
 
 
 class HealthCheckSchema(JsonBodySchema):
@@ -83,12 +83,12 @@ class ResourcesSchema(JsonBodySchema):
 
     @validates_schema
     def _within_maxima(self, data: dict[str, Any], **_: Any) -> None:
-        config = current_app.config
+        agents = current_settings().agents
         errors: dict[str, list[str]] = {}
-        if "cpu" in data and data["cpu"] > config["AGENT_MAX_CPU"]:
-            errors["cpu"] = [f"Must be at most {config['AGENT_MAX_CPU']} cores."]
-        if "memory_mb" in data and data["memory_mb"] > config["AGENT_MAX_MEMORY_MB"]:
-            errors["memory_mb"] = [f"Must be at most {config['AGENT_MAX_MEMORY_MB']} MB."]
+        if "cpu" in data and data["cpu"] > agents.max_cpu:
+            errors["cpu"] = [f"Must be at most {agents.max_cpu} cores."]
+        if "memory_mb" in data and data["memory_mb"] > agents.max_memory_mb:
+            errors["memory_mb"] = [f"Must be at most {agents.max_memory_mb} MB."]
         if errors:
             raise ValidationError(errors)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -15,14 +14,15 @@ from deploy_service.extensions import db
 from deploy_service.models import Agent, ApiKey, Deployment, DeploymentStatus, Principal
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.secrets import missing_secret_names
+from deploy_service.settings import current_settings
 
 SOURCE_DEFAULTS = {"branch": "main", "dockerfile": "Dockerfile", "context": "."}
 HEALTH_CHECK_DEFAULTS = {"path": "/health", "interval_seconds": 10.0, "timeout_seconds": 5.0, "retries": 3}
 
 
 def _resources_with_defaults(resources: dict[str, Any] | None) -> dict[str, Any]:
-    config = current_app.config
-    merged = {"cpu": config["AGENT_DEFAULT_CPU"], "memory_mb": config["AGENT_DEFAULT_MEMORY_MB"]}
+    agents = current_settings().agents
+    merged: dict[str, Any] = {"cpu": agents.default_cpu, "memory_mb": agents.default_memory_mb}
     merged.update(resources or {})
     return merged
 

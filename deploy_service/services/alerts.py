@@ -12,7 +12,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from flask import current_app
 from sqlalchemy import case, func, select
 
 from deploy_service.errors import NotFound
@@ -36,6 +35,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.services import lifecycle, webhooks
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.samples import latest_samples
+from deploy_service.settings import current_settings
 
 SEVERITY: dict[str, AlertSeverity] = {
     AlertKind.DEPLOYMENT_FAILED: AlertSeverity.CRITICAL,
@@ -114,7 +114,7 @@ def failed_rule(deployment: Deployment) -> Finding:
 
 
 def crash_loop_rule(deployment: Deployment) -> Finding:
-    threshold = current_app.config["ALERT_CRASH_LOOP_RESTARTS"]
+    threshold = current_settings().alerts.crash_loop_restarts
     looping = [i for i in deployment.instances if i.recent_restarts >= threshold]
     if not looping or deployment.status in WITHOUT_REPLICAS:
         return None
@@ -142,7 +142,7 @@ def memory_rule(deployment: Deployment, *, oom_recently: bool) -> Finding:
     current = [i.container_id for i in deployment.instances if i.container_id and i.running]
     if not current:
         return None
-    ratio = current_app.config["ALERT_MEMORY_HIGH_RATIO"]
+    ratio = current_settings().alerts.memory_high_ratio
     high = [
         sample
         for sample in latest_samples(deployment.id, current).values()
@@ -156,7 +156,7 @@ def memory_rule(deployment: Deployment, *, oom_recently: bool) -> Finding:
 
 
 def _window() -> Any:
-    return utcnow() - timedelta(minutes=current_app.config["ALERT_WINDOW_MINUTES"])
+    return utcnow() - timedelta(minutes=current_settings().alerts.window_minutes)
 
 
 def hallucination_rule(deployment: Deployment) -> Finding:
@@ -165,8 +165,8 @@ def hallucination_rule(deployment: Deployment) -> Finding:
             func.count(Evaluation.id), func.coalesce(func.sum(case((Evaluation.hallucinated.is_(True), 1), else_=0)), 0)
         ).where(Evaluation.agent_id == deployment.agent_id, Evaluation.created_at >= _window())
     ).one()
-    config = current_app.config
-    if total < config["ALERT_MIN_SAMPLES"] or flagged / total < config["ALERT_HALLUCINATION_RATE"]:
+    settings = current_settings().alerts
+    if total < settings.min_samples or flagged / total < settings.hallucination_rate:
         return None
     rate = round(flagged / total, 3)
     return f"Hallucination rate {rate:.0%} over the last {total} evaluations.", {"rate": rate, "total": int(total)}
@@ -178,8 +178,8 @@ def error_rate_rule(deployment: Deployment) -> Finding:
             func.count(Invocation.id), func.coalesce(func.sum(case((Invocation.ok.is_(False), 1), else_=0)), 0)
         ).where(Invocation.deployment_id == deployment.id, Invocation.created_at >= _window())
     ).one()
-    config = current_app.config
-    if total < config["ALERT_MIN_SAMPLES"] or failed / total < config["ALERT_ERROR_RATE"]:
+    settings = current_settings().alerts
+    if total < settings.min_samples or failed / total < settings.error_rate:
         return None
     rate = round(failed / total, 3)
     return f"Error rate {rate:.0%} over the last {total} calls.", {"rate": rate, "total": int(total)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 from datetime import timedelta
 
-from flask import current_app
 from sqlalchemy import select
 
 from deploy_service.errors import NotFound
@@ -20,6 +19,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.security import api_key_hash, api_key_well_formed, generate_api_key
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate
+from deploy_service.settings import current_settings
 
 PREFIX_SHOWN = 12
 
@@ -85,7 +85,7 @@ def authenticate(presented: str) -> ApiKey | None:
     now = utcnow()
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
-    resolution = timedelta(seconds=current_app.config["API_KEY_LAST_USED_RESOLUTION_SECONDS"])
+    resolution = timedelta(seconds=current_settings().auth.api_key_last_used_resolution)
     if row.last_used_at is None or now - row.last_used_at >= resolution:
         row.last_used_at = now
         db.session.commit()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from flask import current_app
 from flask_jwt_extended import create_access_token, create_refresh_token
 from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -16,11 +14,12 @@ from deploy_service.models import ROLE_ADMIN, ROLE_USER, AuthSession, Principal,
 from deploy_service.models.types import utcnow
 from deploy_service.rawdb import PreparedQuery
 from deploy_service.security import hash_password, password_needs_rehash, verify_password
+from deploy_service.settings import current_settings
 from deploy_service.tokens import TokenRejected, bearer_token, decode_access_token
 
 
 def _access_token_seconds() -> int:
-    expires: timedelta = current_app.config["JWT_ACCESS_TOKEN_EXPIRES"]
+    expires = current_settings().auth.access_token_expires
     return int(expires.total_seconds())
 
 
@@ -52,7 +51,7 @@ def register(*, email: str, password: str, full_name: str | None = None) -> User
         Forbidden: registration is disabled by configuration.
         Conflict: the email is taken.
     """
-    if not current_app.config["REGISTRATION_ENABLED"]:
+    if not current_settings().auth.registration_enabled:
         raise Forbidden("Registration is disabled.")
     return create_user(email=email, password=password, full_name=full_name)
 
@@ -70,7 +69,7 @@ def login(*, email: str, password: str) -> dict[str, Any]:
         user.password_hash = hash_password(password)
     now = utcnow()
     db.session.execute(delete(AuthSession).where(AuthSession.user_id == user.id, AuthSession.expires_at < now))
-    session = AuthSession(user_id=user.id, expires_at=now + current_app.config["JWT_REFRESH_TOKEN_EXPIRES"])
+    session = AuthSession(user_id=user.id, expires_at=now + current_settings().auth.refresh_token_expires)
     db.session.add(session)
     db.session.commit()
     claims = {"sid": session.id}
@@ -106,7 +105,7 @@ def authenticate_access(header: str | None) -> tuple[Principal, dict[str, Any]]:
         Unauthorized: no usable token, or its session is revoked or gone, or its user deactivated.
     """
     try:
-        payload = decode_access_token(bearer_token(header), current_app.config)
+        payload = decode_access_token(bearer_token(header), current_settings().auth.tokens)
     except TokenRejected as exc:
         raise Unauthorized(exc.message) from exc
     user = user_for_token(payload)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
@@ -34,6 +33,7 @@ from deploy_service.services import alerts, lifecycle, notify
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.engine import require_engine
+from deploy_service.settings import current_settings
 
 
 def built_image_tag(agent_id: str, revision: int) -> str:
@@ -127,7 +127,7 @@ def _commit(deployment: Deployment, *, wake: bool = True) -> None:
 
 
 def _check_replicas(replicas: int) -> None:
-    maximum = current_app.config["MAX_REPLICAS"]
+    maximum = current_settings().agents.max_replicas
     if not 1 <= replicas <= maximum:
         raise ValidationFailed(
             f"replicas must be between 1 and {maximum}.", details={"replicas": [f"Must be between 1 and {maximum}."]}

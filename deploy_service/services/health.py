@@ -18,6 +18,7 @@ from deploy_service.extensions import db
 from deploy_service.models.heartbeat import RECONCILER, ReconcilerHeartbeat
 from deploy_service.models.types import utcnow
 from deploy_service.services.engine import runner
+from deploy_service.settings import current_settings
 
 
 def check_database() -> dict[str, Any]:
@@ -87,7 +88,7 @@ def check_reconciler() -> dict[str, Any]:
     downtime, gives the reconciler `RECONCILER_STALE_SECONDS` to complete its first pass.
     """
     config = current_app.config
-    stale = float(config["RECONCILER_STALE_SECONDS"])
+    stale = current_settings().loop.stale
     try:
         last_pass = db.session.scalar(
             select(ReconcilerHeartbeat.last_pass_at).where(ReconcilerHeartbeat.name == RECONCILER)

@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import urllib3
-from flask import current_app
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
@@ -27,6 +26,7 @@ from deploy_service.extensions import db
 from deploy_service.models import SERVING, ApiKey, Instance, Invocation, Principal
 from deploy_service.services.agents import agent_for_caller
 from deploy_service.services.deployments import live_deployment
+from deploy_service.settings import current_settings
 
 Caller = Principal | ApiKey
 
@@ -64,10 +64,10 @@ def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
     if not ready:
         raise NoReadyReplica()
     replica = ready[_next_turn(deployment.id) % len(ready)]
-    config = current_app.config
-    host = replica.host or config["REPLICA_HOST"]
+    settings = current_settings().interact
+    host = replica.host or settings.replica_host
     url = f"http://{host}:{replica.port}{deployment.config.get('invoke_path', '/invoke')}"
-    limit = config["INTERACT_MAX_RESPONSE_BYTES"]
+    limit = settings.max_response_bytes
     agent_id, deployment_id, index = agent.id, deployment.id, replica.index
     # Nothing is written yet: end the read transaction, so no pooled connection (the session's, the
     # login check's) is held, nor a PostgreSQL snapshot kept open, while the agent answers.
@@ -82,9 +82,7 @@ def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
             url,
             body=body or b"{}",
             headers={"Content-Type": "application/json", "Accept": "application/json"},
-            timeout=urllib3.Timeout(
-                connect=config["INTERACT_CONNECT_TIMEOUT_SECONDS"], read=config["INTERACT_TIMEOUT_SECONDS"]
-            ),
+            timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.timeout),
             preload_content=False,
             redirect=False,
         )

@@ -13,8 +13,6 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app
-
 from deploy_service import rawdb
 from deploy_service.errors import EngineUnavailable, as_service_error
 from deploy_service.extensions import db
@@ -23,6 +21,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.runner.base import LogLine
 from deploy_service.services.deployments import get_deployment
 from deploy_service.services.engine import runner
+from deploy_service.settings import current_settings
 
 ENDED = frozenset({DeploymentStatus.STOPPED, DeploymentStatus.FAILED, DeploymentStatus.KILLED})
 KEEPALIVE_SECONDS = 15.0
@@ -121,8 +120,8 @@ def follow_logs(
     Runs inside the request's app context (the view wraps it with `stream_with_context`). Ends with an
     `end` event carrying the final status, or after `LOG_FOLLOW_MAX_SECONDS`.
     """
-    config = current_app.config
-    poll, deadline = config["LOG_FOLLOW_POLL_SECONDS"], time.monotonic() + config["LOG_FOLLOW_MAX_SECONDS"]
+    settings = current_settings().logs
+    poll, deadline = settings.follow_poll, time.monotonic() + settings.follow_max
     deployment = get_deployment(actor, deployment_id)
     started = utcnow()
     rawdb.release()  # the login check's connection goes back to the pool for the stream's lifetime

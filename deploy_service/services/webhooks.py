@@ -27,7 +27,6 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import current_app
 from sqlalchemy import or_, select
 
 from deploy_service.errors import NotFound, ValidationFailed
@@ -36,6 +35,7 @@ from deploy_service.models import Alert, DeliveryStatus, Principal, Webhook, Web
 from deploy_service.models.types import utcnow
 from deploy_service.security import decrypt_secret, encrypt_secret
 from deploy_service.services.common import Page, paginate, scope_to_owner
+from deploy_service.settings import current_settings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def create_webhook(
 ) -> tuple[Webhook, str]:
     """Register a webhook; returns it and its signing secret (shown once)."""
     try:
-        check_target(url, allow_private=current_app.config["WEBHOOK_ALLOW_PRIVATE_TARGETS"])
+        check_target(url, allow_private=current_settings().webhooks.allow_private_targets)
     except UnsafeTarget as exc:
         raise ValidationFailed(str(exc), details={"url": [str(exc)]}) from exc
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
@@ -176,14 +176,14 @@ def deliver(delivery_id: str, http: Any, *, may_record: Callable[[], bool] = lam
     webhook = db.session.get(Webhook, delivery.webhook_id)
     if webhook is None:
         return
-    config = current_app.config
+    settings = current_settings().webhooks
     body = json.dumps(delivery.payload, separators=(",", ":")).encode()
     timestamp = int(time.time())
     delivery.attempts += 1
     status: int | None = None
     error: str | None = None
     try:
-        check_target(webhook.url, allow_private=config["WEBHOOK_ALLOW_PRIVATE_TARGETS"])
+        check_target(webhook.url, allow_private=settings.allow_private_targets)
         response = http.request(
             "POST",
             webhook.url,
@@ -195,7 +195,7 @@ def deliver(delivery_id: str, http: Any, *, may_record: Callable[[], bool] = lam
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": sign(decrypt_secret(webhook.secret_ciphertext), delivery.id, timestamp, body),
             },
-            timeout=config["WEBHOOK_TIMEOUT_SECONDS"],
+            timeout=settings.timeout,
             retries=False,
             redirect=False,
         )
@@ -210,10 +210,10 @@ def deliver(delivery_id: str, http: Any, *, may_record: Callable[[], bool] = lam
     delivery.error = error
     if error is None:
         delivery.status, delivery.delivered_at, delivery.next_attempt_at = DeliveryStatus.SUCCEEDED, utcnow(), None
-    elif delivery.attempts >= config["WEBHOOK_MAX_ATTEMPTS"]:
+    elif delivery.attempts >= settings.max_attempts:
         delivery.status, delivery.next_attempt_at = DeliveryStatus.FAILED, None
     else:
-        delay = config["WEBHOOK_RETRY_BASE_SECONDS"] * 2 ** (delivery.attempts - 1)
+        delay = settings.retry_base * 2 ** (delivery.attempts - 1)
         delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
     if not may_record():
         db.session.rollback()

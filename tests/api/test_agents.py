@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 
 from deploy_service.extensions import db
 from deploy_service.models import Agent
+from deploy_service.settings import Settings
 from tests.api.test_errors import assert_error
 from tests.factories import AuthActions, agent_payload, make_agent, make_deployment, make_secret, make_user
 from tests.fakes import FakeRunner
@@ -156,12 +158,14 @@ def test_build_paths_stay_inside_the_repository(
 
 
 def test_local_git_sources_need_the_flag(
-    client: FlaskClient, auth: AuthActions, app: Flask, monkeypatch: pytest.MonkeyPatch
+    client: FlaskClient,
+    auth: AuthActions,
+    configure: Callable[..., Settings],
 ) -> None:
     _, headers = auth.user()
     payload = agent_payload(image=None, source={"git_url": "file:///srv/repos/agent", "branch": "feature/x"})
     assert_error(client.post("/v1/agents", headers=headers, json=payload), 400, "validation_error")
-    monkeypatch.setitem(app.config, "ALLOW_LOCAL_GIT_SOURCES", True)
+    configure(ALLOW_LOCAL_GIT_SOURCES=True)
     response = client.post("/v1/agents", headers=headers, json=payload)
     assert response.status_code == 201, response.get_json()
     assert response.get_json()["source"]["branch"] == "feature/x"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from deploy_service.extensions import db
 from deploy_service.models import Invocation
 from deploy_service.reconciler import Reconciler
+from deploy_service.settings import Settings
 from tests.api.test_deployments import FAST, Api, converge, new_agent
 from tests.api.test_errors import assert_error
 from tests.factories import AuthActions
@@ -22,9 +23,8 @@ RULES = dataclasses.replace(FAST, sample_every=0.05, restart_budget=4)
 
 
 @pytest.fixture()
-def reconciler(app: Flask, fake_runner: FakeRunner, monkeypatch: pytest.MonkeyPatch) -> Iterator[Reconciler]:
-    monkeypatch.setitem(app.config, "ALERT_CRASH_LOOP_RESTARTS", 2)
-    monkeypatch.setitem(app.config, "ALERT_MIN_SAMPLES", 4)
+def reconciler(app: Flask, fake_runner: FakeRunner, configure: Callable[..., Settings]) -> Iterator[Reconciler]:
+    configure(ALERT_CRASH_LOOP_RESTARTS=2, ALERT_MIN_SAMPLES=4)
     reconciler = Reconciler(app, runner=fake_runner, settings=RULES)
     yield reconciler
     reconciler.close()

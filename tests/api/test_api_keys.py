@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,6 +25,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.reconciler import Reconciler
 from deploy_service.runner.base import ReplicaSpec
 from deploy_service.security import api_key_well_formed, generate_api_key
+from deploy_service.settings import Settings
 from tests.api.test_deployments import FAST, Api, converge, new_agent
 from tests.api.test_errors import assert_error
 from tests.factories import AuthActions
@@ -232,7 +233,7 @@ def test_interact_failures(
     fake_runner: FakeRunner,
     replicas: Any,
     reconciler: Reconciler,
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Settings],
 ) -> None:
     setup = deployed(app, api, reconciler, replicas=1)
     agent_id, deployment_id = setup["agent"]["id"], setup["deployment"]["id"]
@@ -240,7 +241,7 @@ def test_interact_failures(
     error = api.post(url, {"mode": "error"})
     assert error.status_code == 500 and error.get_json() == {"error": "agent broke"}
     assert_error(api.post(url, {"mode": "text"}), 502, "bad_gateway")
-    monkeypatch.setitem(app.config, "INTERACT_TIMEOUT_SECONDS", 0.3)
+    configure(INTERACT_TIMEOUT_SECONDS=0.3)
     assert_error(api.post(url, {"mode": "slow", "seconds": 2}), 504, "agent_timeout")
     bad_json = api.client.post(url, headers=api.headers, data="{nope", content_type="application/json")
     assert_error(bad_json, 400, "validation_error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from deploy_service.extensions import db
 from deploy_service.models import AuthSession, User
+from deploy_service.settings import Settings
 from tests.api.test_errors import assert_error
 from tests.factories import PASSWORD, AuthActions, make_user
 
@@ -65,8 +67,8 @@ def test_register_validation(client: FlaskClient, payload: dict[str, Any], field
     assert field in error["details"]
 
 
-def test_registration_can_be_disabled(client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(app.config, "REGISTRATION_ENABLED", False)
+def test_registration_can_be_disabled(client: FlaskClient, configure: Callable[..., Settings]) -> None:
+    configure(REGISTRATION_ENABLED=False)
     assert_error(register(client, "closed@example.com"), 403, "forbidden")
 
 

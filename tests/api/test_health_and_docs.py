@@ -19,6 +19,7 @@ from deploy_service.models import ReconcilerHeartbeat
 from deploy_service.models.types import utcnow
 from deploy_service.reconciler import Reconciler
 from deploy_service.reconciler.heartbeat import Heartbeat
+from deploy_service.settings import settings_for
 from tests.api.test_deployments import FAST
 from tests.fakes import FakeRunner
 
@@ -51,7 +52,7 @@ def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
 @pytest.fixture()
 def started_long_ago(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     """This process started well over `RECONCILER_STALE_SECONDS` ago."""
-    stale = app.config["RECONCILER_STALE_SECONDS"]
+    stale = settings_for(app).loop.stale
     monkeypatch.setitem(app.config, "STARTED_MONOTONIC", time.monotonic() - 10 * stale)
 
 
@@ -100,7 +101,7 @@ def set_last_pass(app: Flask, seconds_ago: float) -> None:
 
 @pytest.mark.usefixtures("started_long_ago", "fake_runner")
 def test_not_ready_when_no_reconciler_completed_a_pass_lately(client: FlaskClient, app: Flask) -> None:
-    stale = app.config["RECONCILER_STALE_SECONDS"]
+    stale = settings_for(app).loop.stale
     set_last_pass(app, stale + 5)
     response = client.get("/health/ready")
     assert response.status_code == 503
@@ -119,7 +120,7 @@ def test_not_ready_when_no_reconciler_completed_a_pass_lately(client: FlaskClien
 def test_a_pass_of_a_reconciler_in_another_process_makes_it_ready(
     client: FlaskClient, app: Flask, reconciler: Reconciler
 ) -> None:
-    stale = app.config["RECONCILER_STALE_SECONDS"]
+    stale = settings_for(app).loop.stale
     set_last_pass(app, stale - 5)  # written by `flask reconcile` elsewhere: this process runs none
     assert client.get("/health/ready").status_code == 200
     with app.app_context():
@@ -135,7 +136,7 @@ def test_a_fresh_deploy_gets_the_stale_period_from_its_start(
     client: FlaskClient, app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No heartbeat row yet (or an old one): the reconciler has `RECONCILER_STALE_SECONDS` from this start."""
-    stale = app.config["RECONCILER_STALE_SECONDS"]
+    stale = settings_for(app).loop.stale
     monkeypatch.setitem(app.config, "STARTED_MONOTONIC", time.monotonic() - stale + 5)
     body = client.get("/health/ready").get_json()
     assert body["checks"]["reconciler"]["status"] == "ok" and body["checks"]["reconciler"]["last_pass_at"] is None

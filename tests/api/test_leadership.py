@@ -134,8 +134,8 @@ def delivery_state(app: Flask, delivery_id: str) -> tuple[str, int]:
 
 
 @pytest.fixture()
-def private_targets(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+def private_targets(configure: Any) -> None:
+    configure(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
 
 
 @pytest.mark.usefixtures("private_targets")

@@ -22,6 +22,8 @@ from deploy_service.reconciler.lock import LeaderLock
 from deploy_service.reconciler.settings import LoopSettings
 from deploy_service.reconciler.wakeup import Waiter
 from deploy_service.services import notify
+from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from deploy_service.settings import settings_for
 from tests.api.test_deployments import FAST
 from tests.factories import AuthActions, make_agent
 from tests.fakes import FakeRunner
@@ -116,7 +118,7 @@ def test_engine_outage_backs_off_and_recovers(app: Flask, fake_runner: FakeRunne
         fake_runner.down = True
         delays = [reconciler.converge_job.run() for _ in range(4)]
         assert delays == sorted(delays) and delays[0] < delays[-1]
-        assert delays[-1] <= app.config["ENGINE_BACKOFF_MAX_SECONDS"]
+        assert delays[-1] <= reconciler.loop_settings.engine_backoff_max
         assert reconciler.engine_failures == 4
         fake_runner.down = False
         reconciler.converge_job.run()
@@ -125,13 +127,21 @@ def test_engine_outage_backs_off_and_recovers(app: Flask, fake_runner: FakeRunne
         reconciler.close()
 
 
+def _namespace(app: Flask) -> str:
+    """The namespace the app's runner labels its containers with; its settings say the same."""
+    runner = app.extensions[RUNNER_KEY]
+    assert runner.settings == settings_for(app).runner
+    namespace: str = runner.settings.namespace
+    return namespace
+
+
 def test_engine_namespace_follows_the_database(make_app: Any, tmp_path: Any) -> None:
     one = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/one.db", ENGINE_NAMESPACE=None)
     again = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/one.db", ENGINE_NAMESPACE=None)
     other = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/two.db", ENGINE_NAMESPACE=None)
-    assert one.config["ENGINE_NAMESPACE"] == again.config["ENGINE_NAMESPACE"]
-    assert one.config["ENGINE_NAMESPACE"] != other.config["ENGINE_NAMESPACE"]
-    assert make_app(ENGINE_NAMESPACE="mine").config["ENGINE_NAMESPACE"] == "mine"
+    assert _namespace(one) == _namespace(again) == one.config["ENGINE_NAMESPACE"]
+    assert _namespace(one).startswith("ds-") and _namespace(one) != _namespace(other)
+    assert _namespace(make_app(ENGINE_NAMESPACE="mine")) == "mine"
 
 
 @pytest.mark.parametrize("flag", ["true", "false"])

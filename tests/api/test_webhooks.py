@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from deploy_service.reconciler import Reconciler
+from deploy_service.settings import Settings
 from tests.api.test_deployments import FAST, Api, converge, new_agent
 from tests.api.test_errors import assert_error
 from tests.factories import AuthActions
@@ -59,10 +60,12 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture()
-def api(client: FlaskClient, auth: AuthActions, app: Flask, monkeypatch: pytest.MonkeyPatch) -> Api:
-    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
-    monkeypatch.setitem(app.config, "WEBHOOK_RETRY_BASE_SECONDS", 0.01)
-    monkeypatch.setitem(app.config, "WEBHOOK_MAX_ATTEMPTS", 3)
+def api(
+    client: FlaskClient,
+    auth: AuthActions,
+    configure: Callable[..., Settings],
+) -> Api:
+    configure(WEBHOOK_ALLOW_PRIVATE_TARGETS=True, WEBHOOK_RETRY_BASE_SECONDS=0.01, WEBHOOK_MAX_ATTEMPTS=3)
     _, headers = auth.user()
     return Api(client, headers)
 
@@ -87,7 +90,7 @@ def failing_deployment(app: Flask, api: Api) -> str:
     return str(api.post(f"/v1/agents/{agent['id']}/deploy", {}).get_json()["id"])
 
 
-def test_register_list_delete_and_url_checks(app: Flask, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_register_list_delete_and_url_checks(api: Api, configure: Callable[..., Settings]) -> None:
     created = api.post("/v1/webhooks", {"url": "http://127.0.0.1:9/x", "severities": ["critical"]})
     assert created.status_code == 201
     body = created.get_json()
@@ -98,7 +101,7 @@ def test_register_list_delete_and_url_checks(app: Flask, api: Api, monkeypatch: 
     assert_error(api.delete(f"/v1/webhooks/{body['id']}"), 404, "not_found")
     for url in ("ftp://example.com/x", "file:///etc/passwd", "http://user:pw@example.com/", "not a url"):
         assert_error(api.post("/v1/webhooks", {"url": url}), 400, "validation_error")
-    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+    configure(WEBHOOK_ALLOW_PRIVATE_TARGETS=False)
     for url in ("http://127.0.0.1:8080/x", "http://localhost/x", "http://10.0.0.1/x", "http://[::1]/x"):
         error = assert_error(api.post("/v1/webhooks", {"url": url}), 400, "validation_error")
         assert "url" in error["details"]

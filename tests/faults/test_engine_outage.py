@@ -30,7 +30,9 @@ from deploy_service.extensions import db
 from deploy_service.models import Deployment, DeploymentEvent, Instance
 from deploy_service.reconciler import Reconciler, ReconcileSettings
 from deploy_service.runner import DockerRunner
+from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from deploy_service.settings import settings_for
 from tests.factories import AuthActions, make_user
 from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView, wait_until
 from tests.faults.engine_proxy import EngineProxy
@@ -106,10 +108,10 @@ def make_stack(
     """The app drives the engine through the proxy, with a reconciler loop of its own."""
     mp = pytest.MonkeyPatch()
     mp.setenv("DOCKER_HOST", proxy.docker_host)  # read once, when the runner makes its client
-    runner = DockerRunner({"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": engine.namespace, "DOCKER_TIMEOUT": 5})
+    runner = DockerRunner(RunnerSettings(network_mode="host", namespace=engine.namespace, docker_timeout=5))
     mp.setitem(app.extensions, RUNNER_KEY, runner)
-    mp.setitem(app.config, "ENGINE_BACKOFF_MAX_SECONDS", 0.5)
-    reconciler = Reconciler(app, runner=runner, settings=settings)
+    loop = replace(settings_for(app).loop, engine_backoff_max=0.5)
+    reconciler = Reconciler(app, runner=runner, settings=settings, loop_settings=loop)
     reconciler.start()
     try:
         headers = auth.headers(make_user(app))

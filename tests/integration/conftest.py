@@ -22,6 +22,7 @@ import docker
 import pytest
 
 from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner
+from deploy_service.runner.settings import RunnerSettings
 
 IMAGES_DIR = Path(__file__).parent / "images"
 ENSURE_DOCKER = Path(__file__).parents[2] / "scripts" / "ensure_docker.sh"
@@ -80,7 +81,7 @@ def remove_containers(client: docker.DockerClient, prefix: str) -> None:
 @pytest.fixture()
 def runner(docker_engine: docker.DockerClient, deployment_prefix: str) -> Iterator[DockerRunner]:
     """A DockerRunner with host networking forced (the test engine has no bridge network)."""
-    runner = DockerRunner({"DOCKER_NETWORK_MODE": "host", "DOCKER_TIMEOUT": 15})
+    runner = DockerRunner(RunnerSettings(network_mode="host", docker_timeout=15))
     yield runner
     runner.close()
     remove_containers(docker_engine, deployment_prefix)

@@ -30,7 +30,9 @@ from flask.testing import FlaskClient
 
 from deploy_service.reconciler import Reconciler, ReconcileSettings
 from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner, Runner, RunnerError, SwarmRunner
+from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from deploy_service.settings import Settings
 from tests.factories import AuthActions
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
@@ -122,10 +124,11 @@ def _engine(
     docker_engine: docker.DockerClient,
     app: Flask,
     monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Settings],
     settings: ReconcileSettings,
 ) -> Iterator[Engine]:
     namespace = f"test-{uuid.uuid4().hex[:10]}"
-    config = {"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": namespace, "DOCKER_TIMEOUT": 20}
+    config = RunnerSettings(network_mode="host", namespace=namespace, docker_timeout=20)
     runner: Runner
     if kind == "swarm":
         request.getfixturevalue("swarm_manager")
@@ -133,8 +136,7 @@ def _engine(
     else:
         runner = DockerRunner(config)
     monkeypatch.setitem(app.extensions, RUNNER_KEY, runner)
-    monkeypatch.setitem(app.config, "ALLOW_LOCAL_GIT_SOURCES", True)
-    monkeypatch.setitem(app.config, "LOG_FOLLOW_POLL_SECONDS", 0.1)
+    configure(ALLOW_LOCAL_GIT_SOURCES=True, LOG_FOLLOW_POLL_SECONDS=0.1)
     reconciler = Reconciler(app, runner=runner, settings=settings)
     reconciler.start()
     view = Engine(docker_engine, namespace, kind)
@@ -257,7 +259,11 @@ def test_local_git_source_is_built_with_log_and_progress(api: Client, engine: En
 
 
 def test_unsafe_git_sources_never_reach_git(
-    api: Client, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app: Flask
+    api: Client,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Settings],
 ) -> None:
     spy = tmp_path / "bin"
     spy.mkdir()
@@ -265,7 +271,7 @@ def test_unsafe_git_sources_never_reach_git(
     (spy / "git").write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 1\n')
     (spy / "git").chmod(0o755)
     monkeypatch.setenv("PATH", f"{spy}:{os.environ['PATH']}")
-    monkeypatch.setitem(app.config, "ALLOW_LOCAL_GIT_SOURCES", False)
+    configure(ALLOW_LOCAL_GIT_SOURCES=False)
     bad_sources = [
         {"git_url": "ext::sh -c touch% /tmp/pwned"},
         {"git_url": "--upload-pack=touch /tmp/pwned"},
@@ -444,10 +450,8 @@ def test_container_removed_by_hand_comes_back(api: Client, engine: Engine) -> No
 
 
 @BOTH_RUNNERS
-def test_crashing_image_backs_off_then_fails(
-    api: Client, engine: Engine, app: Flask, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(app.config, "ALERT_CRASH_LOOP_RESTARTS", 1)
+def test_crashing_image_backs_off_then_fails(api: Client, engine: Engine, configure: Callable[..., Settings]) -> None:
+    configure(ALERT_CRASH_LOOP_RESTARTS=1)
     deployment_id = api.deploy(api.agent(image="deploy-test/crasher:latest", env={"CRASH_DELAY": "0.2"}))
     wait_until(status_is(api, deployment_id, "failed"), timeout=60, what="failed")
     exits = api.events(deployment_id, "container_exited")
@@ -551,7 +555,7 @@ def test_engine_unreachable_means_503_and_nothing_written(
 ) -> None:
     agent_id = api.agent()
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
-    dead = DockerRunner({"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": "dead", "DOCKER_TIMEOUT": 2})
+    dead = DockerRunner(RunnerSettings(network_mode="host", namespace="dead", docker_timeout=2))
     monkeypatch.setitem(app.extensions, RUNNER_KEY, dead)
     response = api.call("post", f"/v1/agents/{agent_id}/deploy", {})
     assert response.status_code == 503
@@ -585,13 +589,11 @@ def test_interact_through_keys_on_the_real_engine(api: Client, engine: Engine) -
     assert stopped.status_code == 503 and stopped.get_json()["error"] == "no_ready_replica"
 
 
-def test_interact_times_out_on_a_slow_agent(
-    api: Client, engine: Engine, app: Flask, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interact_times_out_on_a_slow_agent(api: Client, engine: Engine, configure: Callable[..., Settings]) -> None:
     agent_id = api.agent()
     deployment_id = api.deploy(agent_id)
     wait_until(status_is(api, deployment_id, "ready"), what="ready")
-    monkeypatch.setitem(app.config, "INTERACT_TIMEOUT_SECONDS", 0.5)
+    configure(INTERACT_TIMEOUT_SECONDS=0.5)
     slow = api.call("post", f"/v1/agents/{agent_id}/interact", {"sleep": 2})
     assert slow.status_code == 504 and slow.get_json()["error"] == "agent_timeout"
     quick = api.call("post", f"/v1/agents/{agent_id}/interact", {"sleep": 0})
@@ -611,13 +613,11 @@ def test_resource_samples_on_the_real_engine(api: Client, engine: Engine, app: F
 
 
 def test_hallucination_alert_and_signed_webhooks_on_the_real_engine(
-    api: Client, engine: Engine, app: Flask, monkeypatch: pytest.MonkeyPatch
+    api: Client, engine: Engine, configure: Callable[..., Settings]
 ) -> None:
     from tests.api.test_webhooks import Receiver, verify
 
-    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
-    monkeypatch.setitem(app.config, "WEBHOOK_RETRY_BASE_SECONDS", 0.05)
-    monkeypatch.setitem(app.config, "ALERT_MIN_SAMPLES", 5)
+    configure(WEBHOOK_ALLOW_PRIVATE_TARGETS=True, WEBHOOK_RETRY_BASE_SECONDS=0.05, ALERT_MIN_SAMPLES=5)
     good, failing = Receiver(), Receiver(status=500)
     try:
         hook = api.call("post", "/v1/webhooks", {"url": good.url, "kinds": ["hallucination_rate_high"]}).get_json()

@@ -43,6 +43,7 @@ from deploy_service.runner import (
     create_runner,
 )
 from deploy_service.runner.docker_runner import LABEL_PORT
+from deploy_service.runner.settings import RunnerSettings
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 CRASHER = "deploy-test/crasher:latest"
@@ -291,7 +292,7 @@ def test_bridge_mode_on_an_engine_without_a_bridge_is_refused(
 def test_auto_network_mode_follows_the_engine(docker_engine: docker.DockerClient) -> None:
     has_bridge = any(network.name == "bridge" for network in docker_engine.networks.list())
 
-    auto = DockerRunner({"DOCKER_NETWORK_MODE": "auto"})
+    auto = DockerRunner(RunnerSettings(network_mode="auto"))
     try:
         assert auto.network_mode() == ("bridge" if has_bridge else "host")
     finally:
@@ -325,7 +326,7 @@ def test_list_replicas_reports_managed_containers(
 def test_a_namespace_sees_only_its_own_containers(
     runner: DockerRunner, docker_engine: docker.DockerClient, deployment_prefix: str, free_port: Callable[[], int]
 ) -> None:
-    namespaced = DockerRunner({"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": f"ns-{deployment_prefix}"})
+    namespaced = DockerRunner(RunnerSettings(network_mode="host", namespace=f"ns-{deployment_prefix}"))
     try:
         spec = make_spec(deployment_prefix, HTTP_AGENT, free_port())
         info = namespaced.start_replica(spec)
@@ -536,7 +537,7 @@ def test_an_unreachable_engine_is_engine_unavailable(
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_host.format(tmp=tmp_path))
     monkeypatch.delenv("DOCKER_TLS_VERIFY", raising=False)
-    dead = DockerRunner({"DOCKER_TIMEOUT": 2})
+    dead = DockerRunner(RunnerSettings(docker_timeout=2))
 
     started = time.monotonic()
     with pytest.raises(EngineUnavailable):
@@ -570,9 +571,9 @@ def test_build_timeout_stops_the_build(
 
 
 def test_create_runner_builds_the_configured_backend() -> None:
-    assert isinstance(create_runner({}), DockerRunner)
-    assert isinstance(create_runner({"RUNNER": "swarm"}), SwarmRunner)
+    assert isinstance(create_runner(RunnerSettings()), DockerRunner)
+    assert isinstance(create_runner(RunnerSettings(backend="swarm")), SwarmRunner)
     with pytest.raises(RunnerConfigError, match="RUNNER"):
-        create_runner({"RUNNER": "kubernetes"})
+        create_runner(RunnerSettings(backend="kubernetes"))
     with pytest.raises(RunnerConfigError, match="DOCKER_NETWORK_MODE"):
-        create_runner({"DOCKER_NETWORK_MODE": "overlay"})
+        create_runner(RunnerSettings(network_mode="overlay"))

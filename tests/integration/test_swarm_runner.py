@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from deploy_service.runner import LABEL_MANAGED, ServiceSpec, SwarmRunner
+from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_runner import current_tasks
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
@@ -25,7 +26,7 @@ HTTP_AGENT = "deploy-test/http-agent:latest"
 @pytest.fixture()
 def swarm(docker_engine: docker.DockerClient, swarm_manager: None) -> Iterator[SwarmRunner]:
     namespace = f"test-{uuid.uuid4().hex[:10]}"
-    runner = SwarmRunner({"ENGINE_NAMESPACE": namespace, "DOCKER_TIMEOUT": 20})
+    runner = SwarmRunner(RunnerSettings(namespace=namespace, docker_timeout=20))
     yield runner
     for service in docker_engine.api.services(filters={"label": f"{LABEL_MANAGED}={namespace}"}):
         docker_engine.api.remove_service(service["ID"])

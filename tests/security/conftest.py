@@ -9,6 +9,7 @@ attacker's requests changed nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from deploy_service.models import Alert, User
 from deploy_service.services import api_keys as key_service
 from deploy_service.services import evaluations as evaluation_service
 from deploy_service.services import webhooks as webhook_service
+from deploy_service.settings import Settings
 from tests.factories import AuthActions, UserRef, make_agent, make_deployment, make_secret
 from tests.fakes import FakeRunner
 from tests.security.routes import Probe
@@ -124,9 +126,13 @@ def _deployed_agent(app: Flask, owner: UserRef) -> dict[str, str]:
 
 @pytest.fixture()
 def world(
-    app: Flask, client: FlaskClient, auth: AuthActions, fake_runner: FakeRunner, monkeypatch: pytest.MonkeyPatch
+    app: Flask,
+    client: FlaskClient,
+    auth: AuthActions,
+    fake_runner: FakeRunner,
+    configure: Callable[..., Settings],
 ) -> World:
-    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+    configure(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
     owner, owner_headers = auth.user()
     first = _deployed_agent(app, owner)
     second = _deployed_agent(app, owner)

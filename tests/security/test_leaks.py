@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +25,7 @@ from sqlalchemy import select, text
 from deploy_service.extensions import db
 from deploy_service.models import ApiKey, User
 from deploy_service.reconciler import Reconciler
+from deploy_service.settings import Settings
 from tests.api.test_deployments import FAST, converge
 from tests.fakes import FakeRunner
 
@@ -86,8 +87,9 @@ def test_no_secret_reaches_a_response_a_log_line_or_a_table(
     captured: Capture,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Settings],
 ) -> None:
-    monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+    configure(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
     reconciler = Reconciler(app, runner=fake_runner, settings=FAST)
     started_envs: list[dict[str, str]] = []
     fake_runner.on_start = lambda spec: started_envs.append(dict(spec.env))
@@ -161,7 +163,7 @@ def test_no_secret_reaches_a_response_a_log_line_or_a_table(
         failed = api.call("duplicate key", "POST", f"/v1/agents/{agent['id']}/api-key", headers=auth, json={})
         assert failed.status_code == 500
         monkeypatch.undo()
-        monkeypatch.setitem(app.config, "WEBHOOK_ALLOW_PRIVATE_TARGETS", True)
+        configure(WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
 
         api.call("revoke", "DELETE", f"/v1/agents/{agent['id']}/api-keys/{created['id']}", headers=auth)
         api.call("revoked key", "POST", f"/v1/agents/{agent['id']}/interact", headers=with_key, json={})

@@ -31,6 +31,7 @@ from deploy_service.runner import (
     ReplicaStartFailed,
     RunnerConfigError,
     RunnerError,
+    RunnerSettings,
     create_runner,
 )
 from deploy_service.schemas.validators import validate_git_url, validate_image, validate_ref_name, validate_repo_path
@@ -94,13 +95,16 @@ def test_engine_unavailable_is_the_contracts_503() -> None:
 
 
 @pytest.mark.parametrize(
-    ("config", "message"),
-    [({"RUNNER": "kubernetes"}, "RUNNER must be one of docker, swarm"), ({"DOCKER_NETWORK_MODE": "overlay"}, "auto")],
+    ("settings", "message"),
+    [
+        (RunnerSettings(backend="kubernetes"), "RUNNER must be one of docker, swarm"),
+        (RunnerSettings(network_mode="overlay"), "auto"),
+    ],
 )
-def test_a_setting_the_runner_refuses_is_a_config_error_at_startup(config: dict[str, str], message: str) -> None:
+def test_a_setting_the_runner_refuses_is_a_config_error_at_startup(settings: RunnerSettings, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as refused:
         with runner_settings_checked():
-            create_runner(config)
+            create_runner(settings)
 
     assert isinstance(refused.value.__cause__, RunnerConfigError)
 

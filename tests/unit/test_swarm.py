@@ -18,6 +18,7 @@ from deploy_service.config import load_config, validate_config
 from deploy_service.errors import ConfigError, EngineUnavailable
 from deploy_service.reconciler.drivers import free_block
 from deploy_service.runner import BuildFailed, BuildSpec, ImageInfo, ServiceInfo, ServiceSpec, create_runner
+from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_records import (
     escape_template,
     index_template,
@@ -241,7 +242,7 @@ def test_a_block_with_a_port_in_use_is_skipped() -> None:
 
 
 def test_runner_choice_and_swarm_settings_are_validated() -> None:
-    assert isinstance(create_runner({"RUNNER": "swarm"}), SwarmRunner)
+    assert isinstance(create_runner(RunnerSettings(backend="swarm")), SwarmRunner)
     with pytest.raises(ConfigError, match="RUNNER"):
         validate_config(load_config({"RUNNER": "kubernetes"}))
     with pytest.raises(ConfigError, match="host networking"):
@@ -266,8 +267,8 @@ class FakeApi:
         return iter(self.push_chunks)
 
 
-def built_runner(monkeypatch: pytest.MonkeyPatch, api: FakeApi, **config: str) -> SwarmRunner:
-    runner = SwarmRunner(config)
+def built_runner(monkeypatch: pytest.MonkeyPatch, api: FakeApi, **settings: str) -> SwarmRunner:
+    runner = SwarmRunner(RunnerSettings(**settings))
     monkeypatch.setattr(runner, "_api", lambda: api)
     monkeypatch.setattr(
         "deploy_service.runner.docker_runner.DockerRunner.build_image",
@@ -284,9 +285,9 @@ def test_a_built_image_is_pushed_to_the_registry_and_deployed_from_there(monkeyp
     runner = built_runner(
         monkeypatch,
         api,
-        SWARM_REGISTRY="registry.example.com/agents/",
-        SWARM_REGISTRY_USERNAME="u",
-        SWARM_REGISTRY_PASSWORD="p",
+        registry="registry.example.com/agents/",
+        registry_username="u",
+        registry_password="p",
     )
     output: list[str] = []
     info = runner.build_image(BUILD, on_output=output.append)
@@ -302,7 +303,7 @@ def test_a_built_image_is_pushed_to_the_registry_and_deployed_from_there(monkeyp
 
 def test_a_refused_push_fails_the_build(monkeypatch: pytest.MonkeyPatch) -> None:
     api = FakeApi([{"error": "denied: requested access to the resource is denied"}])
-    runner = built_runner(monkeypatch, api, SWARM_REGISTRY="registry.example.com/agents")
+    runner = built_runner(monkeypatch, api, registry="registry.example.com/agents")
     with pytest.raises(BuildFailed, match="requested access to the resource is denied"):
         runner.build_image(BUILD, on_output=lambda line: None)
     assert api.calls[1][3] is None  # no credentials configured: none sent
@@ -337,14 +338,14 @@ class InfoApi:
 def test_an_engine_that_is_not_a_swarm_manager_is_unavailable(
     monkeypatch: pytest.MonkeyPatch, swarm: dict[str, Any], message: str
 ) -> None:
-    runner = SwarmRunner({})
+    runner = SwarmRunner(RunnerSettings())
     monkeypatch.setattr(runner, "_api", lambda: InfoApi(swarm))
     with pytest.raises(EngineUnavailable, match=message):
         runner.ping()
 
 
 def test_a_manager_answers_and_describes_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    runner = SwarmRunner({"SWARM_REGISTRY": "registry.example.com/agents"})
+    runner = SwarmRunner(RunnerSettings(registry="registry.example.com/agents"))
     state = {"LocalNodeState": "active", "ControlAvailable": True, "Nodes": 3, "Managers": 1}
     monkeypatch.setattr(runner, "_api", lambda: InfoApi(state))
     runner.ping()

@@ -4,33 +4,35 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import jwt
 import pytest
 
 from deploy_service import tokens
+from deploy_service.settings import TokenSettings
 from deploy_service.tokens import TokenRejected, bearer_token, decode_access_token
 
-CONFIG = {"JWT_SECRET_KEY": "k" * 40, "JWT_DECODE_ALGORITHMS": ["HS256"]}
+SETTINGS = TokenSettings(secret_key="k" * 40, algorithms=("HS256",))
 
 
 def _token(**claims: Any) -> str:
     payload = {"sub": "user-1", "sid": "session-1", "type": "access", "exp": int(time.time()) + 60, **claims}
-    return jwt.encode({k: v for k, v in payload.items() if v is not None}, CONFIG["JWT_SECRET_KEY"], "HS256")
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, SETTINGS.secret_key, "HS256")
 
 
 def test_a_valid_token_gives_its_claims_and_is_served_from_the_cache_after() -> None:
     token = _token()
-    first = decode_access_token(token, CONFIG)
+    first = decode_access_token(token, SETTINGS)
     assert (first["sub"], first["sid"]) == ("user-1", "session-1")
-    assert decode_access_token(token, CONFIG) is first
+    assert decode_access_token(token, SETTINGS) is first
 
 
 def test_the_cache_forgets_a_token_once_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
     token = _token(exp=int(time.time()) + 5)
-    decode_access_token(token, CONFIG)
-    key = (CONFIG["JWT_SECRET_KEY"], token)
+    decode_access_token(token, SETTINGS)
+    key = (SETTINGS.secret_key, token)
     assert tokens._verified.get(key, leeway=0) is not None
     later = time.time() + 10
     monkeypatch.setattr(tokens.time, "time", lambda: later)
@@ -39,18 +41,18 @@ def test_the_cache_forgets_a_token_once_it_expires(monkeypatch: pytest.MonkeyPat
 
 def test_a_tampered_copy_of_a_cached_token_is_refused() -> None:
     token = _token()
-    decode_access_token(token, CONFIG)
+    decode_access_token(token, SETTINGS)
     header, payload, signature = token.split(".")
     forged = f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
     with pytest.raises(TokenRejected, match="invalid"):
-        decode_access_token(forged, CONFIG)
+        decode_access_token(forged, SETTINGS)
 
 
 def test_a_token_cached_under_one_key_is_not_valid_under_another() -> None:
     token = _token()
-    decode_access_token(token, CONFIG)
+    decode_access_token(token, SETTINGS)
     with pytest.raises(TokenRejected, match="invalid"):
-        decode_access_token(token, {**CONFIG, "JWT_SECRET_KEY": "another-key-" * 4})
+        decode_access_token(token, replace(SETTINGS, secret_key="another-key-" * 4))
 
 
 @pytest.mark.parametrize(
@@ -71,7 +73,7 @@ def test_a_token_cached_under_one_key_is_not_valid_under_another() -> None:
 )
 def test_unusable_tokens_are_refused(make: Callable[[], str], message: str) -> None:
     with pytest.raises(TokenRejected, match=message):
-        decode_access_token(make(), CONFIG)
+        decode_access_token(make(), SETTINGS)
 
 
 @pytest.mark.parametrize("header", [None, "", "Basic abc", "Token abc"])

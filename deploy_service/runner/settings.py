@@ -1,0 +1,36 @@
+"""What the runner backends are configured with: one frozen value, built by the service's settings.
+
+It lives in the runner package, and imports nothing, so that the runner stands alone: the service turns
+its configuration into a `RunnerSettings` once (`deploy_service.settings.settings_from`) and hands it
+to `create_runner`; a script or a test builds one directly. The defaults are those of the service's
+configuration (README). The backends check the values they depend on and refuse others with
+`RunnerConfigError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_NAMESPACE = "deploy-service"
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Every setting a runner backend reads."""
+
+    backend: str = "docker"
+    network_mode: str = "auto"
+    docker_timeout: float = 30.0
+    namespace: str = DEFAULT_NAMESPACE
+    pull_timeout: float = 600.0
+    pids_limit: int = 256
+    log_max_size: str = "10m"
+    log_max_file: int = 3
+    tmpfs_mb: int = 64
+    stop_timeout: float = 10.0
+    build_timeout: float = 900.0
+    clone_timeout: float = 120.0
+    replica_host: str = "127.0.0.1"
+    registry: str = ""
+    registry_username: str = ""
+    registry_password: str = field(default="", repr=False)
