@@ -1,8 +1,13 @@
-"""Fixtures shared by every test.
+"""Fixtures shared by every test, and the markers that say what a test needs.
 
 The database is real: a SQLite file by default, or PostgreSQL when `TEST_DATABASE_URL` is set. Its
 schema is built once per session by the Alembic migrations (so every run also proves them), and
 every table is emptied after each test, so each test starts from a fresh database.
+
+Markers are applied at collection from the fixtures a test uses, directly or through other fixtures
+(`MARKER_FIXTURES`), never kept by hand: `engine` (the real container engine), `postgres` (a PostgreSQL
+server of its own), `process` (real processes: gunicorn, `flask reconcile`, redis-server, spawned
+writers), `load` (the sustained load test). `make check` runs the tests that carry none of them.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from deploy_service.extensions import db
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
+from tests.helpers import ProcessGroup
 
 # Fast password hashing for tests; production defaults are in config.py.
 TEST_CONFIG: dict[str, Any] = {
@@ -34,6 +40,31 @@ TEST_CONFIG: dict[str, Any] = {
     "LOG_LEVEL": "DEBUG",
     "RATELIMIT_ENABLED": False,
 }
+
+
+MARKER_FIXTURES: dict[str, frozenset[str]] = {
+    "engine": frozenset({"docker_engine", "swarm_manager"}),
+    "postgres": frozenset({"postgres_server"}),
+    "process": frozenset({"processes"}),
+    "load": frozenset({"load_service"}),
+}
+"""Marker → the fixtures that make a test need it (a test using a fixture that depends on one counts too)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in MARKER_FIXTURES.items():
+            if used & fixtures:
+                item.add_marker(marker)
+
+
+@pytest.fixture()
+def processes() -> Iterator[ProcessGroup]:
+    """Start real processes through this; each is ended (by pid) after the test."""
+    group = ProcessGroup()
+    yield group
+    group.stop_all()
 
 
 def _drop_everything(app: Flask) -> None:

@@ -1,4 +1,8 @@
-"""Health routes, documentation routes and the SQLite settings the service relies on."""
+"""Health routes, documentation routes and the SQLite settings the service relies on.
+
+Readiness also asks the engine; these tests answer it with the in-memory runner (`fake_runner`), so
+they need no engine. The real engine's answer is tested in tests/integration and tests/faults.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from deploy_service.extensions import db
+from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from tests.fakes import FakeRunner
 
 
 def test_liveness_reports_version_and_uptime(client: FlaskClient) -> None:
@@ -32,16 +38,26 @@ def test_database_health(client: FlaskClient, app: Flask) -> None:
         assert body["backend"] == db.engine.dialect.name
 
 
-def test_ready_when_database_is_migrated(client: FlaskClient) -> None:
+def test_ready_when_database_is_migrated(client: FlaskClient, fake_runner: FakeRunner) -> None:
     response = client.get("/health/ready")
     assert response.status_code == 200, response.get_json()
     checks = response.get_json()["checks"]
+    assert checks["engine"]["status"] == "ok"
+    assert "ping" in fake_runner.calls
     assert checks["database"]["status"] == "ok"
     assert checks["migrations"]["status"] == "ok"
     assert checks["migrations"]["current"] == checks["migrations"]["head"]
 
 
-def test_not_ready_when_migrations_are_behind(client: FlaskClient, app: Flask) -> None:
+def test_not_ready_when_the_engine_is_down(client: FlaskClient, fake_runner: FakeRunner) -> None:
+    fake_runner.down = True
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["engine"]["status"] == "error"
+    assert response.get_json()["checks"]["database"]["status"] == "ok"
+
+
+def test_not_ready_when_migrations_are_behind(client: FlaskClient, app: Flask, fake_runner: FakeRunner) -> None:
     with app.app_context():
         revision = db.session.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
         db.session.execute(text("UPDATE alembic_version SET version_num = 'f00000000000'"))
@@ -63,6 +79,7 @@ def test_not_ready_when_migrations_are_behind(client: FlaskClient, app: Flask) -
 
 def test_not_ready_when_database_is_down(make_app: Any, tmp_path: Any) -> None:
     broken = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing-dir/nested/x.db")
+    broken.extensions[RUNNER_KEY] = FakeRunner()
     response = broken.test_client().get("/health/ready")
     assert response.status_code == 503
     body = response.get_json()
