@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`; `make check` while you work.
 .PHONY: help run check test lint security load bench test-swarm faults fuzz
 
-CHECK_MARKERS := not engine and not postgres and not process and not load
+CHECK_MARKERS := not engine and not postgres and not process and not load and not fuzz
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -9,7 +9,7 @@ help:  ## this list
 run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
 
-check:  ## ruff, format, mypy, and every test needing no engine, PostgreSQL server, process or load, on SQLite (< 2 min)
+check:  ## ruff, format, mypy, and the tests needing no engine, own PostgreSQL, process, load or fuzz, on SQLite (< 2 min)
 	ruff check deploy_service tests migrations bench app.py
 	ruff format --check deploy_service tests migrations bench app.py gunicorn.conf.py
 	mypy

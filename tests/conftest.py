@@ -7,7 +7,8 @@ every table is emptied after each test, so each test starts from a fresh databas
 Markers are applied at collection from the fixtures a test uses, directly or through other fixtures
 (`MARKER_FIXTURES`), never kept by hand: `engine` (the real container engine), `postgres` (a PostgreSQL
 server of its own), `process` (real processes: gunicorn, `flask reconcile`, redis-server, spawned
-writers), `load` (the sustained load test). `make check` runs the tests that carry none of them.
+writers), `load` (the sustained load test), `fuzz` (schemathesis over the spec: minutes of requests).
+`make check` runs the tests that carry none of them.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ MARKER_FIXTURES: dict[str, frozenset[str]] = {
     "postgres": frozenset({"postgres_server"}),
     "process": frozenset({"processes"}),
     "load": frozenset({"load_service"}),
+    "fuzz": frozenset({"fuzz_app"}),
 }
 """Marker → the fixtures that make a test need it (a test using a fixture that depends on one counts too)."""
 
