@@ -48,7 +48,7 @@ MARKER_FIXTURES: dict[str, frozenset[str]] = {
     "postgres": frozenset({"postgres_server"}),
     "process": frozenset({"processes"}),
     "load": frozenset({"load_service"}),
-    "fuzz": frozenset({"fuzz_app"}),
+    "fuzz": frozenset({"fuzz_app", "fuzz_schema"}),
 }
 """Marker → the fixtures that make a test need it (a test using a fixture that depends on one counts too)."""
 
