@@ -1,6 +1,7 @@
 """Fixtures shared by every test, and the markers that say what a test needs.
 
-The database is real: a SQLite file by default, or PostgreSQL when `TEST_DATABASE_URL` is set. Its
+The database is real: a SQLite file by default, or, when `TEST_DATABASE_URL` is set, a PostgreSQL
+database of this run's own on that server (created with a unique name, dropped at the end). Its
 schema is built once per session by the Alembic migrations (so every run also proves them), and
 every table is emptied after each test, so each test starts from a fresh database.
 
@@ -14,6 +15,7 @@ writers), `load` (the sustained load test), `fuzz` (schemathesis over the spec: 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +23,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
 from deploy_service import create_app
 from deploy_service.extensions import db
@@ -77,11 +80,30 @@ def _drop_everything(app: Flask) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This run's own database: a new SQLite file, or a new database on `TEST_DATABASE_URL`'s server.
+
+    On PostgreSQL the database is created under a unique name (so runs sharing a server never see each
+    other's rows) and dropped when the session ends.
+    """
     url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    if not url:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        return
+    server = make_url(url)
+    if not server.get_backend_name().startswith("postgresql"):
+        yield url
+        return
+    name = f"deploy_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,9 @@ from deploy_service.reconciler import Reconciler, ReconcileSettings
 from tests.api.test_errors import assert_error
 from tests.factories import AuthActions, make_agent, make_secret, make_user
 from tests.fakes import FakeRunner
+from tests.helpers import free_port_block
 
+PORTS = free_port_block(100)
 FAST = ReconcileSettings(
     resync=1.0,
     tick=0.01,
@@ -32,7 +34,7 @@ FAST = ReconcileSettings(
     stable_seconds=60.0,
     stop_timeout=1.0,
     workers=4,
-    port_range=(31000, 31999),
+    port_range=(PORTS, PORTS + 99),  # probed: free on loopback when the module was imported
     replica_host="127.0.0.1",
 )
 
