@@ -15,6 +15,7 @@ writers), `load` (the sustained load test), `fuzz` (schemathesis over the spec: 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -31,7 +32,10 @@ from deploy_service.extensions import db
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
-from tests.helpers import ProcessGroup
+from tests.helpers import ROOT, ProcessGroup
+
+IMAGES_DIR = ROOT / "tests" / "integration" / "images"
+ENSURE_DOCKER = ROOT / "scripts" / "ensure_docker.sh"
 
 # Fast password hashing for tests; production defaults are in config.py.
 TEST_CONFIG: dict[str, Any] = {
@@ -62,6 +66,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, fixtures in MARKER_FIXTURES.items():
             if used & fixtures:
                 item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Any]:
+    """A `docker.DockerClient` of the engine under test, after the test images of tests/integration/images
+    are built. An engine that does not answer fails the session; DEPLOY_SERVICE_SKIP_ENGINE_TESTS=1 skips."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+        message = f"The container engine does not answer ({exc}); start it with {ENSURE_DOCKER}."
+        if os.environ.get("DEPLOY_SERVICE_SKIP_ENGINE_TESTS") == "1":
+            pytest.skip(message)
+        pytest.fail(message, pytrace=False)
+    build = subprocess.run([str(IMAGES_DIR / "build.sh")], capture_output=True, text=True, timeout=300, check=False)
+    if build.returncode != 0:
+        pytest.fail(f"building the test images failed:\n{build.stderr}", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def swarm_manager(docker_engine: Any) -> Iterator[None]:
+    """The engine as a single-node Swarm manager: initialised here if it is not one, and left afterwards
+    only if this session initialised it (scripts/test.sh does the same around the whole run)."""
+    state = docker_engine.info().get("Swarm") or {}
+    initialised = False
+    if state.get("LocalNodeState") != "active":
+        docker_engine.swarm.init(advertise_addr="127.0.0.1")
+        initialised = True
+    elif not state.get("ControlAvailable"):
+        pytest.fail("The engine is a Swarm worker, not a manager; the swarm tests need a manager.", pytrace=False)
+    yield
+    if initialised:
+        docker_engine.swarm.leave(force=True)
 
 
 @pytest.fixture()

@@ -11,7 +11,13 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from flask.testing import FlaskClient
+
+    from deploy_service.reconciler import Reconciler
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository's root (where `app.py` and `scripts/` are)."""
@@ -182,3 +188,102 @@ class SlowClient:
             data += chunk
         self.sock.close()
         return int(data.split(b" ", 2)[1])
+
+
+# -- HTTP and the reconciler on the in-memory runner (tests/api, tests/security) -------------------
+
+
+def assert_error(response: Any, status: int, kind: str) -> dict[str, Any]:
+    """The response is the contract's error body with `status` and `kind`; returns the body."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    assert response.mimetype == "application/json"
+    body: dict[str, Any] = response.get_json()
+    assert body["success"] is False, body
+    assert body["error"] == kind, body
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+def _fast_settings() -> Any:
+    from deploy_service.reconciler import ReconcileSettings
+
+    return ReconcileSettings(
+        resync=1.0,
+        tick=0.01,
+        progress_deadline=3.0,
+        startup_grace=0.0,
+        backoff_base=0.01,
+        backoff_max=0.05,
+        restart_budget=2,
+        stable_seconds=60.0,
+        stop_timeout=1.0,
+        workers=4,
+        # Fixed: the reconciler binds each port before it hands it out (reconciler/ports.py), and the
+        # Swarm converger needs whole blocks of 100 (ports 31000-31999: blocks 310-319).
+        port_range=(31000, 31999),
+        replica_host="127.0.0.1",
+    )
+
+
+FAST = _fast_settings()
+"""Reconciler settings for tests on the in-memory runner: passes every 10 ms, tiny backoffs."""
+
+
+def converge(reconciler: Reconciler, until: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Run passes until `until()` holds (the preparer works in the background between passes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reconciler.run_once()
+        if until():
+            return
+        time.sleep(0.01)
+    raise AssertionError("did not converge in time")
+
+
+class Api:
+    """A logged-in user's requests through the test client."""
+
+    def __init__(self, client: FlaskClient, headers: dict[str, str]) -> None:
+        self.client, self.headers = client, headers
+
+    def get(self, path: str) -> Any:
+        return self.client.get(path, headers=self.headers)
+
+    def post(self, path: str, json: Any = None) -> Any:
+        return self.client.post(path, headers=self.headers, json=json)
+
+    def delete(self, path: str) -> Any:
+        return self.client.delete(path, headers=self.headers)
+
+    def deployment(self, deployment_id: str) -> dict[str, Any]:
+        response = self.get(f"/v1/deployments/{deployment_id}")
+        assert response.status_code == 200, response.get_json()
+        body: dict[str, Any] = response.get_json()
+        return body
+
+    def status_is(self, deployment_id: str, status: str) -> Callable[[], bool]:
+        return lambda: self.deployment(deployment_id)["status"] == status
+
+    def events(self, deployment_id: str, **filters: str) -> list[dict[str, Any]]:
+        query = "&".join(f"{key}={value}" for key, value in filters.items())
+        items: list[dict[str, Any]] = self.get(f"/v1/deployments/{deployment_id}/events?limit=200&{query}").get_json()[
+            "items"
+        ]
+        return items
+
+
+def new_agent(app: Flask, api: Api, **overrides: Any) -> dict[str, Any]:
+    """An agent owned by `api`'s user, made through the service."""
+    from tests.factories import make_agent
+
+    me = api.get("/v1/auth/me").get_json()
+    owner = type("Owner", (), {"id": me["id"]})
+    return make_agent(app, owner, **overrides)  # type: ignore[arg-type]
+
+
+def deploy(api: Api, agent_id: str, **body: Any) -> dict[str, Any]:
+    """POST /v1/deployments for `agent_id`; asserts the 202 and returns the body."""
+    response = api.post("/v1/deployments", {"agent_id": agent_id, **body})
+    assert response.status_code == 202, response.get_json()
+    deployment: dict[str, Any] = response.get_json()
+    return deployment

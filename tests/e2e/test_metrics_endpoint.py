@@ -8,9 +8,8 @@ import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.e2e.conftest import Gunicorn
 from tests.factories import AuthActions, make_agent
-from tests.helpers import SlowClient
+from tests.helpers import Gunicorn, SlowClient
 
 
 def metric(text: str, name: str, **labels: str) -> float:

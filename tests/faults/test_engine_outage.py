@@ -32,9 +32,9 @@ from deploy_service.reconciler import Reconciler, ReconcileSettings
 from deploy_service.runner import DockerRunner
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions, make_user
-from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView, wait_until
+from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView
 from tests.faults.engine_proxy import EngineProxy
-from tests.helpers import free_port_block
+from tests.helpers import free_port_block, wait_until
 
 PORTS = free_port_block(100)
 SETTINGS = ReconcileSettings(

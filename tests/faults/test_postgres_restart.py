@@ -37,8 +37,8 @@ from deploy_service.reconciler.lock import LeaderLock
 from deploy_service.reconciler.wakeup import Waiter
 from deploy_service.services.notify import CHANNEL, local_wakeup
 from tests.conftest import TEST_CONFIG
-from tests.faults.conftest import wait_until
 from tests.faults.postgres_server import PostgresServer, find_bindir
+from tests.helpers import wait_until
 
 POOL = 3
 

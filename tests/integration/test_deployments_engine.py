@@ -30,10 +30,8 @@ from deploy_service.reconciler import Reconciler, ReconcileSettings
 from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner, Runner, SwarmRunner
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions
-from tests.helpers import free_port_block
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
-PORTS = free_port_block(100)
 SETTINGS = ReconcileSettings(
     resync=2.0,
     tick=0.05,
@@ -45,7 +43,9 @@ SETTINGS = ReconcileSettings(
     stable_seconds=60.0,
     stop_timeout=2.0,
     workers=8,
-    port_range=(PORTS, PORTS + 99),  # probed: free on loopback when the module was imported
+    # Fixed: the reconciler binds each port before it hands it out (reconciler/ports.py), and the
+    # Swarm runner needs whole blocks of 100 (a fresh one per rolling update).
+    port_range=(32000, 32999),
     replica_host="127.0.0.1",
     sample_every=0.5,
 )

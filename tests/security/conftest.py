@@ -24,18 +24,10 @@ from deploy_service.services import evaluations as evaluation_service
 from deploy_service.services import webhooks as webhook_service
 from tests.factories import AuthActions, UserRef, make_agent, make_deployment, make_secret
 from tests.fakes import FakeRunner
+from tests.helpers import assert_error
 from tests.security.routes import Probe
 
-
-def assert_error(response: TestResponse, status: int, kind: str) -> dict[str, Any]:
-    """The response is the contract's error body with `status` and `kind`."""
-    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
-    assert response.mimetype == "application/json"
-    body: dict[str, Any] = response.get_json()
-    assert body["success"] is False, body
-    assert body["error"] == kind, body
-    assert isinstance(body["message"], str) and body["message"]
-    return body
+__all__ = ["assert_error"]  # still importable from here
 
 
 @dataclass

@@ -21,7 +21,8 @@ from deploy_service.extensions import db
 from deploy_service.models import ApiKey, User
 from deploy_service.models.types import utcnow
 from deploy_service.security import generate_api_key
-from tests.security.conftest import World, arranged_ids, assert_error, missing_ids
+from tests.helpers import assert_error
+from tests.security.conftest import World, arranged_ids, missing_ids
 from tests.security.routes import ACCESS_ROUTES, KEY_ROUTES, OPERATOR_ONLY, PROTECTED, REFRESH, Probe, ids
 
 REFRESH_PROBE = next(p for p in PROTECTED if p.access == REFRESH)

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.security.conftest import World, arranged_ids, assert_error, missing_ids
+from tests.helpers import assert_error
+from tests.security.conftest import World, arranged_ids, missing_ids
 from tests.security.routes import EMPTY, FORBIDDEN, NOT_FOUND, OWNED, Probe, ids
 
 EXPECTED = {NOT_FOUND: (404, "not_found"), FORBIDDEN: (403, "forbidden")}
