@@ -1,10 +1,21 @@
-# The two commands a newcomer needs: `make run` and `make test`.
-.PHONY: run test lint security load bench test-swarm faults fuzz
+# The two commands a newcomer needs: `make run` and `make test`; `make check` while you work.
+.PHONY: help run check test lint security load bench test-swarm faults fuzz
+
+CHECK_MARKERS := not engine and not postgres and not process and not load and not fuzz
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
 
 run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
 
-test:  ## ruff + mypy + the suite on SQLite and on PostgreSQL
+check:  ## ruff, format, mypy, and the tests needing no engine, own PostgreSQL, process, load or fuzz, on SQLite (< 2 min)
+	ruff check deploy_service tests migrations bench app.py
+	ruff format --check deploy_service tests migrations bench app.py gunicorn.conf.py
+	mypy
+	env -u TEST_DATABASE_URL python -m pytest -q -m "$(CHECK_MARKERS)"
+
+test:  ## the full gate: ruff + mypy + the whole suite on SQLite and on PostgreSQL, then the load test
 	bash scripts/test.sh
 
 lint:

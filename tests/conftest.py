@@ -1,13 +1,22 @@
-"""Fixtures shared by every test.
+"""Fixtures shared by every test, and the markers that say what a test needs.
 
-The database is real: a SQLite file by default, or PostgreSQL when `TEST_DATABASE_URL` is set. Its
+The database is real: a SQLite file by default, or, when `TEST_DATABASE_URL` is set, a PostgreSQL
+database of this run's own on that server (created with a unique name, dropped at the end). Its
 schema is built once per session by the Alembic migrations (so every run also proves them), and
 every table is emptied after each test, so each test starts from a fresh database.
+
+Markers are applied at collection from the fixtures a test uses, directly or through other fixtures
+(`MARKER_FIXTURES`), never kept by hand: `engine` (the real container engine), `postgres` (a PostgreSQL
+server of its own), `process` (real processes: gunicorn, `flask reconcile`, redis-server, spawned
+writers), `load` (the sustained load test), `fuzz` (schemathesis over the spec: minutes of requests).
+`make check` runs the tests that carry none of them.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +24,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.pool import NullPool
 
 from deploy_service import create_app
 from deploy_service.extensions import db
@@ -24,6 +34,10 @@ from deploy_service.settings import EXTENSION_KEY as SETTINGS_KEY
 from deploy_service.settings import Settings, settings_for, settings_from
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
+from tests.helpers import ROOT, ProcessGroup
+
+IMAGES_DIR = ROOT / "tests" / "integration" / "images"
+ENSURE_DOCKER = ROOT / "scripts" / "ensure_docker.sh"
 
 # Fast password hashing for tests; production defaults are in config.py.
 TEST_CONFIG: dict[str, Any] = {
@@ -38,6 +52,69 @@ TEST_CONFIG: dict[str, Any] = {
 }
 
 
+MARKER_FIXTURES: dict[str, frozenset[str]] = {
+    "engine": frozenset({"docker_engine", "swarm_manager"}),
+    "postgres": frozenset({"postgres_server"}),
+    "process": frozenset({"processes"}),
+    "load": frozenset({"load_service"}),
+    "fuzz": frozenset({"fuzz_app", "fuzz_schema"}),
+}
+"""Marker → the fixtures that make a test need it (a test using a fixture that depends on one counts too)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for marker, fixtures in MARKER_FIXTURES.items():
+            if used & fixtures:
+                item.add_marker(marker)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Any]:
+    """A `docker.DockerClient` of the engine under test, after the test images of tests/integration/images
+    are built. An engine that does not answer fails the session; DEPLOY_SERVICE_SKIP_ENGINE_TESTS=1 skips."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+        message = f"The container engine does not answer ({exc}); start it with {ENSURE_DOCKER}."
+        if os.environ.get("DEPLOY_SERVICE_SKIP_ENGINE_TESTS") == "1":
+            pytest.skip(message)
+        pytest.fail(message, pytrace=False)
+    build = subprocess.run([str(IMAGES_DIR / "build.sh")], capture_output=True, text=True, timeout=300, check=False)
+    if build.returncode != 0:
+        pytest.fail(f"building the test images failed:\n{build.stderr}", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def swarm_manager(docker_engine: Any) -> Iterator[None]:
+    """The engine as a single-node Swarm manager: initialised here if it is not one, and left afterwards
+    only if this session initialised it (scripts/test.sh does the same around the whole run)."""
+    state = docker_engine.info().get("Swarm") or {}
+    initialised = False
+    if state.get("LocalNodeState") != "active":
+        docker_engine.swarm.init(advertise_addr="127.0.0.1")
+        initialised = True
+    elif not state.get("ControlAvailable"):
+        pytest.fail("The engine is a Swarm worker, not a manager; the swarm tests need a manager.", pytrace=False)
+    yield
+    if initialised:
+        docker_engine.swarm.leave(force=True)
+
+
+@pytest.fixture()
+def processes() -> Iterator[ProcessGroup]:
+    """Start real processes through this; each is ended (by pid) after the test."""
+    group = ProcessGroup()
+    yield group
+    group.stop_all()
+
+
 def _drop_everything(app: Flask) -> None:
     with app.app_context():
         db.drop_all()
@@ -46,11 +123,30 @@ def _drop_everything(app: Flask) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This run's own database: a new SQLite file, or a new database on `TEST_DATABASE_URL`'s server.
+
+    On PostgreSQL the database is created under a unique name (so runs sharing a server never see each
+    other's rows) and dropped when the session ends.
+    """
     url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        return url
-    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    if not url:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        return
+    server = make_url(url)
+    if not server.get_backend_name().startswith("postgresql"):
+        yield url
+        return
+    name = f"deploy_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from deploy_service.extensions import db
 from deploy_service.models import Agent
 from deploy_service.settings import Settings
-from tests.api.test_errors import assert_error
 from tests.factories import AuthActions, agent_payload, make_agent, make_deployment, make_secret, make_user
 from tests.fakes import FakeRunner
+from tests.helpers import assert_error
 
 
 def count_agents(app: Flask) -> int:

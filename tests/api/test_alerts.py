@@ -14,10 +14,9 @@ from deploy_service.extensions import db
 from deploy_service.models import Invocation
 from deploy_service.reconciler import Reconciler
 from deploy_service.settings import Settings
-from tests.api.test_deployments import FAST, Api, converge, new_agent
-from tests.api.test_errors import assert_error
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
+from tests.helpers import FAST, Api, assert_error, converge, new_agent
 
 RULES = dataclasses.replace(FAST, sample_every=0.05, restart_budget=4)
 

@@ -26,10 +26,9 @@ from deploy_service.reconciler import Reconciler
 from deploy_service.runner.base import ReplicaSpec
 from deploy_service.security import api_key_well_formed, generate_api_key
 from deploy_service.settings import Settings
-from tests.api.test_deployments import FAST, Api, converge, new_agent
-from tests.api.test_errors import assert_error
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
+from tests.helpers import Api, assert_error, converge, new_agent
 
 
 class AgentHandler(BaseHTTPRequestHandler):
@@ -80,19 +79,6 @@ def replicas(fake_runner: FakeRunner) -> Iterator[list[ThreadingHTTPServer]]:
     for server in servers:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture()
-def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
-    reconciler = Reconciler(app, runner=fake_runner, settings=FAST)
-    yield reconciler
-    reconciler.close()
-
-
-@pytest.fixture()
-def api(client: FlaskClient, auth: AuthActions) -> Api:
-    _, headers = auth.user()
-    return Api(client, headers)
 
 
 def new_key(api: Api, agent_id: str, **body: Any) -> dict[str, Any]:

@@ -16,8 +16,8 @@ from sqlalchemy import select
 from deploy_service.extensions import db
 from deploy_service.models import AuthSession, User
 from deploy_service.settings import Settings
-from tests.api.test_errors import assert_error
 from tests.factories import PASSWORD, AuthActions, make_user
+from tests.helpers import assert_error
 
 
 def register(client: FlaskClient, email: str, password: str = PASSWORD, **extra: Any) -> Any:

@@ -1,111 +1,25 @@
 """Deployment routes and the reconciler's decisions, on the in-memory runner (fast, deterministic).
 
+`FAST`, `Api`, `converge`, `deploy` and `new_agent` live in tests/helpers.py (imported here, so older
+imports from this module keep working).
+
 The same behaviours run against the real engine in tests/integration/test_deployments_engine.py.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
 from deploy_service.extensions import db
 from deploy_service.models import Agent, Deployment, DeploymentEvent
-from deploy_service.reconciler import Reconciler, ReconcileSettings
-from tests.api.test_errors import assert_error
-from tests.factories import AuthActions, make_agent, make_secret, make_user
+from deploy_service.reconciler import Reconciler
+from tests.factories import make_agent, make_secret, make_user
 from tests.fakes import FakeRunner
-
-FAST = ReconcileSettings(
-    resync=1.0,
-    tick=0.01,
-    progress_deadline=3.0,
-    startup_grace=0.0,
-    backoff_base=0.01,
-    backoff_max=0.05,
-    restart_budget=2,
-    stable_seconds=60.0,
-    stop_timeout=1.0,
-    workers=4,
-    port_range=(31000, 31999),
-    replica_host="127.0.0.1",
-)
-
-
-@pytest.fixture()
-def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
-    reconciler = Reconciler(app, runner=fake_runner, settings=FAST)
-    yield reconciler
-    reconciler.close()
-
-
-def converge(reconciler: Reconciler, until: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Run passes until `until()` holds (the preparer works in the background between passes)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reconciler.run_once()
-        if until():
-            return
-        time.sleep(0.01)
-    raise AssertionError("did not converge in time")
-
-
-class Api:
-    def __init__(self, client: FlaskClient, headers: dict[str, str]) -> None:
-        self.client, self.headers = client, headers
-
-    def get(self, path: str) -> Any:
-        return self.client.get(path, headers=self.headers)
-
-    def post(self, path: str, json: Any = None) -> Any:
-        return self.client.post(path, headers=self.headers, json=json)
-
-    def delete(self, path: str) -> Any:
-        return self.client.delete(path, headers=self.headers)
-
-    def deployment(self, deployment_id: str) -> dict[str, Any]:
-        response = self.get(f"/v1/deployments/{deployment_id}")
-        assert response.status_code == 200, response.get_json()
-        body: dict[str, Any] = response.get_json()
-        return body
-
-    def status_is(self, deployment_id: str, status: str) -> Callable[[], bool]:
-        return lambda: self.deployment(deployment_id)["status"] == status
-
-    def events(self, deployment_id: str, **filters: str) -> list[dict[str, Any]]:
-        query = "&".join(f"{key}={value}" for key, value in filters.items())
-        items: list[dict[str, Any]] = self.get(f"/v1/deployments/{deployment_id}/events?limit=200&{query}").get_json()[
-            "items"
-        ]
-        return items
-
-
-@pytest.fixture()
-def api(client: FlaskClient, auth: AuthActions) -> Api:
-    _, headers = auth.user()
-    return Api(client, headers)
-
-
-def _me(api: Api) -> Any:
-    return api.get("/v1/auth/me").get_json()
-
-
-def new_agent(app: Flask, api: Api, **overrides: Any) -> dict[str, Any]:
-    me = _me(api)
-    owner = type("Owner", (), {"id": me["id"]})
-    return make_agent(app, owner, **overrides)  # type: ignore[arg-type]
-
-
-def deploy(api: Api, agent_id: str, **body: Any) -> dict[str, Any]:
-    response = api.post("/v1/deployments", {"agent_id": agent_id, **body})
-    assert response.status_code == 202, response.get_json()
-    deployment: dict[str, Any] = response.get_json()
-    return deployment
+from tests.helpers import FAST, Api, assert_error, converge, deploy, new_agent
 
 
 def test_deploy_is_accepted_and_recorded(app: Flask, api: Api, fake_runner: FakeRunner) -> None:
@@ -222,7 +136,7 @@ def test_reconciler_brings_a_deployment_to_ready(
 def test_secrets_are_injected_but_never_shown(
     app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
 ) -> None:
-    me = _me(api)
+    me = api.get("/v1/auth/me").get_json()
     owner = type("Owner", (), {"id": me["id"]})
     make_secret(app, owner, "token", "very-secret-value")  # type: ignore[arg-type]
     agent = new_agent(app, api, secrets={"TOKEN": "token"}, env={"A": "1"})

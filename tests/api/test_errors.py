@@ -12,16 +12,7 @@ from sqlalchemy import func, select
 from deploy_service.extensions import db
 from deploy_service.models import User
 from tests.factories import AuthActions
-
-
-def assert_error(response: Any, status: int, kind: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body: dict[str, Any] = response.get_json()
-    assert body["success"] is False
-    assert body["error"] == kind
-    assert isinstance(body["message"], str) and body["message"]
-    return body
+from tests.helpers import assert_error
 
 
 def test_unknown_route_is_404(client: FlaskClient) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
@@ -13,16 +12,9 @@ from sqlalchemy import update
 from deploy_service.extensions import db
 from deploy_service.models import Evaluation, Invocation
 from deploy_service.models.types import utcnow
-from tests.api.test_deployments import Api, new_agent
-from tests.api.test_errors import assert_error
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
-
-
-@pytest.fixture()
-def api(client: FlaskClient, auth: AuthActions) -> Api:
-    _, headers = auth.user()
-    return Api(client, headers)
+from tests.helpers import Api, assert_error, new_agent
 
 
 def key_for(api: Api, agent_id: str, scopes: list[str] | None = None) -> dict[str, str]:

@@ -1,11 +1,14 @@
-"""Health routes, documentation routes and the SQLite settings the service relies on."""
+"""Health routes, documentation routes and the SQLite settings the service relies on.
+
+Readiness also asks the engine; these tests answer it with the in-memory runner (`fake_runner`), so
+they need no engine. The real engine's answer is tested in tests/integration and tests/faults.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -19,8 +22,8 @@ from deploy_service.models import ReconcilerHeartbeat
 from deploy_service.models.types import utcnow
 from deploy_service.reconciler import Reconciler
 from deploy_service.reconciler.heartbeat import Heartbeat
+from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import settings_for
-from tests.api.test_deployments import FAST
 from tests.fakes import FakeRunner
 
 
@@ -43,28 +46,31 @@ def test_database_health(client: FlaskClient, app: Flask) -> None:
 
 
 @pytest.fixture()
-def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
-    reconciler = Reconciler(app, runner=fake_runner, settings=FAST)
-    yield reconciler
-    reconciler.close()
-
-
-@pytest.fixture()
 def started_long_ago(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
     """This process started well over `RECONCILER_STALE_SECONDS` ago."""
     stale = settings_for(app).loop.stale
     monkeypatch.setitem(app.config, "STARTED_MONOTONIC", time.monotonic() - 10 * stale)
 
 
-def test_ready_when_database_is_migrated(client: FlaskClient, reconciler: Reconciler) -> None:
+def test_ready_when_database_is_migrated(client: FlaskClient, reconciler: Reconciler, fake_runner: FakeRunner) -> None:
     reconciler.run_once()
     response = client.get("/health/ready")
     assert response.status_code == 200, response.get_json()
     checks = response.get_json()["checks"]
+    assert checks["engine"]["status"] == "ok"
+    assert "ping" in fake_runner.calls
     assert checks["database"]["status"] == "ok"
     assert checks["migrations"]["status"] == "ok"
     assert checks["migrations"]["current"] == checks["migrations"]["head"]
     assert checks["reconciler"]["status"] == "ok" and checks["reconciler"]["last_pass_at"]
+
+
+def test_not_ready_when_the_engine_is_down(client: FlaskClient, fake_runner: FakeRunner) -> None:
+    fake_runner.down = True
+    response = client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["engine"]["status"] == "error"
+    assert response.get_json()["checks"]["database"]["status"] == "ok"
 
 
 def test_not_ready_when_migrations_are_behind(client: FlaskClient, app: Flask, reconciler: Reconciler) -> None:
@@ -166,6 +172,7 @@ def test_the_heartbeat_is_written_at_most_once_per_period(app: Flask) -> None:
 
 def test_not_ready_when_database_is_down(make_app: Any, tmp_path: Any) -> None:
     broken = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path}/missing-dir/nested/x.db")
+    broken.extensions[RUNNER_KEY] = FakeRunner()
     response = broken.test_client().get("/health/ready")
     assert response.status_code == 503
     body = response.get_json()

@@ -15,10 +15,9 @@ from deploy_service.extensions import db
 from deploy_service.models import ContainerSample, Invocation
 from deploy_service.models.types import utcnow
 from deploy_service.reconciler import Reconciler
-from tests.api.test_deployments import FAST, Api, converge, new_agent
-from tests.api.test_errors import assert_error
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
+from tests.helpers import FAST, Api, assert_error, converge, new_agent
 
 SAMPLING = dataclasses.replace(FAST, sample_every=0.05, sample_retention_hours=1.0)
 
@@ -28,12 +27,6 @@ def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
     reconciler = Reconciler(app, runner=fake_runner, settings=SAMPLING)
     yield reconciler
     reconciler.close()
-
-
-@pytest.fixture()
-def api(client: FlaskClient, auth: AuthActions) -> Api:
-    _, headers = auth.user()
-    return Api(client, headers)
 
 
 def samples(app: Flask) -> int:

@@ -14,6 +14,8 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
 from deploy_service.extensions import db
+from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from tests.fakes import FakeRunner
 
 
 @pytest.fixture()
@@ -36,6 +38,7 @@ def empty_database_url(database_url: str, tmp_path: Any) -> Iterator[str]:
 
 def test_upgrade_matches_models_and_downgrade_unwinds(make_app: Any, empty_database_url: str) -> None:
     app = make_app(SQLALCHEMY_DATABASE_URI=empty_database_url)
+    app.extensions[RUNNER_KEY] = FakeRunner()  # readiness asks the engine: the in-memory one answers
     with app.app_context():
         upgrade()
         tables = set(inspect(db.engine).get_table_names())
@@ -43,7 +46,8 @@ def test_upgrade_matches_models_and_downgrade_unwinds(make_app: Any, empty_datab
         with db.engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, db.metadata) == []
-    assert app.test_client().get("/health/ready").status_code == 200
+    ready = app.test_client().get("/health/ready")
+    assert ready.status_code == 200, ready.get_json()
     with app.app_context():
         downgrade(revision="base")
         assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}

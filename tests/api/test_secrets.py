@@ -12,8 +12,8 @@ from deploy_service.extensions import db
 from deploy_service.models import Secret
 from deploy_service.security import decrypt_secret
 from deploy_service.services.secrets import resolve_secret_values
-from tests.api.test_errors import assert_error
 from tests.factories import AuthActions, make_agent, make_secret, make_user
+from tests.helpers import assert_error
 
 VALUE = "sk-live-9f8e7d6c5b4a"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.api.test_errors import assert_error
 from tests.factories import AuthActions, make_agent, make_deployment, make_user
 from tests.fakes import FakeRunner
+from tests.helpers import assert_error
 
 
 def test_user_lists_own_deployed_agents(

@@ -18,10 +18,9 @@ from flask.testing import FlaskClient
 
 from deploy_service.reconciler import Reconciler
 from deploy_service.settings import Settings
-from tests.api.test_deployments import FAST, Api, converge, new_agent
-from tests.api.test_errors import assert_error
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
+from tests.helpers import FAST, Api, assert_error, converge, new_agent
 
 
 class Receiver:

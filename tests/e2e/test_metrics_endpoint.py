@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.e2e.test_rate_limits import SlowClient, gunicorn  # noqa: F401 - the fixture is used by name
 from tests.factories import AuthActions, make_agent
+from tests.helpers import Gunicorn, SlowClient
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -49,21 +46,16 @@ def test_gauges_and_request_counts_in_process(app: Flask, client: FlaskClient, a
     assert "reconcile_pass_duration_seconds" in text
 
 
-def test_counts_from_every_gunicorn_worker(gunicorn: Callable[..., tuple[str, Path]]) -> None:  # noqa: F811
+def test_counts_from_every_gunicorn_worker(gunicorn: Gunicorn) -> None:
     base, log = gunicorn(WEB_CONCURRENCY="2", GUNICORN_WORKER_CLASS="sync")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and log.read_text().count("Booting worker") < 2:
-        time.sleep(0.1)
 
     def call() -> None:
         assert requests.get(f"{base}/health", headers={"Connection": "close"}, timeout=10).status_code == 200
 
-    hold_first = SlowClient(base, {}, path="/health")
-    time.sleep(0.3)  # the accept of a half-sent request cannot be observed from outside; give it a moment
+    hold_first = SlowClient(base, {}, path="/health")  # returns once a worker accepted it
     for _ in range(5):
         call()
     hold_second = SlowClient(base, {}, path="/health")
-    time.sleep(0.3)
     assert hold_first.finish() == 200
     for _ in range(5):
         call()

@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> requests.Response:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"process exited with {process.returncode}")
-        try:
-            return requests.get(url, timeout=2)
-        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or workers still booting
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer within {timeout}s")
+from tests.helpers import ProcessGroup, free_port, wait_for
 
 
 @pytest.fixture()
@@ -50,29 +29,20 @@ def service_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+Start = Callable[..., "subprocess.Popen[bytes]"]
+
+
 @pytest.fixture()
-def start(service_env: dict[str, str]) -> Iterator[Any]:
-    processes: list[subprocess.Popen[bytes]] = []
+def start(service_env: dict[str, str], processes: ProcessGroup) -> Start:
+    """Start a command of the service in the repository root, with `service_env` and extra variables."""
 
     def launch(command: list[str], **extra_env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env={**service_env, **extra_env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        processes.append(process)
-        return process
+        return processes.spawn(command, env={**service_env, **extra_env})
 
-    yield launch
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    return launch
 
 
-def test_python_app_py_migrates_and_serves(start: Any, service_env: dict[str, str]) -> None:
+def test_python_app_py_migrates_and_serves(start: Start, service_env: dict[str, str]) -> None:
     process = start([sys.executable, "app.py"])
     base = f"http://127.0.0.1:{service_env['PORT']}"
     assert wait_for(f"{base}/health", process).json()["status"] == "ok"
@@ -85,7 +55,7 @@ def test_python_app_py_migrates_and_serves(start: Any, service_env: dict[str, st
     assert registered.json()["role"] == "admin"
 
 
-def test_production_start_step_runs_gunicorn_after_migrations(start: Any, service_env: dict[str, str]) -> None:
+def test_production_start_step_runs_gunicorn_after_migrations(start: Start, service_env: dict[str, str]) -> None:
     process = start(["bash", "scripts/serve.sh"], ENVIRONMENT="production", SECRET_KEY="p" * 48)
     base = f"http://127.0.0.1:{service_env['PORT']}"
     assert wait_for(f"{base}/health", process).status_code == 200
@@ -93,7 +63,7 @@ def test_production_start_step_runs_gunicorn_after_migrations(start: Any, servic
     assert ready.status_code == 200, ready.text
 
 
-def test_production_refuses_to_start_without_secret_key(start: Any) -> None:
+def test_production_refuses_to_start_without_secret_key(start: Start) -> None:
     process = start([sys.executable, "app.py"], ENVIRONMENT="production")
     output, _ = process.communicate(timeout=60)
     assert process.returncode != 0

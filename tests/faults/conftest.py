@@ -6,9 +6,8 @@ namespace (and only those), every process it started (by pid) and every server i
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,24 +16,12 @@ import pytest
 
 from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, LABEL_REPLICA
 from tests.faults.engine_proxy import EngineProxy
-from tests.integration.conftest import docker_engine
+from tests.helpers import wait_until
 
-__all__ = ["docker_engine"]
+__all__ = ["wait_until"]  # still importable from here
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 FAST_HEALTH = {"path": "/health", "interval_seconds": 0.3, "timeout_seconds": 1.0, "retries": 2}
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = "") -> Any:
-    """Poll `condition` until it returns something truthy (returned); fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}; last value: {last!r}")
 
 
 class EngineView:

@@ -14,10 +14,13 @@ from deploy_service import create_app
 from tests.conftest import TEST_CONFIG
 
 
-def write(database_url: str, token: str, agent_id: str, worker: int, count: int, go: Any, results: Any) -> None:
-    """Make `count` writes once `go` is set; put `(worker, failures)` on `results`."""
+def write(
+    database_url: str, token: str, agent_id: str, worker: int, count: int, ready: Any, go: Any, results: Any
+) -> None:
+    """Build an app, say so on `ready`, make `count` writes once `go` is set; put `(worker, failures)` on `results`."""
     app = create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": database_url, "LOG_LEVEL": "WARNING"})
     client = app.test_client()
+    ready.put(worker)
     headers = {"Authorization": f"Bearer {token}"}
     failures: list[Any] = []
     go.wait(60)

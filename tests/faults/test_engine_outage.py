@@ -34,9 +34,11 @@ from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import settings_for
 from tests.factories import AuthActions, make_user
-from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView, wait_until
+from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView
 from tests.faults.engine_proxy import EngineProxy
+from tests.helpers import free_port_block, wait_until
 
+PORTS = free_port_block(100)
 SETTINGS = ReconcileSettings(
     resync=2.0,
     tick=0.05,
@@ -48,7 +50,7 @@ SETTINGS = ReconcileSettings(
     stable_seconds=60.0,
     stop_timeout=1.0,
     workers=8,
-    port_range=(36000, 36999),
+    port_range=(PORTS, PORTS + 99),  # probed: free on loopback when the module was imported
     replica_host="127.0.0.1",
     sample_every=60.0,
 )

@@ -47,14 +47,16 @@ from deploy_service.runner import DockerRunner
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.services.notify import CHANNEL, local_wakeup
 from tests.conftest import TEST_CONFIG
-from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView, wait_until
+from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView
 from tests.faults.postgres_server import PostgresServer, find_bindir
+from tests.helpers import wait_until
 
 POOL = 3
 
 
 @pytest.fixture()
-def postgres() -> Iterator[PostgresServer]:
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test's own (it restarts it), with a database `faults`."""
     bindir = find_bindir()
     if bindir is None:
         pytest.fail("PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql)", pytrace=False)
@@ -69,9 +71,9 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture()
-def pg_app(postgres: PostgresServer) -> Iterator[tuple[Flask, dict[str, threading.Event]]]:
+def pg_app(postgres_server: PostgresServer) -> Iterator[tuple[Flask, dict[str, threading.Event]]]:
     """An app on the private server, plus a route that holds its pooled connection until told to go on."""
-    app = create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": postgres.url("faults"), "DB_POOL_SIZE": POOL})
+    app = create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": postgres_server.url("faults"), "DB_POOL_SIZE": POOL})
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> Any:
@@ -106,7 +108,7 @@ def _concurrently(app: Flask, path: str, headers: dict[str, str], count: int) ->
 
 
 def test_the_request_after_a_postgres_restart_succeeds(
-    pg_app: tuple[Flask, dict[str, threading.Event]], postgres: PostgresServer
+    pg_app: tuple[Flask, dict[str, threading.Event]], postgres_server: PostgresServer
 ) -> None:
     app, events = pg_app
     client = app.test_client()
@@ -126,7 +128,7 @@ def test_the_request_after_a_postgres_restart_succeeds(
     holder = threading.Thread(target=lambda: held.append(app.test_client().get("/test/hold")))
     holder.start()
     assert events["holding"].wait(10)
-    postgres.restart()
+    postgres_server.restart()
 
     # Before anything has noticed the restart (which would invalidate the whole pool): every pooled
     # connection is dead, and pre-ping replaces each at checkout.
@@ -147,14 +149,14 @@ def test_the_request_after_a_postgres_restart_succeeds(
 
 
 def test_the_reconciler_keeps_its_lock_and_wakeups_across_a_postgres_restart(
-    pg_app: tuple[Flask, dict[str, threading.Event]], postgres: PostgresServer
+    pg_app: tuple[Flask, dict[str, threading.Event]], postgres_server: PostgresServer
 ) -> None:
     """The leader lock is taken again, and `NOTIFY` from another process wakes the reconciler again."""
     app, _ = pg_app
     with app.app_context():
         engine = db.engine
     lock, waiter = LeaderLock(engine), Waiter(engine)
-    other_process = postgres.url("faults").replace("+psycopg", "")
+    other_process = postgres_server.url("faults").replace("+psycopg", "")
 
     def notify() -> None:
         with psycopg.connect(other_process, autocommit=True) as connection:
@@ -169,7 +171,7 @@ def test_the_reconciler_keeps_its_lock_and_wakeups_across_a_postgres_restart(
         assert lock.try_acquire()
         notify()
         assert woken_within(5)
-        postgres.restart()
+        postgres_server.restart()
         assert not lock.still_held()  # its session died with the server
         assert lock.try_acquire()  # and it leads again
         wait_until(lambda: woken_within(0.2) or None, timeout=10, what="the LISTEN connection to come back")

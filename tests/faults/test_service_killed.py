@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,9 @@ import pytest
 import requests
 from flask import Flask
 
-from tests.e2e.test_start_commands import ROOT, free_port, wait_for
-from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView, wait_until
+from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView
 from tests.faults.engine_proxy import EngineProxy
+from tests.helpers import ProcessGroup, free_port, free_port_block, wait_for, wait_until
 
 START = r"^POST /v[\d.]+/containers/[0-9a-f]+/start"
 CREATE = r"^POST /v[\d.]+/containers/create"
@@ -48,15 +48,14 @@ class Service:
     multiprocess directory so the web's `/metrics` counts the reconciler's passes.
     """
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
+    def __init__(self, env: dict[str, str], log: Path, group: ProcessGroup) -> None:
+        self.env, self.log, self.group = env, log, group
         self.base = f"http://127.0.0.1:{env['PORT']}"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.shape = "embedded"
 
     def _spawn(self, command: list[str], **extra: str) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as out:
-            process = subprocess.Popen(command, cwd=ROOT, env={**self.env, **extra}, stdout=out, stderr=out)
+        process = self.group.spawn(command, env={**self.env, **extra}, log=self.log)
         self.processes.append(process)
         return process
 
@@ -77,23 +76,19 @@ class Service:
             process.wait(timeout=10)
         self.processes = []
 
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
 
 @pytest.fixture()
 def service(
-    app: Flask, database_url: str, engine_proxy: EngineProxy, engine_view: EngineView, tmp_path: Path
-) -> Iterator[Service]:
+    app: Flask,
+    database_url: str,
+    engine_proxy: EngineProxy,
+    engine_view: EngineView,
+    tmp_path: Path,
+    processes: ProcessGroup,
+) -> Service:
     """The service on the test database (whose schema the session built), driving the engine via the proxy."""
     env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "ENVIRONMENT"}}
+    ports = free_port_block(20)  # the replicas' host ports (host networking)
     env.update(
         HOST="127.0.0.1",
         PORT=str(free_port()),
@@ -101,7 +96,7 @@ def service(
         DOCKER_HOST=engine_proxy.docker_host,
         DOCKER_NETWORK_MODE="host",
         ENGINE_NAMESPACE=engine_view.namespace,
-        HOST_PORT_RANGE="37000-37999",
+        HOST_PORT_RANGE=f"{ports}-{ports + 19}",
         RECONCILE_INTERVAL_SECONDS="2",
         RECONCILE_TICK_SECONDS="0.05",
         ENGINE_BACKOFF_MAX_SECONDS="0.5",
@@ -116,9 +111,7 @@ def service(
         PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"),
     )
     (tmp_path / "metrics").mkdir()
-    running = Service(env, tmp_path / "service.log")
-    yield running
-    running.stop()
+    return Service(env, tmp_path / "service.log", processes)
 
 
 def _login(base: str) -> requests.Session:

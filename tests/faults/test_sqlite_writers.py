@@ -27,49 +27,50 @@ from deploy_service.extensions import db
 from deploy_service.models import Agent, Evaluation
 from tests.factories import AuthActions, make_agent, make_user
 from tests.faults import sqlite_writers
+from tests.helpers import ProcessGroup
 
 WORKERS = 4
 WRITES = 200
 
 
-def test_four_writer_processes_lose_nothing(app: Flask, auth: AuthActions, database_url: str) -> None:
+def test_four_writer_processes_lose_nothing(
+    app: Flask, auth: AuthActions, database_url: str, processes: ProcessGroup
+) -> None:
     if not database_url.startswith("sqlite"):
         pytest.skip("SQLite only: the PostgreSQL session has row locks (see test_lost_update.py)")
     owner = make_user(app)
     agent = make_agent(app, owner)
     token = auth.login(owner)["access_token"]
     context = multiprocessing.get_context("spawn")
-    go = context.Event()
+    ready, go = context.Queue(), context.Event()
     results = context.Queue()
-    processes = [
+    writers = [
         context.Process(
             target=sqlite_writers.write,
-            args=(database_url, token, agent["id"], worker, WRITES, go, results),
+            args=(database_url, token, agent["id"], worker, WRITES, ready, go, results),
             name=f"sqlite-writer-{worker}",
         )
         for worker in range(WORKERS)
     ]
-    for process in processes:
+    for process in writers:
         process.start()
+        processes.track(process)
     try:
-        time.sleep(0.5)  # let the interpreters import while the go signal is pending; they also wait for it
+        for _ in writers:  # every writer has built its app: they all start writing at the same moment
+            ready.get(timeout=120)
         started = time.monotonic()
         go.set()
         reports = {}
-        for _ in processes:
+        for _ in writers:
             worker, failures = results.get(timeout=120)
             reports[worker] = failures
         elapsed = time.monotonic() - started
     except queue.Empty:
-        pytest.fail("a writer process did not report within 120 s")
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        pytest.fail("a writer process did not get ready or report within 120 s")
+    for process in writers:
+        process.join(timeout=30)
     assert {worker: failures for worker, failures in reports.items() if failures} == {}
-    assert all(process.exitcode == 0 for process in processes)
+    assert all(process.exitcode == 0 for process in writers)
     with app.app_context():
         agents = db.session.scalar(select(func.count()).select_from(Agent).where(Agent.owner_id == owner.id))
         evaluations = db.session.scalar(select(func.count()).select_from(Evaluation))

@@ -17,10 +17,16 @@ What runs:
   an empty database, so Hypothesis can replay and shrink what it finds.
 
 Auth goes through schemathesis auth providers (`BearerAuth`, `ApiKeyAuth`), so every case counts as
-explicitly authenticated and `ignored_auth` checks every protected operation. Schemathesis builds its
-examples and coverage cases when pytest collects the module, before any fixture has made a user, so the
-providers write stand-in credentials that the WSGI proxy in front of the app swaps for the running
-test's real ones (only those exact values; a missing, forged or mangled credential passes unchanged).
+explicitly authenticated and `ignored_auth` checks every protected operation. The providers write
+stand-in credentials (cached for the whole run) that the WSGI proxy in front of the app swaps for the
+current identity's real ones (only those exact values; a missing, forged or mangled credential passes
+unchanged), because the identity is made anew for every operation.
+
+The schema is loaded lazily (`schemathesis.pytest.from_fixture`): building the spec's examples and
+coverage cases costs about 30 s, which eager loading spent at every collection of the suite. So each
+of `test_operation` and `test_operation_with_api_key` is one pytest test with one subtest per operation;
+`afresh_per_operation` gives each operation an empty database and a new identity, as one test per
+operation did. The `fuzz` marker keeps these out of `make check`; `make fuzz` and `make test` run them.
 
 The runner is the in-memory `FakeRunner`, so fuzzing never starts containers; no reconciler runs, so
 deployments stay `deploying`. `LOG_FOLLOW_MAX_SECONDS` is tiny so `follow=true` streams end at once, and
@@ -37,7 +43,7 @@ that for the state machine, ten steps each), Hypothesis derandomized (fixed seed
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +53,7 @@ from flask import Flask
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
+from schemathesis.schemas import BaseSchema
 
 from deploy_service import create_app
 from deploy_service.extensions import db
@@ -86,16 +93,15 @@ class Identity:
     agent_id: str
 
 
-# Stand-in credentials. Schemathesis builds its examples and coverage cases, auth included, when pytest
-# collects the module, before any fixture has made a user; the users are made per test (the database is
-# emptied after each). So the auth providers write these stand-ins, and the proxy in front of the app
-# swaps exactly these values for the running test's real ones. Any other value (none, a forged or a
-# mangled one, as the `ignored_auth` check sends) reaches the app unchanged.
+# Stand-in credentials. The auth providers' values are cached for the run, but the users are made anew
+# for every operation (the database is emptied first). So the providers write these stand-ins, and the
+# proxy in front of the app swaps exactly these values for the current identity's real ones. Any other
+# value (none, a forged or a mangled one, as the `ignored_auth` check sends) reaches the app unchanged.
 ACCESS, REFRESH, API_KEY = "fuzz-access-token", "fuzz-refresh-token", "fuzz-api-key"
 
 
 class _AppProxy:
-    """The WSGI app under test, set per module: the spec is loaded at import time, the app needs fixtures."""
+    """The WSGI app under test, set by the `fuzz_app` fixture; the schema sends every request here."""
 
     target: Flask | None = None
     identity: Identity | None = None
@@ -113,21 +119,8 @@ class _AppProxy:
 
 
 APP = _AppProxy()
-# The spec does not depend on the database, so any app serves it; requests go to APP.
-schema = schemathesis.openapi.from_wsgi(
-    "/openapi.json", create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
-)
-schema.app = APP
-# Stateful runs follow the spec's own links. Links schemathesis would infer from path parameters alone
-# also lead from a new agent to `undeploy` and `deployment-status`, whose 404 for an agent without a live
-# deployment is the contract's; its resource-availability check would read that as "the agent is gone".
-schema.config.phases.stateful.inference.algorithms = []
-key_schema = schema.include(
-    lambda ctx: any("apiKey" in req for req in ctx.operation.definition.raw.get("security", []))
-)
 
 
-@schema.auth(refresh_interval=None)
 class BearerAuth:
     """The fuzz user's access token (the refresh token for the refresh route), on every case of `schema`."""
 
@@ -155,6 +148,38 @@ def fuzz_app(make_app: Any, app: Flask) -> Iterator[Flask]:
     APP.target = fuzz
     yield fuzz
     APP.target = None
+
+
+@pytest.fixture(scope="module")
+def fuzz_schema() -> BaseSchema:
+    """The service's own spec, loaded when the first fuzz test runs (not when pytest collects the module).
+
+    Requests go to APP, the proxy in front of the fuzz app. Stateful runs follow the spec's own links:
+    links schemathesis would infer from path parameters alone also lead from a new agent to `undeploy`
+    and `deployment-status`, whose 404 for an agent without a live deployment is the contract's; its
+    resource-availability check would read that as "the agent is gone".
+    """
+    # The spec as a default test app serves it (some of it follows the configuration, e.g. limits).
+    loaded = schemathesis.openapi.from_wsgi(
+        "/openapi.json", create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    )
+    loaded.app = APP
+    loaded.config.phases.stateful.inference.algorithms = []
+    loaded.auth(refresh_interval=None)(BearerAuth)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def fuzz_key_schema(fuzz_schema: BaseSchema) -> BaseSchema:
+    """The operations that also take `X-API-Key`."""
+    return fuzz_schema.include(
+        lambda ctx: any("apiKey" in req for req in ctx.operation.definition.raw.get("security", []))
+    )
+
+
+schema = schemathesis.pytest.from_fixture("fuzz_schema")
+key_schema = schemathesis.pytest.from_fixture("fuzz_key_schema")
+key_schema.auth(refresh_interval=None)(ApiKeyAuth)  # before the schema's BearerAuth: only the key is sent
 
 
 def _make_identity(fuzz: Flask) -> Identity:
@@ -191,25 +216,47 @@ def identity(fuzz_app: Flask) -> Iterator[Identity]:
     APP.identity = None
 
 
+@pytest.fixture()
+def afresh_per_operation(fuzz_app: Flask) -> Iterator[Callable[[Any], None]]:
+    """Call with each case: the first case of each operation starts from an empty database and a new identity.
+
+    The lazily loaded schema runs every operation inside one pytest test, so this keeps what one test per
+    operation gave: each operation's examples share one fresh state, and no operation sees another's.
+    """
+    current: list[str] = []
+
+    def ensure(case: Any) -> None:
+        if current != [case.operation.label]:
+            current[:] = [case.operation.label]
+            _start_afresh(fuzz_app)
+
+    yield ensure
+    APP.identity = None
+
+
 @schema.parametrize()
 @FUZZ_SETTINGS
-def test_operation(case: Any, identity: Identity) -> None:
+def test_operation(case: Any, afresh_per_operation: Callable[[Any], None]) -> None:
+    afresh_per_operation(case)
     case.call_and_validate()
 
 
-@key_schema.auth(ApiKeyAuth, refresh_interval=None)
 @key_schema.parametrize()
 @FUZZ_SETTINGS
-def test_operation_with_api_key(case: Any, identity: Identity) -> None:
+def test_operation_with_api_key(case: Any, afresh_per_operation: Callable[[Any], None]) -> None:
+    afresh_per_operation(case)
     case.call_and_validate()
 
 
-def test_stateful(identity: Identity) -> None:
+def test_stateful(identity: Identity, fuzz_schema: BaseSchema) -> None:
     """Follow the spec's links from what POSTs create to the operations on it, with every check.
 
     Three times the examples of one operation, ten steps each: at the default that is enough to create
     agents, keys, secrets and webhooks and reach their item routes through the links.
     """
+
+    # Hypothesis derives its derandomized seed from this class's source: `schema` keeps it as it was.
+    schema = fuzz_schema
 
     class Workflow(schema.as_state_machine()):  # type: ignore[misc]
         def setup(self) -> None:

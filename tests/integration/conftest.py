@@ -5,61 +5,23 @@ local socket) and the test images of `tests/integration/images/`, which the sess
 `build.sh` (it skips up-to-date images). An engine that does not answer fails the session, because
 these tests are part of the suite; `DEPLOY_SERVICE_SKIP_ENGINE_TESTS=1` skips them instead.
 
+`docker_engine` and `swarm_manager` are in tests/conftest.py (tests/faults uses them too).
+
 Each test gets its own deployment-id prefix; after the test every managed container whose deployment
 label starts with it is removed, so tests never touch containers they did not create.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import docker
 import pytest
 
 from deploy_service.runner import LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner
 from deploy_service.runner.settings import RunnerSettings
-
-IMAGES_DIR = Path(__file__).parent / "images"
-ENSURE_DOCKER = Path(__file__).parents[2] / "scripts" / "ensure_docker.sh"
-
-
-@pytest.fixture(scope="session")
-def docker_engine() -> Iterator[docker.DockerClient]:
-    """A client of the engine under test, after the test images are built."""
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
-        message = f"The container engine does not answer ({exc}); start it with {ENSURE_DOCKER}."
-        if os.environ.get("DEPLOY_SERVICE_SKIP_ENGINE_TESTS") == "1":
-            pytest.skip(message)
-        pytest.fail(message, pytrace=False)
-    build = subprocess.run([str(IMAGES_DIR / "build.sh")], capture_output=True, text=True, timeout=300, check=False)
-    if build.returncode != 0:
-        pytest.fail(f"building the test images failed:\n{build.stderr}", pytrace=False)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def swarm_manager(docker_engine: docker.DockerClient) -> Iterator[None]:
-    """The engine as a single-node Swarm manager: initialised here if it is not one, and left afterwards
-    only if this session initialised it (scripts/test.sh does the same around the whole run)."""
-    state = docker_engine.info().get("Swarm") or {}
-    initialised = False
-    if state.get("LocalNodeState") != "active":
-        docker_engine.swarm.init(advertise_addr="127.0.0.1")
-        initialised = True
-    elif not state.get("ControlAvailable"):
-        pytest.fail("The engine is a Swarm worker, not a manager; the swarm tests need a manager.", pytrace=False)
-    yield
-    if initialised:
-        docker_engine.swarm.leave(force=True)
+from tests import helpers
 
 
 @pytest.fixture()
@@ -99,13 +61,7 @@ def image_tag(docker_engine: docker.DockerClient, deployment_prefix: str) -> Ite
         pass
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture()
 def free_port() -> Callable[[], int]:
     """Returns a function giving a port that was free on 127.0.0.1 a moment ago."""
-    return _free_port
+    return helpers.free_port

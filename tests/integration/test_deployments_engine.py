@@ -47,6 +47,8 @@ SETTINGS = ReconcileSettings(
     stable_seconds=60.0,
     stop_timeout=2.0,
     workers=8,
+    # Fixed: the reconciler binds each port before it hands it out (reconciler/ports.py), and the
+    # Swarm runner needs whole blocks of 100 (a fresh one per rolling update).
     port_range=(32000, 32999),
     replica_host="127.0.0.1",
     sample_every=0.5,

@@ -7,9 +7,7 @@ processes (SQLite `data_version` here, `NOTIFY` on PostgreSQL) and converges a d
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +17,11 @@ import pytest
 import requests
 
 from deploy_service.runner import LABEL_MANAGED
-from tests.e2e.test_start_commands import ROOT, free_port, wait_for
+from tests.helpers import ProcessGroup, free_port, wait_for, wait_until
 
 
 @pytest.fixture()
-def stack(docker_engine: docker.DockerClient, tmp_path: Path) -> Iterator[tuple[str, str]]:
+def stack(docker_engine: docker.DockerClient, tmp_path: Path, processes: ProcessGroup) -> Iterator[tuple[str, str]]:
     namespace = f"proc-{uuid.uuid4().hex[:10]}"
     env = {
         **os.environ,
@@ -40,29 +38,29 @@ def stack(docker_engine: docker.DockerClient, tmp_path: Path) -> Iterator[tuple[
         "PASSWORD_HASH_TIME_COST": "1",
         "PASSWORD_HASH_MEMORY_KIB": "8",
         "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        # Shared by both processes, so the web's /metrics counts the reconciler's passes.
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
-    web = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-    )
+    (tmp_path / "metrics").mkdir()
+    log = tmp_path / "stack.log"
+    web = processes.spawn([sys.executable, "app.py"], env=env, log=log)
     base = f"http://127.0.0.1:{env['PORT']}"
-    processes = [web]
     try:
         wait_for(f"{base}/health", web)
-        reconciler = subprocess.Popen(
-            ["flask", "--app", "app", "reconcile"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        processes.append(reconciler)
+        processes.spawn(["flask", "--app", "app", "reconcile"], env=env, log=log)
         yield base, namespace
     finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=20)
+        processes.stop_all(timeout=20)
         for container in docker_engine.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"}):
             container.remove(force=True)
+
+
+def reconcile_passes(base: str) -> float:
+    """How many passes the reconciler process has made, as the web process's /metrics counts them."""
+    for line in requests.get(f"{base}/metrics", timeout=10).text.splitlines():
+        if line.startswith("reconcile_pass_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def test_separate_reconciler_process_converges_a_deploy(
@@ -74,26 +72,18 @@ def test_separate_reconciler_process_converges_a_deploy(
     token = http.post(f"{base}/v1/auth/login", json={"email": "ops@example.com", "password": "ops-password"}).json()
     http.headers["Authorization"] = f"Bearer {token['access_token']}"
     agent = http.post(f"{base}/v1/agents", json={"name": "proc", "image": "deploy-test/http-agent:latest"}).json()
-    time.sleep(1.0)  # let the reconciler settle into its 60 s resync sleep
-    started = time.monotonic()
+    # The reconciler's first pass is done: it now sleeps until its 60 s resync unless a deploy wakes it.
+    wait_until(lambda: reconcile_passes(base) >= 1, 30, what="the reconciler's first pass")
     deployment = http.post(f"{base}/v1/agents/{agent['id']}/deploy", json={"replicas": 2}).json()
-    status = "deploying"
-    while status != "ready" and time.monotonic() - started < 20:
-        status = http.get(f"{base}/v1/deployments/{deployment['id']}").json()["status"]
-        time.sleep(0.05)
-    assert status == "ready"
-    assert time.monotonic() - started < 20  # well inside the 60 s resync: it was woken
+    # Ready well inside the 60 s resync: it was woken.
+    wait_until(lambda: http.get(f"{base}/v1/deployments/{deployment['id']}").json()["status"] == "ready", 20)
     containers = docker_engine.containers.list(filters={"label": f"{LABEL_MANAGED}={namespace}"})
     assert len(containers) == 2
     assert http.delete(f"{base}/v1/deployments/{deployment['id']}").status_code == 200
-    deleted = time.monotonic()
-    # The reconciler process removes them, woken by the delete (well inside its 60 s resync).
-    # One list call (no per-container inspect that would race the removal).
-    remaining = [c.id for c in containers]
-    while remaining and time.monotonic() - deleted < 20:
-        remaining = [
-            row["Id"]
-            for row in docker_engine.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"})
-        ]
-        time.sleep(0.05)
-    assert remaining == []
+    # The reconciler process removes them, woken by the delete (well inside its 60 s resync); one list
+    # call per look (no per-container inspect that would race the removal).
+    wait_until(
+        lambda: not docker_engine.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"}),
+        timeout=20,
+        what="the reconciler process to remove the containers",
+    )

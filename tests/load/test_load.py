@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from bench.loadgen import MIXED_WORKLOAD, free_port, service_env, start_service, stop, wrk
+from tests.helpers import ProcessGroup
 
 pytestmark = pytest.mark.load
 
@@ -28,7 +29,7 @@ CONNECTIONS = int(os.environ.get("LOAD_CONNECTIONS", "16"))
 
 
 @pytest.fixture()
-def service(database_url: str, tmp_path: Path, app: Any) -> Any:
+def load_service(database_url: str, tmp_path: Path, app: Any, processes: ProcessGroup) -> Any:
     """The service under gunicorn on the test database, in an engine namespace of its own."""
     port = free_port()
     env = service_env(
@@ -40,13 +41,15 @@ def service(database_url: str, tmp_path: Path, app: Any) -> Any:
         SECRET_KEY="load-test-secret-" + "0123456789abcdef" * 4,
     )
     process = start_service(env, tmp_path / "gunicorn.log")
+    processes.track(process)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(process)
 
 
-def test_a_minute_of_mixed_load_gets_no_error(service: str) -> None:
+def test_a_minute_of_mixed_load_gets_no_error(load_service: str) -> None:
+    service = load_service
     http = requests.Session()
     credentials = {"email": f"load-{uuid.uuid4().hex[:6]}@example.com", "password": "load-test-password"}
     assert http.post(f"{service}/v1/auth/register", json=credentials).status_code == 201

@@ -19,25 +19,17 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from deploy_service.extensions import db
-from deploy_service.models import Alert, User
+from deploy_service.models import Alert, Deployment, User
 from deploy_service.services import api_keys as key_service
 from deploy_service.services import evaluations as evaluation_service
 from deploy_service.services import webhooks as webhook_service
 from deploy_service.settings import Settings
 from tests.factories import AuthActions, UserRef, make_agent, make_deployment, make_secret
 from tests.fakes import FakeRunner
+from tests.helpers import assert_error
 from tests.security.routes import Probe
 
-
-def assert_error(response: TestResponse, status: int, kind: str) -> dict[str, Any]:
-    """The response is the contract's error body with `status` and `kind`."""
-    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
-    assert response.mimetype == "application/json"
-    body: dict[str, Any] = response.get_json()
-    assert body["success"] is False, body
-    assert body["error"] == kind, body
-    assert isinstance(body["message"], str) and body["message"]
-    return body
+__all__ = ["assert_error"]  # still importable from here
 
 
 @dataclass
@@ -93,6 +85,24 @@ class World:
         if body is not None:
             kwargs["json"] = body
         return self.client.open(url, method=probe.method, **kwargs)
+
+
+def arranged_ids(world: World, probe: Probe) -> dict[str, str]:
+    """The victim's ids, with the state `probe.tags` ask for arranged, so the owner's request can succeed.
+
+    `idle_agent`: a new agent of the victim's with no deployment stands in for `agent_id` (deploy,
+    delete); `ready`: the victim's deployment is marked ready, as the reconciler would (restart, scale).
+    """
+    arranged = dict(world.victim.ids)
+    if "idle_agent" in probe.tags:
+        arranged["agent_id"] = make_agent(world.app, world.victim.user)["id"]
+    if "ready" in probe.tags:
+        with world.app.app_context():
+            deployment = db.session.get(Deployment, arranged["deployment_id"])
+            assert deployment is not None
+            deployment.status = "ready"
+            db.session.commit()
+    return arranged
 
 
 def missing_ids(probe: Probe) -> dict[str, str]:

@@ -40,6 +40,9 @@ class Probe:
     """Set when the probe names the victim's resources: what a stranger gets."""
     key_scope: str | None = None
     tags: tuple[str, ...] = field(default=())
+    """`idle_agent`: the owner's success needs an agent without a live deployment; `ready`: a ready deployment."""
+    ok: int = 200
+    """What the owner (or, on a key route, the agent's own key) gets once the state allows the request."""
 
     @property
     def id(self) -> str:
@@ -105,7 +108,7 @@ PROBES: tuple[Probe, ...] = (
     Probe("POST", "/v1/agents", USER, body={"name": "mine", "image": "deploy-test/http-agent:latest"}),
     Probe("GET", A_ITEM, USER, "/v1/agents/{agent_id}", other=NOT_FOUND),
     Probe("PATCH", A_ITEM, USER, "/v1/agents/{agent_id}", body={"description": "taken over"}, other=NOT_FOUND),
-    Probe("DELETE", A_ITEM, USER, "/v1/agents/{agent_id}", other=NOT_FOUND),
+    Probe("DELETE", A_ITEM, USER, "/v1/agents/{agent_id}", other=NOT_FOUND, tags=("idle_agent",), ok=204),
     Probe("GET", A + "/stats", USER, "/v1/agents/{agent_id}/stats", other=NOT_FOUND),
     Probe(
         "POST",
@@ -115,28 +118,65 @@ PROBES: tuple[Probe, ...] = (
         body={},
         other=NOT_FOUND,
         key_scope="invoke",
+        ok=503,  # no replica answers in the attack matrix's world; tests/api/test_api_keys.py shows the 200
     ),
-    Probe("POST", A + "/api-key", USER, "/v1/agents/{agent_id}/api-key", body={}, other=NOT_FOUND),
+    Probe("POST", A + "/api-key", USER, "/v1/agents/{agent_id}/api-key", body={}, other=NOT_FOUND, ok=201),
     Probe("GET", A + "/api-keys", USER, "/v1/agents/{agent_id}/api-keys", other=NOT_FOUND),
     Probe("DELETE", A + "/api-keys/<string:key_id>", USER, "/v1/agents/{agent_id}/api-keys/{key_id}", other=NOT_FOUND),
-    Probe("POST", A + "/deploy", USER, "/v1/agents/{agent_id}/deploy", body={}, other=NOT_FOUND),
-    Probe("POST", "/v1/agents/deploy", USER, body={"agent_id": "{agent_id}"}, other=NOT_FOUND),
+    Probe(
+        "POST",
+        A + "/deploy",
+        USER,
+        "/v1/agents/{agent_id}/deploy",
+        body={},
+        other=NOT_FOUND,
+        tags=("idle_agent",),
+        ok=202,
+    ),
+    Probe(
+        "POST",
+        "/v1/agents/deploy",
+        USER,
+        body={"agent_id": "{agent_id}"},
+        other=NOT_FOUND,
+        tags=("idle_agent",),
+        ok=202,
+    ),
     Probe("POST", A + "/undeploy", USER, "/v1/agents/{agent_id}/undeploy", other=NOT_FOUND),
-    Probe("POST", A + "/restart", USER, "/v1/agents/{agent_id}/restart", other=NOT_FOUND),
+    Probe("POST", A + "/restart", USER, "/v1/agents/{agent_id}/restart", other=NOT_FOUND, tags=("ready",), ok=202),
     Probe("GET", A + "/deployment-status", USER, "/v1/agents/{agent_id}/deployment-status", other=NOT_FOUND),
     # Deployments.
     Probe("GET", "/v1/deployments", USER),
     Probe("GET", "/v1/deployments", USER, query="agent_id={agent_id}", other=EMPTY),
-    Probe("POST", "/v1/deployments", USER, body={"agent_id": "{agent_id}"}, other=NOT_FOUND),
+    Probe(
+        "POST", "/v1/deployments", USER, body={"agent_id": "{agent_id}"}, other=NOT_FOUND, tags=("idle_agent",), ok=202
+    ),
     Probe("GET", D_ITEM, USER, "/v1/deployments/{deployment_id}", other=NOT_FOUND),
     Probe("DELETE", D_ITEM, USER, "/v1/deployments/{deployment_id}", other=NOT_FOUND),
     Probe("GET", D + "/events", USER, "/v1/deployments/{deployment_id}/events", other=NOT_FOUND),
     Probe("GET", D + "/logs", USER, "/v1/deployments/{deployment_id}/logs", other=NOT_FOUND),
     Probe("GET", D + "/logs", USER, "/v1/deployments/{deployment_id}/logs", query="follow=true", other=NOT_FOUND),
     Probe("GET", D + "/metrics", USER, "/v1/deployments/{deployment_id}/metrics", other=NOT_FOUND),
-    Probe("POST", D + "/restart", USER, "/v1/deployments/{deployment_id}/restart", other=NOT_FOUND),
-    Probe("POST", D + "/scale", USER, "/v1/deployments/{deployment_id}/scale", body={"replicas": 3}, other=NOT_FOUND),
-    Probe("POST", D + "/stop", USER, "/v1/deployments/{deployment_id}/stop", other=NOT_FOUND),
+    Probe(
+        "POST",
+        D + "/restart",
+        USER,
+        "/v1/deployments/{deployment_id}/restart",
+        other=NOT_FOUND,
+        tags=("ready",),
+        ok=202,
+    ),
+    Probe(
+        "POST",
+        D + "/scale",
+        USER,
+        "/v1/deployments/{deployment_id}/scale",
+        body={"replicas": 3},
+        other=NOT_FOUND,
+        tags=("ready",),
+        ok=202,
+    ),
+    Probe("POST", D + "/stop", USER, "/v1/deployments/{deployment_id}/stop", other=NOT_FOUND, ok=202),
     Probe(
         "GET",
         D + "/results",
@@ -153,6 +193,7 @@ PROBES: tuple[Probe, ...] = (
         body={"results": "mine"},
         other=NOT_FOUND,
         key_scope="results",
+        ok=201,
     ),
     Probe("GET", "/v1/deployments/metrics", USER),
     Probe("GET", "/v1/deployments/alerts", USER),
@@ -166,17 +207,17 @@ PROBES: tuple[Probe, ...] = (
     # Evaluations.
     Probe("GET", "/v1/evaluations", USER),
     Probe("GET", "/v1/evaluations", USER, query="agent_id={agent_id}", other=NOT_FOUND),
-    Probe("POST", "/v1/evaluations", USER_OR_KEY, body=EVALUATION, other=NOT_FOUND, key_scope="telemetry"),
+    Probe("POST", "/v1/evaluations", USER_OR_KEY, body=EVALUATION, other=NOT_FOUND, key_scope="telemetry", ok=201),
     Probe("GET", "/v1/evaluations/stats", USER),
     Probe("GET", "/v1/evaluations/stats", USER, query="agent_id={agent_id}", other=NOT_FOUND),
     # Secrets.
     Probe("GET", "/v1/secrets", USER),
     Probe("POST", "/v1/secrets", USER, body={"name": "mine", "value": "v"}),
-    Probe("DELETE", "/v1/secrets/<string:secret_id>", USER, "/v1/secrets/{secret_id}", other=NOT_FOUND),
+    Probe("DELETE", "/v1/secrets/<string:secret_id>", USER, "/v1/secrets/{secret_id}", other=NOT_FOUND, ok=204),
     # Webhooks.
     Probe("GET", "/v1/webhooks", USER),
     Probe("POST", "/v1/webhooks", USER, body={"url": "http://127.0.0.1:9/hook"}),
-    Probe("DELETE", "/v1/webhooks/<string:webhook_id>", USER, "/v1/webhooks/{webhook_id}", other=NOT_FOUND),
+    Probe("DELETE", "/v1/webhooks/<string:webhook_id>", USER, "/v1/webhooks/{webhook_id}", other=NOT_FOUND, ok=204),
     Probe(
         "GET",
         "/v1/webhooks/<string:webhook_id>/deliveries",

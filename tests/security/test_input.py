@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 
 from deploy_service.extensions import db
 from deploy_service.models import User
-from tests.security.conftest import World, assert_error
+from tests.helpers import assert_error
+from tests.security.conftest import World
 from tests.security.routes import PROBES, USER, USER_OR_KEY, Probe
 
 AGENT = {"name": "sneaky", "image": "deploy-test/http-agent:latest"}

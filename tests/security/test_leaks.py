@@ -26,8 +26,8 @@ from deploy_service.extensions import db
 from deploy_service.models import ApiKey, User
 from deploy_service.reconciler import Reconciler
 from deploy_service.settings import Settings
-from tests.api.test_deployments import FAST, converge
 from tests.fakes import FakeRunner
+from tests.helpers import FAST, converge
 
 
 class Capture(logging.Handler):
