@@ -44,6 +44,7 @@ from deploy_service.reconciler.lock import LeaderLock
 from deploy_service.reconciler.settings import LoopSettings
 from deploy_service.reconciler.wakeup import Waiter
 from deploy_service.runner import DockerRunner
+from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.services.notify import CHANNEL, local_wakeup
 from tests.conftest import TEST_CONFIG
@@ -203,14 +204,12 @@ LOOP = LoopSettings(standby_retry=0.2, retry_base=0.1, retry_max=0.5, connect_ti
 
 def test_the_reconciler_outlives_a_postgres_outage_longer_than_the_standby_retry(
     pg_app: tuple[Flask, dict[str, threading.Event]],
-    postgres: PostgresServer,
+    postgres_server: PostgresServer,
     engine_view: EngineView,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app, _ = pg_app
-    runner = DockerRunner(
-        {"DOCKER_NETWORK_MODE": "host", "ENGINE_NAMESPACE": engine_view.namespace, "DOCKER_TIMEOUT": 10}
-    )
+    runner = DockerRunner(RunnerSettings(network_mode="host", namespace=engine_view.namespace, docker_timeout=10))
     monkeypatch.setitem(app.extensions, RUNNER_KEY, runner)
     client = app.test_client()
     credentials = {"email": "outage@example.com", "password": "outage-password"}
@@ -242,7 +241,7 @@ def test_the_reconciler_outlives_a_postgres_outage_longer_than_the_standby_retry
         before = deploy("before")
         killed = wait_until(lambda: running(before), timeout=60, what="the first deployment to be ready")
 
-        postgres.halt()
+        postgres_server.halt()
         halted = time.monotonic()
         wait_until(lambda: not reconciler.leadership.leading(), timeout=30, what="the lead to be lost")
         wait_until(
@@ -253,7 +252,7 @@ def test_the_reconciler_outlives_a_postgres_outage_longer_than_the_standby_retry
             what="an outage longer than the standby retry",
         )
         engine_view.client.api.kill(killed)  # while nothing can write down what happened
-        postgres.resume()
+        postgres_server.resume()
 
         after = deploy("after")
         wait_until(lambda: running(after), timeout=60, what="a new deployment to converge after the outage")
