@@ -30,7 +30,8 @@ operation did. The `fuzz` marker keeps these out of `make check`; `make fuzz` an
 
 The runner is the in-memory `FakeRunner`, so fuzzing never starts containers; no reconciler runs, so
 deployments stay `deploying`. `LOG_FOLLOW_MAX_SECONDS` is tiny so `follow=true` streams end at once, and
-`WEBHOOK_ALLOW_PRIVATE_TARGETS` is on so that webhook URLs are never resolved (no DNS traffic).
+`WEBHOOK_ALLOW_PRIVATE_TARGETS` is on so that webhook URLs are never resolved (no DNS traffic), and
+`RECONCILER_STALE_SECONDS` is a day, since no reconciler records passes for readiness.
 The spec's two non-standard string formats (`git-url`, `http-url`) get generators here; whether a value
 is valid is still decided by the service, and every check applies to it.
 
@@ -143,7 +144,14 @@ class ApiKeyAuth:
 
 @pytest.fixture(scope="module")
 def fuzz_app(make_app: Any, app: Flask) -> Iterator[Flask]:
-    fuzz = make_app(LOG_FOLLOW_MAX_SECONDS=0.2, LOG_FOLLOW_POLL_SECONDS=0.05, WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+    # No reconciler runs here: its readiness check is given a day, so `/health/ready` answers on the
+    # database, the migrations and the (in-memory) engine however long the fuzzing takes.
+    fuzz = make_app(
+        LOG_FOLLOW_MAX_SECONDS=0.2,
+        LOG_FOLLOW_POLL_SECONDS=0.05,
+        WEBHOOK_ALLOW_PRIVATE_TARGETS=True,
+        RECONCILER_STALE_SECONDS=86400.0,
+    )
     fuzz.extensions[RUNNER_KEY] = FakeRunner()
     APP.target = fuzz
     yield fuzz
