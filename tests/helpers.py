@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,6 +38,28 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, *, interval:
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}; last value: {last!r}")
         time.sleep(interval)
+
+
+class Clock:
+    """A clock a test moves, put in place of a module's `utcnow` (`monkeypatch.setattr(module, "utcnow", clock)`).
+
+    Frozen by default: it reads the same until `advance`d, so a test can assert exact times. With
+    `running=True` it follows the real clock plus what `advance` added, for code that also waits out
+    short real delays between reads (the reconciler's passes).
+    """
+
+    def __init__(self, *, running: bool = False) -> None:
+        self._start = datetime.now(UTC)
+        self._running = running
+        self._offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return (datetime.now(UTC) if self._running else self._start) + self._offset
+
+    def advance(self, seconds: float) -> datetime:
+        """Move the clock `seconds` ahead; returns the new time."""
+        self._offset += timedelta(seconds=seconds)
+        return self()
 
 
 def free_port() -> int:
