@@ -8,6 +8,7 @@ from typing import Any
 
 import jwt as pyjwt
 import pytest
+from argon2 import PasswordHasher, extract_parameters
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_jwt_extended import create_access_token
@@ -15,7 +16,7 @@ from sqlalchemy import select
 
 from deploy_service.extensions import db
 from deploy_service.models import AuthSession, User
-from deploy_service.settings import Settings
+from deploy_service.settings import Settings, settings_for
 from tests.factories import PASSWORD, AuthActions, make_user
 from tests.helpers import assert_error
 
@@ -70,6 +71,41 @@ def test_register_validation(client: FlaskClient, payload: dict[str, Any], field
 def test_registration_can_be_disabled(client: FlaskClient, configure: Callable[..., Settings]) -> None:
     configure(REGISTRATION_ENABLED=False)
     assert_error(register(client, "closed@example.com"), 403, "forbidden")
+
+
+def test_login_rehashes_a_password_hashed_with_other_parameters(
+    client: FlaskClient, app: Flask, auth: AuthActions
+) -> None:
+    user = make_user(app)
+    configured = settings_for(app).auth
+    older = PasswordHasher(
+        time_cost=configured.password_time_cost + 1, memory_cost=configured.password_memory_kib * 2, parallelism=1
+    ).hash(PASSWORD)
+
+    def stored_hash() -> str:
+        with app.app_context():
+            found = db.session.get(User, user.id)
+            assert found is not None
+            return found.password_hash
+
+    with app.app_context():
+        found = db.session.get(User, user.id)
+        assert found is not None
+        found.password_hash = older
+        db.session.commit()
+    auth.login(user)
+    rehashed = stored_hash()
+    assert rehashed != older
+    parameters = extract_parameters(rehashed)
+    assert (parameters.time_cost, parameters.memory_cost) == (
+        configured.password_time_cost,
+        configured.password_memory_kib,
+    )
+    auth.login(user)  # the new hash verifies the same password
+    assert stored_hash() == rehashed  # and a current hash is left as it is
+    assert_error(
+        client.post("/v1/auth/login", json={"email": user.email, "password": "wrong-password"}), 401, "unauthorized"
+    )
 
 
 def test_login_returns_tokens(client: FlaskClient, app: Flask) -> None:
