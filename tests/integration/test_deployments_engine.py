@@ -110,13 +110,17 @@ class Engine:
 
 @pytest.fixture(params=["docker"])
 def engine(
-    request: pytest.FixtureRequest, docker_engine: docker.DockerClient, app: Flask, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    docker_engine: docker.DockerClient,
+    app: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Settings],
 ) -> Iterator[Engine]:
     """The app drives the real engine, with a reconciler loop of its own, for this test.
 
     The docker runner unless the test is parametrised (`BOTH_RUNNERS`) with `swarm` as well.
     """
-    yield from _engine(request, request.param, docker_engine, app, monkeypatch, SETTINGS)
+    yield from _engine(request, request.param, docker_engine, app, monkeypatch, configure, SETTINGS)
 
 
 def _engine(
@@ -351,10 +355,15 @@ STOP_TIMEOUT = 10.0  # the default CONTAINER_STOP_TIMEOUT: what an agent that ig
 
 @pytest.fixture()
 def slow_stop_engine(
-    request: pytest.FixtureRequest, docker_engine: docker.DockerClient, app: Flask, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    docker_engine: docker.DockerClient,
+    app: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Settings],
 ) -> Iterator[Engine]:
     """The `engine` fixture's docker runner, with the production stop timeout."""
-    yield from _engine(request, "docker", docker_engine, app, monkeypatch, replace(SETTINGS, stop_timeout=STOP_TIMEOUT))
+    slow = replace(SETTINGS, stop_timeout=STOP_TIMEOUT)
+    yield from _engine(request, "docker", docker_engine, app, monkeypatch, configure, slow)
 
 
 @pytest.fixture()
