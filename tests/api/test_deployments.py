@@ -1,7 +1,6 @@
 """Deployment routes and the reconciler's decisions, on the in-memory runner (fast, deterministic).
 
-`FAST`, `Api`, `converge`, `deploy` and `new_agent` live in tests/helpers.py (imported here, so older
-imports from this module keep working).
+`FAST`, `Api`, `converge`, `deploy` and `new_agent` live in tests/helpers.py.
 
 The same behaviours run against the real engine in tests/integration/test_deployments_engine.py.
 """

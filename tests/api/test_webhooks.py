@@ -6,16 +6,11 @@ HTTP pool (nothing leaves the process), on a frozen clock put in place of the we
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
 import json
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,35 +26,7 @@ from deploy_service.services import webhooks
 from deploy_service.settings import Settings
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
-from tests.helpers import FAST, Api, Clock, assert_error, converge, new_agent, wait_until
-
-
-class Receiver:
-    """A webhook receiver on loopback that records what it gets and answers `status`."""
-
-    def __init__(self, status: int = 204) -> None:
-        self.status = status
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.helpers import FAST, Api, Clock, Receiver, assert_error, converge, new_agent, verify, wait_until
 
 
 @pytest.fixture()
@@ -85,14 +52,6 @@ def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
     reconciler = Reconciler(app, runner=fake_runner, settings=dataclasses.replace(FAST, tick=0.01))
     yield reconciler
     reconciler.close()
-
-
-def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """What a receiver does (Standard Webhooks): HMAC-SHA256 over "id.timestamp.body" with the secret's key."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return any(hmac.compare_digest(expected, part.removeprefix("v1,")) for part in headers["webhook-signature"].split())
 
 
 def failing_deployment(app: Flask, api: Api) -> str:

@@ -33,6 +33,7 @@ from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import Settings
 from tests.factories import AuthActions
+from tests.helpers import Receiver, verify
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 SETTINGS = ReconcileSettings(
@@ -588,8 +589,6 @@ def test_resource_samples_on_the_real_engine(api: Client, engine: Engine, app: F
 def test_hallucination_alert_and_signed_webhooks_on_the_real_engine(
     api: Client, engine: Engine, configure: Callable[..., Settings]
 ) -> None:
-    from tests.api.test_webhooks import Receiver, verify
-
     configure(WEBHOOK_ALLOW_PRIVATE_TARGETS=True, WEBHOOK_RETRY_BASE_SECONDS=0.05, ALERT_MIN_SAMPLES=5)
     good, failing = Receiver(), Receiver(status=500)
     try:
