@@ -6,10 +6,16 @@ no test module imports another.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -37,6 +43,28 @@ def wait_until(condition: Callable[[], Any], timeout: float = 30.0, *, interval:
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}; last value: {last!r}")
         time.sleep(interval)
+
+
+class Clock:
+    """A clock a test moves, put in place of a module's `utcnow` (`monkeypatch.setattr(module, "utcnow", clock)`).
+
+    Frozen by default: it reads the same until `advance`d, so a test can assert exact times. With
+    `running=True` it follows the real clock plus what `advance` added, for code that also waits out
+    short real delays between reads (the reconciler's passes).
+    """
+
+    def __init__(self, *, running: bool = False) -> None:
+        self._start = datetime.now(UTC)
+        self._running = running
+        self._offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return (datetime.now(UTC) if self._running else self._start) + self._offset
+
+    def advance(self, seconds: float) -> datetime:
+        """Move the clock `seconds` ahead; returns the new time."""
+        self._offset += timedelta(seconds=seconds)
+        return self()
 
 
 def free_port() -> int:
@@ -287,3 +315,42 @@ def deploy(api: Api, agent_id: str, **body: Any) -> dict[str, Any]:
     assert response.status_code == 202, response.get_json()
     deployment: dict[str, Any] = response.get_json()
     return deployment
+
+
+# -- webhooks (tests/api/test_webhooks.py, tests/integration/test_deployments_engine.py) -------------
+
+
+class Receiver:
+    """A webhook receiver on loopback that records what it gets and answers `status`."""
+
+    def __init__(self, status: int = 204) -> None:
+        self.status = status
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """What a receiver does (Standard Webhooks): HMAC-SHA256 over "id.timestamp.body" with the secret's key."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return any(hmac.compare_digest(expected, part.removeprefix("v1,")) for part in headers["webhook-signature"].split())

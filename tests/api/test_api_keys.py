@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,10 +25,11 @@ from deploy_service.models.types import utcnow
 from deploy_service.reconciler import Reconciler
 from deploy_service.runner.base import ReplicaSpec
 from deploy_service.security import api_key_well_formed, generate_api_key
+from deploy_service.services import api_keys
 from deploy_service.settings import Settings
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
-from tests.helpers import Api, assert_error, converge, new_agent
+from tests.helpers import Api, Clock, assert_error, converge, new_agent
 
 
 class AgentHandler(BaseHTTPRequestHandler):
@@ -190,6 +191,33 @@ def test_interact_round_robin_by_key_and_by_owner(
         assert db.session.scalar(select(func.count()).select_from(Invocation).where(Invocation.ok)) == 5
     listed = api.get(f"/v1/agents/{agent_id}/api-keys").get_json()["items"][0]
     assert listed["last_used_at"] is not None
+
+
+def test_last_used_at_is_written_at_most_once_per_resolution(
+    app: Flask, api: Api, client: FlaskClient, configure: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(API_KEY_LAST_USED_RESOLUTION_SECONDS=60.0)
+    clock = Clock()
+    monkeypatch.setattr(api_keys, "utcnow", clock)
+    agent = new_agent(app, api)
+    key = new_key(api, agent["id"])["key"]
+
+    def use_key() -> datetime:
+        """A call with the key (accepted: no replica answers yet), then the key's `last_used_at`."""
+        answer = client.post(f"/v1/agents/{agent['id']}/interact", headers=with_key(client, key), json={})
+        assert_error(answer, 503, "no_ready_replica")
+        [listed] = api.get(f"/v1/agents/{agent['id']}/api-keys").get_json()["items"]
+        return datetime.fromisoformat(listed["last_used_at"])
+
+    first = clock()
+    assert use_key() == first
+    clock.advance(59.999)
+    assert use_key() == first  # within the resolution: not written again
+    assert use_key() == first
+    clock.advance(0.001)
+    assert use_key() == first + timedelta(seconds=60)  # one resolution later: written
+    clock.advance(1)
+    assert use_key() == first + timedelta(seconds=60)
 
 
 def test_no_database_connection_is_held_while_the_agent_answers(

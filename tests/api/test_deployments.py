@@ -1,13 +1,13 @@
 """Deployment routes and the reconciler's decisions, on the in-memory runner (fast, deterministic).
 
-`FAST`, `Api`, `converge`, `deploy` and `new_agent` live in tests/helpers.py (imported here, so older
-imports from this module keep working).
+`FAST`, `Api`, `converge`, `deploy` and `new_agent` live in tests/helpers.py.
 
 The same behaviours run against the real engine in tests/integration/test_deployments_engine.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -16,10 +16,10 @@ from sqlalchemy import func, select, text
 
 from deploy_service.extensions import db
 from deploy_service.models import Agent, Deployment, DeploymentEvent
-from deploy_service.reconciler import Reconciler
+from deploy_service.reconciler import Reconciler, apply
 from tests.factories import make_agent, make_secret, make_user
 from tests.fakes import FakeRunner
-from tests.helpers import FAST, Api, assert_error, converge, deploy, new_agent
+from tests.helpers import FAST, Api, Clock, assert_error, converge, deploy, new_agent
 
 
 def test_deploy_is_accepted_and_recorded(app: Flask, api: Api, fake_runner: FakeRunner) -> None:
@@ -316,6 +316,47 @@ def test_crashing_replica_backs_off_then_fails(
     assert fake_runner.of(deployment["id"]) == []
     delays = [e["data"]["delay_seconds"] for e in reversed(api.events(deployment["id"], event_type="restart_backoff"))]
     assert delays == sorted(delays) and len(delays) == FAST.restart_budget
+
+
+def test_backoff_starts_again_from_the_base_delay_after_the_stable_period(
+    app: Flask, api: Api, fake_runner: FakeRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = dataclasses.replace(FAST, stable_seconds=30.0, restart_budget=2, backoff_base=0.01, backoff_max=1.0)
+    clock = Clock(running=True)  # the passes' `now`: real time, plus the stable period skipped at once
+    monkeypatch.setattr(apply, "utcnow", clock)
+    reconciler = Reconciler(app, runner=fake_runner, settings=settings)
+    try:
+        agent = new_agent(app, api)
+        deployment = deploy(api, agent["id"])
+        converge(reconciler, api.status_is(deployment["id"], "ready"))
+
+        def crash_and_restart() -> dict[str, Any]:
+            """Crash the replica; once it runs again, the backoff event of that crash."""
+            [before] = fake_runner.of(deployment["id"])
+            fake_runner.crash(before.container_id)
+            converge(
+                reconciler,
+                lambda: (
+                    [r.running for r in fake_runner.of(deployment["id"])] == [True]
+                    and fake_runner.of(deployment["id"])[0].container_id != before.container_id
+                ),
+            )
+            converge(reconciler, api.status_is(deployment["id"], "ready"))
+            data: dict[str, Any] = api.events(deployment["id"], event_type="restart_backoff")[0]["data"]
+            return data
+
+        first = crash_and_restart()
+        assert (first["attempt"], first["delay_seconds"]) == (1, settings.backoff_base)
+        second = crash_and_restart()  # up for far less than the stable period: the count goes on
+        assert (second["attempt"], second["delay_seconds"]) == (2, 2 * settings.backoff_base)
+
+        clock.advance(settings.stable_seconds)
+        reconciler.run_once()  # a pass sees the replica up for the stable period
+        third = crash_and_restart()  # with the count gone on, this would have spent the budget of 2: failed
+        assert (third["attempt"], third["delay_seconds"]) == (1, settings.backoff_base)
+        assert api.deployment(deployment["id"])["instances"][0]["restarts"] == 3
+    finally:
+        reconciler.close()
 
 
 def test_container_removed_by_hand_is_recreated(

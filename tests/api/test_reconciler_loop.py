@@ -24,10 +24,10 @@ from deploy_service.reconciler.wakeup import Waiter
 from deploy_service.services import notify
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import settings_for
-from tests.api.test_deployments import FAST
 from tests.factories import AuthActions, make_agent
 from tests.fakes import FakeRunner
 from tests.faults.conftest import wait_until
+from tests.helpers import FAST
 
 QUICK = LoopSettings(standby_retry=0.05, retry_base=0.01, retry_max=0.05, connect_timeout=1, engine_backoff_max=0.05)
 

@@ -1,54 +1,32 @@
-"""Webhooks: registration and URL checks, signed deliveries to a loopback receiver, retries."""
+"""Webhooks: registration and URL checks, signed deliveries to a loopback receiver, retries.
+
+The retry schedule and the send-time target check run the dispatcher and `deliver` against a fake
+HTTP pool (nothing leaves the process), on a frozen clock put in place of the webhook modules' `utcnow`.
+"""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
 import json
-import threading
+import socket
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from deploy_service.reconciler import Reconciler
+from deploy_service.extensions import db
+from deploy_service.models import WebhookDelivery
+from deploy_service.reconciler import Reconciler, dispatch
+from deploy_service.reconciler.dispatch import Dispatcher
+from deploy_service.services import webhooks
 from deploy_service.settings import Settings
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
-from tests.helpers import FAST, Api, assert_error, converge, new_agent
-
-
-class Receiver:
-    """A webhook receiver on loopback that records what it gets and answers `status`."""
-
-    def __init__(self, status: int = 204) -> None:
-        self.status = status
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+from tests.helpers import FAST, Api, Clock, Receiver, assert_error, converge, new_agent, verify, wait_until
 
 
 @pytest.fixture()
@@ -74,14 +52,6 @@ def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
     reconciler = Reconciler(app, runner=fake_runner, settings=dataclasses.replace(FAST, tick=0.01))
     yield reconciler
     reconciler.close()
-
-
-def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """What a receiver does (Standard Webhooks): HMAC-SHA256 over "id.timestamp.body" with the secret's key."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return any(hmac.compare_digest(expected, part.removeprefix("v1,")) for part in headers["webhook-signature"].split())
 
 
 def failing_deployment(app: Flask, api: Api) -> str:
@@ -166,3 +136,104 @@ def test_filters_and_owner_scoping(
     assert client.get(f"/v1/webhooks/{theirs['id']}/deliveries", headers=stranger).get_json()["total"] == 0
     assert_error(api.get(f"/v1/webhooks/{theirs['id']}/deliveries"), 404, "not_found")
     assert receiver.received == []
+
+
+class AnsweringHttp:
+    """Stands in for the dispatcher's urllib3 pool: records each request's URL and answers `status`."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.requests: list[str] = []
+
+    def request(self, method: str, url: str, **_: Any) -> Any:
+        self.requests.append(url)
+        return SimpleNamespace(status=self.status)
+
+
+def queue_delivery(app: Flask, webhook_id: str, due: datetime) -> str:
+    """A pending delivery to `webhook_id`, due at `due` (as `enqueue` queues one)."""
+    with app.app_context():
+        delivery = WebhookDelivery(
+            webhook_id=webhook_id, event="alert.raised", payload={"type": "alert.raised"}, next_attempt_at=due
+        )
+        db.session.add(delivery)
+        db.session.commit()
+        return delivery.id
+
+
+def delivery_of(api: Api, webhook_id: str, delivery_id: str) -> dict[str, Any]:
+    items = api.get(f"/v1/webhooks/{webhook_id}/deliveries").get_json()["items"]
+    [found] = [item for item in items if item["id"] == delivery_id]
+    return dict(found)
+
+
+def test_retries_wait_doubling_delays_then_the_delivery_gives_up(
+    app: Flask, api: Api, configure: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(WEBHOOK_RETRY_BASE_SECONDS=10.0, WEBHOOK_MAX_ATTEMPTS=4)
+    clock = Clock()
+    monkeypatch.setattr(webhooks, "utcnow", clock)
+    monkeypatch.setattr(dispatch, "utcnow", clock)
+    hook = api.post("/v1/webhooks", {"url": "http://127.0.0.1:9/hook"}).get_json()
+    delivery_id = queue_delivery(app, hook["id"], clock())
+    dispatcher = Dispatcher(app)
+    dispatcher.http = http = AnsweringHttp(503)
+    try:
+        for attempt, delay in enumerate((10.0, 20.0, 40.0), start=1):
+            sent_at = clock()
+            with app.app_context():
+                assert webhooks.due_deliveries() == [delivery_id]
+                dispatcher.dispatch_due()
+            wait_until(lambda n=attempt: delivery_of(api, hook["id"], delivery_id)["attempts"] == n, 10)
+            found = delivery_of(api, hook["id"], delivery_id)
+            assert (found["status"], found["response_status"], found["error"]) == ("pending", 503, "HTTP 503")
+            assert datetime.fromisoformat(found["next_attempt_at"]) == sent_at + timedelta(seconds=delay)
+            with app.app_context():
+                assert dispatcher.dispatch_due() == delay  # the loop is told to wake when the retry is due
+                clock.advance(delay - 0.001)
+                assert webhooks.due_deliveries() == []  # not a moment early
+            assert len(http.requests) == attempt
+            clock.advance(0.001)
+        with app.app_context():
+            dispatcher.dispatch_due()
+        wait_until(lambda: delivery_of(api, hook["id"], delivery_id)["status"] == "failed", 10)
+        found = delivery_of(api, hook["id"], delivery_id)
+        assert (found["attempts"], found["next_attempt_at"], found["error"]) == (4, None, "HTTP 503")
+        clock.advance(10**6)
+        with app.app_context():
+            assert webhooks.due_deliveries() == []
+            assert dispatcher.dispatch_due() is None
+    finally:
+        dispatcher.pool.shutdown(wait=True)
+        dispatcher.close()
+    assert http.requests == ["http://127.0.0.1:9/hook"] * 4
+
+
+def test_a_target_that_resolves_to_loopback_at_send_time_is_refused(
+    app: Flask, api: Api, configure: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(WEBHOOK_ALLOW_PRIVATE_TARGETS=False)
+    resolves_to = {"hooks.example.com": "93.184.216.34"}
+
+    def getaddrinfo(host: str, port: int, *_: Any, **__: Any) -> list[tuple[Any, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (resolves_to[host], port))]
+
+    monkeypatch.setattr(webhooks, "socket", SimpleNamespace(getaddrinfo=getaddrinfo))
+    created = api.post("/v1/webhooks", {"url": "https://hooks.example.com/alerts"})
+    assert created.status_code == 201, created.get_json()
+    hook = created.get_json()
+    http = AnsweringHttp(204)
+    first = queue_delivery(app, hook["id"], webhooks.utcnow())
+    with app.app_context():
+        webhooks.deliver(first, http)
+    assert http.requests == ["https://hooks.example.com/alerts"]  # a public address: sent
+    assert delivery_of(api, hook["id"], first)["status"] == "succeeded"
+
+    resolves_to["hooks.example.com"] = "127.0.0.1"  # the name now points inside
+    second = queue_delivery(app, hook["id"], webhooks.utcnow())
+    with app.app_context():
+        webhooks.deliver(second, http)
+    assert http.requests == ["https://hooks.example.com/alerts"]  # nothing more was sent
+    refused = delivery_of(api, hook["id"], second)
+    assert (refused["status"], refused["attempts"], refused["response_status"]) == ("pending", 1, None)
+    assert refused["error"] == "The host resolves to a non-public address (127.0.0.1)."

@@ -16,11 +16,14 @@ import docker
 import pytest
 import requests
 
+from deploy_service.reconciler.drivers import free_block
 from deploy_service.runner import LABEL_MANAGED, ServiceSpec, SwarmRunner
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_runner import current_tasks
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
+PORT_RANGE = (30000, 39999)
+"""Where the tests' port blocks are probed (blocks 300-399; the Swarm driver's own `free_block`)."""
 
 
 @pytest.fixture()
@@ -33,14 +36,26 @@ def swarm(docker_engine: docker.DockerClient, swarm_manager: None) -> Iterator[S
     runner.close()
 
 
-def spec(**changes: Any) -> ServiceSpec:
+@pytest.fixture()
+def blocks() -> tuple[int, int]:
+    """Two blocks of 100 host ports whose first three ports bind now: a service's, and its update's."""
+    used: set[int] = set()
+    return free_block(used, PORT_RANGE, 3), free_block(used, PORT_RANGE, 3)
+
+
+def port(block: int, index: int) -> int:
+    """The host port of replica `index` in a port block (as the Swarm runner assigns them)."""
+    return block * 100 + index + 1
+
+
+def spec(port_block: int, **changes: Any) -> ServiceSpec:
     base = ServiceSpec(
         deployment_id=f"it{uuid.uuid4().hex[:12]}",
         agent_id="agent",
         generation=1,
         image=HTTP_AGENT,
         replicas=2,
-        port_block=347,
+        port_block=port_block,
         restart_delay=0.2,
         restart_attempts=2,
         restart_window=60,
@@ -83,19 +98,20 @@ def answered(port: int) -> bool:
         return False
 
 
-def test_scale_keeps_tasks_and_rolling_update_is_start_first(swarm: SwarmRunner) -> None:
-    first = spec()
+def test_scale_keeps_tasks_and_rolling_update_is_start_first(swarm: SwarmRunner, blocks: tuple[int, int]) -> None:
+    old, new = blocks
+    first = spec(old)
     swarm.apply_service(first)
     tasks = wait_for(running(swarm, 2, 1), what="2 running")
-    assert {i: t.port for i, t in tasks.items()} == {0: 34701, 1: 34702}
-    assert [answers(34701), answers(34702)] == ["0", "1"]
+    assert {i: t.port for i, t in tasks.items()} == {0: port(old, 0), 1: port(old, 1)}
+    assert [answers(port(old, 0)), answers(port(old, 1))] == ["0", "1"]
 
     swarm.apply_service(spec(**{**first.__dict__, "replicas": 3}))
     scaled = wait_for(running(swarm, 3, 1), what="3 running")
     assert scaled[0].task_id == tasks[0].task_id and scaled[1].task_id == tasks[1].task_id
-    assert answers(34703) == "2"
+    assert answers(port(old, 2)) == "2"
 
-    swarm.apply_service(spec(**{**first.__dict__, "replicas": 3, "generation": 2, "port_block": 348}))
+    swarm.apply_service(spec(**{**first.__dict__, "replicas": 3, "generation": 2, "port_block": new}))
     side_by_side = False
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -111,8 +127,8 @@ def test_scale_keeps_tasks_and_rolling_update_is_start_first(swarm: SwarmRunner)
     else:
         raise AssertionError("the rolling update did not finish")
     assert side_by_side, "start-first: a new task runs beside the old one of its replica"
-    assert service.port_blocks == {347, 348}
-    assert [answers(34801), answers(34802), answers(34803)] == ["0", "1", "2"]
+    assert service.port_blocks == {old, new}
+    assert [answers(port(new, index)) for index in range(3)] == ["0", "1", "2"]
 
     [line, *_] = [line for line in swarm.task_logs(current[0].task_id, replica=0, tail=50) if "listening" in line.line]
     assert line.timestamp is not None and line.replica == 0
@@ -123,8 +139,10 @@ def test_scale_keeps_tasks_and_rolling_update_is_start_first(swarm: SwarmRunner)
     assert swarm.remove_service(first.deployment_id) is False
 
 
-def test_a_replica_that_keeps_crashing_is_restarted_by_swarm_then_given_up(swarm: SwarmRunner) -> None:
-    crashing = spec(image="deploy-test/crasher:latest", replicas=1, env={"CRASH_DELAY": "0.1"})
+def test_a_replica_that_keeps_crashing_is_restarted_by_swarm_then_given_up(
+    swarm: SwarmRunner, blocks: tuple[int, int]
+) -> None:
+    crashing = spec(blocks[0], image="deploy-test/crasher:latest", replicas=1, env={"CRASH_DELAY": "0.1"})
     swarm.apply_service(crashing)
 
     def given_up() -> Any:
@@ -134,21 +152,24 @@ def test_a_replica_that_keeps_crashing_is_restarted_by_swarm_then_given_up(swarm
 
     failed = wait_for(given_up, what="three failed tasks")
     assert {t.exit_code for t in failed} == {3}
-    time.sleep(1.0)  # the budget is spent: Swarm starts no fourth task, however long one waits
+    # The budget is spent: no fourth task. Swarm would start one `restart_delay` after the third failed;
+    # five restart delays after it was seen failed, it would be listed. (A negative: a wait is its test.)
+    time.sleep(5 * crashing.restart_delay)
     [service] = swarm.list_services()
     assert len(service.tasks) == 3
 
 
-def test_an_update_whose_new_tasks_crash_is_rolled_back(swarm: SwarmRunner) -> None:
+def test_an_update_whose_new_tasks_crash_is_rolled_back(swarm: SwarmRunner, blocks: tuple[int, int]) -> None:
     # The rollback returns to the previous spec, port block included, so its task binds the port the old
     # task may still hold while it stops (a grace period: busybox httpd as PID 1 ignores SIGTERM). Such a
     # task fails and Swarm's restart policy starts it again after the restart delay: the budget here
     # outlasts the old task's stop, as the production budget (RESTART_BUDGET x backoff) outlasts a stop
     # that honours SIGTERM.
-    first = spec(replicas=1, restart_attempts=20, restart_delay=0.5)
+    old, new = blocks
+    first = spec(old, replicas=1, restart_attempts=20, restart_delay=0.5)
     swarm.apply_service(first)
     [serving] = wait_for(running(swarm, 1, 1), what="running").values()
-    broken = {**first.__dict__, "generation": 2, "port_block": 348, "image": "deploy-test/crasher:latest"}
+    broken = {**first.__dict__, "generation": 2, "port_block": new, "image": "deploy-test/crasher:latest"}
     swarm.apply_service(spec(**{**broken, "env": {"CRASH_DELAY": "0.1"}}))
 
     def rolled_back() -> Any:
@@ -159,10 +180,11 @@ def test_an_update_whose_new_tasks_crash_is_rolled_back(swarm: SwarmRunner) -> N
         old_gone = not any(t.task_id == serving.task_id and t.running for t in service.tasks)
         current = current_tasks(service).get(0)
         back = current is not None and current.running and current.generation == 1
-        return rolled and old_gone and back and current.task_id != serving.task_id and answered(34701) and service
+        replaced = back and current.task_id != serving.task_id
+        return rolled and old_gone and replaced and answered(port(old, 0)) and service
 
     service = wait_for(rolled_back, timeout=60, what="the rollback")
     assert service.generation == 1, "the spec (and its labels) are the old generation's again"
     assert not [t for t in service.tasks if t.generation == 2 and t.desired_state == "running"]
     current = current_tasks(service)[0]
-    assert serving.port == current.port == 34701
+    assert serving.port == current.port == port(old, 0)

@@ -21,9 +21,9 @@ from deploy_service.reconciler import Reconciler
 from deploy_service.reconciler.drivers import ServiceDriver
 from deploy_service.runner import ExitInfo, RunnerError, ServiceInfo, ServiceRunner, ServiceSpec, TaskInfo
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
-from tests.api.test_deployments import FAST, Api, converge, deploy, new_agent
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
+from tests.helpers import FAST, Api, converge, deploy, new_agent
 
 
 class FakeSwarm(FakeRunner, ServiceRunner):
