@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import random
-import socket
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from deploy_service.reconciler.plan import Observed, ServiceState
-from deploy_service.reconciler.ports import free_port
+from deploy_service.reconciler.ports import free_block, free_port
 from deploy_service.reconciler.settings import ReconcileSettings
 from deploy_service.runner.base import (
     EngineUnavailable,
@@ -353,32 +351,3 @@ def driver_for(runner: Runner, settings: ReconcileSettings, pool: ThreadPoolExec
     if isinstance(runner, ServiceRunner):
         return ServiceDriver(runner, settings, pool)
     return ContainerDriver(runner, settings, pool)
-
-
-def free_block(used: set[int], port_range: tuple[int, int], replicas: int) -> int:
-    """A block of 100 host ports inside `port_range`, unused, whose first `replicas` ports bind now.
-
-    Raises:
-        RuntimeError: none left.
-    """
-    low, high = port_range
-    blocks = [block for block in range((low + 99) // 100, high // 100 + 1) if block * 100 + 99 <= high]
-    if blocks:
-        start = random.randrange(len(blocks))
-        blocks = blocks[start:] + blocks[:start]
-    for block in blocks:
-        if block in used or not _bindable(block * 100 + 1, replicas):
-            continue
-        used.add(block)
-        return block
-    raise RuntimeError(f"no free block of 100 ports left in HOST_PORT_RANGE {low}-{high}")
-
-
-def _bindable(first: int, count: int) -> bool:
-    for port in range(first, first + count):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind(("0.0.0.0", port))
-            except OSError:
-                return False
-    return True

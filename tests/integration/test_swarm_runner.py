@@ -16,7 +16,7 @@ import docker
 import pytest
 import requests
 
-from deploy_service.reconciler.drivers import free_block
+from deploy_service.reconciler.ports import free_block
 from deploy_service.runner import LABEL_MANAGED, ServiceSpec, SwarmRunner
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_runner import current_tasks

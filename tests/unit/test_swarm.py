@@ -16,7 +16,7 @@ import requests
 
 from deploy_service.config import load_config, validate_config
 from deploy_service.errors import ConfigError, EngineUnavailable
-from deploy_service.reconciler.drivers import free_block
+from deploy_service.reconciler.ports import free_block
 from deploy_service.runner import BuildFailed, BuildSpec, ImageInfo, ServiceInfo, ServiceSpec, create_runner
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_records import (
@@ -218,7 +218,7 @@ def test_port_blocks_are_free_aligned_and_inside_the_range(monkeypatch: pytest.M
         probed.append((first, count))
         return first != 20401  # something else listens in block 204
 
-    monkeypatch.setattr("deploy_service.reconciler.drivers._bindable", bindable)
+    monkeypatch.setattr("deploy_service.reconciler.ports._bindable", bindable)
     used: set[int] = {201}
     blocks = {free_block(used, (20000, 20499), 3) for _ in range(3)}
     assert blocks == {200, 202, 203} and used == {200, 201, 202, 203}
