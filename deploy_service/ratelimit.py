@@ -15,6 +15,9 @@ from flask_limiter.util import get_remote_address
 from deploy_service.settings import current_settings
 from deploy_service.tokens import TokenRejected, bearer_token, decode_access_token
 
+LIMITED_PREFIX = "/v1/"
+"""Every route under this prefix is rate limited (the OpenAPI spec documents its 429 from this)."""
+
 
 def caller_key() -> str:
     """The rate-limit bucket of the current request."""
@@ -44,4 +47,4 @@ def auth_limit() -> str:
 
 def exempt_from_limits() -> bool:
     """Health checks, docs and metrics are never limited."""
-    return not request.path.startswith("/v1/")
+    return not request.path.startswith(LIMITED_PREFIX)

@@ -13,6 +13,7 @@ source scripts/bootstrap.sh
 
 scripts/ensure_docker.sh
 scripts/ensure_postgres.sh  # the PostgreSQL-restart fault test starts its own server in both runs
+scripts/ensure_client_tools.sh  # tests/clients: openapi-typescript and tsc from npm, pinned
 # redis-server: the rate-limit tests start one on loopback; wrk: the load test drives gunicorn with it.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
@@ -45,7 +46,8 @@ echo "== pytest on SQLite" >&2
 env -u TEST_DATABASE_URL python -m pytest -m "not load" "$@"
 
 echo "== pytest on PostgreSQL" >&2
-scripts/with_postgres.sh python -m pytest -m "not load" "$@"
+# The generated-clients tests read the spec, which no database changes: they run in the SQLite run only.
+scripts/with_postgres.sh python -m pytest -m "not load and not clients" "$@"
 
 # The sustained load test (LOAD_SECONDS, default 60) runs once, on PostgreSQL as in production, and
 # only for the whole suite (not when arguments pick tests).

@@ -8,7 +8,8 @@ every table is emptied after each test, so each test starts from a fresh databas
 Markers are applied at collection from the fixtures a test uses, directly or through other fixtures
 (`MARKER_FIXTURES`), never kept by hand: `engine` (the real container engine), `postgres` (a PostgreSQL
 server of its own), `process` (real processes: gunicorn, `flask reconcile`, redis-server, spawned
-writers), `load` (the sustained load test), `fuzz` (schemathesis over the spec: minutes of requests).
+writers), `load` (the sustained load test), `fuzz` (schemathesis over the spec: minutes of requests),
+`clients` (client generators run on the spec: Node.js tools that scripts/ensure_client_tools.sh installs).
 `make check` runs the tests that carry none of them.
 """
 
@@ -29,12 +30,13 @@ from sqlalchemy.pool import NullPool
 
 from deploy_service import create_app
 from deploy_service.extensions import db
+from deploy_service.reconciler import Reconciler
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import EXTENSION_KEY as SETTINGS_KEY
 from deploy_service.settings import Settings, settings_for, settings_from
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
-from tests.helpers import ROOT, ProcessGroup
+from tests.helpers import FAST, ROOT, Api, ProcessGroup
 
 IMAGES_DIR = ROOT / "tests" / "integration" / "images"
 ENSURE_DOCKER = ROOT / "scripts" / "ensure_docker.sh"
@@ -58,6 +60,7 @@ MARKER_FIXTURES: dict[str, frozenset[str]] = {
     "process": frozenset({"processes"}),
     "load": frozenset({"load_service"}),
     "fuzz": frozenset({"fuzz_app", "fuzz_schema"}),
+    "clients": frozenset({"client_tools"}),
 }
 """Marker → the fixtures that make a test need it (a test using a fixture that depends on one counts too)."""
 
@@ -220,3 +223,18 @@ def configure(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Sett
         return settings
 
     return apply
+
+
+@pytest.fixture()
+def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
+    """A reconciler on the in-memory runner, with fast settings (a module needing another shape defines its own)."""
+    reconciler = Reconciler(app, runner=fake_runner, settings=FAST)
+    yield reconciler
+    reconciler.close()
+
+
+@pytest.fixture()
+def api(client: FlaskClient, auth: AuthActions) -> Api:
+    """A logged-in user's `Api`."""
+    _, headers = auth.user()
+    return Api(client, headers)

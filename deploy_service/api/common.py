@@ -21,6 +21,7 @@ from werkzeug.routing import BaseConverter
 
 from deploy_service.errors import Forbidden, PayloadTooLarge, Unauthorized
 from deploy_service.models import ApiKey, Principal
+from deploy_service.schemas.common import ErrorSchema
 from deploy_service.services.api_keys import authenticate
 from deploy_service.services.auth import authenticate_access
 from deploy_service.settings import current_settings
@@ -104,6 +105,10 @@ class Blueprint(flask_smorest.Blueprint):
             schema = schema()
         return cast(Callable[[F], F], super().arguments(schema, *args, **kwargs))
 
+    def error(self, status: int, description: str) -> Callable[[F], F]:
+        """Document an error status the route answers: the contract's `Error` body, and when it happens."""
+        return cast(Callable[[F], F], self.alt_response(status, schema=ErrorSchema, description=description))
+
     def auth_required(
         self, *, admin: bool = False, refresh: bool = False, key_scope: str | None = None
     ) -> Callable[[F], F]:
@@ -137,9 +142,12 @@ class Blueprint(flask_smorest.Blueprint):
                 return view(*args, **kwargs)
 
             documented = self.doc(security=BEARER_OR_KEY if key_scope else BEARER)(wrapper)
-            documented = self.alt_response(401, response="UNAUTHORIZED")(documented)
-            if admin:
-                documented = self.alt_response(403, response="FORBIDDEN")(documented)
+            documented = self.error(401, "`unauthorized`: no valid credentials.")(documented)
+            refused = [
+                "an admin is needed" if admin else None,
+                f"the API key lacks the `{key_scope}` scope" if key_scope else "an API key was sent instead of a token",
+            ]
+            documented = self.error(403, "`forbidden`: " + "; or ".join(r for r in refused if r) + ".")(documented)
             return cast(F, documented)
 
         return decorator

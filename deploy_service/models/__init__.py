@@ -2,7 +2,7 @@
 
 from deploy_service.models.agent import Agent, AgentStatus
 from deploy_service.models.alert import Alert, AlertKind, AlertSeverity, AlertStatus
-from deploy_service.models.api_key import SCOPES, ApiKey, Invocation
+from deploy_service.models.api_key import SCOPES, ApiKey, ApiKeyScope, Invocation
 from deploy_service.models.deployment import (
     SERVING,
     WITHOUT_REPLICAS,
@@ -20,7 +20,7 @@ from deploy_service.models.evaluation import Evaluation
 from deploy_service.models.heartbeat import ReconcilerHeartbeat
 from deploy_service.models.metrics import ContainerSample
 from deploy_service.models.secret import Secret
-from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, Principal, User
+from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, Principal, Role, User
 from deploy_service.models.webhook import DeliveryStatus, Webhook, WebhookDelivery
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "AlertSeverity",
     "AlertStatus",
     "ApiKey",
+    "ApiKeyScope",
     "AuthSession",
     "ContainerSample",
     "Deployment",
@@ -50,6 +51,7 @@ __all__ = [
     "InstanceStatus",
     "Invocation",
     "Principal",
+    "Role",
     "ReconcilerHeartbeat",
     "Secret",
     "User",

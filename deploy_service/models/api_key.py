@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -10,10 +11,19 @@ from sqlalchemy.orm import Mapped, mapped_column
 from deploy_service.extensions import db
 from deploy_service.models.types import JSONType, UTCDateTime, new_id, utcnow
 
-SCOPE_INVOKE = "invoke"
-SCOPE_TELEMETRY = "telemetry"
-SCOPE_RESULTS = "results"
-SCOPES = (SCOPE_INVOKE, SCOPE_TELEMETRY, SCOPE_RESULTS)
+
+class ApiKeyScope(StrEnum):
+    """What an agent's API key may do: call the agent, report telemetry, add and read results."""
+
+    INVOKE = "invoke"
+    TELEMETRY = "telemetry"
+    RESULTS = "results"
+
+
+SCOPE_INVOKE = ApiKeyScope.INVOKE
+SCOPE_TELEMETRY = ApiKeyScope.TELEMETRY
+SCOPE_RESULTS = ApiKeyScope.RESULTS
+SCOPES = tuple(ApiKeyScope)
 
 
 class ApiKey(db.Model):  # type: ignore[name-defined]

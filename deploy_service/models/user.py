@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -15,9 +16,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 from deploy_service.extensions import db
 from deploy_service.models.types import UTCDateTime, new_id, utcnow
 
-ROLE_ADMIN = "admin"
-ROLE_USER = "user"
-ROLES = (ROLE_ADMIN, ROLE_USER)
+
+class Role(StrEnum):
+    """What a user may do: an admin manages every user's resources."""
+
+    ADMIN = "admin"
+    USER = "user"
+
+
+ROLE_ADMIN = Role.ADMIN
+ROLE_USER = Role.USER
+ROLES = tuple(Role)
 
 
 class User(db.Model):  # type: ignore[name-defined]

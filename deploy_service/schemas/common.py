@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
@@ -80,13 +81,95 @@ class JsonBodySchema(StrictSchema):
         return {**data, **integral} if integral else data
 
 
-class ErrorSchema(Schema):
+class ResponseSchema(Schema):
+    """Base of response bodies: every field is always in the body, so the spec marks each one `required`.
+
+    Client generators type a field that is not required as possibly missing (`field?: T`, `Unset`), which
+    a frontend must then check on every read. A field that a body may really leave out says so with
+    `metadata={"optional": True}`. `required` only documents here: these schemas are never loaded.
+    """
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field[Any]) -> None:
+        if not field_obj.metadata.get("optional"):
+            field_obj.required = True
+
+
+class Choice(fields.String):
+    """A string that is one value of a `StrEnum`; the spec names the set after the enum class.
+
+    Every field taking the same set refers to the one component schema (`DeploymentStatus`, ...), so
+    client generators make one enum type of it, where inline `enum` lists made one per property and
+    clashed when two sets shared a name. On load it refuses any other value.
+    """
+
+    def __init__(self, enum: type[StrEnum], **kwargs: Any) -> None:
+        validators = kwargs.pop("validate", None)
+        chain = [validate.OneOf([member.value for member in enum])]
+        if validators is not None:
+            chain.extend(validators if isinstance(validators, list | tuple) else [validators])
+        super().__init__(validate=chain, **kwargs)
+        self.enum = enum
+
+
+class Computed(fields.Method):
+    """A value a schema method computes, documented as a named schema (or a list of it).
+
+    `fields.Method` documents no type at all; this one says what the method returns, so generated
+    clients get `ReplicaCounts` rather than an object that may have no keys.
+    """
+
+    def __init__(self, serialize: str, *, schema: type[Schema], many: bool = False, **kwargs: Any) -> None:
+        super().__init__(serialize, **kwargs)
+        self.documented_schema = schema
+        self.documented_many = many
+
+
+def document_named_fields(converter: Any, field: fields.Field[Any], ret: dict[str, Any], **_: Any) -> dict[str, Any]:
+    """apispec attribute function: a `Choice` refers to its enum's schema, a `Computed` to its schema.
+
+    Runs after apispec's own functions, so it replaces what they inferred from the field's class (a
+    plain string with an inline `enum`, an untyped value) and handles `allow_none` itself.
+    """
+    if isinstance(field, Choice):
+        name = field.enum.__name__
+        if name not in converter.spec.components.schemas:
+            converter.spec.components.schema(
+                name,
+                {
+                    "type": "string",
+                    "enum": [member.value for member in field.enum],
+                    "description": (field.enum.__doc__ or name).strip().splitlines()[0],
+                },
+            )
+        target: dict[str, Any] = {"$ref": f"#/components/schemas/{name}"}
+    elif isinstance(field, Computed):
+        target = converter.resolve_nested_schema(field.documented_schema)
+        if field.documented_many:
+            target = {"type": "array", "items": target}
+    else:
+        return {}
+    for key in ("type", "enum", "format"):
+        ret.pop(key, None)
+    if field.allow_none:
+        return {"anyOf": [target, {"type": "null"}]}
+    return target
+
+
+class ErrorSchema(ResponseSchema):
     """The contract's error body, returned with every 4xx/5xx status."""
 
-    success = fields.Boolean(required=True, metadata={"example": False})
-    error = fields.String(required=True, metadata={"description": "snake_case kind, e.g. validation_error"})
-    message = fields.String(required=True, metadata={"description": "A human sentence."})
-    details = fields.Dict(metadata={"description": "Optional; for validation errors, each bad field."})
+    success = fields.Boolean(metadata={"example": False, "description": "Always false."})
+    error = fields.String(
+        metadata={
+            "description": "The snake_case kind, e.g. `validation_error`, `not_found`, `conflict`, `invalid_state`.",
+            "example": "validation_error",
+        }
+    )
+    message = fields.String(metadata={"description": "A human sentence.", "example": "Invalid input: replicas."})
+    details = fields.Dict(
+        keys=fields.String(),
+        metadata={"optional": True, "description": "For validation errors, each bad field and what is wrong with it."},
+    )
 
 
 class PaginationArgs(StrictSchema):
