@@ -95,10 +95,24 @@ ensure_busybox_static() {
     fi
 }
 
+# A daemon that runs but whose socket this user may not open: say so at once, never wait it out.
+socket_refused() {
+    local socket="${DOCKER_HOST:-}"
+    socket="${socket#unix://}"
+    [ -n "${DOCKER_HOST:-}" ] || socket=/var/run/docker.sock
+    [ "$(id -u)" -ne 0 ] && [ -S "$socket" ] && { [ ! -r "$socket" ] || [ ! -w "$socket" ]; }
+}
+socket_hint() {
+    die "the Docker socket ${DOCKER_HOST:-unix:///var/run/docker.sock} is not open to user $(id -un): add it to the docker group (sudo usermod -aG docker $(id -un), then log in again) or run as root"
+}
+
 # --- 1. Already running? ----------------------------------------------------
 if docker_ok; then
     ensure_busybox_static
     exit 0
+fi
+if socket_refused; then
+    socket_hint
 fi
 
 # We only ever manage a daemon on the default local socket.
@@ -166,6 +180,9 @@ while ! docker_ok; do
         say "dockerd did not answer within ${WAIT_SECS}s; last log lines:"
         tail -n 30 "$LOG_FILE" >&2 || true
         exit 1
+    fi
+    if socket_refused; then
+        socket_hint
     fi
     if [ -n "${started_pid:-}" ] && ! kill -0 "$started_pid" 2>/dev/null; then
         say "dockerd exited; last log lines:"
