@@ -9,7 +9,10 @@ marks the deployment killed, and the reconciler's next pass removes its containe
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -112,16 +115,44 @@ def live_deployment(agent_id: str) -> Deployment | None:
     )
 
 
-def _commit(deployment: Deployment, *, wake: bool = True) -> None:
-    """Commit one action; a concurrent change of the same deployment makes this one lose with 409."""
-    try:
-        db.session.commit()
-    except StaleDataError as exc:
-        db.session.rollback()
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+RACE_ATTEMPTS = 3
+
+
+def on_fresh_state(action: Callable[P, R]) -> Callable[P, R]:
+    """Run a user action again, from a fresh read, when a concurrent write to the deployment won the race.
+
+    A deployment row carries an optimistic `version`; the reconciler writes it on every status change,
+    so an action that read the row just before such a write matches no row when it flushes (at the
+    commit, or earlier at an autoflush). The action is then rolled back whole and decided again on what
+    is there now (it may now be refused, e.g. a restart of a deployment that just became `killed`).
+    Only a deployment that keeps changing under `RACE_ATTEMPTS` tries answers 409 `conflict`.
+    """
+
+    @functools.wraps(action)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(1, RACE_ATTEMPTS + 1):
+            try:
+                return action(*args, **kwargs)
+            except StaleDataError:
+                db.session.rollback()
+                log.info(
+                    "%s lost a race with a concurrent write (try %d of %d)", action.__name__, attempt, RACE_ATTEMPTS
+                )
+        deployment_id = kwargs.get("deployment_id", args[1] if len(args) > 1 else None)
         raise Conflict(
-            "The deployment changed while this request was handled; read it again and retry.",
-            details={"deployment_id": deployment.id},
-        ) from exc
+            "The deployment kept changing while this request was handled; read it again and retry.",
+            details={"deployment_id": deployment_id},
+        )
+
+    return wrapper
+
+
+def _commit(deployment: Deployment, *, wake: bool = True) -> None:
+    """Commit one action (a lost race raises StaleDataError, which `on_fresh_state` retries)."""
+    db.session.commit()
     if wake:
         notify.desired_state_changed()
 
@@ -191,6 +222,7 @@ def create_deployment(
     return deployment
 
 
+@on_fresh_state
 def restart(actor: Principal, deployment_id: str) -> Deployment:
     """Rolling restart from running/ready; start again from stopped/failed (→ deploying).
 
@@ -228,6 +260,7 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
     return deployment
 
 
+@on_fresh_state
 def scale(actor: Principal, deployment_id: str, replicas: int) -> Deployment:
     """Change the replica count of a running deployment.
 
@@ -250,6 +283,7 @@ def scale(actor: Principal, deployment_id: str, replicas: int) -> Deployment:
     return deployment
 
 
+@on_fresh_state
 def stop(actor: Principal, deployment_id: str) -> Deployment:
     """Stop a deployment: its containers are removed and it becomes `stopped`.
 
@@ -267,6 +301,7 @@ def stop(actor: Principal, deployment_id: str) -> Deployment:
     return deployment
 
 
+@on_fresh_state
 def delete(actor: Principal, deployment_id: str) -> Deployment:
     """Kill a deployment: `killed`, `ended_at` set, agent `stopped`, at once. Idempotent.
 
