@@ -31,7 +31,7 @@ from deploy_service.runner import create_runner
 from deploy_service.security import init_security
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import EXTENSION_KEY as SETTINGS_KEY
-from deploy_service.settings import JWT_ALGORITHM, Settings, settings_for, settings_from
+from deploy_service.settings import JWT_ALGORITHM, Settings, settings_for, settings_from, startup_warnings
 
 __version__ = "0.1.0"
 
@@ -81,6 +81,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         hops = settings.http.proxy_count
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     _configure_logging(app)
+    for warning in startup_warnings(app.config):
+        app.logger.warning(warning)
     register_extensions(app)
     register_blueprints(app)
     register_error_handlers(app)

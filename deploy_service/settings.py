@@ -18,6 +18,7 @@ A leaf module: it imports nothing of the service but the runner's settings value
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -359,6 +360,36 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
     )
 
 
+def startup_warnings(config: Mapping[str, Any]) -> list[str]:
+    """What a production start should say out loud: settings that work, but not as an operator expects."""
+    if config.get("ENVIRONMENT") != "production":
+        return []
+    warnings = []
+    if config.get("REGISTRATION_ENABLED"):
+        warnings.append(
+            "REGISTRATION_ENABLED=true in production: anyone who reaches the service can make an account, and the "
+            "first account ever made becomes admin. Create the admin with `flask --app app create-admin` and set "
+            "REGISTRATION_ENABLED=false."
+        )
+    workers = int(config.get("WEB_CONCURRENCY") or 1)
+    storage = str(config.get("RATELIMIT_STORAGE_URI") or "memory://")
+    if config.get("RATELIMIT_ENABLED") and storage.startswith("memory://") and workers > 1:
+        warnings.append(
+            f"RATELIMIT_STORAGE_URI={storage} with WEB_CONCURRENCY={workers}: each worker counts its own limits, "
+            f"so a caller gets up to {workers}x RATE_LIMIT_PER_MINUTE. Set RATELIMIT_STORAGE_URI=redis://... to "
+            "share them."
+        )
+    return warnings
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _runner_settings(read: _Reader) -> RunnerSettings:
     network_mode = read.word("DOCKER_NETWORK_MODE", default="auto")
     if network_mode not in NETWORK_MODES:
@@ -368,6 +399,14 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         raise ConfigError(f"RUNNER must be docker or swarm, got {backend!r}")
     if backend == "swarm" and network_mode == "bridge":
         raise ConfigError("RUNNER=swarm uses host networking; DOCKER_NETWORK_MODE must be host or auto")
+    replica_host = read.text("REPLICA_HOST")
+    publish_host = read.text("PUBLISH_HOST", default="") or replica_host
+    if network_mode != "host" and not _is_ip(publish_host):
+        raise ConfigError(
+            f"Bridge networking publishes replicas' ports on PUBLISH_HOST, which must be an IP address of the "
+            f"engine host; REPLICA_HOST={replica_host!r} is a name: set PUBLISH_HOST to that host's address "
+            "(or DOCKER_NETWORK_MODE=host)"
+        )
     return RunnerSettings(
         backend=backend,
         network_mode=network_mode,
@@ -381,7 +420,8 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         stop_timeout=read.number("CONTAINER_STOP_TIMEOUT"),
         build_timeout=read.number("BUILD_TIMEOUT_SECONDS"),
         clone_timeout=read.number("GIT_CLONE_TIMEOUT_SECONDS"),
-        replica_host=read.text("REPLICA_HOST"),
+        replica_host=replica_host,
+        publish_host=publish_host,
         registry=read.text("SWARM_REGISTRY", default="").strip(),
         registry_username=read.text("SWARM_REGISTRY_USERNAME", default=""),
         registry_password=read.text("SWARM_REGISTRY_PASSWORD", default=""),

@@ -89,7 +89,7 @@ class ReplicaSpec:
     memory_mb: int = 512
     read_only_rootfs: bool = True
     network_mode: str = "host"
-    """`host` (the replica listens on `port` of the host) or `bridge` (its port published on 127.0.0.1)."""
+    """`host` (the replica listens on `port` of the host) or `bridge` (its port published on `publish_host`)."""
 
     @property
     def name(self) -> str:

@@ -256,7 +256,7 @@ class DockerRunner(Runner):
             memswap_limit=spec.memory_mb * 1024 * 1024,
             restart_policy={"Name": "no"},
             network_mode="bridge" if bridge else "host",
-            port_bindings={f"{spec.port}/tcp": ("127.0.0.1", None)} if bridge else None,
+            port_bindings={f"{spec.port}/tcp": (self.settings.publish_host, None)} if bridge else None,
         )
         environment = {**spec.env, "PORT": str(spec.port), "REPLICA_INDEX": str(spec.index)}
         labels = {

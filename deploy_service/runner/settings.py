@@ -31,6 +31,8 @@ class RunnerSettings:
     build_timeout: float = 900.0
     clone_timeout: float = 120.0
     replica_host: str = "127.0.0.1"
+    publish_host: str = "127.0.0.1"
+    """The engine host's address that bridge mode publishes replicas' ports on (an IP literal)."""
     registry: str = ""
     registry_username: str = ""
     registry_password: str = field(default="", repr=False)

@@ -11,6 +11,9 @@ connection to the real engine socket. The test can then
   forwarding it (e.g. the first container *start*, after its *create* went through);
 - `delay(pattern, seconds)`: hold matching requests back before forwarding them (slow engine).
 
+With `tcp=True` it listens on a loopback TCP port instead (`DOCKER_HOST=tcp://127.0.0.1:<port>`): the
+engine as a remote one is reached, over TCP, for the remote-engine tests.
+
 Everything runs in daemon threads of the test process; `close()` stops them and removes the socket.
 """
 
@@ -32,8 +35,10 @@ _REQUEST_LINE = re.compile(rb"^[A-Z]+ (\S+) HTTP/1\.[01]\r\n", re.MULTILINE)
 class EngineProxy:
     """A unix-socket forwarder to the engine socket that a test can cut and restore."""
 
-    def __init__(self, upstream: str = ENGINE_SOCKET) -> None:
+    def __init__(self, upstream: str = ENGINE_SOCKET, *, tcp: bool = False) -> None:
         self.upstream = upstream
+        self.tcp = tcp
+        self.port = 0
         self._dir = tempfile.mkdtemp(prefix="eproxy-")
         self.path = str(Path(self._dir) / "engine.sock")
         self._lock = threading.Lock()
@@ -49,7 +54,7 @@ class EngineProxy:
 
     @property
     def docker_host(self) -> str:
-        return f"unix://{self.path}"
+        return f"tcp://127.0.0.1:{self.port}" if self.tcp else f"unix://{self.path}"
 
     # -- control ----------------------------------------------------------------------------------
 
@@ -62,10 +67,16 @@ class EngineProxy:
         with self._lock:
             if self._listener is not None:
                 return
-            if os.path.exists(self.path):
-                os.unlink(self.path)
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(self.path)
+            if self.tcp:
+                listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                listener.bind(("127.0.0.1", self.port))
+                self.port = listener.getsockname()[1]
+            else:
+                if os.path.exists(self.path):
+                    os.unlink(self.path)
+                listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                listener.bind(self.path)
             listener.listen(64)
             self._listener = listener
             self.cut_event.clear()

@@ -141,3 +141,26 @@ def test_the_schemas_and_the_runner_refuse_with_the_same_sentence(
     with pytest.raises(ValidationError) as invalid:
         validator(value)
     assert invalid.value.messages == [str(refused.value)]
+
+
+@pytest.mark.parametrize(
+    ("publish_host", "mode", "bound"), [("10.0.0.5", "bridge", "10.0.0.5"), ("10.0.0.5", "host", None)]
+)
+def test_bridge_mode_publishes_the_agents_port_on_the_publish_host(
+    publish_host: str, mode: str, bound: str | None
+) -> None:
+    """What the engine is asked for (no engine call: `create_host_config` is docker-py's own arithmetic)."""
+    import docker
+
+    from deploy_service.runner import DockerRunner
+    from deploy_service.runner.base import ReplicaSpec
+
+    runner = DockerRunner(RunnerSettings(network_mode=mode, publish_host=publish_host))
+    api = docker.APIClient(base_url="tcp://127.0.0.1:1", version="1.43")
+    spec = ReplicaSpec(deployment_id="d", agent_id="a", index=0, generation=1, image="x", port=8080, network_mode=mode)
+    arguments = runner._create_arguments(api, spec, "65532:65532")
+    bindings = arguments["host_config"].get("PortBindings")
+    if bound is None:
+        assert not bindings and arguments["host_config"]["NetworkMode"] == "host"
+    else:
+        assert bindings == {"8080/tcp": [{"HostIp": bound, "HostPort": ""}]}

@@ -14,7 +14,7 @@ from flask import Flask
 from deploy_service.config import load_config
 from deploy_service.errors import ConfigError
 from deploy_service.runner.settings import RunnerSettings
-from deploy_service.settings import settings_for, settings_from
+from deploy_service.settings import settings_for, settings_from, startup_warnings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 CONFIG_MODULE = Path(__file__).resolve().parents[2] / "deploy_service" / "config.py"
@@ -81,11 +81,24 @@ def test_a_value_of_the_wrong_type_is_refused_with_its_name(key: str, value: Any
         ({"HOST_PORT_RANGE": "30000-20000"}, "HOST_PORT_RANGE"),
         ({"AGENT_DEFAULT_MEMORY_MB": 9000}, "AGENT_DEFAULT_MEMORY_MB"),
         ({"ENVIRONMENT": "production", "SECRET_KEY": None}, "SECRET_KEY"),
+        ({"REPLICA_HOST": "engine.internal"}, "PUBLISH_HOST"),  # bridge (auto) needs an address to publish on
+        ({"DOCKER_NETWORK_MODE": "bridge", "PUBLISH_HOST": "engine.internal"}, "PUBLISH_HOST"),
     ],
 )
 def test_unsafe_values_are_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_from({**load_config({}), **overrides})
+
+
+def test_bridge_mode_publishes_where_the_service_reaches_replicas() -> None:
+    """A remote engine's replicas are published on the address the service connects to (REPLICA_HOST),
+    not on the engine host's loopback, unless PUBLISH_HOST says otherwise."""
+    remote = settings_from(load_config({"REPLICA_HOST": "10.0.0.5"}))
+    assert (remote.runner.replica_host, remote.runner.publish_host) == ("10.0.0.5", "10.0.0.5")
+    named = settings_from(load_config({"REPLICA_HOST": "engine.internal", "PUBLISH_HOST": "0.0.0.0"}))
+    assert (named.runner.replica_host, named.runner.publish_host) == ("engine.internal", "0.0.0.0")
+    host_mode = settings_from(load_config({"REPLICA_HOST": "engine.internal", "DOCKER_NETWORK_MODE": "host"}))
+    assert host_mode.runner.network_mode == "host"
 
 
 def test_settings_are_frozen_and_keep_secrets_out_of_their_repr() -> None:
@@ -133,3 +146,14 @@ def test_every_variable_read_is_in_the_readme_table() -> None:
 
     assert len(names) > 60
     assert {name for name in names if f"`{name}`" not in table} == set()
+
+
+def test_a_production_start_warns_of_open_registration_and_per_worker_limits() -> None:
+    production = {"ENVIRONMENT": "production", "SECRET_KEY": "s" * 40}
+    warnings = startup_warnings(load_config({**production, "WEB_CONCURRENCY": "2"}))
+    assert [w.split("=")[0] for w in warnings] == ["REGISTRATION_ENABLED", "RATELIMIT_STORAGE_URI"]
+    assert "2x RATE_LIMIT_PER_MINUTE" in warnings[1]
+    closed = {**production, "REGISTRATION_ENABLED": "false", "RATELIMIT_STORAGE_URI": "redis://kv:6379"}
+    assert startup_warnings(load_config(closed)) == []
+    assert startup_warnings(load_config({**production, "REGISTRATION_ENABLED": "false", "WEB_CONCURRENCY": "1"})) == []
+    assert startup_warnings(load_config({"WEB_CONCURRENCY": "4"})) == []  # development says nothing
