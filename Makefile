@@ -30,8 +30,8 @@ load:  ## the sustained load test against gunicorn (LOAD_SECONDS, default 60); p
 bench:  ## every benchmark, one table of figures against the targets (docs/performance.md)
 	bash bench/run_all
 
-test-swarm:  ## the Swarm runner's tests (needs a swarm manager: `docker swarm init --advertise-addr 127.0.0.1`)
-	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/unit/test_swarm.py tests/api/test_swarm_reconciler.py tests/integration/test_swarm_runner.py tests/integration/test_deployments_engine.py -k swarm'
+test-swarm:  ## the Swarm runner's tests (the engine is made a single-node swarm for them when it is none, and left after)
+	bash -c 'source scripts/bootstrap.sh && scripts/ensure_docker.sh && python -m pytest tests/unit/test_swarm.py tests/api/test_swarm_reconciler.py tests/integration/test_swarm_runner.py tests/integration/test_deployments_engine.py -k swarm'
 
 faults:  ## the fault-injection tests (real engine, real databases) on SQLite, then on PostgreSQL
 	bash -c 'source scripts/bootstrap.sh && scripts/ensure_docker.sh && scripts/ensure_postgres.sh \

@@ -8,6 +8,8 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+if worker_class == "sync":
+    threads = 1  # gunicorn would otherwise quietly run gthread for a sync worker with threads > 1
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 20
 keepalive = 5

@@ -141,3 +141,22 @@ def test_the_readme_walk_through_runs_as_written(service: str, tmp_path: Path) -
     assert not wrong, (
         "\n".join(wrong) + "\n--- stdout\n" + result.stdout[-4000:] + "\n--- stderr\n" + result.stderr[-4000:]
     )
+
+
+def test_every_error_kind_is_in_the_readme() -> None:
+    """The API overview lists the `error` kinds a client may meet; a kind added in errors.py is listed too."""
+    source = (ROOT / "deploy_service" / "errors.py").read_text()
+    kinds = set(re.findall(r'kind = "([a-z_]+)"', source)) | set(re.findall(r'\d{3}: "([a-z_]+)"', source))
+    overview = README.read_text().split("## API overview", 1)[1].split("| Route |", 1)[0]
+    assert len(kinds) > 12
+    assert {kind for kind in kinds if f"`{kind}`" not in overview} == set()
+
+
+def test_every_variable_the_scripts_read_is_in_the_readme_table() -> None:
+    """A script's `${NAME:-default}` is a setting too: the configuration table lists it."""
+    shell = [*(ROOT / "scripts").glob("*.sh"), ROOT / "tests" / "integration" / "images" / "build.sh"]
+    read = {name for path in shell for name in re.findall(r"\$\{([A-Z][A-Z0-9_]*):-", path.read_text())}
+    read |= set(re.findall(r'environ\.get\("([A-Z_]+)"', (ROOT / "gunicorn.conf.py").read_text()))
+    inherited = {"TMPDIR", "VIRTUAL_ENV"}  # the system's own, not ours
+    table = "\n".join(line for line in README.read_text().splitlines() if line.startswith("| `"))
+    assert {name for name in read - inherited if f"`{name}`" not in table} == set()
