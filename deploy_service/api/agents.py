@@ -24,21 +24,41 @@ from deploy_service.services.common import Page
 blp = Blueprint("agents", __name__, url_prefix="/v1/agents", description="Agents: what to run.")
 
 
+IMAGE_AGENT_EXAMPLE: dict[str, Any] = {
+    "name": "support-bot",
+    "description": "Answers support questions.",
+    "image": "ghcr.io/acme/support-bot:1.2",
+    "port": 8080,
+    "invoke_path": "/invoke",
+    "env": {"LOG_LEVEL": "info"},
+    "health_check": {"path": "/health", "interval_seconds": 10},
+    "resources": {"cpu": 0.5, "memory_mb": 256},
+}
+PATCH_EXAMPLE: dict[str, Any] = {"image": "ghcr.io/acme/support-bot:1.3", "env": {"LOG_LEVEL": "debug"}}
+
+
 @blp.route("")
 class Agents(MethodView):
+    @blp.doc(operationId="listAgents")
     @blp.auth_required()
     @blp.arguments(AgentListArgs, location="query")
     @blp.response(200, AgentPageSchema)
-    @blp.alt_response(403, response="FORBIDDEN", description="`owner_id` of another user, and not an admin.")
+    @blp.error(403, "`forbidden`: `owner_id` of another user and you are not an admin; or an API key was sent.")
     def get(self, args: dict[str, Any]) -> Page[Agent]:
-        """List agents, newest first (an admin sees everyone's)."""
+        """List agents
+
+        Your agents, newest first (an admin sees everyone's), filtered by `status` and a
+        case-insensitive match of `q` on the name. `owner_id` of another user is an admin's filter:
+        403 for anyone else.
+        """
         return agent_service.list_agents(current_user(), **args)
 
+    @blp.doc(operationId="createAgent")
     @blp.auth_required()
-    @blp.arguments(AgentInputSchema)
+    @blp.arguments(AgentInputSchema, example=IMAGE_AGENT_EXAMPLE)
     @blp.response(201, AgentSchema)
-    @blp.alt_response(404, response="NOT_FOUND", description="`secrets` names a secret you do not have.")
-    @blp.alt_response(409, response="CONFLICT", description="An agent with this name exists.")
+    @blp.error(404, "`not_found`: `secrets` names a secret you do not have (`details.secrets` lists them).")
+    @blp.error(409, "`conflict`: you already have an agent with this name.")
     @blp.doc(
         **links(
             201,
@@ -53,48 +73,72 @@ class Agents(MethodView):
         )
     )
     def post(self, data: dict[str, Any]) -> Agent:
-        """Register an agent: an image, or a git source to clone and build."""
+        """Register an agent
+
+        What to run: an `image`, or a git `source` to clone and build (exactly one of the two). The
+        service fills the defaults (port 8080, `/invoke`, the configured resources, the health
+        check's and source's fields) before storing it; nothing runs until it is deployed.
+        """
         return agent_service.create_agent(current_user(), data)
 
 
 @blp.route("/<string:agent_id>/stats")
 class AgentStats(MethodView):
+    @blp.doc(operationId="getAgentStats")
     @blp.auth_required()
     @blp.arguments(WindowArgs, location="query")
     @blp.response(200, AgentStatsSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, "`not_found`: no such agent, or not yours.")
     def get(self, args: dict[str, Any], agent_id: str) -> dict[str, Any]:
-        """Invocations (count, errors, p50/p95 latency), uptime, restarts and evaluations over a window."""
+        """Get an agent's stats
+
+        Over the last `hours` hours: calls through `interact` (count, errors, p50/p95 latency), the
+        live deployment's uptime and restarts, and the agent's evaluations.
+        """
         return agent_stats(current_user(), agent_id, **args)
 
 
 @blp.route("/<id:agent_id>")
 class AgentItem(MethodView):
+    @blp.doc(operationId="getAgent")
     @blp.auth_required()
     @blp.response(200, AgentSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, "`not_found`: no such agent, or not yours.")
     def get(self, agent_id: str) -> Agent:
-        """Get an agent."""
+        """Get an agent
+
+        An agent you own (an admin: any agent); someone else's is a 404, as a missing one.
+        """
         return agent_service.get_agent(current_user(), agent_id)
 
+    @blp.doc(operationId="updateAgent")
     @blp.auth_required()
-    @blp.arguments(AgentPatchSchema(partial=True))
+    @blp.arguments(AgentPatchSchema(partial=True), example=PATCH_EXAMPLE)
     @blp.response(200, AgentSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(
+    @blp.error(404, "`not_found`: no such agent, or not yours.")
+    @blp.error(
         409,
-        response="CONFLICT",
-        description="The name is taken; `secrets` names a secret you do not have; or the change would leave "
+        "`conflict`: the name is taken; `secrets` names a secret you do not have; or the change would leave "
         "the agent with neither image nor source, or a variable in both env and secrets.",
     )
     def patch(self, data: dict[str, Any], agent_id: str) -> Agent:
-        """Update an agent: each given field replaces the stored one; applies at the next deploy."""
+        """Update an agent
+
+        Each given top-level field replaces the stored one (an `image` drops the `source` and the
+        other way round); it applies at the agent's next deploy or restart. A body that is wrong on
+        its own is a 400; one that conflicts with the stored agent a 409.
+        """
         return agent_service.update_agent(current_user(), agent_id, data)
 
+    @blp.doc(operationId="deleteAgent")
     @blp.auth_required()
     @blp.response(204)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(409, response="CONFLICT", description="The agent has a live deployment.")
+    @blp.error(404, "`not_found`: no such agent, or not yours.")
+    @blp.error(409, "`conflict`: the agent has a live deployment; undeploy it first.")
     def delete(self, agent_id: str) -> None:
-        """Delete an agent without a live deployment."""
+        """Delete an agent
+
+        Only an agent without a live deployment can go: undeploy it first (a stopped or failed
+        deployment is still live until deleted), else 409.
+        """
         agent_service.delete_agent(current_user(), agent_id)

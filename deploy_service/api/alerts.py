@@ -20,48 +20,73 @@ blp = Blueprint("alerts", __name__, url_prefix="/v1", description="Alerts raised
 
 @blp.route("/alerts")
 class Alerts(MethodView):
+    @blp.doc(operationId="listAlerts")
     @blp.auth_required()
     @blp.arguments(AlertListArgs, location="query")
     @blp.response(200, AlertPageSchema)
     def get(self, args: dict[str, Any]) -> Page[Alert]:
-        """Alerts, most severe first (filters `status`, `severity`, `deployment_id`)."""
+        """List alerts
+
+        Alerts of your deployments (an admin: everyone's), most severe first, then most recent;
+        filters `status`, `severity` and `deployment_id`.
+        """
         return service.list_alerts(current_user(), **args)
 
 
 @blp.route("/deployments/metrics")
 class SystemMetrics(MethodView):
+    @blp.doc(operationId="getSystemMetrics", tags=["metrics"])
     @blp.auth_required()
     @blp.response(200, SystemMetricsSchema)
     def get(self) -> dict[str, Any]:
-        """How every deployment you can see is doing: counts, replicas, deploy times, restarts, alerts, calls."""
+        """Get system metrics
+
+        How every deployment you can see (an admin: all) is doing: counts by status, replicas, deploy
+        times, restarts, open alerts and calls through `interact`.
+        """
         return system_metrics(current_user())
 
 
 @blp.route("/deployments/alerts")
 class ActiveAlerts(MethodView):
+    @blp.doc(operationId="listActiveDeploymentAlerts")
     @blp.auth_required()
     @blp.arguments(PaginationArgs, location="query")
     @blp.response(200, AlertPageSchema)
     def get(self, args: dict[str, Any]) -> Page[Alert]:
-        """The active alerts of every deployment you can see, most severe first."""
+        """List active alerts
+
+        The `active` alerts (neither acknowledged nor resolved) of every deployment you can see, most
+        severe first.
+        """
         return service.list_alerts(current_user(), status=AlertStatus.ACTIVE, **args)
 
 
 @blp.route("/alerts/<string:alert_id>/acknowledge")
 class Acknowledge(MethodView):
+    @blp.doc(operationId="acknowledgeAlert")
     @blp.auth_required()
     @blp.response(200, AlertSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, "`not_found`: no such alert, or not yours.")
     def post(self, alert_id: str) -> Alert:
-        """Acknowledge an alert: seen, still open until its condition clears."""
+        """Acknowledge an alert
+
+        Marks an `active` alert as seen; it stays open until its condition clears. An alert that is
+        already acknowledged or resolved is returned unchanged.
+        """
         return service.acknowledge(current_user(), alert_id)
 
 
 @blp.route("/alerts/<string:alert_id>/resolve")
 class Resolve(MethodView):
+    @blp.doc(operationId="resolveAlert")
     @blp.auth_required()
     @blp.response(200, AlertSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, "`not_found`: no such alert, or not yours.")
     def post(self, alert_id: str) -> Alert:
-        """Resolve an alert by hand (a new one opens if the condition persists)."""
+        """Resolve an alert
+
+        Closes an alert by hand and notifies your webhooks; if its condition persists, the rule opens
+        a new one. Resolving a resolved alert returns it unchanged.
+        """
         return service.resolve(current_user(), alert_id)

@@ -18,61 +18,102 @@ from deploy_service.services import api_keys as key_service
 from deploy_service.services.common import Page
 from deploy_service.services.interact import interact
 
-blp = Blueprint("api-keys", __name__, url_prefix="/v1/agents", description="Agent API keys and calling agents.")
+blp = Blueprint("api-keys", __name__, url_prefix="/v1/agents", description="Agent API keys.")
+
+# The agent's own JSON, in and out: any JSON value. A union of the JSON types rather than `{}`, so that
+# generated clients type the answer (`object | list | str | ...`) instead of dropping it.
+AGENT_JSON: dict[str, Any] = {
+    "description": "Any JSON value: the agent's own body.",
+    "anyOf": [
+        {"type": "object", "additionalProperties": True},
+        {"type": "array", "items": {}},
+        {"type": "string"},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+    ],
+}
 
 
 @blp.route("/<string:agent_id>/api-key")
 class CreateKey(MethodView):
+    @blp.doc(operationId="createApiKey")
     @blp.auth_required()
-    @blp.arguments(ApiKeyCreateSchema)
+    @blp.arguments(ApiKeyCreateSchema, example={"name": "ci", "expires_in_days": 90, "scopes": ["invoke", "telemetry"]})
     @blp.response(201, CreatedApiKeySchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, "`not_found`: no such agent, or not yours.")
     @blp.doc(**links(201, "key_id", "id", ("RevokeKey", "delete", "/v1/agents/{agent_id}/api-keys/{key_id}")))
     def post(self, data: dict[str, Any], agent_id: str) -> dict[str, Any]:
-        """Create an API key for the agent. The key is in this response only."""
+        """Create an API key
+
+        A key for the agent, with the scopes it opens (`invoke`: `interactWithAgent`; `telemetry`:
+        `createEvaluation`; `results`: the deployment results routes). The key is in this response
+        only: the service stores a hash.
+        """
         row, key = key_service.create_key(current_user(), agent_id, **data)
         return {**{field: getattr(row, field) for field in CreatedApiKeySchema().fields if field != "key"}, "key": key}
 
 
 @blp.route("/<string:agent_id>/api-keys")
 class Keys(MethodView):
+    @blp.doc(operationId="listApiKeys")
     @blp.auth_required()
     @blp.arguments(PaginationArgs, location="query")
     @blp.response(200, ApiKeyPageSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, "`not_found`: no such agent, or not yours.")
     def get(self, args: dict[str, Any], agent_id: str) -> Page[ApiKey]:
-        """The agent's keys (without the keys themselves), newest first."""
+        """List an agent's API keys
+
+        The agent's keys, revoked ones included, newest first: their prefixes, never the keys.
+        """
         return key_service.list_keys(current_user(), agent_id, **args)
 
 
 @blp.route("/<string:agent_id>/api-keys/<string:key_id>")
 class KeyItem(MethodView):
+    @blp.doc(operationId="revokeApiKey")
     @blp.auth_required()
     @blp.response(200, ApiKeySchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, "`not_found`: no such agent or key, or not yours.")
     def delete(self, agent_id: str, key_id: str) -> ApiKey:
-        """Revoke a key: it stops working at once, on every worker."""
+        """Revoke an API key
+
+        The key stops working at once, on every worker; it stays listed with `revoked_at`. Revoking
+        it again answers the same.
+        """
         return key_service.revoke_key(current_user(), agent_id, key_id)
 
 
 @blp.route("/<string:agent_id>/interact")
 class Interact(MethodView):
-    @blp.auth_required(key_scope=SCOPE_INVOKE)
     @blp.doc(
+        operationId="interactWithAgent",
+        tags=["agents"],
         requestBody={
             "required": False,
-            "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
-        }
+            "description": "Forwarded as is; no body is sent as `{}`.",
+            "content": {"application/json": {"schema": AGENT_JSON, "example": {"question": "What is my balance?"}}},
+        },
+        responses={200: {"content": {"application/json": {"schema": AGENT_JSON}}}},
     )
-    @blp.response(200, description="The agent's own status code and JSON body.")
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(
-        502, response="BAD_GATEWAY", description="The agent's connection failed or its answer is not JSON."
+    @blp.auth_required(key_scope=SCOPE_INVOKE)
+    @blp.response(
+        200,
+        description="The agent's answer. Its own status code is passed through, so a 2xx other than 200 (or a "
+        "4xx) may come with the agent's body too.",
     )
-    @blp.alt_response(503, response="SERVICE_UNAVAILABLE", description="No ready replica.")
-    @blp.alt_response(504, response="GATEWAY_TIMEOUT", description="The agent did not answer in time.")
+    @blp.error(400, "`validation_error`: the body is not valid JSON.")
+    @blp.error(404, "`not_found`: no such agent, not yours, or a key of another agent.")
+    @blp.error(502, "`bad_gateway`: the agent's connection failed, or its answer is not JSON or too large.")
+    @blp.error(503, "`no_ready_replica`: the agent is not deployed, or no replica is ready.")
+    @blp.error(504, "`agent_timeout`: the agent did not answer within `INTERACT_TIMEOUT_SECONDS`.")
     def post(self, agent_id: str) -> Response:
-        """Call the deployed agent: the JSON body goes to one ready replica's `invoke_path`, in turn."""
+        """Call an agent
+
+        The JSON body goes to one ready replica's `invoke_path` (replicas in turn), and the agent's
+        status and JSON answer come back. Takes the owner's token, or an agent's API key with the
+        `invoke` scope (`X-API-Key`). Every call that reached a replica counts in `getAgentStats`.
+        """
         body = request.get_data(cache=False)
         if body.strip():
             try:

@@ -11,22 +11,37 @@ from deploy_service.api.common import Blueprint, current_session_id, current_use
 from deploy_service.extensions import limiter
 from deploy_service.models import Principal, User
 from deploy_service.ratelimit import auth_limit
-from deploy_service.schemas.auth import LoginSchema, MessageSchema, RegisterSchema, TokenSchema, UserSchema
+from deploy_service.schemas.auth import (
+    AccessTokenSchema,
+    LoginSchema,
+    MessageSchema,
+    RegisterSchema,
+    TokenSchema,
+    UserSchema,
+)
 from deploy_service.services import auth as auth_service
 
 blp = Blueprint("auth", __name__, url_prefix="/v1/auth", description="Accounts and tokens.")
+
+CREDENTIALS_EXAMPLE = {"email": "ada@example.com", "password": "correct-horse-battery"}
 
 
 @blp.route("/register")
 class Register(MethodView):
     decorators = [limiter.shared_limit(auth_limit, scope="auth", key_func=get_remote_address)]
 
-    @blp.arguments(RegisterSchema)
+    @blp.doc(operationId="register")
+    @blp.arguments(RegisterSchema, example={**CREDENTIALS_EXAMPLE, "full_name": "Ada Lovelace"})
     @blp.response(201, UserSchema)
-    @blp.alt_response(403, response="FORBIDDEN", description="Registration is disabled.")
-    @blp.alt_response(409, response="CONFLICT", description="The email is taken.")
+    @blp.error(403, "`forbidden`: registration is disabled (`REGISTRATION_ENABLED` is off).")
+    @blp.error(409, "`conflict`: a user with this email exists.")
     def post(self, data: dict[str, Any]) -> User:
-        """Register a user. The first user ever registered becomes admin."""
+        """Register a user
+
+        Creates an account; no credentials needed (rate limited per client address with login). The
+        first user ever registered becomes an admin, every later one a plain user. Log in afterwards
+        to get tokens.
+        """
         return auth_service.register(**data)
 
 
@@ -34,37 +49,56 @@ class Register(MethodView):
 class Login(MethodView):
     decorators = [limiter.shared_limit(auth_limit, scope="auth", key_func=get_remote_address)]
 
-    @blp.arguments(LoginSchema)
+    @blp.doc(operationId="login")
+    @blp.arguments(LoginSchema, example=CREDENTIALS_EXAMPLE)
     @blp.response(200, TokenSchema)
-    @blp.alt_response(401, response="UNAUTHORIZED", description="Bad credentials.")
+    @blp.error(401, "`unauthorized`: unknown email, wrong password or inactive user (one answer for all).")
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Log in: an access token and a refresh token."""
+        """Log in
+
+        Checks the credentials and opens a login session: an access token for every other route and
+        a refresh token for `refreshToken`. Rate limited per client address.
+        """
         return auth_service.login(**data)
 
 
 @blp.route("/refresh")
 class Refresh(MethodView):
+    @blp.doc(operationId="refreshToken")
     @blp.auth_required(refresh=True)
-    @blp.response(200, TokenSchema)
+    @blp.response(200, AccessTokenSchema)
     def post(self) -> dict[str, Any]:
-        """A new access token, given the refresh token as the Bearer token."""
+        """Refresh the access token
+
+        Send the refresh token (not the access token) as the Bearer token: a new access token in the
+        same login session. 401 once the session was logged out or has expired.
+        """
         return auth_service.refresh(user=current_user(), session_id=current_session_id())
 
 
 @blp.route("/logout")
 class Logout(MethodView):
+    @blp.doc(operationId="logout")
     @blp.auth_required()
     @blp.response(200, MessageSchema)
     def post(self) -> dict[str, str]:
-        """Log out: this token and its refresh token stop working everywhere."""
+        """Log out
+
+        Ends the token's login session: its access and refresh tokens stop working at once, on every
+        process. Logging out twice is a 401 (the token no longer works).
+        """
         auth_service.logout(session_id=current_session_id())
         return {"message": "Logged out."}
 
 
 @blp.route("/me")
 class Me(MethodView):
+    @blp.doc(operationId="getCurrentUser")
     @blp.auth_required()
     @blp.response(200, UserSchema)
     def get(self) -> Principal:
-        """The current user."""
+        """The current user
+
+        The account the access token speaks for.
+        """
         return current_user()

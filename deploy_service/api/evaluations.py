@@ -23,32 +23,61 @@ from deploy_service.services.common import Page
 blp = Blueprint("evaluations", __name__, url_prefix="/v1/evaluations", description="Agent telemetry.")
 
 
+EVALUATION_EXAMPLE: dict[str, Any] = {
+    "prompt": "What is the capital of Australia?",
+    "response": "Canberra.",
+    "semantic_drift": 0.05,
+    "uncertainty": 0.1,
+    "factual_support": 0.95,
+    "hallucination_probability": 0.02,
+    "latency_sec": 0.42,
+    "model_name": "gpt-4o-mini",
+}
+
+
 @blp.route("")
 class Evaluations(MethodView):
+    @blp.doc(operationId="listEvaluations")
     @blp.auth_required()
     @blp.arguments(EvaluationListArgs, location="query")
     @blp.response(200, EvaluationPageSchema)
+    @blp.error(404, "`not_found`: `agent_id` names no agent of yours.")
     def get(self, args: dict[str, Any]) -> Page[Evaluation]:
-        """Evaluations of your agents, newest first (filters `agent_id`, `hallucinated`, `since`)."""
+        """List evaluations
+
+        Evaluations of your agents (an admin: everyone's), newest first; filters `agent_id`,
+        `hallucinated` and `since`.
+        """
         return service.list_evaluations(current_user(), **args)
 
+    @blp.doc(operationId="createEvaluation")
     @blp.auth_required(key_scope=SCOPE_TELEMETRY)
-    @blp.arguments(EvaluationCreateSchema)
+    @blp.arguments(EvaluationCreateSchema, example=EVALUATION_EXAMPLE)
     @blp.response(201, EvaluationSchema)
-    @blp.alt_response(
-        404, response="NOT_FOUND", description="No such agent, or a user token without `agent_id` (no agent named)."
+    @blp.error(
+        404, "`not_found`: no such agent, or not yours; a key used for another agent; or a token without `agent_id`."
     )
     def post(self, data: dict[str, Any]) -> Evaluation:
-        """Report an evaluation: with the agent's key, or as its owner with `agent_id`."""
+        """Report an evaluation
+
+        With the agent's API key (`telemetry` scope), which names the agent; or as its owner with a
+        token and `agent_id`. Linked to the agent's live deployment, if any, whose hallucination
+        rule it feeds at once.
+        """
         return service.record(current_caller(), data)
 
 
 @blp.route("/stats")
 class EvaluationStats(MethodView):
+    @blp.doc(operationId="getEvaluationStats")
     @blp.auth_required()
     @blp.arguments(EvaluationStatsArgs, location="query")
     @blp.response(200, EvaluationStatsSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, "`not_found`: `agent_id` names no agent of yours.")
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Totals and averages over the last `days` days (all your agents, or one)."""
+        """Get evaluation stats
+
+        Totals and averages over the last `days` days, of all your agents (an admin: all agents) or
+        of one (`agent_id`).
+        """
         return service.stats(current_user(), **args)

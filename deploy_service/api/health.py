@@ -9,6 +9,8 @@ from flask import current_app
 from flask.views import MethodView
 
 from deploy_service.api.common import Blueprint
+from deploy_service.models.heartbeat import CheckStatus
+from deploy_service.schemas.health import DatabaseCheckSchema, LivenessSchema, ReadinessSchema
 from deploy_service.services.health import check_database, check_engine, check_migrations, check_reconciler
 
 blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness and readiness checks.")
@@ -16,11 +18,16 @@ blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness 
 
 @blp.route("")
 class Liveness(MethodView):
-    @blp.response(200)
+    @blp.doc(operationId="getHealth", security=[])
+    @blp.response(200, LivenessSchema)
     def get(self) -> dict[str, Any]:
-        """Liveness: the process answers. Touches neither the database nor the engine."""
+        """Liveness: the process answers
+
+        Touches neither the database nor the engine, so it answers 200 as long as the process serves
+        requests; no credentials needed. Use it as a load balancer's or orchestrator's liveness probe.
+        """
         return {
-            "status": "ok",
+            "status": CheckStatus.OK,
             "version": current_app.config["VERSION"],
             "uptime_seconds": round(time.monotonic() - current_app.config["STARTED_MONOTONIC"], 3),
         }
@@ -28,27 +35,39 @@ class Liveness(MethodView):
 
 @blp.route("/db")
 class DatabaseHealth(MethodView):
-    @blp.response(200)
-    @blp.alt_response(503, description="The database does not answer.")
+    @blp.doc(operationId="getDatabaseHealth", security=[])
+    @blp.response(200, DatabaseCheckSchema)
+    @blp.alt_response(503, schema=DatabaseCheckSchema, description="The database does not answer; `error` says why.")
     def get(self) -> tuple[dict[str, Any], int]:
-        """Whether the database answers a trivial query."""
+        """Whether the database answers
+
+        Runs `SELECT 1`: 200 with its latency, or 503 with the same body, `status` `error` and the
+        failure's type. No credentials needed.
+        """
         result = check_database()
-        return result, 200 if result["status"] == "ok" else 503
+        return result, 200 if result["status"] == CheckStatus.OK else 503
 
 
 @blp.route("/ready")
 class Readiness(MethodView):
-    @blp.response(200)
-    @blp.alt_response(503, description="A check failed; `checks` names it.")
+    @blp.doc(operationId="getReadiness", security=[])
+    @blp.response(200, ReadinessSchema)
+    @blp.alt_response(503, schema=ReadinessSchema, description="A check failed; `checks` names it and says why.")
     def get(self) -> tuple[dict[str, Any], int]:
-        """Readiness: database, schema, engine and reconciler are all fine.
+        """Readiness: database, schema, engine and reconciler are all fine
 
         The database answers, its schema is at the latest migration, the engine answers, and a
         reconciler (in this process or another) completed a pass within `RECONCILER_STALE_SECONDS`.
+        200 when all four are `ok`, else 503 with the same body (a check whose dependency failed is
+        `skipped`). No credentials needed; use it as a readiness probe.
         """
         checks = {"database": check_database()}
-        checks["migrations"] = check_migrations() if checks["database"]["status"] == "ok" else {"status": "skipped"}
+        checks["migrations"] = (
+            check_migrations() if checks["database"]["status"] == CheckStatus.OK else {"status": CheckStatus.SKIPPED}
+        )
         checks["engine"] = check_engine()
-        checks["reconciler"] = check_reconciler() if checks["migrations"]["status"] == "ok" else {"status": "skipped"}
-        ok = all(check["status"] == "ok" for check in checks.values())
-        return {"status": "ok" if ok else "error", "checks": checks}, 200 if ok else 503
+        checks["reconciler"] = (
+            check_reconciler() if checks["migrations"]["status"] == CheckStatus.OK else {"status": CheckStatus.SKIPPED}
+        )
+        ok = all(check["status"] == CheckStatus.OK for check in checks.values())
+        return {"status": CheckStatus.OK if ok else CheckStatus.ERROR, "checks": checks}, 200 if ok else 503

@@ -146,12 +146,10 @@ def finish_spec(app: Flask) -> None:
             _merge(schemas[name], extra)
     # Maxima that come from configuration, so that the spec states this deployment's limits.
     limits = settings_for(app).agents
-    for name in ("Resources", "ResourcesInput"):
-        if name in schemas:
-            _merge(
-                schemas[name],
-                {"properties": {"cpu": {"maximum": limits.max_cpu}, "memory_mb": {"maximum": limits.max_memory_mb}}},
-            )
+    _merge(
+        schemas["ResourcesInput"],
+        {"properties": {"cpu": {"maximum": limits.max_cpu}, "memory_mb": {"maximum": limits.max_memory_mb}}},
+    )
     for name in ("DeployOptions", "DeployBody", "Scale"):
         _merge(schemas[name], {"properties": {"replicas": {"maximum": limits.max_replicas}}})
     for name in _request_schema_names(schemas, api.spec.to_dict()["paths"]):

@@ -18,29 +18,42 @@ blp = Blueprint("secrets", __name__, url_prefix="/v1/secrets", description="Encr
 
 @blp.route("")
 class Secrets(MethodView):
+    @blp.doc(operationId="listSecrets")
     @blp.auth_required()
     @blp.arguments(PaginationArgs, location="query")
     @blp.response(200, SecretPageSchema)
     def get(self, args: dict[str, Any]) -> Page[Secret]:
-        """List secrets by name (values are never returned)."""
+        """List secrets
+
+        Your secrets by name (an admin: everyone's); values are never returned.
+        """
         return secret_service.list_secrets(current_user(), **args)
 
+    @blp.doc(operationId="createSecret")
     @blp.auth_required()
-    @blp.arguments(SecretCreateSchema)
+    @blp.arguments(SecretCreateSchema, example={"name": "openai-api-key", "value": "sk-example-0123456789"})
     @blp.response(201, SecretSchema)
-    @blp.alt_response(409, response="CONFLICT", description="A secret with this name exists.")
+    @blp.error(409, "`conflict`: you already have a secret with this name.")
     @blp.doc(**links(201, "secret_id", "id", ("DeleteSecret", "delete", "/v1/secrets/{secret_id}")))
     def post(self, data: dict[str, Any]) -> Secret:
-        """Store a secret; its value is encrypted at rest and never shown again."""
+        """Store a secret
+
+        The value is encrypted at rest and never shown again; agents inject it as an environment
+        variable by naming it in their `secrets`.
+        """
         return secret_service.create_secret(current_user(), **data)
 
 
 @blp.route("/<string:secret_id>")
 class SecretItem(MethodView):
+    @blp.doc(operationId="deleteSecret")
     @blp.auth_required()
     @blp.response(204)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(409, response="CONFLICT", description="Agents still reference it.")
+    @blp.error(404, "`not_found`: no such secret, or not yours.")
+    @blp.error(409, "`conflict`: agents still reference it (`details.agent_ids`).")
     def delete(self, secret_id: str) -> None:
-        """Delete a secret no agent references."""
+        """Delete a secret
+
+        Only a secret that no agent references; remove the references first.
+        """
         secret_service.delete_secret(current_user(), secret_id)

@@ -23,15 +23,23 @@ blp = Blueprint("webhooks", __name__, url_prefix="/v1/webhooks", description="Si
 
 @blp.route("")
 class Webhooks(MethodView):
+    @blp.doc(operationId="listWebhooks")
     @blp.auth_required()
     @blp.arguments(PaginationArgs, location="query")
     @blp.response(200, WebhookPageSchema)
     def get(self, args: dict[str, Any]) -> Page[Webhook]:
-        """Your webhooks (never their secrets)."""
+        """List webhooks
+
+        Your webhooks (an admin: everyone's), never their secrets.
+        """
         return service.list_webhooks(current_user(), **args)
 
+    @blp.doc(operationId="createWebhook")
     @blp.auth_required()
-    @blp.arguments(WebhookCreateSchema)
+    @blp.arguments(
+        WebhookCreateSchema,
+        example={"url": "https://hooks.example.com/deploy-alerts", "severities": ["critical", "warning"]},
+    )
     @blp.response(201, CreatedWebhookSchema)
     @blp.doc(
         **links(
@@ -43,7 +51,12 @@ class Webhooks(MethodView):
         )
     )
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Register a webhook for your alerts; the signing secret is in this response only."""
+        """Register a webhook
+
+        Your alerts (those matching `severities` and `kinds`, all by default) are POSTed to `url` as
+        they are raised and resolved, signed with the secret that is in this response only. A URL
+        whose host does not resolve to a public address is a 400.
+        """
         webhook, secret = service.create_webhook(
             current_user(), url=data["url"], severities=data.get("severities"), kinds=data.get("kinds")
         )
@@ -59,20 +72,29 @@ class Webhooks(MethodView):
 
 @blp.route("/<string:webhook_id>")
 class WebhookItem(MethodView):
+    @blp.doc(operationId="deleteWebhook")
     @blp.auth_required()
     @blp.response(204)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, "`not_found`: no such webhook, or not yours.")
     def delete(self, webhook_id: str) -> None:
-        """Delete a webhook (and its delivery log)."""
+        """Delete a webhook
+
+        The webhook and its delivery log; queued deliveries are dropped.
+        """
         service.delete_webhook(current_user(), webhook_id)
 
 
 @blp.route("/<string:webhook_id>/deliveries")
 class Deliveries(MethodView):
+    @blp.doc(operationId="listWebhookDeliveries")
     @blp.auth_required()
     @blp.arguments(PaginationArgs, location="query")
     @blp.response(200, DeliveryPageSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, "`not_found`: no such webhook, or not yours.")
     def get(self, args: dict[str, Any], webhook_id: str) -> Page[WebhookDelivery]:
-        """The delivery log, newest first: attempts, answers, errors."""
+        """List a webhook's deliveries
+
+        The delivery log, newest first: each event's payload, attempts, the receiver's answers and
+        errors.
+        """
         return service.list_deliveries(current_user(), webhook_id, **args)

@@ -7,6 +7,7 @@ worker that runs no reconciler of its own can still tell whether one is alive (`
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -15,6 +16,14 @@ from deploy_service.extensions import db
 from deploy_service.models.types import UTCDateTime, utcnow
 
 RECONCILER = "reconciler"
+
+
+class CheckStatus(StrEnum):
+    """What a health check found: `ok`, `error`, or `skipped` (a check it depends on failed)."""
+
+    OK = "ok"
+    ERROR = "error"
+    SKIPPED = "skipped"
 
 
 class ReconcilerHeartbeat(db.Model):  # type: ignore[name-defined]

@@ -21,6 +21,13 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
 
 
+class WebhookEvent(StrEnum):
+    """What a webhook delivery tells: an alert was raised, or it was resolved."""
+
+    ALERT_RAISED = "alert.raised"
+    ALERT_RESOLVED = "alert.resolved"
+
+
 class Webhook(db.Model):  # type: ignore[name-defined]
     __tablename__ = "webhooks"
     __table_args__ = (Index("ix_webhooks_owner_id", "owner_id"),)

@@ -1,18 +1,20 @@
 """Agent request and response bodies.
 
-The request schema carries no defaults: the service fills them (some come from configuration), so
+The request schemas carry no defaults: the service fills them (some come from configuration), so
 the same schema validates both a create (`POST`, required fields enforced) and a partial update
-(`PATCH`, `partial=True`), where each given top-level field replaces the stored one.
+(`PATCH`, `partial=True`), where each given top-level field replaces the stored one. Nested objects
+come in two schemas: `XInputSchema` (what a client sends, fields with defaults optional) and `XSchema`
+(what the API returns, every default filled in by the service before the agent is stored).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from deploy_service.models import AgentStatus
-from deploy_service.schemas.common import JsonBodySchema, PaginationArgs, page_schema
+from deploy_service.schemas.common import Choice, JsonBodySchema, PaginationArgs, ResponseSchema, page_schema
 from deploy_service.schemas.validators import (
     AGENT_NAME,
     ENV_NAME,
@@ -26,25 +28,28 @@ from deploy_service.schemas.validators import (
 )
 from deploy_service.settings import current_settings
 
-AGENT_STATUSES = [status.value for status in AgentStatus]
-
 RESERVED_ENV = frozenset({"PORT", "REPLICA_INDEX"})
 MAX_ENV_ENTRIES = 200
 MAX_ENV_VALUE = 32 * 1024
 # What `check_env_names` accepts, for the spec's `propertyNames` (the check itself words the errors).
 ENV_KEY_PATTERN = rf"^(?!(?:{'|'.join(sorted(RESERVED_ENV))})$){ENV_NAME.pattern[1:]}"
-# Cross-field rules that field-by-field conversion cannot put in the spec (see `_image_xor_source`).
-_IMAGE: dict[str, Any] = {"required": ["image"], "properties": {"image": {"type": "string"}}}
-_SOURCE: dict[str, Any] = {"required": ["source"], "properties": {"source": {"type": "object"}}}
-_BOTH = {"required": ["image", "source"], "properties": {**_IMAGE["properties"], **_SOURCE["properties"]}}
+# Cross-field rules that field-by-field conversion cannot put in the spec (see `_image_xor_source`):
+# exactly one of `image` and `source` is a non-null value. Both are said with `not` alone: client
+# generators ignore `not` (an `anyOf` of partial objects made openapi-python-client build clashing
+# models), while validators and fuzzers honour it, so generated bodies are only the ones the service takes.
+_BOTH: dict[str, Any] = {
+    "required": ["image", "source"],
+    "properties": {"image": {"type": "string"}, "source": {"type": "object"}},
+}
+_NEITHER: dict[str, Any] = {"properties": {"image": {"type": "null"}, "source": {"type": "null"}}}
 OPENAPI_RULES: dict[str, dict[str, Any]] = {
-    "AgentInput": {"anyOf": [_IMAGE, _SOURCE], "not": _BOTH},
+    "AgentInput": {"not": {"anyOf": [_BOTH, _NEITHER]}},
     "AgentPatch": {"not": _BOTH},
 }
 ENV_KEYS = {"property_names": {"pattern": ENV_KEY_PATTERN}, "maxProperties": MAX_ENV_ENTRIES}
 
 
-class SourceSchema(JsonBodySchema):
+class SourceInputSchema(JsonBodySchema):
     """A git repository to clone and build."""
 
     git_url = fields.String(
@@ -66,8 +71,8 @@ class SourceSchema(JsonBodySchema):
         validate_git_url(value, allow_local=current_settings().agents.allow_local_git_sources)
 
 
-class HealthCheckSchema(JsonBodySchema):
-    """An HTTP GET health check; 2xx is healthy."""
+class HealthCheckInputSchema(JsonBodySchema):
+    """An HTTP GET health check; 2xx is healthy. `{}` is a check with every default."""
 
     path = fields.String(validate=url_path(), metadata={"description": "Default `/health`."})
     interval_seconds = fields.Float(validate=validate.Range(min=0.1, max=3600), metadata={"description": "Default 10."})
@@ -75,7 +80,7 @@ class HealthCheckSchema(JsonBodySchema):
     retries = fields.Integer(validate=validate.Range(min=1, max=100), metadata={"description": "Default 3."})
 
 
-class ResourcesSchema(JsonBodySchema):
+class ResourcesInputSchema(JsonBodySchema):
     """CPU (cores, may be fractional) and memory limits; defaults and maxima come from configuration."""
 
     cpu = fields.Float(validate=validate.Range(min=0.01, min_inclusive=True))
@@ -91,6 +96,31 @@ class ResourcesSchema(JsonBodySchema):
             errors["memory_mb"] = [f"Must be at most {agents.max_memory_mb} MB."]
         if errors:
             raise ValidationError(errors)
+
+
+class SourceSchema(ResponseSchema):
+    """A git repository the agent is built from, with its defaults filled in."""
+
+    git_url = fields.String(metadata={"format": "git-url", "example": "https://github.com/acme/agent.git"})
+    branch = fields.String(metadata={"example": "main"})
+    dockerfile = fields.String(metadata={"example": "Dockerfile"})
+    context = fields.String(metadata={"example": "."})
+
+
+class HealthCheckSchema(ResponseSchema):
+    """The agent's HTTP GET health check, with its defaults filled in; 2xx is healthy."""
+
+    path = fields.String(metadata={"example": "/health"})
+    interval_seconds = fields.Float(metadata={"example": 10.0})
+    timeout_seconds = fields.Float(metadata={"example": 5.0})
+    retries = fields.Integer(metadata={"example": 3})
+
+
+class ResourcesSchema(ResponseSchema):
+    """CPU (cores, may be fractional) and memory (MB) limits, defaults filled in from configuration."""
+
+    cpu = fields.Float(metadata={"example": 0.5})
+    memory_mb = fields.Integer(metadata={"example": 512})
 
 
 def check_env_names(value: dict[str, Any], field: str) -> None:
@@ -117,7 +147,7 @@ class AgentInputSchema(JsonBodySchema):
     )
     description = fields.String(allow_none=True, validate=validate.Length(max=2000))
     image = fields.String(allow_none=True, validate=image_reference(), metadata={"example": "ghcr.io/acme/agent:1.2"})
-    source = fields.Nested(SourceSchema, allow_none=True)
+    source = fields.Nested(SourceInputSchema, allow_none=True)
     port = fields.Integer(validate=validate.Range(min=1, max=65535), metadata={"description": "Default 8080."})
     invoke_path = fields.String(validate=url_path(), metadata={"description": "Default `/invoke`."})
     command = fields.List(
@@ -136,8 +166,10 @@ class AgentInputSchema(JsonBodySchema):
         values=fields.String(validate=FullMatch(SECRET_NAME, error="Not a valid secret name.")),
         metadata={"description": "`{ENV_NAME: secret name}`: stored secrets injected as variables.", **ENV_KEYS},
     )
-    health_check = fields.Nested(HealthCheckSchema, allow_none=True)
-    resources = fields.Nested(ResourcesSchema)
+    health_check = fields.Nested(
+        HealthCheckInputSchema, allow_none=True, metadata={"description": "Null or absent: no health check."}
+    )
+    resources = fields.Nested(ResourcesInputSchema)
     read_only_rootfs = fields.Boolean(
         metadata={"description": "Run with a read-only root filesystem (a tmpfs on /tmp); default true."}
     )
@@ -166,30 +198,32 @@ class AgentPatchSchema(AgentInputSchema):
     """A partial update: load it with `partial=True`; each given field replaces the stored one."""
 
 
-class AgentSchema(Schema):
+class AgentSchema(ResponseSchema):
     """An agent as the API returns it."""
 
-    id = fields.String(dump_only=True)
-    owner_id = fields.String(dump_only=True)
+    id = fields.String()
+    owner_id = fields.String()
     name = fields.String()
     description = fields.String(allow_none=True)
-    image = fields.String(allow_none=True)
-    source = fields.Nested(SourceSchema, allow_none=True)
+    image = fields.String(allow_none=True, metadata={"description": "Null when the agent is built from `source`."})
+    source = fields.Nested(SourceSchema, allow_none=True, metadata={"description": "Null for an image agent."})
     port = fields.Integer()
     invoke_path = fields.String()
     command = fields.List(fields.String(), allow_none=True)
     env = fields.Dict(keys=fields.String(), values=fields.String())
-    secrets = fields.Dict(keys=fields.String(), values=fields.String())
-    health_check = fields.Nested(HealthCheckSchema, allow_none=True)
+    secrets = fields.Dict(
+        keys=fields.String(), values=fields.String(), metadata={"description": "`{ENV_NAME: secret name}`."}
+    )
+    health_check = fields.Nested(HealthCheckSchema, allow_none=True, metadata={"description": "Null: none."})
     resources = fields.Nested(ResourcesSchema)
     read_only_rootfs = fields.Boolean()
-    status = fields.String(dump_only=True, metadata={"enum": AGENT_STATUSES})
-    created_at = fields.DateTime(dump_only=True)
-    updated_at = fields.DateTime(dump_only=True)
+    status = Choice(AgentStatus)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
 
 
 class AgentListArgs(PaginationArgs):
-    status = fields.String(validate=validate.OneOf(AGENT_STATUSES))
+    status = Choice(AgentStatus)
     q = fields.String(validate=validate.Length(max=100), metadata={"description": "Case-insensitive match on name."})
     owner_id = fields.String(
         metadata={"description": "Admins only: agents of this owner (another user's id is 403 for others)."}

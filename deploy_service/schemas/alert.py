@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields
 
 from deploy_service.models import AlertKind, AlertSeverity, AlertStatus
-from deploy_service.schemas.common import PaginationArgs, page_schema
-
-KINDS = [kind.value for kind in AlertKind]
-SEVERITIES = [severity.value for severity in AlertSeverity]
-STATUSES = [status.value for status in AlertStatus]
+from deploy_service.schemas.common import Choice, PaginationArgs, ResponseSchema, page_schema
 
 
-class AlertSchema(Schema):
+class AlertSchema(ResponseSchema):
+    """An alert one of the reconciler's rules raised on a deployment; repeats count up, not anew."""
+
     id = fields.String()
     deployment_id = fields.String()
     agent_id = fields.String()
-    severity = fields.String(metadata={"enum": SEVERITIES})
-    kind = fields.String(metadata={"enum": KINDS})
+    severity = Choice(AlertSeverity)
+    kind = Choice(AlertKind)
     message = fields.String()
-    status = fields.String(metadata={"enum": STATUSES})
-    count = fields.Integer()
+    status = Choice(AlertStatus)
+    count = fields.Integer(metadata={"description": "How many times the rule has fired while the alert was open."})
     first_seen_at = fields.DateTime()
     last_seen_at = fields.DateTime()
     acknowledged_at = fields.DateTime(allow_none=True)
@@ -28,8 +26,8 @@ class AlertSchema(Schema):
 
 
 class AlertListArgs(PaginationArgs):
-    status = fields.String(validate=validate.OneOf(STATUSES))
-    severity = fields.String(validate=validate.OneOf(SEVERITIES))
+    status = Choice(AlertStatus)
+    severity = Choice(AlertSeverity)
     deployment_id = fields.String()
 
 

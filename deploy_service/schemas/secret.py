@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
 
-from deploy_service.schemas.common import JsonBodySchema, page_schema
+from deploy_service.schemas.common import JsonBodySchema, ResponseSchema, page_schema
 from deploy_service.schemas.validators import SECRET_NAME, FullMatch
 
 MAX_SECRET_BYTES = 64 * 1024
@@ -14,15 +14,18 @@ class SecretCreateSchema(JsonBodySchema):
     name = fields.String(
         required=True,
         validate=FullMatch(SECRET_NAME, error="1-100 letters, digits, '_', '.' or '-', not starting with '.' or '-'."),
+        metadata={"description": "What agents' `secrets` refer to."},
     )
     value = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=MAX_SECRET_BYTES))
 
 
-class SecretSchema(Schema):
-    id = fields.String(dump_only=True)
-    name = fields.String(dump_only=True)
-    created_at = fields.DateTime(dump_only=True)
-    updated_at = fields.DateTime(dump_only=True)
+class SecretSchema(ResponseSchema):
+    """A stored secret: its name, never its value."""
+
+    id = fields.String()
+    name = fields.String()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
 
 
 SecretPageSchema = page_schema(SecretSchema, "SecretPage")

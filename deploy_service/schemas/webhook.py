@@ -2,52 +2,76 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import fields, validate
 
-from deploy_service.models import DeliveryStatus
-from deploy_service.schemas.alert import KINDS, SEVERITIES
-from deploy_service.schemas.common import JsonBodySchema, page_schema
+from deploy_service.models import AlertKind, AlertSeverity, AlertStatus, DeliveryStatus
+from deploy_service.models.webhook import WebhookEvent
+from deploy_service.schemas.common import Choice, JsonBodySchema, ResponseSchema, page_schema
 
 
 class WebhookCreateSchema(JsonBodySchema):
+    """Where to send your alerts, and which ones."""
+
     url = fields.String(
         required=True,
         validate=validate.Length(min=1, max=2048),
         metadata={"format": "http-url", "description": "An http:// or https:// URL with a host, no credentials."},
     )
-    severities = fields.List(
-        fields.String(validate=validate.OneOf(SEVERITIES)),
-        metadata={"description": "Only these severities; default all."},
-    )
-    kinds = fields.List(
-        fields.String(validate=validate.OneOf(KINDS)), metadata={"description": "Only these kinds; default all."}
-    )
+    severities = fields.List(Choice(AlertSeverity), metadata={"description": "Only these severities; default all."})
+    kinds = fields.List(Choice(AlertKind), metadata={"description": "Only these kinds; default all."})
 
 
-class WebhookSchema(Schema):
+class WebhookSchema(ResponseSchema):
+    """A registered webhook (never its secret); an empty filter list means all."""
+
     id = fields.String()
     url = fields.String()
-    severities = fields.List(fields.String())
-    kinds = fields.List(fields.String())
+    severities = fields.List(Choice(AlertSeverity))
+    kinds = fields.List(Choice(AlertKind))
     created_at = fields.DateTime()
 
 
 class CreatedWebhookSchema(WebhookSchema):
+    """The one response that shows the webhook's signing secret."""
+
     secret = fields.String(metadata={"description": "`whsec_...`: verify signatures with it. Shown once."})
 
 
-class DeliverySchema(Schema):
+class WebhookAlertSchema(ResponseSchema):
+    """The alert a delivery is about, as it was when the delivery was queued."""
+
     id = fields.String()
-    event = fields.String()
-    status = fields.String(metadata={"enum": [status.value for status in DeliveryStatus]})
+    deployment_id = fields.String()
+    agent_id = fields.String()
+    severity = Choice(AlertSeverity)
+    kind = Choice(AlertKind)
+    message = fields.String()
+    status = Choice(AlertStatus)
+    count = fields.Integer()
+
+
+class WebhookPayloadSchema(ResponseSchema):
+    """The JSON body a delivery POSTs to the webhook's URL."""
+
+    type = Choice(WebhookEvent)
+    timestamp = fields.String(metadata={"format": "date-time", "description": "When the delivery was queued."})
+    data = fields.Nested(WebhookAlertSchema)
+
+
+class WebhookDeliverySchema(ResponseSchema):
+    """One delivery of an event to a webhook, with the outcome of its latest attempt."""
+
+    id = fields.String()
+    event = Choice(WebhookEvent)
+    status = Choice(DeliveryStatus)
     attempts = fields.Integer()
-    response_status = fields.Integer(allow_none=True)
+    response_status = fields.Integer(allow_none=True, metadata={"description": "The receiver's last HTTP status."})
     error = fields.String(allow_none=True)
     next_attempt_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
     delivered_at = fields.DateTime(allow_none=True)
-    payload = fields.Dict()
+    payload = fields.Nested(WebhookPayloadSchema)
 
 
 WebhookPageSchema = page_schema(WebhookSchema, "WebhookPage")
-DeliveryPageSchema = page_schema(DeliverySchema, "WebhookDeliveryPage")
+DeliveryPageSchema = page_schema(WebhookDeliverySchema, "WebhookDeliveryPage")

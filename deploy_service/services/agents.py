@@ -28,10 +28,10 @@ def _resources_with_defaults(resources: dict[str, Any] | None) -> dict[str, Any]
 
 
 def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
-    """Fill the defaults of the nested objects that were given."""
+    """Fill the defaults of the nested objects that were given (`health_check: {}` is every default)."""
     if data.get("source"):
         data["source"] = {**SOURCE_DEFAULTS, **data["source"]}
-    if data.get("health_check"):
+    if data.get("health_check") is not None:
         data["health_check"] = {**HEALTH_CHECK_DEFAULTS, **data["health_check"]}
     if "resources" in data:
         data["resources"] = _resources_with_defaults(data["resources"])

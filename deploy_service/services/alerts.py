@@ -32,6 +32,7 @@ from deploy_service.models import (
 )
 from deploy_service.models.alert import ALERT_OPEN, SEVERITY_RANK
 from deploy_service.models.types import utcnow
+from deploy_service.models.webhook import WebhookEvent
 from deploy_service.services import lifecycle, webhooks
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.samples import latest_samples
@@ -76,7 +77,7 @@ def observe(deployment: Deployment, kind: str, finding: Finding, *, known: OpenA
     if finding is None:
         if alert is not None:
             alert.status, alert.resolved_at = AlertStatus.RESOLVED, now
-            webhooks.enqueue(alert, "alert.resolved")
+            webhooks.enqueue(alert, WebhookEvent.ALERT_RESOLVED)
             if known is not None:
                 known.pop((deployment.id, kind), None)
         return alert
@@ -95,7 +96,7 @@ def observe(deployment: Deployment, kind: str, finding: Finding, *, known: OpenA
         )
         db.session.add(alert)
         lifecycle.record_event(deployment, "alert_raised", message, {"kind": kind, "severity": SEVERITY[kind]})
-        webhooks.enqueue(alert, "alert.raised")
+        webhooks.enqueue(alert, WebhookEvent.ALERT_RAISED)
         if known is not None:
             known[(deployment.id, kind)] = alert
     elif alert.signature != signature:
@@ -206,7 +207,7 @@ def resolve_all(deployment_id: str) -> None:
         select(Alert).where(Alert.deployment_id == deployment_id, Alert.status.in_(ALERT_OPEN))
     ):
         alert.status, alert.resolved_at = AlertStatus.RESOLVED, now
-        webhooks.enqueue(alert, "alert.resolved")
+        webhooks.enqueue(alert, WebhookEvent.ALERT_RESOLVED)
 
 
 # -- what users do ---------------------------------------------------------------------------------
@@ -258,6 +259,6 @@ def resolve(actor: Principal, alert_id: str) -> Alert:
     alert = _get(actor, alert_id)
     if alert.status != AlertStatus.RESOLVED:
         alert.status, alert.resolved_at = AlertStatus.RESOLVED, utcnow()
-        webhooks.enqueue(alert, "alert.resolved")
+        webhooks.enqueue(alert, WebhookEvent.ALERT_RESOLVED)
         db.session.commit()
     return alert

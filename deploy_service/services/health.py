@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
-from deploy_service.models.heartbeat import RECONCILER, ReconcilerHeartbeat
+from deploy_service.models.heartbeat import RECONCILER, CheckStatus, ReconcilerHeartbeat
 from deploy_service.models.types import utcnow
 from deploy_service.services.engine import runner
 from deploy_service.settings import current_settings
@@ -29,9 +29,9 @@ def check_database() -> dict[str, Any]:
         db.session.rollback()
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         db.session.rollback()
-        return {"status": "error", "backend": db.engine.dialect.name, "error": type(exc).__name__}
+        return {"status": CheckStatus.ERROR, "backend": db.engine.dialect.name, "error": type(exc).__name__}
     return {
-        "status": "ok",
+        "status": CheckStatus.OK,
         "backend": db.engine.dialect.name,
         "latency_ms": round((time.perf_counter() - started) * 1000, 2),
     }
@@ -55,10 +55,10 @@ def check_migrations() -> dict[str, Any]:
         with db.engine.connect() as connection:
             current = set(MigrationContext.configure(connection).get_current_heads())
     except Exception as exc:  # noqa: BLE001
-        return {"status": "error", "error": type(exc).__name__}
-    status = "ok" if current == head else "error"
+        return {"status": CheckStatus.ERROR, "error": type(exc).__name__}
+    status = CheckStatus.OK if current == head else CheckStatus.ERROR
     result: dict[str, Any] = {"status": status, "current": sorted(current), "head": sorted(head)}
-    if status != "ok":
+    if status != CheckStatus.OK:
         result["error"] = "database schema is not at the latest migration; run `flask db upgrade`"
     return result
 
@@ -70,13 +70,13 @@ def check_engine() -> dict[str, Any]:
     try:
         engine.ping()
     except EngineUnavailable as exc:
-        return {"status": "error", "runner": engine.name, "error": exc.message}
+        return {"status": CheckStatus.ERROR, "runner": engine.name, "error": exc.message}
     latency = round((time.perf_counter() - started) * 1000, 2)
     try:
         extra = engine.describe()
     except EngineUnavailable as exc:
-        return {"status": "error", "runner": engine.name, "error": exc.message}
-    return {"status": "ok", "runner": engine.name, "latency_ms": latency, **extra}
+        return {"status": CheckStatus.ERROR, "runner": engine.name, "error": exc.message}
+    return {"status": CheckStatus.OK, "runner": engine.name, "latency_ms": latency, **extra}
 
 
 def check_reconciler() -> dict[str, Any]:
@@ -96,12 +96,12 @@ def check_reconciler() -> dict[str, Any]:
         db.session.rollback()
     except Exception as exc:  # noqa: BLE001
         db.session.rollback()
-        return {"status": "error", "error": type(exc).__name__}
+        return {"status": CheckStatus.ERROR, "error": type(exc).__name__}
     now = utcnow()
     started = now - timedelta(seconds=time.monotonic() - config["STARTED_MONOTONIC"])
     age = (now - max(last_pass or started, started)).total_seconds()
     result: dict[str, Any] = {
-        "status": "ok" if age <= stale else "error",
+        "status": CheckStatus.OK if age <= stale else CheckStatus.ERROR,
         "last_pass_at": last_pass.isoformat() if last_pass else None,
         "stale_seconds": stale,
     }

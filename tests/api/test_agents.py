@@ -70,6 +70,20 @@ def test_create_git_agent_fills_source_defaults(client: FlaskClient, auth: AuthA
     assert agent["resources"]["cpu"] == 1.5
 
 
+def test_an_empty_health_check_is_one_with_every_default(client: FlaskClient, auth: AuthActions) -> None:
+    """`{}` asks for the health check with its defaults (as the spec's response says), not for none."""
+    _, headers = auth.user()
+    defaults = {"path": "/health", "interval_seconds": 10.0, "timeout_seconds": 5.0, "retries": 3}
+    created = client.post("/v1/agents", headers=headers, json={**agent_payload(), "health_check": {}})
+    assert created.status_code == 201, created.get_json()
+    agent = created.get_json()
+    assert agent["health_check"] == defaults
+    patched = client.patch(f"/v1/agents/{agent['id']}", headers=headers, json={"health_check": None})
+    assert patched.get_json()["health_check"] is None
+    patched = client.patch(f"/v1/agents/{agent['id']}", headers=headers, json={"health_check": {}})
+    assert patched.get_json()["health_check"] == defaults
+
+
 @pytest.mark.parametrize(
     "image",
     [
