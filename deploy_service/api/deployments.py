@@ -52,6 +52,7 @@ DEPLOY_INVALID = (
     "the agent also takes from a secret."
 )
 DEPLOY_OPTIONS = {"replicas": 2, "env": {"LOG_LEVEL": "debug"}, "resources": {"cpu": 0.5, "memory_mb": 256}}
+DEPLOY_BODY = {"agent_id": "5b7c1f0e-8a2d-4c3b-9f6e-1d2a3b4c5d6e", **DEPLOY_OPTIONS}
 SSE = {
     "text/event-stream": {
         "schema": {
@@ -97,7 +98,7 @@ class Deployments(MethodView):
         return json_response(reads.list_deployment_bodies(current_user(), **args))
 
     @blp.auth_required()
-    @blp.arguments(DeployBodySchema, example={"agent_id": "5b7c1f0e-8a2d-4c3b-9f6e-1d2a3b4c5d6e", **DEPLOY_OPTIONS})
+    @blp.arguments(DeployBodySchema, example=DEPLOY_BODY)
     @blp.response(202, DeploymentSchema)
     @blp.error(400, DEPLOY_INVALID)
     @blp.error(404, NO_AGENT)
@@ -305,7 +306,7 @@ class Results(MethodView):
 @agent_blp.route("/deploy")
 class DeployAgent(MethodView):
     @agent_blp.auth_required()
-    @agent_blp.arguments(DeployBodySchema, example={"agent_id": "5b7c1f0e-8a2d-4c3b-9f6e-1d2a3b4c5d6e", **DEPLOY_OPTIONS})
+    @agent_blp.arguments(DeployBodySchema, example=DEPLOY_BODY)
     @agent_blp.response(202, DeploymentSchema)
     @agent_blp.error(400, DEPLOY_INVALID)
     @agent_blp.error(404, NO_AGENT)
