@@ -1,4 +1,7 @@
-"""Deployment routes, and the agent-centric shortcuts to them (`/v1/agents/<id>/deploy`, ...)."""
+"""Deployment routes, and the agent-centric shortcuts to them (`/v1/agents/<id>/deploy`, ...).
+
+Both blueprints document their operations under the one `deployments` tag.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,13 @@ from deploy_service.models import Deployment, DeploymentResult
 from deploy_service.models.api_key import SCOPE_RESULTS
 from deploy_service.schemas.common import PaginationArgs, WindowArgs
 from deploy_service.schemas.deployment import (
+    RESULT_EXAMPLE,
+    AgentDeploymentStatusSchema,
     DeployBodySchema,
     DeploymentListArgs,
     DeploymentMetricsSchema,
     DeploymentPageSchema,
     DeploymentSchema,
-    DeploymentStatusSchema,
     DeployOptionsSchema,
     EventListArgs,
     EventPageSchema,
@@ -34,10 +38,45 @@ from deploy_service.services import logs as log_service
 from deploy_service.services.common import Page
 from deploy_service.services.metrics import deployment_metrics
 
-blp = Blueprint("deployments", __name__, url_prefix="/v1/deployments", description="Deployments: agents running.")
+TAG = "deployments"
+blp = Blueprint(TAG, __name__, url_prefix="/v1/deployments", description="Deployments: agents running.")
 agent_blp = Blueprint("agent-deployments", __name__, url_prefix="/v1/agents", description="Deploying agents, by agent.")
 
-ENGINE_DOWN = {"response": "SERVICE_UNAVAILABLE", "description": "The container engine cannot be reached."}
+ENGINE_DOWN = "`engine_unavailable`: the container engine does not answer; nothing was written."
+CHANGED = "`conflict`: the deployment changed while the request was handled; read it again and retry."
+NO_DEPLOYMENT = "`not_found`: no such deployment (or it is someone else's)."
+NO_AGENT = "`not_found`: no such agent (or it is someone else's)."
+DEPLOY_CONFLICT = "`conflict`: the agent already has a live deployment (`details.deployment_id`)."
+DEPLOY_INVALID = (
+    "`validation_error`: a bad body, `replicas` above `MAX_REPLICAS`, or an override that sets a variable "
+    "the agent also takes from a secret."
+)
+DEPLOY_OPTIONS = {"replicas": 2, "env": {"LOG_LEVEL": "debug"}, "resources": {"cpu": 0.5, "memory_mb": 256}}
+DEPLOY_BODY = {"agent_id": "5b7c1f0e-8a2d-4c3b-9f6e-1d2a3b4c5d6e", **DEPLOY_OPTIONS}
+SSE = {
+    "text/event-stream": {
+        "schema": {
+            "type": "string",
+            "description": "Server-sent events: a `data:` event per log line (a `LogLine` as JSON), comment "
+            "keep-alives, an `error` event if the engine stops answering, and a final `end` event with the "
+            "deployment's status.",
+        }
+    }
+}
+DEPLOYMENT_LINKS = links(
+    202,
+    "deployment_id",
+    "id",
+    ("GetDeployment", "get", "/v1/deployments/{deployment_id}"),
+    ("DeploymentEvents", "get", "/v1/deployments/{deployment_id}/events"),
+    ("DeploymentLogs", "get", "/v1/deployments/{deployment_id}/logs"),
+    ("DeploymentMetrics", "get", "/v1/deployments/{deployment_id}/metrics"),
+    ("ScaleDeployment", "post", "/v1/deployments/{deployment_id}/scale"),
+    ("StopDeployment", "post", "/v1/deployments/{deployment_id}/stop"),
+    ("RestartDeployment", "post", "/v1/deployments/{deployment_id}/restart"),
+    ("AddResult", "post", "/v1/deployments/{deployment_id}/results"),
+    ("DeleteDeployment", "delete", "/v1/deployments/{deployment_id}"),
+)
 
 
 def _deploy(agent_id: str, options: dict[str, Any]) -> Deployment:
@@ -49,34 +88,30 @@ class Deployments(MethodView):
     @blp.auth_required()
     @blp.arguments(DeploymentListArgs, location="query")
     @blp.response(200, DeploymentPageSchema)
+    @blp.doc(operationId="listDeployments")
     def get(self, args: dict[str, Any]) -> Response:
-        """List deployments, newest first (filters `agent_id`, `status`)."""
+        """List deployments
+
+        The caller's deployments (an admin's: everyone's), newest first, optionally of one agent
+        (`agent_id`) or in one status (`status`).
+        """
         return json_response(reads.list_deployment_bodies(current_user(), **args))
 
     @blp.auth_required()
-    @blp.arguments(DeployBodySchema)
+    @blp.arguments(DeployBodySchema, example=DEPLOY_BODY)
     @blp.response(202, DeploymentSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(409, response="CONFLICT", description="The agent already has a live deployment.")
-    @blp.alt_response(503, **ENGINE_DOWN)
-    @blp.doc(
-        **links(
-            202,
-            "deployment_id",
-            "id",
-            ("GetDeployment", "get", "/v1/deployments/{deployment_id}"),
-            ("DeploymentEvents", "get", "/v1/deployments/{deployment_id}/events"),
-            ("DeploymentLogs", "get", "/v1/deployments/{deployment_id}/logs"),
-            ("DeploymentMetrics", "get", "/v1/deployments/{deployment_id}/metrics"),
-            ("ScaleDeployment", "post", "/v1/deployments/{deployment_id}/scale"),
-            ("StopDeployment", "post", "/v1/deployments/{deployment_id}/stop"),
-            ("RestartDeployment", "post", "/v1/deployments/{deployment_id}/restart"),
-            ("AddResult", "post", "/v1/deployments/{deployment_id}/results"),
-            ("DeleteDeployment", "delete", "/v1/deployments/{deployment_id}"),
-        )
-    )
+    @blp.error(400, DEPLOY_INVALID)
+    @blp.error(404, NO_AGENT)
+    @blp.error(409, DEPLOY_CONFLICT)
+    @blp.error(503, ENGINE_DOWN)
+    @blp.doc(operationId="createDeployment", **DEPLOYMENT_LINKS)
     def post(self, data: dict[str, Any]) -> Deployment:
-        """Deploy an agent: 202 with the new deployment in `deploying`."""
+        """Deploy an agent
+
+        Creates the agent's deployment in `deploying` and answers 202 at once; the reconciler pulls
+        or builds the image and starts the replicas. The agent's owner (or an admin) may deploy it; an
+        agent has at most one live deployment (409 otherwise).
+        """
         agent_id = data.pop("agent_id")
         return _deploy(agent_id, data)
 
@@ -85,19 +120,27 @@ class Deployments(MethodView):
 class DeploymentItem(MethodView):
     @blp.auth_required()
     @blp.response(200, DeploymentSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, NO_DEPLOYMENT)
+    @blp.doc(operationId="getDeployment")
     def get(self, deployment_id: str) -> Response:
-        """Get a deployment, with its replicas."""
+        """Get a deployment
+
+        The deployment with its replica counts, config and instances, for its owner or an admin.
+        """
         return json_response(reads.get_deployment_body(current_user(), deployment_id))
 
     @blp.auth_required()
     @blp.response(200, DeploymentSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(503, **ENGINE_DOWN)
+    @blp.error(404, NO_DEPLOYMENT)
+    @blp.error(409, CHANGED)
+    @blp.error(503, ENGINE_DOWN)
+    @blp.doc(operationId="deleteDeployment")
     def delete(self, deployment_id: str) -> Deployment:
-        """Delete (kill) a deployment at once; the reconciler removes its containers right after.
+        """Delete a deployment
 
-        Deleting again returns the same body.
+        Kills the deployment at once (`killed`, `ended_at` set); the reconciler removes its
+        containers right after. Deleting a killed deployment again returns the same body (and does not
+        need the engine).
         """
         return service.delete(current_user(), deployment_id)
 
@@ -107,9 +150,14 @@ class Metrics(MethodView):
     @blp.auth_required()
     @blp.arguments(WindowArgs, location="query")
     @blp.response(200, DeploymentMetricsSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, NO_DEPLOYMENT)
+    @blp.doc(operationId="getDeploymentMetrics")
     def get(self, args: dict[str, Any], deployment_id: str) -> dict[str, Any]:
-        """CPU and memory of each replica (latest samples), restarts, uptime, invocations over a window."""
+        """Get a deployment's metrics
+
+        CPU and memory of each replica (its latest sample) and their sums, restarts, uptime, and the
+        invocations of the last `hours` hours.
+        """
         return deployment_metrics(current_user(), deployment_id, **args)
 
 
@@ -117,23 +165,42 @@ class Metrics(MethodView):
 class Restart(MethodView):
     @blp.auth_required()
     @blp.response(202, DeploymentSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(409, response="CONFLICT", description="Deploying or killed: `invalid_state`.")
-    @blp.alt_response(503, **ENGINE_DOWN)
+    @blp.error(400, "`validation_error`: the agent's env now sets a variable it also takes from a secret.")
+    @blp.error(404, NO_DEPLOYMENT)
+    @blp.error(409, "`invalid_state`: the deployment is deploying or killed; or " + CHANGED)
+    @blp.error(503, ENGINE_DOWN)
+    @blp.doc(operationId="restartDeployment")
     def post(self, deployment_id: str) -> Deployment:
-        """Restart: rolling from running/ready, start again from stopped/failed."""
+        """Restart a deployment
+
+        With the agent's current settings (a git source is built again): a rolling restart from
+        `running`/`ready`, a fresh start (back to `deploying`) from `stopped`/`failed`. 409
+        `invalid_state` while deploying or once killed.
+        """
         return service.restart(current_user(), deployment_id)
 
 
 @blp.route("/<string:deployment_id>/scale")
 class Scale(MethodView):
     @blp.auth_required()
-    @blp.arguments(ScaleSchema)
+    @blp.arguments(ScaleSchema, example={"replicas": 3})
     @blp.response(202, DeploymentSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(503, **ENGINE_DOWN)
+    @blp.error(
+        400,
+        "`invalid_state`: the deployment is not running or ready; `validation_error`: a bad body, or "
+        "`replicas` above `MAX_REPLICAS`.",
+    )
+    @blp.error(404, NO_DEPLOYMENT)
+    @blp.error(409, CHANGED)
+    @blp.error(503, ENGINE_DOWN)
+    @blp.doc(operationId="scaleDeployment")
     def post(self, data: dict[str, Any], deployment_id: str) -> Deployment:
-        """Scale a running deployment (400 `invalid_state` otherwise)."""
+        """Scale a deployment
+
+        Sets the desired replica count of a `running` or `ready` deployment; the reconciler starts or
+        removes replicas. Any other status is a 400 `invalid_state` (the contract's status for this
+        action, where the other actions answer 409).
+        """
         return service.scale(current_user(), deployment_id, data["replicas"])
 
 
@@ -141,11 +208,16 @@ class Scale(MethodView):
 class Stop(MethodView):
     @blp.auth_required()
     @blp.response(202, DeploymentSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(409, response="CONFLICT", description="Killed: `invalid_state`.")
-    @blp.alt_response(503, **ENGINE_DOWN)
+    @blp.error(404, NO_DEPLOYMENT)
+    @blp.error(409, "`invalid_state`: the deployment is killed; or " + CHANGED)
+    @blp.error(503, ENGINE_DOWN)
+    @blp.doc(operationId="stopDeployment")
     def post(self, deployment_id: str) -> Deployment:
-        """Stop a deployment: containers are removed and it becomes `stopped`."""
+        """Stop a deployment
+
+        Its containers are removed and it becomes `stopped` (a restart starts it again). Stopping a
+        deployment already asked to stop changes nothing; a killed one is 409 `invalid_state`.
+        """
         return service.stop(current_user(), deployment_id)
 
 
@@ -154,9 +226,14 @@ class Events(MethodView):
     @blp.auth_required()
     @blp.arguments(EventListArgs, location="query")
     @blp.response(200, EventPageSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, NO_DEPLOYMENT)
+    @blp.doc(operationId="listDeploymentEvents")
     def get(self, args: dict[str, Any], deployment_id: str) -> dict[str, Any]:
-        """A deployment's events, newest first (filters `event_type`, `status`)."""
+        """List a deployment's events
+
+        What happened to the deployment, newest first, optionally of one `event_type` or recorded in
+        one `status`; with the deployment's current status.
+        """
         deployment, page = service.list_events(current_user(), deployment_id, **args)
         return {
             "deployment_id": deployment.id,
@@ -173,10 +250,17 @@ class Logs(MethodView):
     @blp.auth_required()
     @blp.arguments(LogArgs, location="query")
     @blp.response(200, LogsSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
-    @blp.alt_response(503, **ENGINE_DOWN)
+    @blp.error(404, NO_DEPLOYMENT)
+    @blp.error(503, ENGINE_DOWN.replace("; nothing was written", " (runtime logs are read from it)"))
+    @blp.doc(operationId="getDeploymentLogs", responses={200: {"content": SSE}})
     def get(self, args: dict[str, Any], deployment_id: str) -> Any:
-        """Build or runtime logs; with `follow=true`, a `text/event-stream` until the deployment ends."""
+        """Get a deployment's logs
+
+        The stored build log (`source=build`) or the replicas' output merged by time (`runtime`), the
+        last `tail` lines. With `follow=true` the answer is a `text/event-stream` of lines as they come,
+        until the deployment ends (or `LOG_FOLLOW_MAX_SECONDS`); an engine failure mid-stream is an
+        `error` event there, not a 503.
+        """
         if args.pop("follow"):
             stream = log_service.follow_logs(current_user(), deployment_id, **args)
             first = next(stream)  # a missing deployment is a 404 before the stream starts
@@ -195,30 +279,45 @@ class Results(MethodView):
     @blp.auth_required(key_scope=SCOPE_RESULTS)
     @blp.arguments(PaginationArgs, location="query")
     @blp.response(200, ResultPageSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, NO_DEPLOYMENT + " With an API key: not a deployment of the key's agent.")
+    @blp.doc(operationId="listDeploymentResults")
     def get(self, args: dict[str, Any], deployment_id: str) -> Page[DeploymentResult]:
-        """What the deployment produced, newest first (owner, or the agent's key with `results`)."""
+        """List a deployment's results
+
+        What the deployment produced, newest first: for its owner, or for the agent with an API key
+        that has the `results` scope.
+        """
         return service.list_results(current_caller(), deployment_id, **args)
 
     @blp.auth_required(key_scope=SCOPE_RESULTS)
-    @blp.arguments(ResultCreateSchema)
+    @blp.arguments(ResultCreateSchema, example=RESULT_EXAMPLE)
     @blp.response(201, ResultSchema)
-    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.error(404, NO_DEPLOYMENT + " With an API key: not a deployment of the key's agent.")
+    @blp.doc(operationId="addDeploymentResult")
     def post(self, data: dict[str, Any], deployment_id: str) -> DeploymentResult:
-        """Add a result (a string or an object), as the owner or as the agent with its key."""
+        """Add a result to a deployment
+
+        Stores a string or a JSON object the deployment produced (at most 256 KiB as JSON), posted by
+        its owner or by the agent with an API key that has the `results` scope.
+        """
         return service.add_result(current_caller(), deployment_id, data["results"])
 
 
 @agent_blp.route("/deploy")
 class DeployAgent(MethodView):
     @agent_blp.auth_required()
-    @agent_blp.arguments(DeployBodySchema)
+    @agent_blp.arguments(DeployBodySchema, example=DEPLOY_BODY)
     @agent_blp.response(202, DeploymentSchema)
-    @agent_blp.alt_response(404, response="NOT_FOUND")
-    @agent_blp.alt_response(409, response="CONFLICT")
-    @agent_blp.alt_response(503, **ENGINE_DOWN)
+    @agent_blp.error(400, DEPLOY_INVALID)
+    @agent_blp.error(404, NO_AGENT)
+    @agent_blp.error(409, DEPLOY_CONFLICT)
+    @agent_blp.error(503, ENGINE_DOWN)
+    @agent_blp.doc(operationId="deployAgentFromBody", tags=[TAG], **DEPLOYMENT_LINKS)
     def post(self, data: dict[str, Any]) -> Deployment:
-        """Deploy an agent (same as `POST /v1/deployments`)."""
+        """Deploy an agent (agent in the body)
+
+        The same as `POST /v1/deployments`: a new deployment in `deploying`, 202 at once.
+        """
         agent_id = data.pop("agent_id")
         return _deploy(agent_id, data)
 
@@ -226,13 +325,19 @@ class DeployAgent(MethodView):
 @agent_blp.route("/<string:agent_id>/deploy")
 class DeployThisAgent(MethodView):
     @agent_blp.auth_required()
-    @agent_blp.arguments(DeployOptionsSchema)
+    @agent_blp.arguments(DeployOptionsSchema, example=DEPLOY_OPTIONS)
     @agent_blp.response(202, DeploymentSchema)
-    @agent_blp.alt_response(404, response="NOT_FOUND")
-    @agent_blp.alt_response(409, response="CONFLICT")
-    @agent_blp.alt_response(503, **ENGINE_DOWN)
+    @agent_blp.error(400, DEPLOY_INVALID)
+    @agent_blp.error(404, NO_AGENT)
+    @agent_blp.error(409, DEPLOY_CONFLICT)
+    @agent_blp.error(503, ENGINE_DOWN)
+    @agent_blp.doc(operationId="deployAgent", tags=[TAG], **DEPLOYMENT_LINKS)
     def post(self, data: dict[str, Any], agent_id: str) -> Deployment:
-        """Deploy this agent."""
+        """Deploy this agent
+
+        The same as `POST /v1/deployments` with this `agent_id`: a new deployment in `deploying`, 202
+        at once; 409 when the agent already has a live one.
+        """
         return _deploy(agent_id, data)
 
 
@@ -240,10 +345,16 @@ class DeployThisAgent(MethodView):
 class UndeployAgent(MethodView):
     @agent_blp.auth_required()
     @agent_blp.response(200, DeploymentSchema)
-    @agent_blp.alt_response(404, response="NOT_FOUND", description="No live deployment.")
-    @agent_blp.alt_response(503, **ENGINE_DOWN)
+    @agent_blp.error(404, NO_AGENT[:-1] + ", or it has no live deployment.")
+    @agent_blp.error(409, CHANGED)
+    @agent_blp.error(503, ENGINE_DOWN)
+    @agent_blp.doc(operationId="undeployAgent", tags=[TAG])
     def post(self, agent_id: str) -> Deployment:
-        """Undeploy: delete the agent's live deployment."""
+        """Undeploy an agent
+
+        Deletes (kills) the agent's live deployment, as `DELETE /v1/deployments/{id}` does; 404 when it
+        has none.
+        """
         deployment = service.live_deployment_of_agent(current_user(), agent_id)
         return service.delete(current_user(), deployment.id)
 
@@ -252,13 +363,19 @@ class UndeployAgent(MethodView):
 class RestartAgent(MethodView):
     @agent_blp.auth_required()
     @agent_blp.response(202, DeploymentSchema)
-    @agent_blp.alt_response(404, response="NOT_FOUND", description="No such agent.")
-    @agent_blp.alt_response(
-        409, response="CONFLICT", description="`invalid_state`: no live deployment, or it is deploying or killed."
+    @agent_blp.error(400, "`validation_error`: the agent's env now sets a variable it also takes from a secret.")
+    @agent_blp.error(404, NO_AGENT)
+    @agent_blp.error(
+        409, "`invalid_state`: the agent has no live deployment, or it is deploying or killed; or " + CHANGED
     )
-    @agent_blp.alt_response(503, **ENGINE_DOWN)
+    @agent_blp.error(503, ENGINE_DOWN)
+    @agent_blp.doc(operationId="restartAgent", tags=[TAG])
     def post(self, agent_id: str) -> Deployment:
-        """Restart the agent's live deployment (409 `invalid_state` when it has none)."""
+        """Restart an agent's deployment
+
+        Restarts the agent's live deployment, as `POST /v1/deployments/{id}/restart` does; an agent
+        without one is 409 `invalid_state` (the agent exists, its state does not allow this).
+        """
         deployment = service.live_deployment_of_agent(current_user(), agent_id, missing="invalid_state")
         return service.restart(current_user(), deployment.id)
 
@@ -266,8 +383,12 @@ class RestartAgent(MethodView):
 @agent_blp.route("/<string:agent_id>/deployment-status")
 class AgentDeploymentStatus(MethodView):
     @agent_blp.auth_required()
-    @agent_blp.response(200, DeploymentStatusSchema)
-    @agent_blp.alt_response(404, response="NOT_FOUND", description="Never deployed.")
+    @agent_blp.response(200, AgentDeploymentStatusSchema)
+    @agent_blp.error(404, NO_AGENT[:-1] + ", or it was never deployed.")
+    @agent_blp.doc(operationId="getAgentDeploymentStatus", tags=[TAG])
     def get(self, agent_id: str) -> Deployment:
-        """Status of the agent's live (else most recent) deployment."""
+        """Get an agent's deployment status
+
+        The status and replica counts of the agent's live deployment, else of its most recent one.
+        """
         return service.agent_deployment(current_user(), agent_id)

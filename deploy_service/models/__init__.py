@@ -13,6 +13,8 @@ from deploy_service.models.deployment import (
     DesiredState,
     Instance,
     InstanceStatus,
+    LogSource,
+    LogStream,
     is_ready,
     is_running,
 )
@@ -49,6 +51,8 @@ __all__ = [
     "Evaluation",
     "Instance",
     "InstanceStatus",
+    "LogSource",
+    "LogStream",
     "Invocation",
     "Principal",
     "Role",

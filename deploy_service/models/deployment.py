@@ -57,6 +57,21 @@ class InstanceStatus(StrEnum):
     REMOVED = "removed"
 
 
+class LogSource(StrEnum):
+    """Which log of a deployment to read: its replicas' output, or the stored build log."""
+
+    RUNTIME = "runtime"
+    BUILD = "build"
+
+
+class LogStream(StrEnum):
+    """Where a log line came from: a replica's stdout or stderr, or the image build."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    BUILD = "build"
+
+
 SERVING = frozenset({DeploymentStatus.RUNNING, DeploymentStatus.READY})
 """Every desired replica runs: calls are served, uptime counts, scaling is allowed."""
 WITHOUT_REPLICAS = frozenset({DeploymentStatus.STOPPED, DeploymentStatus.KILLED})

@@ -5,13 +5,36 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import ValidationError, fields, validate, validates
 
-from deploy_service.models import WITHOUT_REPLICAS, DeploymentStatus, DesiredState
-from deploy_service.schemas.agent import ENV_KEYS, ResourcesSchema, check_env_names
-from deploy_service.schemas.common import NO_NUL_PATTERN, JsonBodySchema, PaginationArgs, StrictSchema, page_schema
+from deploy_service.models import (
+    WITHOUT_REPLICAS,
+    AlertSeverity,
+    DeploymentStatus,
+    DesiredState,
+    InstanceStatus,
+    LogSource,
+    LogStream,
+)
+from deploy_service.schemas.agent import (
+    ENV_KEYS,
+    HealthCheckSchema,
+    ResourcesSchema,
+    SourceSchema,
+    check_env_names,
+)
+from deploy_service.schemas.common import (
+    NO_NUL_PATTERN,
+    Choice,
+    Computed,
+    JsonBodySchema,
+    PaginationArgs,
+    ResponseSchema,
+    StrictSchema,
+    page_schema,
+)
+from deploy_service.schemas.evaluation import InvocationStatsSchema
 
-STATUSES = tuple(status.value for status in DeploymentStatus)
 MAX_RESULT_BYTES = 256 * 1024
 
 
@@ -32,34 +55,59 @@ class DeployOptionsSchema(JsonBodySchema):
 
 
 class DeployBodySchema(DeployOptionsSchema):
+    """A deploy of the agent `agent_id`, with its options."""
+
     agent_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
 class ScaleSchema(JsonBodySchema):
+    """The new replica count."""
+
     replicas = fields.Integer(required=True, validate=validate.Range(min=1))
 
 
-class InstanceSchema(Schema):
+INSTANCE_STATES = ", ".join(f"`{status.value}`" for status in InstanceStatus)
+# The event types the service records (services/, reconciler/): documented, not enforced, since new
+# kinds are added with new behaviour and old events keep theirs.
+EVENT_TYPES = (
+    "created, restart_requested, scaled, stop_requested, delete_requested, result_added, status_changed, "
+    "alert_raised, build_started, build_progress, build_failed, image_ready, image_unavailable, image_missing, "
+    "container_started, container_restarted, container_adopted, container_exited, container_missing, "
+    "containers_removed, replica_replaced, replica_removed, restart_backoff, rollout_complete, health_passed, "
+    "health_failed, service_created, service_scaled, service_removed, rolling_update"
+)
+
+
+class InstanceSchema(ResponseSchema):
+    """One replica slot of a deployment, as the reconciler last saw it."""
+
     id = fields.String()
-    index = fields.Integer()
-    container_id = fields.String(allow_none=True)
-    status = fields.String()
+    index = fields.Integer(metadata={"description": "The replica's slot, from 0."})
+    container_id = fields.String(allow_none=True, metadata={"description": "Null until a container is started."})
+    status = fields.String(
+        metadata={
+            "description": f"One of {INSTANCE_STATES}, or an engine state a fresh container was found in "
+            "(`created`, `restarting`...), which never counts as running."
+        }
+    )
     host = fields.String(allow_none=True)
-    port = fields.Integer(allow_none=True)
+    port = fields.Integer(allow_none=True, metadata={"description": "The host port the replica is reached on."})
     restarts = fields.Integer()
     started_at = fields.DateTime(allow_none=True)
     exit_code = fields.Integer(allow_none=True)
-    healthy = fields.Boolean(allow_none=True)
+    healthy = fields.Boolean(allow_none=True, metadata={"description": "Null until its health is known."})
 
 
 # One instance, reused: building a schema deep-copies its fields, which would cost more than the dump.
 _INSTANCES = InstanceSchema(many=True)
 
 
-class ReplicaCountsSchema(Schema):
-    desired = fields.Integer()
+class ReplicaCountsSchema(ResponseSchema):
+    """How many replicas a deployment wants, and how many of those run and are ready."""
+
+    desired = fields.Integer(metadata={"description": "0 for a stopped or killed deployment."})
     running = fields.Integer()
-    ready = fields.Integer()
+    ready = fields.Integer(metadata={"description": "Running and healthy: the replicas calls are sent to."})
 
 
 def replica_counts(deployment: Any) -> dict[str, int]:
@@ -69,24 +117,49 @@ def replica_counts(deployment: Any) -> dict[str, int]:
     return {"desired": desired, "running": sum(i.running for i in current), "ready": sum(i.ready for i in current)}
 
 
-class DeploymentSchema(Schema):
+class DeploymentConfigSchema(ResponseSchema):
+    """The runtime config a deployment runs with: the agent's settings when it was (re)started, plus the
+    deploy-time overrides (`services.deployments.resolve_config`); secrets appear by name only."""
+
+    image = fields.String(allow_none=True, metadata={"description": "Null for an agent built from a git source."})
+    source = fields.Nested(SourceSchema, allow_none=True)
+    port = fields.Integer()
+    invoke_path = fields.String()
+    command = fields.List(fields.String(), allow_none=True)
+    env = fields.Dict(keys=fields.String(), values=fields.String())
+    secrets = fields.Dict(
+        keys=fields.String(), values=fields.String(), metadata={"description": "`{ENV_NAME: secret name}`."}
+    )
+    health_check = fields.Nested(HealthCheckSchema, allow_none=True)
+    resources = fields.Nested(ResourcesSchema)
+    read_only_rootfs = fields.Boolean()
+
+
+class DeploymentSchema(ResponseSchema):
+    """A deployment: what was asked (`desired_state`, `replicas.desired`) and what runs (`status`, instances)."""
+
     id = fields.String()
     agent_id = fields.String()
     owner_id = fields.String()
-    status = fields.String(metadata={"enum": list(STATUSES)})
-    desired_state = fields.String(metadata={"enum": [state.value for state in DesiredState]})
-    replicas = fields.Method("_replicas", metadata={"type": "object"})
+    status = Choice(DeploymentStatus)
+    desired_state = Choice(DesiredState)
+    replicas = Computed("_replicas", schema=ReplicaCountsSchema)
     image = fields.String(allow_none=True)
-    revision = fields.Integer()
-    generation = fields.Integer()
-    config = fields.Method("_config", metadata={"type": "object"})
+    revision = fields.Integer(metadata={"description": "The agent's deploy counter; built images are tagged with it."})
+    generation = fields.Integer(metadata={"description": "Bumped by each restart."})
+    config = Computed("_config", schema=DeploymentConfigSchema)
     error = fields.String(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
     started_at = fields.DateTime(allow_none=True)
     ready_at = fields.DateTime(allow_none=True)
     ended_at = fields.DateTime(allow_none=True)
-    instances = fields.Method("_instances", metadata={"type": "array", "items": {"type": "object"}})
+    instances = Computed(
+        "_instances",
+        schema=InstanceSchema,
+        many=True,
+        metadata={"description": "The desired replica slots; none for a stopped or killed deployment."},
+    )
 
     def _replicas(self, deployment: Any) -> dict[str, int]:
         return replica_counts(deployment)
@@ -100,12 +173,12 @@ class DeploymentSchema(Schema):
         return _INSTANCES.dump(shown)  # type: ignore[no-any-return]
 
 
-class DeploymentSummarySchema(Schema):
+class DeploymentSummarySchema(ResponseSchema):
     """What lists of agents show of their deployment."""
 
     id = fields.String()
-    status = fields.String()
-    replicas = fields.Method("_replicas", metadata={"type": "object"})
+    status = Choice(DeploymentStatus)
+    replicas = Computed("_replicas", schema=ReplicaCountsSchema)
     created_at = fields.DateTime()
     ready_at = fields.DateTime(allow_none=True)
 
@@ -113,14 +186,14 @@ class DeploymentSummarySchema(Schema):
         return replica_counts(deployment)
 
 
-class DeploymentStatusSchema(Schema):
-    """`GET /v1/agents/<id>/deployment-status`."""
+class AgentDeploymentStatusSchema(ResponseSchema):
+    """`GET /v1/agents/<id>/deployment-status`: the agent's live (else most recent) deployment, in short."""
 
     agent_id = fields.String()
     deployment_id = fields.String(attribute="id")
-    status = fields.String()
-    desired_state = fields.String()
-    replicas = fields.Method("_replicas", metadata={"type": "object"})
+    status = Choice(DeploymentStatus)
+    desired_state = Choice(DesiredState)
+    replicas = Computed("_replicas", schema=ReplicaCountsSchema)
     error = fields.String(allow_none=True)
     image = fields.String(allow_none=True)
     started_at = fields.DateTime(allow_none=True)
@@ -134,21 +207,27 @@ class DeploymentStatusSchema(Schema):
 
 class DeploymentListArgs(PaginationArgs):
     agent_id = fields.String()
-    status = fields.String(validate=validate.OneOf(STATUSES))
+    status = Choice(DeploymentStatus)
 
 
-class EventSchema(Schema):
+class EventSchema(ResponseSchema):
+    """Something that happened to a deployment, stamped with the deployment's status at the time."""
+
     id = fields.String()
-    event_type = fields.String()
-    status = fields.String()
+    event_type = fields.String(metadata={"description": f"What happened; the service records: {EVENT_TYPES}."})
+    status = Choice(DeploymentStatus)
     message = fields.String()
-    data = fields.Dict()
+    data = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(metadata={"description": "Any JSON value."}),
+        metadata={"description": "Details of the event; the keys depend on `event_type`."},
+    )
     created_at = fields.DateTime()
 
 
-class EventPageSchema(Schema):
+class EventPageSchema(ResponseSchema):
     deployment_id = fields.String()
-    deployment_status = fields.String()
+    deployment_status = Choice(DeploymentStatus)
     items = fields.List(fields.Nested(EventSchema))
     total = fields.Integer()
     skip = fields.Integer()
@@ -156,65 +235,80 @@ class EventPageSchema(Schema):
 
 
 class EventListArgs(PaginationArgs):
-    event_type = fields.String(validate=validate.Length(max=40))
-    status = fields.String(validate=validate.OneOf(STATUSES))
+    event_type = fields.String(validate=validate.Length(max=40), metadata={"description": f"One of: {EVENT_TYPES}."})
+    status = Choice(DeploymentStatus)
 
 
 class LogArgs(StrictSchema):
     tail = fields.Integer(load_default=100, validate=validate.Range(min=0, max=10_000))
     since = fields.AwareDateTime(default_timezone=None, metadata={"description": "ISO 8601 with a zone."})
     replica = fields.Integer(validate=validate.Range(min=0))
-    source = fields.String(load_default="runtime", validate=validate.OneOf(["runtime", "build"]))
+    source = Choice(LogSource, load_default=LogSource.RUNTIME.value)
     follow = fields.Boolean(load_default=False, metadata={"description": "Stream as text/event-stream."})
 
 
-class LogLineSchema(Schema):
+class LogLineSchema(ResponseSchema):
+    """One line of output."""
+
     timestamp = fields.DateTime(allow_none=True)
-    replica = fields.Integer(allow_none=True)
-    stream = fields.String()
+    replica = fields.Integer(allow_none=True, metadata={"description": "Null for build lines."})
+    stream = Choice(LogStream)
     line = fields.String()
 
 
-class LogsSchema(Schema):
+class LogsSchema(ResponseSchema):
     deployment_id = fields.String()
     lines = fields.List(fields.Nested(LogLineSchema))
 
 
-# What `ResultCreateSchema._results` accepts, for the spec (a Raw field documents no type).
-# Any JSON value whose strings (and keys) PostgreSQL can store: no NUL character (see NO_NUL_PATTERN).
-_JSON_VALUE: dict[str, Any] = {
-    "anyOf": [
-        {"type": ["number", "boolean", "null"]},
-        {"type": "string", "pattern": NO_NUL_PATTERN},
-        {"type": "array", "items": {"$ref": "#/components/schemas/ResultCreate/$defs/JsonValue"}},
-        {
-            "type": "object",
-            "propertyNames": {"pattern": NO_NUL_PATTERN},
-            "additionalProperties": {"$ref": "#/components/schemas/ResultCreate/$defs/JsonValue"},
-        },
-    ]
-}
+def _results_schema(component: str) -> dict[str, Any]:
+    """The spec of `results`: a string, or a JSON object; no string or key anywhere in it holds a NUL.
+
+    Client generators cannot type a recursive union (openapi-python-client drops the schema, and with
+    it the operation), so what they read is `string | {[key: string]: unknown}`. The recursion that
+    says "no NUL at any depth" sits under `if` (with `else: false`, the object must match it), which
+    validators and the fuzzer apply and the generators ignore.
+    """
+    strict = f"#/components/schemas/{component}/properties/results/anyOf/1/if"
+    value = f"{strict}/$defs/JsonValue"
+    json_value = {
+        "anyOf": [
+            {"type": ["number", "boolean", "null"]},
+            {"type": "string", "pattern": NO_NUL_PATTERN},
+            {"type": "array", "items": {"$ref": value}},
+            {"$ref": strict},
+        ]
+    }
+    return {
+        "anyOf": [
+            {"type": "string", "pattern": NO_NUL_PATTERN},
+            {
+                "type": "object",
+                "additionalProperties": True,
+                "if": {
+                    "$defs": {"JsonValue": json_value},
+                    "type": "object",
+                    "propertyNames": {"pattern": NO_NUL_PATTERN},
+                    "additionalProperties": {"$ref": value},
+                },
+                "else": False,
+            },
+        ]
+    }
+
+
 OPENAPI_RULES: dict[str, dict[str, Any]] = {
-    "ResultCreate": {
-        "$defs": {"JsonValue": _JSON_VALUE},
-        "properties": {
-            "results": {
-                "oneOf": [
-                    {"type": "string", "pattern": NO_NUL_PATTERN},
-                    {
-                        "type": "object",
-                        "propertyNames": {"pattern": NO_NUL_PATTERN},
-                        "additionalProperties": {"$ref": "#/components/schemas/ResultCreate/$defs/JsonValue"},
-                    },
-                ]
-            }
-        },
-    },
+    "ResultCreate": {"properties": {"results": _results_schema("ResultCreate")}},
+    "Result": {"properties": {"results": _results_schema("Result")}},
 }
+RESULT_EXAMPLE = {"results": {"answer": "42", "score": 0.93, "sources": ["doc-1", "doc-7"]}}
 
 
 class ResultCreateSchema(JsonBodySchema):
-    results = fields.Raw(required=True, metadata={"description": "A string or a JSON object."})
+    results = fields.Raw(
+        required=True,
+        metadata={"description": f"A string or a JSON object, at most {MAX_RESULT_BYTES} bytes as JSON."},
+    )
 
     @validates("results")
     def _results(self, value: Any, **_: Any) -> None:
@@ -224,11 +318,13 @@ class ResultCreateSchema(JsonBodySchema):
             raise ValidationError(f"Must be at most {MAX_RESULT_BYTES} bytes.")
 
 
-class ResultSchema(Schema):
+class ResultSchema(ResponseSchema):
+    """Something a deployment produced, as it was posted."""
+
     id = fields.String()
     deployment_id = fields.String()
-    results = fields.Raw()
-    created_by = fields.String()
+    results = fields.Raw(metadata={"description": "A string or a JSON object."})
+    created_by = fields.String(metadata={"description": "`user:<id>` or `key:<api key id>`."})
     created_at = fields.DateTime()
 
 
@@ -236,36 +332,49 @@ DeploymentPageSchema = page_schema(DeploymentSchema, "DeploymentPage")
 ResultPageSchema = page_schema(ResultSchema, "ResultPage")
 
 
-class InstanceMetricsSchema(Schema):
+class InstanceMetricsSchema(ResponseSchema):
+    """One replica's latest resource sample."""
+
     index = fields.Integer()
     container_id = fields.String()
-    status = fields.String()
+    status = fields.String(metadata={"description": "As `Instance.status`."})
     healthy = fields.Boolean(allow_none=True)
     restarts = fields.Integer()
     cpu_percent = fields.Float(allow_none=True, metadata={"description": "Percent of one core."})
     memory_bytes = fields.Integer(allow_none=True)
     memory_limit_bytes = fields.Integer(allow_none=True)
-    sampled_at = fields.DateTime(allow_none=True)
+    sampled_at = fields.DateTime(allow_none=True, metadata={"description": "Null until the replica is sampled."})
 
 
-class DeploymentMetricsSchema(Schema):
+class DeploymentMetricsSchema(ResponseSchema):
+    """A deployment's figures: sums over its replicas' latest samples, and each replica's."""
+
     deployment_id = fields.String()
-    status = fields.String()
+    status = Choice(DeploymentStatus)
     replicas = fields.Nested(ReplicaCountsSchema)
     restarts = fields.Integer()
     uptime_seconds = fields.Float()
     cpu_percent = fields.Float(allow_none=True, metadata={"description": "Sum over replicas, percent of one core."})
     memory_bytes = fields.Integer(allow_none=True)
     memory_limit_bytes = fields.Integer(allow_none=True)
-    invocations = fields.Dict(metadata={"description": "`{count, errors, p50_ms, p95_ms}` over `window_hours`."})
+    invocations = fields.Nested(InvocationStatsSchema, metadata={"description": "Over `window_hours`."})
     window_hours = fields.Integer()
     sampled_at = fields.DateTime(allow_none=True)
     instances = fields.List(fields.Nested(InstanceMetricsSchema))
 
 
-class SystemMetricsSchema(Schema):
+class SystemMetricsSchema(ResponseSchema):
+    """How every deployment the caller can see is doing."""
+
     total_deployments = fields.Integer()
-    by_status = fields.Dict(keys=fields.String(), values=fields.Integer())
+    by_status = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={
+            "description": "Deployments per status, every status present (zeros included).",
+            "property_names": {"enum": [status.value for status in DeploymentStatus]},
+        },
+    )
     active_deployments = fields.Integer(metadata={"description": "deploying, running or ready"})
     total_agents = fields.Integer()
     deployed_agents = fields.Integer(metadata={"description": "agents with a live (non-killed) deployment"})
@@ -280,6 +389,13 @@ class SystemMetricsSchema(Schema):
     avg_deploy_seconds = fields.Float(allow_none=True, metadata={"description": "Creation to running, last 24 h."})
     p95_deploy_seconds = fields.Float(allow_none=True)
     restarts_24h = fields.Integer()
-    active_alerts = fields.Dict(keys=fields.String(), values=fields.Integer())
+    active_alerts = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={
+            "description": "Active alerts per severity, every severity present (zeros included).",
+            "property_names": {"enum": [severity.value for severity in AlertSeverity]},
+        },
+    )
     invocations_24h = fields.Integer()
     error_rate_24h = fields.Float(metadata={"description": "A fraction in [0, 1]."})

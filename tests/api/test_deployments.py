@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jsonschema_rs
 import pytest
 from flask import Flask
 from sqlalchemy import func, select, text
@@ -525,6 +526,27 @@ def test_results_by_owner(app: Flask, api: Api, fake_runner: FakeRunner) -> None
     listing = api.get(f"/v1/deployments/{deployment['id']}/results").get_json()
     assert [item["results"] for item in listing["items"]] == [{"score": 0.9}, "report text"]
     assert len(api.events(deployment["id"], event_type="result_added")) == 2
+
+
+RESULTS_ACCEPTED: list[Any] = ["report text", {}, {"score": 0.9, "tags": ["a", {"deep": [[None, True, 1.5]]}]}]
+RESULTS_REFUSED: list[Any] = [5, None, ["a"], "a\x00", {"deep": [{"k": "v\x00"}]}, {"ke\x00y": 1}, {"a": {"b\x00": 1}}]
+
+
+@pytest.mark.parametrize("component", ["ResultCreate", "Result"])
+def test_the_spec_of_results_takes_what_the_service_takes(app: Flask, api: Api, component: str) -> None:
+    """The recursive no-NUL rule the generators do not see holds for the validator the fuzzer uses."""
+    spec = api.get("/openapi.json").get_json()
+    results = jsonschema_rs.Draft202012Validator(
+        {**spec, "$ref": f"#/components/schemas/{component}/properties/results"}
+    )
+    deployment = deploy(api, new_agent(app, api)["id"])
+    for value in RESULTS_ACCEPTED:
+        assert results.is_valid(value), value
+        assert api.post(f"/v1/deployments/{deployment['id']}/results", {"results": value}).status_code == 201
+    for value in RESULTS_REFUSED:
+        assert not results.is_valid(value), value
+        response = api.post(f"/v1/deployments/{deployment['id']}/results", {"results": value})
+        assert_error(response, 400, "validation_error")
 
 
 def test_list_deployments_filters(app: Flask, api: Api, fake_runner: FakeRunner) -> None:
