@@ -48,6 +48,8 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     },
 }
 BODY_OPERATIONS = ("post", "put", "patch", "delete")
+# Tags that operations use but no blueprint declares (a blueprint's name is its tag).
+EXTRA_TAGS = {"metrics": "Figures over every deployment you can see."}
 
 
 class ContractDocs(BasePlugin):
@@ -156,3 +158,17 @@ def finish_spec(app: Flask) -> None:
         _no_nul_strings(schemas[name])
     for name, scheme in SECURITY_SCHEMES.items():
         api.spec.components.security_scheme(name, scheme)
+    _declare_used_tags(api.spec)
+
+
+def _declare_used_tags(spec: APISpec) -> None:
+    """Declare every tag an operation uses, and only those (the agent-centric deploy routes, a blueprint
+    of their own, are tagged `deployments`: their blueprint's own tag would be an empty group)."""
+    paths = spec.to_dict()["paths"]
+    used = {
+        tag for item in paths.values() for op in item.values() if isinstance(op, dict) for tag in op.get("tags", [])
+    }
+    declared = spec.to_dict().get("tags", [])
+    kept = [tag for tag in declared if tag["name"] in used]
+    kept += [{"name": name, "description": EXTRA_TAGS[name]} for name in sorted(used - {t["name"] for t in kept})]
+    spec._tags[:] = kept  # apispec keeps tags in a list that only `tag()` appends to

@@ -9,7 +9,6 @@ from marshmallow import ValidationError, fields, validate, validates
 
 from deploy_service.models import (
     WITHOUT_REPLICAS,
-    AlertSeverity,
     DeploymentStatus,
     DesiredState,
     InstanceStatus,
@@ -19,6 +18,7 @@ from deploy_service.models import (
 from deploy_service.schemas.agent import (
     ENV_KEYS,
     HealthCheckSchema,
+    ResourcesInputSchema,
     ResourcesSchema,
     SourceSchema,
     check_env_names,
@@ -47,7 +47,7 @@ class DeployOptionsSchema(JsonBodySchema):
         values=fields.String(validate=validate.Length(max=32 * 1024)),
         metadata={"description": "Variables added to (or replacing) the agent's env for this deployment.", **ENV_KEYS},
     )
-    resources = fields.Nested(ResourcesSchema, metadata={"description": "Overrides of the agent's resources."})
+    resources = fields.Nested(ResourcesInputSchema, metadata={"description": "Overrides of the agent's resources."})
 
     @validates("env")
     def _env(self, value: dict[str, str], data_key: str, **_: Any) -> None:
@@ -372,7 +372,7 @@ class SystemMetricsSchema(ResponseSchema):
         values=fields.Integer(),
         metadata={
             "description": "Deployments per status, every status present (zeros included).",
-            "property_names": {"enum": [status.value for status in DeploymentStatus]},
+            "property_names": {"$ref": "#/components/schemas/DeploymentStatus"},
         },
     )
     active_deployments = fields.Integer(metadata={"description": "deploying, running or ready"})
@@ -394,7 +394,7 @@ class SystemMetricsSchema(ResponseSchema):
         values=fields.Integer(),
         metadata={
             "description": "Active alerts per severity, every severity present (zeros included).",
-            "property_names": {"enum": [severity.value for severity in AlertSeverity]},
+            "property_names": {"$ref": "#/components/schemas/AlertSeverity"},
         },
     )
     invocations_24h = fields.Integer()
