@@ -10,16 +10,15 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
-_bootstrap_fail() {
-  echo "bootstrap: $*" >&2
-  return 1
-}
+_bootstrap_say() { echo "bootstrap: $*" >&2; }
+# Sourced (by run.sh, test.sh, make) `return` ends this script; run directly, `exit` does. Explicit, because
+# `set -e` does not apply in a sourced script that is part of an `&&` list.
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
-  _bootstrap_fail "no $PYTHON on PATH: install Python 3.11 or newer (Debian: apt-get install python3 python3-venv)"
+  { _bootstrap_say "no $PYTHON on PATH: install Python 3.11 or newer (Debian: apt-get install python3 python3-venv)"; return 1 2>/dev/null || exit 1; }
 fi
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-  _bootstrap_fail "$("$PYTHON" --version 2>&1) is too old: Python 3.11 or newer is needed (set PYTHON=python3.11 ...)"
+  { _bootstrap_say "$("$PYTHON" --version 2>&1) is too old: Python 3.11 or newer is needed (set PYTHON=python3.11 ...)"; return 1 2>/dev/null || exit 1; }
 fi
 
 # A venv that cannot run pip is half made (an interrupted or failed `python -m venv`): start it again.
@@ -39,21 +38,25 @@ if [ ! -x "$VENV/bin/python" ]; then
           && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >&2; } \
         || "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "python$pyver-venv" >&2
     else
-      _bootstrap_fail "python3 -m venv needs Debian's python3-venv: run 'sudo apt-get install python3-venv', then again"
+      { _bootstrap_say "python3 -m venv needs Debian's python3-venv: run 'sudo apt-get install python3-venv', then again"; return 1 2>/dev/null || exit 1; }
     fi
   fi
   echo "bootstrap: creating $VENV" >&2
   if ! "$PYTHON" -m venv "$VENV"; then
     rm -rf "$VENV"
-    _bootstrap_fail "python3 -m venv failed (see above); nothing was left behind"
+    { _bootstrap_say "python3 -m venv failed (see above); nothing was left behind"; return 1 2>/dev/null || exit 1; }
   fi
 fi
 stamp="$VENV/.requirements.sha256"
 want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing Python packages into $VENV" >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements-dev.txt" >&2
+  # The stamp is written only after both installs succeed: a failed one is tried again next time.
+  if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2 \
+    || ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements-dev.txt" >&2; then
+    rm -f "$stamp"
+    { _bootstrap_say "installing the Python packages failed (see above); run it again once that is fixed"; return 1 2>/dev/null || exit 1; }
+  fi
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
