@@ -53,13 +53,25 @@ DEPLOY_INVALID = (
 )
 DEPLOY_OPTIONS = {"replicas": 2, "env": {"LOG_LEVEL": "debug"}, "resources": {"cpu": 0.5, "memory_mb": 256}}
 DEPLOY_BODY = {"agent_id": "5b7c1f0e-8a2d-4c3b-9f6e-1d2a3b4c5d6e", **DEPLOY_OPTIONS}
+# With `follow=true`: OpenAPI 3.1 has `schema` of an event stream describe one event (3.2's `itemSchema`).
 SSE = {
     "text/event-stream": {
         "schema": {
-            "type": "string",
-            "description": "Server-sent events: a `data:` event per log line (a `LogLine` as JSON), comment "
-            "keep-alives, an `error` event if the engine stops answering, and a final `end` event with the "
-            "deployment's status.",
+            "type": "object",
+            "description": "One server-sent event. Comment keep-alives (`: following`) carry no event.",
+            "properties": {
+                "event": {
+                    "type": "string",
+                    "enum": ["error", "end"],
+                    "description": "Absent for a log line; `error` if the engine stops answering; `end`, last.",
+                },
+                "data": {
+                    "type": "string",
+                    "description": "JSON: a `LogLine` for a line; `{status}` (and `reason`) for `end`; "
+                    "`{error, message}` for `error`.",
+                },
+            },
+            "required": ["data"],
         }
     }
 }

@@ -164,7 +164,11 @@ class AgentInputSchema(JsonBodySchema):
     secrets = fields.Dict(
         keys=fields.String(),
         values=fields.String(validate=FullMatch(SECRET_NAME, error="Not a valid secret name.")),
-        metadata={"description": "`{ENV_NAME: secret name}`: stored secrets injected as variables.", **ENV_KEYS},
+        metadata={
+            "description": "`{ENV_NAME: secret name}`: stored secrets injected as variables. A variable may not "
+            "be in both `env` and `secrets` (400).",
+            **ENV_KEYS,
+        },
     )
     health_check = fields.Nested(
         HealthCheckInputSchema, allow_none=True, metadata={"description": "Null or absent: no health check."}
