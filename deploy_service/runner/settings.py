@@ -34,3 +34,5 @@ class RunnerSettings:
     registry: str = ""
     registry_username: str = ""
     registry_password: str = field(default="", repr=False)
+    ssh_known_hosts: str = ""
+    ssh_identity_file: str = ""
