@@ -139,6 +139,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "DOCKER_NETWORK_MODE": env.get("DOCKER_NETWORK_MODE", "auto").strip().lower(),
         "DOCKER_TIMEOUT": _float(env, "DOCKER_TIMEOUT", 30.0, minimum=1.0),
         "ENGINE_NAMESPACE": env.get("ENGINE_NAMESPACE") or None,
+        "DOCKER_SSH_KNOWN_HOSTS": env.get("DOCKER_SSH_KNOWN_HOSTS", "").strip(),
+        "DOCKER_SSH_IDENTITY_FILE": env.get("DOCKER_SSH_IDENTITY_FILE", "").strip(),
         "PULL_TIMEOUT_SECONDS": _float(env, "PULL_TIMEOUT_SECONDS", 600.0, minimum=1.0),
         "REPLICA_HOST": env.get("REPLICA_HOST", "127.0.0.1"),
         "PUBLISH_HOST": env.get("PUBLISH_HOST", "").strip(),

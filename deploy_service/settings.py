@@ -425,6 +425,8 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         registry=read.text("SWARM_REGISTRY", default="").strip(),
         registry_username=read.text("SWARM_REGISTRY_USERNAME", default=""),
         registry_password=read.text("SWARM_REGISTRY_PASSWORD", default=""),
+        ssh_known_hosts=read.text("DOCKER_SSH_KNOWN_HOSTS", default=""),
+        ssh_identity_file=read.text("DOCKER_SSH_IDENTITY_FILE", default=""),
     )
 
 

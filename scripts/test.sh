@@ -14,6 +14,7 @@ source scripts/bootstrap.sh
 scripts/ensure_docker.sh
 scripts/ensure_postgres.sh  # the PostgreSQL-restart fault test starts its own server in both runs
 scripts/ensure_client_tools.sh  # tests/clients: openapi-typescript and tsc from npm, pinned
+scripts/ensure_sshd.sh  # tests/integration/test_ssh_engine.py: a throwaway sshd for DOCKER_HOST=ssh://
 # redis-server: the rate-limit tests start one on loopback; wrk: the load test drives gunicorn with it.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

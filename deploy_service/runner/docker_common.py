@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+import paramiko
 import requests
 import urllib3
 from docker.errors import APIError, create_api_error_from_http_exception
@@ -33,8 +34,10 @@ UNREACHABLE = (
     urllib3.exceptions.TimeoutError,
     ConnectionError,
     TimeoutError,
+    paramiko.SSHException,
 )
-"""Exceptions that mean the engine did not answer (refused connection, missing socket, timeout)."""
+"""Exceptions that mean the engine did not answer (refused connection, missing socket, timeout, and over
+SSH a connection that died or a channel sshd refused, e.g. past its `MaxSessions`)."""
 
 _ENGINE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 

@@ -36,18 +36,19 @@ from deploy_service.runner.docker_common import UNREACHABLE, explanation
 from deploy_service.runner.docker_streams import DeadlineClient, OutputLines
 from deploy_service.runner.errors import BuildFailed, ImageUnavailable
 from deploy_service.runner.git import clone
+from deploy_service.runner.settings import RunnerSettings
 
 __all__ = ["build_from_source", "pull_image"]
 
 
-def pull_image(api: Any, ref: str, *, timeout: float) -> None:
-    """Pull `ref` onto the engine of `api` within `timeout` seconds.
+def pull_image(api: Any, ref: str, *, timeout: float, settings: RunnerSettings) -> None:
+    """Pull `ref` onto the engine of `api` within `timeout` seconds (`settings`: how to reach the engine).
 
     Raises:
         ImageUnavailable: the engine refused or failed the pull, or it timed out.
     """
     repository, tag = docker.utils.parse_repository_tag(ref)
-    stream = DeadlineClient(api.api_version, time.monotonic() + timeout)
+    stream = DeadlineClient(settings, api.api_version, time.monotonic() + timeout)
     try:
         for chunk in stream.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
             if isinstance(chunk, dict) and chunk.get("error"):
@@ -64,7 +65,13 @@ def pull_image(api: Any, ref: str, *, timeout: float) -> None:
 
 
 def build_from_source(
-    api: Any, spec: BuildSpec, *, clone_timeout: float, build_timeout: float, on_output: Callable[[str], None]
+    api: Any,
+    spec: BuildSpec,
+    *,
+    clone_timeout: float,
+    build_timeout: float,
+    on_output: Callable[[str], None],
+    settings: RunnerSettings,
 ) -> None:
     """Clone `spec`'s branch and build it as `spec.tag` on the engine of `api`.
 
@@ -74,6 +81,7 @@ def build_from_source(
         clone_timeout: seconds the clone may take.
         build_timeout: seconds the engine build may take.
         on_output: called with each line of clone and build output, on the calling thread.
+        settings: the runner's settings (how the build's own client reaches the engine).
 
     Raises:
         BuildFailed: the clone, the paths or the build failed, or the build timed out.
@@ -90,7 +98,7 @@ def build_from_source(
             on_output=on_output,
         )
         context, dockerfile = _build_paths(source, context=spec.context, dockerfile=spec.dockerfile)
-        _build(api, context, dockerfile, spec, on_output, timeout=build_timeout)
+        _build(api, context, dockerfile, spec, on_output, timeout=build_timeout, settings=settings)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -121,11 +129,18 @@ def _build_paths(source: str, *, context: str, dockerfile: str) -> tuple[str, st
 
 
 def _build(
-    api: Any, context: str, dockerfile: str, spec: BuildSpec, on_output: Callable[[str], None], *, timeout: float
+    api: Any,
+    context: str,
+    dockerfile: str,
+    spec: BuildSpec,
+    on_output: Callable[[str], None],
+    *,
+    timeout: float,
+    settings: RunnerSettings,
 ) -> None:
     """Run the engine build of `context` as `spec.tag`, streaming its output, within `timeout` seconds."""
     output = OutputLines(on_output)
-    stream = DeadlineClient(api.api_version, time.monotonic() + timeout)
+    stream = DeadlineClient(settings, api.api_version, time.monotonic() + timeout)
     try:
         chunks = stream.api.build(
             path=context,

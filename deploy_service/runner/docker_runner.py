@@ -2,9 +2,10 @@
 
 Design notes:
 
-- One `DockerClient` per runner, created lazily on first use (construction asks the engine for its
-  API version, so a down engine must not break `create_app`; a failed construction is retried on the
-  next call). Its connection pool is sized for the reconciler's worker threads plus API requests;
+- One `DockerClient` per runner, created lazily on first use by `docker_client.engine_client` (construction
+  asks the engine for its API version, so a down engine must not break `create_app`; a failed construction,
+  or an SSH connection found dead, is made again on the next call). Its connection pool is sized for the
+  reconciler's worker threads plus API requests (over SSH, for sshd's sessions: see `docker_client`);
   requests' `Session` is safe for this use from several threads.
 - Errors are translated at this boundary: an engine that cannot be reached (connection refused, socket
   missing, timeouts, a failed client construction) becomes `EngineUnavailable`; everything the engine
@@ -34,8 +35,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, ImageNotFound, NotFound
 
 from deploy_service.references import InvalidReference, check_image_reference
 from deploy_service.runner.base import (
@@ -53,6 +53,7 @@ from deploy_service.runner.base import (
     Runner,
     Stats,
 )
+from deploy_service.runner.docker_client import connection_lost, engine_client
 from deploy_service.runner.docker_common import UNREACHABLE, explanation, open_stream, parse_engine_time
 from deploy_service.runner.docker_images import build_from_source, pull_image
 from deploy_service.runner.docker_records import (
@@ -126,15 +127,16 @@ class DockerRunner(Runner):
         """The shared low-level client, created on first use.
 
         Raises:
-            EngineUnavailable: the client cannot be created (the engine does not answer).
+            EngineUnavailable: the client cannot be created (the engine does not answer, or over SSH the
+                connection is refused: unknown host key, key not accepted).
         """
         with self._lock:
+            if self._client is not None and connection_lost(self._client):
+                log.warning("the SSH connection to the container engine was lost; connecting again")
+                stale, self._client = self._client, None
+                stale.close()
             if self._client is None:
-                try:
-                    self._client = docker.from_env(timeout=self._timeout, max_pool_size=POOL_SIZE)
-                except DockerException as exc:
-                    log.warning("cannot create the container engine client: %s", exc)
-                    raise EngineUnavailable("The container engine cannot be reached.") from exc
+                self._client = engine_client(self.settings, timeout=self._timeout, max_pool_size=POOL_SIZE)
             return self._client.api
 
     @contextlib.contextmanager
@@ -184,7 +186,7 @@ class DockerRunner(Runner):
             local = self._inspect_image(api, ref)
             if local is not None:
                 return ImageInfo(ref=ref, id=str(local["Id"]), source="local")
-            pull_image(api, ref, timeout=self._pull_timeout)
+            pull_image(api, ref, timeout=self._pull_timeout, settings=self.settings)
             pulled = self._inspect_image(api, ref)
         if pulled is None:
             raise ImageUnavailable(f"Image {ref!r} is not available after pulling it.")
@@ -212,6 +214,7 @@ class DockerRunner(Runner):
                 clone_timeout=min(spec.clone_timeout, self._clone_timeout),
                 build_timeout=min(spec.build_timeout, self._build_timeout),
                 on_output=on_output,
+                settings=self.settings,
             )
             built = self._inspect_image(api, spec.tag)
         if built is None:

@@ -22,11 +22,12 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
-import docker
 import requests
 
 from deploy_service.runner.base import LogLine
+from deploy_service.runner.docker_client import engine_client
 from deploy_service.runner.docker_common import parse_engine_time
+from deploy_service.runner.settings import RunnerSettings
 
 __all__ = ["BUILD_LOG_TAIL_LINES", "DeadlineClient", "OutputLines", "log_lines", "set_read_timeout"]
 
@@ -57,9 +58,14 @@ class DeadlineClient:
     can block past it. Closing it drops the connection, which makes the engine cancel the work.
     """
 
-    def __init__(self, version: str, deadline: float) -> None:
+    def __init__(self, settings: RunnerSettings, version: str, deadline: float) -> None:
+        """Connect to the engine as the runner does (`engine_client`), speaking API `version`.
+
+        Raises:
+            EngineUnavailable: the engine cannot be reached.
+        """
         self.deadline = deadline
-        self.client = docker.from_env(version=version, timeout=max(self.remaining(), 1.0), max_pool_size=1)
+        self.client = engine_client(settings, version=version, timeout=max(self.remaining(), 1.0), max_pool_size=1)
         self.api = self.client.api
         self._responses: list[requests.Response] = []
         send = self.api.send

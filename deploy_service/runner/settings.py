@@ -36,3 +36,5 @@ class RunnerSettings:
     registry: str = ""
     registry_username: str = ""
     registry_password: str = field(default="", repr=False)
+    ssh_known_hosts: str = ""
+    ssh_identity_file: str = ""

@@ -45,6 +45,8 @@ def test_environment_values_reach_their_group() -> None:
                 "REPLICA_HOST": "10.0.0.5",
                 "WEBHOOK_ALLOW_PRIVATE_TARGETS": "yes",
                 "ALERT_WINDOW_MINUTES": "5",
+                "DOCKER_SSH_KNOWN_HOSTS": " /etc/secrets/engine_known_hosts ",
+                "DOCKER_SSH_IDENTITY_FILE": "/etc/secrets/engine_key",
             }
         )
     )
@@ -54,6 +56,8 @@ def test_environment_values_reach_their_group() -> None:
     assert settings.interact.replica_host == settings.reconcile.replica_host == settings.runner.replica_host
     assert settings.webhooks.allow_private_targets is True
     assert settings.alerts.window_minutes == 5.0
+    assert settings.runner.ssh_known_hosts == "/etc/secrets/engine_known_hosts"
+    assert settings.runner.ssh_identity_file == "/etc/secrets/engine_key"
 
 
 @pytest.mark.parametrize(
