@@ -21,6 +21,8 @@ BLUEPRINT = yaml.safe_load((ROOT / "render.yaml").read_text())
 OPERATOR = {
     "SECRETS_ENCRYPTION_KEYS": "x1S2ruhQ7jzPJq8Jq2c4b5bR2vYQJ8m1cK2n3o4p5q0=",
     "DOCKER_HOST": "tcp://10.0.0.5:2376",
+    "DOCKER_SSH_KNOWN_HOSTS": "",
+    "DOCKER_SSH_IDENTITY_FILE": "",
     "REPLICA_HOST": "10.0.0.5",
     "PUBLISH_HOST": "",
     "ALLOWED_ORIGINS": "https://app.example.com",
