@@ -150,6 +150,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "HOST_PORT_RANGE": env.get("HOST_PORT_RANGE", "20000-29999"),
         "MAX_REPLICAS": _int(env, "MAX_REPLICAS", 50, minimum=1),
         "CONTAINER_PIDS_LIMIT": _int(env, "CONTAINER_PIDS_LIMIT", 256, minimum=16),
+        "CONTAINER_DEFAULT_UID": _int(env, "CONTAINER_DEFAULT_UID", 65532, minimum=1),
+        "CONTAINER_DEFAULT_GID": _int(env, "CONTAINER_DEFAULT_GID", 65532, minimum=0),
         "CONTAINER_LOG_MAX_SIZE": env.get("CONTAINER_LOG_MAX_SIZE", "10m"),
         "CONTAINER_LOG_MAX_FILE": _int(env, "CONTAINER_LOG_MAX_FILE", 3, minimum=1),
         "CONTAINER_TMPFS_SIZE_MB": _int(env, "CONTAINER_TMPFS_SIZE_MB", 64, minimum=1),

@@ -26,8 +26,10 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from deploy_service.runner.errors import RunnerConfigError
 from deploy_service.runner.settings import DEFAULT_NAMESPACE, RunnerSettings
 from deploy_service.runner.swarm_records import MAX_REPLICAS as SWARM_MAX_REPLICAS
+from deploy_service.runner.users import check_default_user
 
 EXTENSION_KEY = "deploy_service.settings"
 DEV_SECRET_KEY = "dev-only-insecure-secret-key-change-me-0123456789"
@@ -407,13 +409,15 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
             f"engine host; REPLICA_HOST={replica_host!r} is a name: set PUBLISH_HOST to that host's address "
             "(or DOCKER_NETWORK_MODE=host)"
         )
-    return RunnerSettings(
+    runner = RunnerSettings(
         backend=backend,
         network_mode=network_mode,
         docker_timeout=read.number("DOCKER_TIMEOUT"),
         namespace=read.text("ENGINE_NAMESPACE", default="") or DEFAULT_NAMESPACE,
         pull_timeout=read.number("PULL_TIMEOUT_SECONDS"),
         pids_limit=read.integer("CONTAINER_PIDS_LIMIT"),
+        default_uid=read.integer("CONTAINER_DEFAULT_UID"),
+        default_gid=read.integer("CONTAINER_DEFAULT_GID"),
         log_max_size=read.text("CONTAINER_LOG_MAX_SIZE"),
         log_max_file=read.integer("CONTAINER_LOG_MAX_FILE"),
         tmpfs_mb=read.integer("CONTAINER_TMPFS_SIZE_MB"),
@@ -428,6 +432,11 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         ssh_known_hosts=read.text("DOCKER_SSH_KNOWN_HOSTS", default=""),
         ssh_identity_file=read.text("DOCKER_SSH_IDENTITY_FILE", default=""),
     )
+    try:
+        check_default_user(runner)
+    except RunnerConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    return runner
 
 
 def _auth_settings(read: _Reader, secret_key: str) -> AuthSettings:

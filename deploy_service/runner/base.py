@@ -88,6 +88,8 @@ class ReplicaSpec:
     cpu: float = 0.5
     memory_mb: int = 512
     read_only_rootfs: bool = True
+    run_as_user: str | None = None
+    """The agent's `uid[:gid]`, over the image's user; None: the image's if numeric and not 0, else the default."""
     network_mode: str = "host"
     """`host` (the replica listens on `port` of the host) or `bridge` (its port published on `publish_host`)."""
 
@@ -149,6 +151,8 @@ class ServiceSpec:
     cpu: float = 0.5
     memory_mb: int = 512
     read_only_rootfs: bool = True
+    run_as_user: str | None = None
+    """As `ReplicaSpec.run_as_user`."""
     restart_delay: float = 5.0
     """Seconds the engine waits before restarting an exited replica."""
     restart_attempts: int = 3

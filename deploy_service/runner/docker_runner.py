@@ -12,7 +12,7 @@ Design notes:
   *refused* becomes one of the runner's own errors with the engine's explanation.
 - Every container gets the same hardening (no privileges, no capabilities, no new privileges, a pids
   limit, a read-only root with a small tmpfs at /tmp, bounded json-file logs, no mounts, no restart
-  policy, a non-root user). The reconciler, not the engine, restarts replicas, so it can count and
+  policy, never uid 0: `runner.users`). The reconciler, not the engine, restarts replicas, so it can count and
   back off.
 - `list_replicas` is one engine call: everything it reports is in the labels (including the port in
   host mode, which the list endpoint cannot otherwise show) or in the list's own fields.
@@ -73,23 +73,14 @@ from deploy_service.runner.errors import (
     RunnerError,
 )
 from deploy_service.runner.settings import RunnerSettings
+from deploy_service.runner.users import check_default_user, effective_user
 
 __all__ = ["LABEL_PORT", "DockerRunner", "parse_engine_time"]
 
 log = logging.getLogger(__name__)
 
 POOL_SIZE = 32
-FALLBACK_USER = "65534:65534"
 REMOVAL_WAIT_SECONDS = 10.0
-
-
-def _user_for_image(configured: str | None) -> str:
-    """The image's USER when it names a non-root user, else nobody."""
-    user = (configured or "").strip()
-    name = user.split(":", 1)[0]
-    if not name or name == "root" or (name.isdigit() and int(name) == 0):
-        return FALLBACK_USER
-    return user
 
 
 class DockerRunner(Runner):
@@ -101,9 +92,10 @@ class DockerRunner(Runner):
         """Configure the backend; no engine call is made.
 
         Raises:
-            RunnerConfigError: a network mode other than auto, bridge or host.
+            RunnerConfigError: a network mode other than auto, bridge or host; a default user that is uid 0.
         """
         self.settings = settings = settings or RunnerSettings()
+        check_default_user(settings)
         self._network_setting = settings.network_mode
         self._timeout = settings.docker_timeout
         self._pids_limit = settings.pids_limit
@@ -230,7 +222,7 @@ class DockerRunner(Runner):
             image = self._inspect_image(api, spec.image)
             if image is None:
                 raise ImageUnavailable(f"Image {spec.image!r} is not available on the engine.")
-            user = _user_for_image((image.get("Config") or {}).get("User"))
+            user = self._user(image, spec.run_as_user)
             try:
                 created = api.create_container(**self._create_arguments(api, spec, user))
                 return self._start(api, str(created["Id"]), created=True)
@@ -240,6 +232,11 @@ class DockerRunner(Runner):
                 if exc.status_code != 409:
                     raise ReplicaStartFailed(f"The engine refused the container: {explanation(exc)}") from exc
             return self._start(api, self._adoptable(api, spec))
+
+    def _user(self, image: dict[str, Any], run_as_user: str | None) -> str:
+        """Who a container of `image` runs as (never uid 0: `users.effective_user`)."""
+        configured = (image.get("Config") or {}).get("User")
+        return effective_user(configured, run_as_user=run_as_user, default=self.settings.default_user)
 
     def _create_arguments(self, api: Any, spec: ReplicaSpec, user: str) -> dict[str, Any]:
         bridge = spec.network_mode == "bridge"

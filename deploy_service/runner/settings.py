@@ -24,6 +24,9 @@ class RunnerSettings:
     namespace: str = DEFAULT_NAMESPACE
     pull_timeout: float = 600.0
     pids_limit: int = 256
+    default_uid: int = 65532
+    default_gid: int = 65532
+    """Who a replica runs as when its image's user is root, a name or empty (`runner.users`)."""
     log_max_size: str = "10m"
     log_max_file: int = 3
     tmpfs_mb: int = 64
@@ -38,3 +41,8 @@ class RunnerSettings:
     registry_password: str = field(default="", repr=False)
     ssh_known_hosts: str = ""
     ssh_identity_file: str = ""
+
+    @property
+    def default_user(self) -> str:
+        """`default_uid:default_gid`, as the engine takes a user."""
+        return f"{self.default_uid}:{self.default_gid}"

@@ -47,7 +47,7 @@ from deploy_service.runner.base import (
     TaskInfo,
 )
 from deploy_service.runner.docker_common import explanation
-from deploy_service.runner.docker_runner import DockerRunner, _user_for_image
+from deploy_service.runner.docker_runner import DockerRunner
 from deploy_service.runner.errors import (
     BuildFailed,
     EngineUnavailable,
@@ -253,7 +253,7 @@ class SwarmRunner(DockerRunner, ServiceRunner):
             document = service_document(
                 spec,
                 namespace=self._namespace,
-                user=_user_for_image((image.get("Config") or {}).get("User")),
+                user=self._user(image, spec.run_as_user),
                 image=self.deploy_reference(spec.image, built=spec.built),
                 pids_limit=self._pids_limit,
                 tmpfs_mb=self._tmpfs_mb,

@@ -44,6 +44,7 @@ from deploy_service.runner import (
 )
 from deploy_service.runner.docker_runner import LABEL_PORT
 from deploy_service.runner.settings import RunnerSettings
+from tests.integration.conftest import printed_ids
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 CRASHER = "deploy-test/crasher:latest"
@@ -209,18 +210,55 @@ def test_every_container_is_hardened(
     assert "Read-only file system" in output and "65534" in output.splitlines()
 
 
-def test_image_running_as_root_gets_nobody(
+@pytest.mark.parametrize(
+    ("variant", "user", "ids"),
+    [
+        ("none", "65532:65532", "uid=65532 gid=65532"),
+        ("root", "65532:65532", "uid=65532 gid=65532"),
+        ("zero", "65532:65532", "uid=65532 gid=65532"),
+        ("zero-zero", "65532:65532", "uid=65532 gid=65532"),
+        ("plus-zero", "65532:65532", "uid=65532 gid=65532"),
+        ("toor", "65532:65532", "uid=65532 gid=65532"),
+        ("nobody", "65532:65532", "uid=65532 gid=65532"),
+        ("uid-1000", "1000", "uid=1000 gid=1000"),
+        ("uid-gid-1000", "1000:1000", "uid=1000 gid=1000"),
+    ],
+)
+def test_no_image_user_runs_as_root(
     runner: DockerRunner,
     docker_engine: docker.DockerClient,
     deployment_prefix: str,
-    image_tag: str,
+    user_images: dict[str, str],
+    free_port: Callable[[], int],
+    variant: str,
+    user: str,
+    ids: str,
+) -> None:
+    """Empty, root, 0, `+0` (the engine reads it as uid 0) and names (`toor` is uid 0 in the image's
+    /etc/passwd) run as the default user; a numeric non-zero image user is kept."""
+    info = runner.start_replica(make_spec(deployment_prefix, user_images[variant], free_port()))
+
+    assert inspect(docker_engine, info.container_id)["Config"]["User"] == user
+    assert printed_ids(docker_engine, info.container_id) == ids
+
+
+def test_the_agents_run_as_user_and_the_default_user_are_used(
+    docker_engine: docker.DockerClient,
+    deployment_prefix: str,
+    user_images: dict[str, str],
     free_port: Callable[[], int],
 ) -> None:
-    docker_engine.images.build(fileobj=io.BytesIO(f"FROM {HTTP_AGENT}\nUSER root\n".encode()), tag=image_tag, rm=True)
+    runner = DockerRunner(RunnerSettings(network_mode="host", docker_timeout=15, default_uid=7000, default_gid=0))
+    try:
+        chosen = runner.start_replica(
+            make_spec(deployment_prefix, user_images["root"], free_port(), run_as_user="4242:4343")
+        )
+        defaulted = runner.start_replica(make_spec(deployment_prefix, user_images["toor"], free_port(), index=1))
+    finally:
+        runner.close()
 
-    info = runner.start_replica(make_spec(deployment_prefix, image_tag, free_port()))
-
-    assert inspect(docker_engine, info.container_id)["Config"]["User"] == "65534:65534"
+    assert printed_ids(docker_engine, chosen.container_id) == "uid=4242 gid=4343"
+    assert printed_ids(docker_engine, defaulted.container_id) == "uid=7000 gid=0"
 
 
 def test_starting_the_same_replica_twice_adopts_the_container(

@@ -20,6 +20,7 @@ from deploy_service.reconciler.ports import free_block
 from deploy_service.runner import LABEL_MANAGED, ServiceSpec, SwarmRunner
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_runner import current_tasks
+from tests.integration.conftest import printed_ids
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 PORT_RANGE = (30000, 39999)
@@ -188,3 +189,32 @@ def test_an_update_whose_new_tasks_crash_is_rolled_back(swarm: SwarmRunner, bloc
     assert not [t for t in service.tasks if t.generation == 2 and t.desired_state == "running"]
     current = current_tasks(service)[0]
     assert serving.port == current.port == port(old, 0)
+
+
+def test_no_service_task_runs_as_root(
+    swarm: SwarmRunner, docker_engine: docker.DockerClient, user_images: dict[str, str], blocks: tuple[int, int]
+) -> None:
+    """The same rule as the Docker runner's (`ContainerSpec.User`), proven by the ids the tasks print."""
+    cases = {
+        "none": ("65532:65532", "uid=65532 gid=65532"),
+        "root": ("65532:65532", "uid=65532 gid=65532"),
+        "plus-zero": ("65532:65532", "uid=65532 gid=65532"),
+        "toor": ("65532:65532", "uid=65532 gid=65532"),
+        "nobody": ("65532:65532", "uid=65532 gid=65532"),
+        "uid-1000": ("1000", "uid=1000 gid=1000"),
+    }
+    specs = {variant: spec(blocks[0], image=user_images[variant], replicas=1) for variant in cases}
+    chosen = spec(blocks[1], image=user_images["root"], replicas=1, run_as_user="4242:4343")
+    for one in [*specs.values(), chosen]:
+        swarm.apply_service(one)
+
+    def container_of(deployment_id: str) -> str | None:
+        service = next(s for s in swarm.list_services() if s.deployment_id == deployment_id)
+        return next((t.container_id for t in service.tasks if t.running and t.container_id), None)
+
+    for variant, (user, ids) in cases.items():
+        container = wait_for(lambda d=specs[variant].deployment_id: container_of(d), what=f"{variant} running")
+        assert docker_engine.api.inspect_container(container)["Config"]["User"] == user, variant
+        assert printed_ids(docker_engine, container) == ids, variant
+    container = wait_for(lambda: container_of(chosen.deployment_id), what="run_as_user running")
+    assert printed_ids(docker_engine, container) == "uid=4242 gid=4343"

@@ -131,6 +131,18 @@ def test_a_wrong_override_stops_the_factory(make_app: Any) -> None:
         make_app(ALERT_MIN_SAMPLES="ten")
 
 
+def test_the_default_container_user_is_configurable_and_never_root(make_app: Any) -> None:
+    assert settings_from(load_config({})).runner.default_user == "65532:65532"
+    chosen = settings_from(load_config({"CONTAINER_DEFAULT_UID": "1001", "CONTAINER_DEFAULT_GID": "0"}))
+    assert chosen.runner.default_user == "1001:0"
+    with pytest.raises(ConfigError, match="CONTAINER_DEFAULT_UID"):
+        load_config({"CONTAINER_DEFAULT_UID": "0"})
+    with pytest.raises(ConfigError, match="CONTAINER_DEFAULT_UID"):
+        make_app(CONTAINER_DEFAULT_UID=0)
+    with pytest.raises(ConfigError, match="CONTAINER_DEFAULT_GID"):
+        make_app(CONTAINER_DEFAULT_GID=2**31)
+
+
 def test_configure_changes_what_the_service_reads_for_one_test(app: Flask, configure: Any) -> None:
     before = settings_for(app)
     changed = configure(WEBHOOK_MAX_ATTEMPTS=2)
