@@ -45,6 +45,8 @@ class Agent(db.Model):  # type: ignore[name-defined]
     health_check: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     resources: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     read_only_rootfs: Mapped[bool] = mapped_column(default=True)
+    run_as_user: Mapped[str | None] = mapped_column(String(21))
+    """`uid[:gid]` the replicas run as, over the image's user; None: the runner's rule (never uid 0)."""
     status: Mapped[str] = mapped_column(String(16), default=AgentStatus.IDLE)
     """An `AgentStatus`."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

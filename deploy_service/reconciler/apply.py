@@ -192,6 +192,7 @@ class DeploymentRun:
             cpu=float(resources.get("cpu", 0.5)),
             memory_mb=int(resources.get("memory_mb", 512)),
             read_only_rootfs=bool(config.get("read_only_rootfs", True)),
+            run_as_user=config.get("run_as_user"),
             built=bool(config.get("source")),
         )
 

@@ -61,6 +61,7 @@ class Workload:
     cpu: float = 0.5
     memory_mb: int = 512
     read_only_rootfs: bool = True
+    run_as_user: str | None = None
     built: bool = False
 
 
@@ -211,6 +212,7 @@ class ContainerDriver(Driver):
                 cpu=workload.cpu,
                 memory_mb=workload.memory_mb,
                 read_only_rootfs=workload.read_only_rootfs,
+                run_as_user=workload.run_as_user,
                 network_mode=network,
             )
             for index in indices
@@ -327,6 +329,7 @@ class ServiceDriver(Driver):
                 cpu=workload.cpu,
                 memory_mb=workload.memory_mb,
                 read_only_rootfs=workload.read_only_rootfs,
+                run_as_user=workload.run_as_user,
                 restart_delay=settings.backoff_base,
                 restart_attempts=settings.restart_budget,
                 restart_window=settings.stable_seconds,

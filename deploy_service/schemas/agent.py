@@ -23,6 +23,7 @@ from deploy_service.schemas.validators import (
     image_reference,
     ref_name,
     repo_path,
+    run_as_user_spec,
     url_path,
     validate_git_url,
 )
@@ -177,6 +178,16 @@ class AgentInputSchema(JsonBodySchema):
     read_only_rootfs = fields.Boolean(
         metadata={"description": "Run with a read-only root filesystem (a tmpfs on /tmp); default true."}
     )
+    run_as_user = fields.String(
+        allow_none=True,
+        validate=run_as_user_spec(),
+        metadata={
+            "description": "Numeric `uid` or `uid:gid` the replicas run as (uid 1 to 2147483647, gid 0 to "
+            "2147483647; never uid 0), over the image's user. Null or absent: the image's user when it is a "
+            "non-zero number, else `CONTAINER_DEFAULT_UID:CONTAINER_DEFAULT_GID` (65532:65532).",
+            "example": "1000:1000",
+        },
+    )
 
     @validates("env")
     def _env(self, value: dict[str, str], data_key: str, **_: Any) -> None:
@@ -221,6 +232,14 @@ class AgentSchema(ResponseSchema):
     health_check = fields.Nested(HealthCheckSchema, allow_none=True, metadata={"description": "Null: none."})
     resources = fields.Nested(ResourcesSchema)
     read_only_rootfs = fields.Boolean()
+    run_as_user = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "`uid[:gid]` the replicas run as; null: the image's non-zero numeric user or the "
+            "default one.",
+            "example": "1000:1000",
+        },
+    )
     status = Choice(AgentStatus)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()

@@ -133,6 +133,12 @@ class DeploymentConfigSchema(ResponseSchema):
     health_check = fields.Nested(HealthCheckSchema, allow_none=True)
     resources = fields.Nested(ResourcesSchema)
     read_only_rootfs = fields.Boolean()
+    run_as_user = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The agent's `uid[:gid]`; null: the image's non-zero numeric user or the default one."
+        },
+    )
 
 
 class DeploymentSchema(ResponseSchema):

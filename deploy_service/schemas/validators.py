@@ -4,7 +4,8 @@ They are strict on purpose: an agent's image, git URL, branch, paths and variabl
 to Docker and to `git`, so anything that could be read as an option or a transport is refused here.
 The rules for images, git URLs, refs and repository paths are `deploy_service.references` (which the
 runner checks again); this module turns their `InvalidReference` into a `ValidationError` and gives
-the schemas field validators whose patterns the OpenAPI spec documents. The names, environment
+the schemas field validators whose patterns the OpenAPI spec documents. The grammar of a `run_as_user`
+is the runner's own (`deploy_service.runner.users`, which decides who a replica runs as). The names, environment
 variables and HTTP paths only the request schemas check are defined here.
 """
 
@@ -30,6 +31,9 @@ from deploy_service.references import (
     REPO_PATH_MESSAGE,
     InvalidReference,
 )
+from deploy_service.runner.users import RUN_AS_USER, RUN_AS_USER_MESSAGE
+
+MAX_RUN_AS_USER_LENGTH = 21
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
@@ -110,3 +114,8 @@ def repo_path() -> list[validate.Validator]:
 def ref_name() -> list[validate.Validator]:
     """Validators of a git branch or tag name."""
     return [validate.Length(max=MAX_REF_LENGTH), FullMatch(REF_NAME, error=REF_MESSAGE)]
+
+
+def run_as_user_spec() -> list[validate.Validator]:
+    """Validators of a numeric `uid[:gid]` that is never uid 0 (the runner's own grammar)."""
+    return [validate.Length(max=MAX_RUN_AS_USER_LENGTH), FullMatch(RUN_AS_USER, error=RUN_AS_USER_MESSAGE)]

@@ -67,6 +67,7 @@ def resolve_config(agent: Agent, overrides: dict[str, Any]) -> dict[str, Any]:
         "health_check": agent.health_check,
         "resources": {**(agent.resources or {}), **(overrides.get("resources") or {})},
         "read_only_rootfs": agent.read_only_rootfs,
+        "run_as_user": agent.run_as_user,
         "overrides": overrides,
     }
 

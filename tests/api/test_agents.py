@@ -38,6 +38,7 @@ def test_create_image_agent_with_defaults(client: FlaskClient, auth: AuthActions
         "memory_mb": app.config["AGENT_DEFAULT_MEMORY_MB"],
     }
     assert agent["read_only_rootfs"] is True
+    assert agent["run_as_user"] is None
     assert agent["created_at"].endswith(("Z", "+00:00"))
     assert client.get(f"/v1/agents/{agent['id']}", headers=headers).get_json() == agent
 
@@ -217,6 +218,13 @@ def test_local_git_sources_need_the_flag(
         ({"status": "deployed"}, "status"),
         ({"owner_id": "someone"}, "owner_id"),
         ({"privileged": True}, "privileged"),
+        *[
+            ({"run_as_user": value}, "run_as_user")
+            for value in ["0", "0:0", "root", "nobody", "00", "+0", "-1", "01000", "1000:", "1000:staff", ""]
+        ],
+        ({"run_as_user": "2147483648"}, "run_as_user"),
+        ({"run_as_user": "1000:2147483648"}, "run_as_user"),
+        ({"run_as_user": 1000}, "run_as_user"),
     ],
 )
 def test_agent_validation(
@@ -228,6 +236,23 @@ def test_agent_validation(
     )
     assert field in error["details"], error
     assert count_agents(app) == 0
+
+
+def test_run_as_user_is_a_non_zero_numeric_user(client: FlaskClient, auth: AuthActions) -> None:
+    _, headers = auth.user()
+    created = client.post("/v1/agents", headers=headers, json=agent_payload(run_as_user="1000:0"))
+    assert created.status_code == 201, created.get_json()
+    agent = created.get_json()
+    assert agent["run_as_user"] == "1000:0"
+
+    path = f"/v1/agents/{agent['id']}"
+    for value in ["2147483647", None]:
+        patched = client.patch(path, headers=headers, json={"run_as_user": value})
+        assert patched.status_code == 200, patched.get_json()
+        assert patched.get_json()["run_as_user"] == value
+    refused = assert_error(client.patch(path, headers=headers, json={"run_as_user": "0"}), 400, "validation_error")
+    assert "run_as_user" in refused["details"]
+    assert client.get(path, headers=headers).get_json()["run_as_user"] is None
 
 
 def test_env_and_secrets_may_not_set_the_same_variable(client: FlaskClient, auth: AuthActions, app: Flask) -> None:

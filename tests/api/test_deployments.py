@@ -151,6 +151,19 @@ def test_secrets_are_injected_but_never_shown(
     assert api.deployment(deployment["id"])["config"]["secrets"] == {"TOKEN": "token"}
 
 
+def test_the_agents_run_as_user_reaches_the_runner_and_the_resolved_config(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    chosen = deploy(api, new_agent(app, api, run_as_user="4242:4343")["id"])
+    unset = deploy(api, new_agent(app, api)["id"])
+    converge(reconciler, lambda: all(api.deployment(d["id"])["status"] == "ready" for d in (chosen, unset)))
+
+    for deployment, user in [(chosen, "4242:4343"), (unset, None)]:
+        assert api.deployment(deployment["id"])["config"]["run_as_user"] == user
+        [container] = fake_runner.of(deployment["id"])
+        assert fake_runner.containers[container.container_id].spec.run_as_user == user
+
+
 def test_scale_rules_and_container_counts(
     app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
 ) -> None:

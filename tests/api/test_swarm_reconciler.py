@@ -137,6 +137,15 @@ def ready(app: Flask, api: Api, reconciler: Reconciler, replicas: int = 2) -> st
     return deployment_id
 
 
+def test_the_agents_run_as_user_is_in_the_service_spec(
+    app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler
+) -> None:
+    deployment_id = str(deploy(api, new_agent(app, api, run_as_user="4242")["id"])["id"])
+    converge(reconciler, api.status_is(deployment_id, "ready"))
+    [created] = swarm.applied
+    assert created.run_as_user == "4242"
+
+
 def test_deploy_scale_restart_and_stop_apply_once_each(
     app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler
 ) -> None:
