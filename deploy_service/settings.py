@@ -13,7 +13,7 @@ extensions read themselves (`SQLALCHEMY_*`, `JWT_*` for flask-jwt-extended, `RAT
 flask-limiter, `MAX_CONTENT_LENGTH`) stay in `app.config` for them as well.
 
 A leaf module: it imports nothing of the service but the runner's settings value, so that every layer
-(the rate limiter bound in `extensions`, the error module) may import it.
+(the extensions, the error module) may import it.
 """
 
 from __future__ import annotations

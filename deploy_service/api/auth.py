@@ -8,9 +8,8 @@ from flask.views import MethodView
 from flask_limiter.util import get_remote_address
 
 from deploy_service.api.common import Blueprint, current_session_id, current_user
-from deploy_service.extensions import limiter
 from deploy_service.models import Principal, User
-from deploy_service.ratelimit import auth_limit
+from deploy_service.ratelimit import auth_limit, limiter
 from deploy_service.schemas.auth import (
     AccessTokenSchema,
     LoginSchema,
