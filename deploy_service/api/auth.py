@@ -38,8 +38,9 @@ class Register(MethodView):
         """Register a user
 
         Creates an account; no credentials needed (rate limited per client address with login). The
-        first user ever registered becomes an admin, every later one a plain user. Log in afterwards
-        to get tokens.
+        first account ever becomes an admin, every later one a plain user; with `ENVIRONMENT=production`
+        every one is a plain user (the admin is made with `flask create-admin`). Log in afterwards to
+        get tokens.
         """
         return auth_service.register(**data)
 
