@@ -25,8 +25,9 @@ from deploy_service.api import register_blueprints
 from deploy_service.cli import register_commands
 from deploy_service.config import load_config
 from deploy_service.errors import register_error_handlers, runner_settings_checked
-from deploy_service.extensions import api, cors, db, jwt, limiter, migrate
+from deploy_service.extensions import api, cors, db, jwt, migrate
 from deploy_service.observability import init_metrics
+from deploy_service.ratelimit import limiter
 from deploy_service.runner import create_runner
 from deploy_service.security import init_security
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY

@@ -10,13 +10,11 @@ from typing import Any
 import flask_smorest
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
-from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-from deploy_service.ratelimit import caller_key, default_limit, exempt_from_limits
 from deploy_service.schemas.common import ErrorSchema
 
 # Stable constraint names, so Alembic can alter constraints on every backend (SQLite batch mode too).
@@ -55,5 +53,3 @@ migrate = Migrate()
 api = Api()
 jwt = JWTManager()
 cors = CORS()
-limiter = Limiter(key_func=caller_key, default_limits=[default_limit], headers_enabled=True)
-limiter.request_filter(exempt_from_limits)

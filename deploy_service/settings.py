@@ -13,7 +13,7 @@ extensions read themselves (`SQLALCHEMY_*`, `JWT_*` for flask-jwt-extended, `RAT
 flask-limiter, `MAX_CONTENT_LENGTH`) stay in `app.config` for them as well.
 
 A leaf module: it imports nothing of the service but the runner's settings value, so that every layer
-(the rate limiter bound in `extensions`, the error module) may import it.
+(the extensions, the error module) may import it.
 """
 
 from __future__ import annotations
@@ -219,6 +219,11 @@ class Settings:
     reconcile: ReconcileSettings
     loop: LoopSettings
 
+    @property
+    def production(self) -> bool:
+        """`ENVIRONMENT=production`: what development allows (a first account made admin) does not hold."""
+        return self.environment == "production"
+
 
 class _Reader:
     """Typed reads of a configuration mapping; a missing key or a value of the wrong type is a ConfigError."""
@@ -369,9 +374,10 @@ def startup_warnings(config: Mapping[str, Any]) -> list[str]:
     warnings = []
     if config.get("REGISTRATION_ENABLED"):
         warnings.append(
-            "REGISTRATION_ENABLED=true in production: anyone who reaches the service can make an account, and the "
-            "first account ever made becomes admin. Create the admin with `flask --app app create-admin` and set "
-            "REGISTRATION_ENABLED=false."
+            "REGISTRATION_ENABLED=true in production: anyone who reaches the service can make an account (a plain "
+            "user: in production registration never makes an admin, not even the first account). Create the admin "
+            "with `flask --app app create-admin`, and set REGISTRATION_ENABLED=false unless sign-up is meant to be "
+            "open."
         )
     workers = int(config.get("WEB_CONCURRENCY") or 1)
     storage = str(config.get("RATELIMIT_STORAGE_URI") or "memory://")

@@ -1,7 +1,7 @@
 """Verifying access tokens: the check every authenticated request makes, and the rate limiter's key.
 
-A leaf module (it imports nothing of the service's own but the settings leaf), because the rate limiter, bound in
-`extensions`, needs it as much as the auth check in `services.auth`. It is straight PyJWT rather than
+A leaf module (it imports nothing of the service's own but the settings leaf): the rate limiter's key
+(`ratelimit`) needs it as much as the auth check in `services.auth`. It is straight PyJWT rather than
 the JWT extension's request machinery, which cost three times as much per request; the refusals are
 worded like the extension's loaders in `api/tokens.py`. Tokens are still issued by the extension.
 """

@@ -8,9 +8,8 @@ from flask.views import MethodView
 from flask_limiter.util import get_remote_address
 
 from deploy_service.api.common import Blueprint, current_session_id, current_user
-from deploy_service.extensions import limiter
 from deploy_service.models import Principal, User
-from deploy_service.ratelimit import auth_limit
+from deploy_service.ratelimit import auth_limit, limiter
 from deploy_service.schemas.auth import (
     AccessTokenSchema,
     LoginSchema,
@@ -39,8 +38,9 @@ class Register(MethodView):
         """Register a user
 
         Creates an account; no credentials needed (rate limited per client address with login). The
-        first user ever registered becomes an admin, every later one a plain user. Log in afterwards
-        to get tokens.
+        first account ever becomes an admin, every later one a plain user; with `ENVIRONMENT=production`
+        every one is a plain user (the admin is made with `flask create-admin`). Log in afterwards to
+        get tokens.
         """
         return auth_service.register(**data)
 

@@ -21,8 +21,9 @@ from werkzeug.routing import BaseConverter
 
 from deploy_service.errors import Forbidden, PayloadTooLarge, Unauthorized
 from deploy_service.models import ApiKey, Principal
+from deploy_service.ratelimit import API_KEY_HEADER
 from deploy_service.schemas.common import ErrorSchema
-from deploy_service.services.api_keys import authenticate
+from deploy_service.services.api_keys import verified_key
 from deploy_service.services.auth import authenticate_access
 from deploy_service.settings import current_settings
 
@@ -30,7 +31,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 BEARER_OR_KEY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKey": []}]
-API_KEY_HEADER = "X-API-Key"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -125,7 +125,7 @@ class Blueprint(flask_smorest.Blueprint):
                 if presented is not None and "Authorization" not in request.headers:
                     if key_scope is None:
                         raise Forbidden("API keys cannot be used for this route; log in instead.")
-                    key = authenticate(presented)
+                    key = verified_key(presented)
                     if key is None:
                         raise Unauthorized("The API key is invalid, revoked or expired.")
                     if key_scope not in key.scopes:

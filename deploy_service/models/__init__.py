@@ -22,10 +22,21 @@ from deploy_service.models.evaluation import Evaluation
 from deploy_service.models.heartbeat import ReconcilerHeartbeat
 from deploy_service.models.metrics import ContainerSample
 from deploy_service.models.secret import Secret
-from deploy_service.models.user import ROLE_ADMIN, ROLE_USER, ROLES, AuthSession, Principal, Role, User
+from deploy_service.models.user import (
+    FIRST_ACCOUNT_SLOT,
+    ROLE_ADMIN,
+    ROLE_USER,
+    ROLES,
+    AuthSession,
+    FirstAccount,
+    Principal,
+    Role,
+    User,
+)
 from deploy_service.models.webhook import DeliveryStatus, Webhook, WebhookDelivery
 
 __all__ = [
+    "FIRST_ACCOUNT_SLOT",
     "ROLES",
     "SERVING",
     "WITHOUT_REPLICAS",
@@ -49,6 +60,7 @@ __all__ = [
     "DeploymentStatus",
     "DesiredState",
     "Evaluation",
+    "FirstAccount",
     "Instance",
     "InstanceStatus",
     "LogSource",

@@ -1,4 +1,4 @@
-"""Users and their login sessions.
+"""Users, their login sessions, and which account was made first.
 
 A login creates an `AuthSession`; its id travels in both the access and the refresh token (`sid`).
 Logging out revokes the session in the database, so both tokens stop working on every process at once.
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from deploy_service.extensions import db
@@ -81,3 +81,24 @@ class AuthSession(db.Model):  # type: ignore[name-defined]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+FIRST_ACCOUNT_SLOT = 1
+
+
+class FirstAccount(db.Model):  # type: ignore[name-defined]
+    """The account made first, ever: at most one row, in slot 1, written with that account's insert.
+
+    Whether a new account is the first decides whether registration makes it admin (outside production),
+    so it must be decided by the database, not by counting users first: two first registrations both
+    count zero. Both insert this row in the transaction of their user; the primary key lets exactly one
+    commit (on SQLite and PostgreSQL alike), and the loser is made again as a later account. The row
+    outlives its user (`SET NULL`), so removing the first account never makes the next one admin.
+    """
+
+    __tablename__ = "first_account"
+    __table_args__ = (CheckConstraint(f"slot = {FIRST_ACCOUNT_SLOT}", name="one_row"),)
+
+    slot: Mapped[int] = mapped_column(primary_key=True, autoincrement=False, default=FIRST_ACCOUNT_SLOT)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

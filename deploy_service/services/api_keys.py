@@ -3,6 +3,8 @@
 Authentication reads the database on every request (by the key's hash, a unique index), so a revoked
 or expired key fails on the very next request on every worker; there is no cache to outlive it.
 `last_used_at` is written at most once per `API_KEY_LAST_USED_RESOLUTION_SECONDS` per key.
+`verified_key` asks once per request: the rate limiter (which picks the key's bucket) and the view's
+auth check share the answer, kept on `flask.g` for that request only.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hmac
 from datetime import timedelta
 
+from flask import g
 from sqlalchemy import select
 
 from deploy_service.errors import NotFound
@@ -90,3 +93,13 @@ def authenticate(presented: str) -> ApiKey | None:
         row.last_used_at = now
         db.session.commit()
     return row
+
+
+def verified_key(presented: str) -> ApiKey | None:
+    """`authenticate(presented)`, asked at most once per request (the answer, a key or None, kept on `flask.g`)."""
+    checked: tuple[str, ApiKey | None] | None = g.get("_verified_api_key")
+    if checked is not None and hmac.compare_digest(checked[0], presented):
+        return checked[1]
+    key = authenticate(presented)
+    g._verified_api_key = (presented, key)
+    return key

@@ -5,12 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from flask_jwt_extended import create_access_token, create_refresh_token
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from deploy_service.errors import Conflict, Forbidden, Unauthorized
 from deploy_service.extensions import db
-from deploy_service.models import ROLE_ADMIN, ROLE_USER, AuthSession, Principal, User
+from deploy_service.models import (
+    FIRST_ACCOUNT_SLOT,
+    ROLE_ADMIN,
+    ROLE_USER,
+    AuthSession,
+    FirstAccount,
+    Principal,
+    Role,
+    User,
+)
 from deploy_service.models.types import utcnow
 from deploy_service.rawdb import PreparedQuery
 from deploy_service.security import hash_password, password_needs_rehash, verify_password
@@ -23,25 +32,57 @@ def _access_token_seconds() -> int:
     return int(expires.total_seconds())
 
 
+def registered_role(*, first: bool) -> Role:
+    """The role registration gives: admin to the first account ever, outside production only.
+
+    In production the admin is made by `flask create-admin`, so opening registration never hands the
+    service to whoever registers first after go-live.
+    """
+    return ROLE_ADMIN if first and not current_settings().production else ROLE_USER
+
+
 def create_user(*, email: str, password: str, full_name: str | None = None, role: str | None = None) -> User:
-    """Create a user; the first user ever becomes admin unless a role is given.
+    """Create a user with `role`, or without one the role registration gives (`registered_role`).
+
+    Whether the account is the first ever is settled by the database (`FirstAccount`): an account that
+    finds the slot free claims it in its own transaction, and when another claimed it meanwhile (two
+    first registrations at once) the transaction is rolled back and the account made again as a later one.
 
     Raises:
         Conflict: the email is taken.
     """
     email = email.strip().lower()
     if db.session.scalar(select(User.id).where(User.email == email)):
-        raise Conflict("A user with this email already exists.", details={"email": email})
-    if role is None:
-        role = ROLE_ADMIN if not db.session.scalar(select(func.count()).select_from(User)) else ROLE_USER
-    user = User(email=email, full_name=full_name, password_hash=hash_password(password), role=role)
-    db.session.add(user)
+        raise _email_taken(email)
+    password_hash = hash_password(password)
+    first = db.session.get(FirstAccount, FIRST_ACCOUNT_SLOT) is None
     try:
-        db.session.commit()
+        return _insert_user(email, password_hash, full_name, role, first=first)
     except IntegrityError as exc:
         db.session.rollback()
-        raise Conflict("A user with this email already exists.", details={"email": email}) from exc
+        if not first:
+            raise _email_taken(email) from exc
+    try:  # the first account was claimed meanwhile (or the email taken: then this fails too)
+        return _insert_user(email, password_hash, full_name, role, first=False)
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise _email_taken(email) from exc
+
+
+def _insert_user(email: str, password_hash: str, full_name: str | None, role: str | None, *, first: bool) -> User:
+    user = User(
+        email=email, full_name=full_name, password_hash=password_hash, role=role or registered_role(first=first)
+    )
+    db.session.add(user)
+    if first:
+        db.session.flush()  # the user's row before the row that names it
+        db.session.add(FirstAccount(slot=FIRST_ACCOUNT_SLOT, user_id=user.id))
+    db.session.commit()
     return user
+
+
+def _email_taken(email: str) -> Conflict:
+    return Conflict("A user with this email already exists.", details={"email": email})
 
 
 def register(*, email: str, password: str, full_name: str | None = None) -> User:

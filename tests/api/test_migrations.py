@@ -53,3 +53,24 @@ def test_upgrade_matches_models_and_downgrade_unwinds(make_app: Any, empty_datab
         assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
         upgrade()
         db.engine.dispose()
+
+
+def test_a_database_with_users_names_its_oldest_as_the_first_account(make_app: Any, empty_database_url: str) -> None:
+    app = make_app(SQLALCHEMY_DATABASE_URI=empty_database_url)
+    with app.app_context():
+        upgrade(revision="c2217214ab86")  # before the first_account table
+        with db.engine.begin() as connection:
+            for number, created in ((1, "2024-01-02 00:00:00"), (2, "2024-01-01 00:00:00")):
+                connection.execute(
+                    text(
+                        "INSERT INTO users (id, email, password_hash, role, is_active, created_at, updated_at) "
+                        "VALUES (:id, :email, 'x', 'user', true, :created, :created)"
+                    ),
+                    {"id": f"user-{number}", "email": f"u{number}@example.com", "created": created},
+                )
+        upgrade()
+        with db.engine.connect() as connection:
+            assert connection.execute(text("SELECT slot, user_id FROM first_account")).all() == [(1, "user-2")]
+        db.engine.dispose()
+    later = app.test_client().post("/v1/auth/register", json={"email": "later@example.com", "password": "pw-12345678"})
+    assert later.status_code == 201 and later.get_json()["role"] == "user"

@@ -168,6 +168,7 @@ def test_a_production_start_warns_of_open_registration_and_per_worker_limits() -
     production = {"ENVIRONMENT": "production", "SECRET_KEY": "s" * 40}
     warnings = startup_warnings(load_config({**production, "WEB_CONCURRENCY": "2"}))
     assert [w.split("=")[0] for w in warnings] == ["REGISTRATION_ENABLED", "RATELIMIT_STORAGE_URI"]
+    assert "registration never makes an admin" in warnings[0] and "becomes admin" not in warnings[0]
     assert "2x RATE_LIMIT_PER_MINUTE" in warnings[1]
     closed = {**production, "REGISTRATION_ENABLED": "false", "RATELIMIT_STORAGE_URI": "redis://kv:6379"}
     assert startup_warnings(load_config(closed)) == []
