@@ -5,7 +5,7 @@ at once could both pass. The row's primary key now decides. A database that has 
 oldest account, so no later registration becomes admin by this rule.
 
 Revision ID: 0fd26c47045b
-Revises: c2217214ab86
+Revises: a054c9bccbb1
 Create Date: 2026-12-02 02:07:04.469205
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0fd26c47045b'
-down_revision = 'c2217214ab86'
+down_revision = 'a054c9bccbb1'
 branch_labels = None
 depends_on = None
 
