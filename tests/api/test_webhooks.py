@@ -76,6 +76,38 @@ def test_register_list_delete_and_url_checks(api: Api, configure: Callable[..., 
         assert "url" in error["details"]
 
 
+BAD_URLS = [
+    "https://example.com:99999/x",
+    "https://example.com:65536/x",
+    "https://example.com:0/x",
+    "https://example.com:abc/x",
+    "https://example.com:-1/x",
+    "https://example.com:+443/x",
+    "http://[::1/x",
+    "http://[not-an-address]/x",
+    "http://" + "a" * 64 + ".example.com/x",
+    "http://" + "a." * 127 + "com/x",
+    "http://\udcff.example.com/x",
+    "http://b\u00fccher.example/x",
+    "http://exa mple.com/x",
+    "http://example.com/x\r\nX-Injected: 1",
+    "http://ex%41mple.com/x",
+    "http://example.com\\@evil.example/x",
+    "http://-bad.example.com/x",
+]
+
+
+@pytest.mark.parametrize("allow_private", [False, True], ids=["public-only", "private-allowed"])
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_url_the_service_could_not_call_is_a_400_never_a_500(
+    api: Api, configure: Callable[..., Settings], url: str, allow_private: bool
+) -> None:
+    configure(WEBHOOK_ALLOW_PRIVATE_TARGETS=allow_private)
+    error = assert_error(api.post("/v1/webhooks", {"url": url}), 400, "validation_error")
+    assert list(error["details"]) == ["url"]
+    assert api.get("/v1/webhooks").get_json()["total"] == 0
+
+
 def test_signed_delivery_of_raised_and_resolved_alerts(
     app: Flask, api: Api, receiver: Receiver, fake_runner: FakeRunner, reconciler: Reconciler
 ) -> None:
