@@ -186,6 +186,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "WEBHOOK_ALLOW_PRIVATE_TARGETS": _bool(env, "WEBHOOK_ALLOW_PRIVATE_TARGETS", False),
         "WEBHOOK_TIMEOUT_SECONDS": _float(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         "WEBHOOK_MAX_ATTEMPTS": _int(env, "WEBHOOK_MAX_ATTEMPTS", 6, minimum=1),
+        "WEBHOOK_MAX_RESPONSE_BYTES": _int(env, "WEBHOOK_MAX_RESPONSE_BYTES", 65536, minimum=0),
         "WEBHOOK_RETRY_BASE_SECONDS": _float(env, "WEBHOOK_RETRY_BASE_SECONDS", 10.0, minimum=0.01),
         "LOG_FOLLOW_POLL_SECONDS": _float(env, "LOG_FOLLOW_POLL_SECONDS", 1.0, minimum=0.01),
         "LOG_FOLLOW_MAX_SECONDS": _float(env, "LOG_FOLLOW_MAX_SECONDS", 3600.0, minimum=1.0),

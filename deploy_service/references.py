@@ -1,4 +1,5 @@
-"""The rules for the strings a user names things outside the service with: images, git URLs, refs, paths.
+"""The rules for the strings a user names things outside the service with: images, git URLs, refs, paths,
+webhook URLs.
 
 An agent's image reference, git URL, branch, Dockerfile path and build context end up in a container
 engine call or a `git` command line, so anything that could be read as an option or a transport is
@@ -9,12 +10,15 @@ refused. The rules are written once, here, as pure functions that raise `Invalid
   `ValidationError` and document the patterns in the OpenAPI spec;
 - the runner (`runner.git`, `runner.docker_images`, `runner.docker_runner`), again, before it spawns
   git or asks the engine: a caller that skipped the schema still cannot smuggle an option in.
+- for webhook URLs, the webhook sender (`services.webhook_sender`), again, before every attempt
+  (a URL stored before a rule was added is refused there, never sent).
 
 This module imports nothing of the service (no Flask, marshmallow or SQLAlchemy), so both may use it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -33,6 +37,7 @@ __all__ = [
     "check_image_reference",
     "check_ref_name",
     "check_repo_path",
+    "check_webhook_url",
 ]
 
 # Docker image reference grammar (distribution/reference), anchored.
@@ -53,7 +58,13 @@ MAX_IMAGE_LENGTH = 512
 MAX_REF_LENGTH = 255
 MAX_PATH_LENGTH = 512
 MAX_GIT_URL_LENGTH = 2048
+MAX_WEBHOOK_URL_LENGTH = 2048
 _HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+# A DNS name: labels of 1-63 letters, digits, hyphens (not at either end) or underscores; 253 at most.
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}\.?$)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$"
+)
 
 IMAGE_MESSAGE = "Not a valid image reference (expected name[:tag] or name@sha256:...)."
 REF_MESSAGE = "Not a valid git branch name."
@@ -126,3 +137,42 @@ def check_repo_path(value: str) -> None:
     """
     if len(value) > MAX_PATH_LENGTH or not REPO_PATH.fullmatch(value):
         raise InvalidReference(REPO_PATH_MESSAGE)
+
+
+def check_webhook_url(value: str) -> None:
+    """An `http://` or `https://` URL in ASCII with a host (a DNS name or an IP address), no
+    credentials and, if it names a port, one in 1-65535. Whether the host may be called (where it
+    resolves) is the sender's check, not this one.
+
+    Raises:
+        InvalidReference: too long, not ASCII, a space or control character, another scheme, no or a
+            malformed host, credentials, or a bad port.
+    """
+    if (
+        len(value) > MAX_WEBHOOK_URL_LENGTH
+        or not value.isascii()
+        or any(ord(ch) <= 0x20 or ord(ch) == 0x7F for ch in value)
+    ):
+        raise InvalidReference("Not a valid URL: it must be ASCII (an IDN host in its xn-- form), without spaces.")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:  # an unbalanced or bad IPv6 bracket, a port that is no number or out of range
+        raise InvalidReference("Not a valid URL: bad host or port.") from exc
+    if parts.scheme not in ("http", "https"):
+        raise InvalidReference("Only http:// and https:// URLs are allowed.")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise InvalidReference("Credentials in the URL are not allowed.")
+    host = parts.hostname or ""
+    if not (_DNS_NAME.fullmatch(host) or _is_ip_address(host)):
+        raise InvalidReference("Not a valid URL: it needs a host (a DNS name or an IP address).")
+    if port == 0:
+        raise InvalidReference("Not a valid URL: the port must be 1-65535.")
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

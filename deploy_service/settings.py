@@ -148,8 +148,11 @@ class WebhookSettings:
 
     allow_private_targets: bool
     timeout: float
+    """One deadline per attempt: resolving, connecting, sending and reading the answer."""
     max_attempts: int
     retry_base: float
+    max_response_bytes: int
+    """At most this much of an answer's body is read."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +356,7 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
             timeout=read.number("WEBHOOK_TIMEOUT_SECONDS"),
             max_attempts=read.integer("WEBHOOK_MAX_ATTEMPTS"),
             retry_base=read.number("WEBHOOK_RETRY_BASE_SECONDS"),
+            max_response_bytes=read.integer("WEBHOOK_MAX_RESPONSE_BYTES"),
         ),
         runner=runner,
         reconcile=_reconcile_settings(read, runner),

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -321,11 +322,18 @@ def deploy(api: Api, agent_id: str, **body: Any) -> dict[str, Any]:
 
 
 class Receiver:
-    """A webhook receiver on loopback that records what it gets and answers `status`."""
+    """A webhook receiver on loopback that records what it gets and answers `status`.
 
-    def __init__(self, status: int = 204) -> None:
+    `headers` are added to each answer (a `Location`, say). With `tls` (a server-side context) it
+    speaks https and records the name each client asked for in the TLS handshake (`server_names`);
+    `host` is then the name its `url` uses (resolve it to 127.0.0.1 in the test).
+    """
+
+    def __init__(self, status: int = 204, *, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> None:
         self.status = status
+        self.headers: dict[str, str] = {}
         self.received: list[tuple[dict[str, str], bytes]] = []
+        self.server_names: list[str | None] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -336,12 +344,18 @@ class Receiver:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 self.send_response(receiver.status)
+                for name, value in receiver.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        port = self.server.server_address[1]
+        if tls is not None:
+            tls.sni_callback = lambda _sock, name, _context: self.server_names.append(name)  # type: ignore[assignment,misc]
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
+        self.url = f"{'https' if tls else 'http'}://{host}:{port}/hooks/alerts"
 
     def close(self) -> None:
         self.server.shutdown()

@@ -11,7 +11,6 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import urllib3
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -20,6 +19,7 @@ from deploy_service.models import WebhookDelivery
 from deploy_service.models.types import utcnow
 from deploy_service.reconciler.leadership import Leadership
 from deploy_service.services import webhooks
+from deploy_service.services.webhook_sender import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ class Dispatcher:
         self.leadership = leadership or Leadership(leading=True)
         """Whose leadership gates the sends (the reconciler's own; by default, always leading)."""
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhooks")
-        self.http = urllib3.PoolManager(num_pools=16, maxsize=4, retries=False)
+        self.sender = WebhookSender()
+        """Makes each attempt: one lookup, the checked address, one deadline (`services.webhook_sender`)."""
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
 
@@ -57,7 +58,7 @@ class Dispatcher:
         try:
             with self.app.app_context():
                 try:
-                    webhooks.deliver(delivery_id, self.http, may_record=lambda: self.leadership.holds(term))
+                    webhooks.deliver(delivery_id, self.sender, may_record=lambda: self.leadership.holds(term))
                 finally:
                     db.session.remove()
         except Exception:

@@ -69,6 +69,11 @@ def validate_repo_path(value: str) -> None:
     _checked(references.check_repo_path, value)
 
 
+def validate_webhook_url(value: str) -> None:
+    """An http(s) URL in ASCII with a host, no credentials and a valid port, if any."""
+    _checked(references.check_webhook_url, value)
+
+
 def validate_url_path(value: str) -> None:
     """An absolute HTTP path such as `/invoke` or `/health`."""
     if len(value) > MAX_PATH_LENGTH or not URL_PATH.fullmatch(value):

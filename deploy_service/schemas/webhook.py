@@ -6,7 +6,9 @@ from marshmallow import fields, validate
 
 from deploy_service.models import AlertKind, AlertSeverity, AlertStatus, DeliveryStatus
 from deploy_service.models.webhook import WebhookEvent
+from deploy_service.references import MAX_WEBHOOK_URL_LENGTH
 from deploy_service.schemas.common import Choice, JsonBodySchema, ResponseSchema, page_schema
+from deploy_service.schemas.validators import validate_webhook_url
 
 
 class WebhookCreateSchema(JsonBodySchema):
@@ -14,8 +16,12 @@ class WebhookCreateSchema(JsonBodySchema):
 
     url = fields.String(
         required=True,
-        validate=validate.Length(min=1, max=2048),
-        metadata={"format": "http-url", "description": "An http:// or https:// URL with a host, no credentials."},
+        validate=[validate.Length(min=1, max=MAX_WEBHOOK_URL_LENGTH), validate_webhook_url],
+        metadata={
+            "format": "http-url",
+            "description": "An http:// or https:// URL in ASCII with a host (a DNS name, an IDN in its xn-- form, or "
+            "an IP address), no credentials, and a port in 1-65535 if it names one.",
+        },
     )
     severities = fields.List(Choice(AlertSeverity), metadata={"description": "Only these severities; default all."})
     kinds = fields.List(Choice(AlertKind), metadata={"description": "Only these kinds; default all."})

@@ -6,9 +6,11 @@ base64 part of the `whsec_...` secret shown once at creation (it is stored encry
 sent by the reconciler's dispatcher in the background, retried with exponential backoff up to
 `WEBHOOK_MAX_ATTEMPTS`, and every attempt's outcome is kept in the delivery log.
 
-Target URLs must be http(s); addresses that resolve to loopback, private, link-local or reserved
-ranges are refused unless `WEBHOOK_ALLOW_PRIVATE_TARGETS` is set (tests set it) — checked when a
-webhook is created and again before every send.
+Target URLs must be http(s) (`references.check_webhook_url`, in the request schema); hosts that
+resolve to loopback, private, link-local or reserved addresses are refused unless
+`WEBHOOK_ALLOW_PRIVATE_TARGETS` is set (tests set it) — checked when a webhook is created and again
+by the sender at every attempt, which then connects to exactly the addresses it checked
+(`webhook_sender`: one lookup, no redirects, one deadline, a bounded read).
 """
 
 from __future__ import annotations
@@ -16,16 +18,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy import or_, select
 
@@ -35,36 +33,22 @@ from deploy_service.models import Alert, DeliveryStatus, Principal, Webhook, Web
 from deploy_service.models.types import utcnow
 from deploy_service.security import decrypt_secret, encrypt_secret
 from deploy_service.services.common import Page, paginate, scope_to_owner
+from deploy_service.services.webhook_sender import SendFailed, Target, UnsafeTarget, WebhookSender, resolve
 from deploy_service.settings import current_settings
 
 log = logging.getLogger(__name__)
 
 
-class UnsafeTarget(ValueError):
-    """The URL is not one the service may call."""
-
-
 def check_target(url: str, *, allow_private: bool) -> None:
-    """Refuse non-http(s) URLs and, unless allowed, hosts resolving to non-public addresses.
+    """Refuse a URL the sender would not call: malformed, or (unless allowed) a host resolving to a
+    non-public address.
 
     Raises:
-        UnsafeTarget: with the reason.
+        UnsafeTarget: with the reason, naming no address.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UnsafeTarget("Only http:// and https:// URLs with a host are allowed.")
-    if parts.username or parts.password:
-        raise UnsafeTarget("Credentials in the URL are not allowed.")
-    if allow_private:
-        return
-    try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-    except OSError as exc:
-        raise UnsafeTarget(f"The host {parts.hostname!r} does not resolve.") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise UnsafeTarget(f"The host resolves to a non-public address ({address}).")
+    target = Target.parse(url)
+    if not allow_private:
+        resolve(target.host, target.port, allow_private=False)
 
 
 def create_webhook(
@@ -74,7 +58,8 @@ def create_webhook(
     try:
         check_target(url, allow_private=current_settings().webhooks.allow_private_targets)
     except UnsafeTarget as exc:
-        raise ValidationFailed(str(exc), details={"url": [str(exc)]}) from exc
+        message = f"The webhook URL is refused: {exc}."
+        raise ValidationFailed(message, details={"url": [message]}) from exc
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     webhook = Webhook(
         owner_id=actor.id,
@@ -163,8 +148,8 @@ def due_deliveries(limit: int = 50) -> list[str]:
     )
 
 
-def deliver(delivery_id: str, http: Any, *, may_record: Callable[[], bool] = lambda: True) -> None:
-    """Send one delivery attempt with `http` (a urllib3 pool) and record its outcome (commits).
+def deliver(delivery_id: str, sender: WebhookSender, *, may_record: Callable[[], bool] = lambda: True) -> None:
+    """Send one delivery attempt with `sender` and record its outcome (commits).
 
     Args:
         may_record: asked after the receiver answered; when False the outcome is not recorded (the
@@ -183,9 +168,7 @@ def deliver(delivery_id: str, http: Any, *, may_record: Callable[[], bool] = lam
     status: int | None = None
     error: str | None = None
     try:
-        check_target(webhook.url, allow_private=settings.allow_private_targets)
-        response = http.request(
-            "POST",
+        answer = sender.post(
             webhook.url,
             body=body,
             headers={
@@ -195,17 +178,16 @@ def deliver(delivery_id: str, http: Any, *, may_record: Callable[[], bool] = lam
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": sign(decrypt_secret(webhook.secret_ciphertext), delivery.id, timestamp, body),
             },
-            timeout=settings.timeout,
-            retries=False,
-            redirect=False,
+            settings=settings,
         )
-        status = int(response.status)
+        status = answer.status
         if not 200 <= status < 300:
             error = f"HTTP {status}"
-    except UnsafeTarget as exc:
+    except SendFailed as exc:
         error = str(exc)
-    except Exception as exc:  # noqa: BLE001 - any failure of the receiver is recorded and retried
-        error = type(exc).__name__
+    except Exception:  # noqa: BLE001 - recorded and retried like any failed attempt
+        log.exception("webhook delivery %s: the attempt failed unexpectedly", delivery_id)
+        error = "send failed"
     delivery.response_status = status
     delivery.error = error
     if error is None:

@@ -7,7 +7,6 @@ started under. The in-memory runner and a fake HTTP pool stand in for the engine
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from deploy_service.reconciler.dispatch import Dispatcher
 from deploy_service.reconciler.leadership import Leadership
 from deploy_service.reconciler.prepare import Preparer
 from deploy_service.services import webhooks
+from deploy_service.services.webhook_sender import Answer
 from tests.factories import AuthActions, UserRef, make_agent
 from tests.fakes import FakeRunner
 
@@ -102,18 +102,18 @@ def test_a_preparation_in_flight_when_leadership_is_lost_writes_nothing(
     assert ("image_ready" in events) is not lost
 
 
-class FakeHttp:
-    """Stands in for the urllib3 pool: records each request, answers 204 once released."""
+class FakeSender:
+    """Stands in for the dispatcher's `WebhookSender`: records each attempt, answers 204 once released."""
 
     def __init__(self) -> None:
         self.requests: list[str] = []
         self.sending, self.release = threading.Event(), threading.Event()
 
-    def request(self, method: str, url: str, **_: Any) -> Any:
+    def post(self, url: str, **_: Any) -> Answer:
         self.requests.append(url)
         self.sending.set()
         assert self.release.wait(10)
-        return SimpleNamespace(status=204)
+        return Answer(status=204, body=b"")
 
 
 def pending_delivery(app: Flask, owner: UserRef) -> str:
@@ -142,7 +142,7 @@ def private_targets(configure: Any) -> None:
 def test_a_dispatcher_that_does_not_lead_sends_nothing(app: Flask, auth: AuthActions) -> None:
     delivery_id = pending_delivery(app, auth.user()[0])
     dispatcher = Dispatcher(app, leadership=Leadership())
-    dispatcher.http = http = FakeHttp()
+    dispatcher.sender = http = FakeSender()
     http.release.set()
     with app.app_context():
         assert dispatcher.dispatch_due() is None
@@ -157,7 +157,7 @@ def test_a_send_in_flight_when_leadership_is_lost_records_nothing(app: Flask, au
     delivery_id = pending_delivery(app, auth.user()[0])
     leadership = Leadership(leading=True)
     dispatcher = Dispatcher(app, leadership=leadership)
-    dispatcher.http = http = FakeHttp()
+    dispatcher.sender = http = FakeSender()
     with app.app_context():
         dispatcher.dispatch_due()
     assert http.sending.wait(10)
