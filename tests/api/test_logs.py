@@ -110,7 +110,7 @@ class Stream:
     would pop each other's. Opening a stream takes its slot (the first `next()` runs in the view).
     """
 
-    def __init__(self, api: Api, deployment_id: str, query: str = "", *, headers: dict[str, str] | None = None):
+    def __init__(self, api: Api, deployment_id: str, query: str = "", *, headers: dict[str, str] | None = None) -> None:
         self.context = contextvars.copy_context()
         url = f"/v1/deployments/{deployment_id}/logs?follow=true{query}"
         self.response = self.context.run(api.client.get, url, headers=headers or api.headers, buffered=False)
