@@ -15,6 +15,7 @@ other runner error that reaches a request is an unexpected 500, as before.
 from __future__ import annotations
 
 import logging
+import math
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ __all__ = [
     "NoReadyReplica",
     "NotFound",
     "PayloadTooLarge",
+    "RateLimited",
     "ServiceError",
     "Unauthorized",
     "ValidationFailed",
@@ -117,6 +119,17 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
     kind = "payload_too_large"
     default_message = "The request body is too large."
+
+
+class RateLimited(ServiceError):
+    """A limit of the caller's that the service counts itself (the rate limiter answers its own 429s)."""
+
+    status_code = 429
+    kind = "rate_limited"
+    default_message = "Too many requests; retry later."
+
+    def __init__(self, message: str | None = None, *, retry_after: float) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
 class NoReadyReplica(ServiceError):

@@ -127,7 +127,12 @@ class LogSettings:
 
     follow_poll: float
     follow_max: float
+    follow_max_per_user: int
+    """Open `follow=true` streams a user may have at once, across every worker (`log_streams` rows)."""
+    follow_lease: float
+    """How long an open stream's slot counts without being renewed (a crashed worker's streams lapse)."""
     build_log_max_bytes: int
+    line_max_bytes: int
 
 
 @dataclass(frozen=True)
@@ -316,6 +321,8 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
     )
     if runner.backend == "swarm" and agents.max_replicas > SWARM_MAX_REPLICAS:
         raise ConfigError(f"RUNNER=swarm runs at most {SWARM_MAX_REPLICAS} replicas; lower MAX_REPLICAS")
+    if read.number("LOG_FOLLOW_LEASE_SECONDS") <= read.number("LOG_FOLLOW_POLL_SECONDS"):
+        raise ConfigError("LOG_FOLLOW_LEASE_SECONDS must exceed LOG_FOLLOW_POLL_SECONDS (a stream renews once a poll)")
     if agents.default_cpu > agents.max_cpu:
         raise ConfigError("AGENT_DEFAULT_CPU must not exceed AGENT_MAX_CPU")
     if agents.default_memory_mb > agents.max_memory_mb:
@@ -341,7 +348,10 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
         logs=LogSettings(
             follow_poll=read.number("LOG_FOLLOW_POLL_SECONDS"),
             follow_max=read.number("LOG_FOLLOW_MAX_SECONDS"),
+            follow_max_per_user=read.integer("LOG_FOLLOW_MAX_PER_USER"),
+            follow_lease=read.number("LOG_FOLLOW_LEASE_SECONDS"),
             build_log_max_bytes=read.integer("BUILD_LOG_MAX_BYTES"),
+            line_max_bytes=runner.log_line_max_bytes,
         ),
         alerts=AlertSettings(
             crash_loop_restarts=read.integer("ALERT_CRASH_LOOP_RESTARTS"),
@@ -430,6 +440,7 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         default_gid=read.integer("CONTAINER_DEFAULT_GID"),
         log_max_size=read.text("CONTAINER_LOG_MAX_SIZE"),
         log_max_file=read.integer("CONTAINER_LOG_MAX_FILE"),
+        log_line_max_bytes=read.integer("LOG_LINE_MAX_BYTES"),
         tmpfs_mb=read.integer("CONTAINER_TMPFS_SIZE_MB"),
         stop_timeout=read.number("CONTAINER_STOP_TIMEOUT"),
         build_timeout=read.number("BUILD_TIMEOUT_SECONDS"),

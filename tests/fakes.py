@@ -16,6 +16,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.runner.base import (
     BuildFailed,
     BuildSpec,
+    ContainerGone,
     ExitInfo,
     ImageInfo,
     ImageUnavailable,
@@ -131,14 +132,13 @@ class FakeRunner(Runner):
         since: datetime | None = None,
         follow: bool = False,
     ) -> Iterator[LogLine]:
+        """Like the engine's: a missing container raises at once (`ContainerGone`), lines come after."""
         self._check("logs")
         found = self.containers.get(container)
-        lines = [
-            line
-            for line in (found.logs if found else [])
-            if since is None or (line.timestamp and line.timestamp > since)
-        ]
-        yield from (lines[-tail:] if tail else lines) if tail is not None else lines
+        if found is None:
+            raise ContainerGone(f"No such container: {container}")
+        lines = [line for line in found.logs if since is None or (line.timestamp and line.timestamp > since)]
+        return iter((lines[-tail:] if tail else []) if tail is not None else lines)
 
     def stats(self, container: str) -> Stats:
         """Each call: +0.25 s of CPU per 1 s of system time on 2 CPUs (50% of a core); (index + 1) MiB."""

@@ -269,15 +269,20 @@ class Logs(MethodView):
         """Get a deployment's logs
 
         The stored build log (`source=build`) or the replicas' output merged by time (`runtime`), the
-        last `tail` lines. With `follow=true` the answer is a `text/event-stream` of lines as they come,
-        until the deployment ends (or `LOG_FOLLOW_MAX_SECONDS`); an engine failure mid-stream is an
-        `error` event there, not a 503.
+        last `tail` lines; a line longer than `LOG_LINE_MAX_BYTES` comes as several. A replica whose
+        container is gone has no lines (never an error). With `follow=true` the answer is a
+        `text/event-stream` of lines as they come, until the deployment ends (or
+        `LOG_FOLLOW_MAX_SECONDS`); an engine failure mid-stream is an `error` event there, not a 503.
+        A user follows at most `LOG_FOLLOW_MAX_PER_USER` streams at once, across every worker: one more
+        is the 429 `rate_limited` that every `/v1` route documents, with `Retry-After`.
         """
         if args.pop("follow"):
             stream = log_service.follow_logs(current_user(), deployment_id, **args)
-            first = next(stream)  # a missing deployment is a 404 before the stream starts
+            first = next(stream)  # a missing deployment (404) or one stream too many (429) before it starts
             body = stream_with_context(_prepend(first, stream))
-            return Response(body, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
+            response = Response(body, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
+            response.call_on_close(stream.close)  # frees its slot even if the server never iterated the body
+            return response
         return log_service.read_logs(current_user(), deployment_id, **args)
 
 

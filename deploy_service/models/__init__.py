@@ -20,6 +20,7 @@ from deploy_service.models.deployment import (
 )
 from deploy_service.models.evaluation import Evaluation
 from deploy_service.models.heartbeat import ReconcilerHeartbeat
+from deploy_service.models.log_follow import FollowSlot
 from deploy_service.models.metrics import ContainerSample
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import (
@@ -61,6 +62,7 @@ __all__ = [
     "DesiredState",
     "Evaluation",
     "FirstAccount",
+    "FollowSlot",
     "Instance",
     "InstanceStatus",
     "LogSource",

@@ -128,10 +128,11 @@ class Preparer:
 
     def _failure(self, error: ImageUnavailable | BuildFailed, *, built: bool) -> Callable[[Deployment], None]:
         max_bytes = settings_for(self.app).logs.build_log_max_bytes
+        line_max = settings_for(self.app).logs.line_max_bytes
 
         def fail(d: Deployment) -> None:
             if error.log and not built:
-                append_build_log(d, error.log.splitlines(), max_bytes=max_bytes)
+                append_build_log(d, error.log.splitlines(), max_bytes=max_bytes, line_max_bytes=line_max)
             kind = "build_failed" if isinstance(error, BuildFailed) else "image_unavailable"
             lifecycle.record_event(d, kind, error.message)
             if d.status in (DeploymentStatus.DEPLOYING, DeploymentStatus.RUNNING, DeploymentStatus.READY):
@@ -142,6 +143,7 @@ class Preparer:
     def _build(self, deployment_id: str, term: int, source: dict[str, Any], tag: str) -> ImageInfo:
         settings = settings_for(self.app)
         max_bytes = settings.logs.build_log_max_bytes
+        line_max = settings.logs.line_max_bytes
         pending: list[str] = []
         steps: list[tuple[int, int, str]] = []
         last_flush = [time.monotonic()]
@@ -155,7 +157,7 @@ class Preparer:
                 return
 
             def change(d: Deployment) -> None:
-                append_build_log(d, lines, max_bytes=max_bytes)
+                append_build_log(d, lines, max_bytes=max_bytes, line_max_bytes=line_max)
                 for step, total, text in found:
                     lifecycle.record_event(
                         d, "build_progress", f"Build step {step}/{total}: {text}", {"step": step, "total": total}

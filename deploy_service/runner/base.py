@@ -26,6 +26,7 @@ from datetime import datetime
 
 from deploy_service.runner.errors import (
     BuildFailed,
+    ContainerGone,
     EngineUnavailable,
     ImageUnavailable,
     ReplicaStartFailed,
@@ -35,6 +36,7 @@ from deploy_service.runner.errors import (
 
 __all__ = [
     "BuildFailed",
+    "ContainerGone",
     "BuildSpec",
     "EngineUnavailable",
     "ExitInfo",
@@ -366,7 +368,13 @@ class Runner(abc.ABC):
         since: datetime | None = None,
         follow: bool = False,
     ) -> Iterator[LogLine]:
-        """The container's output lines, oldest first; with `follow`, blocks for new lines until it stops."""
+        """The container's output lines, oldest first; with `follow`, blocks for new lines until it stops.
+
+        A line longer than the runner's `log_line_max_bytes` comes as several, each at most that long.
+
+        Raises:
+            ContainerGone: the engine has no such container (it was removed).
+        """
 
     @abc.abstractmethod
     def stats(self, container: str) -> Stats:

@@ -96,6 +96,7 @@ def build_from_source(
             timeout=clone_timeout,
             allow_local=spec.allow_local,
             on_output=on_output,
+            line_max_bytes=settings.log_line_max_bytes,
         )
         context, dockerfile = _build_paths(source, context=spec.context, dockerfile=spec.dockerfile)
         _build(api, context, dockerfile, spec, on_output, timeout=build_timeout, settings=settings)
@@ -139,7 +140,7 @@ def _build(
     settings: RunnerSettings,
 ) -> None:
     """Run the engine build of `context` as `spec.tag`, streaming its output, within `timeout` seconds."""
-    output = OutputLines(on_output)
+    output = OutputLines(on_output, max_bytes=settings.log_line_max_bytes)
     stream = DeadlineClient(settings, api.api_version, time.monotonic() + timeout)
     try:
         chunks = stream.api.build(

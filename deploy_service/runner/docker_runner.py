@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from http import HTTPStatus
 from typing import Any
 
 from docker.errors import APIError, ImageNotFound, NotFound
@@ -66,6 +67,7 @@ from deploy_service.runner.docker_records import (
 from deploy_service.runner.docker_streams import log_lines, set_read_timeout
 from deploy_service.runner.errors import (
     BuildFailed,
+    ContainerGone,
     EngineUnavailable,
     ImageUnavailable,
     ReplicaStartFailed,
@@ -387,7 +389,7 @@ class DockerRunner(Runner):
         the lines are read lazily. Containers must be non-TTY (ours always are).
 
         Raises:
-            RunnerError: no such container.
+            ContainerGone: no such container.
         """
         return self._stream_logs(
             "/containers/{0}/logs",
@@ -415,7 +417,9 @@ class DockerRunner(Runner):
         """Open the engine's log stream at `path` (a container's or, through a Swarm manager, a task's).
 
         Raises:
-            RunnerError: `missing` when the engine answers 404 (if given), else `refused` with its reason.
+            ContainerGone: `missing` when the engine answers 404 (if given); the engine's reason when it
+                answers 409 (the container is dead or being removed: it has no logs to give any more).
+            RunnerError: `refused` with the engine's reason.
         """
         params: dict[str, Any] = {
             "stdout": 1,
@@ -432,12 +436,14 @@ class DockerRunner(Runner):
             except NotFound as exc:
                 if missing is None:
                     raise RunnerError(f"{refused}: {explanation(exc)}") from exc
-                raise RunnerError(missing) from exc
+                raise ContainerGone(missing) from exc
             except APIError as exc:
+                if exc.status_code == HTTPStatus.CONFLICT:  # "dead or marked for removal": going, as good as gone
+                    raise ContainerGone(f"{refused}: {explanation(exc)}") from exc
                 raise RunnerError(f"{refused}: {explanation(exc)}") from exc
         if follow:
             set_read_timeout(response, None)
-        return log_lines(response, replica=replica, guard=self._engine)
+        return log_lines(response, replica=replica, guard=self._engine, max_bytes=self.settings.log_line_max_bytes)
 
     def stats(self, container: str) -> Stats:
         with self._engine() as api:

@@ -3,12 +3,15 @@
 - Logs are read from the low-level endpoint and demultiplexed here (`log_lines`): the SDK's streaming
   helpers drop the stream id of each frame, and the caller wants to know stdout from stderr. Each
   stream's frames are assembled into whole lines separately, keeping the engine timestamp of the frame
-  that started the line; a partial line at the end of the stream is still reported.
+  that started the line; a partial line at the end of the stream is still reported. A line longer than
+  `log_line_max_bytes` is handed on in pieces of at most that size as it comes (`runner.lines`), and a
+  frame is read in pieces of that size too, so a container printing without newlines (or a frame
+  header announcing gigabytes) never makes the reader hold more than about twice that.
 - Long streaming calls (pull, build) get a short-lived client of their own (`DeadlineClient`), whose
   every socket read is bounded by the call's deadline; closing it cancels the work in the engine and
   never disturbs the runner's shared connection pool.
 - Build output arrives in chunks that may end mid-line; `OutputLines` hands whole lines to the caller
-  and keeps the last ones for the error of a failed build.
+  (a longer one than the cap in pieces) and keeps the last ones for the error of a failed build.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import requests
 from deploy_service.runner.base import LogLine
 from deploy_service.runner.docker_client import engine_client
 from deploy_service.runner.docker_common import parse_engine_time
+from deploy_service.runner.lines import cut_at, split_bytes, split_text
 from deploy_service.runner.settings import RunnerSettings
 
 __all__ = ["BUILD_LOG_TAIL_LINES", "DeadlineClient", "OutputLines", "log_lines", "set_read_timeout"]
@@ -98,10 +102,14 @@ class DeadlineClient:
 
 
 class OutputLines:
-    """Build output as whole lines for `on_output` (a chunk may end mid-line); the last ones kept for errors."""
+    """Build output as whole lines for `on_output` (a chunk may end mid-line); the last ones kept for errors.
 
-    def __init__(self, on_output: Callable[[str], None]) -> None:
+    A line over `max_bytes` is handed on in pieces of at most that size, as soon as a piece is complete.
+    """
+
+    def __init__(self, on_output: Callable[[str], None], *, max_bytes: int) -> None:
         self.on_output = on_output
+        self.max_bytes = max_bytes
         self.partial = ""
         self.tail: deque[str] = deque(maxlen=BUILD_LOG_TAIL_LINES)
 
@@ -113,6 +121,10 @@ class OutputLines:
         *lines, self.partial = (self.partial + text).split("\n")
         for line in lines:
             self._emit(line.removesuffix("\r"))
+        if len(self.partial) * 4 > self.max_bytes:  # it may be over the cap in UTF-8: cut its whole pieces
+            *pieces, self.partial = split_text(self.partial, self.max_bytes)
+            for piece in pieces:
+                self._emit(piece)
 
     def flush(self) -> None:
         if self.partial:
@@ -124,21 +136,27 @@ class OutputLines:
         return "\n".join(self.tail)
 
     def _emit(self, text: str) -> None:
-        self.tail.append(text)
-        self.on_output(text)
+        for piece in split_text(text, self.max_bytes):
+            self.tail.append(piece)
+            self.on_output(piece)
 
 
 class _LineAssembler:
-    """Turns the timestamped frames of one stream into whole lines, keeping a partial line until completed."""
+    """Turns the timestamped frames of one stream into lines of at most `max_bytes`.
 
-    def __init__(self) -> None:
+    A partial line is kept until completed, or until it holds more than `max_bytes`: then its whole
+    pieces go on, the rest is kept (so it never holds more than `max_bytes` between feeds).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
         self.pending = b""
         self.timestamp: datetime | None = None
         self.open = False
 
-    def feed(self, data: bytes) -> Iterator[tuple[datetime | None, bytes]]:
+    def feed(self, data: bytes, *, starts_frame: bool) -> Iterator[tuple[datetime | None, bytes]]:
         stamp = None
-        match = _LOG_TIMESTAMP.match(data)
+        match = _LOG_TIMESTAMP.match(data) if starts_frame else None
         if match is not None:
             stamp = parse_engine_time(match.group(1).decode())
             data = data[match.end() :]
@@ -148,8 +166,13 @@ class _LineAssembler:
             cut = data.find(b"\n")
             if cut < 0:
                 self.pending += data
+                while len(self.pending) > self.max_bytes:
+                    head = cut_at(self.pending, self.max_bytes)
+                    yield self.timestamp, self.pending[:head]
+                    self.pending = self.pending[head:]
                 return
-            yield self.timestamp, self.pending + data[:cut]
+            for piece in split_bytes(self.pending + data[:cut], self.max_bytes):
+                yield self.timestamp, piece
             self.pending, self.open = b"", False
             data = data[cut + 1 :]
 
@@ -169,21 +192,32 @@ def _read_exactly(raw: Any, size: int) -> bytes:
     return data
 
 
-def _frames(response: requests.Response) -> Iterator[tuple[int, bytes]]:
-    """The (stream id, payload) frames of a non-TTY attach/logs stream."""
+def _frames(response: requests.Response, max_bytes: int) -> Iterator[tuple[int, bytes, bool]]:
+    """(stream id, piece, whether the piece starts its frame) of a non-TTY attach/logs stream.
+
+    A frame's payload is read in pieces of at most `max_bytes` (whatever length its header announces).
+    """
     while True:
         header = _read_exactly(response.raw, 8)
         if len(header) < 8:
             return
         stream_id, length = struct.unpack(">BxxxL", header)
-        payload = _read_exactly(response.raw, length)
-        if len(payload) < length:
-            return
-        yield stream_id, payload
+        starts = True
+        while length:
+            piece = _read_exactly(response.raw, min(length, max_bytes))
+            if piece:
+                yield stream_id, piece, starts
+            if len(piece) < min(length, max_bytes):
+                return
+            length, starts = length - len(piece), False
 
 
 def log_lines(
-    response: requests.Response, *, replica: int, guard: Callable[[], AbstractContextManager[Any]]
+    response: requests.Response,
+    *,
+    replica: int,
+    guard: Callable[[], AbstractContextManager[Any]],
+    max_bytes: int,
 ) -> Iterator[LogLine]:
     """The lines of a streamed, timestamped logs response, read lazily; the response is closed at the end.
 
@@ -192,8 +226,9 @@ def log_lines(
         replica: the replica index every line is attributed to.
         guard: a context manager entered while reading, which translates engine failures (the runner's
             `_engine`).
+        max_bytes: the longest line (`log_line_max_bytes`); a longer one comes as several.
     """
-    assemblers = {stream_id: _LineAssembler() for stream_id in _STREAMS}
+    assemblers = {stream_id: _LineAssembler(max_bytes) for stream_id in _STREAMS}
 
     def line(stream_id: int, stamp: datetime | None, data: bytes) -> LogLine:
         text = data.decode("utf-8", errors="replace").removesuffix("\r")
@@ -201,9 +236,9 @@ def log_lines(
 
     try:
         with guard():
-            for stream_id, payload in _frames(response):
+            for stream_id, piece, starts in _frames(response, max_bytes):
                 if stream_id in assemblers:
-                    for stamp, data in assemblers[stream_id].feed(payload):
+                    for stamp, data in assemblers[stream_id].feed(piece, starts_frame=starts):
                         yield line(stream_id, stamp, data)
         for stream_id, assembler in assemblers.items():
             for stamp, data in assembler.flush():

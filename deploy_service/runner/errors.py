@@ -12,6 +12,8 @@ They are typed by what the caller should do:
 - `ImageUnavailable`, `BuildFailed`, `ReplicaStartFailed` (and a bare `RunnerError`): the engine
   answered and the operation failed for a reason the user should read (`message`, and `log` for
   the tail of a build's output).
+- `ContainerGone`: the engine has no such container (removed, or never ours); a reader of its output
+  has nothing more to read there.
 - `RunnerConfigError`: a backend refused its settings when it was constructed.
 
 Every one is a `RunnerError`, so a caller that wants "the engine answered and refused" must catch
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 __all__ = [
     "BuildFailed",
+    "ContainerGone",
     "EngineUnavailable",
     "ImageUnavailable",
     "ReplicaStartFailed",
@@ -53,6 +56,10 @@ class ImageUnavailable(RunnerError):
 
 class BuildFailed(RunnerError):
     """Cloning or building a git source failed (or timed out); `log` holds the tail of the output."""
+
+
+class ContainerGone(RunnerError):
+    """The engine has no such container (nor, on Swarm, a task of ours that ran it)."""
 
 
 class ReplicaStartFailed(RunnerError):

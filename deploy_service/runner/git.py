@@ -16,7 +16,9 @@ repository over the transports we allow:
 - A deadline: on timeout the whole process group (git and its remote helpers) is killed.
 
 `clone_command` and `clone_environment` are pure, so their shape is unit-tested without running git.
-Output lines are handed to `on_output` on the calling thread (a reader thread only queues them).
+Output lines are handed to `on_output` on the calling thread (a reader thread only queues them); a line
+longer than `line_max_bytes` comes in pieces (`runner.lines.read_lines`), so a remote that sends output
+without newlines cannot make the reader hold it all.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ from typing import IO
 
 from deploy_service.references import InvalidReference, check_git_url, check_ref_name
 from deploy_service.runner.errors import BuildFailed
+from deploy_service.runner.lines import read_lines
 
 __all__ = ["clone", "clone_command", "clone_environment", "normalize_git_url"]
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOG_TAIL_LINES = 50
+LINE_MAX_BYTES = 16 * 1024
+"""`LOG_LINE_MAX_BYTES`'s default (`RunnerSettings.log_line_max_bytes`)."""
 _EOF = None
 
 
@@ -118,6 +123,7 @@ def clone(
     timeout: float,
     allow_local: bool,
     on_output: Callable[[str], None] | None = None,
+    line_max_bytes: int = LINE_MAX_BYTES,
 ) -> None:
     """Shallow-clone `branch` of `git_url` into `dest` (which must not exist yet, or be empty).
 
@@ -131,7 +137,9 @@ def clone(
         raise BuildFailed("git is not installed on the server.")
     with tempfile.TemporaryDirectory(prefix="deploy-git-home-") as home:
         env = clone_environment(home, allow_local=allow_local)
-        returncode, tail = _run(argv, env=env, cwd=home, timeout=timeout, on_output=on_output)
+        returncode, tail = _run(
+            argv, env=env, cwd=home, timeout=timeout, on_output=on_output, line_max_bytes=line_max_bytes
+        )
     if returncode is None:
         raise BuildFailed(f"clone timed out after {timeout:g}s", log=tail)
     if returncode != 0:
@@ -145,6 +153,7 @@ def _run(
     cwd: str,
     timeout: float,
     on_output: Callable[[str], None] | None,
+    line_max_bytes: int,
 ) -> tuple[int | None, str]:
     """Run `argv` with a deadline; return (exit code or None on timeout, tail of the output)."""
     deadline = time.monotonic() + timeout
@@ -160,7 +169,9 @@ def _run(
         start_new_session=True,
     )
     assert proc.stdout is not None
-    reader = threading.Thread(target=_pump, args=(proc.stdout, lines), name="git-clone-output", daemon=True)
+    reader = threading.Thread(
+        target=_pump, args=(proc.stdout, lines, line_max_bytes), name="git-clone-output", daemon=True
+    )
     reader.start()
     timed_out = False
     try:
@@ -192,10 +203,10 @@ def _run(
     return (None if timed_out else proc.returncode), "\n".join(tail)
 
 
-def _pump(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
+def _pump(stream: IO[bytes], lines: queue.Queue[str | None], max_bytes: int) -> None:
     try:
-        for raw in stream:
-            lines.put(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+        for line in read_lines(stream, max_bytes):
+            lines.put(line)
     except (OSError, ValueError):
         pass
     finally:

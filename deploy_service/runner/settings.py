@@ -29,6 +29,8 @@ class RunnerSettings:
     """Who a replica runs as when its image's user is root, a name or empty (`runner.users`)."""
     log_max_size: str = "10m"
     log_max_file: int = 3
+    log_line_max_bytes: int = 16 * 1024
+    """Longest output line read from a container or a build; a longer one comes as several (`runner.lines`)."""
     tmpfs_mb: int = 64
     stop_timeout: float = 10.0
     build_timeout: float = 900.0

@@ -50,6 +50,7 @@ from deploy_service.runner.docker_common import explanation
 from deploy_service.runner.docker_runner import DockerRunner
 from deploy_service.runner.errors import (
     BuildFailed,
+    ContainerGone,
     EngineUnavailable,
     ImageUnavailable,
     ReplicaStartFailed,
@@ -199,11 +200,11 @@ class SwarmRunner(DockerRunner, ServiceRunner):
         """The container's lines from the engine it runs on; from the manager's task logs if it is elsewhere.
 
         Raises:
-            RunnerError: no such container, nor a task of ours that ran it.
+            ContainerGone: no such container, nor a task of ours that ran it.
         """
         try:
             return super().logs(container, replica=replica, tail=tail, since=since, follow=follow)
-        except RunnerError:
+        except ContainerGone:
             task_id = self._task_of_container(container)
             if task_id is None:
                 raise
@@ -239,6 +240,7 @@ class SwarmRunner(DockerRunner, ServiceRunner):
             since=since,
             follow=follow,
             refused=f"The Swarm manager refused the logs of task {task_id}",
+            missing=f"No such task: {task_id}",
         )
 
     # -- services ----------------------------------------------------------------------------------

@@ -72,6 +72,8 @@ class Engine:
 
     def __init__(self, client: docker.DockerClient, namespace: str, runner: str = "docker") -> None:
         self.client, self.namespace, self.runner = client, namespace, runner
+        self.reconciler: Reconciler | None = None
+        """The app's reconciler loop, for a test that must stop it (before it repairs what the test broke)."""
 
     def containers(self, deployment_id: str | None = None) -> list[Any]:
         """The namespace's containers (one list call, no per-container inspect that could race a removal).
@@ -146,6 +148,7 @@ def _engine(
     reconciler = Reconciler(app, runner=runner, settings=settings)
     reconciler.start()
     view = Engine(docker_engine, namespace, kind)
+    view.reconciler = reconciler
     yield view
     reconciler.stop()
     view.remove_all()
@@ -512,6 +515,25 @@ def test_runtime_logs_and_live_follow(api: Client, engine: Engine) -> None:
     assert "event: end" in rest
     end = rest.split("event: end\ndata: ", 1)[1].split("\n", 1)[0]
     assert json.loads(end)["status"] == "killed"
+
+
+@BOTH_RUNNERS
+def test_logs_of_a_replica_whose_container_is_gone_are_empty_not_an_error(api: Client, engine: Engine) -> None:
+    """Removed behind the service's back (the reconciler not yet there to replace it): nothing left to read."""
+    deployment_id = api.deploy(api.agent(), replicas=2)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    logs = f"/v1/deployments/{deployment_id}/logs"
+    wait_until(lambda: {line["replica"] for line in api.call("get", logs).get_json()["lines"]} == {0, 1}, what="logs")
+    assert engine.reconciler is not None
+    engine.reconciler.stop()
+    [gone] = [c for c in engine.containers(deployment_id) if c.replica == 0 and c.status == "running"]
+    engine.client.api.remove_container(gone.id, force=True)
+
+    response = api.call("get", f"{logs}?replica=0")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["lines"] == []
+    rest = api.call("get", logs)
+    assert rest.status_code == 200 and {line["replica"] for line in rest.get_json()["lines"]} == {1}
 
 
 @BOTH_RUNNERS

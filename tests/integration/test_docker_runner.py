@@ -405,14 +405,16 @@ def test_crash_exit_code_and_logs_with_streams_and_timestamps(
     assert list(runner.logs(info.container_id, replica=4, since=exit_info.finished_at + timedelta(seconds=1))) == []
 
 
-def test_long_and_unterminated_lines_come_back_whole(
+def test_long_lines_come_back_joined_then_cut_at_the_line_cap(
     runner: DockerRunner,
     docker_engine: docker.DockerClient,
     deployment_prefix: str,
     image_tag: str,
     free_port: Callable[[], int],
 ) -> None:
-    """The engine stores lines over 16 KiB as several partial entries; the runner joins them again."""
+    """The engine stores lines over 16 KiB as several partial entries; the runner joins them again, and
+    hands on a line longer than `log_line_max_bytes` (16 KiB) in pieces of that size (multi-byte
+    characters are never cut: see tests/unit/test_log_line_cap.py)."""
     shell = f'FROM {HTTP_AGENT}\nENTRYPOINT ["/bin/sh", "-c"]\n'
     docker_engine.images.build(fileobj=io.BytesIO(shell.encode()), tag=image_tag, rm=True)
     script = "head -c 40000 /dev/zero | tr '\\0' x; echo; echo short >&2; printf no-newline"
@@ -421,7 +423,14 @@ def test_long_and_unterminated_lines_come_back_whole(
 
     lines = list(runner.logs(info.container_id, replica=0))
 
-    assert [line.line for line in lines if line.stream == "stdout"] == ["x" * 40000, "no-newline"]
+    assert [line.line for line in lines if line.stream == "stdout"] == [
+        "x" * 16384,
+        "x" * 16384,
+        "x" * 7232,
+        "no-newline",
+    ]
+    stdout = [line for line in lines if line.stream == "stdout"]
+    assert len({line.timestamp for line in stdout[:3]}) == 1, "a line's pieces share the stamp of its start"
     assert [line.line for line in lines if line.stream == "stderr"] == ["short"]
 
 

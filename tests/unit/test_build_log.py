@@ -11,7 +11,7 @@ def test_appends_stay_within_the_cap_and_keep_the_newest_whole_lines() -> None:
     written: list[str] = []
     for batch in range(30):
         lines = [f"batch {batch:02d} line {n} – ünïcødé ✓" for n in range(7)]  # multi-byte: cuts fall inside
-        append_build_log(deployment, lines, max_bytes=1024)
+        append_build_log(deployment, lines, max_bytes=1024, line_max_bytes=256)
         written += lines
         stored = deployment.build_log or ""
         assert len(stored.encode()) <= 1024
@@ -21,6 +21,6 @@ def test_appends_stay_within_the_cap_and_keep_the_newest_whole_lines() -> None:
 
 def test_a_log_under_the_cap_is_kept_whole() -> None:
     deployment = Deployment()
-    append_build_log(deployment, ["one", "two  "], max_bytes=1024)
-    append_build_log(deployment, ["three"], max_bytes=1024)
+    append_build_log(deployment, ["one", "two  "], max_bytes=1024, line_max_bytes=256)
+    append_build_log(deployment, ["three"], max_bytes=1024, line_max_bytes=256)
     assert [line["line"] for line in build_log_lines(deployment)] == ["one", "two", "three"]
