@@ -21,6 +21,7 @@ from deploy_service.models.deployment import (
 from deploy_service.models.evaluation import Evaluation
 from deploy_service.models.heartbeat import ReconcilerHeartbeat
 from deploy_service.models.metrics import ContainerSample
+from deploy_service.models.replica_log import ReplicaLog
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import (
     FIRST_ACCOUNT_SLOT,
@@ -69,6 +70,7 @@ __all__ = [
     "Principal",
     "Role",
     "ReconcilerHeartbeat",
+    "ReplicaLog",
     "Secret",
     "User",
     "Webhook",

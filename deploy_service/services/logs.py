@@ -1,8 +1,9 @@
 """Deployment logs: the stored build log, and runtime output read from the engine (also followed live).
 
 The build log is stored on the deployment, capped at `BUILD_LOG_MAX_BYTES` (the oldest lines go
-first), one line per output line prefixed with its UTC timestamp. Runtime logs are never stored:
-they are read from the engine's log driver (json-file with rotation caps) when asked for.
+first), one line per output line prefixed with its UTC timestamp. Runtime logs are read from the
+engine's log driver (json-file with rotation caps) when asked for, merged with the stored last lines of
+containers the reconciler removed (`stored_logs`); a container whose lines are stored is not asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from deploy_service.extensions import db
 from deploy_service.models import Deployment, DeploymentStatus, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.runner.base import LogLine
+from deploy_service.services import stored_logs
 from deploy_service.services.deployments import get_deployment
 from deploy_service.services.engine import runner
 from deploy_service.settings import current_settings
@@ -65,11 +67,11 @@ def _containers(deployment: Deployment, replica: int | None) -> list[tuple[int, 
 
 
 def _runtime_lines(
-    deployment: Deployment, *, tail: int | None, since: datetime | None, replica: int | None
+    containers: list[tuple[int, str]], *, tail: int | None, since: datetime | None
 ) -> list[dict[str, Any]]:
     engine = runner()
     lines: list[LogLine] = []
-    for index, container in _containers(deployment, replica):
+    for index, container in containers:
         lines.extend(engine.logs(container, replica=index, tail=tail, since=since))
     lines.sort(key=lambda line: line.timestamp or datetime.min.replace(tzinfo=UTC))
     if tail is not None:
@@ -95,10 +97,13 @@ def read_logs(
             if since is None or (line["timestamp"] and line["timestamp"] > since)
         ]
         return {"deployment_id": deployment.id, "lines": lines[-tail:] if tail else []}
-    return {
-        "deployment_id": deployment.id,
-        "lines": _runtime_lines(deployment, tail=tail, since=since, replica=replica),
-    }
+    kept = stored_logs.stored(deployment, tail=tail, since=since, replica=replica)
+    live = [(index, c) for index, c in _containers(deployment, replica) if c not in kept.containers]
+    lines = sorted(
+        [*kept.lines, *_runtime_lines(live, tail=tail, since=since)],
+        key=lambda line: line["timestamp"] or datetime.min.replace(tzinfo=UTC),
+    )
+    return {"deployment_id": deployment.id, "lines": lines[-tail:] if tail else []}
 
 
 def _sse(data: Any, event: str | None = None) -> str:
