@@ -119,19 +119,12 @@ def _newest_first(deployment_id: str, replica: int | None) -> Sequence[ReplicaLo
 def stored(deployment: Deployment, *, tail: int | None, since: datetime | None, replica: int | None) -> Stored:
     """The last `tail` stored lines of the deployment (of one replica), merged by time.
 
-    Rows are read newest first, and only as far as they can still hold one of the last `tail` lines: a
-    row stored at `t` holds nothing newer than `t`.
+    Every row is read: line timestamps are the engine's clock and `stored_at` the service's, so a row's
+    storage time says nothing certain about its lines (a remote engine's clock may be ahead). Retention
+    (`LOG_RETENTION_DAYS`) bounds how many there are.
     """
     rows = _newest_first(deployment.id, replica)
-    lines: list[dict[str, Any]] = []
-    for row in rows:
-        if since is not None and row.stored_at <= since:
-            break
-        if tail is not None and len(lines) >= tail:
-            lines.sort(key=lambda line: line["timestamp"] or OLDEST)
-            if (lines[-tail]["timestamp"] or OLDEST) > row.stored_at:
-                break
-        lines.extend(_as_dicts(row, since))
+    lines = [line for row in rows for line in _as_dicts(row, since)]
     lines.sort(key=lambda line: line["timestamp"] or OLDEST)
     if tail is not None:
         lines = lines[-tail:] if tail else []
