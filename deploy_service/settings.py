@@ -180,6 +180,12 @@ class ReconcileSettings:
     sample_retention_hours: float = 24.0
     alert_window: float = 3600.0
     """Seconds an OOM kill counts for the memory alert (`ALERT_WINDOW_MINUTES`)."""
+    log_keep_lines: int = 1000
+    """The last lines of a replica's container stored before it is removed (0: none)."""
+    log_retention_days: float = 7.0
+    """Stored lines older than this are deleted."""
+    log_prune_every: float = 3600.0
+    """Seconds between two deletions of stored lines past their retention."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ReconcileSettings:
@@ -500,6 +506,9 @@ def _reconcile_settings(read: _Reader, runner: RunnerSettings) -> ReconcileSetti
         sample_every=read.number("METRICS_SAMPLE_SECONDS"),
         sample_retention_hours=read.number("METRICS_RETENTION_HOURS"),
         alert_window=read.number("ALERT_WINDOW_MINUTES") * 60,
+        log_keep_lines=read.integer("LOG_KEEP_LINES_PER_REPLICA"),
+        log_retention_days=read.number("LOG_RETENTION_DAYS"),
+        log_prune_every=read.number("LOG_PRUNE_SECONDS"),
     )
 
 

@@ -50,6 +50,10 @@ class FakeRunner(Runner):
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.on_start: Callable[[ReplicaSpec], None] | None = None
+        self.on_stop: str | None = None
+        """A line each container prints when it is stopped (its last words)."""
+        self.logs_fail_after: int | None = None
+        """`logs` raises an outage after this many lines (a read that breaks part way)."""
         self.stats_calls: dict[str, int] = {}
 
     def _check(self, call: str) -> None:
@@ -108,6 +112,17 @@ class FakeRunner(Runner):
             self.on_start(spec)
         return info
 
+    def stop_replica(self, container: str, *, stop_timeout: float = 10.0) -> None:
+        """Like the engine's: the container exits (with the code of a SIGTERM) and says `on_stop` if set."""
+        self._check("stop_replica")
+        with self._lock:
+            found = self.containers.get(container)
+            if found is None or not found.info.running:
+                return
+            found.info = replace(found.info, state="exited", exit_code=143)
+        if self.on_stop:
+            self.say(container, self.on_stop)
+
     def remove_replica(self, container: str, *, stop_timeout: float = 10.0) -> None:
         self._check("remove_replica")
         with self._lock:
@@ -138,7 +153,15 @@ class FakeRunner(Runner):
         if found is None:
             raise ContainerGone(f"No such container: {container}")
         lines = [line for line in found.logs if since is None or (line.timestamp and line.timestamp > since)]
-        return iter((lines[-tail:] if tail else []) if tail is not None else lines)
+        lines = (lines[-tail:] if tail else []) if tail is not None else lines
+        return self._stream(lines)
+
+    def _stream(self, lines: list[LogLine]) -> Iterator[LogLine]:
+        """The lines, breaking off after `logs_fail_after` of them when that is set (a stream that dies)."""
+        for number, line in enumerate(lines):
+            if self.logs_fail_after is not None and number >= self.logs_fail_after:
+                raise EngineUnavailable("fake engine broke off the log stream")
+            yield line
 
     def stats(self, container: str) -> Stats:
         """Each call: +0.25 s of CPU per 1 s of system time on 2 CPUs (50% of a core); (index + 1) MiB."""

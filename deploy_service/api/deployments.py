@@ -35,6 +35,7 @@ from deploy_service.schemas.deployment import (
 from deploy_service.services import deployment_reads as reads
 from deploy_service.services import deployments as service
 from deploy_service.services import logs as log_service
+from deploy_service.services import stored_logs
 from deploy_service.services.common import Page
 from deploy_service.services.metrics import deployment_metrics
 
@@ -262,7 +263,7 @@ class Logs(MethodView):
     @blp.auth_required()
     @blp.arguments(LogArgs, location="query")
     @blp.response(200, LogsSchema)
-    @blp.error(404, NO_DEPLOYMENT)
+    @blp.error(404, f"{NO_DEPLOYMENT} With `previous=true`: no previous container of that replica is stored.")
     @blp.error(503, ENGINE_DOWN.replace("; nothing was written", " (runtime logs are read from it)"))
     @blp.doc(operationId="getDeploymentLogs", responses={200: {"content": SSE}})
     def get(self, args: dict[str, Any], deployment_id: str) -> Any:
@@ -276,6 +277,10 @@ class Logs(MethodView):
         A user follows at most `LOG_FOLLOW_MAX_PER_USER` streams at once, across every worker: one more
         is the 429 `rate_limited` that every `/v1` route documents, with `Retry-After`.
         """
+        if args.pop("previous"):
+            return stored_logs.previous_logs(
+                current_user(), deployment_id, replica=args["replica"], tail=args["tail"], since=args.get("since")
+            )
         if args.pop("follow"):
             stream = log_service.follow_logs(current_user(), deployment_id, **args)
             first = next(stream)  # a missing deployment (404) or one stream too many (429) before it starts

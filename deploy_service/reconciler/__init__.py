@@ -1,6 +1,6 @@
 """The reconciler: compares what the database wants with what the engine runs, and acts.
 
-- `loop.Reconciler` runs the jobs (`jobs.py`: converge, sample, dispatch webhooks), woken at once by
+- `loop.Reconciler` runs the jobs (`jobs.py`: converge, sample, dispatch webhooks, prune stored logs), woken at once by
   desired-state changes, resynced periodically, backing off while the engine is down, under a leader lock
   so exactly one is active.
 - `plan.py` decides: from one deployment's desired state, its observed replicas, the settings and `now`,

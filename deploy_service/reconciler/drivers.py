@@ -13,6 +13,11 @@ replicas in the runner's one value type `ReplicaInfo`) and carries out the engin
 Orphans (replicas or services carrying our labels whose deployment is not live) are removed item by item:
 one that cannot be removed is logged and retried next pass, and never stops the others nor the pass.
 Engine calls that can be slow run in parallel on the reconciler's pool.
+
+Every removal keeps the last `LOG_KEEP_LINES_PER_REPLICA` lines of what it removes (`KeptLogs`, returned
+for the executor to store): a container is stopped, read, then removed, so its last words are kept too.
+A read that fails is logged and what it got is kept; it never stops the removal. A Swarm service's
+containers are read (every task that still has one, current or past) before the service is removed.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from deploy_service.reconciler.plan import Observed, ServiceState
@@ -31,6 +37,7 @@ from deploy_service.reconciler.settings import ReconcileSettings
 from deploy_service.runner.base import (
     EngineUnavailable,
     ExitInfo,
+    LogLine,
     ReplicaInfo,
     ReplicaSpec,
     Runner,
@@ -44,6 +51,7 @@ from deploy_service.runner.swarm_runner import current_tasks, task_replica
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+OLDEST = datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,19 @@ class EngineEvent:
     kind: str
     message: str
     data: dict[str, object] = field(default_factory=dict)
+    logs: tuple[KeptLogs, ...] = ()
+    """The lines of what was removed."""
+
+
+@dataclass(frozen=True)
+class KeptLogs:
+    """The last lines of a container the driver removed (or is about to), for the executor to store."""
+
+    deployment_id: str
+    replica: int
+    container_id: str
+    generation: int
+    lines: tuple[LogLine, ...]
 
 
 @dataclass
@@ -113,8 +134,8 @@ class Driver(abc.ABC):
         """
 
     @abc.abstractmethod
-    def remove_orphans(self, observation: Observation, live: set[str]) -> None:
-        """Remove what carries our labels but belongs to no live deployment, item by item.
+    def remove_orphans(self, observation: Observation, live: set[str]) -> list[KeptLogs]:
+        """Remove what carries our labels but belongs to no live deployment, item by item; their lines.
 
         Raises:
             EngineUnavailable: the engine stopped answering (every item was still tried).
@@ -145,8 +166,9 @@ class Driver(abc.ABC):
         """Start the replicas of `indices` (containers only): per replica, what runs or why it did not."""
         raise NotImplementedError(f"the {self.runner.name} runner's engine starts replicas itself")
 
-    def remove(self, replicas: Sequence[ReplicaInfo]) -> None:
-        """Stop and remove containers (containers only); a failure other than an outage is logged."""
+    def remove(self, replicas: Sequence[ReplicaInfo]) -> list[KeptLogs]:
+        """Stop, read and remove containers (containers only); their lines. A failure other than an outage
+        is logged."""
         raise NotImplementedError(f"the {self.runner.name} runner's engine removes replicas itself")
 
     def apply(
@@ -156,6 +178,24 @@ class Driver(abc.ABC):
         raise NotImplementedError(f"the {self.runner.name} runner does not run services")
 
     # -- shared ---------------------------------------------------------------------------------------
+
+    def keep_logs(self, deployment_id: str, index: int, generation: int, container: str) -> KeptLogs | None:
+        """The container's last `log_keep_lines` lines (None when none are kept); never raises.
+
+        A read that fails part way is logged, and the lines it got are kept.
+        """
+        keep = self.settings.log_keep_lines
+        if keep <= 0:
+            return None
+        lines: list[LogLine] = []
+        try:
+            for line in self.runner.logs(container, replica=index, tail=keep):
+                lines.append(line)
+        except Exception as exc:  # noqa: BLE001 - a read that fails never blocks the removal
+            log.warning(
+                "could not read the logs of %s before its removal (%s); kept %d line(s)", container, exc, len(lines)
+            )
+        return KeptLogs(deployment_id, index, container, generation, tuple(lines[-keep:]))
 
     def _each(self, call: Callable[[T], object], items: Iterable[T], what: str) -> None:
         """Run `call` on every item in parallel; log each failure, re-raise an outage after all have run."""
@@ -191,11 +231,12 @@ class ContainerDriver(Driver):
             used_ports={replica.port for replica in replicas if replica.port},
         )
 
-    def remove_orphans(self, observation: Observation, live: set[str]) -> None:
+    def remove_orphans(self, observation: Observation, live: set[str]) -> list[KeptLogs]:
         orphans = [r for d, view in observation.views.items() if d not in live for r in view.replicas]
-        if orphans:
-            log.info("removing %d orphaned container(s)", len(orphans))
-            self.remove(orphans)
+        if not orphans:
+            return []
+        log.info("removing %d orphaned container(s)", len(orphans))
+        return self.remove(orphans)
 
     def start(self, workload: Workload, indices: Sequence[int], used_ports: set[int]) -> list[ReplicaInfo | Exception]:
         network = self.runner.network_mode()
@@ -226,19 +267,36 @@ class ContainerDriver(Driver):
             return exc
         return info if info.port else _with_port(info, spec.port)
 
-    def remove(self, replicas: Sequence[ReplicaInfo]) -> None:
+    def remove(self, replicas: Sequence[ReplicaInfo]) -> list[KeptLogs]:
         timeout = self.settings.stop_timeout
-        self._each(lambda r: self.runner.remove_replica(r.container_id, stop_timeout=timeout), replicas, "container")
+        kept: list[KeptLogs] = []
+
+        def stop_read_remove(replica: ReplicaInfo) -> None:
+            if self.settings.log_keep_lines > 0 and not replica.exited:
+                try:
+                    self.runner.stop_replica(replica.container_id, stop_timeout=timeout)
+                except EngineUnavailable:
+                    raise
+                except RunnerError as exc:  # removed by force below
+                    log.info("stopping %s failed (%s)", replica.container_id, exc)
+            found = self.keep_logs(replica.deployment_id, replica.index, replica.generation, replica.container_id)
+            if found is not None:
+                kept.append(found)
+            self.runner.remove_replica(replica.container_id, stop_timeout=timeout)
+
+        self._each(stop_read_remove, replicas, "container")
+        return kept
 
     def wind_down(self, deployment_id: str, observed: Observed) -> EngineEvent | None:
         replicas = observed.replicas
         if not replicas:
             return None
-        self.remove(replicas)
+        kept = self.remove(replicas)
         return EngineEvent(
             "containers_removed",
             f"Removed {len(replicas)} container(s).",
             {"container_ids": [replica.container_id for replica in replicas]},
+            logs=tuple(kept),
         )
 
 
@@ -262,6 +320,8 @@ class ServiceDriver(Driver):
         """Tasks whose end was reported (or seen when adopting a service this process did not create)."""
         self._known: set[str] = set()
         """Deployments whose service this process created or has observed."""
+        self._services: dict[str, ServiceInfo] = {}
+        """The services of the last observation: their tasks' containers are read before a removal."""
 
     def observe(self) -> Observation:
         services = self.services.list_services()
@@ -293,6 +353,7 @@ class ServiceDriver(Driver):
         # Swarm prunes old tasks (and we remove services): forget what can never be listed again.
         self._seen_exits &= {task.task_id for service in services for task in service.tasks}
         self._known = {service.deployment_id for service in services}
+        self._services = {service.deployment_id: service for service in services}
         return Observation(
             views=views,
             containers=containers,
@@ -300,12 +361,35 @@ class ServiceDriver(Driver):
             services={service.deployment_id: service for service in services},
         )
 
-    def remove_orphans(self, observation: Observation, live: set[str]) -> None:
+    def remove_orphans(self, observation: Observation, live: set[str]) -> list[KeptLogs]:
         orphans = [deployment_id for deployment_id in observation.services if deployment_id not in live]
-        if orphans:
-            log.info("removing %d orphaned service(s)", len(orphans))
-            timeout = self.settings.stop_timeout
-            self._each(lambda d: self.services.remove_service(d, stop_timeout=timeout), orphans, "service")
+        if not orphans:
+            return []
+        log.info("removing %d orphaned service(s)", len(orphans))
+        timeout = self.settings.stop_timeout
+        kept = self._keep_service_logs(orphans)
+        self._each(lambda d: self.services.remove_service(d, stop_timeout=timeout), orphans, "service")
+        return kept
+
+    def _keep_service_logs(self, deployment_ids: Sequence[str]) -> list[KeptLogs]:
+        """The lines of every container the services' tasks still have (current and past ones), in parallel.
+
+        Swarm keeps the containers of a few past tasks per replica (its task history): a replica that
+        crashed and was restarted by Swarm, or one replaced by a rolling update, is read here if its
+        container is still listed; one Swarm already pruned has nothing left to read.
+        """
+        tasks = sorted(
+            (
+                (task.created_at or OLDEST, deployment_id, task.index, task.generation, task.container_id)
+                for deployment_id in deployment_ids
+                if (service := self._services.get(deployment_id)) is not None
+                for task in service.tasks
+                if task.container_id
+            ),
+            key=lambda item: item[0],
+        )
+        found = self.pool.map(lambda item: self.keep_logs(item[1], item[2], item[3], str(item[4])), tasks)
+        return [kept for kept in found if kept is not None]  # oldest task first: the order they are stored in
 
     def apply(
         self, workload: Workload, *, replicas: int, service: ServiceInfo | None, used_blocks: set[int]
@@ -344,9 +428,10 @@ class ServiceDriver(Driver):
     def wind_down(self, deployment_id: str, observed: Observed) -> EngineEvent | None:
         if observed.service is None:
             return None  # none listed at the start of this pass: nothing to remove
+        kept = self._keep_service_logs([deployment_id])
         if not self.services.remove_service(deployment_id, stop_timeout=self.settings.stop_timeout):
             return None
-        return EngineEvent("service_removed", "Swarm service removed with its containers.")
+        return EngineEvent("service_removed", "Swarm service removed with its containers.", logs=tuple(kept))
 
 
 def driver_for(runner: Runner, settings: ReconcileSettings, pool: ThreadPoolExecutor) -> Driver:

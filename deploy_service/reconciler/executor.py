@@ -8,6 +8,10 @@ A pass reads what the engine runs (one driver observation), then every live depl
 2. the due HTTP health checks run (`health.py`);
 3. `plan.plan_status` derives the status from the slots as they are now and applies the progress deadline.
 
+The lines of every container a pass removes (`drivers.KeptLogs`) are stored after its deployment's
+transaction, in one of their own (`services.stored_logs`): a deployment whose commit loses to the API's
+write (and is converged again next pass) still keeps the lines of what was removed meanwhile.
+
 The pass is level-triggered and idempotent: it looks at everything each time and acts only where the two
 differ, so running it twice, or after a crash of the service, changes nothing more. Image preparation
 runs in the background (`prepare.py`); resource sampling and webhook deliveries are jobs of the loop of
@@ -31,16 +35,18 @@ from deploy_service.extensions import db
 from deploy_service.models import Deployment, DeploymentStatus
 from deploy_service.reconciler import plan as p
 from deploy_service.reconciler.apply import DeploymentRun
-from deploy_service.reconciler.drivers import Driver, Observation, driver_for
+from deploy_service.reconciler.drivers import Driver, KeptLogs, Observation, driver_for
 from deploy_service.reconciler.health import HealthChecker
 from deploy_service.reconciler.leadership import Leadership
 from deploy_service.reconciler.prepare import Preparer
 from deploy_service.reconciler.sampling import RecentOom
 from deploy_service.reconciler.settings import ReconcileSettings
 from deploy_service.runner.base import Runner
-from deploy_service.services import alerts
+from deploy_service.services import alerts, stored_logs
 
 log = logging.getLogger(__name__)
+MAX_UNSTORED_LOGS = 1000
+"""Containers' lines kept in memory while the database refuses them; past that, the oldest are dropped."""
 
 
 def rules_for(settings: ReconcileSettings, driver: Driver) -> p.Rules:
@@ -82,6 +88,8 @@ class Executor:
         self.open_alerts: alerts.OpenAlerts = {}
         self.engine_failed_at: datetime | None = None
         """The last pass the engine did not answer: a rollout's deadline never counts the outage."""
+        self.kept_logs: list[KeptLogs] = []
+        """Lines of removed containers not stored yet."""
 
     def close(self) -> None:
         self.preparer.close()
@@ -103,12 +111,14 @@ class Executor:
         db.session().expire_on_commit = False
         observation = self.driver.observe()
         deployments = self._live_deployments()
-        self.driver.remove_orphans(observation, {deployment.id for deployment in deployments})
+        self.kept_logs.extend(self.driver.remove_orphans(observation, {deployment.id for deployment in deployments}))
+        self._store_logs()
         observation.used_ports |= {i.port for d in deployments for i in d.instances if i.port}
         next_pass = self.settings.resync
         self.open_alerts = alerts.open_alerts()
         for deployment in deployments:
             next_pass = min(next_pass, self._converge_committed(deployment, observation))
+            self._store_logs()
         self.health.forget_all_but(observation.containers)
         return max(next_pass, 0.01)
 
@@ -121,6 +131,20 @@ class Executor:
                 .order_by(Deployment.created_at)
             ).all()
         )
+
+    def _store_logs(self) -> None:
+        """Store the lines of removed containers and commit; kept for the next try if the database refuses."""
+        if not self.kept_logs:
+            return
+        try:
+            stored_logs.keep(self.kept_logs)
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            log.exception("storing the logs of %d removed container(s) failed; retried next pass", len(self.kept_logs))
+            del self.kept_logs[:-MAX_UNSTORED_LOGS]
+            return
+        self.kept_logs.clear()
 
     def _converge_committed(self, deployment: Deployment, observation: Observation) -> float:
         """Converge one deployment, then its alert rules, and commit; one failure spoils only its own."""

@@ -346,6 +346,11 @@ class Runner(abc.ABC):
             ReplicaStartFailed: the engine refused the container.
         """
 
+    def stop_replica(self, container: str, *, stop_timeout: float = 10.0) -> None:  # noqa: B027 - optional
+        """Stop (SIGTERM, then SIGKILL after `stop_timeout`) a container without removing it; a missing one
+        is fine. Lets its last lines be read before `remove_replica`; by default nothing (the removal stops it).
+        """
+
     @abc.abstractmethod
     def remove_replica(self, container: str, *, stop_timeout: float = 10.0) -> None:
         """Stop (SIGTERM, then SIGKILL after `stop_timeout`) and remove a container; a missing one is fine."""

@@ -327,6 +327,20 @@ class DockerRunner(Runner):
         with contextlib.suppress(APIError):
             api.remove_container(container_id, force=True)
 
+    def stop_replica(self, container: str, *, stop_timeout: float = 10.0) -> None:
+        """Stop the container (a stopped or missing one is fine).
+
+        Raises:
+            RunnerError: the engine refused to stop it.
+        """
+        with self._engine() as api:
+            try:
+                api.stop(container, timeout=max(math.ceil(stop_timeout), 0))
+            except NotFound:
+                return
+            except APIError as exc:
+                raise RunnerError(f"The engine could not stop {container}: {explanation(exc)}") from exc
+
     def remove_replica(self, container: str, *, stop_timeout: float = 10.0) -> None:
         with self._engine() as api:
             try:

@@ -170,6 +170,9 @@ class SwarmRunner(DockerRunner, ServiceRunner):
     def start_replica(self, spec: ReplicaSpec) -> ReplicaInfo:
         raise ReplicaStartFailed("The swarm runner starts replicas through services (apply_service).")
 
+    def stop_replica(self, container: str, *, stop_timeout: float = 10.0) -> None:
+        """Nothing: Swarm would start a new task for a container stopped alone (services are removed whole)."""
+
     def remove_replica(self, container: str, *, stop_timeout: float = 10.0) -> None:
         """Remove the service the container belongs to (Swarm would replace a container removed alone)."""
         with self._engine() as api:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from marshmallow import ValidationError, fields, validate, validates
+from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
 from deploy_service.models import (
     WITHOUT_REPLICAS,
@@ -251,6 +251,24 @@ class LogArgs(StrictSchema):
     replica = fields.Integer(validate=validate.Range(min=0))
     source = Choice(LogSource, load_default=LogSource.RUNTIME.value)
     follow = fields.Boolean(load_default=False, metadata={"description": "Stream as text/event-stream."})
+    previous = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "The stored lines of `replica`'s previous container (required with it; runtime "
+            "logs only, not followed); 404 when none is stored."
+        },
+    )
+
+    @validates_schema
+    def _previous_of_one_replica(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("previous"):
+            return
+        if data.get("replica") is None:
+            raise ValidationError({"replica": ["Required with previous=true."]})
+        if data.get("follow"):
+            raise ValidationError({"follow": ["A previous container's lines are not followed."]})
+        if data.get("source") == LogSource.BUILD:
+            raise ValidationError({"source": ["previous=true reads runtime logs."]})
 
 
 class LogLineSchema(ResponseSchema):

@@ -1,8 +1,10 @@
 """Deployment logs: the stored build log, and runtime output read from the engine (also followed live).
 
 The build log is stored on the deployment, capped at `BUILD_LOG_MAX_BYTES` (the oldest lines go
-first), one line per output line prefixed with its UTC timestamp. Runtime logs are never stored:
-they are read from the engine's log driver (json-file with rotation caps) when asked for. No line is
+first), one line per output line prefixed with its UTC timestamp. Runtime logs are read from the
+engine's log driver (json-file with rotation caps) when asked for, merged with the stored last lines of
+the containers the reconciler removed (`stored_logs`; a container whose lines are stored is not asked
+for), so the lines outlive the containers. No line is
 longer than `LOG_LINE_MAX_BYTES`: the runner reads longer ones in pieces, and the stored build log
 splits what it is given the same way (`runner.lines`).
 
@@ -30,7 +32,7 @@ from deploy_service.models import Deployment, DeploymentStatus, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.runner.base import ContainerGone, LogLine
 from deploy_service.runner.lines import split_text
-from deploy_service.services import follow_slots
+from deploy_service.services import follow_slots, stored_logs
 from deploy_service.services.deployments import get_deployment
 from deploy_service.services.engine import runner
 from deploy_service.settings import current_settings
@@ -122,10 +124,13 @@ def read_logs(
             "deployment_id": deployment.id,
             "lines": _build_lines(build_log_lines(deployment), tail=tail, since=since),
         }
-    return {
-        "deployment_id": deployment.id,
-        "lines": _runtime_lines(_containers(deployment, replica), tail=tail, since=since),
-    }
+    kept = stored_logs.stored(deployment, tail=tail, since=since, replica=replica)
+    live = [(index, c) for index, c in _containers(deployment, replica) if c not in kept.containers]
+    lines = sorted(
+        [*kept.lines, *_runtime_lines(live, tail=tail, since=since)],
+        key=lambda line: line["timestamp"] or datetime.min.replace(tzinfo=UTC),
+    )
+    return {"deployment_id": deployment.id, "lines": lines[-tail:] if tail else []}
 
 
 def _sse(data: Any, event: str | None = None) -> str:

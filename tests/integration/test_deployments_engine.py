@@ -643,3 +643,48 @@ def test_hallucination_alert_and_signed_webhooks_on_the_real_engine(
     finally:
         good.close()
         failing.close()
+
+
+def _log_lines(api: Client, deployment_id: str, query: str = "") -> Any:
+    response = api.call("get", f"/v1/deployments/{deployment_id}/logs?tail=1000{query}")
+    assert response.status_code == 200, response.get_json()
+    return [(line["replica"], line["stream"], line["line"]) for line in response.get_json()["lines"]]
+
+
+CRASHER_SAID = [
+    (0, "stdout", "crasher: starting up (stdout)"),
+    (0, "stderr", "crasher: something went wrong (stderr)"),
+]
+
+
+@BOTH_RUNNERS
+def test_a_crashed_containers_lines_are_its_previous_and_outlive_every_container(api: Client, engine: Engine) -> None:
+    """Swarm restarts a crashed task itself: its container's lines are read when the service is removed."""
+    deployment_id = api.deploy(api.agent(image="deploy-test/crasher:latest", env={"CRASH_DELAY": "2"}))
+    wait_until(lambda: api.events(deployment_id, "container_restarted"), timeout=30, what="a restart")
+    [first] = api.events(deployment_id, "container_exited")
+    if engine.runner == "docker":
+        assert sorted(_log_lines(api, deployment_id, "&previous=true&replica=0")) == sorted(CRASHER_SAID)
+
+    wait_until(status_is(api, deployment_id, "failed"), timeout=60, what="failed")
+    wait_until(lambda: engine.containers(deployment_id) == [], what="the last container removed")
+    assert first["data"]["container_id"] not in {c.id for c in engine.containers()}
+    lines = _log_lines(api, deployment_id)
+    assert sorted(lines) == sorted(CRASHER_SAID * (SETTINGS.restart_budget + 1))  # every container's, none live
+    previous = api.call("get", f"/v1/deployments/{deployment_id}/logs?previous=true&replica=0").get_json()
+    assert sorted((line["stream"], line["line"]) for line in previous["lines"]) == sorted(s[1:] for s in CRASHER_SAID)
+
+
+@BOTH_RUNNERS
+def test_a_stopped_deployments_lines_are_served_after_its_containers_are_removed(api: Client, engine: Engine) -> None:
+    deployment_id = api.deploy(api.agent(), replicas=2)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    wait_until(lambda: {r for r, _, _ in _log_lines(api, deployment_id)} == {0, 1}, what="both replicas' lines")
+    before = _log_lines(api, deployment_id)
+    assert api.call("post", f"/v1/deployments/{deployment_id}/stop").status_code == 202
+    wait_until(status_is(api, deployment_id, "stopped"), what="stopped")
+    assert engine.containers(deployment_id) == []
+
+    after = _log_lines(api, deployment_id)
+    assert set(before) <= set(after) and any("listening" in line for _, _, line in after)
+    assert api.call("get", f"/v1/deployments/{deployment_id}/logs?previous=true&replica=1").status_code == 200
