@@ -27,7 +27,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from deploy_service.runner.errors import RunnerConfigError
-from deploy_service.runner.settings import DEFAULT_NAMESPACE, RunnerSettings
+from deploy_service.runner.settings import BUILD_NETWORKS, DEFAULT_NAMESPACE, RunnerSettings
 from deploy_service.runner.swarm_records import MAX_REPLICAS as SWARM_MAX_REPLICAS
 from deploy_service.runner.users import check_default_user
 
@@ -411,6 +411,9 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         raise ConfigError(f"RUNNER must be docker or swarm, got {backend!r}")
     if backend == "swarm" and network_mode == "bridge":
         raise ConfigError("RUNNER=swarm uses host networking; DOCKER_NETWORK_MODE must be host or auto")
+    build_network = read.word("BUILD_NETWORK", default="default")
+    if build_network not in BUILD_NETWORKS:
+        raise ConfigError(f"BUILD_NETWORK must be default or none, got {build_network!r}")
     replica_host = read.text("REPLICA_HOST")
     publish_host = read.text("PUBLISH_HOST", default="") or replica_host
     if network_mode != "host" and not _is_ip(publish_host):
@@ -434,6 +437,10 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         stop_timeout=read.number("CONTAINER_STOP_TIMEOUT"),
         build_timeout=read.number("BUILD_TIMEOUT_SECONDS"),
         clone_timeout=read.number("GIT_CLONE_TIMEOUT_SECONDS"),
+        build_memory_mb=read.integer("BUILD_MEMORY_MB"),
+        build_cpus=read.number("BUILD_CPUS"),
+        build_network=build_network,
+        git_max_repo_mb=read.integer("GIT_MAX_REPO_MB"),
         replica_host=replica_host,
         publish_host=publish_host,
         registry=read.text("SWARM_REGISTRY", default="").strip(),

@@ -12,6 +12,8 @@ and translates an engine that stops answering; these functions do the work:
 - The context and Dockerfile come from users, so they are re-validated and resolved against the clone
   (symlinks included) before the engine sees them: nothing outside the repository can be sent as
   build context or read as a Dockerfile (`_build_paths`).
+- Every build step runs within the build limits (`build_parameters`: memory without swap, a CPU quota,
+  the build network), and the request carries no registry credentials.
 - The build's output is handed to `on_output` line by line, and the last lines travel with a
   `BuildFailed` for the user.
 - A build the engine refuses, an error in the stream, and a deadline passed all become `BuildFailed`;
@@ -24,10 +26,11 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
+from docker.api.build import process_dockerfile
 from docker.errors import APIError
 
 from deploy_service.references import InvalidReference, check_repo_path
@@ -38,7 +41,11 @@ from deploy_service.runner.errors import BuildFailed, ImageUnavailable
 from deploy_service.runner.git import clone
 from deploy_service.runner.settings import RunnerSettings
 
-__all__ = ["build_from_source", "pull_image"]
+__all__ = ["build_from_source", "build_parameters", "pull_image"]
+
+CPU_PERIOD_US = 100_000
+MIN_CPU_QUOTA_US = 1_000
+"""The engine refuses a CFS quota under 1 ms."""
 
 
 def pull_image(api: Any, ref: str, *, timeout: float, settings: RunnerSettings) -> None:
@@ -142,16 +149,7 @@ def _build(
     output = OutputLines(on_output)
     stream = DeadlineClient(settings, api.api_version, time.monotonic() + timeout)
     try:
-        chunks = stream.api.build(
-            path=context,
-            dockerfile=dockerfile,
-            tag=spec.tag,
-            rm=True,
-            forcerm=True,
-            decode=True,
-            pull=False,
-        )
-        for chunk in chunks:
+        for chunk in _post_build(stream.api, context, dockerfile, build_parameters(spec.tag, settings)):
             stream.tighten()
             if not isinstance(chunk, dict):
                 continue
@@ -172,3 +170,59 @@ def _build(
         raise
     finally:
         stream.close()
+
+
+def build_parameters(tag: str, settings: RunnerSettings) -> dict[str, Any]:
+    """The engine's `/build` query: the tag, no pull, intermediate containers removed, and the build limits.
+
+    Each build step's container gets `BUILD_MEMORY_MB` of memory and no swap (memory + swap = memory),
+    `BUILD_CPUS` cores as a CFS quota, and the `BUILD_NETWORK`.
+    """
+    memory = settings.build_memory_mb * 1024 * 1024
+    return {
+        "t": tag,
+        "q": False,
+        "nocache": False,
+        "rm": True,
+        "forcerm": True,
+        "pull": False,
+        "memory": memory,
+        "memswap": memory,
+        "cpuperiod": CPU_PERIOD_US,
+        "cpuquota": max(int(settings.build_cpus * CPU_PERIOD_US), MIN_CPU_QUOTA_US),
+        "networkmode": settings.build_network,
+    }
+
+
+def _post_build(api: Any, context: str, dockerfile: str, parameters: dict[str, Any]) -> Iterator[Any]:
+    """POST `/build` with `context` (as the SDK's `build` packs it: `.dockerignore` applied) and `parameters`.
+
+    The SDK's `build` is not used because it can send neither a CPU quota (its `container_limits`
+    accepts memory, memswap, cpushares and cpusetcpus only) nor a build without the registry
+    credentials of the machine's docker config (`X-Registry-Config`, see `docker_client`).
+    """
+    exclude = _dockerignore(context)
+    entry = process_dockerfile(dockerfile, context)
+    archive = docker.utils.tar(context, exclude=exclude, dockerfile=entry)
+    try:
+        response = api._post(
+            api._url("/build"),
+            data=archive,
+            params={**parameters, "dockerfile": entry[0]},
+            headers={"Content-Type": "application/tar"},
+            stream=True,
+            timeout=None,
+        )
+    finally:
+        archive.close()
+    chunks: Iterator[Any] = api._stream_helper(response, decode=True)
+    return chunks
+
+
+def _dockerignore(context: str) -> list[str] | None:
+    """The patterns of the context's `.dockerignore`, as the SDK reads them (None without one)."""
+    path = os.path.join(context, ".dockerignore")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as file:
+        return [line.strip() for line in file.read().splitlines() if line.strip() and not line.strip().startswith("#")]

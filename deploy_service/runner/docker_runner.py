@@ -72,7 +72,7 @@ from deploy_service.runner.errors import (
     RunnerConfigError,
     RunnerError,
 )
-from deploy_service.runner.settings import RunnerSettings
+from deploy_service.runner.settings import BUILD_NETWORKS, RunnerSettings
 from deploy_service.runner.users import check_default_user, effective_user
 
 __all__ = ["LABEL_PORT", "DockerRunner", "parse_engine_time"]
@@ -92,7 +92,8 @@ class DockerRunner(Runner):
         """Configure the backend; no engine call is made.
 
         Raises:
-            RunnerConfigError: a network mode other than auto, bridge or host; a default user that is uid 0.
+            RunnerConfigError: a network mode other than auto, bridge or host; a build network other than default
+                or none; a default user that is uid 0.
         """
         self.settings = settings = settings or RunnerSettings()
         check_default_user(settings)
@@ -109,6 +110,8 @@ class DockerRunner(Runner):
         self._pull_timeout = settings.pull_timeout
         if self._network_setting not in {"auto", "bridge", "host"}:
             raise RunnerConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
+        if settings.build_network not in BUILD_NETWORKS:
+            raise RunnerConfigError("BUILD_NETWORK must be default or none")
         self._lock = threading.Lock()
         self._client: Any = None
         self._network_mode: str | None = None if self._network_setting == "auto" else self._network_setting
