@@ -16,6 +16,8 @@ and translates an engine that stops answering; these functions do the work:
   the build network), and the request carries no registry credentials.
 - The build's output is handed to `on_output` line by line, and the last lines travel with a
   `BuildFailed` for the user.
+- A `Cancellation` stops the clone (git is killed) or the engine build (its stream is ended, and the
+  engine drops a build whose connection goes): `BuildCancelled`, whatever else the break caused.
 - A build the engine refuses, an error in the stream, and a deadline passed all become `BuildFailed`;
   an engine that stops answering before the deadline is left for the runner to translate.
 """
@@ -35,9 +37,10 @@ from docker.errors import APIError
 
 from deploy_service.references import InvalidReference, check_repo_path
 from deploy_service.runner.base import BuildSpec
+from deploy_service.runner.cancellation import Cancellation
 from deploy_service.runner.docker_common import UNREACHABLE, explanation
 from deploy_service.runner.docker_streams import DeadlineClient, OutputLines
-from deploy_service.runner.errors import BuildFailed, ImageUnavailable
+from deploy_service.runner.errors import BuildCancelled, BuildFailed, ImageUnavailable
 from deploy_service.runner.git import clone
 from deploy_service.runner.settings import RunnerSettings
 
@@ -79,6 +82,7 @@ def build_from_source(
     build_timeout: float,
     on_output: Callable[[str], None],
     settings: RunnerSettings,
+    cancel: Cancellation | None = None,
 ) -> None:
     """Clone `spec`'s branch and build it as `spec.tag` on the engine of `api`.
 
@@ -88,11 +92,15 @@ def build_from_source(
         clone_timeout: seconds the clone may take.
         build_timeout: seconds the engine build may take.
         on_output: called with each line of clone and build output, on the calling thread.
-        settings: the runner's settings (how the build's own client reaches the engine).
+        settings: the runner's settings (how the build's own client reaches the engine, the build limits).
+        cancel: stops the clone or the engine build when cancelled.
 
     Raises:
-        BuildFailed: the clone, the paths or the build failed, or the build timed out.
+        BuildFailed: the clone, the paths or the build failed, the clone outgrew `GIT_MAX_REPO_MB`, or the
+            build timed out.
+        BuildCancelled: `cancel` was cancelled.
     """
+    cancel = cancel or Cancellation()
     workdir = tempfile.mkdtemp(prefix="deploy-build-")
     try:
         source = os.path.join(workdir, "source")
@@ -103,9 +111,11 @@ def build_from_source(
             timeout=clone_timeout,
             allow_local=spec.allow_local,
             on_output=on_output,
+            max_mb=settings.git_max_repo_mb,
+            cancel=cancel,
         )
         context, dockerfile = _build_paths(source, context=spec.context, dockerfile=spec.dockerfile)
-        _build(api, context, dockerfile, spec, on_output, timeout=build_timeout, settings=settings)
+        _build(api, context, dockerfile, spec, on_output, timeout=build_timeout, settings=settings, cancel=cancel)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -144,12 +154,45 @@ def _build(
     *,
     timeout: float,
     settings: RunnerSettings,
+    cancel: Cancellation,
 ) -> None:
-    """Run the engine build of `context` as `spec.tag`, streaming its output, within `timeout` seconds."""
+    """Run the engine build of `context` as `spec.tag`, streaming its output, within `timeout` seconds.
+
+    A cancellation ends the build's stream at once (the engine drops the build when its connection goes).
+    """
     output = OutputLines(on_output)
+    cancel.check()
     stream = DeadlineClient(settings, api.api_version, time.monotonic() + timeout)
     try:
-        for chunk in _post_build(stream.api, context, dockerfile, build_parameters(spec.tag, settings)):
+        with cancel.hooked(stream.abort):
+            _stream_build(stream, context, dockerfile, spec, output, timeout=timeout, settings=settings, cancel=cancel)
+    except BuildCancelled as exc:
+        exc.log = output.log()
+        raise
+    except Exception as exc:
+        if cancel.cancelled:
+            raise BuildCancelled(log=output.log()) from exc
+        raise
+    finally:
+        stream.close()
+
+
+def _stream_build(
+    stream: DeadlineClient,
+    context: str,
+    dockerfile: str,
+    spec: BuildSpec,
+    output: OutputLines,
+    *,
+    timeout: float,
+    settings: RunnerSettings,
+    cancel: Cancellation,
+) -> None:
+    try:
+        chunks = _post_build(stream.api, context, dockerfile, build_parameters(spec.tag, settings))
+        cancel.check()
+        for chunk in chunks:
+            cancel.check()
             stream.tighten()
             if not isinstance(chunk, dict):
                 continue
@@ -161,6 +204,7 @@ def _build(
                 raise BuildFailed(f"The image build failed: {chunk['error']}".strip(), log=output.log())
             if stream.expired():
                 raise BuildFailed(f"build timed out after {timeout:g}s", log=output.log())
+        cancel.check()
         output.flush()
     except APIError as exc:
         raise BuildFailed(f"The engine refused the build: {explanation(exc)}", log=output.log()) from exc
@@ -168,8 +212,6 @@ def _build(
         if stream.expired():
             raise BuildFailed(f"build timed out after {timeout:g}s", log=output.log()) from exc
         raise
-    finally:
-        stream.close()
 
 
 def build_parameters(tag: str, settings: RunnerSettings) -> dict[str, Any]:

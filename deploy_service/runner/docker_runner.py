@@ -45,6 +45,7 @@ from deploy_service.runner.base import (
     LABEL_MANAGED,
     LABEL_REPLICA,
     BuildSpec,
+    Cancellation,
     ExitInfo,
     ImageInfo,
     LogLine,
@@ -197,7 +198,9 @@ class DockerRunner(Runner):
             raise ImageUnavailable(f"Image {ref!r} cannot be used: {explanation(exc)}") from exc
         return data
 
-    def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
+    def build_image(
+        self, spec: BuildSpec, *, on_output: Callable[[str], None], cancel: Cancellation | None = None
+    ) -> ImageInfo:
         try:
             check_image_reference(spec.tag)
         except InvalidReference as exc:
@@ -210,6 +213,7 @@ class DockerRunner(Runner):
                 build_timeout=min(spec.build_timeout, self._build_timeout),
                 on_output=on_output,
                 settings=self.settings,
+                cancel=cancel,
             )
             built = self._inspect_image(api, spec.tag)
         if built is None:

@@ -12,6 +12,7 @@ They are typed by what the caller should do:
 - `ImageUnavailable`, `BuildFailed`, `ReplicaStartFailed` (and a bare `RunnerError`): the engine
   answered and the operation failed for a reason the user should read (`message`, and `log` for
   the tail of a build's output).
+- `BuildCancelled` (a `BuildFailed`): the caller cancelled the build; nothing failed.
 - `RunnerConfigError`: a backend refused its settings when it was constructed.
 
 Every one is a `RunnerError`, so a caller that wants "the engine answered and refused" must catch
@@ -21,6 +22,7 @@ Every one is a `RunnerError`, so a caller that wants "the engine answered and re
 from __future__ import annotations
 
 __all__ = [
+    "BuildCancelled",
     "BuildFailed",
     "EngineUnavailable",
     "ImageUnavailable",
@@ -53,6 +55,12 @@ class ImageUnavailable(RunnerError):
 
 class BuildFailed(RunnerError):
     """Cloning or building a git source failed (or timed out); `log` holds the tail of the output."""
+
+
+class BuildCancelled(BuildFailed):
+    """The build was cancelled (its deployment was stopped or deleted): git was killed, the engine build dropped."""
+
+    default_message = "The build was cancelled."
 
 
 class ReplicaStartFailed(RunnerError):

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +20,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from deploy_service.runner import BuildFailed, BuildSpec, DockerRunner, ImageUnavailable
+from deploy_service.runner import BuildCancelled, BuildFailed, BuildSpec, Cancellation, DockerRunner, ImageUnavailable
 from deploy_service.runner.settings import RunnerSettings
 from tests.faults.engine_proxy import EngineProxy
-from tests.integration.test_docker_runner import HTTP_AGENT, make_repo
+from tests.integration.test_docker_runner import HTTP_AGENT, git, make_repo, wait_for
 
 MEMORY_HOG = "deploy-test/memory-hog:latest"
 CGROUP_LIMITS = (
@@ -131,3 +134,45 @@ def test_builds_and_pulls_never_send_the_credentials_stored_on_the_machine(
         assert "x-registry-config" not in headers, line
         sent = headers.get("x-registry-auth", "")
         assert "hunter2" not in base64.urlsafe_b64decode(sent + "=" * (-len(sent) % 4)).decode(errors="replace"), line
+
+
+def test_a_cancelled_build_is_dropped_by_the_engine_at_once(
+    image_tag: str, tmp_path: Path, docker_engine: docker.DockerClient
+) -> None:
+    repo = make_repo(tmp_path / "repo", f"FROM {HTTP_AGENT}\nRUN echo slow-step && sleep 30\n")
+    before = {row["Id"] for row in docker_engine.api.containers(all=True)}
+    runner = DockerRunner(RunnerSettings(network_mode="host", docker_timeout=15))
+    cancel = Cancellation()
+
+    def on_output(line: str) -> None:
+        if line == "slow-step":
+            threading.Timer(0.2, cancel.cancel).start()
+
+    spec = BuildSpec(git_url=str(repo), branch="feature/agent", tag=image_tag, allow_local=True)
+    started = time.monotonic()
+    try:
+        with pytest.raises(BuildCancelled) as cancelled:
+            runner.build_image(spec, on_output=on_output, cancel=cancel)
+    finally:
+        runner.close()
+
+    assert time.monotonic() - started < 15, "cancelled while the step sleeps 30 s"
+    assert "slow-step" in cancelled.value.log
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_engine.images.get(image_tag)
+    wait_for(
+        lambda: {row["Id"] for row in docker_engine.api.containers(all=True)} <= before,
+        what="the cancelled build's container to be removed",
+    )
+
+
+def test_a_repository_larger_than_the_cap_is_not_built(image_tag: str, tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", f"FROM {HTTP_AGENT}\nCOPY blob /blob\n", files={"blob": ""})
+    (repo / "blob").write_bytes(os.urandom(3 * 1024 * 1024))  # random: git cannot compress it below the cap
+    git(repo, "commit", "-qam", "a large file")
+    runner = DockerRunner(RunnerSettings(network_mode="host", docker_timeout=15, git_max_repo_mb=2))
+    try:
+        with pytest.raises(BuildFailed, match=r"larger than 2 MB \(GIT_MAX_REPO_MB\)"):
+            build(runner, repo, image_tag)
+    finally:
+        runner.close()
