@@ -175,6 +175,10 @@ class ReconcileSettings:
     sample_retention_hours: float = 24.0
     alert_window: float = 3600.0
     """Seconds an OOM kill counts for the memory alert (`ALERT_WINDOW_MINUTES`)."""
+    builds_per_user: int = 2
+    """Builds of one user's deployments that run at once (`BUILDS_PER_USER`)."""
+    build_slots: int = 4
+    """Builds that run at once in all (`BUILD_SLOTS`)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ReconcileSettings:
@@ -496,6 +500,8 @@ def _reconcile_settings(read: _Reader, runner: RunnerSettings) -> ReconcileSetti
         sample_every=read.number("METRICS_SAMPLE_SECONDS"),
         sample_retention_hours=read.number("METRICS_RETENTION_HOURS"),
         alert_window=read.number("ALERT_WINDOW_MINUTES") * 60,
+        builds_per_user=read.integer("BUILDS_PER_USER"),
+        build_slots=read.integer("BUILD_SLOTS"),
     )
 
 
