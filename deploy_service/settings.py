@@ -27,7 +27,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from deploy_service.runner.errors import RunnerConfigError
-from deploy_service.runner.settings import DEFAULT_NAMESPACE, RunnerSettings
+from deploy_service.runner.settings import BUILD_NETWORKS, DEFAULT_NAMESPACE, RunnerSettings
 from deploy_service.runner.swarm_records import MAX_REPLICAS as SWARM_MAX_REPLICAS
 from deploy_service.runner.users import check_default_user
 
@@ -186,6 +186,10 @@ class ReconcileSettings:
     """Stored lines older than this are deleted."""
     log_prune_every: float = 3600.0
     """Seconds between two deletions of stored lines past their retention."""
+    builds_per_user: int = 2
+    """Builds of one user's deployments that run at once (`BUILDS_PER_USER`)."""
+    build_slots: int = 4
+    """Builds that run at once in all (`BUILD_SLOTS`)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ReconcileSettings:
@@ -427,6 +431,9 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         raise ConfigError(f"RUNNER must be docker or swarm, got {backend!r}")
     if backend == "swarm" and network_mode == "bridge":
         raise ConfigError("RUNNER=swarm uses host networking; DOCKER_NETWORK_MODE must be host or auto")
+    build_network = read.word("BUILD_NETWORK", default="default")
+    if build_network not in BUILD_NETWORKS:
+        raise ConfigError(f"BUILD_NETWORK must be default or none, got {build_network!r}")
     replica_host = read.text("REPLICA_HOST")
     publish_host = read.text("PUBLISH_HOST", default="") or replica_host
     if network_mode != "host" and not _is_ip(publish_host):
@@ -451,6 +458,10 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         stop_timeout=read.number("CONTAINER_STOP_TIMEOUT"),
         build_timeout=read.number("BUILD_TIMEOUT_SECONDS"),
         clone_timeout=read.number("GIT_CLONE_TIMEOUT_SECONDS"),
+        build_memory_mb=read.integer("BUILD_MEMORY_MB"),
+        build_cpus=read.number("BUILD_CPUS"),
+        build_network=build_network,
+        git_max_repo_mb=read.integer("GIT_MAX_REPO_MB"),
         replica_host=replica_host,
         publish_host=publish_host,
         registry=read.text("SWARM_REGISTRY", default="").strip(),
@@ -509,6 +520,8 @@ def _reconcile_settings(read: _Reader, runner: RunnerSettings) -> ReconcileSetti
         log_keep_lines=read.integer("LOG_KEEP_LINES_PER_REPLICA"),
         log_retention_days=read.number("LOG_RETENTION_DAYS"),
         log_prune_every=read.number("LOG_PRUNE_SECONDS"),
+        builds_per_user=read.integer("BUILDS_PER_USER"),
+        build_slots=read.integer("BUILD_SLOTS"),
     )
 
 

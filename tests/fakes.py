@@ -16,6 +16,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.runner.base import (
     BuildFailed,
     BuildSpec,
+    Cancellation,
     ContainerGone,
     ExitInfo,
     ImageInfo,
@@ -77,7 +78,9 @@ class FakeRunner(Runner):
         self._check("local_image")
         return ImageInfo(ref=ref, id=f"sha256:{abs(hash(ref))}", source="local") if ref in self.images else None
 
-    def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
+    def build_image(
+        self, spec: BuildSpec, *, on_output: Callable[[str], None], cancel: Cancellation | None = None
+    ) -> ImageInfo:
         self._check("build_image")
         for line in self.build_lines:
             on_output(line)

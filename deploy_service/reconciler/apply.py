@@ -113,7 +113,10 @@ class DeploymentRun:
         if isinstance(action, p.WindDown):
             self._wind_down()
         elif isinstance(action, p.PrepareImage):
-            self.x.preparer.ensure(deployment.id)
+            built = bool((deployment.config or {}).get("source"))
+            waits = self.x.preparer.ensure(deployment.id, build_owner=deployment.owner_id if built else None)
+            if waits is not None:
+                lifecycle.record_event(deployment, "build_queued", waits)
         elif isinstance(action, p.AddSlot):
             # Counters set here, not left to the column defaults (applied only at the flush): the alert
             # rules read them in this very pass.

@@ -32,7 +32,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
-from deploy_service.models import Deployment, DeploymentStatus
+from deploy_service.models import Deployment, DeploymentStatus, DesiredState
 from deploy_service.reconciler import plan as p
 from deploy_service.reconciler.apply import DeploymentRun
 from deploy_service.reconciler.drivers import Driver, KeptLogs, Observation, driver_for
@@ -82,7 +82,14 @@ class Executor:
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.driver = driver_for(runner, settings, self.pool)
         self.rules = rules_for(settings, self.driver)
-        self.preparer = Preparer(app, runner, wake=wake, leadership=leadership)
+        self.preparer = Preparer(
+            app,
+            runner,
+            wake=wake,
+            leadership=leadership,
+            builds_per_user=settings.builds_per_user,
+            build_slots=settings.build_slots,
+        )
         self.health = HealthChecker(settings, self.pool)
         self.oom = oom or RecentOom()
         self.open_alerts: alerts.OpenAlerts = {}
@@ -111,6 +118,7 @@ class Executor:
         db.session().expire_on_commit = False
         observation = self.driver.observe()
         deployments = self._live_deployments()
+        self.preparer.cancel_all_but({d.id for d in deployments if d.desired_state == DesiredState.RUNNING})
         self.kept_logs.extend(self.driver.remove_orphans(observation, {deployment.id for deployment in deployments}))
         self._store_logs()
         observation.used_ports |= {i.port for d in deployments for i in d.instances if i.port}

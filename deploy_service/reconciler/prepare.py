@@ -8,6 +8,14 @@ live) and into `build_progress` events (step N/M), then marks the image ready â€
 
 Only a leader prepares: `ensure` starts nothing while the process does not lead, and a job writes
 nothing (log lines, events, the outcome) once the term it was started in has ended (`leadership.py`).
+
+Builds run on a pool of their own, `BUILD_SLOTS` at once, and at most `BUILDS_PER_USER` of one user's
+deployments at once, so that one tenant never holds every slot: `ensure` admits a build only when both
+allow it, and otherwise tells the pass once that it waits (a `build_queued` event); the pass asks
+again each tick, oldest deployment first, until a slot frees. Each build gets a `Cancellation`:
+`cancel_all_but` (each pass, with the deployments still meant to run) cancels the builds of the
+stopped and the deleted; the runner kills the clone or drops the engine build, the job records
+`build_cancelled` and frees its slot, and nothing is marked ready or failed.
 """
 
 from __future__ import annotations
@@ -27,7 +35,15 @@ from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
 from deploy_service.models import Deployment, DeploymentStatus, DesiredState
 from deploy_service.reconciler.leadership import Leadership
-from deploy_service.runner.base import BuildFailed, BuildSpec, ImageInfo, ImageUnavailable, Runner
+from deploy_service.runner.base import (
+    BuildCancelled,
+    BuildFailed,
+    BuildSpec,
+    Cancellation,
+    ImageInfo,
+    ImageUnavailable,
+    Runner,
+)
 from deploy_service.services import lifecycle
 from deploy_service.services.logs import append_build_log
 from deploy_service.settings import settings_for
@@ -39,40 +55,98 @@ FLUSH_SECONDS = 0.5
 
 class Preparer:
     def __init__(
-        self, app: Flask, runner: Runner, *, wake: Callable[[], None], leadership: Leadership | None = None
+        self,
+        app: Flask,
+        runner: Runner,
+        *,
+        wake: Callable[[], None],
+        leadership: Leadership | None = None,
+        builds_per_user: int = 2,
+        build_slots: int = 4,
     ) -> None:
         self.app = app
         self.runner = runner
         self.wake = wake
         self.leadership = leadership or Leadership(leading=True)
         """Whose leadership gates the work (the reconciler's own; by default, always leading)."""
+        self.builds_per_user = builds_per_user
+        self.build_slots = build_slots
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
+        self.build_pool = ThreadPoolExecutor(max_workers=build_slots, thread_name_prefix="build")
         self._in_flight: set[str] = set()
+        self._builds: dict[str, tuple[str, Cancellation]] = {}
+        """The builds running: deployment id â†’ (its owner, its cancellation)."""
+        self._waiting: set[str] = set()
         self._lock = threading.Lock()
 
     def close(self) -> None:
+        with self._lock:
+            builds = list(self._builds.values())
+        for _, cancel in builds:
+            cancel.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.build_pool.shutdown(wait=False, cancel_futures=True)
 
-    def ensure(self, deployment_id: str) -> None:
-        """Start preparing the deployment's image unless that is under way or this process does not lead."""
+    def ensure(self, deployment_id: str, *, build_owner: str | None = None) -> str | None:
+        """Start preparing the deployment's image unless that is under way or this process does not lead.
+
+        Args:
+            build_owner: the deployment's owner when its image is built from a git source (None: a pull).
+
+        Returns:
+            Why the build waits, the first time it is kept waiting for a slot (else None).
+        """
         term = self.leadership.term()
         if term is None:
-            return
+            return None
+        cancel = Cancellation()
         with self._lock:
             if deployment_id in self._in_flight:
-                return
+                return None
+            if build_owner is not None:
+                waits = self._why_wait(build_owner)
+                if waits is not None:
+                    first = deployment_id not in self._waiting
+                    self._waiting.add(deployment_id)
+                    return waits if first else None
+                self._waiting.discard(deployment_id)
+                self._builds[deployment_id] = (build_owner, cancel)
             self._in_flight.add(deployment_id)
-        self.pool.submit(self._run, deployment_id, term)
+        pool = self.pool if build_owner is None else self.build_pool
+        pool.submit(self._run, deployment_id, term, cancel)
+        return None
 
-    def _run(self, deployment_id: str, term: int) -> None:
+    def _why_wait(self, owner: str) -> str | None:
+        """Why a build of `owner` may not start now (None: it may); called with the lock held."""
+        owners = [running for running, _ in self._builds.values()]
+        mine = owners.count(owner)
+        if mine >= self.builds_per_user:
+            return (
+                f"Waiting for a build slot: {mine} builds of this user are running "
+                f"(at most {self.builds_per_user} at once, BUILDS_PER_USER)."
+            )
+        if len(owners) >= self.build_slots:
+            return f"Waiting for a build slot: all {self.build_slots} are in use (BUILD_SLOTS)."
+        return None
+
+    def cancel_all_but(self, wanted: set[str]) -> None:
+        """Cancel the builds of deployments not in `wanted` (those still meant to run), and forget their waits."""
+        with self._lock:
+            cancels = [cancel for deployment_id, (_, cancel) in self._builds.items() if deployment_id not in wanted]
+            self._waiting &= wanted
+        for cancel in cancels:
+            cancel.cancel()
+
+    def _run(self, deployment_id: str, term: int, cancel: Cancellation) -> None:
         try:
             with self.app.app_context():
-                self._prepare(deployment_id, term)
+                self._prepare(deployment_id, term, cancel)
         except Exception:
             log.exception("preparing the image of %s failed", deployment_id)
         finally:
             with self._lock:
                 self._in_flight.discard(deployment_id)
+                self._builds.pop(deployment_id, None)
             self.wake()
 
     def _update(self, deployment_id: str, term: int, change: Callable[[Deployment], object]) -> bool:
@@ -97,7 +171,7 @@ class Preparer:
                 db.session.rollback()
         raise RuntimeError(f"deployment {deployment_id} kept changing under the preparer")
 
-    def _prepare(self, deployment_id: str, term: int) -> None:
+    def _prepare(self, deployment_id: str, term: int, cancel: Cancellation) -> None:
         deployment = db.session.get(Deployment, deployment_id)
         if deployment is None or deployment.image_ready or deployment.desired_state != DesiredState.RUNNING:
             return
@@ -105,11 +179,21 @@ class Preparer:
         image = str(deployment.image)
         try:
             if config.get("source"):
-                info = self._build(deployment_id, term, config["source"], image)
+                info = self._build(deployment_id, term, config["source"], image, cancel)
             else:
                 info = self.runner.ensure_image(image)
         except EngineUnavailable:
             log.warning("engine unavailable while preparing %s; will retry", deployment_id)
+            return
+        except BuildCancelled:
+            log.info("the build of %s was cancelled", deployment_id)
+            self._update(
+                deployment_id,
+                term,
+                lambda d: lifecycle.record_event(
+                    d, "build_cancelled", "The build was cancelled: the deployment is no longer meant to run.", {}
+                ),
+            )
             return
         except (ImageUnavailable, BuildFailed) as exc:
             self._update(deployment_id, term, self._failure(exc, built=bool(config.get("source"))))
@@ -140,7 +224,9 @@ class Preparer:
 
         return fail
 
-    def _build(self, deployment_id: str, term: int, source: dict[str, Any], tag: str) -> ImageInfo:
+    def _build(
+        self, deployment_id: str, term: int, source: dict[str, Any], tag: str, cancel: Cancellation
+    ) -> ImageInfo:
         settings = settings_for(self.app)
         max_bytes = settings.logs.build_log_max_bytes
         line_max = settings.logs.line_max_bytes
@@ -163,7 +249,8 @@ class Preparer:
                         d, "build_progress", f"Build step {step}/{total}: {text}", {"step": step, "total": total}
                     )
 
-            self._update(deployment_id, term, change)
+            if not self._update(deployment_id, term, change):
+                cancel.cancel()  # deleted, or leadership lost: nobody wants this build any more
             last_flush[0] = time.monotonic()
 
         def on_output(line: str) -> None:
@@ -193,6 +280,6 @@ class Preparer:
             build_timeout=settings.runner.build_timeout,
         )
         try:
-            return self.runner.build_image(spec, on_output=on_output)
+            return self.runner.build_image(spec, on_output=on_output, cancel=cancel)
         finally:
             flush()

@@ -27,8 +27,10 @@ from deploy_service.runner.base import (
     TaskInfo,
     replica_name,
 )
+from deploy_service.runner.cancellation import Cancellation
 from deploy_service.runner.docker_runner import DockerRunner
 from deploy_service.runner.errors import (
+    BuildCancelled,
     BuildFailed,
     EngineUnavailable,
     ImageUnavailable,
@@ -40,8 +42,10 @@ from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_runner import SwarmRunner
 
 __all__ = [
+    "BuildCancelled",
     "BuildFailed",
     "BuildSpec",
+    "Cancellation",
     "DockerRunner",
     "EngineUnavailable",
     "ExitInfo",

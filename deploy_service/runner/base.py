@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from deploy_service.runner.cancellation import Cancellation
 from deploy_service.runner.errors import (
+    BuildCancelled,
     BuildFailed,
     ContainerGone,
     EngineUnavailable,
@@ -35,9 +37,11 @@ from deploy_service.runner.errors import (
 )
 
 __all__ = [
+    "BuildCancelled",
     "BuildFailed",
     "ContainerGone",
     "BuildSpec",
+    "Cancellation",
     "EngineUnavailable",
     "ExitInfo",
     "ImageInfo",
@@ -328,13 +332,17 @@ class Runner(abc.ABC):
         return None
 
     @abc.abstractmethod
-    def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
+    def build_image(
+        self, spec: BuildSpec, *, on_output: Callable[[str], None], cancel: Cancellation | None = None
+    ) -> ImageInfo:
         """Clone `spec.git_url` at `spec.branch` safely and build it into `spec.tag`.
 
-        `on_output` receives each line of clone and build output as it comes.
+        `on_output` receives each line of clone and build output as it comes; `cancel`, set from another
+        thread, stops the clone or build at once.
 
         Raises:
             BuildFailed: the clone or build failed or timed out.
+            BuildCancelled: `cancel` was cancelled (a `BuildFailed` too).
         """
 
     @abc.abstractmethod

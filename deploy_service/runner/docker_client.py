@@ -30,6 +30,15 @@ sshd restarted) is not reopened by the SDK; `connection_lost` tells the runner t
 
 Failures to connect become `EngineUnavailable` with the reason (host key unknown, authentication
 refused, host unreachable), so a client sees a 503 that names it, never a 500.
+
+No client sends the registry credentials stored on the service's machine (`~/.docker/config.json`, or
+`$DOCKER_CONFIG`, and the credential helpers it names): the SDK reads that file and attaches what it
+finds to pulls (`X-Registry-Auth`, for the registry of the image asked for), pushes, service specs and
+builds (`X-Registry-Config`, every registry's), and reads the file again whenever what it holds is
+empty. Images are named by users, so those credentials would pull a tenant whatever the operator's
+login reaches. Every client made here holds `NoStoredAuth` instead: never empty, so nothing is read
+again, and it resolves no credentials. The only credentials the service sends are those it is
+configured with (`SWARM_REGISTRY_USERNAME` / `SWARM_REGISTRY_PASSWORD`, given to a push explicitly).
 """
 
 from __future__ import annotations
@@ -41,13 +50,14 @@ from typing import Any
 
 import docker
 import paramiko
+from docker.auth import AuthConfig
 from docker.errors import DockerException
 from docker.transport import SSHHTTPAdapter
 
 from deploy_service.runner.errors import EngineUnavailable
 from deploy_service.runner.settings import RunnerSettings
 
-__all__ = ["SSH_POOL_SIZE", "connection_lost", "engine_client"]
+__all__ = ["SSH_POOL_SIZE", "NoStoredAuth", "connection_lost", "engine_client"]
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +85,37 @@ def engine_client(
     host = os.environ.get("DOCKER_HOST", "").strip()
     try:
         if host.startswith("ssh://"):
-            return _ssh_client(host, settings, timeout=timeout, max_pool_size=max_pool_size, version=version)
-        return docker.from_env(version=version, timeout=timeout, max_pool_size=max_pool_size)
+            client = _ssh_client(host, settings, timeout=timeout, max_pool_size=max_pool_size, version=version)
+        else:
+            client = docker.from_env(version=version, timeout=timeout, max_pool_size=max_pool_size)
     except DockerException as exc:
         log.warning("cannot create the container engine client: %s", exc)
         raise EngineUnavailable("The container engine cannot be reached.") from exc
+    client.api._auth_configs = NoStoredAuth()
+    return client
+
+
+class NoStoredAuth(AuthConfig):
+    """The SDK's registry credentials, held empty for good: nothing resolves, and the config file is never read.
+
+    The SDK reloads `config.json` whenever its credentials are falsy or `is_empty`; this one is neither.
+    """
+
+    def __init__(self) -> None:
+        super().__init__({})
+
+    def __bool__(self) -> bool:
+        return True
+
+    @property
+    def is_empty(self) -> bool:
+        return False
+
+    def resolve_authconfig(self, registry: str | None = None) -> None:
+        return None
+
+    def get_all_credentials(self) -> dict[str, Any]:
+        return {}
 
 
 def connection_lost(client: docker.DockerClient) -> bool:

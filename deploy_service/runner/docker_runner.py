@@ -46,6 +46,7 @@ from deploy_service.runner.base import (
     LABEL_MANAGED,
     LABEL_REPLICA,
     BuildSpec,
+    Cancellation,
     ExitInfo,
     ImageInfo,
     LogLine,
@@ -74,7 +75,7 @@ from deploy_service.runner.errors import (
     RunnerConfigError,
     RunnerError,
 )
-from deploy_service.runner.settings import RunnerSettings
+from deploy_service.runner.settings import BUILD_NETWORKS, RunnerSettings
 from deploy_service.runner.users import check_default_user, effective_user
 
 __all__ = ["LABEL_PORT", "DockerRunner", "parse_engine_time"]
@@ -94,7 +95,8 @@ class DockerRunner(Runner):
         """Configure the backend; no engine call is made.
 
         Raises:
-            RunnerConfigError: a network mode other than auto, bridge or host; a default user that is uid 0.
+            RunnerConfigError: a network mode other than auto, bridge or host; a build network other than default
+                or none; a default user that is uid 0.
         """
         self.settings = settings = settings or RunnerSettings()
         check_default_user(settings)
@@ -111,6 +113,8 @@ class DockerRunner(Runner):
         self._pull_timeout = settings.pull_timeout
         if self._network_setting not in {"auto", "bridge", "host"}:
             raise RunnerConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
+        if settings.build_network not in BUILD_NETWORKS:
+            raise RunnerConfigError("BUILD_NETWORK must be default or none")
         self._lock = threading.Lock()
         self._client: Any = None
         self._network_mode: str | None = None if self._network_setting == "auto" else self._network_setting
@@ -196,7 +200,9 @@ class DockerRunner(Runner):
             raise ImageUnavailable(f"Image {ref!r} cannot be used: {explanation(exc)}") from exc
         return data
 
-    def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
+    def build_image(
+        self, spec: BuildSpec, *, on_output: Callable[[str], None], cancel: Cancellation | None = None
+    ) -> ImageInfo:
         try:
             check_image_reference(spec.tag)
         except InvalidReference as exc:
@@ -209,6 +215,7 @@ class DockerRunner(Runner):
                 build_timeout=min(spec.build_timeout, self._build_timeout),
                 on_output=on_output,
                 settings=self.settings,
+                cancel=cancel,
             )
             built = self._inspect_image(api, spec.tag)
         if built is None:

@@ -9,7 +9,8 @@
   header announcing gigabytes) never makes the reader hold more than about twice that.
 - Long streaming calls (pull, build) get a short-lived client of their own (`DeadlineClient`), whose
   every socket read is bounded by the call's deadline; closing it cancels the work in the engine and
-  never disturbs the runner's shared connection pool.
+  never disturbs the runner's shared connection pool. `abort()` ends its open response from another
+  thread (a cancelled build), waking a read that waits for the engine.
 - Build output arrives in chunks that may end mid-line; `OutputLines` hands whole lines to the caller
   (a longer one than the cap in pieces) and keeps the last ones for the error of a failed build.
 """
@@ -17,6 +18,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import struct
 import time
 from collections import deque
@@ -33,7 +35,7 @@ from deploy_service.runner.docker_common import parse_engine_time
 from deploy_service.runner.lines import cut_at, split_bytes, split_text
 from deploy_service.runner.settings import RunnerSettings
 
-__all__ = ["BUILD_LOG_TAIL_LINES", "DeadlineClient", "OutputLines", "log_lines", "set_read_timeout"]
+__all__ = ["BUILD_LOG_TAIL_LINES", "DeadlineClient", "OutputLines", "log_lines", "set_read_timeout", "shut_down"]
 
 BUILD_LOG_TAIL_LINES = 100
 
@@ -41,17 +43,31 @@ _LOG_TIMESTAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+
 _STREAMS = {1: "stdout", 2: "stderr"}
 
 
-def set_read_timeout(response: requests.Response, seconds: float | None) -> None:
-    """Bound (or, with None, unbound) further socket reads of a streamed response, where reachable."""
+def _sockets(response: requests.Response) -> list[Any]:
+    """The socket (and, for a wrapped one, the socket inside) a streamed response reads from, where reachable."""
     stream: Any = response.raw
     try:
         raw = stream._fp.fp.raw
     except AttributeError:
-        return
-    sock: Any
-    for sock in (raw, getattr(raw, "_sock", None)):
+        return []
+    return [sock for sock in (raw, getattr(raw, "_sock", None)) if sock is not None]
+
+
+def set_read_timeout(response: requests.Response, seconds: float | None) -> None:
+    """Bound (or, with None, unbound) further socket reads of a streamed response, where reachable."""
+    for sock in _sockets(response):
         if hasattr(sock, "settimeout"):
             sock.settimeout(seconds)
+
+
+def shut_down(response: requests.Response) -> None:
+    """End a streamed response from another thread: a read blocked on its socket returns at once."""
+    for sock in _sockets(response):
+        if hasattr(sock, "shutdown"):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class DeadlineClient:
@@ -94,6 +110,11 @@ class DeadlineClient:
     def tighten(self) -> None:
         for response in self._responses:
             set_read_timeout(response, max(self.remaining(), 0.01))
+
+    def abort(self) -> None:
+        """End the open response now, from any thread (a cancelled build); `close` still follows."""
+        for response in list(self._responses):
+            shut_down(response)
 
     def close(self) -> None:
         for response in self._responses:

@@ -14,6 +14,7 @@ They are typed by what the caller should do:
   the tail of a build's output).
 - `ContainerGone`: the engine has no such container (removed, or never ours); a reader of its output
   has nothing more to read there.
+- `BuildCancelled` (a `BuildFailed`): the caller cancelled the build; nothing failed.
 - `RunnerConfigError`: a backend refused its settings when it was constructed.
 
 Every one is a `RunnerError`, so a caller that wants "the engine answered and refused" must catch
@@ -23,6 +24,7 @@ Every one is a `RunnerError`, so a caller that wants "the engine answered and re
 from __future__ import annotations
 
 __all__ = [
+    "BuildCancelled",
     "BuildFailed",
     "ContainerGone",
     "EngineUnavailable",
@@ -60,6 +62,12 @@ class BuildFailed(RunnerError):
 
 class ContainerGone(RunnerError):
     """The engine has no such container (nor, on Swarm, a task of ours that ran it)."""
+
+
+class BuildCancelled(BuildFailed):
+    """The build was cancelled (its deployment was stopped or deleted): git was killed, the engine build dropped."""
+
+    default_message = "The build was cancelled."
 
 
 class ReplicaStartFailed(RunnerError):

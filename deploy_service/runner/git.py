@@ -14,6 +14,10 @@ repository over the transports we allow:
   (stdin is `/dev/null`, askpass helpers are `/bin/true`).
 - The URL comes after `--`, so it is never read as an option.
 - A deadline: on timeout the whole process group (git and its remote helpers) is killed.
+- A size cap (`GIT_MAX_REPO_MB`): the destination is measured (disk space, `.git` and checkout)
+  twice a second while git runs and once after; past the cap git is killed and the clone fails. A
+  shallow clone already bounds the history, but not one huge commit or a checkout that inflates.
+- A `Cancellation`: looked at just as often; a cancelled clone is killed and raises `BuildCancelled`.
 
 `clone_command` and `clone_environment` are pure, so their shape is unit-tested without running git.
 Output lines are handed to `on_output` on the calling thread (a reader thread only queues them); a line
@@ -36,15 +40,19 @@ from collections.abc import Callable, Mapping
 from typing import IO
 
 from deploy_service.references import InvalidReference, check_git_url, check_ref_name
-from deploy_service.runner.errors import BuildFailed
+from deploy_service.runner.cancellation import Cancellation
+from deploy_service.runner.errors import BuildCancelled, BuildFailed, RunnerError
 from deploy_service.runner.lines import read_lines
 
-__all__ = ["clone", "clone_command", "clone_environment", "normalize_git_url"]
+__all__ = ["clone", "clone_command", "clone_environment", "normalize_git_url", "tree_bytes"]
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOG_TAIL_LINES = 50
 LINE_MAX_BYTES = 16 * 1024
 """`LOG_LINE_MAX_BYTES`'s default (`RunnerSettings.log_line_max_bytes`)."""
+WATCH_SECONDS = 0.5
+"""How often a running clone is measured and its cancellation looked at."""
+MB = 1024 * 1024
 _EOF = None
 
 
@@ -124,26 +132,67 @@ def clone(
     allow_local: bool,
     on_output: Callable[[str], None] | None = None,
     line_max_bytes: int = LINE_MAX_BYTES,
+    max_mb: int | None = None,
+    cancel: Cancellation | None = None,
 ) -> None:
     """Shallow-clone `branch` of `git_url` into `dest` (which must not exist yet, or be empty).
 
+    Args:
+        max_mb: the most disk space the clone may take (None: no cap).
+        cancel: stops the clone when cancelled.
+
     Raises:
-        BuildFailed: a refused input, git missing, a timeout (the process is killed), or a non-zero
-            exit (with the tail of git's output in `log`).
+        BuildFailed: a refused input, git missing, a timeout (the process is killed), a clone larger than
+            `max_mb` (killed as it grows past it), or a non-zero exit (with the tail of git's output in `log`).
+        BuildCancelled: `cancel` was cancelled (git is killed).
     """
     git = shutil.which("git", path=os.environ.get("PATH", DEFAULT_PATH))
     argv = clone_command(git_url, branch, dest, allow_local=allow_local, git=git or "git")
     if git is None:
         raise BuildFailed("git is not installed on the server.")
+    cancel = cancel or Cancellation()
+    cancel.check()
+
+    def watch() -> RunnerError | None:
+        if cancel.cancelled:
+            return BuildCancelled()
+        return _too_large(dest, max_mb)
+
     with tempfile.TemporaryDirectory(prefix="deploy-git-home-") as home:
         env = clone_environment(home, allow_local=allow_local)
         returncode, tail = _run(
-            argv, env=env, cwd=home, timeout=timeout, on_output=on_output, line_max_bytes=line_max_bytes
+            argv, env=env, cwd=home, timeout=timeout, on_output=on_output, line_max_bytes=line_max_bytes, watch=watch
         )
     if returncode is None:
         raise BuildFailed(f"clone timed out after {timeout:g}s", log=tail)
     if returncode != 0:
         raise BuildFailed(f"git clone failed (exit code {returncode})", log=tail)
+    late = watch()
+    if late is not None:
+        raise late
+
+
+def tree_bytes(path: str) -> int:
+    """The disk space the files and directories under `path` take (what vanishes meanwhile is skipped)."""
+    total = 0
+    for root, dirs, files in os.walk(path, onerror=lambda error: None):
+        for name in dirs + files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def _too_large(dest: str, max_mb: int | None) -> BuildFailed | None:
+    if max_mb is None:
+        return None
+    size = tree_bytes(dest)
+    if size <= max_mb * MB:
+        return None
+    return BuildFailed(
+        f"The repository is larger than {max_mb} MB (GIT_MAX_REPO_MB): the clone was stopped at {size / MB:.0f} MB."
+    )
 
 
 def _run(
@@ -154,8 +203,13 @@ def _run(
     timeout: float,
     on_output: Callable[[str], None] | None,
     line_max_bytes: int,
+    watch: Callable[[], RunnerError | None],
 ) -> tuple[int | None, str]:
-    """Run `argv` with a deadline; return (exit code or None on timeout, tail of the output)."""
+    """Run `argv` with a deadline; return (exit code or None on timeout, tail of the output).
+
+    Raises:
+        RunnerError: what `watch` (called every `WATCH_SECONDS`) returned; the process is killed first.
+    """
     deadline = time.monotonic() + timeout
     tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
     lines: queue.Queue[str | None] = queue.Queue()
@@ -174,14 +228,21 @@ def _run(
     )
     reader.start()
     timed_out = False
+    stopped: RunnerError | None = None
+    watched = time.monotonic()
     try:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 break
+            if time.monotonic() - watched >= WATCH_SECONDS:
+                watched = time.monotonic()
+                stopped = watch()
+                if stopped is not None:
+                    break
             try:
-                line = lines.get(timeout=remaining)
+                line = lines.get(timeout=min(remaining, WATCH_SECONDS))
             except queue.Empty:
                 continue
             if line is _EOF:
@@ -189,17 +250,20 @@ def _run(
             tail.append(line)
             if on_output is not None:
                 on_output(line)
-        if not timed_out:
+        if not timed_out and stopped is None:
             try:
                 proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
             except subprocess.TimeoutExpired:
                 timed_out = True
     finally:
-        if timed_out or proc.poll() is None:
+        if timed_out or stopped is not None or proc.poll() is None:
             _kill_group(proc)
         proc.wait()
         reader.join(timeout=5)
         proc.stdout.close()
+    if stopped is not None:
+        stopped.log = "\n".join(tail)
+        raise stopped
     return (None if timed_out else proc.returncode), "\n".join(tail)
 
 

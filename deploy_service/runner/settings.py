@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_NAMESPACE = "deploy-service"
+BUILD_NETWORKS = ("default", "none")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,14 @@ class RunnerSettings:
     stop_timeout: float = 10.0
     build_timeout: float = 900.0
     clone_timeout: float = 120.0
+    build_memory_mb: int = 2048
+    """The memory of each build step's container; no swap (memory + swap = memory)."""
+    build_cpus: float = 2.0
+    """The CPU of each build step's container, as a CFS quota (cores)."""
+    build_network: str = "default"
+    """The network of build steps: `default` (the engine's for builds) or `none` (cut off the network)."""
+    git_max_repo_mb: int = 500
+    """The largest a clone of a git source may grow on disk; past it the clone is stopped."""
     replica_host: str = "127.0.0.1"
     publish_host: str = "127.0.0.1"
     """The engine host's address that bridge mode publishes replicas' ports on (an IP literal)."""

@@ -37,6 +37,7 @@ from deploy_service.runner.base import (
     LABEL_DEPLOYMENT,
     LABEL_MANAGED,
     BuildSpec,
+    Cancellation,
     ImageInfo,
     LogLine,
     ReplicaInfo,
@@ -142,10 +143,14 @@ class SwarmRunner(DockerRunner, ServiceRunner):
 
     # -- images -------------------------------------------------------------------------------
 
-    def build_image(self, spec: BuildSpec, *, on_output: Callable[[str], None]) -> ImageInfo:
-        built = super().build_image(spec, on_output=on_output)
+    def build_image(
+        self, spec: BuildSpec, *, on_output: Callable[[str], None], cancel: Cancellation | None = None
+    ) -> ImageInfo:
+        built = super().build_image(spec, on_output=on_output, cancel=cancel)
         if not self._registry:
             return built
+        if cancel is not None:
+            cancel.check()
         target = registry_reference(self._registry, spec.tag)
         repository, tag = target.rsplit(":", 1) if ":" in target.rsplit("/", 1)[-1] else (target, "latest")
         with self._engine() as api:

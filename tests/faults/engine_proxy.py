@@ -11,6 +11,9 @@ connection to the real engine socket. The test can then
   forwarding it (e.g. the first container *start*, after its *create* went through);
 - `delay(pattern, seconds)`: hold matching requests back before forwarding them (slow engine).
 
+Every request's line is logged in `requests`, and its headers in `headers` (what the service sent the
+engine, e.g. that no `X-Registry-Auth` or `X-Registry-Config` went with a pull or a build).
+
 With `tcp=True` it listens on a loopback TCP port instead (`DOCKER_HOST=tcp://127.0.0.1:<port>`): the
 engine as a remote one is reached, over TCP, for the remote-engine tests.
 
@@ -49,6 +52,8 @@ class EngineProxy:
         self._closed = False
         self.requests: list[str] = []
         """Every request line's method and path that went through (or triggered a cut), in order."""
+        self.headers: list[tuple[str, dict[str, str]]] = []
+        """Every request's `METHOD path` and its headers (names in lower case), in order."""
         self.cut_event = threading.Event()
         """Set when the proxy is cut (by `cut()` or a `cut_on` match)."""
 
@@ -174,6 +179,7 @@ class EngineProxy:
             line = data[match.start() : match.end()].split(b" ")
             described = line[0] + b" " + line[1]
             self.requests.append(described.decode(errors="replace"))
+            self.headers.append((described.decode(errors="replace"), _headers(data, match.end())))
             with self._lock:
                 pattern, delays = self._cut_pattern, list(self._delays)
             if pattern is not None and pattern.search(described):
@@ -183,6 +189,14 @@ class EngineProxy:
                 if delay_pattern.search(described):
                     time.sleep(seconds)
         return True
+
+
+def _headers(data: bytes, start: int) -> dict[str, str]:
+    """The header lines of the request whose line ends at `start` in `data` (those within this chunk)."""
+    end = data.find(b"\r\n\r\n", start)
+    block = data[start : end if end >= 0 else len(data)].decode("latin-1")
+    fields = (line.split(":", 1) for line in block.split("\r\n") if ":" in line)
+    return {name.strip().lower(): value.strip() for name, value in fields}
 
 
 def _close(sock: socket.socket) -> None:

@@ -260,6 +260,65 @@ def test_local_git_source_is_built_with_log_and_progress(api: Client, engine: En
     assert "BUILT_FROM=git" in env
 
 
+@pytest.fixture()
+def one_build_each(
+    request: pytest.FixtureRequest,
+    docker_engine: docker.DockerClient,
+    app: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Settings],
+) -> Iterator[Engine]:
+    """The `engine` fixture's docker runner, with one build per user at once (`BUILDS_PER_USER=1`)."""
+    settings = replace(SETTINGS, builds_per_user=1)
+    yield from _engine(request, "docker", docker_engine, app, monkeypatch, configure, settings)
+
+
+def slow_repo(path: Path, marker: str) -> str:
+    """A git repo whose build has a step that sleeps 30 s (its command carries `marker`); its file:// URL."""
+    path.mkdir()
+    (path / "Dockerfile").write_text(f"FROM {HTTP_AGENT}\nRUN echo {marker} && sleep 30\n")
+    git = ["git", "-C", str(path), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "slow"], check=True)
+    return f"file://{path}"
+
+
+def build_steps(engine: Engine, marker: str) -> list[str]:
+    """The ids of the engine's build-step containers whose command carries `marker`."""
+    rows = engine.client.api.containers(all=True)
+    return [row["Id"] for row in rows if marker in (row.get("Command") or "")]
+
+
+def test_stop_and_delete_cancel_builds_and_a_users_builds_past_builds_per_user_wait(
+    api: Client, one_build_each: Engine, tmp_path: Path
+) -> None:
+    engine = one_build_each
+    marker = f"slow-{uuid.uuid4().hex[:8]}"
+    url = slow_repo(tmp_path / "repo", marker)
+    first = api.deploy(api.agent(image=None, source={"git_url": url, "branch": "main"}))
+    wait_until(lambda: build_steps(engine, marker), timeout=30, what="the first build's slow step")
+    second = api.deploy(api.agent(image=None, source={"git_url": url, "branch": "main"}))
+
+    [queued] = wait_until(lambda: api.events(second, "build_queued"), what="the second build to wait")
+    assert "BUILDS_PER_USER" in queued["message"]
+    assert api.deployment(second)["status"] == "deploying" and api.events(second, "build_started") == []
+    assert len(build_steps(engine, marker)) == 1
+
+    assert api.call("post", f"/v1/deployments/{first}/stop").status_code == 202
+    wait_until(lambda: api.events(first, "build_cancelled"), timeout=10, what="the first build to be cancelled")
+    wait_until(status_is(api, first, "stopped"), what="stopped")
+    wait_until(lambda: api.events(second, "build_started"), timeout=10, what="the freed slot to start the second")
+    assert api.deployment(first)["error"] is None  # cancelled, not failed
+
+    wait_until(lambda: len(build_steps(engine, marker)) == 1, timeout=30, what="the second build's slow step")
+    assert api.call("delete", f"/v1/deployments/{second}").status_code == 200
+    wait_until(lambda: build_steps(engine, marker) == [], timeout=10, what="the deleted build to be dropped")
+    for deployment_id in (first, second):
+        with pytest.raises(docker.errors.ImageNotFound):
+            engine.client.images.get(api.deployment(deployment_id)["image"])
+
+
 @BOTH_RUNNERS
 def test_scale_up_and_down(api: Client, engine: Engine) -> None:
     deployment_id = api.deploy(api.agent())

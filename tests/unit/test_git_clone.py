@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from deploy_service.runner import BuildFailed
+from deploy_service.runner import BuildCancelled, BuildFailed, Cancellation
 from deploy_service.runner.git import clone, clone_command, clone_environment
 
 SAFE_PREFIX = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
@@ -149,6 +150,46 @@ def test_a_clone_past_its_deadline_is_killed(tmp_path: Path, monkeypatch: pytest
 
     assert time.monotonic() - started < 3
     assert "started" in failure.value.log
+    assert process_ends(int(pid_file.read_text())), "git's children must be killed with it"
+
+
+GROW = (
+    'for last; do :; done; mkdir -p "$last"; echo growing; i=0; '
+    'while :; do i=$((i+1)); head -c 524288 /dev/urandom > "$last/blob$i"; sleep 0.05; done'
+)
+
+
+def test_a_clone_that_grows_past_the_repository_cap_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_git(tmp_path, monkeypatch, GROW)
+    started = time.monotonic()
+
+    with pytest.raises(BuildFailed, match=r"larger than 2 MB \(GIT_MAX_REPO_MB\)") as failure:
+        clone("https://example.com/a.git", "main", str(tmp_path / "dest"), timeout=30, allow_local=False, max_mb=2)
+
+    assert time.monotonic() - started < 10
+    assert "growing" in failure.value.log
+
+
+def test_a_clone_that_ends_past_the_repository_cap_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_git(
+        tmp_path, monkeypatch, 'for last; do :; done; mkdir -p "$last"; head -c 3145728 /dev/urandom > "$last/big"'
+    )
+
+    with pytest.raises(BuildFailed, match="GIT_MAX_REPO_MB"):
+        clone("https://example.com/a.git", "main", str(tmp_path / "dest"), timeout=30, allow_local=False, max_mb=2)
+
+
+def test_a_cancelled_clone_is_killed_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid_file = tmp_path / "pid"
+    fake_git(tmp_path, monkeypatch, f"echo started; sleep 30 & echo $! > {pid_file}; wait")
+    cancel = Cancellation()
+    threading.Timer(0.3, cancel.cancel).start()
+    started = time.monotonic()
+
+    with pytest.raises(BuildCancelled):
+        clone("https://example.com/a.git", "main", str(tmp_path / "dest"), timeout=30, allow_local=False, cancel=cancel)
+
+    assert time.monotonic() - started < 3
     assert process_ends(int(pid_file.read_text())), "git's children must be killed with it"
 
 

@@ -87,11 +87,26 @@ def test_a_value_of_the_wrong_type_is_refused_with_its_name(key: str, value: Any
         ({"ENVIRONMENT": "production", "SECRET_KEY": None}, "SECRET_KEY"),
         ({"REPLICA_HOST": "engine.internal"}, "PUBLISH_HOST"),  # bridge (auto) needs an address to publish on
         ({"DOCKER_NETWORK_MODE": "bridge", "PUBLISH_HOST": "engine.internal"}, "PUBLISH_HOST"),
+        ({"BUILD_NETWORK": "host"}, "BUILD_NETWORK"),
     ],
 )
 def test_unsafe_values_are_refused(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         settings_from({**load_config({}), **overrides})
+
+
+def test_the_build_limits_reach_the_runner() -> None:
+    env = {"BUILD_MEMORY_MB": "512", "BUILD_CPUS": "0.5", "BUILD_NETWORK": " None ", "GIT_MAX_REPO_MB": "20"}
+    runner = settings_from(load_config(env)).runner
+
+    assert (runner.build_memory_mb, runner.build_cpus, runner.build_network, runner.git_max_repo_mb) == (
+        512,
+        0.5,
+        "none",
+        20,
+    )
+    with pytest.raises(ConfigError, match="BUILD_MEMORY_MB"):
+        load_config({"BUILD_MEMORY_MB": "4"})
 
 
 def test_bridge_mode_publishes_where_the_service_reaches_replicas() -> None:

@@ -272,7 +272,7 @@ def built_runner(monkeypatch: pytest.MonkeyPatch, api: FakeApi, **settings: str)
     monkeypatch.setattr(runner, "_api", lambda: api)
     monkeypatch.setattr(
         "deploy_service.runner.docker_runner.DockerRunner.build_image",
-        lambda self, spec, on_output: ImageInfo(ref=spec.tag, id="sha256:1", source="built"),
+        lambda self, spec, on_output, cancel=None: ImageInfo(ref=spec.tag, id="sha256:1", source="built"),
     )
     return runner
 
