@@ -108,6 +108,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "DB_POOL_SIZE": _int(env, "DB_POOL_SIZE", 5, minimum=1),
         "ALLOWED_ORIGINS": _list(env, "ALLOWED_ORIGINS"),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
+        "MAX_JSON_DEPTH": _int(env, "MAX_JSON_DEPTH", 64, minimum=2),
         "REGISTRATION_ENABLED": _bool(env, "REGISTRATION_ENABLED", True),
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         "RATE_LIMIT_PER_MINUTE": _int(env, "RATE_LIMIT_PER_MINUTE", 600, minimum=1),

@@ -138,7 +138,7 @@ def generate_api_key() -> str:
 
 def api_key_well_formed(key: str) -> bool:
     """Shape and checksum; refuses typos and inventions without touching the database."""
-    if not _API_KEY.match(key):
+    if not _API_KEY.fullmatch(key):
         return False
     body, checksum = key[len(API_KEY_PREFIX) : -_CHECKSUM_LENGTH], key[-_CHECKSUM_LENGTH:]
     return hmac.compare_digest(_checksum(body), checksum)

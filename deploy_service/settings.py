@@ -84,9 +84,11 @@ class AuthSettings:
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """The HTTP edge: body size, CORS origins, trusted proxies."""
+    """The HTTP edge: body size and nesting, CORS origins, trusted proxies."""
 
     max_request_bytes: int
+    max_json_depth: int
+    """Arrays and objects a JSON body (or an agent's answer) may nest; deeper is refused before any walk."""
     allowed_origins: tuple[str, ...]
     proxy_count: int
 
@@ -324,6 +326,7 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
         environment=environment,
         http=HttpSettings(
             max_request_bytes=read.integer("MAX_CONTENT_LENGTH"),
+            max_json_depth=read.integer("MAX_JSON_DEPTH"),
             allowed_origins=read.texts("ALLOWED_ORIGINS"),
             proxy_count=read.integer("PROXY_COUNT"),
         ),

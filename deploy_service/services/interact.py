@@ -10,7 +10,6 @@ large. Every call that reached a replica (or timed out there) is recorded as an 
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
-from deploy_service import rawdb
+from deploy_service import rawdb, strict_json
 from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, ServiceError
 from deploy_service.extensions import db
 from deploy_service.models import SERVING, ApiKey, Instance, Invocation, Principal
@@ -101,9 +100,12 @@ def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
     parsed: Any = None
     if error is None and raw.strip():
         try:
-            parsed = json.loads(raw)
-        except ValueError:
-            error = AgentUnreachable("The agent's answer is not JSON.", details={"replica": index, "status": status})
+            parsed = strict_json.loads(raw, max_depth=current_settings().http.max_json_depth)
+        except strict_json.InvalidJson as exc:
+            error = AgentUnreachable(
+                f"The agent's answer is not JSON the service passes on: {exc}",
+                details={"replica": index, "status": status},
+            )
     recorded = status if error is None else error.status_code
     db.session.add(
         Invocation(
