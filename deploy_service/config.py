@@ -109,6 +109,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "ALLOWED_ORIGINS": _list(env, "ALLOWED_ORIGINS"),
         "MAX_CONTENT_LENGTH": _int(env, "MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024),
         "MAX_JSON_DEPTH": _int(env, "MAX_JSON_DEPTH", 64, minimum=2),
+        "HEALTH_ENGINE_CACHE_SECONDS": _float(env, "HEALTH_ENGINE_CACHE_SECONDS", 2.0),
+        "METRICS_TOKEN": env.get("METRICS_TOKEN", "").strip(),
         "REGISTRATION_ENABLED": _bool(env, "REGISTRATION_ENABLED", True),
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         "RATE_LIMIT_PER_MINUTE": _int(env, "RATE_LIMIT_PER_MINUTE", 600, minimum=1),

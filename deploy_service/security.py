@@ -144,6 +144,12 @@ def api_key_well_formed(key: str) -> bool:
     return hmac.compare_digest(_checksum(body), checksum)
 
 
+def bearer_token_matches(authorization: str | None, expected: str) -> bool:
+    """Whether an `Authorization` header is `Bearer <expected>`; the token is compared in constant time."""
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), expected.encode())
+
+
 def api_key_hash(key: str) -> str:
     """The stored form of a key: HMAC-SHA256 with the server's pepper, hex."""
     return hmac.new(_security().api_key_pepper, key.encode(), "sha256").hexdigest()

@@ -80,6 +80,8 @@ class AuthSettings:
     encryption_keys: tuple[str, ...] = field(repr=False)
     api_key_pepper: str = field(repr=False)
     api_key_last_used_resolution: float
+    metrics_token: str = field(repr=False)
+    """The bearer token `GET /metrics` asks for; empty: it is open."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,14 @@ class HttpSettings:
     """Arrays and objects a JSON body (or an agent's answer) may nest; deeper is refused before any walk."""
     allowed_origins: tuple[str, ...]
     proxy_count: int
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """The health routes."""
+
+    engine_cache: float
+    """Seconds `/health/ready` reuses one engine ping (a flood of probes pings the engine once per period)."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,7 @@ class Settings:
 
     environment: str
     http: HttpSettings
+    health: HealthSettings
     auth: AuthSettings
     rate_limits: RateLimitSettings
     agents: AgentSettings
@@ -330,6 +341,7 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
             allowed_origins=read.texts("ALLOWED_ORIGINS"),
             proxy_count=read.integer("PROXY_COUNT"),
         ),
+        health=HealthSettings(engine_cache=read.number("HEALTH_ENGINE_CACHE_SECONDS")),
         auth=_auth_settings(read, secret_key),
         rate_limits=RateLimitSettings(
             per_minute=read.integer("RATE_LIMIT_PER_MINUTE"), auth_per_minute=read.integer("AUTH_RATE_LIMIT_PER_MINUTE")
@@ -472,6 +484,7 @@ def _auth_settings(read: _Reader, secret_key: str) -> AuthSettings:
         encryption_keys=read.texts("SECRETS_ENCRYPTION_KEYS"),
         api_key_pepper=read.text("API_KEY_PEPPER", default=""),
         api_key_last_used_resolution=read.number("API_KEY_LAST_USED_RESOLUTION_SECONDS"),
+        metrics_token=read.text("METRICS_TOKEN", default=""),
     )
 
 
