@@ -21,14 +21,17 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import func, select
 
+from deploy_service.errors import Unauthorized
 from deploy_service.extensions import db
 from deploy_service.models import Deployment
+from deploy_service.security import bearer_token_matches
 from deploy_service.services.system_metrics import (
     active_alerts_by_severity,
     deploy_seconds_expression,
     deployments_by_status,
     running_replicas,
 )
+from deploy_service.settings import current_settings
 
 HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests handled.", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -89,7 +92,7 @@ def _route() -> str:
 
 
 def init_metrics(app: Flask) -> None:
-    """Count every request and serve `GET /metrics` (no auth: keep it off the public internet)."""
+    """Count every request and serve `GET /metrics`: open, or behind `METRICS_TOKEN` as a bearer token."""
 
     @app.before_request
     def _start_timer() -> None:
@@ -109,7 +112,17 @@ def init_metrics(app: Flask) -> None:
 
     @app.get("/metrics")
     def metrics() -> Response:
-        """Prometheus exposition: every worker's request metrics, and the system's gauges."""
+        """Prometheus exposition: every worker's request metrics, and the system's gauges.
+
+        Raises:
+            Unauthorized: `METRICS_TOKEN` is set and the request does not bear it.
+        """
+        token = current_settings().auth.metrics_token
+        if token and not bearer_token_matches(request.headers.get("Authorization"), token):
+            raise Unauthorized(
+                "GET /metrics needs METRICS_TOKEN as a bearer token.",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             processes = CollectorRegistry()
             MultiProcessCollector(processes)

@@ -138,10 +138,16 @@ def generate_api_key() -> str:
 
 def api_key_well_formed(key: str) -> bool:
     """Shape and checksum; refuses typos and inventions without touching the database."""
-    if not _API_KEY.match(key):
+    if not _API_KEY.fullmatch(key):
         return False
     body, checksum = key[len(API_KEY_PREFIX) : -_CHECKSUM_LENGTH], key[-_CHECKSUM_LENGTH:]
     return hmac.compare_digest(_checksum(body), checksum)
+
+
+def bearer_token_matches(authorization: str | None, expected: str) -> bool:
+    """Whether an `Authorization` header is `Bearer <expected>`; the token is compared in constant time."""
+    scheme, _, presented = (authorization or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), expected.encode())
 
 
 def api_key_hash(key: str) -> str:

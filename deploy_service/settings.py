@@ -80,15 +80,27 @@ class AuthSettings:
     encryption_keys: tuple[str, ...] = field(repr=False)
     api_key_pepper: str = field(repr=False)
     api_key_last_used_resolution: float
+    metrics_token: str = field(repr=False)
+    """The bearer token `GET /metrics` asks for; empty: it is open."""
 
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """The HTTP edge: body size, CORS origins, trusted proxies."""
+    """The HTTP edge: body size and nesting, CORS origins, trusted proxies."""
 
     max_request_bytes: int
+    max_json_depth: int
+    """Arrays and objects a JSON body (or an agent's answer) may nest; deeper is refused before any walk."""
     allowed_origins: tuple[str, ...]
     proxy_count: int
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    """The health routes."""
+
+    engine_cache: float
+    """Seconds `/health/ready` reuses one engine ping (a flood of probes pings the engine once per period)."""
 
 
 @dataclass(frozen=True)
@@ -226,6 +238,7 @@ class Settings:
 
     environment: str
     http: HttpSettings
+    health: HealthSettings
     auth: AuthSettings
     rate_limits: RateLimitSettings
     agents: AgentSettings
@@ -341,9 +354,11 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
         environment=environment,
         http=HttpSettings(
             max_request_bytes=read.integer("MAX_CONTENT_LENGTH"),
+            max_json_depth=read.integer("MAX_JSON_DEPTH"),
             allowed_origins=read.texts("ALLOWED_ORIGINS"),
             proxy_count=read.integer("PROXY_COUNT"),
         ),
+        health=HealthSettings(engine_cache=read.number("HEALTH_ENGINE_CACHE_SECONDS")),
         auth=_auth_settings(read, secret_key),
         rate_limits=RateLimitSettings(
             per_minute=read.integer("RATE_LIMIT_PER_MINUTE"), auth_per_minute=read.integer("AUTH_RATE_LIMIT_PER_MINUTE")
@@ -497,6 +512,7 @@ def _auth_settings(read: _Reader, secret_key: str) -> AuthSettings:
         encryption_keys=read.texts("SECRETS_ENCRYPTION_KEYS"),
         api_key_pepper=read.text("API_KEY_PEPPER", default=""),
         api_key_last_used_resolution=read.number("API_KEY_LAST_USED_RESOLUTION_SECONDS"),
+        metrics_token=read.text("METRICS_TOKEN", default=""),
     )
 
 

@@ -51,6 +51,7 @@ TEST_CONFIG: dict[str, Any] = {
     "ALLOWED_ORIGINS": ["https://app.example.com"],
     "LOG_LEVEL": "DEBUG",
     "RATELIMIT_ENABLED": False,
+    "HEALTH_ENGINE_CACHE_SECONDS": 0.0,  # a test that flips the engine sees it at once; the cache's own test sets it
 }
 
 

@@ -48,6 +48,7 @@ __all__ = ["register_blueprints", "tokens"]
 def register_blueprints(app: Flask) -> None:
     """Register every resource blueprint with the smorest Api, the body-size check, and the Swagger UI assets."""
     app.before_request(common.refuse_oversized_streamed_body)
+    app.url_value_preprocessor(common.refuse_nul_in_path)
     api.ma_plugin.converter.add_attribute_function(property_names)
     api.ma_plugin.converter.add_attribute_function(document_named_fields)
     app.url_map.converters["id"] = ResourceIdConverter

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Response, jsonify, request
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_caller, current_user, links
-from deploy_service.errors import ValidationFailed
+from deploy_service.api.common import Blueprint, current_caller, current_user, json_body, links
 from deploy_service.models import ApiKey
 from deploy_service.models.api_key import SCOPE_INVOKE
 from deploy_service.schemas.api_key import ApiKeyCreateSchema, ApiKeyPageSchema, ApiKeySchema, CreatedApiKeySchema
@@ -116,12 +114,7 @@ class Interact(MethodView):
         """
         body = request.get_data(cache=False)
         if body.strip():
-            try:
-                json.loads(body)
-            except ValueError as exc:
-                raise ValidationFailed(
-                    "The request body is not valid JSON.", details={"json": ["Invalid JSON body."]}
-                ) from exc
+            json_body(body)
         status, answer = interact(current_caller(), agent_id, body)
         response = jsonify(answer)
         response.status_code = status

@@ -16,10 +16,12 @@ import flask_smorest
 import orjson
 from flask import Response, current_app, g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
-from webargs.flaskparser import FlaskParser
+from webargs.core import missing
+from webargs.flaskparser import FlaskParser, is_json_request
 from werkzeug.routing import BaseConverter
 
-from deploy_service.errors import Forbidden, PayloadTooLarge, Unauthorized
+from deploy_service import strict_json
+from deploy_service.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, ValidationFailed
 from deploy_service.models import ApiKey, Principal
 from deploy_service.ratelimit import API_KEY_HEADER
 from deploy_service.schemas.common import ErrorSchema
@@ -49,6 +51,27 @@ def refuse_oversized_streamed_body() -> None:
     request.max_content_length = limit + 1
     if len(request.get_data(cache=True)) > limit:
         raise PayloadTooLarge()
+
+
+def refuse_nul_in_path(_endpoint: str | None, values: dict[str, Any] | None) -> None:
+    """A path segment with a NUL character (`/v1/agents/%00`) names nothing: 404, before any lookup.
+
+    PostgreSQL refuses NUL in text, so the lookup itself would fail (a 500) rather than find nothing.
+    """
+    if values and any(isinstance(value, str) and "\x00" in value for value in values.values()):
+        raise NotFound()
+
+
+def json_body(raw: bytes) -> Any:
+    """A request body parsed by `strict_json` with `MAX_JSON_DEPTH`; what it refuses is a 400 saying why.
+
+    Raises:
+        ValidationFailed: not JSON, nested too deeply, or a number the service cannot take.
+    """
+    try:
+        return strict_json.loads(raw, max_depth=current_settings().http.max_json_depth)
+    except strict_json.InvalidJson as exc:
+        raise ValidationFailed(str(exc), details={"json": [str(exc)]}) from exc
 
 
 class ResourceIdConverter(BaseConverter):
@@ -91,6 +114,15 @@ class Parser(FlaskParser):
     DEFAULT_VALIDATION_STATUS = 400
     # webargs excludes unknown query arguments whatever the schema says; let the schema decide (they raise).
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
+
+    def _raw_load_json(self, req: Any) -> Any:
+        """The body through `json_body` (webargs' own `json.loads` lets deep nesting reach a RecursionError)."""
+        if not is_json_request(req):
+            return missing
+        raw = req.get_data(cache=True)
+        if not raw:
+            return missing
+        return json_body(raw)
 
 
 class Blueprint(flask_smorest.Blueprint):

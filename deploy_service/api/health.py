@@ -56,8 +56,9 @@ class Readiness(MethodView):
     def get(self) -> tuple[dict[str, Any], int]:
         """Readiness: database, schema, engine and reconciler are all fine
 
-        The database answers, its schema is at the latest migration, the engine answers, and a
-        reconciler (in this process or another) completed a pass within `RECONCILER_STALE_SECONDS`.
+        The database answers, its schema is at the latest migration, the engine answers (one ping is
+        reused for `HEALTH_ENGINE_CACHE_SECONDS`), and a reconciler (in this process or another)
+        completed a pass within `RECONCILER_STALE_SECONDS`.
         200 when all four are `ok`, else 503 with the same body (a check whose dependency failed is
         `skipped`). No credentials needed; use it as a readiness probe.
         """

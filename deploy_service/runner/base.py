@@ -394,7 +394,10 @@ class Runner(abc.ABC):
         """A one-shot CPU/memory sample (no two-second wait)."""
 
     def describe(self) -> dict[str, object]:
-        """Extra facts about the engine for `/health/ready` (e.g. the Swarm node state); empty by default."""
+        """Extra facts about the engine for operators (e.g. the Swarm node state); empty by default.
+
+        Not shown on `/health/ready`, which anyone may call: the registry and the cluster's shape stay off it.
+        """
         return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook

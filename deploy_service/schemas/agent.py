@@ -129,7 +129,7 @@ def check_env_names(value: dict[str, Any], field: str) -> None:
         raise ValidationError(f"At most {MAX_ENV_ENTRIES} entries.")
     bad = {}
     for name in value:
-        if not ENV_NAME.match(name):
+        if not ENV_NAME.fullmatch(name):
             bad[name] = ["Not a valid environment variable name."]
         elif name in RESERVED_ENV:
             bad[name] = [f"{name} is set by the service and cannot be overridden."]

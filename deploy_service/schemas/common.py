@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -13,11 +15,48 @@ MAX_PAGE_LIMIT = 200
 MAX_SKIP = 2**31 - 1  # the spec's bound; a larger offset is a 400 (PostgreSQL's OFFSET is a bigint)
 
 
+# Text PostgreSQL can store: no NUL character, in a column or in JSONB. The spec says so for request
+# strings (`api.no_nul_in_requests`), and every request schema checks it (`StrictSchema._storable_text`).
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+# A JSON `"\ud800"` escape decodes to a lone surrogate, which no database driver can encode (UTF-8).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+NUL_MESSAGE = "Must not contain NUL characters."
+SURROGATE_MESSAGE = "Must be valid Unicode (a lone surrogate such as \\ud800 is not)."
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why `value` (or a key or item inside it) cannot be stored as text, or None when it can."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return NUL_MESSAGE
+        return SURROGATE_MESSAGE if _SURROGATE.search(value) else None
+    if isinstance(value, Mapping):
+        items: Any = (part for pair in value.items() for part in pair)
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return None
+    return next((reason for reason in map(_unstorable, items) if reason), None)
+
+
 class StrictSchema(Schema):
-    """Base of request schemas: unknown fields are rejected (the marshmallow default, made explicit)."""
+    """Base of request schemas (bodies and query arguments).
+
+    Unknown fields are rejected (the marshmallow default, made explicit), and so is text a database
+    cannot store: a NUL character (PostgreSQL refuses it) or a lone surrogate (no driver encodes it),
+    at any depth, as a 400 naming the field rather than a 500 from the database.
+    """
 
     class Meta:
         unknown = "raise"
+
+    @pre_load
+    def _storable_text(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, Mapping):
+            bad = {str(key): [reason] for key, value in data.items() if (reason := _unstorable(value))}
+            if bad:
+                raise ValidationError(bad)
+        return data
 
 
 # JSON types each scalar field takes in a body; marshmallow alone would also take "5" or "true".
@@ -28,35 +67,12 @@ _JSON_TYPES: tuple[tuple[type[fields.Field], tuple[type, ...], str], ...] = (
 )
 
 
-# Text PostgreSQL can store: no NUL character, in a column or in JSONB. The spec says so for request
-# strings (`api.no_nul_in_requests`), and every JSON body is checked (`JsonBodySchema._no_nul`).
-NO_NUL_PATTERN = "^[^\\u0000]*$"
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
-
-
 class JsonBodySchema(StrictSchema):
     """Base of JSON request bodies: unknown fields and values of the wrong JSON type are rejected.
 
     The OpenAPI spec says `integer`, `number` or `boolean`; a string, or a fraction for an integer, is a
     400. As in JSON Schema (OpenAPI 3.1), an integer is a number without a fractional part: `3.0` is 3.
     """
-
-    @pre_load
-    def _no_nul(self, data: Any, **_: Any) -> Any:
-        if isinstance(data, Mapping):
-            bad = {str(key): ["Must not contain NUL characters."] for key, value in data.items() if _has_nul(value)}
-            if bad:
-                raise ValidationError(bad)
-        return data
 
     @pre_load
     def _json_types(self, data: Any, **_: Any) -> Any:
@@ -79,6 +95,21 @@ class JsonBodySchema(StrictSchema):
         if errors:
             raise ValidationError(errors)
         return {**data, **integral} if integral else data
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO 8601 time with a zone, loaded as UTC; one that is out of range in UTC is a 400.
+
+    `9999-12-31T23:59:59-23:59` parses, but is past the year 9999 in UTC, where every comparison
+    with a stored time converts it (an OverflowError, a 500, without this).
+    """
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        parsed = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError as exc:
+            raise ValidationError("Out of range: the time must fall within years 1-9999 in UTC.") from exc
 
 
 class ResponseSchema(Schema):

@@ -31,6 +31,7 @@ from deploy_service.schemas.common import (
     PaginationArgs,
     ResponseSchema,
     StrictSchema,
+    UtcDateTime,
     page_schema,
 )
 from deploy_service.schemas.evaluation import InvocationStatsSchema
@@ -248,7 +249,7 @@ class EventListArgs(PaginationArgs):
 
 class LogArgs(StrictSchema):
     tail = fields.Integer(load_default=100, validate=validate.Range(min=0, max=10_000))
-    since = fields.AwareDateTime(default_timezone=None, metadata={"description": "ISO 8601 with a zone."})
+    since = UtcDateTime(metadata={"description": "ISO 8601 with a zone."})
     replica = fields.Integer(validate=validate.Range(min=0))
     source = Choice(LogSource, load_default=LogSource.RUNTIME.value)
     follow = fields.Boolean(load_default=False, metadata={"description": "Stream as text/event-stream."})

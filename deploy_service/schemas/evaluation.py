@@ -11,6 +11,7 @@ from deploy_service.schemas.common import (
     PaginationArgs,
     ResponseSchema,
     StrictSchema,
+    UtcDateTime,
     page_schema,
 )
 
@@ -64,7 +65,7 @@ class EvaluationSchema(ResponseSchema):
 class EvaluationListArgs(PaginationArgs):
     agent_id = fields.String()
     hallucinated = fields.Boolean()
-    since = fields.AwareDateTime(metadata={"description": "ISO 8601 with a zone."})
+    since = UtcDateTime(metadata={"description": "ISO 8601 with a zone."})
 
 
 class EvaluationStatsArgs(StrictSchema):

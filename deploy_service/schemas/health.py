@@ -44,23 +44,12 @@ class MigrationsCheckSchema(ResponseSchema):
     error = _error()
 
 
-class SwarmStateSchema(ResponseSchema):
-    """The Docker Swarm node this service talks to (Swarm runner only)."""
-
-    node_state = fields.String(allow_none=True, metadata={"example": "active"})
-    manager = fields.Boolean()
-    nodes = fields.Integer(allow_none=True)
-    managers = fields.Integer(allow_none=True)
-    registry = fields.String(allow_none=True, metadata={"description": "Where built images are pushed."})
-
-
 class EngineCheckSchema(ResponseSchema):
-    """A ping of the container engine."""
+    """A ping of the container engine (reused for `HEALTH_ENGINE_CACHE_SECONDS`)."""
 
     status = Choice(CheckStatus)
     runner = fields.String(metadata={"example": "docker"})
     latency_ms = fields.Float(metadata={**_OPTIONAL, "description": "Only when the engine answered."})
-    swarm = fields.Nested(SwarmStateSchema, metadata=_OPTIONAL)
     error = _error()
 
 

@@ -6,18 +6,22 @@ millions of rows; rates are fractions in [0, 1], latency is in seconds.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, case, func, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from deploy_service.extensions import db
-from deploy_service.models import Agent, AlertKind, ApiKey, Evaluation, Principal
+from deploy_service.models import Agent, AlertKind, ApiKey, Deployment, Evaluation, Principal
 from deploy_service.models.types import utcnow
 from deploy_service.services import alerts
 from deploy_service.services.agents import agent_for_caller, get_agent
 from deploy_service.services.common import Page, paginate
 from deploy_service.services.deployments import live_deployment
+
+log = logging.getLogger(__name__)
 
 
 def record(caller: Principal | ApiKey, data: dict[str, Any]) -> Evaluation:
@@ -27,13 +31,45 @@ def record(caller: Principal | ApiKey, data: dict[str, Any]) -> Evaluation:
         probability = data.get("hallucination_probability")
         data["hallucinated"] = probability is not None and probability >= 0.5
     deployment = live_deployment(agent.id)
-    evaluation = Evaluation(agent_id=agent.id, deployment_id=deployment.id if deployment else None, **data)
+    deployment_id = deployment.id if deployment is not None else None
+    evaluation = Evaluation(agent_id=agent.id, deployment_id=deployment_id, **data)
     db.session.add(evaluation)
+    db.session.flush()
+    # Detached with every column loaded (flushed, so its id and time are set): the answer needs no
+    # further read, whatever happens to the session after the commit.
+    db.session.expunge(evaluation)
     db.session.commit()
-    if deployment is not None:  # the hallucination rule runs on the event, not only on the next round
-        alerts.observe(deployment, AlertKind.HALLUCINATION_RATE_HIGH, alerts.hallucination_rule(deployment))
-        db.session.commit()
+    if deployment_id is not None:  # the hallucination rule runs on the event, not only on the next round
+        _run_hallucination_rule(deployment_id)
     return evaluation
+
+
+def _run_hallucination_rule(deployment_id: str) -> None:
+    """Open, repeat or resolve the deployment's hallucination alert; never raises (the evaluation is stored).
+
+    Two posts at the same moment can both find no open alert and both open one: the later insert meets
+    the open-alert unique index. Looked at again, the rival's alert is there, and this observation
+    repeats it. Any other database failure is logged: the reconciler's next sampling round runs the
+    rule again.
+    """
+    for attempt in (1, 2):
+        try:
+            deployment = db.session.get(Deployment, deployment_id)
+            if deployment is not None:
+                alerts.observe(deployment, AlertKind.HALLUCINATION_RATE_HIGH, alerts.hallucination_rule(deployment))
+            db.session.commit()
+            return
+        except SQLAlchemyError as exc:
+            db.session.rollback()
+            if isinstance(exc, IntegrityError) and attempt == 1:
+                continue
+            log.warning(
+                "the hallucination alert of deployment %s was not updated (%s); the next sampling round runs "
+                "the rule again",
+                deployment_id,
+                type(exc).__name__,
+            )
+            return
 
 
 def _scoped(stmt: Select[Any], actor: Principal, agent_id: str | None) -> Select[Any]:

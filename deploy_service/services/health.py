@@ -3,7 +3,9 @@ answer, and has a reconciler (in this process or another) completed a pass latel
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -63,8 +65,39 @@ def check_migrations() -> dict[str, Any]:
     return result
 
 
+ENGINE_CHECK_KEY = "deploy_service.engine_check"
+
+
+@dataclass
+class _EngineCheck:
+    """The last engine ping of this process, and when it was taken (`time.monotonic`)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    result: dict[str, Any] | None = None
+    taken_at: float = 0.0
+
+
 def check_engine() -> dict[str, Any]:
-    """Ping the container engine; never raises."""
+    """The engine check: a ping reused for `HEALTH_ENGINE_CACHE_SECONDS` (per process); never raises.
+
+    `/health/ready` needs no credentials, so a flood of it would otherwise be as many engine calls;
+    concurrent probes wait for the one ping in flight. Shows whether the engine answers, and why not:
+    never the registry or the Swarm's shape (`Runner.describe`), which an anonymous caller has no use for.
+    """
+    period = current_settings().health.engine_cache
+    if period <= 0:
+        return _ping_engine()
+    cached: _EngineCheck = current_app.extensions.get(ENGINE_CHECK_KEY) or current_app.extensions.setdefault(
+        ENGINE_CHECK_KEY, _EngineCheck()
+    )
+    with cached.lock:
+        if cached.result is None or time.monotonic() - cached.taken_at >= period:
+            cached.result = _ping_engine()
+            cached.taken_at = time.monotonic()
+        return dict(cached.result)
+
+
+def _ping_engine() -> dict[str, Any]:
     started = time.perf_counter()
     engine = runner()
     try:
@@ -72,11 +105,7 @@ def check_engine() -> dict[str, Any]:
     except EngineUnavailable as exc:
         return {"status": CheckStatus.ERROR, "runner": engine.name, "error": exc.message}
     latency = round((time.perf_counter() - started) * 1000, 2)
-    try:
-        extra = engine.describe()
-    except EngineUnavailable as exc:
-        return {"status": CheckStatus.ERROR, "runner": engine.name, "error": exc.message}
-    return {"status": CheckStatus.OK, "runner": engine.name, "latency_ms": latency, **extra}
+    return {"status": CheckStatus.OK, "runner": engine.name, "latency_ms": latency}
 
 
 def check_reconciler() -> dict[str, Any]:

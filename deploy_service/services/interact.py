@@ -4,23 +4,25 @@ Replicas are taken in turn (round-robin per deployment, per process). The forwar
 plain `POST` with `Content-Length` to the agent's `invoke_path`, over a process-wide urllib3 pool.
 Answers: the agent's status and JSON body; 503 when no replica is ready, 504 when the agent does not
 answer in `INTERACT_TIMEOUT_SECONDS`, 502 when its connection fails or its answer is not JSON or too
-large. Every call that reached a replica (or timed out there) is recorded as an `Invocation`.
+large. Every call that reached a replica (or timed out there) is recorded as an `Invocation`; a record
+that fails to commit is logged, and the agent's answer still comes back.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import urllib3
+from sqlalchemy.exc import SQLAlchemyError
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
-from deploy_service import rawdb
+from deploy_service import rawdb, strict_json
 from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, ServiceError
 from deploy_service.extensions import db
 from deploy_service.models import SERVING, ApiKey, Instance, Invocation, Principal
@@ -29,6 +31,7 @@ from deploy_service.services.deployments import live_deployment
 from deploy_service.settings import current_settings
 
 Caller = Principal | ApiKey
+log = logging.getLogger(__name__)
 
 
 _pool: urllib3.PoolManager | None = None
@@ -101,21 +104,43 @@ def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
     parsed: Any = None
     if error is None and raw.strip():
         try:
-            parsed = json.loads(raw)
-        except ValueError:
-            error = AgentUnreachable("The agent's answer is not JSON.", details={"replica": index, "status": status})
-    recorded = status if error is None else error.status_code
-    db.session.add(
-        Invocation(
-            agent_id=agent_id,
-            deployment_id=deployment_id,
-            replica=index,
-            status_code=recorded,
-            ok=recorded < 500,
-            latency_ms=round(latency, 3),
-        )
-    )
-    db.session.commit()
+            parsed = strict_json.loads(raw, max_depth=current_settings().http.max_json_depth)
+        except strict_json.InvalidJson as exc:
+            error = AgentUnreachable(
+                f"The agent's answer is not JSON the service passes on: {exc}",
+                details={"replica": index, "status": status},
+            )
+    _record_call(agent_id, deployment_id, index, status if error is None else error.status_code, latency)
     if error is not None:
         raise error
     return status, parsed
+
+
+def _record_call(agent_id: str, deployment_id: str, replica: int, status: int, latency_ms: float) -> None:
+    """Count the call for the deployment's invocation metrics; never raises.
+
+    The agent has answered (or failed) by now, and that is what the caller gets: a call that could not
+    be recorded (the database is away, the deployment was just deleted) is logged, not turned into a 500.
+    """
+    try:
+        db.session.add(
+            Invocation(
+                agent_id=agent_id,
+                deployment_id=deployment_id,
+                replica=replica,
+                status_code=status,
+                ok=status < 500,
+                latency_ms=round(latency_ms, 3),
+            )
+        )
+        db.session.commit()
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        log.warning(
+            "a call to agent %s (deployment %s, replica %s) answered %s but was not recorded (%s)",
+            agent_id,
+            deployment_id,
+            replica,
+            status,
+            type(exc).__name__,
+        )

@@ -600,9 +600,8 @@ def test_ready_checks_the_engine(client: FlaskClient, engine: Engine) -> None:
     body = client.get("/health/ready").get_json()
     assert body["checks"]["engine"]["status"] == "ok"
     assert body["checks"]["engine"]["runner"] == engine.runner
-    if engine.runner == "swarm":
-        assert body["checks"]["engine"]["swarm"]["node_state"] == "active"
-        assert body["checks"]["engine"]["swarm"]["manager"] is True
+    # A Swarm runner's ping passes only on an active manager; the node's details are not shown.
+    assert set(body["checks"]["engine"]) == {"status", "runner", "latency_ms"}
 
 
 def test_engine_unreachable_means_503_and_nothing_written(
