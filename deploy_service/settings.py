@@ -112,6 +112,18 @@ class AgentSettings:
 
 
 @dataclass(frozen=True)
+class QuotaSettings:
+    """What one user may hold at once (`QUOTA_*`; `services.quotas` applies them, admins are exempt)."""
+
+    agents: int = 100
+    """Agents the user owns."""
+    replicas: int = 50
+    """Desired replicas summed over the user's live (non-killed) deployments."""
+    memory_mb: int = 32768
+    """Replicas × memory_mb of the resolved resources, summed over the user's live deployments."""
+
+
+@dataclass(frozen=True)
 class InteractSettings:
     """Calls to an agent's replicas."""
 
@@ -214,6 +226,7 @@ class Settings:
     auth: AuthSettings
     rate_limits: RateLimitSettings
     agents: AgentSettings
+    quotas: QuotaSettings
     interact: InteractSettings
     logs: LogSettings
     alerts: AlertSettings
@@ -332,6 +345,11 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
             per_minute=read.integer("RATE_LIMIT_PER_MINUTE"), auth_per_minute=read.integer("AUTH_RATE_LIMIT_PER_MINUTE")
         ),
         agents=agents,
+        quotas=QuotaSettings(
+            agents=read.integer("QUOTA_AGENTS"),
+            replicas=read.integer("QUOTA_REPLICAS"),
+            memory_mb=read.integer("QUOTA_MEMORY_MB"),
+        ),
         interact=InteractSettings(
             timeout=read.number("INTERACT_TIMEOUT_SECONDS"),
             connect_timeout=read.number("INTERACT_CONNECT_TIMEOUT_SECONDS"),

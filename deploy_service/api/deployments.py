@@ -51,6 +51,12 @@ DEPLOY_INVALID = (
     "`validation_error`: a bad body, `replicas` above `MAX_REPLICAS`, or an override that sets a variable "
     "the agent also takes from a secret."
 )
+QUOTA = (
+    "`forbidden`: an API key was sent instead of a token; or `quota_exceeded`: your live deployments would "
+    "ask for more than `QUOTA_REPLICAS` replicas or `QUOTA_MEMORY_MB` MB (replicas × memory_mb) in all "
+    "(`details: {quota, limit, used}`, `quota` being `replicas` or `memory_mb`; admins are exempt); nothing "
+    "was written."
+)
 DEPLOY_OPTIONS = {"replicas": 2, "env": {"LOG_LEVEL": "debug"}, "resources": {"cpu": 0.5, "memory_mb": 256}}
 DEPLOY_BODY = {"agent_id": "5b7c1f0e-8a2d-4c3b-9f6e-1d2a3b4c5d6e", **DEPLOY_OPTIONS}
 # With `follow=true`: OpenAPI 3.1 has `schema` of an event stream describe one event (3.2's `itemSchema`).
@@ -113,6 +119,7 @@ class Deployments(MethodView):
     @blp.arguments(DeployBodySchema, example=DEPLOY_BODY)
     @blp.response(202, DeploymentSchema)
     @blp.error(400, DEPLOY_INVALID)
+    @blp.error(403, QUOTA)
     @blp.error(404, NO_AGENT)
     @blp.error(409, DEPLOY_CONFLICT)
     @blp.error(503, ENGINE_DOWN)
@@ -178,6 +185,7 @@ class Restart(MethodView):
     @blp.auth_required()
     @blp.response(202, DeploymentSchema)
     @blp.error(400, "`validation_error`: the agent's env now sets a variable it also takes from a secret.")
+    @blp.error(403, QUOTA)
     @blp.error(404, NO_DEPLOYMENT)
     @blp.error(409, "`invalid_state`: the deployment is deploying or killed; or " + CHANGED)
     @blp.error(503, ENGINE_DOWN)
@@ -202,6 +210,7 @@ class Scale(MethodView):
         "`invalid_state`: the deployment is not running or ready; `validation_error`: a bad body, or "
         "`replicas` above `MAX_REPLICAS`.",
     )
+    @blp.error(403, QUOTA)
     @blp.error(404, NO_DEPLOYMENT)
     @blp.error(409, CHANGED)
     @blp.error(503, ENGINE_DOWN)
@@ -321,6 +330,7 @@ class DeployAgent(MethodView):
     @agent_blp.arguments(DeployBodySchema, example=DEPLOY_BODY)
     @agent_blp.response(202, DeploymentSchema)
     @agent_blp.error(400, DEPLOY_INVALID)
+    @agent_blp.error(403, QUOTA)
     @agent_blp.error(404, NO_AGENT)
     @agent_blp.error(409, DEPLOY_CONFLICT)
     @agent_blp.error(503, ENGINE_DOWN)
@@ -340,6 +350,7 @@ class DeployThisAgent(MethodView):
     @agent_blp.arguments(DeployOptionsSchema, example=DEPLOY_OPTIONS)
     @agent_blp.response(202, DeploymentSchema)
     @agent_blp.error(400, DEPLOY_INVALID)
+    @agent_blp.error(403, QUOTA)
     @agent_blp.error(404, NO_AGENT)
     @agent_blp.error(409, DEPLOY_CONFLICT)
     @agent_blp.error(503, ENGINE_DOWN)
@@ -376,6 +387,7 @@ class RestartAgent(MethodView):
     @agent_blp.auth_required()
     @agent_blp.response(202, DeploymentSchema)
     @agent_blp.error(400, "`validation_error`: the agent's env now sets a variable it also takes from a secret.")
+    @agent_blp.error(403, QUOTA)
     @agent_blp.error(404, NO_AGENT)
     @agent_blp.error(
         409, "`invalid_state`: the agent has no live deployment, or it is deploying or killed; or " + CHANGED

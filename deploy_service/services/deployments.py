@@ -32,7 +32,7 @@ from deploy_service.models import (
     InstanceStatus,
     Principal,
 )
-from deploy_service.services import alerts, lifecycle, notify
+from deploy_service.services import alerts, lifecycle, notify, quotas
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.engine import require_engine
@@ -180,6 +180,8 @@ def create_deployment(
         NotFound: no such agent visible to the caller.
         Conflict: it already has a live deployment (`details.deployment_id`).
         ValidationFailed: bad replicas or overrides.
+        QuotaExceeded: the owner's live deployments would ask for more replicas or memory than
+            `QUOTA_REPLICAS` / `QUOTA_MEMORY_MB` allow (admins are exempt).
         EngineUnavailable: the engine does not answer (nothing is written).
     """
     agent = get_agent(actor, agent_id)
@@ -190,6 +192,7 @@ def create_deployment(
     overrides = {key: value for key, value in (("env", env), ("resources", resources)) if value}
     config = resolve_config(agent, overrides)
     require_engine()
+    quotas.check_deployment(actor, agent.owner_id, replicas=replicas, config=config)
     revision = (db.session.scalar(select(func.count()).where(Deployment.agent_id == agent.id)) or 0) + 1
     deployment = Deployment(
         agent_id=agent.id,
@@ -231,6 +234,7 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
 
     Raises:
         InvalidState: 409 from deploying or killed.
+        QuotaExceeded: the agent's memory grew past what `QUOTA_MEMORY_MB` leaves (admins are exempt).
         EngineUnavailable: nothing is written.
     """
     deployment = get_deployment(actor, deployment_id)
@@ -238,7 +242,11 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
     require_engine()
     agent = db.session.get(Agent, deployment.agent_id)
     assert agent is not None  # the foreign key cascades
-    deployment.config = resolve_config(agent, deployment.config.get("overrides") or {})
+    config = resolve_config(agent, deployment.config.get("overrides") or {})
+    quotas.check_deployment(
+        actor, deployment.owner_id, replicas=deployment.replicas_desired, config=config, replacing=deployment
+    )
+    deployment.config = config
     if agent.source:
         deployment.revision += 1
     deployment.image = agent.image or built_image_tag(agent.id, deployment.revision)
@@ -268,11 +276,15 @@ def scale(actor: Principal, deployment_id: str, replicas: int) -> Deployment:
     Raises:
         InvalidState: 400 unless running/ready.
         ValidationFailed: replicas out of range.
+        QuotaExceeded: more replicas (or memory) than the owner's quota leaves (admins are exempt).
     """
     deployment = get_deployment(actor, deployment_id)
     lifecycle.check_scale(deployment)
     _check_replicas(replicas)
     require_engine()
+    quotas.check_deployment(
+        actor, deployment.owner_id, replicas=replicas, config=deployment.config or {}, replacing=deployment
+    )
     previous = deployment.replicas_desired
     deployment.replicas_desired = replicas
     if replicas > previous:
