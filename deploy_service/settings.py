@@ -109,6 +109,8 @@ class AgentSettings:
     max_memory_mb: int
     max_replicas: int
     allow_local_git_sources: bool
+    allowed_registries: tuple[str, ...] = ()
+    """Registries (`host[:port]`) an image may name although they are loopback or private (`ALLOWED_REGISTRIES`)."""
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,7 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
         max_memory_mb=read.integer("AGENT_MAX_MEMORY_MB"),
         max_replicas=read.integer("MAX_REPLICAS"),
         allow_local_git_sources=read.boolean("ALLOW_LOCAL_GIT_SOURCES"),
+        allowed_registries=tuple(entry.lower() for entry in read.texts("ALLOWED_REGISTRIES")),
     )
     if runner.backend == "swarm" and agents.max_replicas > SWARM_MAX_REPLICAS:
         raise ConfigError(f"RUNNER=swarm runs at most {SWARM_MAX_REPLICAS} replicas; lower MAX_REPLICAS")

@@ -48,8 +48,13 @@ NO_DEPLOYMENT = "`not_found`: no such deployment (or it is someone else's)."
 NO_AGENT = "`not_found`: no such agent (or it is someone else's)."
 DEPLOY_CONFLICT = "`conflict`: the agent already has a live deployment (`details.deployment_id`)."
 DEPLOY_INVALID = (
-    "`validation_error`: a bad body, `replicas` above `MAX_REPLICAS`, or an override that sets a variable "
-    "the agent also takes from a secret."
+    "`validation_error`: a bad body, `replicas` above `MAX_REPLICAS`, an override that sets a variable "
+    "the agent also takes from a secret, or an agent stored with an image it may no longer name (a private "
+    "registry not in `ALLOWED_REGISTRIES`, or an image this service built)."
+)
+RESTART_INVALID = (
+    "`validation_error`: the agent's env now sets a variable it also takes from a secret, or its image is one "
+    "it may no longer name (a private registry not in `ALLOWED_REGISTRIES`, or an image this service built)."
 )
 QUOTA = (
     "`forbidden`: an API key was sent instead of a token; or `quota_exceeded`: your live deployments would "
@@ -184,7 +189,7 @@ class Metrics(MethodView):
 class Restart(MethodView):
     @blp.auth_required()
     @blp.response(202, DeploymentSchema)
-    @blp.error(400, "`validation_error`: the agent's env now sets a variable it also takes from a secret.")
+    @blp.error(400, RESTART_INVALID)
     @blp.error(403, QUOTA)
     @blp.error(404, NO_DEPLOYMENT)
     @blp.error(409, "`invalid_state`: the deployment is deploying or killed; or " + CHANGED)
@@ -386,7 +391,7 @@ class UndeployAgent(MethodView):
 class RestartAgent(MethodView):
     @agent_blp.auth_required()
     @agent_blp.response(202, DeploymentSchema)
-    @agent_blp.error(400, "`validation_error`: the agent's env now sets a variable it also takes from a secret.")
+    @agent_blp.error(400, RESTART_INVALID)
     @agent_blp.error(403, QUOTA)
     @agent_blp.error(404, NO_AGENT)
     @agent_blp.error(

@@ -32,6 +32,7 @@ from deploy_service.models import (
     InstanceStatus,
     Principal,
 )
+from deploy_service.references import BUILT_IMAGE_REPOSITORY, InvalidReference, check_image_origin
 from deploy_service.services import alerts, lifecycle, notify, quotas
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate, scope_to_owner
@@ -41,14 +42,35 @@ from deploy_service.settings import current_settings
 
 def built_image_tag(agent_id: str, revision: int) -> str:
     """The tag of an image built from an agent's git source, per agent and revision."""
-    return f"deploy-service/agent-{agent_id}:r{revision}"
+    return f"{BUILT_IMAGE_REPOSITORY}/agent-{agent_id}:r{revision}"
+
+
+def _check_image_origin(image: str | None) -> None:
+    """The stored agent's image obeys today's rule (an agent stored before it may not).
+
+    Raises:
+        ValidationFailed: a loopback or private registry not in `ALLOWED_REGISTRIES`, or a built image.
+    """
+    if not image:
+        return
+    settings = current_settings()
+    try:
+        check_image_origin(
+            image, allowed_registries=settings.agents.allowed_registries, built_registry=settings.runner.registry
+        )
+    except InvalidReference as exc:
+        raise ValidationFailed(str(exc), details={"image": [str(exc)]}) from exc
 
 
 def resolve_config(agent: Agent, overrides: dict[str, Any]) -> dict[str, Any]:
     """The runtime config a deployment runs with: the agent's settings plus the deploy-time overrides.
 
     Secrets appear by name only; their values are decrypted by the reconciler at container start.
+
+    Raises:
+        ValidationFailed: env and secrets overlap, or the agent's image is one it may no longer name.
     """
+    _check_image_origin(agent.image)
     env = {**(agent.env or {}), **(overrides.get("env") or {})}
     overlap = sorted(set(env) & set(agent.secrets or {}))
     if overlap:
