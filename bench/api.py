@@ -77,6 +77,7 @@ def run(*, seconds: int = 8, connections: int = 16, rounds: int = 3) -> dict[str
         ENGINE_NAMESPACE="bench-api",
         RATELIMIT_ENABLED="false",
         STARTUP_GRACE_SECONDS="0.2",
+        QUOTA_REPLICAS="1000",  # 61 deployments of one user (who is also the first account, an admin)
     )
     web = start_service(env, workdir / "web.log")
     reconciler = None

@@ -136,6 +136,10 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "AGENT_DEFAULT_MEMORY_MB": _int(env, "AGENT_DEFAULT_MEMORY_MB", 512, minimum=6),
         "AGENT_MAX_CPU": _float(env, "AGENT_MAX_CPU", 4.0),
         "AGENT_MAX_MEMORY_MB": _int(env, "AGENT_MAX_MEMORY_MB", 8192, minimum=6),
+        "QUOTA_AGENTS": _int(env, "QUOTA_AGENTS", 100),
+        "QUOTA_REPLICAS": _int(env, "QUOTA_REPLICAS", 50),
+        "QUOTA_MEMORY_MB": _int(env, "QUOTA_MEMORY_MB", 32768),
+        "ALLOWED_REGISTRIES": _list(env, "ALLOWED_REGISTRIES"),
         "ALLOW_LOCAL_GIT_SOURCES": _bool(env, "ALLOW_LOCAL_GIT_SOURCES", False),
         # Deployment engine
         "RUNNER": env.get("RUNNER", "docker").strip().lower(),

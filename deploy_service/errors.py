@@ -41,6 +41,7 @@ __all__ = [
     "NoReadyReplica",
     "NotFound",
     "PayloadTooLarge",
+    "QuotaExceeded",
     "RateLimited",
     "ServiceError",
     "Unauthorized",
@@ -95,6 +96,14 @@ class Forbidden(ServiceError):
     status_code = 403
     kind = "forbidden"
     default_message = "You are not allowed to do this."
+
+
+class QuotaExceeded(ServiceError):
+    """A per-user quota (`QUOTA_*`) would be passed; `details` is `{quota, limit, used}`."""
+
+    status_code = 403
+    kind = "quota_exceeded"
+    default_message = "This would exceed your quota."
 
 
 class NotFound(ServiceError):

@@ -10,6 +10,9 @@ refused. The rules are written once, here, as pure functions that raise `Invalid
   `ValidationError` and document the patterns in the OpenAPI spec;
 - the runner (`runner.git`, `runner.docker_images`, `runner.docker_runner`), again, before it spawns
   git or asks the engine: a caller that skipped the schema still cannot smuggle an option in.
+- for an agent's image, where it comes from (`check_image_origin`: no loopback or private-range registry
+  unless the operator allows it, never an image this service built), again when a deployment is made
+  from the stored agent (`services.deployments.resolve_config`), for agents stored before the rule.
 - for webhook URLs, the webhook sender (`services.webhook_sender`), again, before every attempt
   (a URL stored before a rule was added is refused there, never sent).
 
@@ -20,9 +23,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 __all__ = [
+    "BUILT_IMAGE_REPOSITORY",
     "IMAGE_MESSAGE",
     "IMAGE_REFERENCE",
     "InvalidReference",
@@ -34,6 +40,7 @@ __all__ = [
     "REPO_PATH",
     "REPO_PATH_MESSAGE",
     "check_git_url",
+    "check_image_origin",
     "check_image_reference",
     "check_ref_name",
     "check_repo_path",
@@ -66,6 +73,12 @@ _DNS_NAME = re.compile(
     r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$"
 )
 
+# Where this service puts the images it builds from git sources (`deploy-service/agent-<id>:r<N>`).
+BUILT_IMAGE_REPOSITORY = "deploy-service"
+# The names the engine reads as Docker Hub (a reference without a registry is one of them too).
+_DOCKER_HUB = ("docker.io", "index.docker.io")
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
+
 IMAGE_MESSAGE = "Not a valid image reference (expected name[:tag] or name@sha256:...)."
 REF_MESSAGE = "Not a valid git branch name."
 REPO_PATH_MESSAGE = "Must be a relative path inside the repository, without '..'."
@@ -83,6 +96,94 @@ def check_image_reference(value: str) -> None:
     """
     if len(value) > MAX_IMAGE_LENGTH or not IMAGE_REFERENCE.fullmatch(value):
         raise InvalidReference(IMAGE_MESSAGE)
+
+
+def _split_image(value: str) -> tuple[str | None, str]:
+    """(registry `host[:port]` or None for Docker Hub, repository path without tag or digest), as the
+    engine reads a reference: the first component is a registry when it has a `.` or `:`, is
+    `localhost`, or has an upper-case letter (distribution/reference's rule)."""
+    name = value.split("@", 1)[0]
+    first, slash, rest = name.partition("/")
+    registry: str | None = None
+    if slash and ("." in first or ":" in first or first == "localhost" or first.lower() != first):
+        registry, name = first.lower(), rest
+    head, _, last = name.rpartition("/")
+    last = last.split(":", 1)[0]
+    path = f"{head}/{last}" if head else last
+    if registry in _DOCKER_HUB:
+        registry = None
+    return registry, path
+
+
+def _registry_host(registry: str) -> str:
+    """The host of `host[:port]` (an IPv6 address keeps its brackets)."""
+    if registry.startswith("["):
+        return registry[: registry.find("]") + 1]
+    return registry.split(":", 1)[0]
+
+
+def _is_private_host(host: str) -> bool:
+    """Whether a registry host is loopback or non-public by its name or address alone (no lookup).
+
+    Addresses in every form the engine's resolver accepts count, `127.1`, `2130706433` and `0x7f.1`
+    included (inet_aton's), and an IPv4 address mapped into IPv6. A DNS name that merely resolves to a
+    private address is not caught here: the engine resolves it later, and only the operator's network
+    can refuse it.
+    """
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global
+
+
+def _is_built_image(registry: str | None, path: str, built_registry: str) -> bool:
+    if registry is None and path.startswith(f"{BUILT_IMAGE_REPOSITORY}/"):
+        return True
+    if not built_registry:
+        return False
+    # A Swarm deployment pushes its builds as `<SWARM_REGISTRY>/agent-<id>:r<N>` (runner.swarm_runner).
+    pushed_registry, pushed_path = _split_image(built_registry.rstrip("/") + "/agent-")
+    return registry == pushed_registry and path.startswith(pushed_path)
+
+
+def check_image_origin(value: str, *, allowed_registries: Iterable[str] = (), built_registry: str = "") -> None:
+    """An image reference that names neither a loopback or private-range registry nor an image this
+    service built.
+
+    Args:
+        allowed_registries: `host[:port]` entries (lower case) that may be named although private: an
+            entry with a port allows that port, one without allows every port of the host
+            (`ALLOWED_REGISTRIES`). They never allow a built image.
+        built_registry: the registry the service pushes its builds to (`SWARM_REGISTRY`), if any.
+
+    Raises:
+        InvalidReference: it names such a registry or image (the sentence says which and why).
+    """
+    registry, path = _split_image(value)
+    if _is_built_image(registry, path, built_registry):
+        raise InvalidReference(
+            f"Images this service builds ({BUILT_IMAGE_REPOSITORY}/...) cannot be named: an agent built from a git "
+            "source runs its own build; give its source instead."
+        )
+    if registry is None or not _is_private_host(_registry_host(registry)):
+        return
+    allowed = set(allowed_registries)
+    if registry in allowed or _registry_host(registry) in allowed:
+        return
+    raise InvalidReference(
+        f"The registry {registry} is on a loopback or private network; images may come from it only when "
+        "the operator lists it in ALLOWED_REGISTRIES."
+    )
 
 
 def check_ref_name(value: str) -> None:

@@ -121,6 +121,20 @@ class AgentSettings:
     max_memory_mb: int
     max_replicas: int
     allow_local_git_sources: bool
+    allowed_registries: tuple[str, ...] = ()
+    """Registries (`host[:port]`) an image may name although they are loopback or private (`ALLOWED_REGISTRIES`)."""
+
+
+@dataclass(frozen=True)
+class QuotaSettings:
+    """What one user may hold at once (`QUOTA_*`; `services.quotas` applies them, admins are exempt)."""
+
+    agents: int = 100
+    """Agents the user owns."""
+    replicas: int = 50
+    """Desired replicas summed over the user's live (non-killed) deployments."""
+    memory_mb: int = 32768
+    """Replicas × memory_mb of the resolved resources, summed over the user's live deployments."""
 
 
 @dataclass(frozen=True)
@@ -242,6 +256,7 @@ class Settings:
     auth: AuthSettings
     rate_limits: RateLimitSettings
     agents: AgentSettings
+    quotas: QuotaSettings
     interact: InteractSettings
     logs: LogSettings
     alerts: AlertSettings
@@ -341,6 +356,7 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
         max_memory_mb=read.integer("AGENT_MAX_MEMORY_MB"),
         max_replicas=read.integer("MAX_REPLICAS"),
         allow_local_git_sources=read.boolean("ALLOW_LOCAL_GIT_SOURCES"),
+        allowed_registries=tuple(entry.lower() for entry in read.texts("ALLOWED_REGISTRIES")),
     )
     if runner.backend == "swarm" and agents.max_replicas > SWARM_MAX_REPLICAS:
         raise ConfigError(f"RUNNER=swarm runs at most {SWARM_MAX_REPLICAS} replicas; lower MAX_REPLICAS")
@@ -364,6 +380,11 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
             per_minute=read.integer("RATE_LIMIT_PER_MINUTE"), auth_per_minute=read.integer("AUTH_RATE_LIMIT_PER_MINUTE")
         ),
         agents=agents,
+        quotas=QuotaSettings(
+            agents=read.integer("QUOTA_AGENTS"),
+            replicas=read.integer("QUOTA_REPLICAS"),
+            memory_mb=read.integer("QUOTA_MEMORY_MB"),
+        ),
         interact=InteractSettings(
             timeout=read.number("INTERACT_TIMEOUT_SECONDS"),
             connect_timeout=read.number("INTERACT_CONNECT_TIMEOUT_SECONDS"),

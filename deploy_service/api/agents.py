@@ -57,6 +57,11 @@ class Agents(MethodView):
     @blp.auth_required()
     @blp.arguments(AgentInputSchema, example=IMAGE_AGENT_EXAMPLE)
     @blp.response(201, AgentSchema)
+    @blp.error(
+        403,
+        "`forbidden`: an API key was sent instead of a token; or `quota_exceeded`: you already own `QUOTA_AGENTS` "
+        "agents (`details: {quota: agents, limit, used}`; admins are exempt).",
+    )
     @blp.error(404, "`not_found`: `secrets` names a secret you do not have (`details.secrets` lists them).")
     @blp.error(409, "`conflict`: you already have an agent with this name.")
     @blp.doc(

@@ -49,8 +49,19 @@ NO_DEPLOYMENT = "`not_found`: no such deployment (or it is someone else's)."
 NO_AGENT = "`not_found`: no such agent (or it is someone else's)."
 DEPLOY_CONFLICT = "`conflict`: the agent already has a live deployment (`details.deployment_id`)."
 DEPLOY_INVALID = (
-    "`validation_error`: a bad body, `replicas` above `MAX_REPLICAS`, or an override that sets a variable "
-    "the agent also takes from a secret."
+    "`validation_error`: a bad body, `replicas` above `MAX_REPLICAS`, an override that sets a variable "
+    "the agent also takes from a secret, or an agent stored with an image it may no longer name (a private "
+    "registry not in `ALLOWED_REGISTRIES`, or an image this service built)."
+)
+RESTART_INVALID = (
+    "`validation_error`: the agent's env now sets a variable it also takes from a secret, or its image is one "
+    "it may no longer name (a private registry not in `ALLOWED_REGISTRIES`, or an image this service built)."
+)
+QUOTA = (
+    "`forbidden`: an API key was sent instead of a token; or `quota_exceeded`: your live deployments would "
+    "ask for more than `QUOTA_REPLICAS` replicas or `QUOTA_MEMORY_MB` MB (replicas × memory_mb) in all "
+    "(`details: {quota, limit, used}`, `quota` being `replicas` or `memory_mb`; admins are exempt); nothing "
+    "was written."
 )
 DEPLOY_OPTIONS = {"replicas": 2, "env": {"LOG_LEVEL": "debug"}, "resources": {"cpu": 0.5, "memory_mb": 256}}
 DEPLOY_BODY = {"agent_id": "5b7c1f0e-8a2d-4c3b-9f6e-1d2a3b4c5d6e", **DEPLOY_OPTIONS}
@@ -114,6 +125,7 @@ class Deployments(MethodView):
     @blp.arguments(DeployBodySchema, example=DEPLOY_BODY)
     @blp.response(202, DeploymentSchema)
     @blp.error(400, DEPLOY_INVALID)
+    @blp.error(403, QUOTA)
     @blp.error(404, NO_AGENT)
     @blp.error(409, DEPLOY_CONFLICT)
     @blp.error(503, ENGINE_DOWN)
@@ -178,7 +190,8 @@ class Metrics(MethodView):
 class Restart(MethodView):
     @blp.auth_required()
     @blp.response(202, DeploymentSchema)
-    @blp.error(400, "`validation_error`: the agent's env now sets a variable it also takes from a secret.")
+    @blp.error(400, RESTART_INVALID)
+    @blp.error(403, QUOTA)
     @blp.error(404, NO_DEPLOYMENT)
     @blp.error(409, "`invalid_state`: the deployment is deploying or killed; or " + CHANGED)
     @blp.error(503, ENGINE_DOWN)
@@ -203,6 +216,7 @@ class Scale(MethodView):
         "`invalid_state`: the deployment is not running or ready; `validation_error`: a bad body, or "
         "`replicas` above `MAX_REPLICAS`.",
     )
+    @blp.error(403, QUOTA)
     @blp.error(404, NO_DEPLOYMENT)
     @blp.error(409, CHANGED)
     @blp.error(503, ENGINE_DOWN)
@@ -331,6 +345,7 @@ class DeployAgent(MethodView):
     @agent_blp.arguments(DeployBodySchema, example=DEPLOY_BODY)
     @agent_blp.response(202, DeploymentSchema)
     @agent_blp.error(400, DEPLOY_INVALID)
+    @agent_blp.error(403, QUOTA)
     @agent_blp.error(404, NO_AGENT)
     @agent_blp.error(409, DEPLOY_CONFLICT)
     @agent_blp.error(503, ENGINE_DOWN)
@@ -350,6 +365,7 @@ class DeployThisAgent(MethodView):
     @agent_blp.arguments(DeployOptionsSchema, example=DEPLOY_OPTIONS)
     @agent_blp.response(202, DeploymentSchema)
     @agent_blp.error(400, DEPLOY_INVALID)
+    @agent_blp.error(403, QUOTA)
     @agent_blp.error(404, NO_AGENT)
     @agent_blp.error(409, DEPLOY_CONFLICT)
     @agent_blp.error(503, ENGINE_DOWN)
@@ -385,7 +401,8 @@ class UndeployAgent(MethodView):
 class RestartAgent(MethodView):
     @agent_blp.auth_required()
     @agent_blp.response(202, DeploymentSchema)
-    @agent_blp.error(400, "`validation_error`: the agent's env now sets a variable it also takes from a secret.")
+    @agent_blp.error(400, RESTART_INVALID)
+    @agent_blp.error(403, QUOTA)
     @agent_blp.error(404, NO_AGENT)
     @agent_blp.error(
         409, "`invalid_state`: the agent has no live deployment, or it is deploying or killed; or " + CHANGED

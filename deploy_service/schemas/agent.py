@@ -26,6 +26,7 @@ from deploy_service.schemas.validators import (
     run_as_user_spec,
     url_path,
     validate_git_url,
+    validate_image_origin,
 )
 from deploy_service.settings import current_settings
 
@@ -147,7 +148,16 @@ class AgentInputSchema(JsonBodySchema):
         ),
     )
     description = fields.String(allow_none=True, validate=validate.Length(max=2000))
-    image = fields.String(allow_none=True, validate=image_reference(), metadata={"example": "ghcr.io/acme/agent:1.2"})
+    image = fields.String(
+        allow_none=True,
+        validate=image_reference(),
+        metadata={
+            "description": "An image reference. Not on a loopback or private-range registry (`localhost:5000/x`, "
+            "`10.1.2.3/x`) unless the registry is in `ALLOWED_REGISTRIES`, and never an image this service "
+            "built (`deploy-service/...`: a built agent runs through its git `source`); else 400.",
+            "example": "ghcr.io/acme/agent:1.2",
+        },
+    )
     source = fields.Nested(SourceInputSchema, allow_none=True)
     port = fields.Integer(validate=validate.Range(min=1, max=65535), metadata={"description": "Default 8080."})
     invoke_path = fields.String(validate=url_path(), metadata={"description": "Default `/invoke`."})
@@ -188,6 +198,16 @@ class AgentInputSchema(JsonBodySchema):
             "example": "1000:1000",
         },
     )
+
+    @validates("image")
+    def _image(self, value: str | None, **_: Any) -> None:
+        if value is not None:
+            settings = current_settings()
+            validate_image_origin(
+                value,
+                allowed_registries=settings.agents.allowed_registries,
+                built_registry=settings.runner.registry,
+            )
 
     @validates("env")
     def _env(self, value: dict[str, str], data_key: str, **_: Any) -> None:

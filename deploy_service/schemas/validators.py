@@ -54,6 +54,14 @@ def validate_image(value: str) -> None:
     _checked(references.check_image_reference, value)
 
 
+def validate_image_origin(value: str, *, allowed_registries: tuple[str, ...], built_registry: str) -> None:
+    """An image that names no loopback or private registry (unless allowed) and no image this service built."""
+    _checked(
+        partial(references.check_image_origin, allowed_registries=allowed_registries, built_registry=built_registry),
+        value,
+    )
+
+
 def validate_ref_name(value: str) -> None:
     """A branch name by `git check-ref-format --branch` rules, and never option-like."""
     _checked(references.check_ref_name, value)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import selectinload
 from deploy_service.errors import Conflict, Forbidden, NotFound
 from deploy_service.extensions import db
 from deploy_service.models import Agent, ApiKey, Deployment, DeploymentStatus, Principal
+from deploy_service.services import quotas
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.secrets import missing_secret_names
 from deploy_service.settings import current_settings
@@ -138,12 +139,14 @@ def create_agent(actor: Principal, data: dict[str, Any]) -> Agent:
     Raises:
         NotFound: it references secrets the caller does not have.
         Conflict: the caller already has an agent with this name.
+        QuotaExceeded: the caller already owns `QUOTA_AGENTS` agents (admins are exempt).
     """
     data = _with_defaults(dict(data))
     data.setdefault("resources", _resources_with_defaults(None))
     _check_secret_references(actor.id, data.get("secrets") or {})
     if _name_taken(actor.id, data["name"]):
         raise Conflict("You already have an agent with this name.", details={"name": data["name"]})
+    quotas.check_new_agent(actor, actor.id)
     agent = Agent(owner_id=actor.id, **data)
     db.session.add(agent)
     _commit_or_conflict(agent.name)

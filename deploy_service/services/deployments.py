@@ -32,7 +32,8 @@ from deploy_service.models import (
     InstanceStatus,
     Principal,
 )
-from deploy_service.services import alerts, lifecycle, notify
+from deploy_service.references import BUILT_IMAGE_REPOSITORY, InvalidReference, check_image_origin
+from deploy_service.services import alerts, lifecycle, notify, quotas
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.engine import require_engine
@@ -41,14 +42,35 @@ from deploy_service.settings import current_settings
 
 def built_image_tag(agent_id: str, revision: int) -> str:
     """The tag of an image built from an agent's git source, per agent and revision."""
-    return f"deploy-service/agent-{agent_id}:r{revision}"
+    return f"{BUILT_IMAGE_REPOSITORY}/agent-{agent_id}:r{revision}"
+
+
+def _check_image_origin(image: str | None) -> None:
+    """The stored agent's image obeys today's rule (an agent stored before it may not).
+
+    Raises:
+        ValidationFailed: a loopback or private registry not in `ALLOWED_REGISTRIES`, or a built image.
+    """
+    if not image:
+        return
+    settings = current_settings()
+    try:
+        check_image_origin(
+            image, allowed_registries=settings.agents.allowed_registries, built_registry=settings.runner.registry
+        )
+    except InvalidReference as exc:
+        raise ValidationFailed(str(exc), details={"image": [str(exc)]}) from exc
 
 
 def resolve_config(agent: Agent, overrides: dict[str, Any]) -> dict[str, Any]:
     """The runtime config a deployment runs with: the agent's settings plus the deploy-time overrides.
 
     Secrets appear by name only; their values are decrypted by the reconciler at container start.
+
+    Raises:
+        ValidationFailed: env and secrets overlap, or the agent's image is one it may no longer name.
     """
+    _check_image_origin(agent.image)
     env = {**(agent.env or {}), **(overrides.get("env") or {})}
     overlap = sorted(set(env) & set(agent.secrets or {}))
     if overlap:
@@ -180,6 +202,8 @@ def create_deployment(
         NotFound: no such agent visible to the caller.
         Conflict: it already has a live deployment (`details.deployment_id`).
         ValidationFailed: bad replicas or overrides.
+        QuotaExceeded: the owner's live deployments would ask for more replicas or memory than
+            `QUOTA_REPLICAS` / `QUOTA_MEMORY_MB` allow (admins are exempt).
         EngineUnavailable: the engine does not answer (nothing is written).
     """
     agent = get_agent(actor, agent_id)
@@ -190,6 +214,7 @@ def create_deployment(
     overrides = {key: value for key, value in (("env", env), ("resources", resources)) if value}
     config = resolve_config(agent, overrides)
     require_engine()
+    quotas.check_deployment(actor, agent.owner_id, replicas=replicas, config=config)
     revision = (db.session.scalar(select(func.count()).where(Deployment.agent_id == agent.id)) or 0) + 1
     deployment = Deployment(
         agent_id=agent.id,
@@ -231,6 +256,7 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
 
     Raises:
         InvalidState: 409 from deploying or killed.
+        QuotaExceeded: the agent's memory grew past what `QUOTA_MEMORY_MB` leaves (admins are exempt).
         EngineUnavailable: nothing is written.
     """
     deployment = get_deployment(actor, deployment_id)
@@ -238,7 +264,11 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
     require_engine()
     agent = db.session.get(Agent, deployment.agent_id)
     assert agent is not None  # the foreign key cascades
-    deployment.config = resolve_config(agent, deployment.config.get("overrides") or {})
+    config = resolve_config(agent, deployment.config.get("overrides") or {})
+    quotas.check_deployment(
+        actor, deployment.owner_id, replicas=deployment.replicas_desired, config=config, replacing=deployment
+    )
+    deployment.config = config
     if agent.source:
         deployment.revision += 1
     deployment.image = agent.image or built_image_tag(agent.id, deployment.revision)
@@ -268,11 +298,15 @@ def scale(actor: Principal, deployment_id: str, replicas: int) -> Deployment:
     Raises:
         InvalidState: 400 unless running/ready.
         ValidationFailed: replicas out of range.
+        QuotaExceeded: more replicas (or memory) than the owner's quota leaves (admins are exempt).
     """
     deployment = get_deployment(actor, deployment_id)
     lifecycle.check_scale(deployment)
     _check_replicas(replicas)
     require_engine()
+    quotas.check_deployment(
+        actor, deployment.owner_id, replicas=replicas, config=deployment.config or {}, replacing=deployment
+    )
     previous = deployment.replicas_desired
     deployment.replicas_desired = replicas
     if replicas > previous:

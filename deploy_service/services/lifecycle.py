@@ -4,10 +4,15 @@ Nothing else sets `Deployment.status`: the API's services and the reconciler bot
 which checks the table, stamps the timestamps, keeps the agent's status in step and records an event.
 Which user actions are allowed in which status (restart, scale, stop, delete) is decided here too, by
 `check_action`, so the contract's 409/400 rules live in one place.
+
+What is stored as an event's message, a deployment's `error` and an event's `error` datum often quotes
+the engine, a registry or a build (text the user's image or repository chose), so it passes through
+`stored_text` here: one line, at most `MAX_STORED_TEXT` characters.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import inspect, update
@@ -25,6 +30,18 @@ from deploy_service.models import (
 from deploy_service.models.types import utcnow
 
 _deployments = Deployment.__table__
+
+MAX_STORED_TEXT = 500
+"""The longest event message or deployment `error` stored (the full text of a build is in its build log)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_SPACES = re.compile(r"  +")
+
+
+def stored_text(text: str) -> str:
+    """`text` as one line of at most `MAX_STORED_TEXT` characters: control characters (newlines, escapes)
+    become spaces, runs of spaces one, and a longer text is cut with a final `…`."""
+    line = _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
+    return line if len(line) <= MAX_STORED_TEXT else line[: MAX_STORED_TEXT - 1].rstrip() + "…"
 
 
 STATUSES = tuple(DeploymentStatus)
@@ -75,17 +92,22 @@ def record_event(
 ) -> DeploymentEvent:
     """Add an event to the session (the caller commits), stamped with the deployment's status.
 
+    The message, and an `error` in `data`, are stored as `stored_text`.
+
     The deployment's `events_total` goes up by one in the same transaction, by a Core UPDATE: atomic
     under concurrent writers, and outside the ORM's optimistic `version`, so recording an event never
     makes a user's concurrent action on the deployment lose with 409. (A deployment not inserted yet
     counts its first events in the row it is inserted with.)
     """
+    data = dict(data or {})
+    if isinstance(data.get("error"), str):
+        data["error"] = stored_text(data["error"])
     event = DeploymentEvent(
         deployment_id=deployment.id,
         event_type=event_type,
         status=deployment.status,
-        message=message,
-        data=data or {},
+        message=stored_text(message),
+        data=data,
         created_at=utcnow(),
     )
     db.session.add(event)
@@ -130,7 +152,7 @@ def transition(
         deployment.progress_started_at = None
         deployment.started_at = deployment.started_at or now
     if new == DeploymentStatus.FAILED:
-        deployment.error = error or message
+        deployment.error = stored_text(error or message)
         deployment.progress_started_at = None
     if new == DeploymentStatus.DEPLOYING:
         deployment.error = None

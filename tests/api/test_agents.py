@@ -91,7 +91,7 @@ def test_an_empty_health_check_is_one_with_every_default(client: FlaskClient, au
         "busybox",
         "busybox:1.36",
         "ghcr.io/acme/agent:v1.0-rc.1",
-        "localhost:5000/team/agent",
+        "registry.example.com:5000/team/agent",
         "registry.example.com/a/b/c@sha256:" + "a" * 64,
     ],
 )

@@ -141,7 +141,7 @@ def test_error_rate(app: Flask, api: Api, fake_runner: FakeRunner, reconciler: R
 def test_acknowledge_resolve_and_scoping(
     app: Flask, api: Api, client: FlaskClient, auth: AuthActions, fake_runner: FakeRunner, reconciler: Reconciler
 ) -> None:
-    agent = new_agent(app, api, image="localhost:1/missing:tag")
+    agent = new_agent(app, api, image="deploy-test/missing:tag")
     deployment_id = api.post(f"/v1/agents/{agent['id']}/deploy", {}).get_json()["id"]
     converge(reconciler, lambda: "deployment_failed" in kinds(api, deployment_id))
     [alert] = alerts_of(api, deployment_id)

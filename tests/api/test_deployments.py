@@ -404,7 +404,7 @@ def test_never_healthy_fails_after_the_progress_deadline(
 def test_missing_image_fails_with_a_clear_event(
     app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
 ) -> None:
-    agent = new_agent(app, api, image="localhost:1/nope:latest")
+    agent = new_agent(app, api, image="deploy-test/nope:latest")
     deployment = deploy(api, agent["id"])
     converge(reconciler, api.status_is(deployment["id"], "failed"))
     assert api.events(deployment["id"], event_type="image_unavailable")

@@ -55,7 +55,7 @@ def reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
 
 
 def failing_deployment(app: Flask, api: Api) -> str:
-    agent = new_agent(app, api, image="localhost:1/missing:tag")
+    agent = new_agent(app, api, image="deploy-test/missing:tag")
     return str(api.post(f"/v1/agents/{agent['id']}/deploy", {}).get_json()["id"])
 
 

@@ -18,7 +18,9 @@ def write(
     database_url: str, token: str, agent_id: str, worker: int, count: int, ready: Any, go: Any, results: Any
 ) -> None:
     """Build an app, say so on `ready`, make `count` writes once `go` is set; put `(worker, failures)` on `results`."""
-    app = create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": database_url, "LOG_LEVEL": "WARNING"})
+    # One user makes hundreds of agents here: past QUOTA_AGENTS's default, which is not what is measured.
+    config = {**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": database_url, "LOG_LEVEL": "WARNING", "QUOTA_AGENTS": 100_000}
+    app = create_app(config)
     client = app.test_client()
     ready.put(worker)
     headers = {"Authorization": f"Bearer {token}"}

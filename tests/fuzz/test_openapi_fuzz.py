@@ -61,6 +61,7 @@ from schemathesis.schemas import BaseSchema
 
 from deploy_service import create_app
 from deploy_service.extensions import db
+from deploy_service.references import InvalidReference, check_image_origin
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.conftest import TEST_CONFIG
 from tests.fakes import FakeRunner
@@ -79,17 +80,29 @@ FUZZ_SETTINGS = settings(
 
 @schemathesis.hook
 def filter_case(_context: Any, case: Any) -> bool:
-    """Positive cases keep the one agent rule JSON Schema cannot state: `env` and `secrets` share no variable.
+    """Positive cases keep the agent rules JSON Schema cannot state: `env` and `secrets` share no variable,
+    and the image names neither a loopback or private registry nor an image the service built.
 
-    The spec says it in words (a rule between the keys of two maps); the service refuses the overlap with
-    400, which positive-data acceptance would otherwise read as a valid body refused. Negative cases are
-    left as they are.
+    The spec says them in words (a rule between the keys of two maps; where a registry is); the service
+    refuses both with 400, which positive-data acceptance would otherwise read as a valid body refused.
+    Negative cases are left as they are.
     """
     if case.meta is None or case.meta.generation.mode.is_negative:
         return True
     body = case.body
+    if isinstance(body, dict) and isinstance(body.get("image"), str) and not _image_origin_allowed(body["image"]):
+        return False
     if isinstance(body, dict) and isinstance(body.get("env"), dict) and isinstance(body.get("secrets"), dict):
         return not set(body["env"]) & set(body["secrets"])
+    return True
+
+
+def _image_origin_allowed(image: str) -> bool:
+    """The other rule said in words: an image names no private registry (`0:0/a` is 0.0.0.0) nor a built image."""
+    try:
+        check_image_origin(image)
+    except InvalidReference:
+        return False
     return True
 
 

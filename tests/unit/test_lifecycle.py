@@ -76,3 +76,11 @@ def test_stop_refused_only_when_killed() -> None:
 def test_restart_backoff_doubles_and_caps() -> None:
     delays = [restart_delay(n, base=1.0, maximum=10.0) for n in range(0, 7)]
     assert delays == [0.0, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_stored_text_is_one_line_of_at_most_the_limit() -> None:
+    stored_text = lifecycle.stored_text
+    assert stored_text("pull failed:\r\n\x1b[31mdenied\x1b[0m\t ok ") == "pull failed: [31mdenied [0m ok"
+    cut = stored_text("y" * 10_000)
+    assert len(cut) == lifecycle.MAX_STORED_TEXT and cut.endswith("…")
+    assert stored_text("short") == "short"
