@@ -104,7 +104,7 @@ def service(tmp_path: Path, processes: ProcessGroup, docker_engine: Any) -> Iter
     yield base
     # The walk-through deletes its deployment; wait for the reconciler to remove its containers.
     wait_until(
-        lambda: not docker_engine.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"}),
+        lambda: not docker_engine.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"}),
         60,
         what="the walk-through's containers removed",
     )

@@ -83,7 +83,7 @@ def test_a_remote_engine_over_tcp_deploys_to_ready_and_answers_interact(
 
     assert requests.delete(url, headers=auth, timeout=5).status_code == 200
     wait_until(
-        lambda: not docker_engine.containers.list(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"}),
+        lambda: not docker_engine.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={namespace}"}),
         60,
         what="the replicas removed",
     )

@@ -80,8 +80,9 @@ FUZZ_SETTINGS = settings(
 
 @schemathesis.hook
 def filter_case(_context: Any, case: Any) -> bool:
-    """Positive cases keep the agent rules JSON Schema cannot state: `env` and `secrets` share no variable,
-    and the image names neither a loopback or private registry nor an image the service built.
+    """Positive cases keep the rules JSON Schema cannot state: an agent's `env` and `secrets` share no
+    variable, its image names neither a loopback or private registry nor an image the service built; and
+    logs' `previous=true` names a `replica` and goes with neither `follow=true` nor `source=build`.
 
     The spec says them in words (a rule between the keys of two maps; where a registry is); the service
     refuses both with 400, which positive-data acceptance would otherwise read as a valid body refused.
@@ -89,6 +90,10 @@ def filter_case(_context: Any, case: Any) -> bool:
     """
     if case.meta is None or case.meta.generation.mode.is_negative:
         return True
+    query = case.query if isinstance(case.query, dict) else {}
+    if query.get("previous") in (True, "true"):
+        if query.get("replica") is None or query.get("follow") in (True, "true") or query.get("source") == "build":
+            return False
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("image"), str) and not _image_origin_allowed(body["image"]):
         return False
