@@ -368,3 +368,17 @@ def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     return any(hmac.compare_digest(expected, part.removeprefix("v1,")) for part in headers["webhook-signature"].split())
+
+
+def app_instances(make_app: Callable[..., Any], count: int = 2, **config: Any) -> list[Any]:
+    """Test clients of `count` apps on the test database (each its own engine and pool: as processes),
+    each with an in-memory runner, for tests of what concurrent workers may race on."""
+    from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+    from tests.fakes import FakeRunner
+
+    clients = []
+    for _ in range(count):
+        other = make_app(**config)
+        other.extensions[RUNNER_KEY] = FakeRunner()
+        clients.append(other.test_client())
+    return clients

@@ -30,17 +30,10 @@ from sqlalchemy import select
 
 from deploy_service.extensions import db
 from deploy_service.models import Deployment, DeploymentEvent
-from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions, make_agent, make_user
-from tests.fakes import FakeRunner
+from tests.helpers import app_instances
 
 ROUNDS = 30
-
-
-def _instance(make_app: Callable[..., Flask]) -> FlaskClient:
-    other = make_app()
-    other.extensions[RUNNER_KEY] = FakeRunner()
-    return other.test_client()
 
 
 def test_concurrent_scale_and_restart_never_lose_an_update(
@@ -50,7 +43,7 @@ def test_concurrent_scale_and_restart_never_lose_an_update(
     owner = make_user(app)
     agent = make_agent(app, owner)
     headers = auth.headers(owner)
-    clients = [_instance(make_app), _instance(make_app)]
+    clients = app_instances(make_app)
     deployed = clients[0].post(f"/v1/agents/{agent['id']}/deploy", headers=headers, json={"replicas": 1})
     assert deployed.status_code == 202, deployed.get_json()
     deployment_id = deployed.get_json()["id"]

@@ -24,22 +24,12 @@ from sqlalchemy import select
 
 from deploy_service.extensions import db
 from deploy_service.models import User
-from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import Settings
 from tests.factories import PASSWORD, make_admin
-from tests.fakes import FakeRunner
+from tests.helpers import app_instances
 
 ROUNDS = 8
 THREADS_PER_INSTANCE = 4
-
-
-def _instances(make_app: Callable[..., Flask], **config: Any) -> list[FlaskClient]:
-    clients = []
-    for _ in range(2):
-        other = make_app(**config)
-        other.extensions[RUNNER_KEY] = FakeRunner()
-        clients.append(other.test_client())
-    return clients
 
 
 def _empty(app: Flask) -> None:
@@ -77,7 +67,7 @@ def _roles(app: Flask) -> Counter[str]:
 def test_concurrent_first_registrations_make_one_admin_in_development_and_none_in_production(
     app: Flask, make_app: Callable[..., Flask], environment: str, admins: int
 ) -> None:
-    clients = _instances(make_app, ENVIRONMENT=environment)
+    clients = app_instances(make_app, ENVIRONMENT=environment)
     callers = 2 * THREADS_PER_INSTANCE
     for number in range(ROUNDS):
         _empty(app)

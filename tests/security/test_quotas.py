@@ -23,21 +23,11 @@ from sqlalchemy import func, select
 
 from deploy_service.extensions import db
 from deploy_service.models import Agent, Deployment, DeploymentStatus
-from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions, agent_payload, make_agent
-from tests.fakes import FakeRunner
+from tests.helpers import app_instances
 
 ROUNDS = 4
 THREADS_PER_INSTANCE = 4
-
-
-def _instances(make_app: Callable[..., Flask], **config: Any) -> list[FlaskClient]:
-    clients = []
-    for _ in range(2):
-        other = make_app(**config)
-        other.extensions[RUNNER_KEY] = FakeRunner()
-        clients.append(other.test_client())
-    return clients
 
 
 def _at_once(clients: list[FlaskClient], path: str, headers: dict[str, str], bodies: list[Any]) -> list[Any]:
@@ -66,7 +56,7 @@ def _statuses(answers: list[Any]) -> Counter[int]:
 def test_concurrent_deploys_cannot_both_take_the_last_replica(
     app: Flask, make_app: Callable[..., Flask], auth: AuthActions
 ) -> None:
-    clients = _instances(make_app, QUOTA_REPLICAS=2)
+    clients = app_instances(make_app, QUOTA_REPLICAS=2)
     callers = 2 * THREADS_PER_INSTANCE
     for _ in range(ROUNDS):
         owner, headers = auth.user()
@@ -88,7 +78,7 @@ def test_concurrent_deploys_cannot_both_take_the_last_replica(
 def test_concurrent_agent_creations_cannot_both_take_the_last_agent(
     app: Flask, make_app: Callable[..., Flask], auth: AuthActions
 ) -> None:
-    clients = _instances(make_app, QUOTA_AGENTS=3)
+    clients = app_instances(make_app, QUOTA_AGENTS=3)
     callers = 2 * THREADS_PER_INSTANCE
     for _ in range(ROUNDS):
         owner, headers = auth.user()
