@@ -284,10 +284,12 @@ class Logs(MethodView):
         """Get a deployment's logs
 
         The stored build log (`source=build`) or the replicas' output merged by time (`runtime`), the
-        last `tail` lines; a line longer than `LOG_LINE_MAX_BYTES` comes as several. A replica whose
-        container is gone has no lines (never an error). With `follow=true` the answer is a
-        `text/event-stream` of lines as they come, until the deployment ends (or
-        `LOG_FOLLOW_MAX_SECONDS`); an engine failure mid-stream is an `error` event there, not a 503.
+        last `tail` lines, with the stored last lines of containers already removed (they outlive
+        their containers); a line longer than `LOG_LINE_MAX_BYTES` comes as several. A replica whose
+        container is gone and was not stored has no lines (never an error). With `follow=true` the
+        answer is a `text/event-stream` of the same lines first, then new ones as they come, until the
+        deployment ends (or `LOG_FOLLOW_MAX_SECONDS`); an engine failure mid-stream is an `error`
+        event there, not a 503.
         A user follows at most `LOG_FOLLOW_MAX_PER_USER` streams at once, across every worker: one more
         is the 429 `rate_limited` that every `/v1` route documents, with `Retry-After`.
         """

@@ -11,9 +11,10 @@ splits what it is given the same way (`runner.lines`).
 A replica whose container is gone (removed behind the service's back, or before the reconciler saw
 it) has no runtime lines left to read: it adds none, and the other replicas' lines are still answered.
 
-Following (`follow_logs`) takes one of the user's `LOG_FOLLOW_MAX_PER_USER` slots (`follow_slots`)
-and holds no database connection while it waits or writes to the client: each poll reads what it
-needs of the deployment as plain values, then hands the connection back before asking the engine.
+Following (`follow_logs`) starts with the same merged lines as a read (stored ones included), takes
+one of the user's `LOG_FOLLOW_MAX_PER_USER` slots (`follow_slots`) and holds no database connection
+while it waits or writes to the client: each poll reads what it needs of the deployment as plain
+values, then hands the connection back before asking the engine.
 """
 
 from __future__ import annotations
@@ -126,11 +127,18 @@ def read_logs(
         }
     kept = stored_logs.stored(deployment, tail=tail, since=since, replica=replica)
     live = [(index, c) for index, c in _containers(deployment, replica) if c not in kept.containers]
+    return {"deployment_id": deployment.id, "lines": _merged(kept.lines, live, tail=tail, since=since)}
+
+
+def _merged(
+    kept: list[dict[str, Any]], live: list[tuple[int, str]], *, tail: int, since: datetime | None
+) -> list[dict[str, Any]]:
+    """The stored lines of removed containers and the live containers' lines, by time, the last `tail`."""
     lines = sorted(
-        [*kept.lines, *_runtime_lines(live, tail=tail, since=since)],
+        [*kept, *_runtime_lines(live, tail=tail, since=since)],
         key=lambda line: line["timestamp"] or datetime.min.replace(tzinfo=UTC),
     )
-    return {"deployment_id": deployment.id, "lines": lines[-tail:] if tail else []}
+    return lines[-tail:] if tail else []
 
 
 def _sse(data: Any, event: str | None = None) -> str:
@@ -146,18 +154,37 @@ class _Look:
     finished: bool
     containers: list[tuple[int, str]]
     build_lines: list[dict[str, Any]]
+    stored_lines: list[dict[str, Any]]
 
 
-def _look(actor: Principal, deployment_id: str, *, source: str, replica: int | None) -> _Look:
-    """Read the deployment, then give the connection back to the pool (before the engine is asked)."""
+def _look(
+    actor: Principal,
+    deployment_id: str,
+    *,
+    source: str,
+    replica: int | None,
+    stored: tuple[int, datetime | None] | None = None,
+) -> _Look:
+    """Read the deployment, then give the connection back to the pool (before the engine is asked).
+
+    With `stored=(tail, since)` (the first look of a stream) it also reads the stored lines of removed
+    containers, and leaves those containers out of `containers`.
+    """
     try:
         deployment = get_deployment(actor, deployment_id)
         build = source == "build"
+        containers = [] if build else _containers(deployment, replica)
+        stored_lines: list[dict[str, Any]] = []
+        if stored is not None and not build:
+            kept = stored_logs.stored(deployment, tail=stored[0], since=stored[1], replica=replica)
+            stored_lines = kept.lines
+            containers = [(index, c) for index, c in containers if c not in kept.containers]
         return _Look(
             status=deployment.status,
             finished=deployment.status in ENDED or (build and deployment.image_ready),
-            containers=[] if build else _containers(deployment, replica),
+            containers=containers,
             build_lines=build_log_lines(deployment) if build else [],
+            stored_lines=stored_lines,
         )
     finally:
         db.session.rollback()  # ends the session's transaction: its connection goes back to the pool
@@ -229,11 +256,11 @@ def _follow(
     replica: int | None,
     source: str,
 ) -> Iterator[str]:
-    look = _look(actor, deployment_id, source=source, replica=replica)
+    look = _look(actor, deployment_id, source=source, replica=replica, stored=(tail, since))
     if source == "build":
         first = _build_lines(look.build_lines, tail=tail, since=since)
     else:
-        first = _runtime_lines(look.containers, tail=tail, since=since)
+        first = _merged(look.stored_lines, look.containers, tail=tail, since=since)
     for sent in first:
         yield _sse(sent)
     sent_build = len(look.build_lines)

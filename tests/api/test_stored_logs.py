@@ -9,7 +9,7 @@ removal; retention deletes old rows. The real engine shows the same in tests/int
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -24,6 +24,8 @@ from deploy_service.reconciler import Reconciler
 from deploy_service.reconciler.jobs import PruneLogsJob
 from deploy_service.runner.base import LogLine
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
+from deploy_service.settings import Settings
+from tests.api.test_logs import server_sent_events
 from tests.api.test_swarm_reconciler import FakeSwarm
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
@@ -258,3 +260,37 @@ def test_a_swarm_stop_keeps_the_lines_of_every_task_container_still_there(
     assert swarm.removed == [deployment_id]
     assert lines(api, deployment_id) == ["0:panic", "0:up again"]
     assert lines(api, deployment_id, "previous=true&replica=0") == ["0:up again"]
+
+
+def test_following_a_deployment_that_ended_starts_with_its_stored_lines(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    deployment_id = ready(app, api, reconciler)
+    [replica] = fake_runner.of(deployment_id)
+    say(fake_runner, replica.container_id, "first", "last")
+    assert api.post(f"/v1/deployments/{deployment_id}/stop").status_code == 202
+    converge(reconciler, api.status_is(deployment_id, "stopped"))
+
+    response = api.client.get(f"/v1/deployments/{deployment_id}/logs?follow=true", headers=api.headers)
+    events = server_sent_events(response.get_data(as_text=True))
+    assert [f"{data['replica']}:{data['line']}" for name, data in events if name is None] == ["0:first", "0:last"]
+    assert events[-1] == ("end", {"status": "stopped"})
+
+
+def test_following_sends_a_replaced_containers_stored_lines_once_beside_the_live_ones(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler, configure: Callable[..., Settings]
+) -> None:
+    configure(LOG_FOLLOW_MAX_SECONDS=0.2, LOG_FOLLOW_POLL_SECONDS=0.01)
+    deployment_id = ready(app, api, reconciler)
+    [old] = fake_runner.of(deployment_id)
+    fake_runner.say(old.container_id, "before the crash")
+    fake_runner.crash(old.container_id)
+    converge(
+        reconciler, lambda: [r.container_id for r in fake_runner.of(deployment_id)] not in ([], [old.container_id])
+    )
+    [new] = fake_runner.of(deployment_id)
+    fake_runner.say(new.container_id, "after the restart")
+
+    response = api.client.get(f"/v1/deployments/{deployment_id}/logs?follow=true", headers=api.headers)
+    events = server_sent_events(response.get_data(as_text=True))
+    assert [data["line"] for name, data in events if name is None] == ["before the crash", "after the restart"]
