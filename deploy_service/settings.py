@@ -264,6 +264,9 @@ class Settings:
     runner: RunnerSettings
     reconcile: ReconcileSettings
     loop: LoopSettings
+    stored_text_max: int = 500
+    """The longest engine or receiver text stored as an event message, a deployment's `error` or a
+    webhook delivery's `error` (`STORED_TEXT_MAX_CHARS`); longer ones are cut, one line."""
 
     @property
     def production(self) -> bool:
@@ -424,6 +427,7 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
             engine_backoff_max=read.number("ENGINE_BACKOFF_MAX_SECONDS"),
             stale=read.number("RECONCILER_STALE_SECONDS"),
         ),
+        stored_text_max=read.integer("STORED_TEXT_MAX_CHARS"),
     )
 
 

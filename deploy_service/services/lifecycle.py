@@ -7,7 +7,7 @@ Which user actions are allowed in which status (restart, scale, stop, delete) is
 
 What is stored as an event's message, a deployment's `error` and an event's `error` datum often quotes
 the engine, a registry or a build (text the user's image or repository chose), so it passes through
-`stored_text` here: one line, at most `MAX_STORED_TEXT` characters.
+`stored_text` here: one line, at most `STORED_TEXT_MAX_CHARS` characters.
 """
 
 from __future__ import annotations
@@ -28,20 +28,21 @@ from deploy_service.models import (
     DeploymentStatus,
 )
 from deploy_service.models.types import utcnow
+from deploy_service.settings import current_settings
 
 _deployments = Deployment.__table__
 
-MAX_STORED_TEXT = 500
-"""The longest event message or deployment `error` stored (the full text of a build is in its build log)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _SPACES = re.compile(r"  +")
 
 
 def stored_text(text: str) -> str:
-    """`text` as one line of at most `MAX_STORED_TEXT` characters: control characters (newlines, escapes)
-    become spaces, runs of spaces one, and a longer text is cut with a final `…`."""
+    """`text` as one line of at most `STORED_TEXT_MAX_CHARS` characters (the full text of a build is in its
+    build log): control characters (newlines, escapes) become spaces, runs of spaces one, and a longer
+    text is cut with a final `…`."""
+    limit = current_settings().stored_text_max
     line = _SPACES.sub(" ", _CONTROL.sub(" ", text)).strip()
-    return line if len(line) <= MAX_STORED_TEXT else line[: MAX_STORED_TEXT - 1].rstrip() + "…"
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 STATUSES = tuple(DeploymentStatus)

@@ -33,6 +33,7 @@ from deploy_service.models import Alert, DeliveryStatus, Principal, Webhook, Web
 from deploy_service.models.types import utcnow
 from deploy_service.security import decrypt_secret, encrypt_secret
 from deploy_service.services.common import Page, paginate, scope_to_owner
+from deploy_service.services.lifecycle import stored_text
 from deploy_service.services.webhook_sender import SendFailed, Target, UnsafeTarget, WebhookSender, resolve
 from deploy_service.settings import current_settings
 
@@ -189,7 +190,7 @@ def deliver(delivery_id: str, sender: WebhookSender, *, may_record: Callable[[],
         log.exception("webhook delivery %s: the attempt failed unexpectedly", delivery_id)
         error = "send failed"
     delivery.response_status = status
-    delivery.error = error
+    delivery.error = stored_text(error) if error else None
     if error is None:
         delivery.status, delivery.delivered_at, delivery.next_attempt_at = DeliveryStatus.SUCCEEDED, utcnow(), None
     elif delivery.attempts >= settings.max_attempts:

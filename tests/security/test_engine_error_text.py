@@ -1,11 +1,12 @@
-"""The engine's error text is stored shortened: one line of at most `lifecycle.MAX_STORED_TEXT` characters.
+"""The engine's error text is stored shortened: one line of at most `STORED_TEXT_MAX_CHARS` characters.
 
 The attack: make the engine fail with an enormous or multi-line message (a registry that answers a pull
 with 10 kB of text, an image whose start fails with a crafted error, a build whose last line is huge),
 so that every failed deployment stores it in its `error`, its events and the alert that follows, bloating
 the database and the pages that show them, or forging what look like further lines of a log. What the
 service does: every event message, a deployment's `error` and an event's `error` datum are cut to one line
-of at most 500 characters (`lifecycle.stored_text`) before they are stored.
+of at most `STORED_TEXT_MAX_CHARS` (500) characters (`lifecycle.stored_text`) before they are stored, and
+so is a webhook delivery's `error`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from flask import Flask
 
 from deploy_service.reconciler import Reconciler
 from deploy_service.runner.base import ExitInfo, ImageUnavailable, ReplicaSpec, ReplicaStartFailed
-from deploy_service.services.lifecycle import MAX_STORED_TEXT
 from tests.fakes import FakeRunner
 from tests.helpers import Api, converge, deploy, new_agent
 
+MAX_STORED_TEXT = 500  # STORED_TEXT_MAX_CHARS by default
 HUGE = ("The daemon says:\n" + "x" * 79 + "\n") * 128  # 10 kB over 257 lines
 
 

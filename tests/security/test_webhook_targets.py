@@ -401,3 +401,15 @@ def test_a_target_that_resolves_to_a_private_address_is_refused_and_the_log_says
         assert found["error"] == "refused: the target resolves to a private address"
     assert len(receiver.received) == 1  # nothing more was sent
     assert network.connections == [(PUBLIC, port)]
+
+
+def test_a_receivers_huge_garbage_answer_is_logged_as_a_short_reason_not_as_its_text(
+    app: Flask, api: Api, dispatcher: Dispatcher, receivers: Callable[..., Any]
+) -> None:
+    def garbage(receiver: RawReceiver, connection: socket.socket) -> None:
+        receiver.write(connection, b"HTTP/1.1 " + b"\x1b[31mforged\nline " * 3000 + b"\r\n\r\n")
+
+    liar = receivers(garbage)
+    hook = api.post("/v1/webhooks", {"url": liar.url}).get_json()
+    found = send_one(app, api, dispatcher, hook["id"])
+    assert (found["status"], found["response_status"], found["error"]) == ("pending", None, "not an HTTP answer")

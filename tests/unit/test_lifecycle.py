@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
+from flask import Flask
 
 from deploy_service.errors import InvalidState
 from deploy_service.models import Deployment
 from deploy_service.models import DeploymentStatus as S
 from deploy_service.reconciler.timing import restart_delay
 from deploy_service.services import lifecycle
+from deploy_service.settings import Settings
 
 
 @pytest.mark.parametrize(
@@ -78,9 +82,13 @@ def test_restart_backoff_doubles_and_caps() -> None:
     assert delays == [0.0, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
 
 
-def test_stored_text_is_one_line_of_at_most_the_limit() -> None:
+def test_stored_text_is_one_line_of_at_most_the_limit(app: Flask, configure: Callable[..., Settings]) -> None:
     stored_text = lifecycle.stored_text
-    assert stored_text("pull failed:\r\n\x1b[31mdenied\x1b[0m\t ok ") == "pull failed: [31mdenied [0m ok"
-    cut = stored_text("y" * 10_000)
-    assert len(cut) == lifecycle.MAX_STORED_TEXT and cut.endswith("…")
-    assert stored_text("short") == "short"
+    with app.app_context():
+        assert stored_text("pull failed:\r\n\x1b[31mdenied\x1b[0m\t ok ") == "pull failed: [31mdenied [0m ok"
+        cut = stored_text("y" * 10_000)
+        assert len(cut) == 500 and cut.endswith("…")  # STORED_TEXT_MAX_CHARS's default
+        assert stored_text("short") == "short"
+    configure(STORED_TEXT_MAX_CHARS=100)
+    with app.app_context():
+        assert len(stored_text("y" * 10_000)) == 100
