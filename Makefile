@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`; `make check` while you work.
 .PHONY: help run check test lint security load bench test-swarm faults fuzz
 
-CHECK_MARKERS := not engine and not postgres and not process and not load and not fuzz and not clients
+CHECK_MARKERS := not engine and not postgres and not process and not load and not fuzz and not clients and not image
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14

@@ -2,7 +2,7 @@
 # Production start step (Dockerfile, Render): apply migrations, then serve with gunicorn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# From a checkout (not the Docker image, which installs into its system Python): the project's .venv.
+# From a checkout (not the Docker image, whose venv /opt/venv is on PATH): the project's .venv.
 if [ -z "${VIRTUAL_ENV:-}" ] && [ -x .venv/bin/flask ]; then
   export PATH="$PWD/.venv/bin:$PATH"
 fi

@@ -15,6 +15,7 @@ scripts/ensure_docker.sh
 scripts/ensure_postgres.sh  # the PostgreSQL-restart fault test starts its own server in both runs
 scripts/ensure_client_tools.sh  # tests/clients: openapi-typescript and tsc from npm, pinned
 scripts/ensure_sshd.sh  # tests/integration/test_ssh_engine.py: a throwaway sshd for DOCKER_HOST=ssh://
+scripts/ensure_base_image.sh  # tests/integration/test_production_image.py: the Debian 12 base, made once
 # redis-server: the rate-limit tests start one on loopback; wrk: the load test drives gunicorn with it.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
@@ -47,8 +48,9 @@ echo "== pytest on SQLite" >&2
 env -u TEST_DATABASE_URL python -m pytest -m "not load" "$@"
 
 echo "== pytest on PostgreSQL" >&2
-# The generated-clients tests read the spec, which no database changes: they run in the SQLite run only.
-scripts/with_postgres.sh python -m pytest -m "not load and not clients" "$@"
+# The generated-clients tests read the spec, which no database changes, and the production image runs
+# its own SQLite database: both run in the SQLite run only.
+scripts/with_postgres.sh python -m pytest -m "not load and not clients and not image" "$@"
 
 # The sustained load test (LOAD_SECONDS, default 60) runs once, on PostgreSQL as in production, and
 # only for the whole suite (not when arguments pick tests).

@@ -9,7 +9,8 @@ Markers are applied at collection from the fixtures a test uses, directly or thr
 (`MARKER_FIXTURES`), never kept by hand: `engine` (the real container engine), `postgres` (a PostgreSQL
 server of its own), `process` (real processes: gunicorn, `flask reconcile`, redis-server, spawned
 writers), `load` (the sustained load test), `fuzz` (schemathesis over the spec: minutes of requests),
-`clients` (client generators run on the spec: Node.js tools that scripts/ensure_client_tools.sh installs).
+`clients` (client generators run on the spec: Node.js tools that scripts/ensure_client_tools.sh installs),
+`image` (builds and runs the production image; with `engine`, in the SQLite run only).
 `make check` runs the tests that carry none of them.
 """
 
@@ -62,6 +63,7 @@ MARKER_FIXTURES: dict[str, frozenset[str]] = {
     "load": frozenset({"load_service"}),
     "fuzz": frozenset({"fuzz_app", "fuzz_schema"}),
     "clients": frozenset({"client_tools"}),
+    "image": frozenset({"production_image"}),
 }
 """Marker → the fixtures that make a test need it (a test using a fixture that depends on one counts too)."""
 
