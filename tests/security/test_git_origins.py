@@ -314,10 +314,11 @@ def test_the_clone_command_carries_the_pin_and_no_redirects() -> None:
     argv = git.clone_command(
         f"https://{NAME}/acme/agent.git", "main", "/tmp/dest", allow_local=False, pin=("127.0.0.1",)
     )
-    assert ["-c", f"http.curloptResolve={NAME}:443:127.0.0.1"] == argv[
-        argv.index(f"http.curloptResolve={NAME}:443:127.0.0.1") - 1 :
-    ][:2]
-    assert "http.followRedirects=false" in argv
+    options = [argv[i + 1] for i, arg in enumerate(argv[: argv.index("clone")]) if arg == "-c"]
+    assert f"http.curloptResolve={NAME}:443:127.0.0.1" in options
+    assert "http.followRedirects=false" in options
+    local = git.clone_command("/srv/repos/agent", "main", "/tmp/dest", allow_local=True)
+    assert not any(arg.startswith("http.curloptResolve") for arg in local)  # nothing to pin for a local source
 
 
 def test_an_allowed_host_is_still_pinned_to_what_it_resolved_to(
