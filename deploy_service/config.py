@@ -140,6 +140,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "QUOTA_REPLICAS": _int(env, "QUOTA_REPLICAS", 50),
         "QUOTA_MEMORY_MB": _int(env, "QUOTA_MEMORY_MB", 32768),
         "ALLOWED_REGISTRIES": _list(env, "ALLOWED_REGISTRIES"),
+        "ALLOWED_GIT_HOSTS": _list(env, "ALLOWED_GIT_HOSTS"),
         "ALLOW_LOCAL_GIT_SOURCES": _bool(env, "ALLOW_LOCAL_GIT_SOURCES", False),
         # Deployment engine
         "RUNNER": env.get("RUNNER", "docker").strip().lower(),

@@ -13,6 +13,10 @@ refused. The rules are written once, here, as pure functions that raise `Invalid
 - for an agent's image, where it comes from (`check_image_origin`: no loopback or private-range registry
   unless the operator allows it, never an image this service built), again when a deployment is made
   from the stored agent (`services.deployments.resolve_config`), for agents stored before the rule.
+- for an agent's git source, where it comes from (`check_git_origin`: no loopback or private-range host
+  by its name or address unless the operator allows it), again at deploy for agents stored before the
+  rule; the runner (`runner.git`) then resolves the host once, refuses a private answer
+  (`is_public_address`) and pins git to the addresses it checked.
 - for webhook URLs, the webhook sender (`services.webhook_sender`), again, before every attempt
   (a URL stored before a rule was added is refused there, never sent).
 
@@ -39,12 +43,17 @@ __all__ = [
     "REF_NAME",
     "REPO_PATH",
     "REPO_PATH_MESSAGE",
+    "GIT_DEFAULT_PORT",
+    "check_git_origin",
     "check_git_url",
     "check_image_origin",
     "check_image_reference",
     "check_ref_name",
     "check_repo_path",
     "check_webhook_url",
+    "git_host_allowed",
+    "git_host_port",
+    "is_public_address",
 ]
 
 # Docker image reference grammar (distribution/reference), anchored.
@@ -66,6 +75,8 @@ MAX_REF_LENGTH = 255
 MAX_PATH_LENGTH = 512
 MAX_GIT_URL_LENGTH = 2048
 MAX_WEBHOOK_URL_LENGTH = 2048
+GIT_DEFAULT_PORT = 443
+"""The port of an `https://` git URL that names none."""
 _HOSTNAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 # A DNS name: labels of 1-63 letters, digits, hyphens (not at either end) or underscores; 253 at most.
 _DNS_NAME = re.compile(
@@ -123,12 +134,12 @@ def _registry_host(registry: str) -> str:
 
 
 def _is_private_host(host: str) -> bool:
-    """Whether a registry host is loopback or non-public by its name or address alone (no lookup).
+    """Whether a registry or git host is loopback or non-public by its name or address alone (no lookup).
 
-    Addresses in every form the engine's resolver accepts count, `127.1`, `2130706433` and `0x7f.1`
-    included (inet_aton's), and an IPv4 address mapped into IPv6. A DNS name that merely resolves to a
-    private address is not caught here: the engine resolves it later, and only the operator's network
-    can refuse it.
+    Addresses in every form the engine's and git's resolvers accept count, `127.1`, `2130706433` and
+    `0x7f.1` included (inet_aton's), and an IPv4 address mapped into IPv6. A DNS name that merely
+    resolves to a private address is not caught here: for an image the engine resolves it later, and
+    only the operator's network can refuse it; for a git source the runner checks the answer (`runner.git`).
     """
     host = host.strip("[]").lower()
     if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
@@ -141,9 +152,15 @@ def _is_private_host(host: str) -> bool:
             address = ipaddress.IPv4Address(socket.inet_aton(host))
         except OSError:
             return False
+    return not is_public_address(address)
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether `address` is on the public internet: global, not multicast (an IPv4-mapped IPv6 address
+    counts as the IPv4 address it maps)."""
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return not address.is_global
+    return address.is_global and not address.is_multicast
 
 
 def _is_built_image(registry: str | None, path: str, built_registry: str) -> bool:
@@ -228,6 +245,59 @@ def check_git_url(value: str, *, allow_local: bool) -> None:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         raise InvalidReference("Not a valid git URL: bad port.") from exc
+
+
+def _is_local_source(value: str) -> bool:
+    return value.startswith("/") or value.startswith("file://")
+
+
+def git_host_port(value: str) -> tuple[str, int] | None:
+    """(host in lower case, port) of a git URL (meant for one `check_git_url` accepts); None for a local
+    source (a path or `file://`).
+
+    Raises:
+        InvalidReference: the URL cannot be taken apart (a bad bracket or port).
+    """
+    if _is_local_source(value):
+        return None
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidReference("Not a valid git URL.") from exc
+    return (parts.hostname or "").lower(), port or GIT_DEFAULT_PORT
+
+
+def git_host_allowed(host: str, port: int, allowed_hosts: Iterable[str]) -> bool:
+    """Whether `ALLOWED_GIT_HOSTS` lists `host` (every port) or `host:port` (that port only; `host:443`
+    also matches a URL that names no port)."""
+    allowed = set(allowed_hosts)
+    return host in allowed or f"{host}:{port}" in allowed
+
+
+def check_git_origin(value: str, *, allowed_hosts: Iterable[str] = ()) -> None:
+    """A git URL whose host is not loopback or private-range by its name or address (no lookup: the
+    runner checks what the name resolves to before it clones). Local sources are not concerned (whether
+    they are allowed at all is `check_git_url`'s rule).
+
+    Args:
+        value: a URL `check_git_url` accepts.
+        allowed_hosts: `host[:port]` entries (lower case) that may be named although private
+            (`ALLOWED_GIT_HOSTS`); an entry without a port allows every port of the host.
+
+    Raises:
+        InvalidReference: the host is loopback or private and not allowed (or the URL cannot be taken apart).
+    """
+    target = git_host_port(value)
+    if target is None:
+        return
+    host, port = target
+    if not _is_private_host(host) or git_host_allowed(host, port, allowed_hosts):
+        return
+    raise InvalidReference(
+        f"The git host {host} is on a loopback or private network; sources may come from it only when the "
+        "operator lists it in ALLOWED_GIT_HOSTS."
+    )
 
 
 def check_repo_path(value: str) -> None:

@@ -502,6 +502,7 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         build_cpus=read.number("BUILD_CPUS"),
         build_network=build_network,
         git_max_repo_mb=read.integer("GIT_MAX_REPO_MB"),
+        allowed_git_hosts=tuple(entry.lower() for entry in read.texts("ALLOWED_GIT_HOSTS")),
         replica_host=replica_host,
         publish_host=publish_host,
         registry=read.text("SWARM_REGISTRY", default="").strip(),

@@ -51,11 +51,13 @@ DEPLOY_CONFLICT = "`conflict`: the agent already has a live deployment (`details
 DEPLOY_INVALID = (
     "`validation_error`: a bad body, `replicas` above `MAX_REPLICAS`, an override that sets a variable "
     "the agent also takes from a secret, or an agent stored with an image it may no longer name (a private "
-    "registry not in `ALLOWED_REGISTRIES`, or an image this service built)."
+    "registry not in `ALLOWED_REGISTRIES`, or an image this service built) or a git source on a private host "
+    "not in `ALLOWED_GIT_HOSTS` (`details.source.git_url`)."
 )
 RESTART_INVALID = (
     "`validation_error`: the agent's env now sets a variable it also takes from a secret, or its image is one "
-    "it may no longer name (a private registry not in `ALLOWED_REGISTRIES`, or an image this service built)."
+    "it may no longer name (a private registry not in `ALLOWED_REGISTRIES`, or an image this service built), or "
+    "its git source is on a private host not in `ALLOWED_GIT_HOSTS`."
 )
 QUOTA = (
     "`forbidden`: an API key was sent instead of a token; or `quota_exceeded`: your live deployments would "

@@ -114,6 +114,7 @@ def build_from_source(
             line_max_bytes=settings.log_line_max_bytes,
             max_mb=settings.git_max_repo_mb,
             cancel=cancel,
+            allowed_hosts=settings.allowed_git_hosts,
         )
         context, dockerfile = _build_paths(source, context=spec.context, dockerfile=spec.dockerfile)
         _build(api, context, dockerfile, spec, on_output, timeout=build_timeout, settings=settings, cancel=cancel)

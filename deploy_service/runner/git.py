@@ -13,6 +13,13 @@ repository over the transports we allow:
   directory, hooks point at `/dev/null`, submodules and tags are not fetched, and nothing can prompt
   (stdin is `/dev/null`, askpass helpers are `/bin/true`).
 - The URL comes after `--`, so it is never read as an option.
+- Where git connects (the service's own process reaches out, so a source must not make it probe the
+  operator's network): the host is refused by name or literal address (`references.check_git_origin`),
+  then resolved once here; any answer that is not a public address refuses the clone unless the host is in
+  `ALLOWED_GIT_HOSTS` (`RunnerSettings.allowed_git_hosts`), with a message naming the host, never the
+  address. git is then pinned to the addresses checked (`http.curloptResolve`, so libcurl looks nothing up
+  again: no DNS rebinding between check and connect) and follows no redirect (`http.followRedirects=false`,
+  which also stops dumb-HTTP alternates), so no answer can send it elsewhere.
 - A deadline: on timeout the whole process group (git and its remote helpers) is killed.
 - A size cap (`GIT_MAX_REPO_MB`): the destination is measured (disk space, `.git` and checkout)
   twice a second while git runs and once after; past the cap git is killed and the clone fails. A
@@ -27,24 +34,34 @@ without newlines cannot make the reader hold it all.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO
 
-from deploy_service.references import InvalidReference, check_git_url, check_ref_name
+from deploy_service.references import (
+    InvalidReference,
+    check_git_origin,
+    check_git_url,
+    check_ref_name,
+    git_host_allowed,
+    git_host_port,
+    is_public_address,
+)
 from deploy_service.runner.cancellation import Cancellation
 from deploy_service.runner.errors import BuildCancelled, BuildFailed, RunnerError
 from deploy_service.runner.lines import read_lines
 
-__all__ = ["clone", "clone_command", "clone_environment", "normalize_git_url", "tree_bytes"]
+__all__ = ["checked_addresses", "clone", "clone_command", "clone_environment", "normalize_git_url", "tree_bytes"]
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOG_TAIL_LINES = 50
@@ -78,8 +95,60 @@ def _validate_branch(branch: str) -> None:
         raise BuildFailed(f"Refusing to clone branch {branch!r}: {exc}") from exc
 
 
-def clone_command(git_url: str, branch: str, dest: str, *, allow_local: bool, git: str = "git") -> list[str]:
+def checked_addresses(git_url: str, *, allow_local: bool, allowed_hosts: Iterable[str] = ()) -> tuple[str, ...]:
+    """The addresses the host of `git_url` resolves to, looked up once and each one checked; empty for a
+    local source.
+
+    Args:
+        allowed_hosts: `ALLOWED_GIT_HOSTS`: a host listed there may be or resolve to a private address.
+
+    Raises:
+        BuildFailed: the URL is not allowed (nothing is looked up); the host is private by name or address,
+            does not resolve, or resolves to an address that is not public, and is not allowed (the message
+            never shows an address).
+    """
+    normalize_git_url(git_url, allow_local=allow_local)
+    target = git_host_port(git_url)
+    if target is None:
+        return ()
+    host, port = target
+    try:
+        check_git_origin(git_url, allowed_hosts=allowed_hosts)
+    except InvalidReference as exc:
+        raise BuildFailed(f"Refusing to clone: {exc}") from exc
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
+    except (OSError, UnicodeError, ValueError) as exc:
+        raise BuildFailed(f"Refusing to clone: the git host {host} could not be resolved.") from exc
+    if not addresses:
+        raise BuildFailed(f"Refusing to clone: the git host {host} could not be resolved.")
+    if not all(is_public_address(address) for address in addresses) and not git_host_allowed(host, port, allowed_hosts):
+        raise BuildFailed(
+            f"Refusing to clone: the git host {host} resolves to a loopback or private address; sources may come "
+            "from it only when the operator lists it in ALLOWED_GIT_HOSTS."
+        )
+    return tuple(str(address) for address in addresses)
+
+
+def _pin_option(git_url: str, pin: Sequence[str]) -> list[str]:
+    """`-c http.curloptResolve=host:port:addr[,addr]` for `git_url`'s host (none for a local source)."""
+    target = git_host_port(git_url)
+    if target is None or not pin:
+        return []
+    host, port = target
+    addresses = ",".join(f"[{a}]" if ":" in a else a for a in pin)
+    return ["-c", f"http.curloptResolve={host}:{port}:{addresses}"]
+
+
+def clone_command(
+    git_url: str, branch: str, dest: str, *, allow_local: bool, git: str = "git", pin: Sequence[str] = ()
+) -> list[str]:
     """The argv of a shallow single-branch clone of `branch` of `git_url` into `dest`.
+
+    Args:
+        pin: the addresses git must connect to for the URL's host (`checked_addresses`); `clone`
+            always gives them for an https URL.
 
     Raises:
         BuildFailed: the URL or branch is not allowed.
@@ -92,6 +161,9 @@ def clone_command(git_url: str, branch: str, dest: str, *, allow_local: bool, gi
     return [
         git,
         *protocols,
+        "-c",
+        "http.followRedirects=false",
+        *_pin_option(git_url, pin),
         "-c",
         "core.hooksPath=/dev/null",
         "clone",
@@ -134,24 +206,29 @@ def clone(
     line_max_bytes: int = LINE_MAX_BYTES,
     max_mb: int | None = None,
     cancel: Cancellation | None = None,
+    allowed_hosts: Iterable[str] = (),
 ) -> None:
     """Shallow-clone `branch` of `git_url` into `dest` (which must not exist yet, or be empty).
 
     Args:
         max_mb: the most disk space the clone may take (None: no cap).
         cancel: stops the clone when cancelled.
+        allowed_hosts: `ALLOWED_GIT_HOSTS` (hosts that may be, or resolve to, private addresses).
 
     Raises:
-        BuildFailed: a refused input, git missing, a timeout (the process is killed), a clone larger than
-            `max_mb` (killed as it grows past it), or a non-zero exit (with the tail of git's output in `log`).
+        BuildFailed: a refused input, a host that is or resolves to a private address (git never runs), git
+            missing, a timeout (the process is killed), a clone larger than `max_mb` (killed as it grows past
+            it), or a non-zero exit (with the tail of git's output in `log`; a redirect is one).
         BuildCancelled: `cancel` was cancelled (git is killed).
     """
     git = shutil.which("git", path=os.environ.get("PATH", DEFAULT_PATH))
-    argv = clone_command(git_url, branch, dest, allow_local=allow_local, git=git or "git")
+    clone_command(git_url, branch, dest, allow_local=allow_local)  # a bad URL or branch: refused before anything
     if git is None:
         raise BuildFailed("git is not installed on the server.")
     cancel = cancel or Cancellation()
     cancel.check()
+    pin = checked_addresses(git_url, allow_local=allow_local, allowed_hosts=allowed_hosts)
+    argv = clone_command(git_url, branch, dest, allow_local=allow_local, git=git, pin=pin)
 
     def watch() -> RunnerError | None:
         if cancel.cancelled:

@@ -44,6 +44,9 @@ class RunnerSettings:
     """The network of build steps: `default` (the engine's for builds) or `none` (cut off the network)."""
     git_max_repo_mb: int = 500
     """The largest a clone of a git source may grow on disk; past it the clone is stopped."""
+    allowed_git_hosts: tuple[str, ...] = ()
+    """Git hosts (`host[:port]`, lower case) a source may be cloned from although they are loopback or private
+    by name, address or what they resolve to (`ALLOWED_GIT_HOSTS`; `runner.git`)."""
     replica_host: str = "127.0.0.1"
     publish_host: str = "127.0.0.1"
     """The engine host's address that bridge mode publishes replicas' ports on (an IP literal)."""

@@ -25,6 +25,7 @@ from deploy_service.schemas.validators import (
     repo_path,
     run_as_user_spec,
     url_path,
+    validate_git_origin,
     validate_git_url,
     validate_image_origin,
 )
@@ -58,7 +59,9 @@ class SourceInputSchema(JsonBodySchema):
         required=True,
         metadata={
             "format": "git-url",
-            "description": "https:// URL of the repository (no credentials).",
+            "description": "https:// URL of the repository (no credentials). Not on a loopback or private-range "
+            "host (`https://10.1.2.3/x.git`, `https://localhost/x.git`) unless the host is in `ALLOWED_GIT_HOSTS`, "
+            "else 400; a name that resolves to such an address fails the build.",
             "example": "https://github.com/acme/agent.git",
         },
     )
@@ -70,7 +73,9 @@ class SourceInputSchema(JsonBodySchema):
 
     @validates("git_url")
     def _git_url(self, value: str, **_: Any) -> None:
-        validate_git_url(value, allow_local=current_settings().agents.allow_local_git_sources)
+        settings = current_settings()
+        validate_git_url(value, allow_local=settings.agents.allow_local_git_sources)
+        validate_git_origin(value, allowed_hosts=settings.runner.allowed_git_hosts)
 
 
 class HealthCheckInputSchema(JsonBodySchema):

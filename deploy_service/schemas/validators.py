@@ -72,6 +72,11 @@ def validate_git_url(value: str, *, allow_local: bool) -> None:
     _checked(partial(references.check_git_url, allow_local=allow_local), value)
 
 
+def validate_git_origin(value: str, *, allowed_hosts: tuple[str, ...]) -> None:
+    """A git URL whose host is neither loopback nor private by name or address, unless allowed."""
+    _checked(partial(references.check_git_origin, allowed_hosts=allowed_hosts), value)
+
+
 def validate_repo_path(value: str) -> None:
     """A relative path inside a repository (Dockerfile, build context): no `..`, never absolute."""
     _checked(references.check_repo_path, value)

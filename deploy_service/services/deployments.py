@@ -32,7 +32,7 @@ from deploy_service.models import (
     InstanceStatus,
     Principal,
 )
-from deploy_service.references import BUILT_IMAGE_REPOSITORY, InvalidReference, check_image_origin
+from deploy_service.references import BUILT_IMAGE_REPOSITORY, InvalidReference, check_git_origin, check_image_origin
 from deploy_service.services import alerts, lifecycle, notify, quotas
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate, scope_to_owner
@@ -62,15 +62,31 @@ def _check_image_origin(image: str | None) -> None:
         raise ValidationFailed(str(exc), details={"image": [str(exc)]}) from exc
 
 
+def _check_git_origin(source: dict[str, Any] | None) -> None:
+    """The stored agent's git source obeys today's rule (an agent stored before it may not).
+
+    Raises:
+        ValidationFailed: a loopback or private host not in `ALLOWED_GIT_HOSTS`.
+    """
+    if not source or not source.get("git_url"):
+        return
+    try:
+        check_git_origin(source["git_url"], allowed_hosts=current_settings().runner.allowed_git_hosts)
+    except InvalidReference as exc:
+        raise ValidationFailed(str(exc), details={"source": {"git_url": [str(exc)]}}) from exc
+
+
 def resolve_config(agent: Agent, overrides: dict[str, Any]) -> dict[str, Any]:
     """The runtime config a deployment runs with: the agent's settings plus the deploy-time overrides.
 
     Secrets appear by name only; their values are decrypted by the reconciler at container start.
 
     Raises:
-        ValidationFailed: env and secrets overlap, or the agent's image is one it may no longer name.
+        ValidationFailed: env and secrets overlap, or the agent's image or git source is one it may no
+            longer name.
     """
     _check_image_origin(agent.image)
+    _check_git_origin(agent.source)
     env = {**(agent.env or {}), **(overrides.get("env") or {})}
     overlap = sorted(set(env) & set(agent.secrets or {}))
     if overlap:

@@ -11,7 +11,9 @@ deployment a service of the single-node Swarm that `swarm_manager` makes sure of
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
+import socket
 import subprocess
 import time
 import uuid
@@ -258,6 +260,29 @@ def test_local_git_source_is_built_with_log_and_progress(api: Client, engine: En
     assert {event["data"]["total"] for event in steps} == {3}
     env = engine.inspect(engine.containers(deployment_id)[0].id).attrs["Config"]["Env"]
     assert "BUILT_FROM=git" in env
+
+
+def test_a_git_host_that_resolves_to_a_private_address_fails_the_build_and_says_so(
+    api: Client, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "git.example.test":  # a public-looking name whose answer is loopback
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
+        ipaddress.ip_address(str(host).strip("[]"))  # nothing else is looked up for real
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    agent_id = api.agent(image=None, source={"git_url": "https://git.example.test/acme/agent.git"})
+    deployment_id = api.deploy(agent_id)
+    wait_until(status_is(api, deployment_id, "failed"), timeout=30, what="failed")
+    error = api.deployment(deployment_id)["error"]
+    assert "git.example.test" in error and "ALLOWED_GIT_HOSTS" in error and "127.0.0.1" not in error
+    [failed] = api.events(deployment_id, "build_failed")
+    assert failed["message"] == error
+    with pytest.raises(docker.errors.ImageNotFound):
+        engine.client.images.get(f"deploy-service/agent-{agent_id}:r1")
 
 
 @pytest.fixture()

@@ -15,15 +15,10 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -33,7 +28,7 @@ from deploy_service.reconciler.dispatch import Dispatcher
 from deploy_service.services.webhook_sender import WebhookSender
 from deploy_service.settings import Settings, current_settings
 from tests.factories import AuthActions
-from tests.helpers import Api, Receiver, assert_error, wait_until
+from tests.helpers import Api, Receiver, assert_error, certificates, wait_until
 
 PUBLIC = "93.184.216.34"
 """A public address no test reaches: `FakeNetwork` routes connections to it to a loopback receiver."""
@@ -213,56 +208,6 @@ def test_the_sender_connects_to_the_address_it_checked_never_looking_the_name_up
     assert network.connections == [(PUBLIC, inside_port)]
 
 
-def _certificates(directory: Path, *names: str) -> tuple[Path, dict[str, tuple[Path, Path]]]:
-    """A throwaway CA and, per name, a certificate for it signed by that CA: (CA file, name → (cert, key))."""
-    now = datetime.now(UTC)
-
-    def write(path: Path, data: bytes) -> Path:
-        path.write_bytes(data)
-        return path
-
-    def issue(subject: str, key: Any, issuer_key: Any, issuer: x509.Name | None, *, ca: bool) -> x509.Certificate:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(issuer or name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(now + timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        if ca:
-            builder = builder.add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-            ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        else:
-            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
-            builder = builder.add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-            )
-        return builder.sign(issuer_key, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = issue("Test CA", ca_key, ca_key, None, ca=True)
-    ca_file = write(directory / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM))
-    issued: dict[str, tuple[Path, Path]] = {}
-    for name in names:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = issue(name, key, ca_key, ca_cert.subject, ca=False)
-        issued[name] = (
-            write(directory / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM)),
-            write(
-                directory / f"{name}.key",
-                key.private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-                ),
-            ),
-        )
-    return ca_file, issued
-
-
 def test_https_names_the_url_host_in_sni_host_header_and_certificate_check(
     app: Flask,
     api: Api,
@@ -271,7 +216,7 @@ def test_https_names_the_url_host_in_sni_host_header_and_certificate_check(
     receivers: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
-    ca_file, issued = _certificates(tmp_path, "hooks.example.com", "other.example.com")
+    ca_file, issued = certificates(tmp_path, "hooks.example.com", "other.example.com")
 
     def tls(name: str) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

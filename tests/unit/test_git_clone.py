@@ -1,17 +1,21 @@
 """The git clone used by builds: the exact command and environment, refusals, and the deadline.
 
 No network and no real repository: the argv/env builders are pure, refused inputs must not start a
-process at all, and timeouts and failures are driven through a stand-in `git` script.
+process at all, and timeouts and failures are driven through a stand-in `git` script. The one lookup a
+clone makes is answered here (`example.com` is a public address; nothing else resolves), so no test asks
+a real resolver; where a clone may connect is tests/security/test_git_origins.py.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,16 +24,31 @@ from deploy_service.runner.git import clone, clone_command, clone_environment
 
 SAFE_PREFIX = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
 CLONE_FLAGS = ["clone", "--depth", "1", "--single-branch", "--no-tags", "--no-recurse-submodules"]
+PUBLIC = "93.184.216.34"
+
+
+@pytest.fixture(autouse=True)
+def _resolver(monkeypatch: pytest.MonkeyPatch) -> None:
+    def getaddrinfo(host: Any, port: Any, *_: Any, **__: Any) -> list[Any]:
+        if host != "example.com":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (PUBLIC, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 def test_https_clone_command() -> None:
     argv = clone_command(
-        "https://github.com/acme/agent.git", "main", "/tmp/dest", allow_local=False, git="/usr/bin/git"
+        "https://github.com/acme/agent.git", "main", "/tmp/dest", allow_local=False, git="/usr/bin/git", pin=(PUBLIC,)
     )
 
     assert argv == [
         "/usr/bin/git",
         *SAFE_PREFIX,
+        "-c",
+        "http.followRedirects=false",
+        "-c",
+        f"http.curloptResolve=github.com:443:{PUBLIC}",
         "-c",
         "core.hooksPath=/dev/null",
         *CLONE_FLAGS,
@@ -123,7 +142,7 @@ def test_clone_runs_git_with_the_command_and_streams_its_output(
     clone(url, "main", str(tmp_path / "dest"), timeout=10, allow_local=False, on_output=lines.append)
 
     argv = record.with_suffix(".argv").read_text().splitlines()
-    assert argv == clone_command(url, "main", str(tmp_path / "dest"), allow_local=False)[1:]
+    assert argv == clone_command(url, "main", str(tmp_path / "dest"), allow_local=False, pin=(PUBLIC,))[1:]
     env = dict(line.split("=", 1) for line in record.with_suffix(".env").read_text().splitlines() if "=" in line)
     assert env["GIT_ALLOW_PROTOCOL"] == "https" and env["GIT_TERMINAL_PROMPT"] == "0"
     assert env["HOME"] != os.environ.get("HOME") and not os.path.exists(env["HOME"])
