@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from deploy_service.references import InvalidReference, check_webhook_url
+from deploy_service.references import InvalidReference, check_webhook_url, is_public_address
 from deploy_service.settings import WebhookSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -84,13 +84,6 @@ class Target:
         return cls(https=https, host=parts.hostname or "", port=parts.port or (443 if https else 80), path=path)
 
 
-def is_public(address: IPAddress) -> bool:
-    """Whether the service may call `address` when private targets are not allowed."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return is_public(address.ipv4_mapped)
-    return address.is_global and not address.is_multicast
-
-
 def resolve(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
     """Every address `host` resolves to for TCP, in the resolver's order, each one checked.
 
@@ -105,7 +98,7 @@ def resolve(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
         raise Unresolved(UNRESOLVED) from exc
     if not addresses:
         raise Unresolved(UNRESOLVED)
-    if not allow_private and not all(is_public(address) for address in addresses):
+    if not allow_private and not all(is_public_address(address) for address in addresses):
         raise UnsafeTarget(PRIVATE)
     return addresses
 
