@@ -84,7 +84,8 @@ FUZZ_SETTINGS = settings(
 def filter_case(_context: Any, case: Any) -> bool:
     """Positive cases keep the rules JSON Schema cannot state: an agent's `env` and `secrets` share no
     variable, its image names neither a loopback or private registry nor an image the service built, its
-    `registry_auth` names a stored secret and the image's registry (`_login_known`); and logs' `previous=true` names a `replica` and goes with neither `follow=true` nor `source=build`.
+    `registry_auth` names a stored secret and the image's registry (`_login_known`); and logs'
+    `previous=true` names a `replica` and goes with neither `follow=true` nor `source=build`.
 
     The spec says them in words (a rule between the keys of two maps; where a registry is); the service
     refuses each with 400, which positive-data acceptance would otherwise read as a valid body refused.
