@@ -50,10 +50,13 @@ __all__ = [
     "check_image_reference",
     "check_ref_name",
     "check_repo_path",
+    "check_registry_name",
     "check_webhook_url",
     "git_host_allowed",
     "git_host_port",
     "is_public_address",
+    "image_registry",
+    "DOCKER_HUB",
 ]
 
 # Docker image reference grammar (distribution/reference), anchored.
@@ -62,6 +65,7 @@ _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+REGISTRY_NAME = re.compile(rf"^{_DOMAIN}$")
 IMAGE_REFERENCE = re.compile(rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?$")
 # A branch or tag by `git check-ref-format --branch` rules, never option-like (see check_ref_name).
 REF_NAME = re.compile(
@@ -88,6 +92,8 @@ _DNS_NAME = re.compile(
 BUILT_IMAGE_REPOSITORY = "deploy-service"
 # The names the engine reads as Docker Hub (a reference without a registry is one of them too).
 _DOCKER_HUB = ("docker.io", "index.docker.io")
+DOCKER_HUB = "docker.io"
+"""How the service names Docker Hub as a registry (an agent's `registry_auth.registry`)."""
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 
 IMAGE_MESSAGE = "Not a valid image reference (expected name[:tag] or name@sha256:...)."
@@ -124,6 +130,22 @@ def _split_image(value: str) -> tuple[str | None, str]:
     if registry in _DOCKER_HUB:
         registry = None
     return registry, path
+
+
+def image_registry(value: str) -> str:
+    """The registry (`host[:port]`, lower case) the engine pulls the image reference `value` from; `docker.io`
+    for Docker Hub (a reference without a registry, or one naming `index.docker.io`)."""
+    return _split_image(value)[0] or DOCKER_HUB
+
+
+def check_registry_name(value: str) -> None:
+    """A registry as `host[:port]` (no scheme, path or credentials), as the first component of an image reference.
+
+    Raises:
+        InvalidReference: anything else.
+    """
+    if len(value) > 255 or not REGISTRY_NAME.fullmatch(value):
+        raise InvalidReference("Not a registry name (expected host or host:port, e.g. ghcr.io or 10.0.0.5:5000).")
 
 
 def _registry_host(registry: str) -> str:

@@ -22,6 +22,7 @@ from deploy_service.runner.base import (
     ImageInfo,
     ImageUnavailable,
     LogLine,
+    RegistryCredentials,
     ReplicaInfo,
     ReplicaSpec,
     Runner,
@@ -56,6 +57,10 @@ class FakeRunner(Runner):
         self.logs_fail_after: int | None = None
         """`logs` raises an outage after this many lines (a read that breaks part way)."""
         self.stats_calls: dict[str, int] = {}
+        self.pullable: dict[str, RegistryCredentials | None] = {}
+        """Images a pull can fetch, each with the credentials its registry wants (None: anyone may pull)."""
+        self.pulls: list[tuple[str, RegistryCredentials | None]] = []
+        self.builds: list[BuildSpec] = []
 
     def _check(self, call: str) -> None:
         self.calls.append(call)
@@ -68,11 +73,20 @@ class FakeRunner(Runner):
     def network_mode(self) -> str:
         return self.network
 
-    def ensure_image(self, ref: str) -> ImageInfo:
+    def ensure_image(self, ref: str, *, auth: RegistryCredentials | None = None) -> ImageInfo:
         self._check("ensure_image")
-        if ref not in self.images:
+        if ref in self.images:
+            return ImageInfo(ref=ref, id=f"sha256:{abs(hash(ref))}", source="local")
+        if ref not in self.pullable:
             raise ImageUnavailable(f"Image {ref} is not available locally and could not be pulled.")
-        return ImageInfo(ref=ref, id=f"sha256:{abs(hash(ref))}", source="local")
+        self.pulls.append((ref, auth))
+        wanted = self.pullable[ref]
+        if wanted is not None and auth != wanted:
+            raise ImageUnavailable(
+                f"Image {ref!r} is not local and pulling it failed: unauthorized: authentication required"
+            )
+        self.images.add(ref)
+        return ImageInfo(ref=ref, id=f"sha256:{abs(hash(ref))}", source="pulled")
 
     def local_image(self, ref: str) -> ImageInfo | None:
         self._check("local_image")
@@ -82,6 +96,7 @@ class FakeRunner(Runner):
         self, spec: BuildSpec, *, on_output: Callable[[str], None], cancel: Cancellation | None = None
     ) -> ImageInfo:
         self._check("build_image")
+        self.builds.append(spec)
         for line in self.build_lines:
             on_output(line)
         if self.fail_build:

@@ -47,6 +47,8 @@ class Agent(db.Model):  # type: ignore[name-defined]
     read_only_rootfs: Mapped[bool] = mapped_column(default=True)
     run_as_user: Mapped[str | None] = mapped_column(String(21))
     """`uid[:gid]` the replicas run as, over the image's user; None: the runner's rule (never uid 0)."""
+    registry_auth: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    """`{username, password_secret, registry}`: a login for a private registry, the password by secret name only."""
     status: Mapped[str] = mapped_column(String(16), default=AgentStatus.IDLE)
     """An `AgentStatus`."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

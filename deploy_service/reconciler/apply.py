@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from deploy_service.errors import EngineUnavailable, NotFound
-from deploy_service.models import Deployment, DeploymentStatus, DesiredState, Instance, InstanceStatus
+from deploy_service.extensions import db
+from deploy_service.models import Agent, Deployment, DeploymentStatus, DesiredState, Instance, InstanceStatus
 from deploy_service.models.types import utcnow
 from deploy_service.reconciler import plan as p
 from deploy_service.reconciler.drivers import Driver, KeptLogs, Observation, Workload
@@ -20,9 +21,9 @@ from deploy_service.reconciler.health import HealthChecker
 from deploy_service.reconciler.prepare import Preparer
 from deploy_service.reconciler.sampling import RecentOom
 from deploy_service.reconciler.settings import ReconcileSettings
-from deploy_service.runner.base import ImageUnavailable, ReplicaInfo, ReplicaStartFailed
+from deploy_service.runner.base import ImageUnavailable, RegistryCredentials, ReplicaInfo, ReplicaStartFailed
 from deploy_service.services import alerts, lifecycle
-from deploy_service.services.secrets import resolve_secret_values
+from deploy_service.services.secrets import registry_credentials, resolve_secret_values
 
 
 class PassParts(Protocol):
@@ -199,7 +200,25 @@ class DeploymentRun:
             read_only_rootfs=bool(config.get("read_only_rootfs", True)),
             run_as_user=config.get("run_as_user"),
             built=bool(config.get("source")),
+            registry_auth=self._node_credentials(),
         )
+
+    def _node_credentials(self) -> RegistryCredentials | None:
+        """The agent's registry login when the engine pulls its image on each node itself (Swarm), else None.
+
+        A built image's registry is the service's own (`SWARM_REGISTRY`), never the agent's. A password secret
+        gone meanwhile means no credentials: the nodes' pull then fails in the engine's words.
+        """
+        deployment = self.deployment
+        if not self.x.driver.engine_keeps_replicas or deployment.config.get("source"):
+            return None
+        agent = db.session.get(Agent, deployment.agent_id)
+        try:
+            return registry_credentials(
+                deployment.owner_id, agent.registry_auth if agent else None, image=deployment.config.get("image")
+            )
+        except NotFound:
+            return None
 
     # -- containers -------------------------------------------------------------------------------
 

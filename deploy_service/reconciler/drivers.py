@@ -38,6 +38,7 @@ from deploy_service.runner.base import (
     EngineUnavailable,
     ExitInfo,
     LogLine,
+    RegistryCredentials,
     ReplicaInfo,
     ReplicaSpec,
     Runner,
@@ -72,6 +73,8 @@ class Workload:
     read_only_rootfs: bool = True
     run_as_user: str | None = None
     built: bool = False
+    registry_auth: RegistryCredentials | None = None
+    """The agent's registry login, for an engine that pulls the image itself on each node (Swarm)."""
 
 
 @dataclass(frozen=True)
@@ -434,6 +437,7 @@ class ServiceDriver(Driver):
                 stop_timeout=settings.stop_timeout,
                 update_monitor=settings.startup_grace,
                 built=workload.built,
+                registry_auth=workload.registry_auth,
             )
         )
         self._known.add(workload.deployment_id)

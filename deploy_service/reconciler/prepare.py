@@ -31,9 +31,9 @@ from typing import Any
 from flask import Flask
 from sqlalchemy.orm.exc import StaleDataError
 
-from deploy_service.errors import EngineUnavailable
+from deploy_service.errors import EngineUnavailable, NotFound
 from deploy_service.extensions import db
-from deploy_service.models import Deployment, DeploymentStatus, DesiredState
+from deploy_service.models import Agent, Deployment, DeploymentStatus, DesiredState
 from deploy_service.reconciler.leadership import Leadership
 from deploy_service.runner.base import (
     BuildCancelled,
@@ -42,10 +42,12 @@ from deploy_service.runner.base import (
     Cancellation,
     ImageInfo,
     ImageUnavailable,
+    RegistryCredentials,
     Runner,
 )
 from deploy_service.services import lifecycle
 from deploy_service.services.logs import append_build_log
+from deploy_service.services.secrets import registry_credentials
 from deploy_service.settings import settings_for
 
 log = logging.getLogger(__name__)
@@ -178,10 +180,11 @@ class Preparer:
         config: dict[str, Any] = dict(deployment.config)
         image = str(deployment.image)
         try:
+            auth = self._credentials(deployment, config)
             if config.get("source"):
-                info = self._build(deployment_id, term, config["source"], image, cancel)
+                info = self._build(deployment_id, term, config["source"], image, cancel, auth=auth)
             else:
-                info = self.runner.ensure_image(image)
+                info = self.runner.ensure_image(image, auth=auth)
         except EngineUnavailable:
             log.warning("engine unavailable while preparing %s; will retry", deployment_id)
             return
@@ -198,6 +201,10 @@ class Preparer:
         except (ImageUnavailable, BuildFailed) as exc:
             self._update(deployment_id, term, self._failure(exc, built=bool(config.get("source"))))
             return
+        except NotFound as exc:
+            missing = ImageUnavailable(f"{exc.message} Set the agent's registry_auth again, then restart.")
+            self._update(deployment_id, term, self._failure(missing, built=bool(config.get("source"))))
+            return
 
         def ready(d: Deployment) -> None:
             d.image_ready = True
@@ -209,6 +216,18 @@ class Preparer:
             )
 
         self._update(deployment_id, term, ready)
+
+    @staticmethod
+    def _credentials(deployment: Deployment, config: dict[str, Any]) -> RegistryCredentials | None:
+        """The agent's registry login as it is now (a rotated password counts from the next pull or build).
+
+        Raises:
+            NotFound: its password secret is gone.
+        """
+        agent = db.session.get(Agent, deployment.agent_id)
+        if agent is None:
+            return None
+        return registry_credentials(deployment.owner_id, agent.registry_auth, image=config.get("image"))
 
     def _failure(self, error: ImageUnavailable | BuildFailed, *, built: bool) -> Callable[[Deployment], None]:
         max_bytes = settings_for(self.app).logs.build_log_max_bytes
@@ -225,7 +244,14 @@ class Preparer:
         return fail
 
     def _build(
-        self, deployment_id: str, term: int, source: dict[str, Any], tag: str, cancel: Cancellation
+        self,
+        deployment_id: str,
+        term: int,
+        source: dict[str, Any],
+        tag: str,
+        cancel: Cancellation,
+        *,
+        auth: RegistryCredentials | None,
     ) -> ImageInfo:
         settings = settings_for(self.app)
         max_bytes = settings.logs.build_log_max_bytes
@@ -278,6 +304,7 @@ class Preparer:
             allow_local=settings.agents.allow_local_git_sources,
             clone_timeout=settings.runner.clone_timeout,
             build_timeout=settings.runner.build_timeout,
+            registry_auth=auth,
         )
         try:
             return self.runner.build_image(spec, on_output=on_output, cancel=cancel)

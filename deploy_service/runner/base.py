@@ -52,6 +52,7 @@ __all__ = [
     "LABEL_MANAGED",
     "LABEL_REPLICA",
     "LogLine",
+    "RegistryCredentials",
     "ReplicaInfo",
     "ReplicaSpec",
     "ReplicaStartFailed",
@@ -76,6 +77,20 @@ LABEL_GENERATION = "deploy-service.generation"
 def replica_name(deployment_id: str, index: int, generation: int) -> str:
     """The deterministic container name of one replica of one generation of a deployment."""
     return f"ds-{deployment_id}-r{index}-g{generation}"
+
+
+@dataclass(frozen=True)
+class RegistryCredentials:
+    """An agent's login to one registry, sent with its pull, its build's FROM pulls or its Swarm service.
+
+    The password is the value of the agent's stored secret: it is left out of `repr`, so a logged or
+    raised value never shows it.
+    """
+
+    registry: str
+    """`host[:port]` as the engine names it; `docker.io` for Docker Hub."""
+    username: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -169,6 +184,8 @@ class ServiceSpec:
     """Seconds the engine watches each updated replica for a failure (which rolls the update back)."""
     built: bool = False
     """The image was built here from a git source (a multi-node backend may push it to a registry)."""
+    registry_auth: RegistryCredentials | None = None
+    """The agent's credentials for its image's registry, for the nodes that pull it (never stored in the spec)."""
 
     def port(self, index: int) -> int:
         return self.port_block * 100 + index + 1
@@ -259,6 +276,8 @@ class BuildSpec:
     """Whether `git_url` may be a local path or `file://` URL (tests)."""
     clone_timeout: float = 120.0
     build_timeout: float = 900.0
+    registry_auth: RegistryCredentials | None = None
+    """The agent's credentials for the registry its Dockerfile's FROM images come from (no other is sent)."""
 
 
 @dataclass(frozen=True)
@@ -317,8 +336,9 @@ class Runner(abc.ABC):
         """The network mode replicas get: `host` or `bridge` (resolving `auto`)."""
 
     @abc.abstractmethod
-    def ensure_image(self, ref: str) -> ImageInfo:
-        """Use the local image `ref` if present, else pull it.
+    def ensure_image(self, ref: str, *, auth: RegistryCredentials | None = None) -> ImageInfo:
+        """Use the local image `ref` if present, else pull it (with `auth`, the agent's own credentials, if given;
+        never with the credentials stored on the service's machine).
 
         Raises:
             ImageUnavailable: neither worked.

@@ -38,7 +38,9 @@ builds (`X-Registry-Config`, every registry's), and reads the file again wheneve
 empty. Images are named by users, so those credentials would pull a tenant whatever the operator's
 login reaches. Every client made here holds `NoStoredAuth` instead: never empty, so nothing is read
 again, and it resolves no credentials. The only credentials the service sends are those it is
-configured with (`SWARM_REGISTRY_USERNAME` / `SWARM_REGISTRY_PASSWORD`, given to a push explicitly).
+configured with (`SWARM_REGISTRY_USERNAME` / `SWARM_REGISTRY_PASSWORD`, given to a push explicitly) and
+an agent's own `registry_auth` (`RegistryCredentials`), given explicitly to that agent's pull, build or
+service, for its one registry (`pull_auth`, `build_registry_config`).
 """
 
 from __future__ import annotations
@@ -50,14 +52,23 @@ from typing import Any
 
 import docker
 import paramiko
-from docker.auth import AuthConfig
+from docker.auth import AuthConfig, encode_header
 from docker.errors import DockerException
 from docker.transport import SSHHTTPAdapter
 
+from deploy_service.runner.base import RegistryCredentials
 from deploy_service.runner.errors import EngineUnavailable
 from deploy_service.runner.settings import RunnerSettings
 
-__all__ = ["SSH_POOL_SIZE", "NoStoredAuth", "connection_lost", "engine_client"]
+__all__ = [
+    "SSH_POOL_SIZE",
+    "NoStoredAuth",
+    "build_registry_config",
+    "connection_lost",
+    "engine_client",
+    "pull_auth",
+    "registry_auth_header",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +138,48 @@ class NoStoredAuth(AuthConfig):
 
     def get_all_credentials(self) -> dict[str, Any]:
         return {}
+
+
+DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
+"""The key the engine looks Docker Hub's credentials up by."""
+
+
+def _server(registry: str) -> str:
+    return DOCKER_HUB_SERVER if registry in ("docker.io", "index.docker.io") else registry
+
+
+def pull_auth(credentials: RegistryCredentials | None, *, registry: str) -> dict[str, str] | None:
+    """The `auth_config` of a pull from `registry`: the agent's login when it is for that registry, else None.
+
+    Credentials are for one registry: an image elsewhere is pulled without them, never with them.
+    """
+    if credentials is None or _server(credentials.registry) != _server(registry):
+        return None
+    return {
+        "username": credentials.username,
+        "password": credentials.password,
+        "serveraddress": _server(credentials.registry),
+    }
+
+
+def registry_auth_header(credentials: RegistryCredentials | None, *, registry: str) -> dict[str, str]:
+    """The `X-Registry-Auth` header of an engine call that pulls from `registry` (a Swarm service), or none."""
+    config = pull_auth(credentials, registry=registry)
+    return {} if config is None else {"X-Registry-Auth": encode_header(config).decode("ascii")}
+
+
+def build_registry_config(credentials: RegistryCredentials | None) -> dict[str, str]:
+    """The `X-Registry-Config` header of a build: the agent's login for its one registry, or none at all."""
+    if credentials is None:
+        return {}
+    config = {
+        _server(credentials.registry): {
+            "username": credentials.username,
+            "password": credentials.password,
+            "serveraddress": _server(credentials.registry),
+        }
+    }
+    return {"X-Registry-Config": encode_header(config).decode("ascii")}
 
 
 def connection_lost(client: docker.DockerClient) -> bool:

@@ -13,7 +13,9 @@ and translates an engine that stops answering; these functions do the work:
   (symlinks included) before the engine sees them: nothing outside the repository can be sent as
   build context or read as a Dockerfile (`_build_paths`).
 - Every build step runs within the build limits (`build_parameters`: memory without swap, a CPU quota,
-  the build network), and the request carries no registry credentials.
+  the build network), and the request carries no registry credentials but the agent's own
+  (`BuildSpec.registry_auth`, for its one registry: `X-Registry-Config`); a pull likewise sends only the
+  agent's login, and only to the registry it is for.
 - The build's output is handed to `on_output` line by line, and the last lines travel with a
   `BuildFailed` for the user.
 - A `Cancellation` stops the clone (git is killed) or the engine build (its stream is ended, and the
@@ -35,9 +37,10 @@ import docker
 from docker.api.build import process_dockerfile
 from docker.errors import APIError
 
-from deploy_service.references import InvalidReference, check_repo_path
-from deploy_service.runner.base import BuildSpec
+from deploy_service.references import InvalidReference, check_repo_path, image_registry
+from deploy_service.runner.base import BuildSpec, RegistryCredentials
 from deploy_service.runner.cancellation import Cancellation
+from deploy_service.runner.docker_client import build_registry_config, pull_auth
 from deploy_service.runner.docker_common import UNREACHABLE, explanation
 from deploy_service.runner.docker_streams import DeadlineClient, OutputLines
 from deploy_service.runner.errors import BuildCancelled, BuildFailed, ImageUnavailable
@@ -51,16 +54,22 @@ MIN_CPU_QUOTA_US = 1_000
 """The engine refuses a CFS quota under 1 ms."""
 
 
-def pull_image(api: Any, ref: str, *, timeout: float, settings: RunnerSettings) -> None:
+def pull_image(
+    api: Any, ref: str, *, timeout: float, settings: RunnerSettings, auth: RegistryCredentials | None = None
+) -> None:
     """Pull `ref` onto the engine of `api` within `timeout` seconds (`settings`: how to reach the engine).
+
+    `auth` (the agent's login) goes with the pull only when it is for the image's registry.
 
     Raises:
         ImageUnavailable: the engine refused or failed the pull, or it timed out.
     """
     repository, tag = docker.utils.parse_repository_tag(ref)
+    auth_config = pull_auth(auth, registry=image_registry(ref))
     stream = DeadlineClient(settings, api.api_version, time.monotonic() + timeout)
     try:
-        for chunk in stream.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+        pulled = stream.api.pull(repository, tag=tag or "latest", stream=True, decode=True, auth_config=auth_config)
+        for chunk in pulled:
             if isinstance(chunk, dict) and chunk.get("error"):
                 raise ImageUnavailable(f"Image {ref!r} is not local and pulling it failed: {chunk['error']}")
             stream.tighten()
@@ -191,7 +200,9 @@ def _stream_build(
     cancel: Cancellation,
 ) -> None:
     try:
-        chunks = _post_build(stream.api, context, dockerfile, build_parameters(spec.tag, settings))
+        chunks = _post_build(
+            stream.api, context, dockerfile, build_parameters(spec.tag, settings), registry_auth=spec.registry_auth
+        )
         cancel.check()
         for chunk in chunks:
             cancel.check()
@@ -238,12 +249,20 @@ def build_parameters(tag: str, settings: RunnerSettings) -> dict[str, Any]:
     }
 
 
-def _post_build(api: Any, context: str, dockerfile: str, parameters: dict[str, Any]) -> Iterator[Any]:
+def _post_build(
+    api: Any,
+    context: str,
+    dockerfile: str,
+    parameters: dict[str, Any],
+    *,
+    registry_auth: RegistryCredentials | None = None,
+) -> Iterator[Any]:
     """POST `/build` with `context` (as the SDK's `build` packs it: `.dockerignore` applied) and `parameters`.
 
     The SDK's `build` is not used because it can send neither a CPU quota (its `container_limits`
     accepts memory, memswap, cpushares and cpusetcpus only) nor a build without the registry
-    credentials of the machine's docker config (`X-Registry-Config`, see `docker_client`).
+    credentials of the machine's docker config (`X-Registry-Config`, see `docker_client`), nor one with
+    only the agent's own: `X-Registry-Config` here holds `registry_auth` alone, or is not sent.
     """
     exclude = _dockerignore(context)
     entry = process_dockerfile(dockerfile, context)
@@ -253,7 +272,7 @@ def _post_build(api: Any, context: str, dockerfile: str, parameters: dict[str, A
             api._url("/build"),
             data=archive,
             params={**parameters, "dockerfile": entry[0]},
-            headers={"Content-Type": "application/tar"},
+            headers={"Content-Type": "application/tar", **build_registry_config(registry_auth)},
             stream=True,
             timeout=None,
         )

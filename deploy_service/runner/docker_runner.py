@@ -50,6 +50,7 @@ from deploy_service.runner.base import (
     ExitInfo,
     ImageInfo,
     LogLine,
+    RegistryCredentials,
     ReplicaInfo,
     ReplicaSpec,
     Runner,
@@ -179,12 +180,12 @@ class DockerRunner(Runner):
                 return None
         return None if local is None else ImageInfo(ref=ref, id=str(local["Id"]), source="local")
 
-    def ensure_image(self, ref: str) -> ImageInfo:
+    def ensure_image(self, ref: str, *, auth: RegistryCredentials | None = None) -> ImageInfo:
         with self._engine() as api:
             local = self._inspect_image(api, ref)
             if local is not None:
                 return ImageInfo(ref=ref, id=str(local["Id"]), source="local")
-            pull_image(api, ref, timeout=self._pull_timeout, settings=self.settings)
+            pull_image(api, ref, timeout=self._pull_timeout, settings=self.settings, auth=auth)
             pulled = self._inspect_image(api, ref)
         if pulled is None:
             raise ImageUnavailable(f"Image {ref!r} is not available after pulling it.")

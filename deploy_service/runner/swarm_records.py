@@ -35,7 +35,6 @@ __all__ = [
     "LABEL_PORT_BLOCK",
     "MAX_REPLICAS",
     "escape_template",
-    "service_arguments",
     "service_document",
     "service_info",
     "service_name",
@@ -144,29 +143,6 @@ def service_document(
         "RollbackConfig": {"Parallelism": 1, "Delay": 0, "FailureAction": "pause", "Order": "start-first"},
         "EndpointSpec": {"Mode": "dnsrr"},
     }
-
-
-_SDK_ARGUMENTS = {
-    "Name": "name",
-    "Labels": "labels",
-    "TaskTemplate": "task_template",
-    "Mode": "mode",
-    "UpdateConfig": "update_config",
-    "RollbackConfig": "rollback_config",
-    "EndpointSpec": "endpoint_spec",
-}
-
-
-def service_arguments(document: Mapping[str, Any]) -> dict[str, Any]:
-    """A service spec as the keyword arguments of the SDK's `create_service` and `update_service`.
-
-    Both send these fields as the spec's body unchanged (`update_service` without `fetch_current_spec`
-    merges nothing in), so the engine receives `document` itself.
-
-    Raises:
-        KeyError: a field the SDK methods cannot carry (the spec would otherwise lose it unnoticed).
-    """
-    return {_SDK_ARGUMENTS[key]: value for key, value in document.items()}
 
 
 def _int_label(labels: Mapping[str, str], key: str) -> int | None:

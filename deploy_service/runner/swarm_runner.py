@@ -16,9 +16,12 @@ and status. `swarm_records` holds the spec and the readers of the engine's docum
 Built images: with `SWARM_REGISTRY` set, an image built here is tagged `<registry>/<name>:<tag>`, pushed
 there (credentials from `SWARM_REGISTRY_USERNAME` / `SWARM_REGISTRY_PASSWORD` if set) and deployed by that
 reference, so every node can pull it. Unset, the local image is used, which only a single node has.
-Services are created and updated with the SDK's `create_service` / `update_service`, which send the spec
-as it is (`swarm_records.service_arguments`) and, like the SDK's pulls, attach the credentials the
-server's Docker config (`DOCKER_CONFIG`, `~/.docker/config.json`) holds for the image's registry, if any.
+Services are created and updated by posting the spec document as it is (`send_service`): the SDK's
+`create_service` / `update_service` would send the same body but take no registry credentials (they look
+them up in the machine's Docker config, which `NoStoredAuth` keeps out). `X-Registry-Auth` carries the
+agent's own login for its image's registry (`ServiceSpec.registry_auth`), or for a built image pushed to
+`SWARM_REGISTRY` the configured `SWARM_REGISTRY_USERNAME` / `_PASSWORD`, so every node pulls with it
+(`docker service create --with-registry-auth`); nothing else is ever sent.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 
 from docker.errors import APIError, NotFound
 
+from deploy_service.references import image_registry
 from deploy_service.runner.base import (
     LABEL_DEPLOYMENT,
     LABEL_MANAGED,
@@ -40,6 +44,7 @@ from deploy_service.runner.base import (
     Cancellation,
     ImageInfo,
     LogLine,
+    RegistryCredentials,
     ReplicaInfo,
     ReplicaSpec,
     ServiceInfo,
@@ -47,6 +52,7 @@ from deploy_service.runner.base import (
     ServiceSpec,
     TaskInfo,
 )
+from deploy_service.runner.docker_client import registry_auth_header
 from deploy_service.runner.docker_common import explanation
 from deploy_service.runner.docker_runner import DockerRunner
 from deploy_service.runner.errors import (
@@ -61,18 +67,44 @@ from deploy_service.runner.errors import (
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_records import (
     MAX_REPLICAS,
-    service_arguments,
     service_document,
     service_info,
     service_name,
     task_info,
 )
 
-__all__ = ["SwarmRunner", "current_tasks", "registry_reference", "task_replica"]
+__all__ = ["SwarmRunner", "current_tasks", "registry_reference", "send_service", "task_replica"]
 
 log = logging.getLogger(__name__)
 
 REMOVAL_GRACE_SECONDS = 15.0
+
+
+def send_service(
+    api: Any, document: dict[str, Any], *, current: dict[str, Any] | None, auth: RegistryCredentials | None
+) -> str:
+    """Create the service `document` describes, or update `current` (its inspect) to it; the service's id.
+
+    The body is `document` itself (as the SDK's own calls send it); `auth` goes as `X-Registry-Auth` when it is
+    for the registry of the document's image, else no credentials go at all.
+
+    Raises:
+        docker.errors.APIError: the manager refused it.
+    """
+    image = str(document["TaskTemplate"]["ContainerSpec"]["Image"])
+    headers = registry_auth_header(auth, registry=image_registry(image))
+    if current is None:
+        created = api._result(api._post_json(api._url("/services/create"), data=document, headers=headers), True)
+        return str(created["ID"])
+    service_id = str(current["ID"])
+    response = api._post_json(
+        api._url("/services/{0}/update", service_id),
+        data=document,
+        params={"version": current["Version"]["Index"]},
+        headers=headers,
+    )
+    api._raise_for_status(response)
+    return service_id
 
 
 def registry_reference(registry: str, tag: str) -> str:
@@ -271,15 +303,13 @@ class SwarmRunner(DockerRunner, ServiceRunner):
                 log_max_file=self._log_max_file,
             )
             name = service_name(spec.deployment_id)
-            arguments = service_arguments(document)
+            auth = self._push_auth(document) if spec.built else spec.registry_auth
             try:
                 try:
-                    current = api.inspect_service(name)
+                    current: dict[str, Any] | None = api.inspect_service(name)
                 except NotFound:
-                    service_id = str(api.create_service(**arguments)["ID"])
-                else:
-                    service_id = str(current["ID"])
-                    api.update_service(service_id, current["Version"]["Index"], **arguments)
+                    current = None
+                service_id = send_service(api, document, current=current, auth=auth)
                 data = api.inspect_service(service_id)
             except APIError as exc:
                 raise ReplicaStartFailed(f"The Swarm manager refused the service: {explanation(exc)}") from exc
@@ -287,6 +317,15 @@ class SwarmRunner(DockerRunner, ServiceRunner):
         if info is None:
             raise ReplicaStartFailed(f"Service {name} lost its labels.")
         return info
+
+    def _push_auth(self, document: dict[str, Any]) -> RegistryCredentials | None:
+        """The configured `SWARM_REGISTRY` login, for the nodes that pull a built image from there."""
+        if self._registry_auth is None or not self._registry:
+            return None
+        image = str(document["TaskTemplate"]["ContainerSpec"]["Image"])
+        return RegistryCredentials(
+            image_registry(image), self._registry_auth["username"], self._registry_auth["password"]
+        )
 
     def remove_service(self, deployment_id: str, *, stop_timeout: float = 10.0) -> bool:
         name = service_name(deployment_id)

@@ -18,10 +18,12 @@ from deploy_service.schemas.common import Choice, JsonBodySchema, PaginationArgs
 from deploy_service.schemas.validators import (
     AGENT_NAME,
     ENV_NAME,
+    REGISTRY_USERNAME,
     SECRET_NAME,
     FullMatch,
     image_reference,
     ref_name,
+    registry_name,
     repo_path,
     run_as_user_spec,
     url_path,
@@ -103,6 +105,48 @@ class ResourcesInputSchema(JsonBodySchema):
             errors["memory_mb"] = [f"Must be at most {agents.max_memory_mb} MB."]
         if errors:
             raise ValidationError(errors)
+
+
+class RegistryAuthSchema(JsonBodySchema):
+    """Credentials for a private registry: a login name and the name of one of your stored secrets (its value is
+    the password or token). Used for the pull of an image agent, and for the FROM images of a git agent's build;
+    sent to that one registry only, never returned or logged."""
+
+    username = fields.String(
+        required=True,
+        validate=FullMatch(REGISTRY_USERNAME, error="1-255 printable characters, without spaces or ':'."),
+        metadata={"description": "The registry login name.", "example": "robot$ci"},
+    )
+    password_secret = fields.String(
+        required=True,
+        validate=FullMatch(SECRET_NAME, error="Not a valid secret name."),
+        metadata={
+            "description": "Name of your stored secret holding the password or token (`POST /v1/secrets`); it must "
+            "exist (else 400), and it cannot be deleted while an agent's registry_auth names it (409).",
+            "example": "ghcr-token",
+        },
+    )
+    registry = fields.String(
+        allow_none=True,
+        validate=registry_name(),
+        metadata={
+            "description": "`host[:port]` of the registry the credentials are for. Null or absent: the image's "
+            "registry for an image agent (given, it must be that registry), Docker Hub (`docker.io`) for a git "
+            "agent, whose build sends them for the FROM images of this registry only.",
+            "example": "ghcr.io",
+        },
+    )
+
+
+class RegistryAuthInfoSchema(ResponseSchema):
+    """An agent's registry credentials as the API shows them: the secret by name, never its value."""
+
+    username = fields.String(metadata={"example": "robot$ci"})
+    password_secret = fields.String(metadata={"description": "The stored secret's name.", "example": "ghcr-token"})
+    registry = fields.String(
+        allow_none=True,
+        metadata={"description": "Null: the image's registry (image agents) or Docker Hub (git agents)."},
+    )
 
 
 class SourceSchema(ResponseSchema):
@@ -204,6 +248,12 @@ class AgentInputSchema(JsonBodySchema):
         },
     )
 
+    registry_auth = fields.Nested(
+        RegistryAuthSchema,
+        allow_none=True,
+        metadata={"description": "Credentials for a private registry; null or absent: pulls and builds are anonymous."},
+    )
+
     @validates("image")
     def _image(self, value: str | None, **_: Any) -> None:
         if value is not None:
@@ -264,6 +314,9 @@ class AgentSchema(ResponseSchema):
             "default one.",
             "example": "1000:1000",
         },
+    )
+    registry_auth = fields.Nested(
+        RegistryAuthInfoSchema, allow_none=True, metadata={"description": "Null: pulls and builds are anonymous."}
     )
     status = Choice(AgentStatus)
     created_at = fields.DateTime()

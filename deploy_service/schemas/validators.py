@@ -27,6 +27,7 @@ from deploy_service.references import (
     MAX_REF_LENGTH,
     REF_MESSAGE,
     REF_NAME,
+    REGISTRY_NAME,
     REPO_PATH,
     REPO_PATH_MESSAGE,
     InvalidReference,
@@ -38,6 +39,8 @@ MAX_RUN_AS_USER_LENGTH = 21
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SECRET_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
+REGISTRY_USERNAME = re.compile(r"^[^\x00-\x20\x7f:]{1,255}$")
+"""A registry login name: printable, no space and no `:` (which ends the name in a Basic credential)."""
 URL_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*(?:\?[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$")
 
 
@@ -132,6 +135,14 @@ def repo_path() -> list[validate.Validator]:
 def ref_name() -> list[validate.Validator]:
     """Validators of a git branch or tag name."""
     return [validate.Length(max=MAX_REF_LENGTH), FullMatch(REF_NAME, error=REF_MESSAGE)]
+
+
+def registry_name() -> list[validate.Validator]:
+    """Validators of a registry `host[:port]`."""
+    return [
+        validate.Length(max=255),
+        FullMatch(REGISTRY_NAME, error="Not a registry name (expected host or host:port, e.g. ghcr.io)."),
+    ]
 
 
 def run_as_user_spec() -> list[validate.Validator]:

@@ -9,9 +9,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from deploy_service.errors import Conflict, Forbidden, NotFound
+from deploy_service.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from deploy_service.extensions import db
 from deploy_service.models import Agent, ApiKey, Deployment, DeploymentStatus, Principal
+from deploy_service.references import DOCKER_HUB, image_registry
 from deploy_service.services import quotas
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.secrets import missing_secret_names
@@ -55,6 +56,38 @@ def _check_secret_references(
         unknown = {variable: f"No secret named {name!r}." for variable, name in references.items() if name in missing}
         first = next(iter(unknown.values()))
         raise error(first if len(unknown) == 1 else "Referenced secrets do not exist.", details={"secrets": unknown})
+
+
+def _registry_auth(owner_id: str, registry_auth: dict[str, Any] | None, *, image: str | None) -> dict[str, Any] | None:
+    """The agent's `registry_auth` as stored (`registry` lower case, null when not given), checked against its
+    owner's secrets and its image.
+
+    Raises:
+        ValidationFailed: `password_secret` names no secret of the owner, or `registry` is not the image's registry
+            (`details.registry_auth` names the field).
+    """
+    if registry_auth is None:
+        return None
+    registry = (registry_auth.get("registry") or "").lower() or None
+    stored = {
+        "username": registry_auth["username"],
+        "password_secret": registry_auth["password_secret"],
+        "registry": DOCKER_HUB if registry == "index.docker.io" else registry,
+    }
+    if missing_secret_names(owner_id, [stored["password_secret"]]):
+        name = stored["password_secret"]
+        raise ValidationFailed(
+            f"No secret named {name!r} for registry_auth.password_secret.",
+            details={"registry_auth": {"password_secret": [f"No secret named {name!r}."]}},
+        )
+    if image and stored["registry"]:
+        wanted, given = image_registry(image), stored["registry"]
+        if given != wanted:
+            raise ValidationFailed(
+                f"registry_auth is for {given}, but the image comes from {wanted}.",
+                details={"registry_auth": {"registry": [f"Must be the image's registry ({wanted}) or null."]}},
+            )
+    return stored
 
 
 def _commit_or_conflict(name: str) -> None:
@@ -138,12 +171,15 @@ def create_agent(actor: Principal, data: dict[str, Any]) -> Agent:
 
     Raises:
         NotFound: it references secrets the caller does not have.
+        ValidationFailed: `registry_auth` names a secret the caller does not have, or a registry that is not
+            the image's.
         Conflict: the caller already has an agent with this name.
         QuotaExceeded: the caller already owns `QUOTA_AGENTS` agents (admins are exempt).
     """
     data = _with_defaults(dict(data))
     data.setdefault("resources", _resources_with_defaults(None))
     _check_secret_references(actor.id, data.get("secrets") or {})
+    data["registry_auth"] = _registry_auth(actor.id, data.get("registry_auth"), image=data.get("image"))
     if _name_taken(actor.id, data["name"]):
         raise Conflict("You already have an agent with this name.", details={"name": data["name"]})
     quotas.check_new_agent(actor, actor.id)
@@ -158,6 +194,8 @@ def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent
 
     Raises:
         NotFound: as for `get_agent` (only ever about the agent itself).
+        ValidationFailed: `registry_auth` names a secret the owner does not have, or a registry that is not the
+            image's (also when the image changes).
         Conflict: the name is taken; `secrets` names a secret the owner does not have; or the change
             would leave the stored agent without image and source, or with a variable in both env and
             secrets (a body that is wrong on its own is the schema's 400, before this).
@@ -175,6 +213,10 @@ def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent
         )
     if "secrets" in data:
         _check_secret_references(agent.owner_id, data["secrets"] or {}, error=Conflict)
+    if "registry_auth" in data or data.get("image"):
+        data["registry_auth"] = _registry_auth(
+            agent.owner_id, data.get("registry_auth", agent.registry_auth), image=data.get("image", agent.image)
+        )
     if "name" in data and _name_taken(agent.owner_id, data["name"], exclude_id=agent.id):
         raise Conflict("You already have an agent with this name.", details={"name": data["name"]})
     if "env" in data or "secrets" in data:

@@ -10,6 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from deploy_service.errors import Conflict, NotFound
 from deploy_service.extensions import db
 from deploy_service.models import Agent, Principal, Secret
+from deploy_service.references import DOCKER_HUB, image_registry
+from deploy_service.runner.base import RegistryCredentials
 from deploy_service.security import decrypt_secret, encrypt_secret
 from deploy_service.services.common import Page, paginate, scope_to_owner
 
@@ -39,7 +41,10 @@ def create_secret(actor: Principal, *, name: str, value: str) -> Secret:
 
 
 def delete_secret(actor: Principal, secret_id: str) -> None:
-    """Delete a secret that no agent references.
+    """Delete a secret that no agent references (in `secrets` or as its `registry_auth.password_secret`).
+
+    A registry password in use is refused like an injected secret, rather than left to fail the agent's next
+    pull: the owner learns now, from the request that would break it, which agents to change first.
 
     Raises:
         NotFound: no such secret visible to the caller.
@@ -48,13 +53,19 @@ def delete_secret(actor: Principal, secret_id: str) -> None:
     secret = db.session.get(Secret, secret_id)
     if secret is None or (not actor.is_admin and secret.owner_id != actor.id):
         raise NotFound("Secret not found.")
-    users = [
-        agent.id
-        for agent in db.session.scalars(select(Agent).where(Agent.owner_id == secret.owner_id))
-        if secret.name in (agent.secrets or {}).values()
-    ]
-    if users:
-        raise Conflict("The secret is referenced by agents; remove the references first.", details={"agent_ids": users})
+    agents = list(db.session.scalars(select(Agent).where(Agent.owner_id == secret.owner_id)))
+    injected = [agent.id for agent in agents if secret.name in (agent.secrets or {}).values()]
+    logins = [agent.id for agent in agents if (agent.registry_auth or {}).get("password_secret") == secret.name]
+    if injected or logins:
+        where = " and ".join(
+            part
+            for part, found in (("in their secrets", injected), ("as their registry_auth.password_secret", logins))
+            if found
+        )
+        raise Conflict(
+            f"The secret is referenced by agents ({where}); remove the references first.",
+            details={"agent_ids": sorted(set(injected) | set(logins), key=[agent.id for agent in agents].index)},
+        )
     db.session.delete(secret)
     db.session.commit()
 
@@ -84,3 +95,25 @@ def resolve_secret_values(owner_id: str, references: dict[str, str]) -> dict[str
     if missing:
         raise NotFound("Referenced secrets do not exist.", details={"secrets": missing})
     return {env: decrypt_secret(by_name[name].ciphertext) for env, name in references.items()}
+
+
+def registry_credentials(
+    owner_id: str, registry_auth: dict[str, str] | None, *, image: str | None
+) -> RegistryCredentials | None:
+    """An agent's `registry_auth` with its password decrypted, for the runner (for a pull, a build or a service).
+
+    The registry is the stored one, else the image's (an image agent), else Docker Hub (a git agent's build).
+
+    Raises:
+        NotFound: the password's secret no longer exists.
+    """
+    if not registry_auth:
+        return None
+    name = registry_auth["password_secret"]
+    secret = db.session.scalar(select(Secret).where(Secret.owner_id == owner_id, Secret.name == name))
+    if secret is None:
+        raise NotFound(f"The registry_auth password secret {name!r} does not exist.", details={"secrets": [name]})
+    registry = registry_auth.get("registry") or (image_registry(image) if image else DOCKER_HUB)
+    return RegistryCredentials(
+        registry=registry, username=registry_auth["username"], password=decrypt_secret(secret.ciphertext)
+    )

@@ -79,10 +79,10 @@ def test_a_preparation_in_flight_when_leadership_is_lost_writes_nothing(
     pulling, release, done = threading.Event(), threading.Event(), threading.Event()
     ensure_image = fake_runner.ensure_image
 
-    def slow_pull(ref: str) -> Any:
+    def slow_pull(ref: str, **kwargs: Any) -> Any:
         pulling.set()
         assert release.wait(10)
-        return ensure_image(ref)
+        return ensure_image(ref, **kwargs)
 
     monkeypatch.setattr(fake_runner, "ensure_image", slow_pull)
     leadership = Leadership(leading=True)

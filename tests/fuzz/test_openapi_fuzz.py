@@ -61,7 +61,7 @@ from schemathesis.schemas import BaseSchema
 
 from deploy_service import create_app
 from deploy_service.extensions import db
-from deploy_service.references import InvalidReference, check_image_origin
+from deploy_service.references import InvalidReference, check_image_origin, image_registry
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.conftest import TEST_CONFIG
 from tests.fakes import FakeRunner
@@ -69,6 +69,8 @@ from tests.fakes import FakeRunner
 POSITIVE_STATUSES = PositiveDataAcceptanceConfig().expected_statuses
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "10"))
 PASSWORD = "fuzz-password-123"
+REGISTRY_SECRET = "ghcr-token"
+"""The fuzz user's one stored secret: the spec's example of `registry_auth.password_secret`."""
 FUZZ_SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
     derandomize=True,
@@ -81,11 +83,12 @@ FUZZ_SETTINGS = settings(
 @schemathesis.hook
 def filter_case(_context: Any, case: Any) -> bool:
     """Positive cases keep the rules JSON Schema cannot state: an agent's `env` and `secrets` share no
-    variable, its image names neither a loopback or private registry nor an image the service built; and
-    logs' `previous=true` names a `replica` and goes with neither `follow=true` nor `source=build`.
+    variable, its image names neither a loopback or private registry nor an image the service built, its
+    `registry_auth` names a stored secret and the image's registry (`_login_known`); and logs'
+    `previous=true` names a `replica` and goes with neither `follow=true` nor `source=build`.
 
     The spec says them in words (a rule between the keys of two maps; where a registry is); the service
-    refuses both with 400, which positive-data acceptance would otherwise read as a valid body refused.
+    refuses each with 400, which positive-data acceptance would otherwise read as a valid body refused.
     Negative cases are left as they are.
     """
     if case.meta is None or case.meta.generation.mode.is_negative:
@@ -97,9 +100,23 @@ def filter_case(_context: Any, case: Any) -> bool:
     body = case.body
     if isinstance(body, dict) and isinstance(body.get("image"), str) and not _image_origin_allowed(body["image"]):
         return False
+    if isinstance(body, dict) and isinstance(body.get("registry_auth"), dict) and not _login_known(body):
+        return False
     if isinstance(body, dict) and isinstance(body.get("env"), dict) and isinstance(body.get("secrets"), dict):
         return not set(body["env"]) & set(body["secrets"])
     return True
+
+
+def _login_known(body: dict[str, Any]) -> bool:
+    """The third: `registry_auth` names a secret the user has (the fuzz user's is the spec's example) and, given a
+    registry, the one the body's image comes from (without an image in the body: none, for the stored image)."""
+    login = body["registry_auth"]
+    if login.get("password_secret") != REGISTRY_SECRET:
+        return False
+    if not login.get("registry") or body.get("source"):
+        return True
+    image = body.get("image")
+    return isinstance(image, str) and str(login["registry"]).lower() == image_registry(image)
 
 
 def _image_origin_allowed(image: str) -> bool:
@@ -240,7 +257,7 @@ key_schema.auth(refresh_interval=None)(ApiKeyAuth)  # before the schema's Bearer
 
 
 def _make_identity(fuzz: Flask) -> Identity:
-    """An admin (the first user), then the fuzz user: a plain user with an agent and a key for it."""
+    """An admin (the first user), then the fuzz user: a plain user with an agent, a key for it and a secret."""
     client = fuzz.test_client()
     for email in ("root@example.com", "fuzz@example.com"):
         assert client.post("/v1/auth/register", json={"email": email, "password": PASSWORD}).status_code == 201
@@ -250,6 +267,8 @@ def _make_identity(fuzz: Flask) -> Identity:
         "/v1/agents", json={"name": "fuzz-agent", "image": "deploy-test/http-agent:latest"}, headers=bearer
     )
     assert agent.status_code == 201, agent.get_json()
+    secret = client.post("/v1/secrets", json={"name": REGISTRY_SECRET, "value": "fuzz-registry-token"}, headers=bearer)
+    assert secret.status_code == 201, secret.get_json()
     key = client.post(f"/v1/agents/{agent.get_json()['id']}/api-key", json={}, headers=bearer)
     assert key.status_code == 201, key.get_json()
     return Identity(tokens["access_token"], tokens["refresh_token"], key.get_json()["key"], agent.get_json()["id"])

@@ -37,7 +37,7 @@ def _assert_short(api: Api, deployment_id: str) -> dict[str, Any]:
 def test_a_pull_error_of_10_kb_is_stored_as_one_short_line(
     app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler, monkeypatch: Any
 ) -> None:
-    def refuse(ref: str) -> Any:
+    def refuse(ref: str, **_: Any) -> Any:
         raise ImageUnavailable(HUGE)
 
     monkeypatch.setattr(fake_runner, "ensure_image", refuse)

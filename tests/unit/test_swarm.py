@@ -5,6 +5,7 @@ The engine round trips (create, scale, rolling update, removal) are in tests/int
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from pathlib import Path
@@ -18,17 +19,18 @@ from deploy_service.config import load_config, validate_config
 from deploy_service.errors import ConfigError, EngineUnavailable
 from deploy_service.reconciler.ports import free_block
 from deploy_service.runner import BuildFailed, BuildSpec, ImageInfo, ServiceInfo, ServiceSpec, create_runner
+from deploy_service.runner.base import RegistryCredentials
+from deploy_service.runner.docker_client import NoStoredAuth
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_records import (
     escape_template,
     index_template,
     port_template,
-    service_arguments,
     service_document,
     service_info,
     task_info,
 )
-from deploy_service.runner.swarm_runner import SwarmRunner, current_tasks, registry_reference
+from deploy_service.runner.swarm_runner import SwarmRunner, current_tasks, registry_reference, send_service
 
 SPEC = ServiceSpec(
     deployment_id="d1",
@@ -377,19 +379,24 @@ class RecordingSession:
 
 
 @pytest.mark.parametrize("operation", ["create", "update"])
-def test_the_sdks_service_calls_send_the_spec_unchanged(
-    operation: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+@pytest.mark.parametrize("login", [None, "agent", "another registry"])
+def test_service_calls_send_the_spec_unchanged_and_only_the_agents_login(
+    operation: str, login: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # no registry credentials to forward
+    decoy = {"auths": {"registry.example.com": {"auth": base64.b64encode(b"machine:machine-password").decode()}}}
+    (tmp_path / "config.json").write_text(json.dumps(decoy))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))  # the machine's login, which must never be sent
     api = docker.APIClient(base_url="tcp://127.0.0.1:1", version="1.43")
+    api._auth_configs = NoStoredAuth()  # as every client of the runner holds it (docker_client.engine_client)
     transport = RecordingSession({"ID": "svc1", "Warnings": None})
     monkeypatch.setattr(api, "send", transport.send)
-    arguments = service_arguments(document())
+    registry = {"agent": "registry.example.com", "another registry": "ghcr.io"}.get(login or "")
+    credentials = RegistryCredentials(registry, "robot", "agent-password") if registry else None
+    spec = {**document()}
+    spec["TaskTemplate"]["ContainerSpec"]["Image"] = "registry.example.com/team/agent:1"
+    current = None if operation == "create" else {"ID": "svc1", "Version": {"Index": 42}}
 
-    if operation == "create":
-        assert api.create_service(**arguments)["ID"] == "svc1"
-    else:
-        api.update_service("svc1", 42, **arguments)
+    assert send_service(api, spec, current=current, auth=credentials) == "svc1"
 
     (sent,) = transport.requests
     assert sent.method == "POST"
@@ -398,10 +405,14 @@ def test_the_sdks_service_calls_send_the_spec_unchanged(
         if operation == "create"
         else "http://127.0.0.1:1/v1.43/services/svc1/update?version=42"
     )
-    assert json.loads(sent.body or b"") == document()
-    assert "X-Registry-Auth" not in sent.headers
-
-
-def test_a_spec_field_the_sdk_cannot_carry_is_refused() -> None:
-    with pytest.raises(KeyError, match="Networks"):
-        service_arguments({**document(), "Networks": []})
+    assert json.loads(sent.body or b"") == spec
+    header = sent.headers.get("X-Registry-Auth")
+    if login == "agent":
+        assert json.loads(base64.urlsafe_b64decode(header or "")) == {
+            "username": "robot",
+            "password": "agent-password",
+            "serveraddress": "registry.example.com",
+        }
+    else:
+        assert header is None
+    assert "machine-password" not in str(sent.headers)
