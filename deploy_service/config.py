@@ -155,6 +155,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SWARM_REGISTRY_USERNAME": env.get("SWARM_REGISTRY_USERNAME", ""),
         "SWARM_REGISTRY_PASSWORD": env.get("SWARM_REGISTRY_PASSWORD", ""),
         "HOST_PORT_RANGE": env.get("HOST_PORT_RANGE", "20000-29999"),
+        "PORT_PROBE_TIMEOUT_SECONDS": _float(env, "PORT_PROBE_TIMEOUT_SECONDS", 1.0, minimum=0.01),
         "MAX_REPLICAS": _int(env, "MAX_REPLICAS", 50, minimum=1),
         "CONTAINER_PIDS_LIMIT": _int(env, "CONTAINER_PIDS_LIMIT", 256, minimum=16),
         "CONTAINER_DEFAULT_UID": _int(env, "CONTAINER_DEFAULT_UID", 65532, minimum=1),

@@ -202,6 +202,8 @@ class ReconcileSettings:
     workers: int
     port_range: tuple[int, int]
     replica_host: str
+    port_probe_timeout: float = 1.0
+    """Seconds a probe of a port on a remote `REPLICA_HOST` may take (`reconciler.ports`)."""
     sample_every: float = 15.0
     sample_retention_hours: float = 24.0
     alert_window: float = 3600.0
@@ -551,6 +553,7 @@ def _reconcile_settings(read: _Reader, runner: RunnerSettings) -> ReconcileSetti
         workers=read.integer("RECONCILE_WORKERS"),
         port_range=parse_port_range(read.text("HOST_PORT_RANGE")),
         replica_host=runner.replica_host,
+        port_probe_timeout=read.number("PORT_PROBE_TIMEOUT_SECONDS"),
         sample_every=read.number("METRICS_SAMPLE_SECONDS"),
         sample_retention_hours=read.number("METRICS_RETENTION_HOURS"),
         alert_window=read.number("ALERT_WINDOW_MINUTES") * 60,

@@ -261,7 +261,7 @@ class ContainerDriver(Driver):
                 index=index,
                 generation=workload.generation,
                 image=workload.image,
-                port=free_port(used_ports, self.settings.port_range) if network == "host" else workload.port,
+                port=self._host_port(used_ports) if network == "host" else workload.port,
                 env=workload.env,
                 command=workload.command,
                 cpu=workload.cpu,
@@ -273,6 +273,13 @@ class ContainerDriver(Driver):
             for index in indices
         ]
         return list(self.pool.map(self._start_one, specs))
+
+    def _host_port(self, used_ports: set[int]) -> int:
+        """A free port of `HOST_PORT_RANGE` on the engine host (looked at through `REPLICA_HOST`)."""
+        settings = self.settings
+        return free_port(
+            used_ports, settings.port_range, host=settings.replica_host, timeout=settings.port_probe_timeout
+        )
 
     def _start_one(self, spec: ReplicaSpec) -> ReplicaInfo | Exception:
         try:

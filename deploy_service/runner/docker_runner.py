@@ -316,7 +316,7 @@ class DockerRunner(Runner):
                 self._discard(api, container_id)
                 raise ReplicaStartFailed(f"The engine could not start the container: {explanation(exc)}") from exc
             data = api.inspect_container(container_id)
-        info = info_from_inspect(data)
+        info = info_from_inspect(data, host=self.settings.replica_host)
         if info is None:
             raise ReplicaStartFailed(f"Container {container_id[:12]} lost its labels.")
         if info.running and info.port is None:
@@ -381,7 +381,8 @@ class DockerRunner(Runner):
     def list_replicas(self) -> list[ReplicaInfo]:
         with self._engine() as api:
             rows = api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={self._namespace}"})
-        return [info for info in map(info_from_list, rows) if info is not None]
+        host = self.settings.replica_host
+        return [info for row in rows if (info := info_from_list(row, host=host)) is not None]
 
     def exit_info(self, container: str) -> ExitInfo:
         with self._engine() as api:
