@@ -44,6 +44,8 @@ class RunnerSettings:
     """The network of build steps: `default` (the engine's for builds) or `none` (cut off the network)."""
     git_max_repo_mb: int = 500
     """The largest a clone of a git source may grow on disk; past it the clone is stopped."""
+    host_network_allowed: bool = True
+    """Whether replicas may get host networking (false in production unless `HOST_NETWORK_ALLOWED=true`)."""
     replica_host: str = "127.0.0.1"
     publish_host: str = "127.0.0.1"
     """The engine host's address that bridge mode publishes replicas' ports on (an IP literal)."""
