@@ -144,6 +144,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Deployment engine
         "RUNNER": env.get("RUNNER", "docker").strip().lower(),
         "DOCKER_NETWORK_MODE": env.get("DOCKER_NETWORK_MODE", "auto").strip().lower(),
+        "HOST_NETWORK_ALLOWED": _bool(env, "HOST_NETWORK_ALLOWED", False),
         "DOCKER_TIMEOUT": _float(env, "DOCKER_TIMEOUT", 30.0, minimum=1.0),
         "ENGINE_NAMESPACE": env.get("ENGINE_NAMESPACE") or None,
         "DOCKER_SSH_KNOWN_HOSTS": env.get("DOCKER_SSH_KNOWN_HOSTS", "").strip(),
