@@ -145,6 +145,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         # Deployment engine
         "RUNNER": env.get("RUNNER", "docker").strip().lower(),
         "DOCKER_NETWORK_MODE": env.get("DOCKER_NETWORK_MODE", "auto").strip().lower(),
+        "HOST_NETWORK_ALLOWED": _bool(env, "HOST_NETWORK_ALLOWED", False),
         "DOCKER_TIMEOUT": _float(env, "DOCKER_TIMEOUT", 30.0, minimum=1.0),
         "ENGINE_NAMESPACE": env.get("ENGINE_NAMESPACE") or None,
         "DOCKER_SSH_KNOWN_HOSTS": env.get("DOCKER_SSH_KNOWN_HOSTS", "").strip(),
@@ -156,6 +157,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "SWARM_REGISTRY_USERNAME": env.get("SWARM_REGISTRY_USERNAME", ""),
         "SWARM_REGISTRY_PASSWORD": env.get("SWARM_REGISTRY_PASSWORD", ""),
         "HOST_PORT_RANGE": env.get("HOST_PORT_RANGE", "20000-29999"),
+        "PORT_PROBE_TIMEOUT_SECONDS": _float(env, "PORT_PROBE_TIMEOUT_SECONDS", 1.0, minimum=0.01),
         "MAX_REPLICAS": _int(env, "MAX_REPLICAS", 50, minimum=1),
         "CONTAINER_PIDS_LIMIT": _int(env, "CONTAINER_PIDS_LIMIT", 256, minimum=16),
         "CONTAINER_DEFAULT_UID": _int(env, "CONTAINER_DEFAULT_UID", 65532, minimum=1),

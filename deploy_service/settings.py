@@ -202,6 +202,8 @@ class ReconcileSettings:
     workers: int
     port_range: tuple[int, int]
     replica_host: str
+    port_probe_timeout: float = 1.0
+    """Seconds a probe of a port on a remote `REPLICA_HOST` may take (`reconciler.ports`)."""
     sample_every: float = 15.0
     sample_retention_hours: float = 24.0
     alert_window: float = 3600.0
@@ -341,7 +343,8 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
     Raises:
         ConfigError: a value of the wrong type; production without a strong SECRET_KEY; an unknown
             RUNNER or DOCKER_NETWORK_MODE; a bad HOST_PORT_RANGE; RUNNER=swarm with bridge networking
-            or more replicas than a Swarm service may have; agent defaults above the maxima.
+            or more replicas than a Swarm service may have; agent defaults above the maxima; host
+            networking (DOCKER_NETWORK_MODE=host, or RUNNER=swarm) in production without HOST_NETWORK_ALLOWED.
     """
     read = _Reader(config)
     environment = read.word("ENVIRONMENT", default="development")
@@ -351,7 +354,7 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
             raise ConfigError("SECRET_KEY is required when ENVIRONMENT=production")
         if secret_key == DEV_SECRET_KEY or len(secret_key) < 32:
             raise ConfigError("SECRET_KEY must be a random string of at least 32 characters in production")
-    runner = _runner_settings(read)
+    runner = _runner_settings(read, production=environment == "production")
     agents = AgentSettings(
         default_cpu=read.number("AGENT_DEFAULT_CPU"),
         default_memory_mb=read.integer("AGENT_DEFAULT_MEMORY_MB"),
@@ -462,7 +465,10 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-def _runner_settings(read: _Reader) -> RunnerSettings:
+def _runner_settings(read: _Reader, *, production: bool) -> RunnerSettings:
+    """The runner's settings. Host networking shares the host's network with every replica (one tenant):
+    production allows it only with `HOST_NETWORK_ALLOWED=true`; `auto` is resolved (and refused) by the runner.
+    """
     network_mode = read.word("DOCKER_NETWORK_MODE", default="auto")
     if network_mode not in NETWORK_MODES:
         raise ConfigError("DOCKER_NETWORK_MODE must be auto, bridge or host")
@@ -471,6 +477,13 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         raise ConfigError(f"RUNNER must be docker or swarm, got {backend!r}")
     if backend == "swarm" and network_mode == "bridge":
         raise ConfigError("RUNNER=swarm uses host networking; DOCKER_NETWORK_MODE must be host or auto")
+    host_network_allowed = not production or read.boolean("HOST_NETWORK_ALLOWED")
+    if not host_network_allowed and (network_mode == "host" or backend == "swarm"):
+        uses = "DOCKER_NETWORK_MODE=host" if network_mode == "host" else "RUNNER=swarm (always host networking)"
+        raise ConfigError(
+            f"{uses} shares the host's network with every replica, so it is refused in production: use "
+            "DOCKER_NETWORK_MODE=bridge, or set HOST_NETWORK_ALLOWED=true for a single-tenant service"
+        )
     build_network = read.word("BUILD_NETWORK", default="default")
     if build_network not in BUILD_NETWORKS:
         raise ConfigError(f"BUILD_NETWORK must be default or none, got {build_network!r}")
@@ -503,6 +516,7 @@ def _runner_settings(read: _Reader) -> RunnerSettings:
         build_network=build_network,
         git_max_repo_mb=read.integer("GIT_MAX_REPO_MB"),
         allowed_git_hosts=tuple(entry.lower() for entry in read.texts("ALLOWED_GIT_HOSTS")),
+        host_network_allowed=host_network_allowed,
         replica_host=replica_host,
         publish_host=publish_host,
         registry=read.text("SWARM_REGISTRY", default="").strip(),
@@ -556,6 +570,7 @@ def _reconcile_settings(read: _Reader, runner: RunnerSettings) -> ReconcileSetti
         workers=read.integer("RECONCILE_WORKERS"),
         port_range=parse_port_range(read.text("HOST_PORT_RANGE")),
         replica_host=runner.replica_host,
+        port_probe_timeout=read.number("PORT_PROBE_TIMEOUT_SECONDS"),
         sample_every=read.number("METRICS_SAMPLE_SECONDS"),
         sample_retention_hours=read.number("METRICS_RETENTION_HOURS"),
         alert_window=read.number("ALERT_WINDOW_MINUTES") * 60,

@@ -53,6 +53,9 @@ TEST_CONFIG: dict[str, Any] = {
     "LOG_LEVEL": "DEBUG",
     "RATELIMIT_ENABLED": False,
     "HEALTH_ENGINE_CACHE_SECONDS": 0.0,  # a test that flips the engine sees it at once; the cache's own test sets it
+    # The test engine has no `bridge` network (host networking) and one tenant: a test that switches to
+    # ENVIRONMENT=production keeps its runner (tests/security/test_host_network.py builds its own without it).
+    "HOST_NETWORK_ALLOWED": True,
 }
 
 

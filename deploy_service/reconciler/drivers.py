@@ -5,12 +5,14 @@ anything on the engine. A driver observes every deployment in a few engine calls
 replicas in the runner's one value type `ReplicaInfo`) and carries out the engine side of the actions:
 
 - `ContainerDriver`: containers on one engine, started, restarted and removed one by one by the reconciler
-  (`DockerRunner`); host networking gets a free port per replica.
+  (`DockerRunner`); host networking gets a free port per replica, bridge networking a network per
+  deployment (made by the runner as a replica starts), removed with the deployment's containers when it
+  winds down, or swept with the orphans once the deployment is gone.
 - `ServiceDriver`: one engine-managed service per deployment (`SwarmRunner`): the driver applies specs
   (create, scale, start-first rolling update with rollback on failure, each generation on its own block of
   100 ports) and reports the tasks that ended on their own, each once.
 
-Orphans (replicas or services carrying our labels whose deployment is not live) are removed item by item:
+Orphans (replicas, services or networks carrying our labels whose deployment is not live) are removed item by item:
 one that cannot be removed is logged and retried next pass, and never stops the others nor the pass.
 Engine calls that can be slow run in parallel on the reconciler's pool.
 
@@ -110,6 +112,8 @@ class Observation:
     used_ports: set[int] = field(default_factory=set)
     used_blocks: set[int] = field(default_factory=set)
     services: dict[str, ServiceInfo] = field(default_factory=dict)
+    networks: set[str] = field(default_factory=set)
+    """Deployments that have a network of their own (bridge mode)."""
 
     def of(self, deployment_id: str) -> Observed:
         return self.views.get(deployment_id) or Observed()
@@ -237,8 +241,14 @@ def _keeping_leaks_sessions() -> bool:
 class ContainerDriver(Driver):
     """Replicas as containers the reconciler starts, restarts and removes itself."""
 
+    def __init__(self, runner: Runner, settings: ReconcileSettings, pool: ThreadPoolExecutor) -> None:
+        super().__init__(runner, settings, pool)
+        self._networks: set[str] = set()
+        """Deployments with a network of their own, as of the last observation (less those removed since)."""
+
     def observe(self) -> Observation:
         replicas = self.runner.list_replicas()
+        self._networks = networks = self.runner.list_networks()
         by_deployment: dict[str, list[ReplicaInfo]] = defaultdict(list)
         for replica in replicas:
             by_deployment[replica.deployment_id].append(replica)
@@ -246,14 +256,24 @@ class ContainerDriver(Driver):
             views={d: Observed(replicas=tuple(found)) for d, found in by_deployment.items()},
             containers={replica.container_id for replica in replicas},
             used_ports={replica.port for replica in replicas if replica.port},
+            networks=set(networks),
         )
 
     def remove_orphans(self, observation: Observation, live: set[str]) -> list[KeptLogs]:
         orphans = [r for d, view in observation.views.items() if d not in live for r in view.replicas]
-        if not orphans:
-            return []
-        log.info("removing %d orphaned container(s)", len(orphans))
-        return self.remove(orphans)
+        kept: list[KeptLogs] = []
+        if orphans:
+            log.info("removing %d orphaned container(s)", len(orphans))
+            kept = self.remove(orphans)
+        networks = sorted(observation.networks - live)
+        if networks:
+            log.info("removing %d orphaned network(s)", len(networks))
+            self._each(self._remove_network, networks, "the network of deployment")
+        return kept
+
+    def _remove_network(self, deployment_id: str) -> None:
+        self.runner.remove_network(deployment_id)
+        self._networks.discard(deployment_id)
 
     def start(self, workload: Workload, indices: Sequence[int], used_ports: set[int]) -> list[ReplicaInfo | Exception]:
         network = self.runner.network_mode()
@@ -264,7 +284,7 @@ class ContainerDriver(Driver):
                 index=index,
                 generation=workload.generation,
                 image=workload.image,
-                port=free_port(used_ports, self.settings.port_range) if network == "host" else workload.port,
+                port=self._host_port(used_ports) if network == "host" else workload.port,
                 env=workload.env,
                 command=workload.command,
                 cpu=workload.cpu,
@@ -276,6 +296,13 @@ class ContainerDriver(Driver):
             for index in indices
         ]
         return list(self.pool.map(self._start_one, specs))
+
+    def _host_port(self, used_ports: set[int]) -> int:
+        """A free port of `HOST_PORT_RANGE` on the engine host (looked at through `REPLICA_HOST`)."""
+        settings = self.settings
+        return free_port(
+            used_ports, settings.port_range, host=settings.replica_host, timeout=settings.port_probe_timeout
+        )
 
     def _start_one(self, spec: ReplicaSpec) -> ReplicaInfo | Exception:
         try:
@@ -306,9 +333,11 @@ class ContainerDriver(Driver):
 
     def wind_down(self, deployment_id: str, observed: Observed) -> EngineEvent | None:
         replicas = observed.replicas
+        kept = self.remove(replicas) if replicas else []
+        if deployment_id in self._networks:  # after its containers: a network with members cannot go
+            self._each(self._remove_network, [deployment_id], "the network of deployment")
         if not replicas:
             return None
-        kept = self.remove(replicas)
         return EngineEvent(
             "containers_removed",
             f"Removed {len(replicas)} container(s).",

@@ -1,6 +1,16 @@
 """Host ports for replicas with host networking: a free one (containers), or a free block of 100 (services).
 
-Both probe by binding: a port in use by anything on the host, not only by our replicas, is skipped.
+A port in use by anything on the engine host, not only by our replicas, is skipped. Where that is looked
+at follows `REPLICA_HOST`, the engine host's address as the service reaches it:
+
+- `127.0.0.1` or `localhost` (the default): the engine is this machine, and a host-mode replica binds
+  every address of it, so a port counts as free only if it can be bound on `0.0.0.0` here;
+- any other address (a remote engine host): a TCP connect to `REPLICA_HOST:port` that is accepted means
+  the port is taken there; refused means free. A probe that neither connects nor is refused within
+  `PORT_PROBE_TIMEOUT_SECONDS` counts as free: nothing can be told, and a replica that cannot bind
+  its port exits and is restarted on another.
+
+Service blocks (Swarm) are probed on this machine only: their tasks run on whichever node Swarm picks.
 """
 
 from __future__ import annotations
@@ -8,9 +18,18 @@ from __future__ import annotations
 import random
 import socket
 
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
+"""`REPLICA_HOST` values that mean the engine runs on this machine."""
 
-def free_port(used: set[int], port_range: tuple[int, int]) -> int:
-    """A port in `port_range` not in `used` that can be bound now; it is added to `used`.
+
+def free_port(used: set[int], port_range: tuple[int, int], *, host: str = "127.0.0.1", timeout: float = 1.0) -> int:
+    """A port in `port_range` not in `used` that is free on the engine host at `host`; it is added to `used`.
+
+    Args:
+        used: ports already handed out (by this pass or to replicas the engine runs).
+        port_range: `HOST_PORT_RANGE`.
+        host: `REPLICA_HOST`.
+        timeout: seconds one connect probe of a remote `host` may take.
 
     Raises:
         RuntimeError: the range is exhausted.
@@ -19,7 +38,9 @@ def free_port(used: set[int], port_range: tuple[int, int]) -> int:
     start = random.randint(low, high)
     for offset in range(high - low + 1):
         port = low + (start - low + offset) % (high - low + 1)
-        if port in used or not _bindable(port, 1):
+        if port in used:
+            continue
+        if not (_bindable(port, 1) if host in LOCAL_HOSTS else _refused(host, port, timeout=timeout)):
             continue
         used.add(port)
         return port
@@ -56,3 +77,12 @@ def _bindable(first: int, count: int) -> bool:
             except OSError:
                 return False
     return True
+
+
+def _refused(host: str, port: int, *, timeout: float) -> bool:
+    """Whether nothing accepts a TCP connection at `host:port` (refused, or no answer within `timeout`)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return False
+    except OSError:  # refused, or nothing answered: see the module's note
+        return True

@@ -335,6 +335,21 @@ class Runner(abc.ABC):
     def network_mode(self) -> str:
         """The network mode replicas get: `host` or `bridge` (resolving `auto`)."""
 
+    def check_networking(self) -> None:  # noqa: B027 - optional: most backends have nothing to refuse
+        """Check that replicas can get the network mode configured; nothing by default.
+
+        Raises:
+            RunnerConfigError: they would get host networking where it is not allowed.
+        """
+
+    def list_networks(self) -> set[str]:
+        """Deployments that have a network of their own on the engine (bridge mode); none by default."""
+        return set()
+
+    def remove_network(self, deployment_id: str) -> bool:
+        """Remove the deployment's own network; False if there was none (by default: never one)."""
+        return False
+
     @abc.abstractmethod
     def ensure_image(self, ref: str, *, auth: RegistryCredentials | None = None) -> ImageInfo:
         """Use the local image `ref` if present, else pull it (with `auth`, the agent's own credentials, if given;

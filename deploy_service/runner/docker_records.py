@@ -10,7 +10,8 @@ container in two shapes, a row of the list endpoint and the inspect document; ea
 
 - a container whose identity labels are missing or malformed is not ours to report (None);
 - the port is the one a client can reach: the labelled port in host mode, the published host port in
-  bridge mode (None when nothing is published);
+  bridge mode (None when nothing is published); the host is the one the caller names (`REPLICA_HOST`:
+  where the service reaches the engine host's ports, in either mode);
 - an exit code only for a container that has exited.
 
 `exit_info_from_state` reads how a container ended, and `stats_from_sample` turns a one-shot stats
@@ -64,7 +65,7 @@ def _label_port(labels: Mapping[str, str]) -> int | None:
         return None
 
 
-def info_from_list(row: Mapping[str, Any]) -> ReplicaInfo | None:
+def info_from_list(row: Mapping[str, Any], *, host: str = "127.0.0.1") -> ReplicaInfo | None:
     """The replica a row of the engine's container list describes; None when it is not a replica."""
     labels = row.get("Labels") or {}
     identity = _identity(labels)
@@ -87,12 +88,13 @@ def info_from_list(row: Mapping[str, Any]) -> ReplicaInfo | None:
         generation=generation,
         state=state,
         exit_code=int(exit_match.group(1)) if exit_match and state == "exited" else None,
+        host=host,
         port=port,
         created_at=datetime.fromtimestamp(created, UTC) if isinstance(created, int | float) else None,
     )
 
 
-def info_from_inspect(data: Mapping[str, Any]) -> ReplicaInfo | None:
+def info_from_inspect(data: Mapping[str, Any], *, host: str = "127.0.0.1") -> ReplicaInfo | None:
     """The replica a container's inspect document describes; None when it is not a replica."""
     labels = (data.get("Config") or {}).get("Labels") or {}
     identity = _identity(labels)
@@ -114,6 +116,7 @@ def info_from_inspect(data: Mapping[str, Any]) -> ReplicaInfo | None:
         generation=generation,
         state=status,
         exit_code=int(state["ExitCode"]) if status in {"exited", "dead"} and "ExitCode" in state else None,
+        host=host,
         port=port,
         created_at=parse_engine_time(data.get("Created")),
     )

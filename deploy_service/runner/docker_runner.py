@@ -14,6 +14,14 @@ Design notes:
   limit, a read-only root with a small tmpfs at /tmp, bounded json-file logs, no mounts, no restart
   policy, never uid 0: `runner.users`). The reconciler, not the engine, restarts replicas, so it can count and
   back off.
+- Bridge mode gives each deployment a user-defined bridge network of its own (`network_name`, labelled
+  like its containers), made before its first replica starts; its replicas join that network only, and
+  publish the agent's port on `PUBLISH_HOST` only, so replicas of two deployments share no network. The
+  reconciler removes the network with the deployment's last container (`remove_network`) and sweeps
+  labelled networks whose deployment is gone (`list_networks`).
+- Host networking shares the host's network with every replica (single-tenant); where it is not allowed
+  (`host_network_allowed`: production without `HOST_NETWORK_ALLOWED`), `auto` resolving to host makes
+  every start refuse with `RunnerConfigError` (`check_networking`), and readiness says why.
 - `list_replicas` is one engine call: everything it reports is in the labels (including the port in
   host mode, which the list endpoint cannot otherwise show) or in the list's own fields.
 - The managed label's value is `ENGINE_NAMESPACE` (default `deploy-service`): a runner sees, adopts and lists
@@ -85,6 +93,12 @@ log = logging.getLogger(__name__)
 
 POOL_SIZE = 32
 REMOVAL_WAIT_SECONDS = 10.0
+HOST_NETWORK_REFUSED = (
+    "Host networking is refused in production: it shares the host's network with every replica (one tenant "
+    "only). This engine has no `bridge` network, so DOCKER_NETWORK_MODE=auto resolves to host: give the engine "
+    "a bridge network (or set DOCKER_NETWORK_MODE=bridge), or set HOST_NETWORK_ALLOWED=true for a single-tenant "
+    "service."
+)
 
 
 class DockerRunner(Runner):
@@ -117,6 +131,7 @@ class DockerRunner(Runner):
         if settings.build_network not in BUILD_NETWORKS:
             raise RunnerConfigError("BUILD_NETWORK must be default or none")
         self._lock = threading.Lock()
+        self._network_lock = threading.Lock()
         self._client: Any = None
         self._network_mode: str | None = None if self._network_setting == "auto" else self._network_setting
 
@@ -169,6 +184,73 @@ class DockerRunner(Runner):
                 names = {network.get("Name") for network in api.networks(names=["bridge"])}
             self._network_mode = "bridge" if "bridge" in names else "host"
         return self._network_mode
+
+    def check_networking(self) -> None:
+        """Refuse host networking where it is not allowed (it shares the host's network with every replica).
+
+        Raises:
+            RunnerConfigError: the replicas would get host networking and `host_network_allowed` is false.
+            EngineUnavailable: resolving `auto` needed the engine, which did not answer.
+        """
+        if not self.settings.host_network_allowed and self.network_mode() == "host":
+            raise RunnerConfigError(HOST_NETWORK_REFUSED)
+
+    # -- networks -------------------------------------------------------------------------------
+
+    def network_name(self, deployment_id: str) -> str:
+        """The name of the deployment's own bridge network (`<namespace>-d<deployment id>`)."""
+        return f"{self._namespace}-d{deployment_id}"
+
+    def _ensure_network(self, api: Any, spec: ReplicaSpec) -> str:
+        """Create the deployment's network unless it exists (then check it is this deployment's); its name.
+
+        Raises:
+            ReplicaStartFailed: the engine refused it, or a network of that name belongs to someone else.
+        """
+        name = self.network_name(spec.deployment_id)
+        labels = {LABEL_MANAGED: self._namespace, LABEL_DEPLOYMENT: spec.deployment_id, LABEL_AGENT: spec.agent_id}
+        with self._network_lock:  # replicas start in parallel: one create, the others find it
+            try:
+                api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
+                return name
+            except APIError as exc:
+                if exc.status_code != HTTPStatus.CONFLICT:
+                    raise ReplicaStartFailed(f"The engine refused the network {name}: {explanation(exc)}") from exc
+            try:
+                existing = api.inspect_network(name)
+            except NotFound as exc:
+                raise ReplicaStartFailed(f"The network {name} conflicts but vanished; retry.") from exc
+        found = existing.get("Labels") or {}
+        if found.get(LABEL_MANAGED) != self._namespace or found.get(LABEL_DEPLOYMENT) != spec.deployment_id:
+            raise ReplicaStartFailed(f"A network named {name} exists and is not this deployment's.")
+        return name
+
+    def list_networks(self) -> set[str]:
+        with self._engine() as api:
+            rows = api.networks(filters={"label": f"{LABEL_MANAGED}={self._namespace}"})
+        labelled = ((row.get("Labels") or {}).get(LABEL_DEPLOYMENT) for row in rows)
+        return {str(deployment_id) for deployment_id in labelled if deployment_id}
+
+    def remove_network(self, deployment_id: str) -> bool:
+        """Remove the deployment's networks (found by their labels, whatever their name); False if none.
+
+        Raises:
+            RunnerError: the engine refused (e.g. a container is still attached to one).
+        """
+        labels = [f"{LABEL_MANAGED}={self._namespace}", f"{LABEL_DEPLOYMENT}={deployment_id}"]
+        with self._engine() as api:
+            rows = api.networks(filters={"label": labels})
+            removed = False
+            for row in rows:
+                try:
+                    api.remove_network(row["Id"])
+                except NotFound:
+                    continue
+                except APIError as exc:
+                    name = row.get("Name") or row["Id"]
+                    raise RunnerError(f"The engine could not remove the network {name}: {explanation(exc)}") from exc
+                removed = True
+        return removed
 
     # -- images -------------------------------------------------------------------------------
 
@@ -228,13 +310,16 @@ class DockerRunner(Runner):
     def start_replica(self, spec: ReplicaSpec) -> ReplicaInfo:
         if spec.network_mode not in {"host", "bridge"}:
             raise ReplicaStartFailed(f"Unknown network mode {spec.network_mode!r}.")
+        if spec.network_mode == "host" and not self.settings.host_network_allowed:
+            raise RunnerConfigError(HOST_NETWORK_REFUSED)
         with self._engine() as api:
             image = self._inspect_image(api, spec.image)
             if image is None:
                 raise ImageUnavailable(f"Image {spec.image!r} is not available on the engine.")
             user = self._user(image, spec.run_as_user)
+            network = self._ensure_network(api, spec) if spec.network_mode == "bridge" else "host"
             try:
-                created = api.create_container(**self._create_arguments(api, spec, user))
+                created = api.create_container(**self._create_arguments(api, spec, user, network))
                 return self._start(api, str(created["Id"]), created=True)
             except ImageNotFound as exc:
                 raise ImageUnavailable(f"Image {spec.image!r} is gone: {explanation(exc)}") from exc
@@ -248,7 +333,8 @@ class DockerRunner(Runner):
         configured = (image.get("Config") or {}).get("User")
         return effective_user(configured, run_as_user=run_as_user, default=self.settings.default_user)
 
-    def _create_arguments(self, api: Any, spec: ReplicaSpec, user: str) -> dict[str, Any]:
+    def _create_arguments(self, api: Any, spec: ReplicaSpec, user: str, network: str) -> dict[str, Any]:
+        """The container's create call: hardened, on `network` only (`host`, or the deployment's own)."""
         bridge = spec.network_mode == "bridge"
         host_config = api.create_host_config(
             privileged=False,
@@ -265,7 +351,7 @@ class DockerRunner(Runner):
             mem_limit=spec.memory_mb * 1024 * 1024,
             memswap_limit=spec.memory_mb * 1024 * 1024,
             restart_policy={"Name": "no"},
-            network_mode="bridge" if bridge else "host",
+            network_mode=network,
             port_bindings={f"{spec.port}/tcp": (self.settings.publish_host, None)} if bridge else None,
         )
         environment = {**spec.env, "PORT": str(spec.port), "REPLICA_INDEX": str(spec.index)}
@@ -317,7 +403,7 @@ class DockerRunner(Runner):
                 self._discard(api, container_id)
                 raise ReplicaStartFailed(f"The engine could not start the container: {explanation(exc)}") from exc
             data = api.inspect_container(container_id)
-        info = info_from_inspect(data)
+        info = info_from_inspect(data, host=self.settings.replica_host)
         if info is None:
             raise ReplicaStartFailed(f"Container {container_id[:12]} lost its labels.")
         if info.running and info.port is None:
@@ -382,7 +468,8 @@ class DockerRunner(Runner):
     def list_replicas(self) -> list[ReplicaInfo]:
         with self._engine() as api:
             rows = api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={self._namespace}"})
-        return [info for info in map(info_from_list, rows) if info is not None]
+        host = self.settings.replica_host
+        return [info for row in rows if (info := info_from_list(row, host=host)) is not None]
 
     def exit_info(self, container: str) -> ExitInfo:
         with self._engine() as api:

@@ -47,6 +47,8 @@ class RunnerSettings:
     allowed_git_hosts: tuple[str, ...] = ()
     """Git hosts (`host[:port]`, lower case) a source may be cloned from although they are loopback or private
     by name, address or what they resolve to (`ALLOWED_GIT_HOSTS`; `runner.git`)."""
+    host_network_allowed: bool = True
+    """Whether replicas may get host networking (false in production unless `HOST_NETWORK_ALLOWED=true`)."""
     replica_host: str = "127.0.0.1"
     publish_host: str = "127.0.0.1"
     """The engine host's address that bridge mode publishes replicas' ports on (an IP literal)."""

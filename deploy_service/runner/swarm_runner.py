@@ -122,11 +122,15 @@ class SwarmRunner(DockerRunner, ServiceRunner):
         """Configure the backend (always host networking); no engine call is made.
 
         Raises:
-            RunnerConfigError: a network mode other than host or auto.
+            RunnerConfigError: a network mode other than host or auto; host networking not allowed.
         """
         settings = settings or RunnerSettings(backend="swarm")
         if settings.network_mode not in {"host", "auto"}:
             raise RunnerConfigError("the swarm runner uses host networking; DOCKER_NETWORK_MODE must be host or auto")
+        if not settings.host_network_allowed:
+            raise RunnerConfigError(
+                "the swarm runner uses host networking, which is refused in production unless HOST_NETWORK_ALLOWED=true"
+            )
         super().__init__(replace(settings, network_mode="host"))
         self._registry = settings.registry.strip()
         self._registry_auth: dict[str, str] | None = None

@@ -19,6 +19,7 @@ from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
 from deploy_service.models.heartbeat import RECONCILER, CheckStatus, ReconcilerHeartbeat
 from deploy_service.models.types import utcnow
+from deploy_service.runner.errors import RunnerConfigError
 from deploy_service.services.engine import runner
 from deploy_service.settings import current_settings
 
@@ -102,7 +103,8 @@ def _ping_engine() -> dict[str, Any]:
     engine = runner()
     try:
         engine.ping()
-    except EngineUnavailable as exc:
+        engine.check_networking()  # e.g. `auto` resolving to host networking where that is refused
+    except (EngineUnavailable, RunnerConfigError) as exc:
         return {"status": CheckStatus.ERROR, "runner": engine.name, "error": exc.message}
     latency = round((time.perf_counter() - started) * 1000, 2)
     return {"status": CheckStatus.OK, "runner": engine.name, "latency_ms": latency}

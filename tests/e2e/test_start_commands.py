@@ -56,7 +56,10 @@ def test_python_app_py_migrates_and_serves(start: Start, service_env: dict[str, 
 
 
 def test_production_start_step_runs_gunicorn_after_migrations(start: Start, service_env: dict[str, str]) -> None:
-    process = start(["bash", "scripts/serve.sh"], ENVIRONMENT="production", SECRET_KEY="p" * 48)
+    # This engine has no `bridge` network: `auto` takes host networking, which production allows only when told.
+    process = start(
+        ["bash", "scripts/serve.sh"], ENVIRONMENT="production", SECRET_KEY="p" * 48, HOST_NETWORK_ALLOWED="true"
+    )
     base = f"http://127.0.0.1:{service_env['PORT']}"
     assert wait_for(f"{base}/health", process).status_code == 200
     ready = requests.get(f"{base}/health/ready", timeout=5)

@@ -44,7 +44,7 @@ from deploy_service.runner import (
 )
 from deploy_service.runner.docker_runner import LABEL_PORT
 from deploy_service.runner.settings import RunnerSettings
-from tests.integration.conftest import printed_ids
+from tests.integration.conftest import printed_ids, remove_containers
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 CRASHER = "deploy-test/crasher:latest"
@@ -317,16 +317,50 @@ def test_a_container_the_engine_refuses_to_create(
     assert docker_engine.containers.list(all=True, filters={"name": spec.name}) == []
 
 
-def test_bridge_mode_on_an_engine_without_a_bridge_is_refused(
+def test_bridge_mode_starts_replicas_on_the_deployments_own_network(
     runner: DockerRunner, docker_engine: docker.DockerClient, deployment_prefix: str
 ) -> None:
-    """dockerd --bridge=none starts a bridge-mode container with no interface: refuse it rather than keep it."""
-    assert runner.network_mode() == "host"
-    spec = make_spec(deployment_prefix, HTTP_AGENT, 8080, network_mode="bridge")
+    """This engine has no `bridge` network (dockerd --bridge=none), yet bridge mode works: each deployment
+    gets a user-defined bridge network, and docker-proxy publishes the port without iptables. No traffic
+    is sent to the replicas (only the engine is asked)."""
+    assert runner.network_mode() == "host"  # auto would take host here; the spec asks for bridge
+    name = runner.network_name(deployment_prefix)
+    try:
+        started = [
+            runner.start_replica(make_spec(deployment_prefix, HTTP_AGENT, 8080, index=i, network_mode="bridge"))
+            for i in (0, 1)
+        ]  # the second finds the network the first made
+        for info in started:
+            data = inspect(docker_engine, info.container_id)
+            assert set(data["NetworkSettings"]["Networks"]) == {name}
+            assert [b["HostIp"] for b in data["NetworkSettings"]["Ports"]["8080/tcp"]] == ["127.0.0.1"]
+            assert info.port == int(data["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"])
+        assert runner.list_networks() >= {deployment_prefix}
+        with pytest.raises(RunnerError, match="network"):
+            runner.remove_network(deployment_prefix)  # containers still attached
+        for info in started:
+            runner.remove_replica(info.container_id, stop_timeout=1)
+        assert runner.remove_network(deployment_prefix) is True
+        assert runner.remove_network(deployment_prefix) is False
+        assert deployment_prefix not in runner.list_networks()
+    finally:
+        remove_containers(docker_engine, deployment_prefix)
+        for row in docker_engine.api.networks(names=[name]):
+            docker_engine.api.remove_network(row["Id"])
 
-    with pytest.raises(ReplicaStartFailed, match="published no port"):
-        runner.start_replica(spec)
-    assert docker_engine.containers.list(all=True, filters={"name": spec.name}) == []
+
+def test_a_network_of_that_name_that_is_not_the_deployments_is_refused(
+    runner: DockerRunner, docker_engine: docker.DockerClient, deployment_prefix: str
+) -> None:
+    name = runner.network_name(deployment_prefix)
+    docker_engine.api.create_network(name, driver="bridge", labels={"someone.else": "1"})
+    try:
+        with pytest.raises(ReplicaStartFailed, match="not this deployment's"):
+            runner.start_replica(make_spec(deployment_prefix, HTTP_AGENT, 8080, network_mode="bridge"))
+        mine = {"label": f"{LABEL_DEPLOYMENT}={deployment_prefix}"}
+        assert docker_engine.containers.list(all=True, filters=mine) == []
+    finally:
+        docker_engine.api.remove_network(name)
 
 
 def test_auto_network_mode_follows_the_engine(docker_engine: docker.DockerClient) -> None:

@@ -158,9 +158,11 @@ def test_bridge_mode_publishes_the_agents_port_on_the_publish_host(
     runner = DockerRunner(RunnerSettings(network_mode=mode, publish_host=publish_host))
     api = docker.APIClient(base_url="tcp://127.0.0.1:1", version="1.43")
     spec = ReplicaSpec(deployment_id="d", agent_id="a", index=0, generation=1, image="x", port=8080, network_mode=mode)
-    arguments = runner._create_arguments(api, spec, "65532:65532")
+    network = runner.network_name("d") if mode == "bridge" else "host"
+    arguments = runner._create_arguments(api, spec, "65532:65532", network)
     bindings = arguments["host_config"].get("PortBindings")
     if bound is None:
         assert not bindings and arguments["host_config"]["NetworkMode"] == "host"
     else:
         assert bindings == {"8080/tcp": [{"HostIp": bound, "HostPort": ""}]}
+        assert arguments["host_config"]["NetworkMode"] == "deploy-service-dd"  # its own network, never `bridge`
