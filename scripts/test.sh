@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 source scripts/bootstrap.sh
 
 scripts/ensure_docker.sh
-scripts/ensure_postgres.sh  # the PostgreSQL-restart fault test starts its own server in both runs
+scripts/ensure_postgres.sh  # the PostgreSQL-restart fault test starts its own server (in the SQLite run)
 scripts/ensure_client_tools.sh  # tests/clients: openapi-typescript and tsc from npm, pinned
 scripts/ensure_sshd.sh  # tests/integration/test_ssh_engine.py: a throwaway sshd for DOCKER_HOST=ssh://
 # redis-server: the rate-limit tests start one on loopback; wrk: the load test drives gunicorn with it.
@@ -47,8 +47,10 @@ echo "== pytest on SQLite" >&2
 env -u TEST_DATABASE_URL python -m pytest -m "not load" "$@"
 
 echo "== pytest on PostgreSQL" >&2
-# The generated-clients tests read the spec, which no database changes: they run in the SQLite run only.
-scripts/with_postgres.sh python -m pytest -m "not load and not clients" "$@"
+# Only what the database can change runs again: the generated-clients tests read the spec, and `dbless`
+# tests (tests/conftest.py: no test-database fixture; the runners' own tests, processes on SQLite files
+# of their own, the PostgreSQL-restart test's own server, pure unit tests) run in the SQLite run only.
+scripts/with_postgres.sh python -m pytest -m "not load and not clients and not dbless" "$@"
 
 # The sustained load test (LOAD_SECONDS, default 60) runs once, on PostgreSQL as in production, and
 # only for the whole suite (not when arguments pick tests).
