@@ -12,6 +12,12 @@ writers), `load` (the sustained load test), `fuzz` (schemathesis over the spec: 
 `clients` (client generators run on the spec: Node.js tools that scripts/ensure_client_tools.sh installs),
 `image` (builds and runs the production image; with `engine`, in the SQLite run only).
 `make check` runs the tests that carry none of them.
+
+`dbless` is the other way round: a test that uses none of `DATABASE_FIXTURES` never reaches the test
+database (it needs no schema, and no tables are emptied after it), so which database the run uses cannot
+change what it shows; the PostgreSQL run of scripts/test.sh leaves these out. A `dbless` test that asks
+for the database at run time all the same (`request.getfixturevalue`) fails, so the marker cannot hide
+a database test from that run.
 """
 
 from __future__ import annotations
@@ -70,6 +76,11 @@ MARKER_FIXTURES: dict[str, frozenset[str]] = {
 }
 """Marker → the fixtures that make a test need it (a test using a fixture that depends on one counts too)."""
 
+DATABASE_FIXTURES = frozenset({"database_url", "fuzz_schema"})
+"""The fixtures that make a test use the test database: `database_url` (which `make_app`, `app` and all
+that build on them depend on), and `fuzz_schema`, because schemathesis' lazy tests ask for the fuzz app
+(on the test database) at run time, where collection cannot see it. A test with none of them is `dbless`."""
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
@@ -77,6 +88,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, fixtures in MARKER_FIXTURES.items():
             if used & fixtures:
                 item.add_marker(marker)
+        if not used & DATABASE_FIXTURES:
+            item.add_marker("dbless")
 
 
 @pytest.fixture(scope="session")
@@ -180,7 +193,14 @@ def app(make_app: Any) -> Iterator[Flask]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_database(app: Flask) -> Iterator[None]:
+def _fresh_database(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that uses the database, empty every table; a `dbless` test must not have used it."""
+    if request.node.get_closest_marker("dbless"):
+        yield
+        if "database_url" in request.fixturenames:
+            pytest.fail("a dbless test asked for the test database at run time: add its fixture to DATABASE_FIXTURES")
+        return
+    app: Flask = request.getfixturevalue("app")
     yield
     with app.app_context():
         db.session.rollback()

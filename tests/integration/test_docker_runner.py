@@ -53,11 +53,6 @@ MiB = 1024 * 1024
 T = TypeVar("T")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_database() -> None:
-    """These tests use no database: replace the suite-wide table cleaner (and the app it needs)."""
-
-
 def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, what: str = "condition") -> T:
     """Poll `condition` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
