@@ -546,7 +546,9 @@ RESULTS_REFUSED: list[Any] = [5, None, ["a"], "a\x00", {"deep": [{"k": "v\x00"}]
 
 
 @pytest.mark.parametrize("component", ["ResultCreate", "Result"])
-def test_the_spec_of_results_takes_what_the_service_takes(app: Flask, api: Api, component: str) -> None:
+def test_the_spec_of_results_takes_what_the_service_takes(
+    app: Flask, api: Api, fake_runner: FakeRunner, component: str
+) -> None:
     """The recursive no-NUL rule the generators do not see holds for the validator the fuzzer uses."""
     spec = api.get("/openapi.json").get_json()
     results = jsonschema_rs.Draft202012Validator(
