@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from flask.testing import FlaskClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,7 +39,7 @@ def bare_app() -> Flask:
     app = Flask("bare")
 
     @app.get(PATH)
-    def health() -> object:
+    def health() -> Response:
         return jsonify(status="ok")
 
     return app
