@@ -31,8 +31,9 @@ import time
 from typing import Any
 
 import flask_limiter
-from flask import Flask, request
-from flask_limiter.util import get_remote_address
+from flask import Flask, current_app, request
+from flask_limiter.errors import RateLimitExceeded
+from flask_limiter.util import get_qualified_name, get_remote_address
 from limits import RateLimitItem
 from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
@@ -143,8 +144,15 @@ class FixedWindow(FixedWindowRateLimiter):
 
 
 class Limiter(flask_limiter.Limiter):
-    """flask-limiter's Limiter, entered by the requests of the limited blueprints only, counting with
-    `FixedWindow`."""
+    """flask-limiter's Limiter, entered by the requests of the limited blueprints only, with one check
+    per request (`_check_default_limit`), counting with `FixedWindow`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._defaults: dict[str, Any] = {}
+        """`default_limit()`'s value → flask-limiter's parsed limit for it, made once per value."""
+        self._own_limits: dict[str, bool] = {}
+        """endpoint → whether its view carries a limit of its own (a decorator, which checks it)."""
 
     def init_app(self, app: Flask) -> None:
         """Bind to `app`; take back the three hooks flask-limiter installed for every request.
@@ -184,11 +192,50 @@ class Limiter(flask_limiter.Limiter):
         mixed = sorted(name for name, places in under.items() if len(places) > 1)
         if mixed:
             raise RuntimeError(f"blueprints {mixed} have routes both under {LIMITED_PREFIX} and outside it")
-        check, headers, release = hooks
+        _check, headers, release = hooks
         for name in (name for name, places in under.items() if places == {True}):
-            app.before_request_funcs.setdefault(name, []).insert(0, check)
+            app.before_request_funcs.setdefault(name, []).insert(0, self._check_default_limit)
             app.after_request_funcs.setdefault(name, []).insert(0, headers)
             app.teardown_request_funcs.setdefault(name, []).insert(0, release)
+
+    def _check_default_limit(self) -> None:
+        """The one check of a request to a limited route: its default limit, one storage call.
+
+        flask-limiter's own check resolves every kind of limit it supports (application, meta, blueprint,
+        decorated, exemptions, fallbacks) on every request; a /v1 route has exactly one, the default
+        (`RATE_LIMIT_PER_MINUTE` per caller, scoped to the route), so that one is hit directly. A route
+        with a limit of its own (login, registration: `limiter.shared_limit`) is left to its decorator,
+        which flask-limiter's check would also have done (it applies no default there).
+
+        Raises:
+            RateLimitExceeded: over the limit (answered 429 with `Retry-After` by `errors`).
+        """
+        endpoint = request.endpoint
+        if endpoint is None or not self.enabled or self._has_own_limit(endpoint):
+            return
+        value = default_limit()
+        limit = self._defaults.get(value)
+        if limit is None:
+            limit = self._defaults[value] = next(iter(self.limit_manager.default_limits))
+        args = [caller_key(), endpoint]
+        if self._key_prefix:
+            args.insert(0, self._key_prefix)
+        counted = flask_limiter.RequestLimit(self, limit.limit, args, False, limit.shared)
+        context = self.context
+        context.view_rate_limit = counted
+        context.view_rate_limits = [counted]
+        if not self.limiter.hit(limit.limit, *args, cost=limit.deduction_amount):
+            counted.breached = True
+            self.logger.info("ratelimit %s (%s) exceeded at endpoint: %s", limit.limit, args[-2], endpoint)
+            raise RateLimitExceeded(limit)
+
+    def _has_own_limit(self, endpoint: str) -> bool:
+        own = self._own_limits.get(endpoint)
+        if own is None:
+            view = current_app.view_functions.get(endpoint)
+            own = view is not None and get_qualified_name(view) in self._marked_for_limiting
+            self._own_limits[endpoint] = own
+        return own
 
     def reset(self) -> None:
         super().reset()

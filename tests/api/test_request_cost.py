@@ -141,3 +141,12 @@ def test_metric_label_children_are_made_once_per_route_and_status(
     for _ in range(3):
         assert client.get("/health").status_code == 200
     assert made == []
+
+
+def test_a_limited_request_is_one_check_of_its_one_limit(limited_app: Flask, auth: AuthActions) -> None:
+    """flask-limiter's general check resolves application, meta, blueprint and decorated limits and their
+    exemptions on every request; a /v1 route has its default limit only, which is hit directly."""
+    _, headers = auth.user()
+    calls = _calls(limited_app.test_client(), "/v1/agents", headers=headers)
+    assert _in(calls, "flask_limiter/_manager.py") == {}
+    assert [name for (_file, name) in _in(calls, "deploy_service/ratelimit.py")].count("caller_key") == 1
