@@ -201,6 +201,13 @@ def run(*, seconds: int = 8, connections: int = 16, rounds: int = 3) -> dict[str
             best["non_2xx_total"] = sum(figures["non_2xx"] for figures in rounds_run)
             results[name] = best
         http.delete(f"{base}/v1/deployments/{deployment['id']}")
+        # The reconciler removes the replica's container right after; stopping it first would leave it.
+        deadline = time.monotonic() + 60
+        while http.get(f"{base}/v1/deployments/{deployment['id']}").json()["instances"]:
+            if time.monotonic() > deadline:
+                print("the live deployment's container was not removed within 60 s", file=sys.stderr)
+                break
+            time.sleep(0.2)
     finally:
         stop(reconciler)
         stop(hello)
