@@ -13,6 +13,14 @@ if worker_class == "sync":
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 20
 keepalive = 5
+# gthread workers each listen on a socket of their own (SO_REUSEPORT; gunicorn >= 23 binds one per
+# worker), and the kernel spreads new connections over them by a hash of their addresses. With one
+# shared socket the workers race for each connection, and a client that opens its connections at once
+# (wrk, a proxy's keep-alive pool) can leave one worker with all of them and the other idle
+# (docs/performance.md). A gthread worker takes every connection it is offered either way; a sync
+# worker serves one request at a time, and a connection hashed to a busy one would wait while another
+# worker idles, so sync workers keep the shared socket, which only an idle worker accepts from.
+reuse_port = os.environ.get("GUNICORN_REUSE_PORT", str(worker_class == "gthread")).lower() in ("1", "true", "yes")
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()

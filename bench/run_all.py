@@ -2,8 +2,9 @@
 
     bench/run_all [--quick]
 
-- bench/api.py: throughput under gunicorn (GET by id and the list of 50 against hello world, interact
-  against the agent called directly);
+- bench/api.py: throughput under gunicorn in the production configuration (our /health, GET by id and the
+  list of 50 against a bare Flask hello world under the same gunicorn settings, interact against the agent
+  called directly);
 - bench/deploy.py: deploy → running against raw docker-py, for 1 and 20 replicas;
 - bench/events.py: an events page at 1M events against the same page at 1k (SQLite);
 - bench/reconcile.py: one steady reconcile pass over 200 running containers.
@@ -34,9 +35,9 @@ def _api_rows(seconds: int, rounds: int) -> list[Row]:
     rows: list[Row] = []
     for name, value, target in api.ratios(results):
         rows.append((name, f"{value:.2f}", f">= {target}", value >= target))
-    hello = results["hello world (GET /health)"]
-    rows.append(("  (hello world req/s, p99 ms)", f"{hello['rps']:.0f}, {hello['p99_ms']:.1f}", "", True))
-    for case in ("GET deployment by id", "GET deployments, page of 50", "interact (POST, API key)"):
+    hello = results[api.HELLO]
+    rows.append(("  (bare hello world req/s, p99 ms)", f"{hello['rps']:.0f}, {hello['p99_ms']:.1f}", "", True))
+    for case in (api.HEALTH, api.BY_ID, api.PAGE, api.INTERACT):
         rows.append((f"  ({case} req/s)", f"{results[case]['rps']:.0f}", "", True))
     return rows
 

@@ -22,6 +22,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from deploy_service import rawdb
 from deploy_service.api import register_blueprints
+from deploy_service.application import Application
 from deploy_service.cli import register_commands
 from deploy_service.config import load_config
 from deploy_service.errors import register_error_handlers, runner_settings_checked
@@ -67,7 +68,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Raises:
         ConfigError: the configuration is not safe to run with (e.g. production without SECRET_KEY).
     """
-    app = Flask(__name__, instance_relative_config=True)
+    app = Application(__name__, instance_relative_config=True)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config.update(load_config())
     app.config.update(FIXED_CONFIG)

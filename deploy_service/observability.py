@@ -1,8 +1,9 @@
 """Prometheus metrics: HTTP requests, the reconciler's pass time, and gauges read from the database.
 
-Request counters and latency histograms live in each process; under gunicorn they are shared through
-prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set up by gunicorn.conf.py), so a
-scrape of any worker sees every worker's counts. Gauges that describe the system (deployments by
+A request's latency runs from the moment its request object is made (`application.TimedRequest`) to
+its after-request hook. Request counters and latency histograms live in each process; under gunicorn
+they are shared through prometheus-client's multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set up by
+gunicorn.conf.py), so a scrape of any worker sees every worker's counts. Gauges that describe the system (deployments by
 status, replicas running, active alerts by severity) and the deploy-duration histogram are computed by
 SQL at scrape time, so they are right whichever process answers and need no shared state.
 """
@@ -14,7 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -86,25 +87,36 @@ class DatabaseCollector(Collector):
         yield histogram
 
 
-def _route() -> str:
-    rule = request.url_rule
-    return rule.rule if rule is not None else "unmatched"
+_Children = tuple[Any, Any]
+_children: dict[tuple[str, str, int], _Children] = {}
+"""(method, route, status) → its request counter and latency histogram children, made once each.
+
+`labels()` looks the child up under a lock (and, in multiprocess mode, by a key built from the label
+values) on every call; the children themselves never change, so each request finds them here instead."""
+
+
+def _children_for(method: str, route: str, status: int) -> _Children:
+    key = (method, route, status)
+    children = _children.get(key)
+    if children is None:
+        children = (HTTP_REQUESTS.labels(method, route, str(status)), HTTP_LATENCY.labels(method, route))
+        _children[key] = children
+    return children
 
 
 def init_metrics(app: Flask) -> None:
     """Count every request and serve `GET /metrics`: open, or behind `METRICS_TOKEN` as a bearer token."""
 
-    @app.before_request
-    def _start_timer() -> None:
-        g.request_started = time.perf_counter()
-
     @app.after_request
     def _count(response: Response) -> Response:
-        started = g.pop("request_started", None)
-        if started is not None and request.path != "/metrics":
-            route = _route()
-            HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-            HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        current: Any = request._get_current_object()  # type: ignore[attr-defined]
+        if current.path != "/metrics":
+            rule = current.url_rule
+            requests, latency = _children_for(
+                current.method, rule.rule if rule is not None else "unmatched", response.status_code
+            )
+            requests.inc()
+            latency.observe(time.perf_counter() - current.started)
         return response
 
     database = CollectorRegistry()

@@ -9,22 +9,43 @@ checksum before any lookup. Anything unverifiable (a garbage, unknown, revoked o
 expired or refresh token) counts against the address, so an invented header never buys a fresh bucket.
 Login and registration are limited per address, more tightly (see `api/auth.py`).
 
+What a request pays (issue 15): flask-limiter hooks its check, its headers and the reset of its
+per-request context onto every request of the app, and builds its context and evaluates its filters
+even for a route that no limit applies to. Here those three hooks are the blueprints' under `/v1`
+(`LIMITED_PREFIX`), so a health check, the spec or a scrape never enters the limiter. A limited
+request makes one storage call: the fixed window's increment (`FixedWindow.hit`), whose count answers
+`X-RateLimit-Remaining`; the window's reset time (for `X-RateLimit-Reset` and `Retry-After`) is known
+when this process opened the window, and is otherwise asked once per window and kept. flask-limiter's
+own fixed window asks the storage twice more for the headers (GET and TTL: two more Redis round trips
+per request). Each route is one check per request: the default limit, in the blueprint's
+before-request hook; login and registration carry their own limit instead, checked by its decorator.
+
 The limiter lives here rather than in `extensions`, because its key function needs the API key service,
 which sits above `extensions`; it is created unbound all the same and bound in `create_app`.
 """
 
 from __future__ import annotations
 
-from flask import request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
+import threading
+import time
+from typing import Any
+
+import flask_limiter
+from flask import Flask, current_app, request
+from flask_limiter.errors import RateLimitExceeded
+from flask_limiter.util import get_qualified_name, get_remote_address
+from limits import RateLimitItem
+from limits.storage import Storage
+from limits.strategies import FixedWindowRateLimiter
+from limits.util import WindowStats
 
 from deploy_service.services.api_keys import verified_key
 from deploy_service.settings import current_settings
 from deploy_service.tokens import TokenRejected, bearer_token, decode_access_token
 
 LIMITED_PREFIX = "/v1/"
-"""Every route under this prefix is rate limited (the OpenAPI spec documents its 429 from this)."""
+"""Every route under this prefix is rate limited (the OpenAPI spec documents its 429 from this): the
+limiter runs for the blueprints mounted under it (`Limiter.limit_blueprints`), and for nothing else."""
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -60,10 +81,176 @@ def auth_limit() -> str:
     return f"{current_settings().rate_limits.auth_per_minute}/minute"
 
 
-def exempt_from_limits() -> bool:
-    """Health checks, docs and metrics are never limited."""
-    return not request.path.startswith(LIMITED_PREFIX)
+class FixedWindow(FixedWindowRateLimiter):
+    """limits' fixed window, answering the response headers' window from its own hit.
+
+    `hit` is one storage call (Redis: one script that increments and, for a new window, sets the
+    expiry). The count it returns gives the remaining allowance; the window's reset time is
+    `now + expiry` when this hit opened the window, else the one this process saw for the key's current
+    window, else (another worker opened it) asked from the storage once and kept until it passes. The
+    last hit of each thread is what `get_window_stats` answers for the same key: flask-limiter asks it
+    right after the hit, in the same request.
+    """
+
+    PRUNE_FLOOR = 1024
+    """Known reset times are pruned of passed windows when they outgrow this (or twice the last size)."""
+
+    def __init__(self, storage: Storage) -> None:
+        super().__init__(storage)
+        self._resets: dict[str, float] = {}
+        self._prune_at = self.PRUNE_FLOOR
+        self._last = threading.local()
+
+    def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        key = item.key_for(*identifiers)
+        expiry = item.get_expiry()
+        count = self.storage.incr(key, expiry, amount=cost)
+        now = time.time()
+        reset = self._resets.get(key)
+        if count <= cost:
+            reset = now + expiry
+        elif reset is None or reset <= now:
+            reset = self.storage.get_expiry(key)
+        self._remember(key, reset, now)
+        self._last.window = (key, WindowStats(reset, max(0, item.amount - count)))
+        return count <= item.amount
+
+    def test(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        self._last.window = None
+        return super().test(item, *identifiers, cost=cost)
+
+    def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        last = getattr(self._last, "window", None)
+        key = item.key_for(*identifiers)
+        if last is not None and last[0] == key:
+            stats: WindowStats = last[1]
+            return stats
+        return super().get_window_stats(item, *identifiers)
+
+    def clear(self, item: RateLimitItem, *identifiers: str) -> None:
+        self._resets.pop(item.key_for(*identifiers), None)
+        super().clear(item, *identifiers)
+
+    def forget(self) -> None:
+        """Drop every known reset time (the storage was reset)."""
+        self._resets.clear()
+        self._last.window = None
+
+    def _remember(self, key: str, reset: float, now: float) -> None:
+        self._resets[key] = reset
+        if len(self._resets) > self._prune_at:
+            self._resets = {known: at for known, at in self._resets.items() if at > now}
+            self._prune_at = max(self.PRUNE_FLOOR, 2 * len(self._resets))
+
+
+class Limiter(flask_limiter.Limiter):
+    """flask-limiter's Limiter, entered by the requests of the limited blueprints only, with one check
+    per request (`_check_default_limit`), counting with `FixedWindow`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._defaults: dict[str, Any] = {}
+        """`default_limit()`'s value → flask-limiter's parsed limit for it, made once per value."""
+        self._own_limits: dict[str, bool] = {}
+        """endpoint → whether its view carries a limit of its own (a decorator, which checks it)."""
+
+    def init_app(self, app: Flask) -> None:
+        """Bind to `app`; take back the three hooks flask-limiter installed for every request.
+
+        `limit_blueprints` installs them again, on the blueprints the limits apply to.
+
+        Raises:
+            RuntimeError: flask-limiter no longer installs the hooks this expects (a changed version).
+        """
+        super().init_app(app)
+        if not self.enabled:
+            return
+        if self._strategy == "fixed-window":
+            self._limiter = FixedWindow(self.storage)
+        headers = next((hook for hook in app.after_request_funcs[None] if getattr(hook, "args", None) == (self,)), None)
+        app.extensions[_HOOKS_KEY] = (
+            _take(app.before_request_funcs[None], self._check_request_limit),
+            _take(app.after_request_funcs[None], headers),
+            _take(app.teardown_request_funcs[None], self._Limiter__release_context),  # type: ignore[attr-defined]
+        )
+
+    def limit_blueprints(self, app: Flask) -> None:
+        """Run the limiter's hooks for the blueprints whose routes are under `LIMITED_PREFIX` (once they
+        are registered; nothing when the limiter is off).
+
+        Raises:
+            RuntimeError: a blueprint has routes both under the prefix and outside it.
+        """
+        hooks = app.extensions.get(_HOOKS_KEY)
+        if hooks is None:
+            return
+        under: dict[str, set[bool]] = {}
+        for rule in app.url_map.iter_rules():
+            blueprint = rule.endpoint.rpartition(".")[0]
+            if blueprint:
+                under.setdefault(blueprint, set()).add(rule.rule.startswith(LIMITED_PREFIX))
+        mixed = sorted(name for name, places in under.items() if len(places) > 1)
+        if mixed:
+            raise RuntimeError(f"blueprints {mixed} have routes both under {LIMITED_PREFIX} and outside it")
+        _check, headers, release = hooks
+        for name in (name for name, places in under.items() if places == {True}):
+            app.before_request_funcs.setdefault(name, []).insert(0, self._check_default_limit)
+            app.after_request_funcs.setdefault(name, []).insert(0, headers)
+            app.teardown_request_funcs.setdefault(name, []).insert(0, release)
+
+    def _check_default_limit(self) -> None:
+        """The one check of a request to a limited route: its default limit, one storage call.
+
+        flask-limiter's own check resolves every kind of limit it supports (application, meta, blueprint,
+        decorated, exemptions, fallbacks) on every request; a /v1 route has exactly one, the default
+        (`RATE_LIMIT_PER_MINUTE` per caller, scoped to the route), so that one is hit directly. A route
+        with a limit of its own (login, registration: `limiter.shared_limit`) is left to its decorator,
+        which flask-limiter's check would also have done (it applies no default there).
+
+        Raises:
+            RateLimitExceeded: over the limit (answered 429 with `Retry-After` by `errors`).
+        """
+        endpoint = request.endpoint
+        if endpoint is None or not self.enabled or self._has_own_limit(endpoint):
+            return
+        value = default_limit()
+        limit = self._defaults.get(value)
+        if limit is None:
+            limit = self._defaults[value] = next(iter(self.limit_manager.default_limits))
+        args = [caller_key(), endpoint]
+        if self._key_prefix:
+            args.insert(0, self._key_prefix)
+        counted = flask_limiter.RequestLimit(self, limit.limit, args, False, limit.shared)
+        context = self.context
+        context.view_rate_limit = counted
+        context.view_rate_limits = [counted]
+        if not self.limiter.hit(limit.limit, *args, cost=limit.deduction_amount):
+            counted.breached = True
+            self.logger.info("ratelimit %s (%s) exceeded at endpoint: %s", limit.limit, args[-2], endpoint)
+            raise RateLimitExceeded(limit)
+
+    def _has_own_limit(self, endpoint: str) -> bool:
+        own = self._own_limits.get(endpoint)
+        if own is None:
+            view = current_app.view_functions.get(endpoint)
+            own = view is not None and get_qualified_name(view) in self._marked_for_limiting
+            self._own_limits[endpoint] = own
+        return own
+
+    def reset(self) -> None:
+        super().reset()
+        if isinstance(self._limiter, FixedWindow):
+            self._limiter.forget()
+
+
+_HOOKS_KEY = "deploy_service.ratelimit.hooks"
+
+
+def _take(hooks: list[Any], hook: Any) -> Any:
+    if hook is None or hook not in hooks:
+        raise RuntimeError("flask-limiter's request hooks are not where deploy_service.ratelimit expects them")
+    hooks.remove(hook)
+    return hook
 
 
 limiter = Limiter(key_func=caller_key, default_limits=[default_limit], headers_enabled=True)
-limiter.request_filter(exempt_from_limits)

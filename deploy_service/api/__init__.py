@@ -24,6 +24,7 @@ from deploy_service.api import (
 )
 from deploy_service.api.common import ResourceIdConverter, property_names
 from deploy_service.extensions import api
+from deploy_service.ratelimit import limiter
 from deploy_service.schemas.common import document_named_fields
 
 BLUEPRINTS = (
@@ -46,8 +47,8 @@ __all__ = ["register_blueprints", "tokens"]
 
 
 def register_blueprints(app: Flask) -> None:
-    """Register every resource blueprint with the smorest Api, the body-size check, and the Swagger UI assets."""
-    app.before_request(common.refuse_oversized_streamed_body)
+    """Register every resource blueprint with the smorest Api, the body-size check and the rate limiter, and the
+    Swagger UI assets."""
     app.url_value_preprocessor(common.refuse_nul_in_path)
     api.ma_plugin.converter.add_attribute_function(property_names)
     api.ma_plugin.converter.add_attribute_function(document_named_fields)
@@ -58,6 +59,16 @@ def register_blueprints(app: Flask) -> None:
     api.spec.plugins.append(contract_docs)
     for blueprint in BLUEPRINTS:
         api.register_blueprint(blueprint)
+    # The body-size check runs for the blueprints with routes that take a body, after the limiter's check
+    # (which `limit_blueprints` puts first), so an over-limit caller is refused before any body is read.
+    taking_bodies = {
+        rule.endpoint.rpartition(".")[0]
+        for rule in app.url_map.iter_rules()
+        if (rule.methods or set()) & common.BODY_METHODS
+    }
+    for name in sorted(taking_bodies - {""}):
+        app.before_request_funcs.setdefault(name, []).append(common.refuse_oversized_streamed_body)
+    limiter.limit_blueprints(app)
     openapi.finish_spec(app)
 
     @app.get("/swagger-ui/<path:filename>")

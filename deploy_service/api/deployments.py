@@ -113,7 +113,7 @@ def _deploy(agent_id: str, options: dict[str, Any]) -> Deployment:
 class Deployments(MethodView):
     @blp.auth_required()
     @blp.arguments(DeploymentListArgs, location="query")
-    @blp.response(200, DeploymentPageSchema)
+    @blp.response(200, DeploymentPageSchema, prebuilt=True)
     @blp.doc(operationId="listDeployments")
     def get(self, args: dict[str, Any]) -> Response:
         """List deployments
@@ -146,7 +146,7 @@ class Deployments(MethodView):
 @blp.route("/<id:deployment_id>")
 class DeploymentItem(MethodView):
     @blp.auth_required()
-    @blp.response(200, DeploymentSchema)
+    @blp.response(200, DeploymentSchema, prebuilt=True)
     @blp.error(404, NO_DEPLOYMENT)
     @blp.doc(operationId="getDeployment")
     def get(self, deployment_id: str) -> Response:

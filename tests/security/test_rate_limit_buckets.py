@@ -11,6 +11,7 @@ client address's. The limiter is process-wide, so these tests bind it to an app 
 from __future__ import annotations
 
 import secrets
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -24,13 +25,14 @@ from sqlalchemy import event
 
 from deploy_service.extensions import db
 from deploy_service.models import User
-from deploy_service.ratelimit import limiter
+from deploy_service.ratelimit import LIMITED_PREFIX, limiter
 from deploy_service.security import generate_api_key
 from deploy_service.services import api_keys as key_service
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions, UserRef, make_agent
 from tests.fakes import FakeRunner
 from tests.helpers import assert_error
+from tests.security.routes import ANON, PROBES, Probe
 
 LIMIT = 3
 EVALUATION = {"prompt": "p", "response": "r"}
@@ -138,3 +140,25 @@ def test_a_key_is_looked_up_once_per_request(limited: FlaskClient, auth: AuthAct
 def _engine_of(client: FlaskClient) -> Any:
     with client.application.app_context():
         return db.engine
+
+
+@pytest.mark.parametrize("probe", PROBES, ids=lambda probe: probe.id)
+def test_every_v1_route_is_limited_and_no_other_route_is(limited: FlaskClient, probe: Probe) -> None:
+    """The limiter runs for the blueprints under /v1 only (issue 15): that must still be every /v1 route.
+
+    The attack: find a /v1 route the narrowing left out, and hammer it unlimited. Each probe is sent
+    anonymously LIMIT + 1 times (the check runs before authentication, so the ip bucket counts even a
+    401); a /v1 route then answers 429 (login and registration count in their own, larger allowance
+    here), and a route outside /v1 never does nor counts at all.
+    """
+    ids = {name: str(uuid.uuid4()) for name in probe.placeholders()}
+    url, body = probe.render(ids)
+    responses = [limited.open(url, method=probe.method, json=body) for _ in range(LIMIT + 1)]
+    if probe.access == ANON:
+        assert [response.headers["X-RateLimit-Remaining"] for response in responses[-2:]] == ["997", "996"]
+    elif probe.rule.startswith(LIMITED_PREFIX):
+        assert all("X-RateLimit-Limit" in response.headers for response in responses)
+        assert_error(responses[-1], 429, "rate_limited")
+    else:
+        assert [response.status_code for response in responses if response.status_code == 429] == []
+        assert all("X-RateLimit-Limit" not in response.headers for response in responses)
