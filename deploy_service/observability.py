@@ -95,7 +95,14 @@ _children: dict[tuple[str, str, int], _Children] = {}
 values) on every call; the children themselves never change, so each request finds them here instead."""
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The methods counted by name; any other (a client may send any token) counts as `other`, so made-up
+methods add no series."""
+
+
 def _children_for(method: str, route: str, status: int) -> _Children:
+    if method not in METHODS:
+        method = "other"
     key = (method, route, status)
     children = _children.get(key)
     if children is None:

@@ -99,3 +99,16 @@ def test_metrics_answer_the_token(client: FlaskClient, configure: Callable[..., 
     response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200 and "http_requests_total" in response.get_data(as_text=True)
     assert client.get("/metrics", headers={"Authorization": f"bearer  {TOKEN} "}).status_code == 200
+
+
+def test_made_up_methods_and_paths_add_no_metric_series(client: FlaskClient) -> None:
+    """The attack: requests with invented methods (`FOO1`, `FOO2`, ...) or paths, each a new label value,
+    grow every process's metrics (and the multiprocess files) without bound. Unknown methods count as
+    `other`; unmatched paths as `unmatched`."""
+    for n in range(20):
+        client.open(f"/no/such/path/{n}", method=f"FOO{n}")
+        client.open(f"/v1/agents/{n}", method=f"BAR{n}")
+    text = client.get("/metrics").get_data(as_text=True)
+    series = [line for line in text.splitlines() if line.startswith("http_requests_total{")]
+    assert not [line for line in series if 'method="FOO' in line or 'method="BAR' in line]
+    assert any('method="other"' in line and 'route="unmatched"' in line for line in series)
