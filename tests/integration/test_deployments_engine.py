@@ -251,7 +251,7 @@ def test_local_git_source_is_built_with_log_and_progress(api: Client, engine: En
     wait_until(status_is(api, deployment_id, "ready", "failed"), timeout=60, what="built")
     body = api.deployment(deployment_id)
     assert body["status"] == "ready", body["error"]
-    assert body["image"] == f"deploy-service/agent-{agent_id}:r1"
+    assert body["image"] == f"deploy-service/agent-{agent_id}:{deployment_id[:8]}-r1"
     lines = api.call("get", f"/v1/deployments/{deployment_id}/logs?source=build&tail=1000").get_json()["lines"]
     assert any(line["line"].startswith("Step 1/") for line in lines)
     steps = api.events(deployment_id, "build_progress")
