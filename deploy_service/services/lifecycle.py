@@ -357,3 +357,10 @@ def current_release(deployment: Deployment) -> Release | None:
     return db.session.scalar(
         select(Release).where(Release.deployment_id == deployment.id, Release.number == deployment.revision)
     )
+
+
+def record_commit(deployment: Deployment, *, image: str, commit: str) -> None:
+    """A build of the current release's image checked out `commit`: its `source.commit` says so."""
+    release = current_release(deployment)
+    if release is not None and release.image == image and release.source is not None:
+        release.source = {**release.source, "commit": commit}

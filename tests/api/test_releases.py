@@ -205,20 +205,28 @@ def test_a_secret_change_shows_the_secret_names_never_a_value(
         assert "s3cr3t" not in text
 
 
-def test_a_git_agents_restart_is_a_new_release_with_its_own_built_tag(
+def test_a_git_agents_restart_is_a_new_release_with_its_own_built_tag_and_the_commit_it_built(
     app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
 ) -> None:
     """A git branch may have moved since the last build, so every restart builds a new release."""
     source = {"git_url": "https://git.example.com/acme/agent.git", "branch": "main"}
     agent = new_agent(app, api, image=None, source=source)
     deployment = deploy(api, agent["id"])
+
+    def tag(number: int) -> str:
+        return f"deploy-service/agent-{agent['id']}:{deployment['id'][:8]}-r{number}"
+
     converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert _release(api, deployment["id"], 1)["source"] == {**source, "commit": "0f" * 20}  # what the build says
     body = api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()
-    assert body["revision"] == 2
-    assert body["image"] == f"deploy-service/agent-{agent['id']}:{deployment['id'][:8]}-r2"
-    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], body["image"]))
-    second = _release(api, deployment["id"], 2)
-    assert second["source"] == {**source, "commit": None}
-    assert second["changes"] == [
-        {"field": "image", "from": f"deploy-service/agent-{agent['id']}:{deployment['id'][:8]}-r1", "to": body["image"]}
+    assert body["revision"] == 2 and body["image"] == tag(2)
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], tag(2)))
+    assert _release(api, deployment["id"], 2)["changes"] == [{"field": "image", "from": tag(1), "to": tag(2)}]
+
+    fake_runner.build_commit = "1e" * 20  # the branch moved
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["image"] == tag(3)
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], tag(3)))
+    assert _release(api, deployment["id"], 3)["changes"] == [
+        {"field": "image", "from": tag(2), "to": tag(3)},
+        {"field": "source.commit", "from": "0f" * 20, "to": "1e" * 20},
     ]

@@ -252,6 +252,9 @@ def test_local_git_source_is_built_with_log_and_progress(api: Client, engine: En
     body = api.deployment(deployment_id)
     assert body["status"] == "ready", body["error"]
     assert body["image"] == f"deploy-service/agent-{agent_id}:{deployment_id[:8]}-r1"
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    release = api.call("get", f"/v1/deployments/{deployment_id}/releases/1").get_json()
+    assert release["source"] == {"git_url": f"file://{repo}", "branch": "release/v1", "commit": head}
     lines = api.call("get", f"/v1/deployments/{deployment_id}/logs?source=build&tail=1000").get_json()["lines"]
     assert any(line["line"].startswith("Step 1/") for line in lines)
     steps = api.events(deployment_id, "build_progress")
