@@ -48,6 +48,8 @@ class FakeRunner(Runner):
         self.down = False
         self.build_lines = ["Step 1/2 : FROM scratch", "Step 2/2 : COPY . /", "Successfully built abc"]
         self.fail_build: str | None = None
+        self.build_commit = "0f" * 20
+        """The commit each build says it checked out."""
         self.calls: list[str] = []
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -102,7 +104,7 @@ class FakeRunner(Runner):
         if self.fail_build:
             raise BuildFailed(self.fail_build, log="\n".join(self.build_lines))
         self.images.add(spec.tag)
-        return ImageInfo(ref=spec.tag, id="sha256:built", source="built")
+        return ImageInfo(ref=spec.tag, id="sha256:built", source="built", commit=self.build_commit)
 
     def start_replica(self, spec: ReplicaSpec) -> ReplicaInfo:
         self._check("start_replica")

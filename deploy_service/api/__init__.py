@@ -17,6 +17,7 @@ from deploy_service.api import (
     evaluations,
     health,
     openapi,
+    releases,
     secrets,
     tokens,
     users,
@@ -43,7 +44,7 @@ BLUEPRINTS = (
 # Swagger UI 5 (renders OpenAPI 3.1, which the spec is), vendored by openapi-ui-bundles.
 SWAGGER_UI_ASSETS = Path(swagger_ui.static_path)
 
-__all__ = ["register_blueprints", "tokens"]
+__all__ = ["register_blueprints", "releases", "tokens"]
 
 
 def register_blueprints(app: Flask) -> None:

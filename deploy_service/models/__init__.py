@@ -22,6 +22,7 @@ from deploy_service.models.evaluation import Evaluation
 from deploy_service.models.heartbeat import ReconcilerHeartbeat
 from deploy_service.models.log_follow import FollowSlot
 from deploy_service.models.metrics import ContainerSample
+from deploy_service.models.release import Release, ReleaseReason, ReleaseStatus
 from deploy_service.models.replica_log import ReplicaLog
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import (
@@ -72,6 +73,9 @@ __all__ = [
     "Principal",
     "Role",
     "ReconcilerHeartbeat",
+    "Release",
+    "ReleaseReason",
+    "ReleaseStatus",
     "ReplicaLog",
     "Secret",
     "User",

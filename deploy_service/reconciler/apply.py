@@ -157,6 +157,7 @@ class DeploymentRun:
         elif isinstance(action, p.RolloutComplete):
             deployment.progress_started_at = None
             lifecycle.record_event(deployment, "rollout_complete", "Every replica is ready.")
+            lifecycle.activate_pending(deployment)
         return True
 
     # -- images -----------------------------------------------------------------------------------

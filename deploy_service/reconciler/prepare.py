@@ -208,12 +208,11 @@ class Preparer:
 
         def ready(d: Deployment) -> None:
             d.image_ready = True
-            lifecycle.record_event(
-                d,
-                "image_ready",
-                f"Image {info.ref} is ready ({info.source}).",
-                {"image": info.ref, "source": info.source},
-            )
+            data = {"image": info.ref, "source": info.source}
+            if info.commit is not None:
+                data["commit"] = info.commit
+                lifecycle.record_commit(d, image=info.ref, commit=info.commit)
+            lifecycle.record_event(d, "image_ready", f"Image {info.ref} is ready ({info.source}).", data)
 
         self._update(deployment_id, term, ready)
 

@@ -261,6 +261,8 @@ class ImageInfo:
     id: str
     source: str
     """How it got there: `local`, `pulled` or `built`."""
+    commit: str | None = None
+    """For a built image: the full SHA of the commit the clone checked out (None: not known)."""
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from deploy_service.runner.docker_client import build_registry_config, pull_auth
 from deploy_service.runner.docker_common import UNREACHABLE, explanation
 from deploy_service.runner.docker_streams import DeadlineClient, OutputLines
 from deploy_service.runner.errors import BuildCancelled, BuildFailed, ImageUnavailable
-from deploy_service.runner.git import clone
+from deploy_service.runner.git import clone, head_commit
 from deploy_service.runner.settings import RunnerSettings
 
 __all__ = ["build_from_source", "build_parameters", "pull_image"]
@@ -92,8 +92,8 @@ def build_from_source(
     on_output: Callable[[str], None],
     settings: RunnerSettings,
     cancel: Cancellation | None = None,
-) -> None:
-    """Clone `spec`'s branch and build it as `spec.tag` on the engine of `api`.
+) -> str | None:
+    """Clone `spec`'s branch and build it as `spec.tag` on the engine of `api`; returns the commit built.
 
     Args:
         api: the runner's low-level client (its API version is reused for the build's own client).
@@ -126,7 +126,9 @@ def build_from_source(
             allowed_hosts=settings.allowed_git_hosts,
         )
         context, dockerfile = _build_paths(source, context=spec.context, dockerfile=spec.dockerfile)
+        commit = head_commit(source)
         _build(api, context, dockerfile, spec, on_output, timeout=build_timeout, settings=settings, cancel=cancel)
+        return commit
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

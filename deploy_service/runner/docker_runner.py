@@ -291,7 +291,7 @@ class DockerRunner(Runner):
         except InvalidReference as exc:
             raise BuildFailed(f"Refusing to build: {spec.tag!r} is not a valid image tag.") from exc
         with self._engine() as api:
-            build_from_source(
+            commit = build_from_source(
                 api,
                 spec,
                 clone_timeout=min(spec.clone_timeout, self._clone_timeout),
@@ -303,7 +303,7 @@ class DockerRunner(Runner):
             built = self._inspect_image(api, spec.tag)
         if built is None:
             raise BuildFailed(f"The build finished but image {spec.tag!r} does not exist.")
-        return ImageInfo(ref=spec.tag, id=str(built["Id"]), source="built")
+        return ImageInfo(ref=spec.tag, id=str(built["Id"]), source="built", commit=commit)
 
     # -- replicas -------------------------------------------------------------------------------
 

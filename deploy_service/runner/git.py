@@ -37,6 +37,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -61,7 +62,15 @@ from deploy_service.runner.cancellation import Cancellation
 from deploy_service.runner.errors import BuildCancelled, BuildFailed, RunnerError
 from deploy_service.runner.lines import read_lines
 
-__all__ = ["checked_addresses", "clone", "clone_command", "clone_environment", "normalize_git_url", "tree_bytes"]
+__all__ = [
+    "checked_addresses",
+    "clone",
+    "clone_command",
+    "clone_environment",
+    "head_commit",
+    "normalize_git_url",
+    "tree_bytes",
+]
 
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 LOG_TAIL_LINES = 50
@@ -247,6 +256,41 @@ def clone(
     late = watch()
     if late is not None:
         raise late
+
+
+_SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+def head_commit(dest: str) -> str | None:
+    """The full SHA a clone in `dest` checked out, read from its `.git` files (no process); None if unknown.
+
+    `HEAD` names the branch (`ref: refs/heads/<branch>`), whose SHA is in its loose ref file or in
+    `packed-refs`. The clone made those files itself; a ref that leaves `.git/refs/` is not followed.
+    """
+    git_dir = os.path.join(dest, ".git")
+    try:
+        with open(os.path.join(git_dir, "HEAD"), encoding="utf-8") as handle:
+            head = handle.read(4096).strip()
+        if _SHA.match(head):
+            return head
+        if not head.startswith("ref: refs/"):
+            return None
+        ref = head[len("ref: ") :]
+        loose = os.path.realpath(os.path.join(git_dir, ref))
+        if not loose.startswith(os.path.realpath(os.path.join(git_dir, "refs")) + os.sep):
+            return None
+        if os.path.isfile(loose):
+            with open(loose, encoding="utf-8") as handle:
+                sha = handle.read(200).strip()
+            return sha if _SHA.match(sha) else None
+        with open(os.path.join(git_dir, "packed-refs"), encoding="utf-8") as handle:
+            for line in handle:
+                sha, _, name = line.strip().partition(" ")
+                if name == ref and _SHA.match(sha):
+                    return sha
+    except OSError:
+        return None
+    return None
 
 
 def tree_bytes(path: str) -> int:

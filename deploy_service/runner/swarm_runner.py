@@ -200,7 +200,7 @@ class SwarmRunner(DockerRunner, ServiceRunner):
                         on_output(str(chunk["status"]))
             except APIError as exc:
                 raise BuildFailed(f"Pushing {target} failed: {explanation(exc)}") from exc
-        return ImageInfo(ref=spec.tag, id=built.id, source="built")
+        return ImageInfo(ref=spec.tag, id=built.id, source="built", commit=built.commit)
 
     def deploy_reference(self, image: str, *, built: bool) -> str:
         """The reference the nodes pull: the registry's copy of a built image when a registry is set."""

@@ -76,7 +76,8 @@ EVENT_TYPES = (
     "image_unavailable, image_missing, "
     "container_started, container_restarted, container_adopted, container_exited, container_missing, "
     "containers_removed, replica_replaced, replica_removed, restart_backoff, rollout_complete, health_passed, "
-    "health_failed, service_created, service_scaled, service_removed, rolling_update"
+    "health_failed, service_created, service_scaled, service_removed, rolling_update, release_created, "
+    "rollout_started, rollout_completed, replicas_replaced, rollback_requested"
 )
 
 
@@ -153,7 +154,9 @@ class DeploymentSchema(ResponseSchema):
     desired_state = Choice(DesiredState)
     replicas = Computed("_replicas", schema=ReplicaCountsSchema)
     image = fields.String(allow_none=True)
-    revision = fields.Integer(metadata={"description": "The agent's deploy counter; built images are tagged with it."})
+    revision = fields.Integer(
+        metadata={"description": "The number of its current release (`GET .../releases/{number}`): its newest."}
+    )
     generation = fields.Integer(metadata={"description": "Bumped by each restart."})
     config = Computed("_config", schema=DeploymentConfigSchema)
     error = fields.String(allow_none=True)

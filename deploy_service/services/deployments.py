@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal, ParamSpec, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.exc import StaleDataError
@@ -31,7 +31,9 @@ from deploy_service.models import (
     DesiredState,
     InstanceStatus,
     Principal,
+    ReleaseReason,
 )
+from deploy_service.models.types import new_id
 from deploy_service.references import BUILT_IMAGE_REPOSITORY, InvalidReference, check_git_origin, check_image_origin
 from deploy_service.services import alerts, lifecycle, notify, quotas
 from deploy_service.services.agents import get_agent
@@ -40,12 +42,13 @@ from deploy_service.services.engine import require_engine
 from deploy_service.settings import current_settings
 
 
-def built_image_tag(agent_id: str, revision: int) -> str:
-    """The tag of an image built from an agent's git source, per agent and revision."""
-    return f"{BUILT_IMAGE_REPOSITORY}/agent-{agent_id}:r{revision}"
+def built_image_tag(agent_id: str, deployment_id: str, release: int) -> str:
+    """The tag of an image built from an agent's git source: per agent, deployment and release number
+    (an agent deployed again starts at release 1 again, under another deployment's prefix)."""
+    return f"{BUILT_IMAGE_REPOSITORY}/agent-{agent_id}:{deployment_id[:8]}-r{release}"
 
 
-def _check_image_origin(image: str | None) -> None:
+def check_stored_image_origin(image: str | None) -> None:
     """The stored agent's image obeys today's rule (an agent stored before it may not).
 
     Raises:
@@ -62,7 +65,7 @@ def _check_image_origin(image: str | None) -> None:
         raise ValidationFailed(str(exc), details={"image": [str(exc)]}) from exc
 
 
-def _check_git_origin(source: dict[str, Any] | None) -> None:
+def check_stored_git_origin(source: dict[str, Any] | None) -> None:
     """The stored agent's git source obeys today's rule (an agent stored before it may not).
 
     Raises:
@@ -85,8 +88,8 @@ def resolve_config(agent: Agent, overrides: dict[str, Any]) -> dict[str, Any]:
         ValidationFailed: env and secrets overlap, or the agent's image or git source is one it may no
             longer name.
     """
-    _check_image_origin(agent.image)
-    _check_git_origin(agent.source)
+    check_stored_image_origin(agent.image)
+    check_stored_git_origin(agent.source)
     env = {**(agent.env or {}), **(overrides.get("env") or {})}
     overlap = sorted(set(env) & set(agent.secrets or {}))
     if overlap:
@@ -189,7 +192,7 @@ def on_fresh_state(action: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _commit(deployment: Deployment, *, wake: bool = True) -> None:
+def commit_action(deployment: Deployment, *, wake: bool = True) -> None:
     """Commit one action (a lost race raises StaleDataError, which `on_fresh_state` retries)."""
     db.session.commit()
     if wake:
@@ -231,15 +234,16 @@ def create_deployment(
     config = resolve_config(agent, overrides)
     require_engine()
     quotas.check_deployment(actor, agent.owner_id, replicas=replicas, config=config)
-    revision = (db.session.scalar(select(func.count()).where(Deployment.agent_id == agent.id)) or 0) + 1
+    deployment_id = new_id()
     deployment = Deployment(
+        id=deployment_id,
         agent_id=agent.id,
         owner_id=agent.owner_id,
         status=DeploymentStatus.DEPLOYING,
         desired_state=DesiredState.RUNNING,
         replicas_desired=replicas,
-        revision=revision,
-        image=agent.image or built_image_tag(agent.id, revision),
+        revision=1,
+        image=agent.image or built_image_tag(agent.id, deployment_id, 1),
         config=config,
     )
     lifecycle.start_rollout(deployment)
@@ -250,8 +254,9 @@ def create_deployment(
         deployment,
         "created",
         f"Deployment of {agent.name!r} created with {replicas} replica(s).",
-        {"replicas": replicas, "image": agent.image, "source": agent.source, "revision": revision},
+        {"replicas": replicas, "image": agent.image, "source": agent.source, "revision": 1},
     )
+    lifecycle.begin_release(deployment, 1, ReleaseReason.DEPLOY, created_by=actor.id)
     try:
         db.session.commit()
     except IntegrityError as exc:
@@ -268,7 +273,9 @@ def create_deployment(
 def restart(actor: Principal, deployment_id: str) -> Deployment:
     """Rolling restart from running/ready; start again from stopped/failed (→ deploying).
 
-    The agent's current settings apply: the config is resolved again and a git source is rebuilt.
+    The agent's current settings apply: the config is resolved again and a git source is rebuilt. When
+    what would run differs from the current release (`lifecycle.needs_release`) this is a new release
+    (reason `restart`); otherwise the current release's replicas are replaced (a `replicas_replaced` event).
 
     Raises:
         InvalidState: 409 from deploying or killed.
@@ -284,27 +291,40 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
     quotas.check_deployment(
         actor, deployment.owner_id, replicas=deployment.replicas_desired, config=config, replacing=deployment
     )
-    deployment.config = config
-    if agent.source:
-        deployment.revision += 1
-    deployment.image = agent.image or built_image_tag(agent.id, deployment.revision)
+    current = lifecycle.current_release(deployment)
+    message = "Rolling restart requested." if mode == lifecycle.RESTART_ROLLING else "Start requested."
+    roll_out(deployment, mode, "restart_requested", message)
+    if lifecycle.needs_release(current, config):
+        number = deployment.revision + 1
+        deployment.config = config
+        deployment.image = agent.image or built_image_tag(agent.id, deployment.id, number)
+        lifecycle.begin_release(deployment, number, ReleaseReason.RESTART, created_by=actor.id)
+    else:
+        lifecycle.record_event(
+            deployment,
+            "replicas_replaced",
+            f"Nothing changed since release {deployment.revision}: its replicas are replaced.",
+            {"number": deployment.revision, "generation": deployment.generation},
+        )
+    commit_action(deployment)
+    return deployment
+
+
+def roll_out(deployment: Deployment, mode: str, event_type: str, message: str) -> None:
+    """Replace the deployment's replicas (a new generation), and start it again from stopped/failed.
+
+    Its image is prepared again (pulled, or rebuilt from a git source) before the new replicas start.
+    """
     deployment.image_ready = False
     deployment.generation += 1
     deployment.desired_state = DesiredState.RUNNING
     lifecycle.start_rollout(deployment)
-    lifecycle.record_event(
-        deployment,
-        "restart_requested",
-        "Rolling restart requested." if mode == lifecycle.RESTART_ROLLING else "Start requested.",
-        {"mode": mode, "generation": deployment.generation},
-    )
+    lifecycle.record_event(deployment, event_type, message, {"mode": mode, "generation": deployment.generation})
     if mode == lifecycle.RESTART_START:
         for instance in deployment.instances:
             instance.recent_restarts = 0
             instance.next_restart_at = None
         lifecycle.transition(deployment, DeploymentStatus.DEPLOYING, "Restarting.")
-    _commit(deployment)
-    return deployment
 
 
 @on_fresh_state
@@ -330,7 +350,7 @@ def scale(actor: Principal, deployment_id: str, replicas: int) -> Deployment:
     lifecycle.record_event(
         deployment, "scaled", f"Scaled from {previous} to {replicas} replica(s).", {"from": previous, "to": replicas}
     )
-    _commit(deployment)
+    commit_action(deployment)
     return deployment
 
 
@@ -348,7 +368,7 @@ def stop(actor: Principal, deployment_id: str) -> Deployment:
     require_engine()
     deployment.desired_state = DesiredState.STOPPED
     lifecycle.record_event(deployment, "stop_requested", "Stop requested.")
-    _commit(deployment)
+    commit_action(deployment)
     return deployment
 
 
@@ -374,7 +394,7 @@ def delete(actor: Principal, deployment_id: str) -> Deployment:
     for instance in deployment.instances:
         instance.status = InstanceStatus.REMOVED
         instance.healthy = None
-    _commit(deployment)
+    commit_action(deployment)
     return deployment
 
 

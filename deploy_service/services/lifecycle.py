@@ -3,7 +3,9 @@
 Nothing else sets `Deployment.status`: the API's services and the reconciler both call `transition`,
 which checks the table, stamps the timestamps, keeps the agent's status in step and records an event.
 Which user actions are allowed in which status (restart, scale, stop, delete) is decided here too, by
-`check_action`, so the contract's 409/400 rules live in one place.
+`check_action`, so the contract's 409/400 rules live in one place; and so is what a deployment's status
+change means for its releases (`settle_release`): ready activates the pending release, failed, stopped
+or killed fails it.
 
 What is stored as an event's message, a deployment's `error` and an event's `error` datum often quotes
 the engine, a registry or a build (text the user's image or repository chose), so it passes through
@@ -15,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import inspect, update
+from sqlalchemy import inspect, select, update
 
 from deploy_service.errors import InvalidState
 from deploy_service.extensions import db
@@ -26,6 +28,9 @@ from deploy_service.models import (
     Deployment,
     DeploymentEvent,
     DeploymentStatus,
+    Release,
+    ReleaseReason,
+    ReleaseStatus,
 )
 from deploy_service.models.types import utcnow
 from deploy_service.settings import current_settings
@@ -166,6 +171,83 @@ def transition(
     if agent is not None:
         agent.status = AGENT_STATUS_FOR[new]
     record_event(deployment, "status_changed", message, {"from": old, "to": new, **(data or {})})
+    settle_release(deployment, new, error=deployment.error if new == DeploymentStatus.FAILED else None)
+
+
+# What a pending release becomes when its deployment reaches each status before it was ready.
+_PENDING_ENDS: dict[str, str] = {
+    _S.FAILED: "",  # the deployment's own error
+    _S.STOPPED: "The deployment was stopped before this release was ready.",
+    _S.KILLED: "The deployment was deleted before this release was ready.",
+}
+
+
+def releases_in_play(deployment: Deployment) -> list[Release]:
+    """The deployment's pending and active releases, oldest first (those added in this session too).
+
+    Read without autoflush, like `record_event`: a concurrent change of the deployment must surface at
+    the caller's commit, not here.
+    """
+    wanted = (ReleaseStatus.PENDING, ReleaseStatus.ACTIVE)
+    with db.session.no_autoflush:
+        found = set(
+            db.session.scalars(
+                select(Release).where(Release.deployment_id == deployment.id, Release.status.in_(wanted))
+            )
+        )
+    found |= {r for r in db.session.new if isinstance(r, Release) and r.deployment_id == deployment.id}
+    return sorted((r for r in found if r.status in wanted), key=lambda r: r.number)
+
+
+def settle_release(deployment: Deployment, new: str, *, error: str | None = None) -> None:
+    """The release consequence of a deployment reaching `new`: its pending release becomes active when it
+    is ready, and failed when the deployment fails, is stopped or is deleted first. An active release
+    stays active through a stop (it is what a start runs again) and through a failure that is not its
+    rollout's; a deleted deployment runs nothing ever again, so its active release is `superseded`."""
+    if new == DeploymentStatus.READY:
+        activate_pending(deployment)
+        return
+    if new not in _PENDING_ENDS:
+        return
+    now = utcnow()
+    for release in releases_in_play(deployment):
+        if release.status == ReleaseStatus.PENDING:
+            release.status = ReleaseStatus.FAILED
+            release.error = stored_text(_PENDING_ENDS[new] or error or "The rollout failed.")
+            release.ended_at = now
+        elif new == DeploymentStatus.KILLED:
+            release.status = ReleaseStatus.SUPERSEDED
+            release.ended_at = now
+
+
+def activate_pending(deployment: Deployment) -> None:
+    """The pending release's rollout completed: it becomes active, and the release it replaces ends
+    (`rolled_back` when a rollback replaced it, `superseded` otherwise, or when it is the rollback's own
+    target), with a `rollout_completed` event."""
+    releases = releases_in_play(deployment)
+    pending = [r for r in releases if r.status == ReleaseStatus.PENDING]
+    if not pending:
+        return
+    release, now = pending[-1], utcnow()
+    for previous in releases:
+        if previous is release:
+            continue
+        if previous.status == ReleaseStatus.PENDING:
+            previous.status = ReleaseStatus.FAILED
+            previous.error = f"Release {release.number} replaced it before it was ready."
+        elif release.reason == ReleaseReason.ROLLBACK and previous.number != release.rollback_of:
+            previous.status = ReleaseStatus.ROLLED_BACK
+        else:
+            previous.status = ReleaseStatus.SUPERSEDED
+        previous.ended_at = now
+    release.status = ReleaseStatus.ACTIVE
+    release.activated_at = now
+    record_event(
+        deployment,
+        "rollout_completed",
+        f"Release {release.number} is active: every replica is ready.",
+        {"number": release.number, "reason": release.reason, "rollback_of": release.rollback_of},
+    )
 
 
 def start_rollout(deployment: Deployment) -> None:
@@ -206,3 +288,79 @@ def check_stop(deployment: Deployment) -> None:
     """
     if deployment.status not in STOPPABLE:
         raise InvalidState(f"Cannot stop a {deployment.status} deployment.", details={"status": deployment.status})
+
+
+def release_source(config: dict[str, Any]) -> dict[str, Any] | None:
+    """A release's `source` for a config: `{git_url, branch, commit}` of a git agent (commit not known yet)."""
+    source = config.get("source")
+    if not source:
+        return None
+    return {"git_url": source.get("git_url"), "branch": source.get("branch", "main"), "commit": None}
+
+
+def needs_release(current: Release | None, config: dict[str, Any]) -> bool:
+    """Whether a restart with `config` makes a new release rather than replacing the current one's replicas.
+
+    It does when what would run differs from the current release (the agent's image, source or resolved
+    config), when the current release failed (a release's outcome is never rewritten), and for every git
+    source: the branch may have moved, which only a build tells.
+    """
+    if current is None or current.status == ReleaseStatus.FAILED or config.get("source"):
+        return True
+    return bool(current.config != config)
+
+
+def begin_release(
+    deployment: Deployment,
+    number: int,
+    reason: ReleaseReason,
+    *,
+    created_by: str | None,
+    image_id: str | None = None,
+    source: dict[str, Any] | None = None,
+    rollback_of: int | None = None,
+) -> Release:
+    """Add release `number` (pending) from the deployment's `image` and `config`, and make it current.
+
+    A release still pending is replaced before it was ready: it becomes `failed`. Records
+    `release_created` and `rollout_started`.
+    """
+    for earlier in releases_in_play(deployment):
+        if earlier.status == ReleaseStatus.PENDING:
+            earlier.status = ReleaseStatus.FAILED
+            earlier.error = f"Release {number} replaced it before it was ready."
+            earlier.ended_at = utcnow()
+    release = Release(
+        deployment_id=deployment.id,
+        number=number,
+        status=ReleaseStatus.PENDING,
+        reason=reason,
+        image=deployment.image,
+        image_id=image_id,
+        source=source if source is not None else release_source(deployment.config or {}),
+        config=deployment.config,
+        rollback_of=rollback_of,
+        created_by=created_by,
+        created_at=utcnow(),
+    )
+    db.session.add(release)
+    deployment.revision = number
+    data = {"number": number, "reason": reason, "rollback_of": rollback_of}
+    what = f"a rollback to release {rollback_of}" if rollback_of is not None else f"a {reason}"
+    record_event(deployment, "release_created", f"Release {number} created ({what}).", data)
+    record_event(deployment, "rollout_started", f"Rolling out release {number}.", {"number": number})
+    return release
+
+
+def current_release(deployment: Deployment) -> Release | None:
+    """The deployment's current release: its newest, numbered `revision` (None before the first is added)."""
+    return db.session.scalar(
+        select(Release).where(Release.deployment_id == deployment.id, Release.number == deployment.revision)
+    )
+
+
+def record_commit(deployment: Deployment, *, image: str, commit: str) -> None:
+    """A build of the current release's image checked out `commit`: its `source.commit` says so."""
+    release = current_release(deployment)
+    if release is not None and release.image == image and release.source is not None:
+        release.source = {**release.source, "commit": commit}

@@ -32,7 +32,12 @@ def test_deploy_is_accepted_and_recorded(app: Flask, api: Api, fake_runner: Fake
     assert body["agent_id"] == agent["id"]
     assert body["config"]["env"] == {"MODE": "test"}
     assert body["image"] == "deploy-test/http-agent:latest"
-    assert [event["event_type"] for event in api.events(body["id"])] == ["created"]
+    assert sorted(event["event_type"] for event in api.events(body["id"])) == [
+        "created",
+        "release_created",
+        "rollout_started",
+    ]
+    assert body["revision"] == 1
     assert api.get(f"/v1/agents/{agent['id']}").get_json()["status"] == "deployed"
     assert fake_runner.containers == {}
 
@@ -417,7 +422,7 @@ def test_git_source_is_built_with_progress_and_build_log(
     agent = new_agent(app, api, image=None, source={"git_url": "https://git.example.com/acme/agent.git"})
     deployment = deploy(api, agent["id"])
     converge(reconciler, api.status_is(deployment["id"], "ready"))
-    assert deployment["image"] == f"deploy-service/agent-{agent['id']}:r1"
+    assert deployment["image"] == f"deploy-service/agent-{agent['id']}:{deployment['id'][:8]}-r1"
     steps = [e["data"] for e in reversed(api.events(deployment["id"], event_type="build_progress"))]
     assert steps == [{"step": 1, "total": 2}, {"step": 2, "total": 2}]
     lines = api.get(f"/v1/deployments/{deployment['id']}/logs?source=build").get_json()["lines"]
@@ -475,7 +480,8 @@ def test_events_filters_and_paging(app: Flask, api: Api, fake_runner: FakeRunner
     assert page["items"] == everything[:2]
     started = api.events(deployment["id"], event_type="container_started")
     assert len(started) == 2
-    assert all(event["event_type"] == "status_changed" for event in api.events(deployment["id"], status="ready"))
+    in_ready = {event["event_type"] for event in api.events(deployment["id"], status="ready")}
+    assert in_ready == {"status_changed", "rollout_completed"}  # becoming ready activates release 1
     assert_error(api.get(f"/v1/deployments/{deployment['id']}/events?status=bogus"), 400, "validation_error")
 
 

@@ -74,3 +74,77 @@ def test_a_database_with_users_names_its_oldest_as_the_first_account(make_app: A
         db.engine.dispose()
     later = app.test_client().post("/v1/auth/register", json={"email": "later@example.com", "password": "pw-12345678"})
     assert later.status_code == 201 and later.get_json()["role"] == "user"
+
+
+def test_every_existing_deployment_gets_release_1_as_its_status_says(make_app: Any, empty_database_url: str) -> None:
+    """Release 1 of each deployment from its row: live ones active, a deploy pending, a stop or delete before
+    it ever started failed, a failed one failed with its error; every revision becomes 1."""
+    from datetime import UTC, datetime
+
+    from deploy_service.models import Deployment, User
+    from deploy_service.services import agents as agent_service
+    from tests.factories import agent_payload
+
+    app = make_app(SQLALCHEMY_DATABASE_URI=empty_database_url)
+    with app.app_context():
+        upgrade()
+    registered = app.test_client().post("/v1/auth/register", json={"email": "o@example.com", "password": "pw-12345678"})
+    assert registered.status_code == 201
+    started = datetime(2024, 1, 1, tzinfo=UTC)
+    rows = {  # status → (started_at, error)
+        "ready": (started, None),
+        "running": (started, None),
+        "deploying": (None, None),
+        "stopped": (started, None),
+        "failed": (None, "Image gone."),
+        "killed": (None, None),
+    }
+    with app.app_context():
+        owner = db.session.get(User, registered.get_json()["id"])
+        ids = {}
+        for status, (started_at, error) in rows.items():
+            agent = agent_service.create_agent(owner, agent_payload())
+            deployment = Deployment(
+                agent_id=agent.id,
+                owner_id=owner.id,
+                status=status,
+                revision=7,
+                image="deploy-test/http-agent:latest",
+                config={"image": "deploy-test/http-agent:latest", "source": None, "env": {"MODE": status}},
+                started_at=started_at,
+                ready_at=started_at if status == "ready" else None,
+                error=error,
+                ended_at=started if status == "killed" else None,
+            )
+            db.session.add(deployment)
+            db.session.flush()
+            ids[status] = deployment.id
+        db.session.commit()
+        downgrade(revision="bd7d3200382f")  # before releases
+        upgrade()
+        with db.engine.connect() as connection:
+            found = {
+                row.deployment_id: row
+                for row in connection.execute(
+                    text(
+                        "SELECT deployment_id, number, status, reason, image, error, activated_at "
+                        "FROM deployment_releases"
+                    )
+                )
+            }
+            revisions = set(connection.execute(text("SELECT revision FROM deployments")).scalars())
+        db.engine.dispose()
+    assert revisions == {1}
+    statuses = {status: found[ids[status]].status for status in rows}
+    assert statuses == {
+        "ready": "active",
+        "running": "active",
+        "deploying": "pending",
+        "stopped": "active",
+        "failed": "failed",
+        "killed": "failed",
+    }
+    assert {row.number for row in found.values()} == {1} and {row.reason for row in found.values()} == {"deploy"}
+    assert found[ids["failed"]].error == "Image gone."
+    assert "deleted before" in found[ids["killed"]].error
+    assert found[ids["ready"]].activated_at is not None and found[ids["deploying"]].activated_at is None

@@ -32,6 +32,7 @@ README = ROOT / "README.md"
 WALK_THROUGH = (
     "### curl walk-through",
     "### Deploying an agent, and watching it",
+    "### Releases and rollback",
     "### API keys and calling an agent",
     "### Webhooks",
 )

@@ -253,7 +253,10 @@ def test_local_git_source_is_built_with_log_and_progress(api: Client, engine: En
     wait_until(status_is(api, deployment_id, "ready", "failed"), timeout=60, what="built")
     body = api.deployment(deployment_id)
     assert body["status"] == "ready", body["error"]
-    assert body["image"] == f"deploy-service/agent-{agent_id}:r1"
+    assert body["image"] == f"deploy-service/agent-{agent_id}:{deployment_id[:8]}-r1"
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    release = api.call("get", f"/v1/deployments/{deployment_id}/releases/1").get_json()
+    assert release["source"] == {"git_url": f"file://{repo}", "branch": "release/v1", "commit": head}
     lines = api.call("get", f"/v1/deployments/{deployment_id}/logs?source=build&tail=1000").get_json()["lines"]
     assert any(line["line"].startswith("Step 1/") for line in lines)
     steps = api.events(deployment_id, "build_progress")
@@ -773,3 +776,51 @@ def test_a_stopped_deployments_lines_are_served_after_its_containers_are_removed
     after = _log_lines(api, deployment_id)
     assert set(before) <= set(after) and any("listening" in line for _, _, line in after)
     assert api.call("get", f"/v1/deployments/{deployment_id}/logs?previous=true&replica=1").status_code == 200
+
+
+@pytest.fixture()
+def second_version(docker_engine: docker.DockerClient) -> Iterator[str]:
+    """An image like the http agent but of another id (version 2 of the agent); removed afterwards."""
+    tag = f"deploy-test/release-{uuid.uuid4().hex[:8]}:v2"
+    dockerfile = f"FROM {HTTP_AGENT}\nENV AGENT_VERSION=2\n"
+    docker_engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
+    yield tag
+    try:
+        docker_engine.images.remove(tag, force=True)
+    except docker.errors.ImageNotFound:
+        pass
+
+
+@BOTH_RUNNERS
+def test_a_restart_with_a_new_image_is_release_2_and_a_rollback_runs_release_1_again(
+    api: Client, engine: Engine, second_version: str
+) -> None:
+    first_id = engine.client.images.get(HTTP_AGENT).id
+    second_id = engine.client.images.get(second_version).id
+    agent_id = api.agent(health_check=FAST_HEALTH)
+    deployment_id = api.deploy(agent_id)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+
+    def releases() -> list[tuple[int, str]]:
+        items = api.call("get", f"/v1/deployments/{deployment_id}/releases").get_json()["items"]
+        return [(item["number"], item["status"]) for item in items]
+
+    def runs(image_id: str) -> bool:
+        containers = engine.containers(deployment_id)
+        return bool(containers) and all(engine.inspect(c.id).attrs["Image"] == image_id for c in containers)
+
+    assert api.call("patch", f"/v1/agents/{agent_id}", {"image": second_version}).status_code == 200
+    assert api.call("post", f"/v1/deployments/{deployment_id}/restart").get_json()["revision"] == 2
+    wait_until(lambda: releases() == [(2, "active"), (1, "superseded")], timeout=60, what="release 2 active")
+    wait_until(lambda: runs(second_id), what="the replicas to run release 2's image")
+
+    response = api.call("post", f"/v1/deployments/{deployment_id}/rollback", {})
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["image"] == HTTP_AGENT
+    wait_until(
+        lambda: releases() == [(3, "active"), (2, "rolled_back"), (1, "superseded")], timeout=60, what="rolled back"
+    )
+    wait_until(lambda: runs(first_id), what="the replicas to run release 1's image")
+    third = api.call("get", f"/v1/deployments/{deployment_id}/releases/3").get_json()
+    assert third["reason"] == "rollback" and third["rollback_of"] == 1
+    assert third["changes"] == [{"field": "image", "from": second_version, "to": HTTP_AGENT}]

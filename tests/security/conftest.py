@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from deploy_service.extensions import db
-from deploy_service.models import Alert, Deployment, User
+from deploy_service.models import Alert, Deployment, Release, ReleaseReason, ReleaseStatus, User
+from deploy_service.models.types import utcnow
 from deploy_service.services import api_keys as key_service
 from deploy_service.services import evaluations as evaluation_service
 from deploy_service.services import webhooks as webhook_service
@@ -58,6 +60,7 @@ class Victim:
             "evaluations": "/v1/evaluations",
             "results": f"/v1/deployments/{deployment}/results",
             "events": f"/v1/deployments/{deployment}/events?limit=200",
+            "releases": f"/v1/deployments/{deployment}/releases",
         }
         state: dict[str, Any] = {}
         for name, path in paths.items():
@@ -102,7 +105,31 @@ def arranged_ids(world: World, probe: Probe) -> dict[str, str]:
             assert deployment is not None
             deployment.status = "ready"
             db.session.commit()
+    if "second_release" in probe.tags:
+        _second_release(world.app, arranged["deployment_id"])
     return arranged
+
+
+def _second_release(app: Flask, deployment_id: str) -> None:
+    """Release 1 was active and release 2 replaced it, as a restart with a change would have left them."""
+    with app.app_context():
+        deployment = db.session.get(Deployment, deployment_id)
+        first = db.session.scalar(select(Release).where(Release.deployment_id == deployment_id))
+        assert deployment is not None and first is not None
+        first.status, first.activated_at, first.ended_at = ReleaseStatus.SUPERSEDED, utcnow(), utcnow()
+        db.session.add(
+            Release(
+                deployment_id=deployment_id,
+                number=2,
+                status=ReleaseStatus.ACTIVE,
+                reason=ReleaseReason.RESTART,
+                image=first.image,
+                config=first.config,
+                activated_at=utcnow(),
+            )
+        )
+        deployment.revision = 2
+        db.session.commit()
 
 
 def missing_ids(probe: Probe) -> dict[str, str]:

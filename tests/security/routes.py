@@ -40,7 +40,8 @@ class Probe:
     """Set when the probe names the victim's resources: what a stranger gets."""
     key_scope: str | None = None
     tags: tuple[str, ...] = field(default=())
-    """`idle_agent`: the owner's success needs an agent without a live deployment; `ready`: a ready deployment."""
+    """`idle_agent`: the owner's success needs an agent without a live deployment; `ready`: a ready deployment;
+    `second_release`: a deployment whose release 1 was active and release 2 is now (a rollback has a target)."""
     ok: int = 200
     """What the owner (or, on a key route, the agent's own key) gets once the state allows the request."""
 
@@ -177,6 +178,18 @@ PROBES: tuple[Probe, ...] = (
         ok=202,
     ),
     Probe("POST", D + "/stop", USER, "/v1/deployments/{deployment_id}/stop", other=NOT_FOUND, ok=202),
+    Probe("GET", D + "/releases", USER, "/v1/deployments/{deployment_id}/releases", other=NOT_FOUND),
+    Probe("GET", D + "/releases/<int:number>", USER, "/v1/deployments/{deployment_id}/releases/1", other=NOT_FOUND),
+    Probe(
+        "POST",
+        D + "/rollback",
+        USER,
+        "/v1/deployments/{deployment_id}/rollback",
+        body={"release": 1},
+        other=NOT_FOUND,
+        tags=("ready", "second_release"),
+        ok=202,
+    ),
     Probe(
         "GET",
         D + "/results",

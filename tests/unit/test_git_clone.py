@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from deploy_service.runner import BuildCancelled, BuildFailed, Cancellation
-from deploy_service.runner.git import clone, clone_command, clone_environment
+from deploy_service.runner.git import clone, clone_command, clone_environment, head_commit
 
 SAFE_PREFIX = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
 CLONE_FLAGS = ["clone", "--depth", "1", "--single-branch", "--no-tags", "--no-recurse-submodules"]
@@ -231,3 +231,28 @@ def process_ends(pid: int, timeout: float = 3.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def _repo(path: Path, branch: str = "main") -> str:
+    """A repository with one commit on `branch`; returns that commit's SHA."""
+    git = ["git", "-C", str(path), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run(["git", "init", "-q", "-b", branch, str(path)], check=True)
+    (path / "Dockerfile").write_text("FROM scratch\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_the_commit_a_clone_checked_out_is_read_from_its_git_directory(tmp_path: Path) -> None:
+    sha = _repo(tmp_path / "origin", branch="release/v1")
+    clone(f"file://{tmp_path / 'origin'}", "release/v1", str(tmp_path / "clone"), timeout=30, allow_local=True)
+    assert head_commit(str(tmp_path / "clone")) == sha
+    subprocess.run(["git", "-C", str(tmp_path / "clone"), "pack-refs", "--all"], check=True)  # refs in packed-refs
+    assert head_commit(str(tmp_path / "clone")) == sha
+
+
+def test_no_commit_is_read_from_what_is_not_a_clone(tmp_path: Path) -> None:
+    assert head_commit(str(tmp_path)) is None
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/../../../../etc/passwd\n")
+    assert head_commit(str(tmp_path)) is None

@@ -1,0 +1,232 @@
+"""Releases on the in-memory runner: which actions make one, how their statuses follow the rollouts, the
+diff against the release before, and rollback (to the previous release, to a chosen one, and refused)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from deploy_service.reconciler import Reconciler
+from tests.factories import make_secret
+from tests.fakes import FakeRunner
+from tests.helpers import Api, assert_error, converge, deploy, new_agent
+
+V1 = "deploy-test/http-agent:latest"
+V2 = "deploy-test/http-agent:v2"
+
+
+def _releases(api: Api, deployment_id: str) -> list[dict[str, Any]]:
+    response = api.get(f"/v1/deployments/{deployment_id}/releases")
+    assert response.status_code == 200, response.get_json()
+    items: list[dict[str, Any]] = response.get_json()["items"]
+    return items
+
+
+def _statuses(api: Api, deployment_id: str) -> list[tuple[int, str]]:
+    return [(release["number"], release["status"]) for release in _releases(api, deployment_id)]
+
+
+def _release(api: Api, deployment_id: str, number: int) -> dict[str, Any]:
+    response = api.get(f"/v1/deployments/{deployment_id}/releases/{number}")
+    assert response.status_code == 200, response.get_json()
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def _patch_agent(api: Api, agent_id: str, **fields: Any) -> None:
+    response = api.client.patch(f"/v1/agents/{agent_id}", headers=api.headers, json=fields)
+    assert response.status_code == 200, response.get_json()
+
+
+def _rolled_out(api: Api, fake_runner: FakeRunner, deployment_id: str, image: str) -> Any:
+    """Ready, with every replica running `image`."""
+
+    def check() -> bool:
+        containers = fake_runner.containers.values()
+        mine = [c for c in containers if c.info.deployment_id == deployment_id]
+        body = api.deployment(deployment_id)
+        return body["status"] == "ready" and bool(mine) and all(c.spec.image == image for c in mine)
+
+    return check
+
+
+def test_deploy_restart_and_rollback_make_releases_whose_statuses_follow_the_rollouts(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    fake_runner.images.add(V2)
+    agent = new_agent(app, api, env={"MODE": "one"})
+    deployment = deploy(api, agent["id"], replicas=2)
+    assert _statuses(api, deployment["id"]) == [(1, "pending")]
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    [first] = _releases(api, deployment["id"])
+    assert first["status"] == "active" and first["reason"] == "deploy" and first["activated_at"]
+    assert first["image"] == V1 and first["config"]["env"] == {"MODE": "one"} and first["source"] is None
+    assert first["rollback_of"] is None and first["ended_at"] is None and first["error"] is None
+    assert "overrides" not in first["config"]
+    assert _release(api, deployment["id"], 1)["changes"] == []
+
+    # A restart that changes nothing, and a scale: no release; the replicas are replaced all the same.
+    restarted = api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()
+    assert restarted["revision"] == 1 and restarted["generation"] == 2
+    [replaced] = api.events(deployment["id"], event_type="replicas_replaced")
+    assert replaced["data"] == {"number": 1, "generation": 2}
+    converge(reconciler, lambda: {c.generation for c in fake_runner.of(deployment["id"])} == {2})
+    assert api.post(f"/v1/deployments/{deployment['id']}/scale", {"replicas": 3}).status_code == 202
+    converge(reconciler, lambda: api.deployment(deployment["id"])["replicas"]["ready"] == 3)
+    assert _statuses(api, deployment["id"]) == [(1, "active")]
+
+    # The agent changed: the restart is release 2, active once its replicas are ready; release 1 superseded.
+    _patch_agent(api, agent["id"], image=V2, env={"MODE": "two"})
+    body = api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()
+    assert body["revision"] == 2 and body["image"] == V2
+    assert _statuses(api, deployment["id"]) == [(2, "pending"), (1, "active")]
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], V2))
+    assert _statuses(api, deployment["id"]) == [(2, "active"), (1, "superseded")]
+    second = _release(api, deployment["id"], 2)
+    assert second["reason"] == "restart" and second["created_by"] == api.get("/v1/auth/me").get_json()["id"]
+    assert second["changes"] == [
+        {"field": "config.env.MODE", "from": "one", "to": "two"},
+        {"field": "image", "from": V1, "to": V2},
+    ]
+    assert _release(api, deployment["id"], 1)["ended_at"]
+    created = api.events(deployment["id"], event_type="release_created")[0]["data"]
+    assert created == {"number": 2, "reason": "restart", "rollback_of": None}
+    assert api.events(deployment["id"], event_type="rollout_completed")[0]["data"]["number"] == 2
+
+    # Rollback without a target: to release 1 (the newest before the current one that was active).
+    response = api.post(f"/v1/deployments/{deployment['id']}/rollback", {})
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert body["revision"] == 3 and body["image"] == V1 and body["config"]["env"] == {"MODE": "one"}
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], V1))
+    assert _statuses(api, deployment["id"]) == [(3, "active"), (2, "rolled_back"), (1, "superseded")]
+    third = _release(api, deployment["id"], 3)
+    assert third["reason"] == "rollback" and third["rollback_of"] == 1
+    assert {change["field"] for change in third["changes"]} == {"config.env.MODE", "image"}
+    assert api.events(deployment["id"], event_type="release_created")[0]["data"]["rollback_of"] == 1
+
+    # Rollback to a chosen release; the agent itself is left as it is.
+    assert api.post(f"/v1/deployments/{deployment['id']}/rollback", {"release": 2}).status_code == 202
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], V2))
+    assert _statuses(api, deployment["id"]) == [
+        (4, "active"),
+        (3, "rolled_back"),
+        (2, "rolled_back"),
+        (1, "superseded"),
+    ]
+    assert _release(api, deployment["id"], 4)["rollback_of"] == 2
+    assert api.deployment(deployment["id"])["revision"] == 4
+    page = api.get(f"/v1/deployments/{deployment['id']}/releases?skip=1&limit=2").get_json()
+    assert [item["number"] for item in page["items"]] == [3, 2] and page["total"] == 4
+
+
+def test_rollback_is_refused_where_the_contract_says(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"])
+    rollback = f"/v1/deployments/{deployment['id']}/rollback"
+    assert_error(api.post(rollback, {}), 409, "invalid_state")  # deploying
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert "nothing to roll back to" in assert_error(api.post(rollback, {}), 409, "invalid_state")["message"]
+    current = assert_error(api.post(rollback, {"release": 1}), 409, "invalid_state")
+    assert "current release" in current["message"]
+    assert_error(api.post(rollback, {"release": 9}), 404, "not_found")
+    assert_error(api.post(rollback, {"release": 0}), 400, "validation_error")
+    assert_error(api.post(rollback, {"release": "1"}), 400, "validation_error")
+    assert_error(api.post(rollback, {"other": 1}), 400, "validation_error")
+    assert_error(api.get(f"/v1/deployments/{deployment['id']}/releases/9"), 404, "not_found")
+    assert api.deployment(deployment["id"])["revision"] == 1 and len(_releases(api, deployment["id"])) == 1
+    assert api.delete(f"/v1/deployments/{deployment['id']}").status_code == 200
+    assert_error(api.post(rollback, {}), 409, "invalid_state")  # killed
+    assert _statuses(api, deployment["id"]) == [(1, "superseded")]  # a deleted deployment runs nothing
+
+
+def test_a_failed_rollout_fails_its_release_and_a_rollback_starts_the_last_good_one_again(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"])
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    _patch_agent(api, agent["id"], image="deploy-test/gone:latest")
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, api.status_is(deployment["id"], "failed"))
+    failed = _release(api, deployment["id"], 2)
+    assert failed["status"] == "failed" and "gone" in failed["error"] and failed["ended_at"]
+    assert failed["activated_at"] is None
+    assert _release(api, deployment["id"], 1)["status"] == "active"  # the last release that was ready
+
+    body = api.post(f"/v1/deployments/{deployment['id']}/rollback", {}).get_json()
+    assert body["status"] == "deploying" and body["revision"] == 3 and body["image"] == V1
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], V1))
+    # Release 1 ran again as release 3: it is superseded by its own copy, not "rolled back".
+    assert _statuses(api, deployment["id"]) == [(3, "active"), (2, "failed"), (1, "superseded")]
+
+
+def test_a_stop_before_ready_fails_the_pending_release_and_a_start_makes_a_new_one(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"])
+    assert api.post(f"/v1/deployments/{deployment['id']}/stop").status_code == 202
+    converge(reconciler, api.status_is(deployment["id"], "stopped"))
+    [release] = _releases(api, deployment["id"])
+    assert release["status"] == "failed" and "stopped before" in release["error"]
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["revision"] == 2
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert _statuses(api, deployment["id"]) == [(2, "active"), (1, "failed")]
+
+    # Stopped once ready, the active release stays active, and a start without a change runs it again.
+    assert api.post(f"/v1/deployments/{deployment['id']}/stop").status_code == 202
+    converge(reconciler, api.status_is(deployment["id"], "stopped"))
+    assert _statuses(api, deployment["id"]) == [(2, "active"), (1, "failed")]
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["revision"] == 2
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert _statuses(api, deployment["id"]) == [(2, "active"), (1, "failed")]
+
+
+def test_a_secret_change_shows_the_secret_names_never_a_value(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    me = api.get("/v1/auth/me").get_json()
+    owner = type("Owner", (), {"id": me["id"]})
+    make_secret(app, owner, name="token-one", value="value-one-s3cr3t")  # type: ignore[arg-type]
+    make_secret(app, owner, name="token-two", value="value-two-s3cr3t")  # type: ignore[arg-type]
+    agent = new_agent(app, api, secrets={"TOKEN": "token-one"})
+    deployment = deploy(api, agent["id"])
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    _patch_agent(api, agent["id"], secrets={"TOKEN": "token-two"})
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    response = api.get(f"/v1/deployments/{deployment['id']}/releases/2")
+    assert response.get_json()["changes"] == [{"field": "config.secrets.TOKEN", "from": "token-one", "to": "token-two"}]
+    listed = api.get(f"/v1/deployments/{deployment['id']}/releases").get_data(as_text=True)
+    for text in (response.get_data(as_text=True), listed):
+        assert "s3cr3t" not in text
+
+
+def test_a_git_agents_restart_is_a_new_release_with_its_own_built_tag_and_the_commit_it_built(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    """A git branch may have moved since the last build, so every restart builds a new release."""
+    source = {"git_url": "https://git.example.com/acme/agent.git", "branch": "main"}
+    agent = new_agent(app, api, image=None, source=source)
+    deployment = deploy(api, agent["id"])
+
+    def tag(number: int) -> str:
+        return f"deploy-service/agent-{agent['id']}:{deployment['id'][:8]}-r{number}"
+
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert _release(api, deployment["id"], 1)["source"] == {**source, "commit": "0f" * 20}  # what the build says
+    body = api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()
+    assert body["revision"] == 2 and body["image"] == tag(2)
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], tag(2)))
+    assert _release(api, deployment["id"], 2)["changes"] == [{"field": "image", "from": tag(1), "to": tag(2)}]
+
+    fake_runner.build_commit = "1e" * 20  # the branch moved
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["image"] == tag(3)
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], tag(3)))
+    assert _release(api, deployment["id"], 3)["changes"] == [
+        {"field": "image", "from": tag(2), "to": tag(3)},
+        {"field": "source.commit", "from": "0f" * 20, "to": "1e" * 20},
+    ]
