@@ -3,11 +3,13 @@ diff against the release before, and rollback (to the previous release, to a cho
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
 
 from deploy_service.reconciler import Reconciler
+from deploy_service.settings import Settings
 from tests.factories import make_secret
 from tests.fakes import FakeRunner
 from tests.helpers import Api, assert_error, converge, deploy, new_agent
@@ -230,3 +232,23 @@ def test_a_git_agents_restart_is_a_new_release_with_its_own_built_tag_and_the_co
         {"field": "image", "from": tag(2), "to": tag(3)},
         {"field": "source.commit", "from": "0f" * 20, "to": "1e" * 20},
     ]
+
+
+def test_a_rollback_to_an_image_todays_registry_rules_refuse_is_a_400_and_changes_nothing(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler, configure: Callable[..., Settings]
+) -> None:
+    inside = "localhost:5000/agent:1"
+    configure(ALLOWED_REGISTRIES=["localhost:5000"])
+    fake_runner.images.update({inside, V2})
+    agent = new_agent(app, api, image=inside)
+    deployment = deploy(api, agent["id"])
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    _patch_agent(api, agent["id"], image=V2)
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], V2))
+
+    configure(ALLOWED_REGISTRIES=[])  # the operator no longer lets images come from inside
+    refused = assert_error(api.post(f"/v1/deployments/{deployment['id']}/rollback"), 400, "validation_error")
+    assert "image" in refused["details"]
+    assert _statuses(api, deployment["id"]) == [(2, "active"), (1, "superseded")]
+    assert api.deployment(deployment["id"])["revision"] == 2
