@@ -120,7 +120,7 @@ def test_every_existing_deployment_gets_release_1_as_its_status_says(make_app: A
             db.session.flush()
             ids[status] = deployment.id
         db.session.commit()
-        downgrade(revision="bd7d3200382f")  # before releases
+        downgrade(revision="5d3c1a9e7f20")  # just before releases
         upgrade()
         with db.engine.connect() as connection:
             found = {
