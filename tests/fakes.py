@@ -5,6 +5,7 @@ Every runner behaviour these tests rely on is also shown against the real engine
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import threading
 from collections.abc import Callable, Iterator
@@ -63,6 +64,8 @@ class FakeRunner(Runner):
         """Images a pull can fetch, each with the credentials its registry wants (None: anyone may pull)."""
         self.pulls: list[tuple[str, RegistryCredentials | None]] = []
         self.builds: list[BuildSpec] = []
+        self.image_ids: dict[str, str] = {}
+        """The id each image reference names now (a stable fake id by default; `move_tag` moves one)."""
 
     def _check(self, call: str) -> None:
         self.calls.append(call)
@@ -75,10 +78,25 @@ class FakeRunner(Runner):
     def network_mode(self) -> str:
         return self.network
 
+    def image_id(self, ref: str) -> str:
+        """The engine's id of the image `ref` names now (an id names itself)."""
+        if ref.startswith("sha256:"):
+            return ref
+        return self.image_ids.setdefault(ref, "sha256:" + hashlib.sha256(ref.encode()).hexdigest())
+
+    def move_tag(self, ref: str, image_id: str) -> None:
+        """Point the tag `ref` at another image (the image it named before stays, by its id)."""
+        self.images.add(self.image_id(ref))
+        self.images.add(ref)
+        self.image_ids[ref] = image_id
+
+    def _present(self, image: str) -> bool:
+        return image in self.images or image in {self.image_id(ref) for ref in self.images}
+
     def ensure_image(self, ref: str, *, auth: RegistryCredentials | None = None) -> ImageInfo:
         self._check("ensure_image")
-        if ref in self.images:
-            return ImageInfo(ref=ref, id=f"sha256:{abs(hash(ref))}", source="local")
+        if self._present(ref):
+            return ImageInfo(ref=ref, id=self.image_id(ref), source="local")
         if ref not in self.pullable:
             raise ImageUnavailable(f"Image {ref} is not available locally and could not be pulled.")
         self.pulls.append((ref, auth))
@@ -88,11 +106,11 @@ class FakeRunner(Runner):
                 f"Image {ref!r} is not local and pulling it failed: unauthorized: authentication required"
             )
         self.images.add(ref)
-        return ImageInfo(ref=ref, id=f"sha256:{abs(hash(ref))}", source="pulled")
+        return ImageInfo(ref=ref, id=self.image_id(ref), source="pulled")
 
     def local_image(self, ref: str) -> ImageInfo | None:
         self._check("local_image")
-        return ImageInfo(ref=ref, id=f"sha256:{abs(hash(ref))}", source="local") if ref in self.images else None
+        return ImageInfo(ref=ref, id=self.image_id(ref), source="local") if self._present(ref) else None
 
     def build_image(
         self, spec: BuildSpec, *, on_output: Callable[[str], None], cancel: Cancellation | None = None
@@ -103,12 +121,15 @@ class FakeRunner(Runner):
             on_output(line)
         if self.fail_build:
             raise BuildFailed(self.fail_build, log="\n".join(self.build_lines))
+        if spec.tag in self.images:
+            self.images.add(self.image_id(spec.tag))
         self.images.add(spec.tag)
-        return ImageInfo(ref=spec.tag, id="sha256:built", source="built", commit=self.build_commit)
+        self.image_ids[spec.tag] = "sha256:" + hashlib.sha256(f"{spec.tag}#{len(self.builds)}".encode()).hexdigest()
+        return ImageInfo(ref=spec.tag, id=self.image_ids[spec.tag], source="built", commit=self.build_commit)
 
     def start_replica(self, spec: ReplicaSpec) -> ReplicaInfo:
         self._check("start_replica")
-        if spec.image not in self.images:
+        if not self._present(spec.image):
             raise ImageUnavailable(f"Image {spec.image} is gone.")
         with self._lock:
             for container in self.containers.values():

@@ -170,6 +170,10 @@ class DeploymentRun:
         info = self.x.driver.runner.local_image(deployment.image)
         if info is None:
             return False
+        release = lifecycle.current_release(deployment)
+        if release is not None and release.image_id not in (None, info.id):
+            return False  # its tag moved: the preparer decides what the release runs
+        lifecycle.pin_image(deployment, info.id, built=False, pinned_present=True)
         deployment.image_ready = True
         lifecycle.record_event(
             deployment,
@@ -188,11 +192,13 @@ class DeploymentRun:
             lifecycle.transition(deployment, DeploymentStatus.FAILED, exc.message, error=f"{exc.message} {exc.details}")
             return None
         resources = config.get("resources") or {}
+        release = lifecycle.current_release(deployment)
+        pinned = release.image_id if release is not None and not self.x.driver.engine_keeps_replicas else None
         return Workload(
             deployment_id=deployment.id,
             agent_id=deployment.agent_id,
             generation=deployment.generation,
-            image=deployment.image or config["image"],
+            image=pinned or deployment.image or config["image"],
             port=int(config.get("port", 0)),
             env={**(config.get("env") or {}), **secret_env},
             command=config.get("command"),

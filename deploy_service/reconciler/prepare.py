@@ -206,7 +206,19 @@ class Preparer:
             self._update(deployment_id, term, self._failure(missing, built=bool(config.get("source"))))
             return
 
+        built = bool(config.get("source"))
+        pinned = release.image_id if (release := lifecycle.current_release(deployment)) is not None else None
+        try:
+            pinned_present = pinned is None or pinned == info.id or self.runner.local_image(pinned) is not None
+        except EngineUnavailable:
+            log.warning("engine unavailable while preparing %s; will retry", deployment_id)
+            return
+
         def ready(d: Deployment) -> None:
+            gone = lifecycle.pin_image(d, info.id, built=built, pinned_present=pinned_present)
+            if gone is not None:
+                self._failure(ImageUnavailable(gone), built=built)(d)
+                return
             d.image_ready = True
             data = {"image": info.ref, "source": info.source}
             if info.commit is not None:

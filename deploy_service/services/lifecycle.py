@@ -359,6 +359,46 @@ def current_release(deployment: Deployment) -> Release | None:
     )
 
 
+def pin_image(deployment: Deployment, image_id: str, *, built: bool, pinned_present: bool) -> str | None:
+    """The current release's image was prepared and its reference names `image_id` now: pin the release to it.
+
+    A release is pinned at its first start. Pinned to another id, a pending release (a rollback) runs its own
+    image while the engine still has it, and cannot run at all once it is gone (the error is returned); an
+    active one being started again (a restart that changed nothing) now runs something else: that is a change,
+    a new release pinned to `image_id`. A rebuilt git image replaces its release's id (rebuilding an earlier
+    release from its commit is not done yet).
+
+    Args:
+        pinned_present: the engine still has the image the release is pinned to.
+
+    Returns:
+        Why the release cannot run, or None.
+    """
+    release = current_release(deployment)
+    if release is None or release.image_id == image_id:
+        return None
+    if release.image_id is None or built:
+        release.image_id = image_id
+        return None
+    if release.status == ReleaseStatus.PENDING:
+        if pinned_present:
+            return None
+        return (
+            f"Release {release.number}'s image {release.image_id} is gone from the engine, and {release.image} "
+            f"now names another image ({image_id})."
+        )
+    release = begin_release(
+        deployment, deployment.revision + 1, ReleaseReason.RESTART, created_by=None, image_id=image_id
+    )
+    record_event(
+        deployment,
+        "image_moved",
+        f"{release.image} now names another image: release {release.number} runs it.",
+        {"number": release.number, "image": release.image, "image_id": image_id},
+    )
+    return None
+
+
 def record_commit(deployment: Deployment, *, image: str, commit: str) -> None:
     """A build of the current release's image checked out `commit`: its `source.commit` says so."""
     release = current_release(deployment)

@@ -48,7 +48,10 @@ def _rolled_out(api: Api, fake_runner: FakeRunner, deployment_id: str, image: st
         containers = fake_runner.containers.values()
         mine = [c for c in containers if c.info.deployment_id == deployment_id]
         body = api.deployment(deployment_id)
-        return body["status"] == "ready" and bool(mine) and all(c.spec.image == image for c in mine)
+        wanted = fake_runner.image_id(image)
+        return (
+            body["status"] == "ready" and bool(mine) and all(fake_runner.image_id(c.spec.image) == wanted for c in mine)
+        )
 
     return check
 
@@ -90,6 +93,7 @@ def test_deploy_restart_and_rollback_make_releases_whose_statuses_follow_the_rol
     assert second["changes"] == [
         {"field": "config.env.MODE", "from": "one", "to": "two"},
         {"field": "image", "from": V1, "to": V2},
+        {"field": "image_id", "from": fake_runner.image_id(V1), "to": fake_runner.image_id(V2)},
     ]
     assert _release(api, deployment["id"], 1)["ended_at"]
     created = api.events(deployment["id"], event_type="release_created")[0]["data"]
@@ -105,7 +109,7 @@ def test_deploy_restart_and_rollback_make_releases_whose_statuses_follow_the_rol
     assert _statuses(api, deployment["id"]) == [(3, "active"), (2, "rolled_back"), (1, "superseded")]
     third = _release(api, deployment["id"], 3)
     assert third["reason"] == "rollback" and third["rollback_of"] == 1
-    assert {change["field"] for change in third["changes"]} == {"config.env.MODE", "image"}
+    assert {change["field"] for change in third["changes"]} == {"config.env.MODE", "image", "image_id"}
     assert api.events(deployment["id"], event_type="release_created")[0]["data"]["rollback_of"] == 1
 
     # Rollback to a chosen release; the agent itself is left as it is.
@@ -200,6 +204,7 @@ def test_a_secret_change_shows_the_secret_names_never_a_value(
     converge(reconciler, api.status_is(deployment["id"], "ready"))
     _patch_agent(api, agent["id"], secrets={"TOKEN": "token-two"})
     assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
     response = api.get(f"/v1/deployments/{deployment['id']}/releases/2")
     assert response.get_json()["changes"] == [{"field": "config.secrets.TOKEN", "from": "token-one", "to": "token-two"}]
     listed = api.get(f"/v1/deployments/{deployment['id']}/releases").get_data(as_text=True)
@@ -223,13 +228,17 @@ def test_a_git_agents_restart_is_a_new_release_with_its_own_built_tag_and_the_co
     body = api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()
     assert body["revision"] == 2 and body["image"] == tag(2)
     converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], tag(2)))
-    assert _release(api, deployment["id"], 2)["changes"] == [{"field": "image", "from": tag(1), "to": tag(2)}]
+    assert _release(api, deployment["id"], 2)["changes"] == [
+        {"field": "image", "from": tag(1), "to": tag(2)},
+        {"field": "image_id", "from": fake_runner.image_ids[tag(1)], "to": fake_runner.image_ids[tag(2)]},
+    ]
 
     fake_runner.build_commit = "1e" * 20  # the branch moved
     assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["image"] == tag(3)
     converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], tag(3)))
     assert _release(api, deployment["id"], 3)["changes"] == [
         {"field": "image", "from": tag(2), "to": tag(3)},
+        {"field": "image_id", "from": fake_runner.image_ids[tag(2)], "to": fake_runner.image_ids[tag(3)]},
         {"field": "source.commit", "from": "0f" * 20, "to": "1e" * 20},
     ]
 
@@ -252,3 +261,55 @@ def test_a_rollback_to_an_image_todays_registry_rules_refuse_is_a_400_and_change
     assert "image" in refused["details"]
     assert _statuses(api, deployment["id"]) == [(2, "active"), (1, "superseded")]
     assert api.deployment(deployment["id"])["revision"] == 2
+
+
+def test_a_release_runs_the_image_id_of_its_first_start_even_after_its_tag_moved(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    first_id, moved_id = fake_runner.image_id(V1), "sha256:" + "b" * 64
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=2)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert _release(api, deployment["id"], 1)["image_id"] == first_id
+    assert {c.spec.image for c in fake_runner.containers.values()} == {first_id}
+
+    # The tag moves: self-healing and a scale-up still run release 1's image.
+    fake_runner.move_tag(V1, moved_id)
+    fake_runner.crash(fake_runner.of(deployment["id"])[0].container_id)
+    assert api.post(f"/v1/deployments/{deployment['id']}/scale", {"replicas": 3}).status_code == 202
+    converge(reconciler, lambda: api.deployment(deployment["id"])["replicas"]["ready"] == 3)
+    running = [c for c in fake_runner.containers.values() if c.info.running]
+    assert len(running) == 3 and {c.spec.image for c in running} == {first_id}
+    assert _statuses(api, deployment["id"]) == [(1, "active")]
+
+    # A restart: the tag names another image now, so it is release 2, pinned to that image.
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], moved_id))
+    assert _statuses(api, deployment["id"]) == [(2, "active"), (1, "superseded")]
+    second = _release(api, deployment["id"], 2)
+    assert second["reason"] == "restart" and second["image_id"] == moved_id
+    assert {"field": "image_id", "from": first_id, "to": moved_id} in second["changes"]
+
+    # A rollback runs release 1's image again, though its tag names the other one.
+    assert api.post(f"/v1/deployments/{deployment['id']}/rollback").status_code == 202
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], first_id))
+    assert _release(api, deployment["id"], 3)["image_id"] == first_id
+    running = [c for c in fake_runner.containers.values() if c.info.running]
+    assert {c.spec.image for c in running} == {first_id}
+
+
+def test_a_rollback_whose_pinned_image_is_gone_and_whose_tag_moved_fails_with_the_reason(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    first_id, moved_id = fake_runner.image_id(V1), "sha256:" + "c" * 64
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=1)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    fake_runner.move_tag(V1, moved_id)
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], moved_id))
+    fake_runner.images.discard(first_id)
+    assert api.post(f"/v1/deployments/{deployment['id']}/rollback").status_code == 202
+    converge(reconciler, api.status_is(deployment["id"], "failed"))
+    third = _release(api, deployment["id"], 3)
+    assert third["status"] == "failed" and first_id in third["error"]
