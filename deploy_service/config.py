@@ -191,6 +191,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "RESTART_BACKOFF_MAX_SECONDS": _float(env, "RESTART_BACKOFF_MAX_SECONDS", 300.0, minimum=0.01),
         "RESTART_BUDGET": _int(env, "RESTART_BUDGET", 5),
         "RESTART_STABLE_SECONDS": _float(env, "RESTART_STABLE_SECONDS", 600.0, minimum=0.1),
+        "AUTO_ROLLBACK": _bool(env, "AUTO_ROLLBACK", True),
         "METRICS_SAMPLE_SECONDS": _float(env, "METRICS_SAMPLE_SECONDS", 15.0, minimum=0.05),
         "METRICS_RETENTION_HOURS": _float(env, "METRICS_RETENTION_HOURS", 24.0, minimum=0.001),
         "ALERT_CRASH_LOOP_RESTARTS": _int(env, "ALERT_CRASH_LOOP_RESTARTS", 3, minimum=1),

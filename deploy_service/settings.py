@@ -218,6 +218,8 @@ class ReconcileSettings:
     """Builds of one user's deployments that run at once (`BUILDS_PER_USER`)."""
     build_slots: int = 4
     """Builds that run at once in all (`BUILD_SLOTS`)."""
+    auto_rollback: bool = True
+    """A failed rolling update whose previous release still serves goes back to it (`AUTO_ROLLBACK`)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ReconcileSettings:
@@ -578,6 +580,7 @@ def _reconcile_settings(read: _Reader, runner: RunnerSettings) -> ReconcileSetti
         log_retention_days=read.number("LOG_RETENTION_DAYS"),
         log_prune_every=read.number("LOG_PRUNE_SECONDS"),
         builds_per_user=read.integer("BUILDS_PER_USER"),
+        auto_rollback=read.boolean("AUTO_ROLLBACK"),
         build_slots=read.integer("BUILD_SLOTS"),
     )
 

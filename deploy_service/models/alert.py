@@ -38,6 +38,8 @@ class AlertKind(StrEnum):
     MEMORY_HIGH = "memory_high"
     HALLUCINATION_RATE_HIGH = "hallucination_rate_high"
     ERROR_RATE_HIGH = "error_rate_high"
+    ROLLOUT_FAILED = "rollout_failed"
+    """A rolling update failed and the deployment went back to its previous release (open until resolved)."""
 
 
 SEVERITY_RANK = {severity: rank for rank, severity in enumerate(AlertSeverity)}

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from deploy_service.errors import EngineUnavailable, NotFound
 from deploy_service.extensions import db
-from deploy_service.models import Agent, Deployment, DeploymentStatus, DesiredState, Instance, InstanceStatus
+from deploy_service.models import Agent, AlertKind, Deployment, DeploymentStatus, DesiredState, Instance, InstanceStatus
 from deploy_service.models.types import utcnow
 from deploy_service.reconciler import plan as p
 from deploy_service.reconciler.drivers import Driver, KeptLogs, Observation, Workload
@@ -91,7 +91,12 @@ class DeploymentRun:
             return plan.wake_in
         wanted = min(plan.wake_in, x.health.check(deployment, self.instances, self.now))
         status = p.plan_status(
-            desired_of(deployment), x.rules, self.now, rolling=plan.rolling, engine_back_at=x.engine_failed_at
+            desired_of(deployment),
+            x.rules,
+            self.now,
+            rolling=plan.rolling,
+            engine_back_at=x.engine_failed_at,
+            fallback=plan.fallback,
         )
         self._carry_out(status)
         return min(wanted, status.wake_in)
@@ -154,6 +159,8 @@ class DeploymentRun:
             return self._apply(action)
         elif isinstance(action, p.Transition):
             lifecycle.transition(deployment, action.status, action.reason, error=action.error)
+        elif isinstance(action, p.RollBack):
+            self._roll_back(action)
         elif isinstance(action, p.RolloutComplete):
             deployment.progress_started_at = None
             lifecycle.record_event(deployment, "rollout_complete", "Every replica is ready.")
@@ -377,6 +384,8 @@ class DeploymentRun:
             f"Replica {action.index} exited with code {info.exit_code}{reason}.",
             {**data, "exit_code": info.exit_code, "oom_killed": info.oom_killed, "error": info.error},
         )
+        if action.rolls_back:
+            return
         if action.fails:
             budget = self.x.settings.restart_budget
             lifecycle.transition(
@@ -430,6 +439,19 @@ class DeploymentRun:
         instance.next_restart_at = None
         if action.reset_restarts:
             instance.recent_restarts = 0
+
+    def _roll_back(self, action: p.RollBack) -> None:
+        """Back to the generation that still serves: the releases and events, and a `rollout_failed` alert."""
+        deployment = self.deployment
+        failed = lifecycle.roll_back(deployment, generation=action.generation, reason=action.reason, error=action.error)
+        number = failed.number if failed is not None else deployment.revision
+        message = f"Rollout of release {number} failed; release {deployment.revision} still serves: {action.error}"
+        alerts.observe(
+            deployment,
+            AlertKind.ROLLOUT_FAILED,
+            (message, {"release": number, "generation": action.generation}),
+            known=self.x.open_alerts,
+        )
 
     def _wind_down(self) -> None:
         """Remove what the deployment has on the engine; every slot `stopped`; a stop on request recorded."""

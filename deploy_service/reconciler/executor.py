@@ -61,6 +61,7 @@ def rules_for(settings: ReconcileSettings, driver: Driver) -> p.Rules:
         restart_budget=settings.restart_budget,
         stable_seconds=settings.stable_seconds,
         max_replicas=driver.max_replicas,
+        auto_rollback=settings.auto_rollback,
     )
 
 

@@ -17,6 +17,11 @@ tested as a table (tests/unit/test_plan.py). The two runners differ in one trait
 - engine-managed services (Swarm restarts and rolls replicas itself): apply the spec when the replica
   count or generation differs, count the exits the engine reports, and never fight it.
 
+Automatic rollback (containers, `Rules.auto_rollback`): a rolling update fails (a new replica spends the
+restart budget, or the progress deadline passes) while replicas of an older generation still run: instead
+of failing, the deployment goes back to the newest such generation (`RollBack`; `Plan.fallback` names it
+for `plan_status`). With nothing serving (a first deploy, a start from stopped or failed) it fails as before.
+
 Rules shared by both: wind-down (not meant to run: remove everything), image preparation, replica slots,
 the restart budget (an exit past it fails the deployment), and the status rules and progress deadline,
 counted from the rollout's start or from the end of the last engine outage, whichever is later.
@@ -24,6 +29,7 @@ counted from the rollout's start or from the end of the last engine outage, whic
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -43,6 +49,7 @@ from deploy_service.reconciler.values import (
     PrepareImage,
     RemovalReason,
     RemoveReplica,
+    RollBack,
     RolloutComplete,
     Rules,
     ServiceState,
@@ -70,6 +77,7 @@ __all__ = [
     "PrepareImage",
     "RemovalReason",
     "RemoveReplica",
+    "RollBack",
     "RolloutComplete",
     "Rules",
     "ServiceState",
@@ -146,6 +154,8 @@ def _plan_containers(
         else:
             replacing = True
     waiting = {index: replica for index, replica in older.items() if index not in current}
+    serving = [replica.generation for replica in older.values() if replica.running]
+    fallback = max(serving) if serving and rules.auto_rollback else None
 
     wake = rules.resync
     starts: list[StartReplica] = []
@@ -167,6 +177,16 @@ def _plan_containers(
         elif found.exited:
             if slot.next_restart_at is None or slot.container_id != found.container_id:
                 exit_action = _exit(slot, found, rules, by_engine=False)
+                if exit_action.fails and fallback is not None:
+                    actions.append(replace(exit_action, rolls_back=True))
+                    attempts = exit_action.attempt - 1
+                    back = RollBack(
+                        fallback,
+                        f"Replica {index} of the update kept crashing: rolled back to generation {fallback}.",
+                        error=f"Replica {index} kept crashing ({attempts} restarts): restart budget of "
+                        f"{rules.restart_budget} spent.",
+                    )
+                    return Plan((*actions, back), rules.tick, settled=True, fallback=fallback)
                 actions.append(exit_action)
                 if exit_action.fails:
                     actions.append(WindDown())
@@ -189,7 +209,7 @@ def _plan_containers(
     actions.extend(starts)
     if starts:
         wake = rules.tick
-    return Plan(tuple(actions), wake, rolling=bool(older) or replacing)
+    return Plan(tuple(actions), wake, rolling=bool(older) or replacing, fallback=fallback)
 
 
 def _plan_service(
@@ -282,7 +302,13 @@ def _stable(slot: Slot, rules: Rules, now: datetime, event: str | None) -> bool:
 
 
 def plan_status(
-    desired: Desired, rules: Rules, now: datetime, *, rolling: bool, engine_back_at: datetime | None = None
+    desired: Desired,
+    rules: Rules,
+    now: datetime,
+    *,
+    rolling: bool,
+    engine_back_at: datetime | None = None,
+    fallback: int | None = None,
 ) -> Plan:
     """The status transitions the slots call for, and the progress deadline.
 
@@ -290,6 +316,7 @@ def plan_status(
         desired: the deployment with its slots as they are after this pass's actions and health checks.
         rolling: a rollout is replacing replicas.
         engine_back_at: the last pass the engine did not answer; the deadline never counts an outage.
+        fallback: the older generation that still serves (`Plan.fallback`): a missed deadline goes back to it.
     """
     wanted = [slot for slot in desired.slots if slot.index < desired.replicas]
     all_running = len(wanted) == desired.replicas and all(is_running(s.status, s.container_id) for s in wanted)
@@ -315,6 +342,13 @@ def plan_status(
     deadline = started + timedelta(seconds=rules.progress_deadline)
     if now > deadline:
         seconds = f"{rules.progress_deadline:g}"
+        if fallback is not None and rules.auto_rollback:
+            back = RollBack(
+                fallback,
+                f"Not ready within the progress deadline of {seconds}s: rolled back to generation {fallback}.",
+                error=f"The rollout did not become ready within {seconds}s.",
+            )
+            return Plan((*actions, back), rules.tick, settled=True)
         actions.append(
             Transition(
                 DeploymentStatus.FAILED,

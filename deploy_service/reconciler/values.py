@@ -87,6 +87,8 @@ class Rules:
     restart_budget: int
     stable_seconds: float
     max_replicas: int | None = None
+    auto_rollback: bool = False
+    """A failed rolling update whose previous generation still serves goes back to it (containers only)."""
 
 
 # -- actions --------------------------------------------------------------------------------------------
@@ -147,6 +149,8 @@ class NoteExit:
     restart_in: float
     """Seconds until the replica restarts (by us, or by the engine)."""
     by_engine: bool = False
+    rolls_back: bool = False
+    """It spent the budget, and a `RollBack` follows instead of a failure."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,19 @@ class Transition:
 
 
 @dataclass(frozen=True)
+class RollBack:
+    """The rolling update failed while the previous generation still serves: go back to it.
+
+    Its replicas stay; the newer ones are removed by the next pass (they are then past the generation);
+    the previous release stays active and the new one fails with `error`.
+    """
+
+    generation: int
+    reason: str
+    error: str
+
+
+@dataclass(frozen=True)
 class RolloutComplete:
     """A ready deployment whose rollout finished: the deadline stops counting."""
 
@@ -202,6 +219,7 @@ Action = (
     | MarkSlot
     | ApplySpec
     | Transition
+    | RollBack
     | RolloutComplete
 )
 
@@ -216,6 +234,8 @@ class Plan:
     settled: bool = False
     """No health checks nor status this pass after the actions (wound down, failed, waiting on the image,
     or a service just created, whose tasks the next pass sees)."""
+    fallback: int | None = None
+    """A rolling update: the newest older generation that still has a running replica (None: nothing serves)."""
 
     def of(self, kind: type) -> list[Action]:
         return [action for action in self.actions if isinstance(action, kind)]

@@ -45,6 +45,7 @@ SEVERITY: dict[str, AlertSeverity] = {
     AlertKind.MEMORY_HIGH: AlertSeverity.WARNING,
     AlertKind.HALLUCINATION_RATE_HIGH: AlertSeverity.WARNING,
     AlertKind.ERROR_RATE_HIGH: AlertSeverity.WARNING,
+    AlertKind.ROLLOUT_FAILED: AlertSeverity.WARNING,
 }
 _CHECKED = frozenset({DeploymentStatus.DEPLOYING, *SERVING})
 """Where replicas are health-checked, so a failing check is worth an alert."""

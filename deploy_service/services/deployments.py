@@ -295,7 +295,7 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
     message = "Rolling restart requested." if mode == lifecycle.RESTART_ROLLING else "Start requested."
     roll_out(deployment, mode, "restart_requested", message)
     if lifecycle.needs_release(current, config):
-        number = deployment.revision + 1
+        number = lifecycle.next_release_number(deployment)
         deployment.config = config
         deployment.image = agent.image or built_image_tag(agent.id, deployment.id, number)
         lifecycle.begin_release(deployment, number, ReleaseReason.RESTART, created_by=actor.id)

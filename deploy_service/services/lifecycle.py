@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import inspect, select, update
+from sqlalchemy import func, inspect, select, update
 
 from deploy_service.errors import InvalidState
 from deploy_service.extensions import db
@@ -352,6 +352,52 @@ def begin_release(
     return release
 
 
+def next_release_number(deployment: Deployment) -> int:
+    """The number of the deployment's next release: after its newest (an automatic rollback makes an older
+    release current again, so the newest is not always `revision`)."""
+    with db.session.no_autoflush:
+        newest = db.session.scalar(select(func.max(Release.number)).where(Release.deployment_id == deployment.id))
+    added = [r.number for r in db.session.new if isinstance(r, Release) and r.deployment_id == deployment.id]
+    return max([newest or 0, deployment.revision, *added]) + 1
+
+
+def roll_back(deployment: Deployment, *, generation: int, reason: str, error: str) -> Release | None:
+    """A rolling update failed while the previous generation still serves: go back to it.
+
+    The pending release fails with `error`; the active one stays active and current again (the deployment's
+    image, config and `revision` are its own); the deployment's generation is the one that serves, so its
+    replicas stay and the newer ones are removed. Records `rollout_failed` and `rolled_back`.
+
+    Returns:
+        The release that failed (None: the update was a restart that made no release).
+    """
+    releases = releases_in_play(deployment)
+    failed = next((r for r in reversed(releases) if r.status == ReleaseStatus.PENDING), None)
+    active = next((r for r in reversed(releases) if r.status == ReleaseStatus.ACTIVE), None)
+    if failed is not None:
+        failed.status = ReleaseStatus.FAILED
+        failed.error = stored_text(error)
+        failed.ended_at = utcnow()
+    if active is not None:
+        deployment.image = active.image
+        deployment.config = dict(active.config or {})
+        deployment.revision = active.number
+    deployment.generation = generation
+    deployment.progress_started_at = None
+    for instance in deployment.instances:
+        instance.recent_restarts = 0
+        instance.next_restart_at = None
+    number = failed.number if failed is not None else deployment.revision
+    record_event(deployment, "rollout_failed", error, {"number": number, "error": error})
+    record_event(
+        deployment,
+        "rolled_back",
+        reason,
+        {"from": number, "to": deployment.revision, "generation": generation, "automatic": True},
+    )
+    return failed
+
+
 def current_release(deployment: Deployment) -> Release | None:
     """The deployment's current release: its newest, numbered `revision` (None before the first is added)."""
     return db.session.scalar(
@@ -388,7 +434,7 @@ def pin_image(deployment: Deployment, image_id: str, *, built: bool, pinned_pres
             f"now names another image ({image_id})."
         )
     release = begin_release(
-        deployment, deployment.revision + 1, ReleaseReason.RESTART, created_by=None, image_id=image_id
+        deployment, next_release_number(deployment), ReleaseReason.RESTART, created_by=None, image_id=image_id
     )
     record_event(
         deployment,

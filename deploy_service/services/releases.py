@@ -174,7 +174,7 @@ def rollback(actor: Principal, deployment_id: str, *, release: int | None = None
     quotas.check_deployment(
         actor, deployment.owner_id, replicas=deployment.replicas_desired, config=config, replacing=deployment
     )
-    number = deployment.revision + 1
+    number = lifecycle.next_release_number(deployment)
     roll_out(deployment, mode, "rollback_requested", f"Rollback to release {target.number} requested.")
     deployment.config = config
     deployment.image = target.image

@@ -3,16 +3,18 @@ diff against the release before, and rollback (to the previous release, to a cho
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
+import pytest
 from flask import Flask
 
 from deploy_service.reconciler import Reconciler
 from deploy_service.settings import Settings
 from tests.factories import make_secret
 from tests.fakes import FakeRunner
-from tests.helpers import Api, assert_error, converge, deploy, new_agent
+from tests.helpers import FAST, Api, assert_error, converge, deploy, new_agent
 
 V1 = "deploy-test/http-agent:latest"
 V2 = "deploy-test/http-agent:v2"
@@ -313,3 +315,73 @@ def test_a_rollback_whose_pinned_image_is_gone_and_whose_tag_moved_fails_with_th
     converge(reconciler, api.status_is(deployment["id"], "failed"))
     third = _release(api, deployment["id"], 3)
     assert third["status"] == "failed" and first_id in third["error"]
+
+
+@pytest.fixture()
+def strict_reconciler(app: Flask, fake_runner: FakeRunner) -> Iterator[Reconciler]:
+    """A reconciler with `AUTO_ROLLBACK=false`."""
+    reconciler = Reconciler(app, runner=fake_runner, settings=replace(FAST, auto_rollback=False))
+    yield reconciler
+    reconciler.close()
+
+
+def _crash_image(fake_runner: FakeRunner, image: str) -> None:
+    """Every replica started from `image` exits at once (a bad version)."""
+    bad = fake_runner.image_id(image)
+
+    def crash(spec: Any) -> None:
+        if fake_runner.image_id(spec.image) == bad:
+            [found] = [c for c in fake_runner.containers.values() if c.info.name == spec.name]
+            fake_runner.crash(found.info.container_id)
+
+    fake_runner.on_start = crash
+
+
+def test_a_crashing_update_rolls_back_to_the_release_that_still_serves(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    fake_runner.images.add(V2)
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=2)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    old = {c.info.container_id for c in fake_runner.containers.values()}
+    _crash_image(fake_runner, V2)
+    _patch_agent(api, agent["id"], image=V2)
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["revision"] == 2
+
+    converge(reconciler, lambda: bool(api.events(deployment["id"], event_type="rolled_back")))
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    body = api.deployment(deployment["id"])
+    assert body["revision"] == 1 and body["image"] == V1 and body["error"] is None
+    assert {c.container_id for c in fake_runner.of(deployment["id"])} == old, "the old replicas stayed, alone"
+    assert _statuses(api, deployment["id"]) == [(2, "failed"), (1, "active")]
+    assert "restart budget" in _release(api, deployment["id"], 2)["error"]
+    [failed] = api.events(deployment["id"], event_type="rollout_failed")
+    assert failed["data"]["number"] == 2
+    [back] = api.events(deployment["id"], event_type="rolled_back")
+    assert back["data"]["from"] == 2 and back["data"]["to"] == 1
+    assert api.events(deployment["id"], event_type="stopped") == []
+    alerts = api.get(f"/v1/alerts?deployment_id={deployment['id']}").get_json()["items"]
+    assert [(a["kind"], a["severity"]) for a in alerts if a["status"] == "active"] == [("rollout_failed", "warning")]
+
+    # The next restart is release 3 (after the failed 2), from the agent's settings.
+    fake_runner.on_start = None
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["revision"] == 3
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], V2))
+    assert _statuses(api, deployment["id"]) == [(3, "active"), (2, "failed"), (1, "superseded")]
+
+
+def test_without_auto_rollback_a_crashing_update_fails_the_deployment(
+    app: Flask, api: Api, fake_runner: FakeRunner, strict_reconciler: Reconciler
+) -> None:
+    reconciler = strict_reconciler
+    fake_runner.images.add(V2)
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=2)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    _crash_image(fake_runner, V2)
+    _patch_agent(api, agent["id"], image=V2)
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, api.status_is(deployment["id"], "failed"))
+    assert fake_runner.of(deployment["id"]) == [] and api.events(deployment["id"], event_type="rolled_back") == []
+    assert _statuses(api, deployment["id"]) == [(2, "failed"), (1, "active")]

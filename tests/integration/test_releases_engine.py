@@ -3,11 +3,13 @@ tag names later. The engine's fixtures and helpers are those of test_deployments
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 
 import docker
 import pytest
+from flask import Flask
 
 from tests.integration.test_deployments_engine import (
     FAST_HEALTH,
@@ -79,3 +81,37 @@ def test_a_release_keeps_running_its_image_id_after_its_tag_moved_and_a_rollback
     wait_until(lambda: release(3).get("status") == "active", timeout=60, what="release 3 active")
     wait_until(lambda: images_run() == {first_id}, what="release 1's image again")
     assert release(3)["image_id"] == first_id and engine.client.images.get(moving_tag).id == second_id
+
+
+def test_a_crashing_update_rolls_back_automatically_with_no_failed_call(
+    app: Flask, api: Client, engine: Engine
+) -> None:
+    agent_id = api.agent(health_check=FAST_HEALTH)
+    deployment_id = api.deploy(agent_id, replicas=2)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    old = {c.id for c in engine.containers(deployment_id)}
+    stop, answers = threading.Event(), []
+
+    def call_in_a_loop() -> None:
+        client = app.test_client()
+        while not stop.is_set():
+            answers.append(client.post(f"/v1/agents/{agent_id}/interact", headers=api.headers, json={}).status_code)
+
+    caller = threading.Thread(target=call_in_a_loop)
+    caller.start()
+    try:
+        patched = api.call("patch", f"/v1/agents/{agent_id}", {"image": "deploy-test/crasher:latest"})
+        assert patched.status_code == 200, patched.get_json()
+        assert api.call("post", f"/v1/deployments/{deployment_id}/restart").get_json()["revision"] == 2
+        wait_until(lambda: api.events(deployment_id, "rolled_back"), timeout=60, what="the automatic rollback")
+        wait_until(status_is(api, deployment_id, "ready"), what="ready again")
+        wait_until(lambda: {c.id for c in engine.containers(deployment_id)} == old, what="only the old replicas")
+    finally:
+        stop.set()
+        caller.join()
+    assert answers and set(answers) == {200}, f"{len([a for a in answers if a != 200])} failed calls"
+    body = api.deployment(deployment_id)
+    assert body["revision"] == 1 and body["status"] == "ready" and body["image"] == HTTP_AGENT
+    releases = api.call("get", f"/v1/deployments/{deployment_id}/releases").get_json()["items"]
+    assert [(r["number"], r["status"]) for r in releases] == [(2, "failed"), (1, "active")]
+    assert releases[0]["error"]

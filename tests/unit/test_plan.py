@@ -280,6 +280,77 @@ def test_the_progress_deadline_never_counts_an_engine_outage() -> None:
     assert spared.actions == () and spared.wake_in == pytest.approx(50.0)
 
 
+AUTO = replace(RULES, auto_rollback=True)
+
+
+def _crashed_rollout(*, old: bool = True) -> tuple[p.Desired, p.Observed, ReplicaInfo]:
+    """Generation 2's first replica spent its budget; generation 1's replicas still run (if `old`)."""
+    old0, old1, new0 = replica(0, 1), replica(1, 1), replica(0, 2, state="exited")
+    slots = (slot_for(new0, healthy=False, recent_restarts=2), slot_for(old1))
+    running = (old0, new0, old1) if old else (new0,)
+    return desired(*slots, generation=2, status=S.RUNNING), p.Observed(replicas=running), new0
+
+
+@pytest.mark.parametrize(
+    ("rules", "old", "expected"),
+    [
+        (AUTO, True, ["NoteExit", "RollBack"]),  # the previous generation serves: back to it
+        (RULES, True, ["NoteExit", "WindDown"]),  # AUTO_ROLLBACK=false: fails as before
+        (AUTO, False, ["NoteExit", "WindDown"]),  # nothing serves (a first deploy, a start): fails
+    ],
+)
+def test_a_new_replica_that_spends_its_budget_rolls_back_only_while_the_previous_generation_serves(
+    rules: p.Rules, old: bool, expected: list[str]
+) -> None:
+    d, observed, new0 = _crashed_rollout(old=old)
+    d = d if old else replace(d, slots=d.slots[:1], replicas=1)
+    plan = p.plan_replicas(d, observed, rules, NOW)
+    assert kinds(plan) == expected and plan.settled
+    [exit_action] = plan.of(p.NoteExit)
+    assert exit_action.fails and exit_action.rolls_back == (expected[-1] == "RollBack")  # type: ignore[attr-defined]
+    if expected[-1] == "RollBack":
+        [back] = plan.of(p.RollBack)
+        assert back.generation == 1 and "restart budget" in back.error  # type: ignore[attr-defined]
+
+
+def test_a_rolling_update_knows_the_generation_that_still_serves() -> None:
+    old0, old1, new0 = replica(0, 1), replica(1, 1), replica(0, 2)
+    d = desired(slot_for(new0, healthy=None), slot_for(old1), generation=2)
+    assert p.plan_replicas(d, p.Observed(replicas=(old0, new0, old1)), AUTO, NOW).fallback == 1
+    assert p.plan_replicas(d, p.Observed(replicas=(old0, new0, old1)), RULES, NOW).fallback is None
+    stopped = replace(old0, state="exited"), replace(old1, state="exited")
+    assert p.plan_replicas(d, p.Observed(replicas=(*stopped, new0)), AUTO, NOW).fallback is None
+    fresh = desired(slot_for(new0, healthy=None), replicas=1)
+    assert p.plan_replicas(fresh, p.Observed(replicas=(new0,)), AUTO, NOW).fallback is None
+
+
+@pytest.mark.parametrize(
+    ("rules", "fallback", "expected"),
+    [
+        (AUTO, 1, ["RollBack"]),
+        (AUTO, None, ["Transition", "WindDown"]),
+        (RULES, 1, ["Transition", "WindDown"]),
+    ],
+)
+def test_a_rollout_past_its_deadline_rolls_back_while_the_previous_generation_serves(
+    rules: p.Rules, fallback: int | None, expected: list[str]
+) -> None:
+    r0 = replica(0, 2)
+    late = desired(
+        slot_for(r0, healthy=None), status=S.RUNNING, generation=2, progress_started_at=NOW - timedelta(seconds=61)
+    )
+    plan = p.plan_status(late, rules, NOW, rolling=True, fallback=fallback)
+    assert kinds(plan) == expected and plan.settled
+    if fallback is not None and rules.auto_rollback:
+        assert plan.of(p.RollBack) == [
+            p.RollBack(
+                1,
+                "Not ready within the progress deadline of 60s: rolled back to generation 1.",
+                error="The rollout did not become ready within 60s.",
+            )
+        ]
+
+
 # -- properties ---------------------------------------------------------------------------------------
 
 

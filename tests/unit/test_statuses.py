@@ -39,6 +39,7 @@ from deploy_service.models import (
                 "memory_high",
                 "hallucination_rate_high",
                 "error_rate_high",
+                "rollout_failed",
             ],
         ),
         (DeliveryStatus, ["pending", "succeeded", "failed"]),
