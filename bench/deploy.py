@@ -10,6 +10,16 @@ networking). For one replica it prints the median time from sending `POST /v1/ag
 (loopback HTTP) to the moment the deployment became `running` (its `started_at`), against a raw
 `containers.run` of the same image until the engine reports it running; for 20 replicas, the
 service's time against 20 sequential raw runs. Rounds are interleaved. Targets: ≤ 1.25× and ≤ 0.6×.
+
+A/B against another checkout (e.g. an older commit in a second worktree, run with this venv):
+
+    git worktree add --detach /tmp/old <commit>
+    .venv/bin/python bench/deploy.py --compare /tmp/old [--phases]
+
+starts a second service from that directory beside this one (own database, own engine namespace) and
+runs every round on raw docker-py, this checkout and the other one, in an order that rotates by round,
+so drift on a shared machine hits all three alike. `--phases` also prints, per checkout, the median
+time from the POST to each of the deployment's events (read back from the events API).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import docker
 import requests
@@ -60,7 +71,9 @@ def raw_run(client: docker.DockerClient, count: int) -> float:
     return elapsed
 
 
-def service_run(http: requests.Session, base: str, agent_id: str, replicas: int) -> float:
+def service_run(
+    http: requests.Session, base: str, agent_id: str, replicas: int, phases: dict[str, list[float]] | None = None
+) -> float:
     """POST deploy → the deployment's `started_at` (stamped when it became `running`); seconds.
 
     The end is read from the service's own timestamp (same machine, same clock), and the client polls
@@ -78,11 +91,24 @@ def service_run(http: requests.Session, base: str, agent_id: str, replicas: int)
             raise RuntimeError(f"deployment failed: {body['error']}")
         time.sleep(0.05)
     elapsed = datetime.fromisoformat(body["started_at"]).timestamp() - started
+    if phases is not None:
+        events = http.get(f"{base}/v1/deployments/{deployment_id}/events", params={"limit": 100}).json()
+        firsts: dict[str, float] = {}
+        for event in events["items"]:
+            key = event["event_type"]
+            if key == "status_changed":
+                key = f"status -> {event['data'].get('to')}"
+            at = datetime.fromisoformat(event["created_at"]).timestamp() - started
+            firsts[key] = min(at, firsts.get(key, at))
+        for key, at in firsts.items():
+            phases.setdefault(key, []).append(at)
     assert http.delete(f"{base}/v1/deployments/{deployment_id}").status_code == 200
     return elapsed
 
 
-def start_service(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(
+    workdir: str, *, checkout: Path = ROOT, namespace: str = "bench"
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
@@ -90,14 +116,14 @@ def start_service(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
         "HOST": "127.0.0.1",
         "DATABASE_URL": f"sqlite:///{workdir}/bench.db",
         "DOCKER_NETWORK_MODE": "host",
-        "ENGINE_NAMESPACE": "bench",
+        "ENGINE_NAMESPACE": namespace,
         "CONTAINER_STOP_TIMEOUT": "1",
         "PASSWORD_HASH_TIME_COST": "1",
         "PASSWORD_HASH_MEMORY_KIB": "8",
         "LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [sys.executable, "app.py"], cwd=checkout, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -111,46 +137,86 @@ def start_service(workdir: str) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the service did not start")
 
 
-def run(*, rounds: int = 5, replicas: int = 20, settle: float = 1.5) -> dict[str, float]:
-    """Interleaved rounds of raw docker-py and the service; returns the medians in seconds."""
-    workdir = tempfile.mkdtemp(prefix="deploy-bench-")
-    process, base = start_service(workdir)
+def _login(base: str) -> tuple[requests.Session, str]:
+    """Register and log in the bench user on one service; returns its session and the bench agent's id."""
+    http = requests.Session()
+    http.post(f"{base}/v1/auth/register", json={"email": "bench@example.com", "password": "bench-password"})
+    token = http.post(f"{base}/v1/auth/login", json={"email": "bench@example.com", "password": "bench-password"})
+    http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    agent_id = http.post(f"{base}/v1/agents", json={"name": "bench", "image": IMAGE}).json()["id"]
+    return http, agent_id
+
+
+def run(
+    *,
+    rounds: int = 5,
+    replicas: int = 20,
+    settle: float = 1.5,
+    compare: Path | None = None,
+    phases: bool = False,
+) -> dict[str, Any]:
+    """Interleaved rounds of raw docker-py and the service (and the `compare` checkout); medians in seconds.
+
+    Returns `service_one`, `raw_one`, `service_many`, `raw_many` (this checkout), `other_one` and
+    `other_many` with `compare`, and with `phases` the median seconds from the POST to each first event,
+    per side (`phases_service`, `phases_other`).
+    """
+    checkouts = {"service": ROOT} if compare is None else {"service": ROOT, "other": compare.resolve()}
+    processes: list[subprocess.Popen[bytes]] = []
+    sides: dict[str, tuple[requests.Session, str, str]] = {}
     docker_client = docker.from_env()
+    one: dict[str, list[float]] = {name: [] for name in ("raw", *checkouts)}
+    many: dict[str, list[float]] = {name: [] for name in ("raw", *checkouts)}
+    events: dict[str, dict[str, list[float]]] = {name: {} for name in checkouts}
     try:
-        http = requests.Session()
-        http.post(f"{base}/v1/auth/register", json={"email": "bench@example.com", "password": "bench-password"})
-        token = http.post(f"{base}/v1/auth/login", json={"email": "bench@example.com", "password": "bench-password"})
-        http.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-        agent_id = http.post(f"{base}/v1/agents", json={"name": "bench", "image": IMAGE}).json()["id"]
+        for index, (name, checkout) in enumerate(checkouts.items()):
+            process, base = start_service(
+                tempfile.mkdtemp(prefix="deploy-bench-"), checkout=checkout, namespace=f"bench{index or ''}"
+            )
+            processes.append(process)
+            http, agent_id = _login(base)
+            sides[name] = (http, base, agent_id)
         docker_client.images.get(IMAGE)
         raw_run(docker_client, 1)
-        service_run(http, base, agent_id, 1)  # warm-up
-        raw_one, svc_one, raw_many, svc_many = [], [], [], []
-        for _ in range(rounds):  # interleaved, so drift on a shared machine hits both sides alike
-            time.sleep(settle)
-            raw_one.append(raw_run(docker_client, 1))
-            time.sleep(settle)
-            svc_one.append(service_run(http, base, agent_id, 1))
-        for _ in range(max(rounds // 2, 1)):
-            time.sleep(settle * 3)
-            raw_many.append(raw_run(docker_client, replicas))
-            time.sleep(settle * 3)
-            svc_many.append(service_run(http, base, agent_id, replicas))
+        for http, base, agent_id in sides.values():
+            service_run(http, base, agent_id, 1)  # warm-up
+        order = ["raw", *checkouts]
+
+        def measure(name: str, count: int) -> float:
+            if name == "raw":
+                return raw_run(docker_client, count)
+            http, base, agent_id = sides[name]
+            return service_run(http, base, agent_id, count, events[name] if phases and count == 1 else None)
+
+        for round_index in range(rounds):  # interleaved, so drift on a shared machine hits every side alike
+            for name in order[round_index % len(order) :] + order[: round_index % len(order)]:
+                time.sleep(settle)
+                one[name].append(measure(name, 1))
+        for round_index in range(max(rounds // 2, 1)):
+            for name in order[round_index % len(order) :] + order[: round_index % len(order)]:
+                time.sleep(settle * 3)
+                many[name].append(measure(name, replicas))
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        for container in docker_client.containers.list(all=True, filters={"label": "deploy-service.managed=bench"}):
-            container.remove(force=True)
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+        for index in range(len(checkouts)):
+            managed = f"deploy-service.managed=bench{index or ''}"
+            for container in docker_client.containers.list(all=True, filters={"label": managed}):
+                container.remove(force=True)
         for container in docker_client.containers.list(all=True, filters={"label": LABEL}):
             container.remove(force=True)
-    return {
-        "service_one": statistics.median(svc_one),
-        "raw_one": statistics.median(raw_one),
-        "service_many": statistics.median(svc_many),
-        "raw_many": statistics.median(raw_many),
+    figures: dict[str, Any] = {
+        "raw_one": statistics.median(one["raw"]),
+        "raw_many": statistics.median(many["raw"]),
         "replicas": float(replicas),
         "engine": docker_client.version()["Version"],
     }
+    for name in checkouts:
+        figures[f"{name}_one"] = statistics.median(one[name])
+        figures[f"{name}_many"] = statistics.median(many[name])
+        figures[f"phases_{name}"] = {key: statistics.median(values) for key, values in events[name].items()}
+    return figures
 
 
 def main() -> None:
@@ -164,17 +230,30 @@ def main() -> None:
         help="pause before each measured run, so the engine's clean-up of "
         "the previous run's containers (which goes on after the API call returns) does not land in it",
     )
+    parser.add_argument("--compare", type=Path, help="another checkout to run side by side (A/B)")
+    parser.add_argument("--phases", action="store_true", help="print the median time to each deployment event")
     args = parser.parse_args()
-    figures = run(rounds=args.rounds, replicas=args.replicas, settle=args.settle)
+    figures = run(
+        rounds=args.rounds, replicas=args.replicas, settle=args.settle, compare=args.compare, phases=args.phases
+    )
     print(f"machine: {os.cpu_count()} cores; engine {figures['engine']}; image {IMAGE}")
-    print(f"{'case':<36}{'service s':>11}{'raw s':>9}{'ratio':>8}{'target':>9}")
-    for name, service, raw, target in (
-        ("deploy -> running, 1 replica", figures["service_one"], figures["raw_one"], 1.25),
-        (f"deploy -> running, {args.replicas} replicas", figures["service_many"], figures["raw_many"], 0.6),
-    ):
-        ratio = service / raw
-        verdict = "ok" if ratio <= target else "MISSED"
-        print(f"{name:<36}{service:>11.3f}{raw:>9.3f}{ratio:>8.2f}{'<= ' + str(target):>9} {verdict}")
+    sides = (
+        {"service": "this checkout"}
+        if args.compare is None
+        else {"service": "this checkout", "other": str(args.compare)}
+    )
+    for side, label in sides.items():
+        print(f"-- {label}")
+        print(f"{'case':<36}{'service s':>11}{'raw s':>9}{'ratio':>8}{'target':>9}")
+        for name, service, raw, target in (
+            ("deploy -> running, 1 replica", figures[f"{side}_one"], figures["raw_one"], 1.25),
+            (f"deploy -> running, {args.replicas} replicas", figures[f"{side}_many"], figures["raw_many"], 0.6),
+        ):
+            ratio = service / raw
+            verdict = "ok" if ratio <= target else "MISSED"
+            print(f"{name:<36}{service:>11.3f}{raw:>9.3f}{ratio:>8.2f}{'<= ' + str(target):>9} {verdict}")
+        for key, at in sorted(figures[f"phases_{side}"].items(), key=lambda item: item[1]):
+            print(f"   {at * 1000:>8.1f} ms  {key}")
 
 
 if __name__ == "__main__":

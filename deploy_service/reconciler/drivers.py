@@ -7,7 +7,9 @@ replicas in the runner's one value type `ReplicaInfo`) and carries out the engin
 - `ContainerDriver`: containers on one engine, started, restarted and removed one by one by the reconciler
   (`DockerRunner`); host networking gets a free port per replica, bridge networking a network per
   deployment (made by the runner as a replica starts), removed with the deployment's containers when it
-  winds down, or swept with the orphans once the deployment is gone.
+  winds down, or swept with the orphans once the deployment is gone. In host mode no network is made, so
+  the labelled networks are listed on the first pass only (and while that finds some, left from a
+  bridge-mode past, until they are swept): a deploy's passes make no listing call.
 - `ServiceDriver`: one engine-managed service per deployment (`SwarmRunner`): the driver applies specs
   (create, scale, start-first rolling update with rollback on failure, each generation on its own block of
   100 ports) and reports the tasks that ended on their own, each once.
@@ -245,10 +247,14 @@ class ContainerDriver(Driver):
         super().__init__(runner, settings, pool)
         self._networks: set[str] = set()
         """Deployments with a network of their own, as of the last observation (less those removed since)."""
+        self._networks_listed = False
 
     def observe(self) -> Observation:
         replicas = self.runner.list_replicas()
-        self._networks = networks = self.runner.list_networks()
+        if self._networks_wanted():
+            self._networks = self.runner.list_networks()
+            self._networks_listed = True
+        networks = self._networks
         by_deployment: dict[str, list[ReplicaInfo]] = defaultdict(list)
         for replica in replicas:
             by_deployment[replica.deployment_id].append(replica)
@@ -258,6 +264,12 @@ class ContainerDriver(Driver):
             used_ports={replica.port for replica in replicas if replica.port},
             networks=set(networks),
         )
+
+    def _networks_wanted(self) -> bool:
+        """Whether this pass lists the labelled networks: every pass in bridge mode, where each deployment
+        makes one; in host mode, where none is made, the first pass and then only while the last listing
+        found some (left from a bridge-mode past, swept as orphans), so a deploy costs no listing."""
+        return not self._networks_listed or bool(self._networks) or self.runner.network_mode() == "bridge"
 
     def remove_orphans(self, observation: Observation, live: set[str]) -> list[KeptLogs]:
         orphans = [r for d, view in observation.views.items() if d not in live for r in view.replicas]
