@@ -51,7 +51,6 @@ from deploy_service.runner.base import (
     ServiceRunner,
     ServiceSpec,
 )
-from deploy_service.runner.docker_client import over_ssh
 from deploy_service.runner.swarm_records import MAX_REPLICAS
 from deploy_service.runner.swarm_runner import current_tasks, task_replica
 
@@ -195,7 +194,7 @@ class Driver(abc.ABC):
         A read that fails part way is logged, and the lines it got are kept.
         """
         keep = self.settings.log_keep_lines
-        if keep <= 0 or _keeping_leaks_sessions():
+        if keep <= 0:
             return None
         lines: list[LogLine] = []
         try:
@@ -225,19 +224,6 @@ def _error_of(call: Callable[[T], object], item: T) -> Exception | None:
     except Exception as exc:  # noqa: BLE001 - sorted out by the caller, item by item
         return exc
     return None
-
-
-_SSH_WARNED: list[bool] = []
-
-
-def _keeping_leaks_sessions() -> bool:
-    """On an `ssh://` engine no lines are kept yet (see `runner.docker_client.over_ssh`); said once."""
-    if not over_ssh():
-        return False
-    if not _SSH_WARNED:
-        _SSH_WARNED.append(True)
-        log.warning("ssh:// engine: the last lines of removed containers are not kept (a known limit)")
-    return True
 
 
 class ContainerDriver(Driver):

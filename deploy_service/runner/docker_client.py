@@ -75,19 +75,11 @@ log = logging.getLogger(__name__)
 SSH_POOL_SIZE = 9
 """Idle SSH channels a client keeps: sshd's default `MaxSessions` is 10, one being the connection's own."""
 
+_POOL_URL = "http+docker://ssh"
+"""The one key of an SSH adapter's connection pool."""
+
 _PLACEHOLDER_HOST = "tcp://127.0.0.1:9"
 """Where the SDK client is first pointed (never contacted) before the SSH adapter is mounted on it."""
-
-
-def over_ssh() -> bool:
-    """Whether `DOCKER_HOST` names an `ssh://` engine.
-
-    Known limit: reading a removed container's last lines (the stored logs) over the paramiko
-    transport leaves its SSH session open, and sshd's `MaxSessions` then refuses every later engine
-    call; until that is understood, the reconciler keeps no lines of removed containers on such an
-    engine (it logs so once). Tracked as follow-up work.
-    """
-    return os.environ.get("DOCKER_HOST", "").strip().startswith("ssh://")
 
 
 def engine_client(
@@ -237,6 +229,17 @@ class _SSHAdapter(SSHHTTPAdapter):
         self._known_hosts = known_hosts
         self._identity_file = identity_file
         super().__init__(base_url, timeout=timeout, max_pool_size=max_pool_size)  # connects
+
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        """The adapter's one pool of SSH channels, whatever the request's URL.
+
+        The SDK keys its pools by the request's whole URL (path and query: `BaseHTTPAdapter` passes
+        `request.url`), so every distinct call (`/containers/<id>/json`, `/networks?filters=...`, a
+        container's logs) made a pool of its own, each keeping an idle channel open: ten of them filled
+        sshd's `MaxSessions` and every later engine call was refused. One pool keeps the channels within
+        `SSH_POOL_SIZE`.
+        """
+        return super().get_connection(_POOL_URL, proxies)
 
     def _create_paramiko_client(self, base_url: str) -> None:
         super()._create_paramiko_client(base_url)  # ~/.ssh/config, ~/.ssh/known_hosts

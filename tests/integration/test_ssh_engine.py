@@ -29,6 +29,7 @@ from flask import Flask
 from deploy_service.config import load_config
 from deploy_service.reconciler import Reconciler, ReconcileSettings
 from deploy_service.runner import LABEL_MANAGED, DockerRunner, EngineUnavailable
+from deploy_service.runner.docker_client import SSH_POOL_SIZE
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import Settings, settings_from
@@ -246,6 +247,16 @@ def test_an_agent_deploys_and_answers_through_an_ssh_engine(
 
     assert api.delete(f"/v1/deployments/{deployment_id}").status_code == 200
     wait_until(lambda: service.containers(docker_engine) == [], 30, what="the containers removed over SSH")
+    # The removed container's last lines were read over SSH and are served after it is gone.
+    kept = [line["line"] for line in api.get(f"/v1/deployments/{deployment_id}/logs").get_json()["lines"]]
+    assert any("listening on" in line for line in kept), kept
+    # Every distinct engine call (a path and query of its own) reused the adapter's one pool of
+    # channels: the SSH connection never holds more sessions than SSH_POOL_SIZE (sshd's MaxSessions is 10).
+    for _ in range(3):
+        for path in ("/_ping", "/version", "/info", "/images/json", "/networks", "/containers/json?all=1"):
+            service.runner._api().get(service.runner._api()._url(path)).close()
+    transport = service.runner._api().get_adapter("http+docker://ssh").ssh_client.get_transport()
+    assert len(transport._channels.values()) <= SSH_POOL_SIZE
 
 
 def test_a_git_source_is_built_on_the_ssh_engine(
