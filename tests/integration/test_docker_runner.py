@@ -249,11 +249,11 @@ def test_the_agents_run_as_user_and_the_default_user_are_used(
             make_spec(deployment_prefix, user_images["root"], free_port(), run_as_user="4242:4343")
         )
         defaulted = runner.start_replica(make_spec(deployment_prefix, user_images["toor"], free_port(), index=1))
+        assert printed_ids(docker_engine, chosen.container_id) == "uid=4242 gid=4343"
+        assert printed_ids(docker_engine, defaulted.container_id) == "uid=7000 gid=0"
     finally:
         runner.close()
-
-    assert printed_ids(docker_engine, chosen.container_id) == "uid=4242 gid=4343"
-    assert printed_ids(docker_engine, defaulted.container_id) == "uid=7000 gid=0"
+        remove_containers(docker_engine, deployment_prefix)  # its own runner: the fixture's cleanup is not used
 
 
 def test_starting_the_same_replica_twice_adopts_the_container(
