@@ -263,6 +263,32 @@ FAST = _fast_settings()
 """Reconciler settings for tests on the in-memory runner: passes every 10 ms, tiny backoffs."""
 
 
+def _engine_settings() -> Any:
+    from deploy_service.reconciler import ReconcileSettings
+
+    return ReconcileSettings(
+        resync=2.0,
+        tick=0.05,
+        progress_deadline=8.0,
+        startup_grace=0.3,
+        backoff_base=0.2,
+        backoff_max=1.0,
+        restart_budget=2,
+        stable_seconds=60.0,
+        stop_timeout=2.0,
+        workers=8,
+        # Fixed: the reconciler binds each port before it hands it out (reconciler/ports.py), and the
+        # Swarm runner needs whole blocks of 100 (a fresh one per rolling update).
+        port_range=(32000, 32999),
+        replica_host="127.0.0.1",
+        sample_every=60.0,
+    )
+
+
+ENGINE = _engine_settings()
+"""Reconciler settings for tests on the real engine (each module `replace`s what it needs otherwise)."""
+
+
 def converge(reconciler: Reconciler, until: Callable[[], bool], timeout: float = 10.0) -> None:
     """Run passes until `until()` holds (the preparer works in the background between passes)."""
     deadline = time.monotonic() + timeout

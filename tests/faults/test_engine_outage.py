@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from deploy_service.extensions import db
 from deploy_service.models import Deployment, DeploymentEvent, Instance
-from deploy_service.reconciler import Reconciler, ReconcileSettings
+from deploy_service.reconciler import Reconciler
 from deploy_service.runner import DockerRunner
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
@@ -36,23 +36,14 @@ from deploy_service.settings import settings_for
 from tests.factories import AuthActions, make_user
 from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView
 from tests.faults.engine_proxy import EngineProxy
-from tests.helpers import free_port_block, wait_until
+from tests.helpers import ENGINE, free_port_block, wait_until
 
 PORTS = free_port_block(100)
-SETTINGS = ReconcileSettings(
-    resync=2.0,
-    tick=0.05,
+SETTINGS = replace(
+    ENGINE,
     progress_deadline=30.0,
-    startup_grace=0.3,
-    backoff_base=0.2,
-    backoff_max=1.0,
-    restart_budget=2,
-    stable_seconds=60.0,
     stop_timeout=1.0,
-    workers=8,
     port_range=(PORTS, PORTS + 99),  # probed: free on loopback when the module was imported
-    replica_host="127.0.0.1",
-    sample_every=60.0,
 )
 FIRST_START = r"^POST /v[\d.]+/containers/[0-9a-f]+/start"
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -39,7 +40,7 @@ from sqlalchemy import text
 
 from deploy_service import create_app
 from deploy_service.extensions import db
-from deploy_service.reconciler import Reconciler, ReconcileSettings
+from deploy_service.reconciler import Reconciler
 from deploy_service.reconciler.lock import LeaderLock
 from deploy_service.reconciler.settings import LoopSettings
 from deploy_service.reconciler.wakeup import Waiter
@@ -50,7 +51,7 @@ from deploy_service.services.notify import CHANNEL, local_wakeup
 from tests.conftest import TEST_CONFIG
 from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView
 from tests.faults.postgres_server import PostgresServer, find_bindir
-from tests.helpers import wait_until
+from tests.helpers import ENGINE, wait_until
 
 POOL = 3
 
@@ -184,20 +185,14 @@ def test_the_reconciler_keeps_its_lock_and_wakeups_across_a_postgres_restart(
         lock.release()
 
 
-SETTINGS = ReconcileSettings(
+SETTINGS = replace(
+    ENGINE,
     resync=1.0,
-    tick=0.05,
     progress_deadline=60.0,
-    startup_grace=0.3,
-    backoff_base=0.2,
-    backoff_max=1.0,
     restart_budget=5,
-    stable_seconds=60.0,
     stop_timeout=1.0,
     workers=4,
     port_range=(37000, 37999),
-    replica_host="127.0.0.1",
-    sample_every=60.0,
 )
 LOOP = LoopSettings(standby_retry=0.2, retry_base=0.1, retry_max=0.5, connect_timeout=2, engine_backoff_max=0.5)
 

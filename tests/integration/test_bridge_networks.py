@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import docker
@@ -22,29 +23,16 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from deploy_service.reconciler import Reconciler, ReconcileSettings
+from deploy_service.reconciler import Reconciler
 from deploy_service.runner import LABEL_AGENT, LABEL_DEPLOYMENT, LABEL_MANAGED, DockerRunner
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import Settings
 from tests.factories import AuthActions
+from tests.helpers import ENGINE
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
-SETTINGS = ReconcileSettings(
-    resync=1.0,
-    tick=0.05,
-    progress_deadline=8.0,
-    startup_grace=0.3,
-    backoff_base=0.2,
-    backoff_max=1.0,
-    restart_budget=2,
-    stable_seconds=60.0,
-    stop_timeout=1.0,
-    workers=8,
-    port_range=(32000, 32999),
-    replica_host="127.0.0.1",
-    sample_every=60.0,
-)
+SETTINGS = replace(ENGINE, resync=1.0, stop_timeout=1.0)
 
 
 class Bridged:

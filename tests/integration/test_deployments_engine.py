@@ -35,26 +35,10 @@ from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import Settings
 from tests.factories import AuthActions
-from tests.helpers import Receiver, verify
+from tests.helpers import ENGINE, Receiver, verify
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
-SETTINGS = ReconcileSettings(
-    resync=2.0,
-    tick=0.05,
-    progress_deadline=8.0,
-    startup_grace=0.3,
-    backoff_base=0.2,
-    backoff_max=1.0,
-    restart_budget=2,
-    stable_seconds=60.0,
-    stop_timeout=2.0,
-    workers=8,
-    # Fixed: the reconciler binds each port before it hands it out (reconciler/ports.py), and the
-    # Swarm runner needs whole blocks of 100 (a fresh one per rolling update).
-    port_range=(32000, 32999),
-    replica_host="127.0.0.1",
-    sample_every=0.5,
-)
+SETTINGS = replace(ENGINE, sample_every=0.5)
 FAST_HEALTH = {"path": "/health", "interval_seconds": 0.3, "timeout_seconds": 1.0, "retries": 2}
 
 

@@ -18,7 +18,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,30 +27,17 @@ import pytest
 from flask import Flask
 
 from deploy_service.config import load_config
-from deploy_service.reconciler import Reconciler, ReconcileSettings
+from deploy_service.reconciler import Reconciler
 from deploy_service.runner import LABEL_MANAGED, DockerRunner, EngineUnavailable
 from deploy_service.runner.docker_client import SSH_POOL_SIZE
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import Settings, settings_from
-from tests.helpers import Api, ProcessGroup, free_port, wait_until
+from tests.helpers import ENGINE, Api, ProcessGroup, free_port, wait_until
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 FAST_HEALTH = {"path": "/health", "interval_seconds": 0.3, "timeout_seconds": 1.0, "retries": 2}
-SETTINGS = ReconcileSettings(
-    resync=2.0,
-    tick=0.05,
-    progress_deadline=8.0,
-    startup_grace=0.3,
-    backoff_base=0.2,
-    backoff_max=1.0,
-    restart_budget=2,
-    stable_seconds=60.0,
-    stop_timeout=2.0,
-    workers=4,
-    port_range=(33000, 33999),
-    replica_host="127.0.0.1",
-)
+SETTINGS = replace(ENGINE, workers=4, port_range=(33000, 33999), sample_every=15.0)
 SSH_USER = "root"  # the tests run as root (as CI does); sshd's sessions run as the user who logs in
 
 

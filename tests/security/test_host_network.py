@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import docker
@@ -22,12 +23,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from deploy_service.config import load_config
-from deploy_service.reconciler import Reconciler, ReconcileSettings
+from deploy_service.reconciler import Reconciler
 from deploy_service.runner import LABEL_MANAGED, DockerRunner, RunnerConfigError, SwarmRunner
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import ConfigError, Settings, settings_from
 from tests.factories import AuthActions
+from tests.helpers import ENGINE
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 PRODUCTION = {"ENVIRONMENT": "production", "SECRET_KEY": "s" * 40}
@@ -61,21 +63,7 @@ def test_the_swarm_runner_refuses_settings_without_host_networking() -> None:
         SwarmRunner(RunnerSettings(backend="swarm", host_network_allowed=False))
 
 
-SETTINGS = ReconcileSettings(
-    resync=1.0,
-    tick=0.05,
-    progress_deadline=8.0,
-    startup_grace=0.3,
-    backoff_base=0.2,
-    backoff_max=1.0,
-    restart_budget=2,
-    stable_seconds=60.0,
-    stop_timeout=1.0,
-    workers=4,
-    port_range=(32000, 32999),
-    replica_host="127.0.0.1",
-    sample_every=60.0,
-)
+SETTINGS = replace(ENGINE, resync=1.0, stop_timeout=1.0, workers=4)
 
 
 @pytest.fixture()
