@@ -55,6 +55,7 @@ __all__ = [
     "git_host_allowed",
     "git_host_port",
     "is_public_address",
+    "resolved_addresses",
     "image_registry",
     "DOCKER_HUB",
 ]
@@ -175,6 +176,16 @@ def _is_private_host(host: str) -> bool:
         except OSError:
             return False
     return not is_public_address(address)
+
+
+def resolved_addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address `host` resolves to for TCP, once each, in the resolver's order ([] when it does not
+    resolve). One lookup, so that a caller can check the answer and then connect to exactly it."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
+    except (OSError, UnicodeError, ValueError):
+        return []
 
 
 def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -34,13 +34,11 @@ without newlines cannot make the reader hold it all.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -57,6 +55,7 @@ from deploy_service.references import (
     git_host_allowed,
     git_host_port,
     is_public_address,
+    resolved_addresses,
 )
 from deploy_service.runner.cancellation import Cancellation
 from deploy_service.runner.errors import BuildCancelled, BuildFailed, RunnerError
@@ -125,11 +124,7 @@ def checked_addresses(git_url: str, *, allow_local: bool, allowed_hosts: Iterabl
         check_git_origin(git_url, allowed_hosts=allowed_hosts)
     except InvalidReference as exc:
         raise BuildFailed(f"Refusing to clone: {exc}") from exc
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
-    except (OSError, UnicodeError, ValueError) as exc:
-        raise BuildFailed(f"Refusing to clone: the git host {host} could not be resolved.") from exc
+    addresses = resolved_addresses(host, port)
     if not addresses:
         raise BuildFailed(f"Refusing to clone: the git host {host} could not be resolved.")
     if not all(is_public_address(address) for address in addresses) and not git_host_allowed(host, port, allowed_hosts):

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from deploy_service.references import InvalidReference, check_webhook_url, is_public_address
+from deploy_service.references import InvalidReference, check_webhook_url, is_public_address, resolved_addresses
 from deploy_service.settings import WebhookSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -91,11 +91,7 @@ def resolve(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
         Unresolved: the host does not resolve.
         UnsafeTarget: an address is not public and private targets are not allowed.
     """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
-    except (OSError, UnicodeError, ValueError) as exc:
-        raise Unresolved(UNRESOLVED) from exc
+    addresses = resolved_addresses(host, port)
     if not addresses:
         raise Unresolved(UNRESOLVED)
     if not allow_private and not all(is_public_address(address) for address in addresses):
