@@ -8,9 +8,17 @@ the DBAPI cursor of one pooled connection per request, its rows passed through t
 processors SQLAlchemy would apply (booleans on SQLite, the columns' own type decorators). Measured in
 bench/api.py: see docs/performance.md.
 
-- One connection per request, checked out of the engine's pool on first use (with the pool's pre-ping
-  where the engine has it) and returned at the end of the app context, which resets it (a rollback), so
+- One connection per request, checked out on first use and returned at the end of the app context, so
   nothing is held across requests. Writes never come here: they go through the ORM session.
+- On PostgreSQL the reads have a pool of their own (`READS_KEY`), in autocommit: each read is one round
+  trip, with no `BEGIN` before it, no rollback when the connection goes back and no pre-ping at checkout.
+  Through the ORM's pool those were three more round trips than the query itself (measured under
+  gunicorn: see docs/performance.md), and the raw reads and the ORM session of each
+  request thread shared one pool, whose connections past `DB_POOL_SIZE` were opened and closed every
+  request. A read is idempotent, so instead of pinging first it is tried again once, on a fresh
+  connection, when its connection turns out to be dead (a PostgreSQL restart): the dead one is
+  invalidated and the pool's idle ones, which died with it, are dropped. On SQLite (a file, no round
+  trips) the reads use the ORM's engine, whose pool has no pre-ping.
 - A driver error is raised as SQLAlchemy's `DBAPIError` (the same class the ORM path raises, so the same
   handler answers and logs it, without its parameters); a lost connection is invalidated, so the pool
   never hands it out again.
@@ -21,14 +29,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flask import Flask, g
-from sqlalchemy import Select
+from flask import Flask, current_app, g
+from sqlalchemy import Engine, Select, create_engine
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
 from deploy_service.extensions import db
 
 _Processor = Callable[[Any], Any] | None
+
+READS_KEY = "deploy_service.reads_engine"
+"""`app.extensions[READS_KEY]`: the engine the reads run on (PostgreSQL: a pool of their own)."""
 
 
 class PreparedQuery:
@@ -55,10 +66,11 @@ class PreparedQuery:
 
     def rows(self, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every row, as tuples of processed values in the statement's column order."""
-        dialect = db.engine.dialect
+        engine: Engine = current_app.extensions[READS_KEY]
+        dialect = engine.dialect
         sql, order, processors = self._prepare(dialect)
         bound: Any = tuple(params[name] for name in order) if order is not None else dict(params)
-        raw = _execute(dialect, sql, bound)
+        raw = _execute(engine, sql, bound)
         if not any(processors):
             return raw
         return [
@@ -72,10 +84,11 @@ class PreparedQuery:
         return found[0] if found else None
 
 
-def _execute(dialect: Dialect, sql: str, params: Any) -> list[Any]:
+def _execute(engine: Engine, sql: str, params: Any, *, retry: bool = True) -> list[Any]:
+    dialect = engine.dialect
     connection = g.get("_raw_db")
     if connection is None:
-        connection = g._raw_db = db.engine.raw_connection()
+        connection = g._raw_db = engine.raw_connection()
     cursor = None
     try:
         cursor = connection.cursor()
@@ -88,6 +101,9 @@ def _execute(dialect: Dialect, sql: str, params: Any) -> list[Any]:
         if lost:
             connection.invalidate(exc)
         release()
+        if lost and retry and engine is not db.engine:
+            engine.dispose()  # the idle connections died with this one: connect afresh
+            return _execute(engine, sql, params, retry=False)
         raise DBAPIError.instance(
             sql,
             params,
@@ -107,5 +123,13 @@ def release(_error: BaseException | None = None) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Return each app context's connection at its end."""
+    """Choose the engine of the reads (after `db.init_app`), and return each app context's connection at
+    its end."""
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name != "sqlite":
+        options = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+        options.update(isolation_level="AUTOCOMMIT", pool_pre_ping=False, pool_reset_on_return=None)
+        engine = create_engine(engine.url, **options)
+    app.extensions[READS_KEY] = engine
     app.teardown_appcontext(release)
