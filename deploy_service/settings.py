@@ -171,6 +171,9 @@ class AlertSettings:
     error_rate: float
     min_samples: int
     window_minutes: float
+    event_rule_seconds: float
+    """An evaluation runs its deployment's hallucination rule at most this often per process (the rule
+    aggregates the whole window); the reconciler's sampling round runs it as well."""
 
 
 @dataclass(frozen=True)
@@ -414,6 +417,7 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
             error_rate=read.number("ALERT_ERROR_RATE"),
             min_samples=read.integer("ALERT_MIN_SAMPLES"),
             window_minutes=read.number("ALERT_WINDOW_MINUTES"),
+            event_rule_seconds=read.number("ALERT_EVENT_RULE_SECONDS"),
         ),
         webhooks=WebhookSettings(
             allow_private_targets=read.boolean("WEBHOOK_ALLOW_PRIVATE_TARGETS"),

@@ -59,6 +59,7 @@ TEST_CONFIG: dict[str, Any] = {
     "LOG_LEVEL": "DEBUG",
     "RATELIMIT_ENABLED": False,
     "HEALTH_ENGINE_CACHE_SECONDS": 0.0,  # a test that flips the engine sees it at once; the cache's own test sets it
+    "ALERT_EVENT_RULE_SECONDS": 0.0,  # every posted evaluation runs the rule; its own test sets the interval
     # The test engine has no `bridge` network (host networking) and one tenant: a test that switches to
     # ENVIRONMENT=production keeps its runner (tests/security/test_host_network.py builds its own without it).
     "HOST_NETWORK_ALLOWED": True,

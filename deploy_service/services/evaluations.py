@@ -20,6 +20,7 @@ from deploy_service.services import alerts
 from deploy_service.services.agents import agent_for_caller, get_agent
 from deploy_service.services.common import Page, paginate
 from deploy_service.services.deployments import live_deployment
+from deploy_service.settings import current_settings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,10 @@ def record(caller: Principal | ApiKey, data: dict[str, Any]) -> Evaluation:
     # further read, whatever happens to the session after the commit.
     db.session.expunge(evaluation)
     db.session.commit()
-    if deployment_id is not None:  # the hallucination rule runs on the event, not only on the next round
+    # The hallucination rule runs on the event, not only on the next sampling round: at most every
+    # ALERT_EVENT_RULE_SECONDS per deployment (it counts the whole window).
+    interval = current_settings().alerts.event_rule_seconds
+    if deployment_id is not None and alerts.event_rules.due(deployment_id, interval):
         _run_hallucination_rule(deployment_id)
     return evaluation
 

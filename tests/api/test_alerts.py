@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from deploy_service.extensions import db
 from deploy_service.models import Invocation
 from deploy_service.reconciler import Reconciler
+from deploy_service.services import alerts as alerts_service
 from deploy_service.settings import Settings
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
@@ -115,6 +116,55 @@ def test_hallucination_rate_raises_on_evaluations_and_clears(
     for _ in range(12):
         report(False)
     assert kinds(api, deployment_id) == set()
+
+
+def test_evaluations_run_the_hallucination_rule_at_most_once_per_interval(
+    app: Flask,
+    api: Api,
+    client: FlaskClient,
+    fake_runner: FakeRunner,
+    reconciler: Reconciler,
+    configure: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rule counts the whole window, so an evaluation runs it only when the interval has passed; the
+    sampling round still runs it whenever it comes."""
+    configure(ALERT_EVENT_RULE_SECONDS=30)
+    now = [1000.0]
+    monkeypatch.setattr(alerts_service, "event_rules", alerts_service.EventRuleGate(clock=lambda: now[0]))
+    rule_runs = []
+    real_rule = alerts_service.hallucination_rule
+    monkeypatch.setattr(alerts_service, "hallucination_rule", lambda d: rule_runs.append(d.id) or real_rule(d))
+    agent = new_agent(app, api)
+    deployment_id = api.post(f"/v1/agents/{agent['id']}/deploy", {}).get_json()["id"]
+    key = {"X-API-Key": api.post(f"/v1/agents/{agent['id']}/api-key", {}).get_json()["key"]}
+    body = {"prompt": "p", "response": "r", "hallucinated": True}
+
+    for _ in range(4):
+        assert client.post("/v1/evaluations", headers=key, json=body).status_code == 201
+    assert rule_runs == [deployment_id], "the first evaluation ran it; the next three were within 30 s"
+    assert kinds(api, deployment_id) == set(), "one evaluation was too few samples, and the rule has not run since"
+    now[0] += 30
+    assert client.post("/v1/evaluations", headers=key, json=body).status_code == 201
+    assert len(rule_runs) == 2 and kinds(api, deployment_id) == {"hallucination_rate_high"}
+
+    rule_runs.clear()
+    for _ in range(12):
+        assert client.post("/v1/evaluations", headers=key, json={**body, "hallucinated": False}).status_code == 201
+    assert rule_runs == [] and kinds(api, deployment_id) == {"hallucination_rate_high"}
+    converge(reconciler, lambda: kinds(api, deployment_id) == set())  # the sampling round needs no gate
+
+
+def test_the_event_rule_gate_forgets_deployments_whose_interval_passed() -> None:
+    now = [0.0]
+    gate = alerts_service.EventRuleGate(clock=lambda: now[0])
+    assert gate.due("a", 10) and not gate.due("a", 10) and gate.due("b", 10)
+    assert gate.due("a", 0), "no interval: always due"
+    for number in range(gate.PRUNE_AT):
+        gate.due(f"d{number}", 10)
+    now[0] = 20.0
+    assert gate.due("c", 10) and len(gate._last) == 1, "the passed ones were pruned when it grew"
+    assert not gate.due("c", 10)
 
 
 def test_error_rate(app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler) -> None:
