@@ -6,6 +6,14 @@ they are shared through prometheus-client's multiprocess mode (`PROMETHEUS_MULTI
 gunicorn.conf.py), so a scrape of any worker sees every worker's counts. Gauges that describe the system (deployments by
 status, replicas running, active alerts by severity) and the deploy-duration histogram are computed by
 SQL at scrape time, so they are right whichever process answers and need no shared state.
+
+Rollouts are counted by the process that settles them (mostly the reconciler, which writes into the
+same multiprocess directory as the web workers, as its pass times do; a stop or delete before ready
+settles in the web worker that handled it): `rollouts_total{outcome}` and `rollout_duration_seconds{outcome}`,
+one count per release whose rollout ended, `completed` (it became active), `failed` (the deployment
+failed, was stopped or deleted, or a newer release replaced it before it was ready) or `rolled_back`
+(an automatic rollback went back to the release that still serves). A rollout is counted once the
+transaction that settled it commits, so a pass that fails to commit and runs again counts it once.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from enum import StrEnum
 from typing import Any
 
 from flask import Flask, Response, request
@@ -20,11 +29,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
 from deploy_service.errors import Unauthorized
 from deploy_service.extensions import db
-from deploy_service.models import Deployment
+from deploy_service.models import Deployment, Release
+from deploy_service.models.types import utcnow
 from deploy_service.security import bearer_token_matches
 from deploy_service.services.system_metrics import (
     active_alerts_by_severity,
@@ -47,6 +58,44 @@ RECONCILE_PASS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 DEPLOY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600)
+
+
+class RolloutOutcome(StrEnum):
+    """How a release's rollout ended (the `outcome` label)."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+
+
+ROLLOUTS = Counter("rollouts_total", "Release rollouts ended, by outcome.", ["outcome"])
+ROLLOUT_DURATION = Histogram(
+    "rollout_duration_seconds",
+    "Time from a release's creation to its activation or failure, by outcome.",
+    ["outcome"],
+    buckets=DEPLOY_BUCKETS,
+)
+_ROLLOUTS_KEY = "rollouts_settled"
+"""Where a session keeps the rollouts it settled until its transaction commits."""
+
+
+def count_rollout(release: Release, outcome: RolloutOutcome) -> None:
+    """`release`'s rollout ended with `outcome`: counted when the session's transaction commits."""
+    ended = release.activated_at or release.ended_at or utcnow()
+    seconds = max((ended - (release.created_at or ended)).total_seconds(), 0.0)
+    db.session.info.setdefault(_ROLLOUTS_KEY, []).append((outcome, seconds))
+
+
+@event.listens_for(Session, "after_commit")
+def _count_committed_rollouts(session: Session) -> None:
+    for outcome, seconds in session.info.pop(_ROLLOUTS_KEY, ()):
+        ROLLOUTS.labels(outcome).inc()
+        ROLLOUT_DURATION.labels(outcome).observe(seconds)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back_rollouts(session: Session) -> None:
+    session.info.pop(_ROLLOUTS_KEY, None)
 
 
 class DatabaseCollector(Collector):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import socket
 import ssl
 import subprocess
@@ -225,6 +226,18 @@ class SlowClient:
 
 
 # -- HTTP and the reconciler on the in-memory runner (tests/api, tests/security) -------------------
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus exposition's samples of `name` whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+        if all(found.get(key) == value for key, value in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def assert_error(response: Any, status: int, kind: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from deploy_service.models import (
     ReleaseStatus,
 )
 from deploy_service.models.types import utcnow
+from deploy_service.observability import RolloutOutcome, count_rollout
 from deploy_service.settings import current_settings
 
 _deployments = Deployment.__table__
@@ -215,6 +216,7 @@ def settle_release(deployment: Deployment, new: str, *, error: str | None = None
             release.status = ReleaseStatus.FAILED
             release.error = stored_text(_PENDING_ENDS[new] or error or "The rollout failed.")
             release.ended_at = now
+            count_rollout(release, RolloutOutcome.FAILED)
         elif new == DeploymentStatus.KILLED:
             release.status = ReleaseStatus.SUPERSEDED
             release.ended_at = now
@@ -240,8 +242,11 @@ def activate_pending(deployment: Deployment) -> None:
         else:
             previous.status = ReleaseStatus.SUPERSEDED
         previous.ended_at = now
+        if previous.status == ReleaseStatus.FAILED:
+            count_rollout(previous, RolloutOutcome.FAILED)
     release.status = ReleaseStatus.ACTIVE
     release.activated_at = now
+    count_rollout(release, RolloutOutcome.COMPLETED)
     record_event(
         deployment,
         "rollout_completed",
@@ -330,6 +335,7 @@ def begin_release(
             earlier.status = ReleaseStatus.FAILED
             earlier.error = f"Release {number} replaced it before it was ready."
             earlier.ended_at = utcnow()
+            count_rollout(earlier, RolloutOutcome.FAILED)
     release = Release(
         deployment_id=deployment.id,
         number=number,
@@ -378,6 +384,7 @@ def roll_back(deployment: Deployment, *, generation: int, reason: str, error: st
         failed.status = ReleaseStatus.FAILED
         failed.error = stored_text(error)
         failed.ended_at = utcnow()
+        count_rollout(failed, RolloutOutcome.ROLLED_BACK)
     if active is not None:
         deployment.image = active.image
         deployment.config = dict(active.config or {})

@@ -14,10 +14,11 @@ from deploy_service.reconciler import Reconciler
 from deploy_service.settings import Settings
 from tests.factories import make_secret
 from tests.fakes import FakeRunner
-from tests.helpers import FAST, Api, assert_error, converge, deploy, new_agent
+from tests.helpers import FAST, Api, assert_error, converge, deploy, metric, new_agent
 
 V1 = "deploy-test/http-agent:latest"
 V2 = "deploy-test/http-agent:v2"
+OUTCOMES = ("completed", "failed", "rolled_back")
 
 
 def _releases(api: Api, deployment_id: str) -> list[dict[str, Any]]:
@@ -36,6 +37,27 @@ def _release(api: Api, deployment_id: str, number: int) -> dict[str, Any]:
     assert response.status_code == 200, response.get_json()
     body: dict[str, Any] = response.get_json()
     return body
+
+
+def _rollouts(api: Api) -> dict[str, tuple[float, float]]:
+    """`/metrics`: per outcome, `rollouts_total` and the `rollout_duration_seconds` histogram's count."""
+    response = api.client.get("/metrics")
+    assert response.status_code == 200
+    text = response.get_data(as_text=True)
+    return {
+        outcome: (
+            metric(text, "rollouts_total", outcome=outcome),
+            metric(text, "rollout_duration_seconds_count", outcome=outcome),
+        )
+        for outcome in OUTCOMES
+    }
+
+
+def _counted(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """The rollouts counted between two scrapes, by outcome, each observed in the histogram as well."""
+    for outcome in OUTCOMES:
+        assert after[outcome][0] - before[outcome][0] == after[outcome][1] - before[outcome][1], outcome
+    return {outcome: after[outcome][0] - before[outcome][0] for outcome in OUTCOMES}
 
 
 def _patch_agent(api: Api, agent_id: str, **fields: Any) -> None:
@@ -385,3 +407,53 @@ def test_without_auto_rollback_a_crashing_update_fails_the_deployment(
     converge(reconciler, api.status_is(deployment["id"], "failed"))
     assert fake_runner.of(deployment["id"]) == [] and api.events(deployment["id"], event_type="rolled_back") == []
     assert _statuses(api, deployment["id"]) == [(2, "failed"), (1, "active")]
+
+
+def test_metrics_count_a_completed_rollout(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    fake_runner.images.add(V2)
+    before = _rollouts(api)
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=2)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert _counted(before, _rollouts(api)) == {"completed": 1, "failed": 0, "rolled_back": 0}
+    _patch_agent(api, agent["id"], image=V2)
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["revision"] == 2
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], V2))
+    assert _counted(before, _rollouts(api)) == {"completed": 2, "failed": 0, "rolled_back": 0}
+    text = api.client.get("/metrics").get_data(as_text=True)
+    assert metric(text, "rollout_duration_seconds_sum", outcome="completed") > 0
+    assert 'rollout_duration_seconds_bucket{le="+Inf",outcome="completed"}' in text
+
+
+def test_metrics_count_an_automatic_rollback(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    fake_runner.images.add(V2)
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=2)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    before = _rollouts(api)
+    _crash_image(fake_runner, V2)
+    _patch_agent(api, agent["id"], image=V2)
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["revision"] == 2
+    converge(reconciler, lambda: bool(api.events(deployment["id"], event_type="rolled_back")))
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert _counted(before, _rollouts(api)) == {"completed": 0, "failed": 0, "rolled_back": 1}
+
+
+def test_metrics_count_a_failed_rollout(
+    app: Flask, api: Api, fake_runner: FakeRunner, strict_reconciler: Reconciler
+) -> None:
+    reconciler = strict_reconciler
+    fake_runner.images.add(V2)
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=2)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    before = _rollouts(api)
+    _crash_image(fake_runner, V2)
+    _patch_agent(api, agent["id"], image=V2)
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, api.status_is(deployment["id"], "failed"))
+    assert _counted(before, _rollouts(api)) == {"completed": 0, "failed": 1, "rolled_back": 0}

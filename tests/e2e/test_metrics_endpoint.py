@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
 import requests
 from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.factories import AuthActions, make_agent
-from tests.helpers import Gunicorn, SlowClient
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of a metric's samples whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
-        if all(found.get(key) == value for key, value in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+from tests.helpers import Gunicorn, SlowClient, metric
 
 
 def test_gauges_and_request_counts_in_process(app: Flask, client: FlaskClient, auth: AuthActions) -> None:

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from deploy_service.runner import LABEL_MANAGED
-from tests.helpers import ProcessGroup, free_port, wait_for, wait_until
+from tests.helpers import ProcessGroup, free_port, metric, wait_for, wait_until
 
 
 @pytest.fixture()
@@ -77,6 +77,12 @@ def test_separate_reconciler_process_converges_a_deploy(
     deployment = http.post(f"{base}/v1/agents/{agent['id']}/deploy", json={"replicas": 2}).json()
     # Ready well inside the 60 s resync: it was woken.
     wait_until(lambda: http.get(f"{base}/v1/deployments/{deployment['id']}").json()["status"] == "ready", 20)
+    # The release's rollout, settled by the reconciler process, is counted by the web's /metrics too.
+    wait_until(
+        lambda: metric(requests.get(f"{base}/metrics", timeout=10).text, "rollouts_total", outcome="completed") == 1,
+        10,
+        what="the reconciler process's rollout in the web's /metrics",
+    )
     containers = docker_engine.containers.list(filters={"label": f"{LABEL_MANAGED}={namespace}"})
     assert len(containers) == 2
     assert http.delete(f"{base}/v1/deployments/{deployment['id']}").status_code == 200
