@@ -119,7 +119,12 @@ class Deployment(db.Model):  # type: ignore[name-defined]
     """A `DesiredState`."""
     replicas_desired: Mapped[int] = mapped_column(Integer, default=1)
     generation: Mapped[int] = mapped_column(Integer, default=1)
-    """Bumped by a restart: replicas of an older generation are replaced one at a time."""
+    """Bumped by a restart: replicas of an older generation are replaced one at a time. An automatic rollback
+    sets it back to the generation that still serves."""
+    latest_generation: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    """The highest generation ever rolled out (a rollback lowers `generation`, never this): a restart goes
+    past it, so no generation is used twice (replica names include it: a failed replica the engine kept
+    is never adopted by a later rollout)."""
     revision: Mapped[int] = mapped_column(Integer, default=1)
     """The agent's deploy counter: built images are tagged with it."""
     image: Mapped[str | None] = mapped_column(String(512))

@@ -311,12 +311,14 @@ def restart(actor: Principal, deployment_id: str) -> Deployment:
 
 
 def roll_out(deployment: Deployment, mode: str, event_type: str, message: str) -> None:
-    """Replace the deployment's replicas (a new generation), and start it again from stopped/failed.
+    """Replace the deployment's replicas (a new generation, past every one used before: after an automatic
+    rollback `generation` is the older one that serves), and start it again from stopped/failed.
 
     Its image is prepared again (pulled, or rebuilt from a git source) before the new replicas start.
     """
     deployment.image_ready = False
-    deployment.generation += 1
+    deployment.generation = max(deployment.generation, deployment.latest_generation) + 1
+    deployment.latest_generation = deployment.generation
     deployment.desired_state = DesiredState.RUNNING
     lifecycle.start_rollout(deployment)
     lifecycle.record_event(deployment, event_type, message, {"mode": mode, "generation": deployment.generation})

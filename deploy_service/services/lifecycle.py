@@ -372,7 +372,8 @@ def roll_back(deployment: Deployment, *, generation: int, reason: str, error: st
 
     The pending release fails with `error`; the active one stays active and current again (the deployment's
     image, config and `revision` are its own); the deployment's generation is the one that serves, so its
-    replicas stay and the newer ones are removed. Records `rollout_failed` and `rolled_back`.
+    replicas stay and the newer ones are removed (`latest_generation` stays: the next restart goes past the
+    failed generation, never reusing its number). Records `rollout_failed` and `rolled_back`.
 
     Returns:
         The release that failed (None: the update was a restart that made no release).

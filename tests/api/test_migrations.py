@@ -148,3 +148,47 @@ def test_every_existing_deployment_gets_release_1_as_its_status_says(make_app: A
     assert found[ids["failed"]].error == "Image gone."
     assert "deleted before" in found[ids["killed"]].error
     assert found[ids["ready"]].activated_at is not None and found[ids["deploying"]].activated_at is None
+
+
+def test_each_existing_deployment_remembers_the_highest_generation_its_rows_name(
+    make_app: Any, empty_database_url: str
+) -> None:
+    """`latest_generation` from the deployment's own generation, its slots' and its removed replicas' logs: a
+    deployment rolled back to generation 2 after a failed 4 restarts at 5."""
+    from deploy_service.models import Deployment, Instance, ReplicaLog, User
+    from deploy_service.services import agents as agent_service
+    from tests.factories import agent_payload
+
+    app = make_app(SQLALCHEMY_DATABASE_URI=empty_database_url)
+    with app.app_context():
+        upgrade()
+    registered = app.test_client().post("/v1/auth/register", json={"email": "o@example.com", "password": "pw-12345678"})
+    assert registered.status_code == 201
+    with app.app_context():
+        owner = db.session.get(User, registered.get_json()["id"])
+        ids = {}
+        for name, generation, slot, kept in (("plain", 3, 3, None), ("slot", 2, 3, None), ("logs", 2, 2, 4)):
+            agent = agent_service.create_agent(owner, agent_payload())
+            deployment = Deployment(
+                agent_id=agent.id,
+                owner_id=owner.id,
+                status="ready",
+                generation=generation,
+                image="deploy-test/http-agent:latest",
+                config={"image": "deploy-test/http-agent:latest", "source": None},
+                instances=[Instance(index=0, generation=slot)],
+            )
+            db.session.add(deployment)
+            db.session.flush()
+            if kept is not None:
+                db.session.add(ReplicaLog(deployment_id=deployment.id, replica=0, container_id="c1", generation=kept))
+            ids[name] = deployment.id
+        db.session.commit()
+        downgrade(revision="f3f4346ce3d3")  # just before latest_generation
+        upgrade()
+        with db.engine.connect() as connection:
+            found = {
+                row[0]: row[1] for row in connection.execute(text("SELECT id, latest_generation FROM deployments"))
+            }
+        db.engine.dispose()
+    assert {name: found[ids[name]] for name in ids} == {"plain": 3, "slot": 3, "logs": 4}

@@ -457,3 +457,41 @@ def test_metrics_count_a_failed_rollout(
     assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
     converge(reconciler, api.status_is(deployment["id"], "failed"))
     assert _counted(before, _rollouts(api)) == {"completed": 0, "failed": 1, "rolled_back": 0}
+
+
+def test_a_restart_after_an_automatic_rollback_rolls_out_a_generation_never_used_before(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    fake_runner.images.add(V2)
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=1)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    crashed: list[Any] = []
+    _crash_image(fake_runner, V2)
+    crash = fake_runner.on_start
+    assert crash is not None
+
+    def crash_and_keep(spec: Any) -> None:
+        crash(spec)
+        crashed.extend(c for c in fake_runner.containers.values() if c.info.name == spec.name)
+
+    fake_runner.on_start = crash_and_keep
+    _patch_agent(api, agent["id"], image=V2)
+    failed_generation = api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["generation"]
+    converge(reconciler, lambda: bool(api.events(deployment["id"], event_type="rolled_back")))
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert api.deployment(deployment["id"])["generation"] < failed_generation, "back to the one that serves"
+    # The engine kept one of the failed replicas (its removal failed): it must not be adopted by its name.
+    leftover = crashed[-1]
+    fake_runner.containers[leftover.info.container_id] = leftover
+
+    fake_runner.on_start = None
+    restarted = api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()
+    assert restarted["generation"] > failed_generation
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], V2))
+    [replica] = fake_runner.of(deployment["id"])
+    assert replica.generation == restarted["generation"] and replica.container_id != leftover.info.container_id
+    assert api.deployment(deployment["id"])["generation"] == restarted["generation"]
+    # Each later restart goes on from there.
+    again = api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()
+    assert again["generation"] == restarted["generation"] + 1

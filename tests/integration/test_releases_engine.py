@@ -11,6 +11,7 @@ import docker
 import pytest
 from flask import Flask
 
+from deploy_service.runner.base import LABEL_GENERATION
 from tests.integration.test_deployments_engine import (
     FAST_HEALTH,
     HTTP_AGENT,
@@ -102,7 +103,9 @@ def test_a_crashing_update_rolls_back_automatically_with_no_failed_call(
     try:
         patched = api.call("patch", f"/v1/agents/{agent_id}", {"image": "deploy-test/crasher:latest"})
         assert patched.status_code == 200, patched.get_json()
-        assert api.call("post", f"/v1/deployments/{deployment_id}/restart").get_json()["revision"] == 2
+        restarted = api.call("post", f"/v1/deployments/{deployment_id}/restart").get_json()
+        assert restarted["revision"] == 2
+        failed_generation = restarted["generation"]
         wait_until(lambda: api.events(deployment_id, "rolled_back"), timeout=60, what="the automatic rollback")
         wait_until(status_is(api, deployment_id, "ready"), what="ready again")
         wait_until(lambda: {c.id for c in engine.containers(deployment_id)} == old, what="only the old replicas")
@@ -115,3 +118,20 @@ def test_a_crashing_update_rolls_back_automatically_with_no_failed_call(
     releases = api.call("get", f"/v1/deployments/{deployment_id}/releases").get_json()["items"]
     assert [(r["number"], r["status"]) for r in releases] == [(2, "failed"), (1, "active")]
     assert releases[0]["error"]
+    assert body["generation"] < failed_generation
+
+    # The next restart rolls out a generation never used before (not the failed one's number again, whose
+    # replica names a failed container the engine kept would be adopted by).
+    patched = api.call("patch", f"/v1/agents/{agent_id}", {"image": HTTP_AGENT})
+    assert patched.status_code == 200, patched.get_json()
+    again = api.call("post", f"/v1/deployments/{deployment_id}/restart").get_json()
+    assert again["revision"] == 1, "release 1's settings again: its replicas are replaced"
+    assert again["generation"] > failed_generation
+
+    def fresh_replicas_only() -> bool:
+        containers = engine.containers(deployment_id)
+        generations = {int(c.labels[LABEL_GENERATION]) for c in containers}
+        return len(containers) == 2 and generations == {again["generation"]} and not {c.id for c in containers} & old
+
+    wait_until(fresh_replicas_only, timeout=60, what="two replicas of the new generation")
+    wait_until(status_is(api, deployment_id, "ready"), what="ready on the new generation")
