@@ -16,7 +16,7 @@ from deploy_service.extensions import db
 from deploy_service.models import Agent, AlertKind, Deployment, DeploymentStatus, DesiredState, Instance, InstanceStatus
 from deploy_service.models.types import utcnow
 from deploy_service.reconciler import plan as p
-from deploy_service.reconciler.drivers import Driver, KeptLogs, Observation, Workload
+from deploy_service.reconciler.drivers import Driver, Observation, Workload
 from deploy_service.reconciler.health import HealthChecker
 from deploy_service.reconciler.prepare import Preparer
 from deploy_service.reconciler.sampling import RecentOom
@@ -37,8 +37,6 @@ class PassParts(Protocol):
     oom: RecentOom
     open_alerts: alerts.OpenAlerts
     engine_failed_at: datetime | None
-    kept_logs: list[KeptLogs]
-    """Lines of removed containers, stored by the executor in a transaction of their own."""
 
 
 def desired_of(deployment: Deployment) -> p.Desired:
@@ -238,7 +236,7 @@ class DeploymentRun:
 
     def _remove(self, actions: list[p.RemoveReplica]) -> None:
         deployment = self.deployment
-        self.x.kept_logs.extend(self.x.driver.remove([action.replica for action in actions]))
+        self.x.driver.remove([action.replica for action in actions])
         for action in actions:
             replica = action.replica
             self._removed.add(replica.container_id)
@@ -459,7 +457,6 @@ class DeploymentRun:
         replicas = tuple(r for r in (*observed.replicas, *self._started) if r.container_id not in self._removed)
         event = self.x.driver.wind_down(deployment.id, p.Observed(replicas, observed.exits, observed.service))
         if event is not None:
-            self.x.kept_logs.extend(event.logs)
             lifecycle.record_event(deployment, event.kind, event.message, event.data)
         for instance in deployment.instances:
             if instance.container_id or instance.status not in (InstanceStatus.STOPPED, InstanceStatus.EXITED):

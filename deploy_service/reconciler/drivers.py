@@ -18,10 +18,11 @@ Orphans (replicas, services or networks carrying our labels whose deployment is 
 one that cannot be removed is logged and retried next pass, and never stops the others nor the pass.
 Engine calls that can be slow run in parallel on the reconciler's pool.
 
-Every removal keeps the last `LOG_KEEP_LINES_PER_REPLICA` lines of what it removes (`KeptLogs`, returned
-for the executor to store): a container is stopped, read, then removed, so its last words are kept too.
-A read that fails is logged and what it got is kept; it never stops the removal. A Swarm service's
-containers are read (every task that still has one, current or past) before the service is removed.
+Every removal keeps the last `LOG_KEEP_LINES_PER_REPLICA` lines of what it removes (`KeptLogs`): a container
+is stopped, read, its lines handed to the driver's `keep` (the executor stores them), and only then removed,
+so its last words are kept too and are stored before the container is gone. A read that fails is logged and
+what it got is kept; it never stops the removal. A Swarm service's containers are read (every task that
+still has one, current or past) and kept before the service is removed.
 """
 
 from __future__ import annotations
@@ -87,8 +88,6 @@ class EngineEvent:
     kind: str
     message: str
     data: dict[str, object] = field(default_factory=dict)
-    logs: tuple[KeptLogs, ...] = ()
-    """The lines of what was removed."""
 
 
 @dataclass(frozen=True)
@@ -120,16 +119,28 @@ class Observation:
         return self.views.get(deployment_id) or Observed()
 
 
+def _dropped(kept: Sequence[KeptLogs]) -> None:
+    """The `keep` of a driver nobody stores lines for."""
+
+
 class Driver(abc.ABC):
     """The engine side of the executor's actions for one kind of runner."""
 
     engine_keeps_replicas: bool = False
     max_replicas: int | None = None
 
-    def __init__(self, runner: Runner, settings: ReconcileSettings, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        settings: ReconcileSettings,
+        pool: ThreadPoolExecutor,
+        keep: Callable[[Sequence[KeptLogs]], None] = _dropped,
+    ) -> None:
         self.runner = runner
         self.settings = settings
         self.pool = pool
+        self.keep = keep
+        """Called with the lines of what is about to be removed, before it is removed; never raises."""
 
     wound_down: str = "containers removed"
     """How the wind-down reads in the `stopped` event."""
@@ -143,8 +154,8 @@ class Driver(abc.ABC):
         """
 
     @abc.abstractmethod
-    def remove_orphans(self, observation: Observation, live: set[str]) -> list[KeptLogs]:
-        """Remove what carries our labels but belongs to no live deployment, item by item; their lines.
+    def remove_orphans(self, observation: Observation, live: set[str]) -> None:
+        """Remove what carries our labels but belongs to no live deployment, item by item, their lines kept.
 
         Raises:
             EngineUnavailable: the engine stopped answering (every item was still tried).
@@ -175,9 +186,9 @@ class Driver(abc.ABC):
         """Start the replicas of `indices` (containers only): per replica, what runs or why it did not."""
         raise NotImplementedError(f"the {self.runner.name} runner's engine starts replicas itself")
 
-    def remove(self, replicas: Sequence[ReplicaInfo]) -> list[KeptLogs]:
-        """Stop, read and remove containers (containers only); their lines. A failure other than an outage
-        is logged."""
+    def remove(self, replicas: Sequence[ReplicaInfo]) -> None:
+        """Stop and read containers, keep their lines, then remove them (containers only). A failure other
+        than an outage is logged."""
         raise NotImplementedError(f"the {self.runner.name} runner's engine removes replicas itself")
 
     def apply(
@@ -229,8 +240,14 @@ def _error_of(call: Callable[[T], object], item: T) -> Exception | None:
 class ContainerDriver(Driver):
     """Replicas as containers the reconciler starts, restarts and removes itself."""
 
-    def __init__(self, runner: Runner, settings: ReconcileSettings, pool: ThreadPoolExecutor) -> None:
-        super().__init__(runner, settings, pool)
+    def __init__(
+        self,
+        runner: Runner,
+        settings: ReconcileSettings,
+        pool: ThreadPoolExecutor,
+        keep: Callable[[Sequence[KeptLogs]], None] = _dropped,
+    ) -> None:
+        super().__init__(runner, settings, pool, keep)
         self._networks: set[str] = set()
         """Deployments with a network of their own, as of the last observation (less those removed since)."""
         self._networks_listed = False
@@ -257,17 +274,15 @@ class ContainerDriver(Driver):
         found some (left from a bridge-mode past, swept as orphans), so a deploy costs no listing."""
         return not self._networks_listed or bool(self._networks) or self.runner.network_mode() == "bridge"
 
-    def remove_orphans(self, observation: Observation, live: set[str]) -> list[KeptLogs]:
+    def remove_orphans(self, observation: Observation, live: set[str]) -> None:
         orphans = [r for d, view in observation.views.items() if d not in live for r in view.replicas]
-        kept: list[KeptLogs] = []
         if orphans:
             log.info("removing %d orphaned container(s)", len(orphans))
-            kept = self.remove(orphans)
+            self.remove(orphans)
         networks = sorted(observation.networks - live)
         if networks:
             log.info("removing %d orphaned network(s)", len(networks))
             self._each(self._remove_network, networks, "the network of deployment")
-        return kept
 
     def _remove_network(self, deployment_id: str) -> None:
         self.runner.remove_network(deployment_id)
@@ -309,11 +324,12 @@ class ContainerDriver(Driver):
             return exc
         return info if info.port else _with_port(info, spec.port)
 
-    def remove(self, replicas: Sequence[ReplicaInfo]) -> list[KeptLogs]:
+    def remove(self, replicas: Sequence[ReplicaInfo]) -> None:
         timeout = self.settings.stop_timeout
-        kept: list[KeptLogs] = []
+        read: dict[str, KeptLogs] = {}
+        stopped: list[ReplicaInfo] = []
 
-        def stop_read_remove(replica: ReplicaInfo) -> None:
+        def stop_and_read(replica: ReplicaInfo) -> None:
             if self.settings.log_keep_lines > 0 and not replica.exited:
                 try:
                     self.runner.stop_replica(replica.container_id, stop_timeout=timeout)
@@ -323,15 +339,26 @@ class ContainerDriver(Driver):
                     log.info("stopping %s failed (%s)", replica.container_id, exc)
             found = self.keep_logs(replica.deployment_id, replica.index, replica.generation, replica.container_id)
             if found is not None:
-                kept.append(found)
-            self.runner.remove_replica(replica.container_id, stop_timeout=timeout)
+                read[replica.container_id] = found
+            stopped.append(replica)
 
-        self._each(stop_read_remove, replicas, "container")
-        return kept
+        try:
+            self._each(stop_and_read, replicas, "container")
+        finally:  # what was read is kept even when the engine went away part way
+            kept = [read[r.container_id] for r in replicas if r.container_id in read]
+            if kept:
+                self.keep(kept)
+        done = {replica.container_id for replica in stopped}
+        self._each(
+            lambda replica: self.runner.remove_replica(replica.container_id, stop_timeout=timeout),
+            [replica for replica in replicas if replica.container_id in done],
+            "container",
+        )
 
     def wind_down(self, deployment_id: str, observed: Observed) -> EngineEvent | None:
         replicas = observed.replicas
-        kept = self.remove(replicas) if replicas else []
+        if replicas:
+            self.remove(replicas)
         if deployment_id in self._networks:  # after its containers: a network with members cannot go
             self._each(self._remove_network, [deployment_id], "the network of deployment")
         if not replicas:
@@ -340,7 +367,6 @@ class ContainerDriver(Driver):
             "containers_removed",
             f"Removed {len(replicas)} container(s).",
             {"container_ids": [replica.container_id for replica in replicas]},
-            logs=tuple(kept),
         )
 
 
@@ -355,10 +381,16 @@ class ServiceDriver(Driver):
     max_replicas = MAX_REPLICAS
     wound_down = "service removed"
 
-    def __init__(self, runner: Runner, settings: ReconcileSettings, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        settings: ReconcileSettings,
+        pool: ThreadPoolExecutor,
+        keep: Callable[[Sequence[KeptLogs]], None] = _dropped,
+    ) -> None:
         if not isinstance(runner, ServiceRunner):
             raise TypeError(f"the {runner.name} runner does not run services")
-        super().__init__(runner, settings, pool)
+        super().__init__(runner, settings, pool, keep)
         self.services: ServiceRunner = runner
         self._seen_exits: set[str] = set()
         """Tasks whose end was reported (or seen when adopting a service this process did not create)."""
@@ -405,17 +437,16 @@ class ServiceDriver(Driver):
             services={service.deployment_id: service for service in services},
         )
 
-    def remove_orphans(self, observation: Observation, live: set[str]) -> list[KeptLogs]:
+    def remove_orphans(self, observation: Observation, live: set[str]) -> None:
         orphans = [deployment_id for deployment_id in observation.services if deployment_id not in live]
         if not orphans:
-            return []
+            return
         log.info("removing %d orphaned service(s)", len(orphans))
         timeout = self.settings.stop_timeout
-        kept = self._keep_service_logs(orphans)
+        self._keep_service_logs(orphans)
         self._each(lambda d: self.services.remove_service(d, stop_timeout=timeout), orphans, "service")
-        return kept
 
-    def _keep_service_logs(self, deployment_ids: Sequence[str]) -> list[KeptLogs]:
+    def _keep_service_logs(self, deployment_ids: Sequence[str]) -> None:
         """The lines of every container the services' tasks still have (current and past ones), in parallel.
 
         Swarm keeps the containers of a few past tasks per replica (its task history): a replica that
@@ -433,7 +464,9 @@ class ServiceDriver(Driver):
             key=lambda item: item[0],
         )
         found = self.pool.map(lambda item: self.keep_logs(item[1], item[2], item[3], str(item[4])), tasks)
-        return [kept for kept in found if kept is not None]  # oldest task first: the order they are stored in
+        kept = [lines for lines in found if lines is not None]  # oldest task first: the order they are stored in
+        if kept:
+            self.keep(kept)
 
     def apply(
         self, workload: Workload, *, replicas: int, service: ServiceInfo | None, used_blocks: set[int]
@@ -473,14 +506,19 @@ class ServiceDriver(Driver):
     def wind_down(self, deployment_id: str, observed: Observed) -> EngineEvent | None:
         if observed.service is None:
             return None  # none listed at the start of this pass: nothing to remove
-        kept = self._keep_service_logs([deployment_id])
+        self._keep_service_logs([deployment_id])
         if not self.services.remove_service(deployment_id, stop_timeout=self.settings.stop_timeout):
             return None
-        return EngineEvent("service_removed", "Swarm service removed with its containers.", logs=tuple(kept))
+        return EngineEvent("service_removed", "Swarm service removed with its containers.")
 
 
-def driver_for(runner: Runner, settings: ReconcileSettings, pool: ThreadPoolExecutor) -> Driver:
+def driver_for(
+    runner: Runner,
+    settings: ReconcileSettings,
+    pool: ThreadPoolExecutor,
+    keep: Callable[[Sequence[KeptLogs]], None] = _dropped,
+) -> Driver:
     """The driver for `runner`: services for a backend whose engine keeps replicas, containers otherwise."""
     if isinstance(runner, ServiceRunner):
-        return ServiceDriver(runner, settings, pool)
-    return ContainerDriver(runner, settings, pool)
+        return ServiceDriver(runner, settings, pool, keep)
+    return ContainerDriver(runner, settings, pool, keep)

@@ -8,9 +8,12 @@ A pass reads what the engine runs (one driver observation), then every live depl
 2. the due HTTP health checks run (`health.py`);
 3. `plan.plan_status` derives the status from the slots as they are now and applies the progress deadline.
 
-The lines of every container a pass removes (`drivers.KeptLogs`) are stored after its deployment's
-transaction, in one of their own (`services.stored_logs`): a deployment whose commit loses to the API's
-write (and is converged again next pass) still keeps the lines of what was removed meanwhile.
+The lines of every container a pass removes (`drivers.KeptLogs`) are stored before the container goes
+(`services.stored_logs`; the driver hands them to `Executor.keep` between reading and removing): an
+orphan's at once, in a transaction of their own; those of a deployment's run in its transaction, so the
+status that says `stopped` (or the restart, or the replacement) and the lines commit together. A
+deployment whose commit loses to the API's write (and is converged again next pass) still keeps them:
+they are stored alone after its rollback.
 
 The pass is level-triggered and idempotent: it looks at everything each time and acts only where the two
 differ, so running it twice, or after a crash of the service, changes nothing more. Image preparation
@@ -21,7 +24,7 @@ their own (`jobs.py`), never members of a pass.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
@@ -81,7 +84,7 @@ class Executor:
         self.app = app
         self.settings = settings
         self.pool = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
-        self.driver = driver_for(runner, settings, self.pool)
+        self.driver = driver_for(runner, settings, self.pool, keep=self.keep)
         self.rules = rules_for(settings, self.driver)
         self.preparer = Preparer(
             app,
@@ -98,6 +101,8 @@ class Executor:
         """The last pass the engine did not answer: a rollout's deadline never counts the outage."""
         self.kept_logs: list[KeptLogs] = []
         """Lines of removed containers not stored yet."""
+        self._in_run: list[KeptLogs] | None = None
+        """Lines flushed into the running deployment's transaction (None outside a run)."""
 
     def close(self) -> None:
         self.preparer.close()
@@ -120,7 +125,7 @@ class Executor:
         observation = self.driver.observe()
         deployments = self._live_deployments()
         self.preparer.cancel_all_but({d.id for d in deployments if d.desired_state == DesiredState.RUNNING})
-        self.kept_logs.extend(self.driver.remove_orphans(observation, {deployment.id for deployment in deployments}))
+        self.driver.remove_orphans(observation, {deployment.id for deployment in deployments})
         self._store_logs()
         observation.used_ports |= {i.port for d in deployments for i in d.instances if i.port}
         next_pass = self.settings.resync
@@ -141,6 +146,22 @@ class Executor:
             ).all()
         )
 
+    def keep(self, kept: Sequence[KeptLogs]) -> None:
+        """Store the lines of containers about to be removed (the driver's `keep`); never raises.
+
+        Within a deployment's run they join its transaction; outside one they are committed at once.
+        Lines the database refuses are kept here and tried again.
+        """
+        if self._in_run is None:
+            self.kept_logs.extend(kept)
+            self._store_logs()
+            return
+        self._in_run.extend(kept)
+        try:
+            stored_logs.keep(kept)
+        except Exception:  # noqa: BLE001 - the run fails at its commit; the lines are stored after the rollback
+            log.exception("storing the logs of %d container(s) in their deployment's transaction failed", len(kept))
+
     def _store_logs(self) -> None:
         """Store the lines of removed containers and commit; kept for the next try if the database refuses."""
         if not self.kept_logs:
@@ -157,10 +178,13 @@ class Executor:
 
     def _converge_committed(self, deployment: Deployment, observation: Observation) -> float:
         """Converge one deployment, then its alert rules, and commit; one failure spoils only its own."""
+        in_run: list[KeptLogs] = []
+        self._in_run = in_run
         try:
             wanted = DeploymentRun(self, deployment, observation).converge()
             alerts.evaluate_state(deployment, self.open_alerts)
             db.session.commit()
+            in_run.clear()  # stored with the run
             return wanted
         except StaleDataError:
             db.session.rollback()
@@ -174,3 +198,6 @@ class Executor:
             db.session.rollback()
             self.open_alerts = alerts.open_alerts()
             return self.settings.tick
+        finally:
+            self.kept_logs.extend(in_run)  # rolled back with the run: stored alone next
+            self._in_run = None

@@ -23,6 +23,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.reconciler import Reconciler
 from deploy_service.reconciler.jobs import PruneLogsJob
 from deploy_service.runner.base import LogLine
+from deploy_service.services import alerts
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import Settings
 from tests.api.test_logs import server_sent_events
@@ -144,6 +145,58 @@ def test_a_deleted_deployments_lines_are_served_after_its_containers_are_gone(
     assert api.deployment(deployment_id)["status"] == "killed"
     assert sorted(lines(api, deployment_id)) == ["0:replica 0 here", "1:replica 1 here"]
     assert lines(api, deployment_id, "previous=true&replica=1") == ["1:replica 1 here"]
+
+
+def test_a_deleted_deployments_lines_are_committed_before_its_containers_are_removed(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An orphan's lines are stored in a transaction of their own before it goes: a reader that sees the
+    container gone sees its lines (and a crash right after the removal loses none)."""
+    deployment_id = ready(app, api, reconciler, replicas=2)
+    for replica in fake_runner.of(deployment_id):
+        fake_runner.say(replica.container_id, f"replica {replica.index} here")
+    seen_at_removal: dict[str, list[tuple[str, int, int]]] = {}
+    remove = fake_runner.remove_replica
+
+    def remove_and_look(container: str, *, stop_timeout: float = 10.0) -> None:
+        seen_at_removal[container] = stored_rows(app)  # another session: committed rows only
+        remove(container, stop_timeout=stop_timeout)
+
+    monkeypatch.setattr(fake_runner, "remove_replica", remove_and_look)
+    containers = {replica.container_id for replica in fake_runner.of(deployment_id)}
+    assert api.delete(f"/v1/deployments/{deployment_id}").status_code == 200
+    converge(reconciler, lambda: fake_runner.of(deployment_id) == [])
+
+    assert set(seen_at_removal) == containers
+    for rows in seen_at_removal.values():
+        assert {row[0] for row in rows} == containers
+
+
+def test_lines_read_in_a_run_that_fails_are_stored_after_its_rollback(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop's lines join its deployment's transaction; when that transaction is rolled back (here the
+    alert rules fail once) the container is gone already, and its lines are stored on their own."""
+    deployment_id = ready(app, api, reconciler)
+    [replica] = fake_runner.of(deployment_id)
+    fake_runner.say(replica.container_id, "still here")
+    evaluate = alerts.evaluate_state
+    failed: list[str] = []
+
+    def fail_once(*args: object, **kwargs: object) -> None:
+        if not failed:
+            failed.append("once")
+            raise RuntimeError("the alert rules failed")
+        evaluate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(alerts, "evaluate_state", fail_once)
+    assert api.post(f"/v1/deployments/{deployment_id}/stop").status_code == 202
+    converge(reconciler, lambda: bool(failed))
+
+    assert fake_runner.of(deployment_id) == []
+    assert [row[0] for row in stored_rows(app)] == [replica.container_id]
+    converge(reconciler, api.status_is(deployment_id, "stopped"))
+    assert lines(api, deployment_id) == ["0:still here"]
 
 
 def test_a_read_that_breaks_never_blocks_the_removal_and_what_was_read_is_kept(
