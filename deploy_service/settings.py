@@ -223,6 +223,8 @@ class ReconcileSettings:
     """Builds that run at once in all (`BUILD_SLOTS`)."""
     auto_rollback: bool = True
     """A failed rolling update whose previous release still serves goes back to it (`AUTO_ROLLBACK`)."""
+    release_images_kept: int = 5
+    """Built images of this many of a deployment's newest releases stay on the engine (`RELEASE_IMAGES_KEPT`)."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ReconcileSettings:
@@ -585,6 +587,7 @@ def _reconcile_settings(read: _Reader, runner: RunnerSettings) -> ReconcileSetti
         log_prune_every=read.number("LOG_PRUNE_SECONDS"),
         builds_per_user=read.integer("BUILDS_PER_USER"),
         auto_rollback=read.boolean("AUTO_ROLLBACK"),
+        release_images_kept=read.integer("RELEASE_IMAGES_KEPT"),
         build_slots=read.integer("BUILD_SLOTS"),
     )
 

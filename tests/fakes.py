@@ -64,6 +64,8 @@ class FakeRunner(Runner):
         """Images a pull can fetch, each with the credentials its registry wants (None: anyone may pull)."""
         self.pulls: list[tuple[str, RegistryCredentials | None]] = []
         self.builds: list[BuildSpec] = []
+        self.removed_images: list[str] = []
+        """Tags `remove_image` removed, in order."""
         self.image_ids: dict[str, str] = {}
         """The id each image reference names now (a stable fake id by default; `move_tag` moves one)."""
 
@@ -112,6 +114,27 @@ class FakeRunner(Runner):
         self._check("local_image")
         return ImageInfo(ref=ref, id=self.image_id(ref), source="local") if self._present(ref) else None
 
+    def tag_image(self, image_id: str, ref: str) -> None:
+        self._check("tag_image")
+        if image_id not in self.images and image_id not in {self.image_id(r) for r in self.images}:
+            raise ImageUnavailable(f"Image {image_id} is gone from the engine.")
+        self.images.add(ref)
+        self.image_ids[ref] = image_id
+
+    def remove_image(self, ref: str) -> bool:
+        """Untag `ref`; its image goes with its last tag unless a container runs it (as the engine's)."""
+        self._check("remove_image")
+        if ref not in self.images:
+            return False
+        image_id = self.image_id(ref)
+        if any(c.spec.image in (ref, image_id) for c in self.containers.values()):
+            return False
+        self.images.discard(ref)
+        self.removed_images.append(ref)
+        if not any(self.image_id(other) == image_id for other in self.images if not other.startswith("sha256:")):
+            self.images.discard(image_id)
+        return True
+
     def build_image(
         self, spec: BuildSpec, *, on_output: Callable[[str], None], cancel: Cancellation | None = None
     ) -> ImageInfo:
@@ -125,7 +148,9 @@ class FakeRunner(Runner):
             self.images.add(self.image_id(spec.tag))
         self.images.add(spec.tag)
         self.image_ids[spec.tag] = "sha256:" + hashlib.sha256(f"{spec.tag}#{len(self.builds)}".encode()).hexdigest()
-        return ImageInfo(ref=spec.tag, id=self.image_ids[spec.tag], source="built", commit=self.build_commit)
+        return ImageInfo(
+            ref=spec.tag, id=self.image_ids[spec.tag], source="built", commit=spec.commit or self.build_commit
+        )
 
     def start_replica(self, spec: ReplicaSpec) -> ReplicaInfo:
         self._check("start_replica")

@@ -129,6 +129,8 @@ class Deployment(db.Model):  # type: ignore[name-defined]
     """The agent's deploy counter: built images are tagged with it."""
     image: Mapped[str | None] = mapped_column(String(512))
     image_ready: Mapped[bool] = mapped_column(default=False)
+    image_error: Mapped[str | None] = mapped_column(Text)
+    """Why the image of the current rollout could not be prepared (the preparer's; the planner decides)."""
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     build_log: Mapped[str | None] = mapped_column(Text, deferred=True)

@@ -48,6 +48,7 @@ def desired_of(deployment: Deployment) -> p.Desired:
         generation=deployment.generation,
         replicas=deployment.replicas_desired,
         image_ready=bool(deployment.image_ready),
+        image_error=deployment.image_error,
         progress_started_at=deployment.progress_started_at,
         slots=tuple(
             p.Slot(

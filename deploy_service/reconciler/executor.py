@@ -93,6 +93,7 @@ class Executor:
             leadership=leadership,
             builds_per_user=settings.builds_per_user,
             build_slots=settings.build_slots,
+            release_images_kept=settings.release_images_kept,
         )
         self.health = HealthChecker(settings, self.pool)
         self.oom = oom or RecentOom()

@@ -96,6 +96,8 @@ def plan_replicas(desired: Desired, observed: Observed, rules: Rules, now: datet
     if not desired.runs:
         return Plan((WindDown(),), rules.resync, settled=True)
     if not desired.image_ready:
+        if desired.image_error is not None:
+            return _image_failed(desired, observed, rules)
         return Plan((PrepareImage(),), rules.tick, settled=True)
     if rules.max_replicas is not None and desired.replicas > rules.max_replicas:
         limit = rules.max_replicas
@@ -119,6 +121,26 @@ def plan_replicas(desired: Desired, observed: Observed, rules: Rules, now: datet
     if rules.engine_keeps_replicas:
         return _plan_service(desired, mine, rules, now, slots, actions)
     return _plan_containers(desired, mine, rules, now, slots, actions)
+
+
+def _image_failed(desired: Desired, observed: Observed, rules: Rules) -> Plan:
+    """The image of the rollout could not be pulled or built: back to the generation that still serves (a
+    rolling update, both runners), else fail and wind down."""
+    error = str(desired.image_error)
+    serving = [
+        replica.generation
+        for replica in observed.replicas
+        if replica.deployment_id == desired.deployment_id
+        and replica.running
+        and replica.generation < desired.generation
+    ]
+    if serving and rules.auto_rollback:
+        fallback = max(serving)
+        back = RollBack(
+            fallback, f"The update's image could not be prepared: rolled back to generation {fallback}.", error
+        )
+        return Plan((back,), rules.tick, settled=True, fallback=fallback)
+    return Plan((Transition(DeploymentStatus.FAILED, error, error=error), WindDown()), rules.resync, settled=True)
 
 
 def _plan_containers(

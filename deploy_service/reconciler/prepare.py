@@ -3,8 +3,9 @@
 Pulls and builds can take minutes, so they never run inside a pass: the pass asks `Preparer.ensure`,
 which starts at most one job per deployment on a small pool and returns. The job streams build output
 into the deployment's stored, size-capped build log (flushed about twice a second, so it can be followed
-live) and into `build_progress` events (step N/M), then marks the image ready — or the deployment
-`failed` with the reason — and wakes the reconciler.
+live) and into `build_progress` events (step N/M), then marks the image ready — or records why it
+could not be prepared (`image_error`: the planning step fails the deployment, or rolls a rolling update
+back to the release that still serves) — and wakes the reconciler.
 
 Only a leader prepares: `ensure` starts nothing while the process does not lead, and a job writes
 nothing (log lines, events, the outcome) once the term it was started in has ended (`leadership.py`).
@@ -16,6 +17,12 @@ again each tick, oldest deployment first, until a slot frees. Each build gets a 
 `cancel_all_but` (each pass, with the deployments still meant to run) cancels the builds of the
 stopped and the deleted; the runner kills the clone or drops the engine build, the job records
 `build_cancelled` and frees its slot, and nothing is marked ready or failed.
+
+A git release that was built before (a rollback: its `source.commit` and `image_id` are known) runs its
+own image again, tagged anew, while the engine still has it; once that image is gone it is built again
+from its commit, never from the branch's head. After each build, the built images of all but the last
+`RELEASE_IMAGES_KEPT` releases of the deployment are removed (never forced: one a container still uses
+stays), with an `images_removed` event.
 """
 
 from __future__ import annotations
@@ -29,12 +36,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import select
 from sqlalchemy.orm.exc import StaleDataError
 
 from deploy_service.errors import EngineUnavailable, NotFound
 from deploy_service.extensions import db
-from deploy_service.models import Agent, Deployment, DeploymentStatus, DesiredState
+from deploy_service.models import Agent, Deployment, DeploymentStatus, DesiredState, Release, ReleaseStatus
 from deploy_service.reconciler.leadership import Leadership
+from deploy_service.references import BUILT_IMAGE_REPOSITORY
 from deploy_service.runner.base import (
     BuildCancelled,
     BuildFailed,
@@ -65,6 +74,7 @@ class Preparer:
         leadership: Leadership | None = None,
         builds_per_user: int = 2,
         build_slots: int = 4,
+        release_images_kept: int = 5,
     ) -> None:
         self.app = app
         self.runner = runner
@@ -73,6 +83,8 @@ class Preparer:
         """Whose leadership gates the work (the reconciler's own; by default, always leading)."""
         self.builds_per_user = builds_per_user
         self.build_slots = build_slots
+        self.release_images_kept = release_images_kept
+        """Built images of this many of a deployment's newest releases stay on the engine (`RELEASE_IMAGES_KEPT`)."""
         self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
         self.build_pool = ThreadPoolExecutor(max_workers=build_slots, thread_name_prefix="build")
         self._in_flight: set[str] = set()
@@ -179,10 +191,14 @@ class Preparer:
             return
         config: dict[str, Any] = dict(deployment.config)
         image = str(deployment.image)
+        release = lifecycle.current_release(deployment)
         try:
             auth = self._credentials(deployment, config)
             if config.get("source"):
-                info = self._build(deployment_id, term, config["source"], image, cancel, auth=auth)
+                commit = (release.source or {}).get("commit") if release is not None else None
+                info = self._own_image(release, image, commit) or self._build(
+                    deployment_id, term, config["source"], image, cancel, auth=auth, commit=commit
+                )
             else:
                 info = self.runner.ensure_image(image, auth=auth)
         except EngineUnavailable:
@@ -207,7 +223,7 @@ class Preparer:
             return
 
         built = bool(config.get("source"))
-        pinned = release.image_id if (release := lifecycle.current_release(deployment)) is not None else None
+        pinned = release.image_id if release is not None else None
         try:
             pinned_present = pinned is None or pinned == info.id or self.runner.local_image(pinned) is not None
         except EngineUnavailable:
@@ -219,14 +235,67 @@ class Preparer:
             if gone is not None:
                 self._failure(ImageUnavailable(gone), built=built)(d)
                 return
-            d.image_ready = True
+            d.image_ready, d.image_error = True, None
             data = {"image": info.ref, "source": info.source}
             if info.commit is not None:
                 data["commit"] = info.commit
                 lifecycle.record_commit(d, image=info.ref, commit=info.commit)
             lifecycle.record_event(d, "image_ready", f"Image {info.ref} is ready ({info.source}).", data)
 
-        self._update(deployment_id, term, ready)
+        if self._update(deployment_id, term, ready) and built:
+            self._remove_old_images(deployment_id, term)
+
+    def _own_image(self, release: Release | None, tag: str, commit: str | None) -> ImageInfo | None:
+        """A git release built before runs the image it ran then, tagged `tag` again, if the engine has it.
+
+        Raises:
+            EngineUnavailable: the engine did not answer.
+        """
+        if release is None or release.image_id is None or commit is None:
+            return None
+        if self.runner.local_image(release.image_id) is None:
+            return None
+        try:
+            self.runner.tag_image(release.image_id, tag)
+        except ImageUnavailable as exc:  # removed meanwhile, or refused: built again from its commit
+            log.info("release %s's image cannot be tagged again (%s); building it again", release.number, exc)
+            return None
+        return ImageInfo(ref=tag, id=release.image_id, source="local", commit=commit)
+
+    def _remove_old_images(self, deployment_id: str, term: int) -> None:
+        """Remove the built images of the deployment's releases past the newest `release_images_kept`.
+
+        The current and the active release keep theirs wherever they are; a tag several releases share (a
+        rollback runs its target's) stays while one of them is kept. A removal the engine refuses (a
+        container still uses the image) or that fails is left for the next build.
+        """
+        releases = db.session.scalars(
+            select(Release).where(Release.deployment_id == deployment_id).order_by(Release.number.desc())
+        ).all()
+        built = [r for r in releases if r.source and r.image and r.image.startswith(BUILT_IMAGE_REPOSITORY + "/")]
+        kept = {r.image for r in built[: self.release_images_kept]} | {
+            r.image for r in built if r.status in (ReleaseStatus.PENDING, ReleaseStatus.ACTIVE)
+        }
+        removed: list[str] = []
+        for ref in sorted({str(r.image) for r in built[self.release_images_kept :]} - kept):
+            try:
+                if self.runner.remove_image(ref):
+                    removed.append(ref)
+            except (EngineUnavailable, ImageUnavailable) as exc:
+                log.warning("could not remove the old release image %s: %s", ref, exc)
+        if removed:
+            self._update(
+                deployment_id,
+                term,
+                lambda d: lifecycle.record_event(
+                    d,
+                    "images_removed",
+                    f"Removed {len(removed)} image(s) of releases older than the last "
+                    f"{self.release_images_kept} (RELEASE_IMAGES_KEPT); a rollback to one builds it again "
+                    "from its commit.",
+                    {"images": removed},
+                ),
+            )
 
     @staticmethod
     def _credentials(deployment: Deployment, config: dict[str, Any]) -> RegistryCredentials | None:
@@ -249,8 +318,7 @@ class Preparer:
                 append_build_log(d, error.log.splitlines(), max_bytes=max_bytes, line_max_bytes=line_max)
             kind = "build_failed" if isinstance(error, BuildFailed) else "image_unavailable"
             lifecycle.record_event(d, kind, error.message)
-            if d.status in (DeploymentStatus.DEPLOYING, DeploymentStatus.RUNNING, DeploymentStatus.READY):
-                lifecycle.transition(d, DeploymentStatus.FAILED, error.message, error=error.message)
+            d.image_error = error.message  # the planner fails the deployment, or rolls an update back
 
         return fail
 
@@ -263,6 +331,7 @@ class Preparer:
         cancel: Cancellation,
         *,
         auth: RegistryCredentials | None,
+        commit: str | None = None,
     ) -> ImageInfo:
         settings = settings_for(self.app)
         max_bytes = settings.logs.build_log_max_bytes
@@ -299,11 +368,15 @@ class Preparer:
             if time.monotonic() - last_flush[0] >= FLUSH_SECONDS:
                 flush()
 
+        where = f"commit {commit}" if commit else source.get("branch", "main")
         self._update(
             deployment_id,
             term,
             lambda d: lifecycle.record_event(
-                d, "build_started", f"Cloning {source['git_url']} ({source.get('branch', 'main')}) and building.", {}
+                d,
+                "build_started",
+                f"Cloning {source['git_url']} ({where}) and building.",
+                {"commit": commit} if commit else {},
             ),
         )
         spec = BuildSpec(
@@ -316,6 +389,7 @@ class Preparer:
             clone_timeout=settings.runner.clone_timeout,
             build_timeout=settings.runner.build_timeout,
             registry_auth=auth,
+            commit=commit,
         )
         try:
             return self.runner.build_image(spec, on_output=on_output, cancel=cancel)

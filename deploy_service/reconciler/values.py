@@ -46,6 +46,8 @@ class Desired:
     image_ready: bool
     progress_started_at: datetime | None = None
     slots: tuple[Slot, ...] = ()
+    image_error: str | None = None
+    """Why the image could not be prepared (pulled or built); None while it is being prepared or ready."""
 
     @property
     def runs(self) -> bool:

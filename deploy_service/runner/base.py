@@ -280,6 +280,8 @@ class BuildSpec:
     build_timeout: float = 900.0
     registry_auth: RegistryCredentials | None = None
     """The agent's credentials for the registry its Dockerfile's FROM images come from (no other is sent)."""
+    commit: str | None = None
+    """Build this commit (a full SHA) instead of the branch's head: a release built before, built again."""
 
 
 @dataclass(frozen=True)
@@ -367,6 +369,22 @@ class Runner(abc.ABC):
         Lets the reconciler start replicas of a present image in the same pass, without a background job.
         """
         return None
+
+    def tag_image(self, image_id: str, ref: str) -> None:
+        """Make the tag `ref` name the local image `image_id` (a release's own image, run again under its tag).
+
+        Raises:
+            ImageUnavailable: the engine has no such image, or refused the tag.
+        """
+        raise ImageUnavailable(f"The {self.name} runner cannot tag images.")
+
+    def remove_image(self, ref: str) -> bool:
+        """Remove the tag `ref` (and the image, once nothing else names or runs it); never forced.
+
+        Returns:
+            Whether it went: False when there is no such image or a container still uses it.
+        """
+        return False
 
     @abc.abstractmethod
     def build_image(

@@ -93,7 +93,7 @@ def build_from_source(
     settings: RunnerSettings,
     cancel: Cancellation | None = None,
 ) -> str | None:
-    """Clone `spec`'s branch and build it as `spec.tag` on the engine of `api`; returns the commit built.
+    """Clone `spec`'s branch (or its `commit`), build it as `spec.tag` on the engine of `api`; the commit built.
 
     Args:
         api: the runner's low-level client (its API version is reused for the build's own client).
@@ -124,6 +124,7 @@ def build_from_source(
             max_mb=settings.git_max_repo_mb,
             cancel=cancel,
             allowed_hosts=settings.allowed_git_hosts,
+            commit=spec.commit,
         )
         context, dockerfile = _build_paths(source, context=spec.context, dockerfile=spec.dockerfile)
         commit = head_commit(source)

@@ -273,6 +273,28 @@ class DockerRunner(Runner):
             raise ImageUnavailable(f"Image {ref!r} is not available after pulling it.")
         return ImageInfo(ref=ref, id=str(pulled["Id"]), source="pulled")
 
+    def tag_image(self, image_id: str, ref: str) -> None:
+        repository, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "latest")
+        with self._engine() as api:
+            try:
+                api.tag(image_id, repository, tag)
+            except NotFound as exc:
+                raise ImageUnavailable(f"Image {image_id} is gone from the engine.") from exc
+            except APIError as exc:
+                raise ImageUnavailable(f"The engine refused to tag {image_id} as {ref!r}: {explanation(exc)}") from exc
+
+    def remove_image(self, ref: str) -> bool:
+        with self._engine() as api:
+            try:
+                api.remove_image(ref, force=False)
+            except NotFound:
+                return False
+            except APIError as exc:
+                if exc.status_code == HTTPStatus.CONFLICT:  # a container (running or not) still uses it
+                    return False
+                raise ImageUnavailable(f"The engine refused to remove {ref!r}: {explanation(exc)}") from exc
+        return True
+
     @staticmethod
     def _inspect_image(api: Any, ref: str) -> dict[str, Any] | None:
         try:

@@ -145,6 +145,21 @@ def _pin_option(git_url: str, pin: Sequence[str]) -> list[str]:
     return ["-c", f"http.curloptResolve={host}:{port}:{addresses}"]
 
 
+def _options(git_url: str, *, allow_local: bool, pin: Sequence[str]) -> list[str]:
+    """The `-c` options every git command of a clone runs with (transports, redirects, pinning, hooks)."""
+    protocols = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
+    if allow_local:
+        protocols += ["-c", "protocol.file.allow=always"]
+    return [
+        *protocols,
+        "-c",
+        "http.followRedirects=false",
+        *_pin_option(git_url, pin),
+        "-c",
+        "core.hooksPath=/dev/null",
+    ]
+
+
 def clone_command(
     git_url: str, branch: str, dest: str, *, allow_local: bool, git: str = "git", pin: Sequence[str] = ()
 ) -> list[str]:
@@ -159,17 +174,9 @@ def clone_command(
     """
     url = normalize_git_url(git_url, allow_local=allow_local)
     _validate_branch(branch)
-    protocols = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
-    if allow_local:
-        protocols += ["-c", "protocol.file.allow=always"]
     return [
         git,
-        *protocols,
-        "-c",
-        "http.followRedirects=false",
-        *_pin_option(git_url, pin),
-        "-c",
-        "core.hooksPath=/dev/null",
+        *_options(git_url, allow_local=allow_local, pin=pin),
         "clone",
         "--depth",
         "1",
@@ -181,6 +188,28 @@ def clone_command(
         "--",
         url,
         dest,
+    ]
+
+
+def commit_commands(
+    git_url: str, commit: str, dest: str, *, allow_local: bool, git: str = "git", pin: Sequence[str] = ()
+) -> list[list[str]]:
+    """The argvs that fetch exactly `commit` of `git_url` into `dest` (shallow) and check it out, detached.
+
+    git 2.39 has no `clone --revision`: an empty repository, a `fetch --depth 1` of the commit (servers
+    speaking protocol v2 serve any commit reachable from a ref; GitHub and GitLab do), a checkout.
+
+    Raises:
+        BuildFailed: the URL is not allowed, or `commit` is not a full SHA.
+    """
+    url = normalize_git_url(git_url, allow_local=allow_local)
+    if not _SHA.match(commit):
+        raise BuildFailed(f"Refusing to fetch {commit!r}: not a full commit SHA.")
+    options = _options(git_url, allow_local=allow_local, pin=pin)
+    return [
+        [git, *options, "init", "--quiet", "--", dest],
+        [git, *options, "-C", dest, "fetch", "--depth", "1", "--no-tags", "--no-recurse-submodules", "--", url, commit],
+        [git, *options, "-C", dest, "checkout", "--quiet", "--detach", commit],
     ]
 
 
@@ -211,10 +240,13 @@ def clone(
     max_mb: int | None = None,
     cancel: Cancellation | None = None,
     allowed_hosts: Iterable[str] = (),
+    commit: str | None = None,
 ) -> None:
     """Shallow-clone `branch` of `git_url` into `dest` (which must not exist yet, or be empty).
 
     Args:
+        commit: fetch and check out this commit instead of the branch's head (a release built before,
+            built again: `commit_commands`).
         max_mb: the most disk space the clone may take (None: no cap).
         cancel: stops the clone when cancelled.
         allowed_hosts: `ALLOWED_GIT_HOSTS` (hosts that may be, or resolve to, private addresses).
@@ -226,28 +258,43 @@ def clone(
         BuildCancelled: `cancel` was cancelled (git is killed).
     """
     git = shutil.which("git", path=os.environ.get("PATH", DEFAULT_PATH))
-    clone_command(git_url, branch, dest, allow_local=allow_local)  # a bad URL or branch: refused before anything
+    # A bad URL, branch or commit: refused before anything runs.
+    clone_command(git_url, branch, dest, allow_local=allow_local)
+    if commit is not None:
+        commit_commands(git_url, commit, dest, allow_local=allow_local)
     if git is None:
         raise BuildFailed("git is not installed on the server.")
     cancel = cancel or Cancellation()
     cancel.check()
     pin = checked_addresses(git_url, allow_local=allow_local, allowed_hosts=allowed_hosts)
-    argv = clone_command(git_url, branch, dest, allow_local=allow_local, git=git, pin=pin)
+    if commit is None:
+        argvs = [clone_command(git_url, branch, dest, allow_local=allow_local, git=git, pin=pin)]
+    else:
+        argvs = commit_commands(git_url, commit, dest, allow_local=allow_local, git=git, pin=pin)
 
     def watch() -> RunnerError | None:
         if cancel.cancelled:
             return BuildCancelled()
         return _too_large(dest, max_mb)
 
+    deadline = time.monotonic() + timeout
     with tempfile.TemporaryDirectory(prefix="deploy-git-home-") as home:
         env = clone_environment(home, allow_local=allow_local)
-        returncode, tail = _run(
-            argv, env=env, cwd=home, timeout=timeout, on_output=on_output, line_max_bytes=line_max_bytes, watch=watch
-        )
-    if returncode is None:
-        raise BuildFailed(f"clone timed out after {timeout:g}s", log=tail)
-    if returncode != 0:
-        raise BuildFailed(f"git clone failed (exit code {returncode})", log=tail)
+        for argv in argvs:
+            returncode, tail = _run(
+                argv,
+                env=env,
+                cwd=home,
+                timeout=max(deadline - time.monotonic(), 0.0),
+                on_output=on_output,
+                line_max_bytes=line_max_bytes,
+                watch=watch,
+            )
+            if returncode is None:
+                raise BuildFailed(f"clone timed out after {timeout:g}s", log=tail)
+            if returncode != 0:
+                what = "git clone" if commit is None else f"fetching commit {commit}"
+                raise BuildFailed(f"{what} failed (exit code {returncode})", log=tail)
     late = watch()
     if late is not None:
         raise late

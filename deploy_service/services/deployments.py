@@ -317,6 +317,7 @@ def roll_out(deployment: Deployment, mode: str, event_type: str, message: str) -
     Its image is prepared again (pulled, or rebuilt from a git source) before the new replicas start.
     """
     deployment.image_ready = False
+    deployment.image_error = None
     deployment.generation = max(deployment.generation, deployment.latest_generation) + 1
     deployment.latest_generation = deployment.generation
     deployment.desired_state = DesiredState.RUNNING

@@ -392,6 +392,7 @@ def roll_back(deployment: Deployment, *, generation: int, reason: str, error: st
         deployment.revision = active.number
     deployment.generation = generation
     deployment.progress_started_at = None
+    deployment.image_ready, deployment.image_error = True, None  # what serves runs its own, pinned image
     for instance in deployment.instances:
         instance.recent_restarts = 0
         instance.next_restart_at = None
@@ -419,8 +420,8 @@ def pin_image(deployment: Deployment, image_id: str, *, built: bool, pinned_pres
     A release is pinned at its first start. Pinned to another id, a pending release (a rollback) runs its own
     image while the engine still has it, and cannot run at all once it is gone (the error is returned); an
     active one being started again (a restart that changed nothing) now runs something else: that is a change,
-    a new release pinned to `image_id`. A rebuilt git image replaces its release's id (rebuilding an earlier
-    release from its commit is not done yet).
+    a new release pinned to `image_id`. A built git image replaces its release's id: a new release's first
+    build, or an earlier release built again from its commit once its image was removed (`prepare.py`).
 
     Args:
         pinned_present: the engine still has the image the release is pinned to.

@@ -174,8 +174,10 @@ def test_rollback_is_refused_where_the_contract_says(
 
 
 def test_a_failed_rollout_fails_its_release_and_a_rollback_starts_the_last_good_one_again(
-    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+    app: Flask, api: Api, fake_runner: FakeRunner, strict_reconciler: Reconciler
 ) -> None:
+    """With `AUTO_ROLLBACK=false` an update whose image cannot be pulled fails the deployment."""
+    reconciler = strict_reconciler
     agent = new_agent(app, api)
     deployment = deploy(api, agent["id"])
     converge(reconciler, api.status_is(deployment["id"], "ready"))
@@ -192,6 +194,35 @@ def test_a_failed_rollout_fails_its_release_and_a_rollback_starts_the_last_good_
     converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], V1))
     # Release 1 ran again as release 3: it is superseded by its own copy, not "rolled back".
     assert _statuses(api, deployment["id"]) == [(3, "active"), (2, "failed"), (1, "superseded")]
+
+
+def test_an_update_whose_image_cannot_be_prepared_is_rolled_back_and_the_old_release_keeps_serving(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=2)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    before = {c.info.container_id for c in fake_runner.containers.values()}
+    _patch_agent(api, agent["id"], image="deploy-test/gone:latest")
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, lambda: _statuses(api, deployment["id"])[0][1] == "failed")
+
+    failed = _release(api, deployment["id"], 2)
+    assert "gone" in failed["error"] and failed["activated_at"] is None
+    assert _statuses(api, deployment["id"]) == [(2, "failed"), (1, "active")]
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], V1))
+    body = api.deployment(deployment["id"])
+    assert body["status"] == "ready" and body["revision"] == 1 and body["image"] == V1
+    assert {c.info.container_id for c in fake_runner.containers.values()} == before  # never stopped
+    [back] = api.events(deployment["id"], event_type="rolled_back")
+    assert back["data"]["from"] == 2 and back["data"]["to"] == 1
+    alerts = api.get(f"/v1/alerts?deployment_id={deployment['id']}").get_json()["items"]
+    assert [a["kind"] for a in alerts if a["status"] == "active"] == ["rollout_failed"]
+
+    # The next restart goes forward again (a new generation, a new release) once the image is there.
+    fake_runner.images.add("deploy-test/gone:latest")
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["revision"] == 3
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], "deploy-test/gone:latest"))
 
 
 def test_a_stop_before_ready_fails_the_pending_release_and_a_start_makes_a_new_one(
@@ -267,6 +298,89 @@ def test_a_git_agents_restart_is_a_new_release_with_its_own_built_tag_and_the_co
     ]
 
 
+def _git_releases(app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler, count: int) -> tuple[str, Any]:
+    """A git agent's deployment with releases 1..`count`, each built from another commit; (id, tag of N)."""
+    agent = new_agent(app, api, image=None, source={"git_url": "https://git.example.com/acme/agent.git"})
+    deployment_id = str(deploy(api, agent["id"])["id"])
+
+    def tag(number: int) -> str:
+        return f"deploy-service/agent-{agent['id']}:{deployment_id[:8]}-r{number}"
+
+    for number in range(1, count + 1):
+        fake_runner.build_commit = f"{number:02x}" * 20
+        if number > 1:
+            assert api.post(f"/v1/deployments/{deployment_id}/restart").status_code == 202
+        converge(reconciler, _rolled_out(api, fake_runner, deployment_id, tag(number)))
+    return deployment_id, tag
+
+
+def test_a_rollback_to_a_git_release_runs_its_own_image_without_building_the_branch(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    deployment_id, tag = _git_releases(app, api, fake_runner, reconciler, 2)
+    first = _release(api, deployment_id, 1)
+    builds = len(fake_runner.builds)
+    fake_runner.build_commit = "ff" * 20  # the branch moved on: a build now would check out another commit
+
+    assert api.post(f"/v1/deployments/{deployment_id}/rollback", {"release": 1}).status_code == 202
+    converge(reconciler, lambda: _statuses(api, deployment_id)[0] == (3, "active"))
+
+    assert len(fake_runner.builds) == builds  # nothing built: release 1's image ran again
+    third = _release(api, deployment_id, 3)
+    assert third["image_id"] == first["image_id"] and third["source"]["commit"] == "01" * 20
+    mine = [c for c in fake_runner.containers.values() if c.info.deployment_id == deployment_id]
+    assert mine and {c.spec.image for c in mine} == {first["image_id"]}
+
+
+def test_old_release_images_are_removed_and_a_rollback_to_one_builds_its_commit_again(
+    app: Flask, api: Api, fake_runner: FakeRunner, configure: Callable[..., Settings]
+) -> None:
+    reconciler = Reconciler(app, runner=fake_runner, settings=replace(FAST, release_images_kept=2))
+    try:
+        deployment_id, tag = _git_releases(app, api, fake_runner, reconciler, 3)
+        assert fake_runner.removed_images == [tag(1)]  # releases 2 and 3 keep theirs
+        [removed] = api.events(deployment_id, event_type="images_removed")
+        assert removed["data"]["images"] == [tag(1)]
+        assert fake_runner.local_image(_release(api, deployment_id, 1)["image_id"]) is None
+
+        fake_runner.build_commit = "ff" * 20  # the branch's head: never what release 1 built
+        assert api.post(f"/v1/deployments/{deployment_id}/rollback", {"release": 1}).status_code == 202
+        converge(reconciler, lambda: _statuses(api, deployment_id)[0] == (4, "active"))
+
+        rebuilt = fake_runner.builds[-1]
+        assert rebuilt.commit == "01" * 20 and rebuilt.tag == tag(1)
+        fourth = _release(api, deployment_id, 4)
+        assert fourth["source"]["commit"] == "01" * 20 and fourth["image_id"] == fake_runner.image_ids[tag(1)]
+        started = api.events(deployment_id, event_type="build_started")[0]
+        assert started["data"] == {"commit": "01" * 20} and "01" * 20 in started["message"]
+        assert tag(2) in fake_runner.removed_images  # past the last two again (4 and 3 are kept)
+    finally:
+        reconciler.close()
+
+
+def test_a_git_rollback_whose_commit_cannot_be_fetched_fails_the_new_release_and_keeps_the_old_serving(
+    app: Flask, api: Api, fake_runner: FakeRunner
+) -> None:
+    reconciler = Reconciler(app, runner=fake_runner, settings=replace(FAST, release_images_kept=1))
+    try:
+        deployment_id, tag = _git_releases(app, api, fake_runner, reconciler, 3)
+        assert tag(1) in fake_runner.removed_images
+        fake_runner.fail_build = "fetching commit 0101... failed (exit code 128)"
+        assert api.post(f"/v1/deployments/{deployment_id}/rollback", {"release": 1}).status_code == 202
+        converge(reconciler, lambda: _statuses(api, deployment_id)[0][1] != "pending")
+        [failed] = api.events(deployment_id, event_type="build_failed")
+        assert "fetching commit" in failed["message"]
+        assert _statuses(api, deployment_id)[:2] == [(4, "failed"), (3, "active")]
+        print(
+            api.deployment(deployment_id),
+            [(c.spec.image, c.info.state) for c in fake_runner.containers.values()],
+            fake_runner.image_id(tag(3)),
+        )
+        converge(reconciler, _rolled_out(api, fake_runner, deployment_id, tag(3)))  # release 3 still serves
+    finally:
+        reconciler.close()
+
+
 def test_a_rollback_to_an_image_todays_registry_rules_refuse_is_a_400_and_changes_nothing(
     app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler, configure: Callable[..., Settings]
 ) -> None:
@@ -325,6 +439,7 @@ def test_a_release_runs_the_image_id_of_its_first_start_even_after_its_tag_moved
 def test_a_rollback_whose_pinned_image_is_gone_and_whose_tag_moved_fails_with_the_reason(
     app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
 ) -> None:
+    """Release 3 (back to 1) cannot run: it fails with the reason, and release 2, which serves, stays."""
     first_id, moved_id = fake_runner.image_id(V1), "sha256:" + "c" * 64
     agent = new_agent(app, api)
     deployment = deploy(api, agent["id"], replicas=1)
@@ -334,9 +449,11 @@ def test_a_rollback_whose_pinned_image_is_gone_and_whose_tag_moved_fails_with_th
     converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], moved_id))
     fake_runner.images.discard(first_id)
     assert api.post(f"/v1/deployments/{deployment['id']}/rollback").status_code == 202
-    converge(reconciler, api.status_is(deployment["id"], "failed"))
+    converge(reconciler, lambda: _statuses(api, deployment["id"])[0] == (3, "failed"))
     third = _release(api, deployment["id"], 3)
-    assert third["status"] == "failed" and first_id in third["error"]
+    assert first_id in third["error"]
+    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], moved_id))
+    assert api.deployment(deployment["id"])["revision"] == 2
 
 
 @pytest.fixture()
