@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from deploy_service.runner import BuildCancelled, BuildFailed, Cancellation
-from deploy_service.runner.git import clone, clone_command, clone_environment, head_commit
+from deploy_service.runner.git import clone, clone_command, clone_environment, commit_commands, head_commit
 
 SAFE_PREFIX = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
 CLONE_FLAGS = ["clone", "--depth", "1", "--single-branch", "--no-tags", "--no-recurse-submodules"]
@@ -249,6 +249,45 @@ def test_the_commit_a_clone_checked_out_is_read_from_its_git_directory(tmp_path:
     assert head_commit(str(tmp_path / "clone")) == sha
     subprocess.run(["git", "-C", str(tmp_path / "clone"), "pack-refs", "--all"], check=True)  # refs in packed-refs
     assert head_commit(str(tmp_path / "clone")) == sha
+
+
+def test_a_clone_at_a_commit_checks_out_that_commit_not_the_branchs_head(tmp_path: Path) -> None:
+    first = _repo(tmp_path / "origin")
+    git = ["git", "-C", str(tmp_path / "origin"), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    (tmp_path / "origin" / "Dockerfile").write_text("FROM scratch\nLABEL version=2\n")
+    subprocess.run([*git, "commit", "-qam", "two"], check=True)
+    url = f"file://{tmp_path / 'origin'}"
+    clone(url, "main", str(tmp_path / "clone"), timeout=30, allow_local=True, commit=first)
+    assert head_commit(str(tmp_path / "clone")) == first
+    assert (tmp_path / "clone" / "Dockerfile").read_text() == "FROM scratch\n"
+
+
+def test_a_clone_at_a_commit_refuses_what_is_not_a_full_sha_and_fails_on_an_unknown_one(tmp_path: Path) -> None:
+    _repo(tmp_path / "origin")
+    url = f"file://{tmp_path / 'origin'}"
+    for bad in ("HEAD", "abc123", "--upload-pack=x", "0" * 39):
+        with pytest.raises(BuildFailed, match="not a full commit SHA"):
+            commit_commands(url, bad, str(tmp_path / "never"), allow_local=True)
+        with pytest.raises(BuildFailed, match="not a full commit SHA"):
+            clone(url, "main", str(tmp_path / "never"), timeout=30, allow_local=True, commit=bad)
+    assert not (tmp_path / "never").exists()  # refused before git ran
+    with pytest.raises(BuildFailed, match="fetching commit") as failed:
+        clone(url, "main", str(tmp_path / "clone"), timeout=30, allow_local=True, commit="0" * 40)
+    assert failed.value.log  # the tail of git's own words
+
+
+def test_the_commands_of_a_clone_at_a_commit_carry_the_same_protections() -> None:
+    commands = commit_commands(
+        "https://git.example.com/a/b.git", "ab" * 20, "/tmp/dest", allow_local=False, pin=("93.184.216.34",)
+    )
+    assert [argv[0] for argv in commands] == ["git"] * 3
+    assert commands[0][-3:] == ["--quiet", "--", "/tmp/dest"]
+    for argv in commands:
+        assert "protocol.allow=never" in argv and "http.followRedirects=false" in argv
+        assert "core.hooksPath=/dev/null" in argv
+        assert "http.curloptResolve=git.example.com:443:93.184.216.34" in argv
+    assert commands[1][-3:] == ["--", "https://git.example.com/a/b.git", "ab" * 20]
+    assert commands[2][-5:] == ["/tmp/dest", "checkout", "--quiet", "--detach", "ab" * 20]
 
 
 def test_no_commit_is_read_from_what_is_not_a_clone(tmp_path: Path) -> None:

@@ -313,6 +313,33 @@ def test_a_new_replica_that_spends_its_budget_rolls_back_only_while_the_previous
         assert back.generation == 1 and "restart budget" in back.error  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    ("rules", "old", "expected"),
+    [
+        (AUTO, True, ["RollBack"]),  # a rolling update whose image cannot be pulled or built: back
+        (RULES, True, ["Transition", "WindDown"]),  # AUTO_ROLLBACK=false: fails as before
+        (AUTO, False, ["Transition", "WindDown"]),  # nothing serves (a first deploy, a start): fails
+        (replace(AUTO, engine_keeps_replicas=True), True, ["RollBack"]),  # Swarm: the old service stays
+    ],
+)
+def test_an_image_that_cannot_be_prepared_rolls_back_only_while_the_previous_generation_serves(
+    rules: p.Rules, old: bool, expected: list[str]
+) -> None:
+    old0 = replica(0, 1)
+    d = desired(slot_for(old0), generation=2, image_ready=False, image_error="pull access denied")
+    plan = p.plan_replicas(d, p.Observed(replicas=(old0,) if old else ()), rules, NOW)
+    assert kinds(plan) == expected and plan.settled
+    if expected == ["RollBack"]:
+        [back] = plan.of(p.RollBack)
+        assert back.generation == 1 and back.error == "pull access denied"  # type: ignore[attr-defined]
+        assert plan.fallback == 1
+    else:
+        [fail] = plan.of(p.Transition)
+        assert fail.status == S.FAILED and fail.error == "pull access denied"  # type: ignore[attr-defined]
+    still = replace(d, image_error=None)  # being prepared: nothing is decided yet
+    assert kinds(p.plan_replicas(still, p.Observed(replicas=(old0,)), rules, NOW)) == ["PrepareImage"]
+
+
 def test_a_rolling_update_knows_the_generation_that_still_serves() -> None:
     old0, old1, new0 = replica(0, 1), replica(1, 1), replica(0, 2)
     d = desired(slot_for(new0, healthy=None), slot_for(old1), generation=2)
