@@ -17,10 +17,13 @@ tested as a table (tests/unit/test_plan.py). The two runners differ in one trait
 - engine-managed services (Swarm restarts and rolls replicas itself): apply the spec when the replica
   count or generation differs, count the exits the engine reports, and never fight it.
 
-Automatic rollback (containers, `Rules.auto_rollback`): a rolling update fails (a new replica spends the
-restart budget, or the progress deadline passes) while replicas of an older generation still run: instead
-of failing, the deployment goes back to the newest such generation (`RollBack`; `Plan.fallback` names it
-for `plan_status`). With nothing serving (a first deploy, a start from stopped or failed) it fails as before.
+Automatic rollback (`Rules.auto_rollback`): a rolling update fails (containers: a new replica spends the
+restart budget, or the progress deadline passes; both runners: its image cannot be pulled or built) while
+replicas of an older generation still run: instead of failing, the deployment goes back to the newest such
+generation (`RollBack`; `Plan.fallback` names it for `plan_status`). On Swarm the engine rolls a failed update
+back itself (the service's update `FailureAction`); the planner maps that onto the same `RollBack` to the
+generation the service runs again. With nothing serving (a first deploy, a start from stopped or failed) it
+fails as before.
 
 Rules shared by both: wind-down (not meant to run: remove everything), image preparation, replica slots,
 the restart budget (an exit past it fails the deployment), and the status rules and progress deadline,
@@ -241,11 +244,22 @@ def _plan_service(
     for index in sorted(i for i in slots if i >= count):
         actions.append(DropSlot(index, slots.pop(index).container_id, event=True))
     if service is None or service.generation != generation or service.replicas != count:
-        if service is not None and service.update_state.startswith("rollback"):
+        rolled_back = service is not None and service.generation != generation
+        if service is not None and rolled_back and service.update_state.startswith("rollback"):
+            why = f"Rolling update failed: {service.update_message or service.update_state}"
+            if rules.auto_rollback and service.generation < generation:
+                # Swarm's own update rollback (FailureAction) put the previous spec back: its tasks serve.
+                back = RollBack(
+                    service.generation,
+                    f"The rolling update to generation {generation} failed; the engine rolled it back to "
+                    f"generation {service.generation}.",
+                    error=why,
+                )
+                return Plan((*actions, back), rules.tick, settled=True, fallback=service.generation)
             fail = Transition(
                 DeploymentStatus.FAILED,
                 f"The rolling update to generation {generation} failed and the engine rolled it back.",
-                error=f"Rolling update failed: {service.update_message or service.update_state}",
+                error=why,
             )
             return Plan((*actions, fail, WindDown()), rules.resync, settled=True)
         if service is None:

@@ -206,14 +206,10 @@ def test_exits_are_recorded_once_then_the_budget_fails_the_deployment(
     assert "deployment_failed" in {alert["kind"] for alert in active}
 
 
-def test_a_rolled_back_update_fails_the_deployment(
-    app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler
-) -> None:
-    deployment_id = ready(app, api, reconciler, replicas=1)
-    assert api.post(f"/v1/deployments/{deployment_id}/restart").status_code == 202
-    original = swarm.specs[deployment_id]
+def _engine_rolls_back(swarm: FakeSwarm, deployment_id: str) -> None:
+    """From now on, Swarm rolls every update back: the new tasks failed, the old spec is back."""
 
-    def roll_back(spec: ServiceSpec) -> ServiceInfo:  # Swarm: the new tasks failed, the old spec is back
+    def roll_back(spec: ServiceSpec) -> ServiceInfo:
         swarm.applied.append(spec)
         old = swarm.services[deployment_id]
         info = replace(old, update_state="rollback_completed", update_message="update rolled back due to failure")
@@ -221,11 +217,54 @@ def test_a_rolled_back_update_fails_the_deployment(
         return info
 
     swarm.apply_service = roll_back  # type: ignore[method-assign]
-    converge(reconciler, api.status_is(deployment_id, "failed"))
+
+
+def test_an_update_the_engine_rolled_back_is_rolled_back_and_the_old_service_keeps_serving(
+    app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler
+) -> None:
+    deployment_id = ready(app, api, reconciler, replicas=1)
+    agent_id = api.deployment(deployment_id)["agent_id"]
+    swarm.images.add("deploy-test/http-agent:v2")
+    patched = api.client.patch(
+        f"/v1/agents/{agent_id}", headers=api.headers, json={"image": "deploy-test/http-agent:v2"}
+    )
+    assert patched.status_code == 200, patched.get_json()
+    assert api.post(f"/v1/deployments/{deployment_id}/restart").get_json()["revision"] == 2
+    original = swarm.specs[deployment_id]
+    _engine_rolls_back(swarm, deployment_id)
+    converge(reconciler, lambda: bool(api.events(deployment_id, event_type="rolled_back")))
+    converge(reconciler, api.status_is(deployment_id, "ready"))
+
     body = api.deployment(deployment_id)
-    assert "update rolled back due to failure" in body["error"]
-    assert swarm.applied[-1].generation == 2 and original.generation == 1
+    assert body["revision"] == 1 and body["generation"] == original.generation
+    statuses = [
+        (r["number"], r["status"]) for r in api.get(f"/v1/deployments/{deployment_id}/releases").get_json()["items"]
+    ]
+    assert statuses == [(2, "failed"), (1, "active")]
+    failed = api.get(f"/v1/deployments/{deployment_id}/releases/2").get_json()
+    assert "update rolled back due to failure" in failed["error"]
+    assert deployment_id in swarm.services  # never removed
     assert len([spec for spec in swarm.applied if spec.generation == 2]) == 1, "applied once, not fought over"
+    active = api.get(f"/v1/alerts?deployment_id={deployment_id}&status=active").get_json()["items"]
+    assert [alert["kind"] for alert in active] == ["rollout_failed"]
+
+
+def test_with_auto_rollback_off_an_update_the_engine_rolled_back_fails_the_deployment(
+    app: Flask, api: Api, swarm: FakeSwarm
+) -> None:
+    reconciler = Reconciler(app, runner=swarm, settings=replace(FAST, auto_rollback=False))
+    try:
+        deployment_id = ready(app, api, reconciler, replicas=1)
+        assert api.post(f"/v1/deployments/{deployment_id}/restart").status_code == 202
+        original = swarm.specs[deployment_id]
+        _engine_rolls_back(swarm, deployment_id)
+        converge(reconciler, api.status_is(deployment_id, "failed"))
+        body = api.deployment(deployment_id)
+        assert "update rolled back due to failure" in body["error"]
+        assert swarm.applied[-1].generation == 2 and original.generation == 1
+        assert len([spec for spec in swarm.applied if spec.generation == 2]) == 1, "applied once, not fought over"
+    finally:
+        reconciler.close()
 
 
 def test_a_service_it_did_not_create_is_adopted_without_replaying_exits(

@@ -233,6 +233,22 @@ def test_a_service_the_engine_rolled_back_fails_the_deployment() -> None:
     assert plan.of(p.Transition)[0].error == "Rolling update failed: bad"
 
 
+def test_a_service_the_engine_rolled_back_rolls_the_deployment_back_with_auto_rollback() -> None:
+    service = p.ServiceState(generation=1, replicas=1, update_state="rollback_completed", update_message="bad")
+    rules = replace(SERVICE_RULES, auto_rollback=True)
+    t0 = replica(0, 1)
+    d = desired(slot_for(t0), replicas=1, generation=2)
+    plan = p.plan_replicas(d, p.Observed(replicas=(t0,), service=service), rules, NOW)
+    assert kinds(plan) == ["RollBack"] and plan.fallback == 1
+    [back] = plan.of(p.RollBack)
+    assert back.generation == 1 and back.error == "Rolling update failed: bad"  # type: ignore[attr-defined]
+    # Once back on generation 1, the state Swarm keeps ("rollback_completed") is no failure: a scale applies.
+    scaled = p.plan_replicas(
+        replace(d, generation=1, replicas=2), p.Observed(replicas=(t0,), service=service), rules, NOW
+    )
+    assert [a.change for a in scaled.of(p.ApplySpec)] == ["scale"]  # type: ignore[attr-defined]
+
+
 def test_exits_the_engine_reports_count_against_the_budget_and_the_engine_restarts() -> None:
     t0 = replica(0)
     ended = [replica(0, state="exited", task_id=f"t{n}") for n in range(3)]
