@@ -117,8 +117,9 @@ def test_a_read_on_a_connection_the_server_ended_is_read_again_on_a_fresh_one(ap
     with app.test_request_context():
         [again] = backend.first({}) or (None,)
         assert again is not None and again != pid
-    with app.test_request_context():
-        assert backend.first({}) == (again,), "the fresh connection is the pool's now"
+    with app.test_request_context():  # the fresh pool serves the next read (once in a full run, from another
+        [later] = backend.first({}) or (None,)  # of its connections: reuse itself is not what this shows)
+        assert later is not None and later != pid
 
 
 def test_a_connection_lost_again_after_the_retry_is_an_error_and_invalidated(
