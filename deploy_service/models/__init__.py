@@ -36,12 +36,13 @@ from deploy_service.models.user import (
     Role,
     User,
 )
-from deploy_service.models.webhook import DeliveryStatus, Webhook, WebhookDelivery
+from deploy_service.models.webhook import ALERT_EVENTS, DeliveryStatus, Webhook, WebhookDelivery, WebhookEvent
 
 __all__ = [
     "FIRST_ACCOUNT_SLOT",
     "ROLES",
     "SERVING",
+    "ALERT_EVENTS",
     "WITHOUT_REPLICAS",
     "SCOPES",
     "ROLE_ADMIN",
@@ -81,6 +82,7 @@ __all__ = [
     "User",
     "Webhook",
     "WebhookDelivery",
+    "WebhookEvent",
     "is_ready",
     "is_running",
 ]

@@ -1,12 +1,13 @@
-"""Webhooks: where a user wants alerts sent, and the log of every delivery attempt."""
+"""Webhooks: where a user wants alerts and deployment events sent, and the log of every delivery attempt."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from deploy_service.extensions import db
@@ -22,10 +23,25 @@ class DeliveryStatus(StrEnum):
 
 
 class WebhookEvent(StrEnum):
-    """What a webhook delivery tells: an alert was raised, or it was resolved."""
+    """What a webhook delivery tells: an alert was raised or resolved, a release became active or failed, or a
+    deployment failed."""
 
     ALERT_RAISED = "alert.raised"
     ALERT_RESOLVED = "alert.resolved"
+    RELEASE_ACTIVATED = "release.activated"
+    RELEASE_FAILED = "release.failed"
+    DEPLOYMENT_FAILED = "deployment.failed"
+
+
+ALERT_EVENTS: tuple[WebhookEvent, ...] = (WebhookEvent.ALERT_RAISED, WebhookEvent.ALERT_RESOLVED)
+"""What a webhook registered without `events` subscribes to (and every webhook registered before there were
+other events): the alerts, as it always did."""
+ALERT_EVENTS_JSON = text("'" + json.dumps([str(event) for event in ALERT_EVENTS]) + "'")
+"""The column's server default: the rows that were there before `events` keep getting their alerts."""
+
+
+def default_events() -> list[str]:
+    return [str(event) for event in ALERT_EVENTS]
 
 
 class Webhook(db.Model):  # type: ignore[name-defined]
@@ -39,6 +55,8 @@ class Webhook(db.Model):  # type: ignore[name-defined]
     """Empty: every severity."""
     kinds: Mapped[list[str]] = mapped_column(JSONType, default=list)
     """Empty: every kind."""
+    events: Mapped[list[str]] = mapped_column(JSONType, default=default_events, server_default=ALERT_EVENTS_JSON)
+    """The `WebhookEvent`s it gets (never empty); `severities` and `kinds` filter the alert events only."""
     secret_ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

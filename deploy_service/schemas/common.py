@@ -155,8 +155,18 @@ class Computed(fields.Method):
         self.documented_many = many
 
 
+class OneOf(fields.Raw):
+    """A value that is one of several named schemas, dumped as it is stored (a delivery's payload data is
+    kept as the JSON it was sent as); documented as `anyOf` their references."""
+
+    def __init__(self, *schemas: type[Schema], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.documented_schemas = schemas
+
+
 def document_named_fields(converter: Any, field: fields.Field[Any], ret: dict[str, Any], **_: Any) -> dict[str, Any]:
-    """apispec attribute function: a `Choice` refers to its enum's schema, a `Computed` to its schema.
+    """apispec attribute function: a `Choice` refers to its enum's schema, a `Computed` to its schema, a
+    `OneOf` to any of its schemas.
 
     Runs after apispec's own functions, so it replaces what they inferred from the field's class (a
     plain string with an inline `enum`, an untyped value) and handles `allow_none` itself.
@@ -177,6 +187,8 @@ def document_named_fields(converter: Any, field: fields.Field[Any], ret: dict[st
         target = converter.resolve_nested_schema(field.documented_schema)
         if field.documented_many:
             target = {"type": "array", "items": target}
+    elif isinstance(field, OneOf):
+        target = {"anyOf": [converter.resolve_nested_schema(schema) for schema in field.documented_schemas]}
     else:
         return {}
     for key in ("type", "enum", "format"):

@@ -5,7 +5,8 @@ which checks the table, stamps the timestamps, keeps the agent's status in step 
 Which user actions are allowed in which status (restart, scale, stop, delete) is decided here too, by
 `check_action`, so the contract's 409/400 rules live in one place; and so is what a deployment's status
 change means for its releases (`settle_release`): ready activates the pending release, failed, stopped
-or killed fails it.
+or killed fails it. The webhook events of those changes (`release.activated`, `release.failed`,
+`deployment.failed`) are queued here as well, in the same transaction (`webhook_events`).
 
 What is stored as an event's message, a deployment's `error` and an event's `error` datum often quotes
 the engine, a registry or a build (text the user's image or repository chose), so it passes through
@@ -31,9 +32,11 @@ from deploy_service.models import (
     Release,
     ReleaseReason,
     ReleaseStatus,
+    WebhookEvent,
 )
 from deploy_service.models.types import utcnow
 from deploy_service.observability import RolloutOutcome, count_rollout
+from deploy_service.services import webhook_events
 from deploy_service.settings import current_settings
 
 _deployments = Deployment.__table__
@@ -172,7 +175,12 @@ def transition(
     if agent is not None:
         agent.status = AGENT_STATUS_FOR[new]
     record_event(deployment, "status_changed", message, {"from": old, "to": new, **(data or {})})
-    settle_release(deployment, new, error=deployment.error if new == DeploymentStatus.FAILED else None)
+    if new != DeploymentStatus.FAILED:
+        settle_release(deployment, new)
+        return
+    current = next((r for r in releases_in_play(deployment) if r.number == deployment.revision), None)
+    settle_release(deployment, new, error=deployment.error)
+    webhook_events.deployment_event(deployment, WebhookEvent.DEPLOYMENT_FAILED, release=current)
 
 
 # What a pending release becomes when its deployment reaches each status before it was ready.
@@ -213,19 +221,28 @@ def settle_release(deployment: Deployment, new: str, *, error: str | None = None
     now = utcnow()
     for release in releases_in_play(deployment):
         if release.status == ReleaseStatus.PENDING:
-            release.status = ReleaseStatus.FAILED
-            release.error = stored_text(_PENDING_ENDS[new] or error or "The rollout failed.")
-            release.ended_at = now
-            count_rollout(release, RolloutOutcome.FAILED)
+            fail_release(deployment, release, _PENDING_ENDS[new] or error or "The rollout failed.")
         elif new == DeploymentStatus.KILLED:
             release.status = ReleaseStatus.SUPERSEDED
             release.ended_at = now
 
 
+def fail_release(
+    deployment: Deployment, release: Release, error: str, *, outcome: RolloutOutcome = RolloutOutcome.FAILED
+) -> None:
+    """`release`'s rollout failed (`error` says why): it ends `failed`, its rollout is counted with `outcome`,
+    and a `release.failed` webhook event is queued."""
+    release.status = ReleaseStatus.FAILED
+    release.error = stored_text(error)
+    release.ended_at = utcnow()
+    count_rollout(release, outcome)
+    webhook_events.deployment_event(deployment, WebhookEvent.RELEASE_FAILED, release=release)
+
+
 def activate_pending(deployment: Deployment) -> None:
     """The pending release's rollout completed: it becomes active, and the release it replaces ends
     (`rolled_back` when a rollback replaced it, `superseded` otherwise, or when it is the rollback's own
-    target), with a `rollout_completed` event."""
+    target), with a `rollout_completed` event and a `release.activated` webhook event."""
     releases = releases_in_play(deployment)
     pending = [r for r in releases if r.status == ReleaseStatus.PENDING]
     if not pending:
@@ -235,15 +252,13 @@ def activate_pending(deployment: Deployment) -> None:
         if previous is release:
             continue
         if previous.status == ReleaseStatus.PENDING:
-            previous.status = ReleaseStatus.FAILED
-            previous.error = f"Release {release.number} replaced it before it was ready."
-        elif release.reason == ReleaseReason.ROLLBACK and previous.number != release.rollback_of:
+            fail_release(deployment, previous, f"Release {release.number} replaced it before it was ready.")
+            continue
+        if release.reason == ReleaseReason.ROLLBACK and previous.number != release.rollback_of:
             previous.status = ReleaseStatus.ROLLED_BACK
         else:
             previous.status = ReleaseStatus.SUPERSEDED
         previous.ended_at = now
-        if previous.status == ReleaseStatus.FAILED:
-            count_rollout(previous, RolloutOutcome.FAILED)
     release.status = ReleaseStatus.ACTIVE
     release.activated_at = now
     count_rollout(release, RolloutOutcome.COMPLETED)
@@ -253,6 +268,7 @@ def activate_pending(deployment: Deployment) -> None:
         f"Release {release.number} is active: every replica is ready.",
         {"number": release.number, "reason": release.reason, "rollback_of": release.rollback_of},
     )
+    webhook_events.deployment_event(deployment, WebhookEvent.RELEASE_ACTIVATED, release=release)
 
 
 def start_rollout(deployment: Deployment) -> None:
@@ -332,10 +348,7 @@ def begin_release(
     """
     for earlier in releases_in_play(deployment):
         if earlier.status == ReleaseStatus.PENDING:
-            earlier.status = ReleaseStatus.FAILED
-            earlier.error = f"Release {number} replaced it before it was ready."
-            earlier.ended_at = utcnow()
-            count_rollout(earlier, RolloutOutcome.FAILED)
+            fail_release(deployment, earlier, f"Release {number} replaced it before it was ready.")
     release = Release(
         deployment_id=deployment.id,
         number=number,
@@ -381,15 +394,12 @@ def roll_back(deployment: Deployment, *, generation: int, reason: str, error: st
     releases = releases_in_play(deployment)
     failed = next((r for r in reversed(releases) if r.status == ReleaseStatus.PENDING), None)
     active = next((r for r in reversed(releases) if r.status == ReleaseStatus.ACTIVE), None)
-    if failed is not None:
-        failed.status = ReleaseStatus.FAILED
-        failed.error = stored_text(error)
-        failed.ended_at = utcnow()
-        count_rollout(failed, RolloutOutcome.ROLLED_BACK)
     if active is not None:
         deployment.image = active.image
         deployment.config = dict(active.config or {})
         deployment.revision = active.number
+    if failed is not None:
+        fail_release(deployment, failed, error, outcome=RolloutOutcome.ROLLED_BACK)
     deployment.generation = generation
     deployment.progress_started_at = None
     deployment.image_ready, deployment.image_error = True, None  # what serves runs its own, pinned image

@@ -1,4 +1,8 @@
-"""Webhooks: register where alerts go, queue a delivery per matching webhook, sign and send them.
+"""Webhooks: register where alerts and deployment events go, sign and send the queued deliveries.
+
+A webhook subscribes to `events` (default: the alert events, what every webhook got before there were
+others); `severities` and `kinds` filter its alert events. Deliveries are queued in the transaction of the
+change they tell (`webhook_events`).
 
 Deliveries follow the Standard Webhooks scheme: headers `webhook-id`, `webhook-timestamp` and
 `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, where the key is the
@@ -24,14 +28,17 @@ import secrets
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import or_, select
 
 from deploy_service.errors import NotFound, ValidationFailed
 from deploy_service.extensions import db
-from deploy_service.models import Alert, DeliveryStatus, Principal, Webhook, WebhookDelivery
+from deploy_service.models import Alert, DeliveryStatus, Principal, Webhook, WebhookDelivery, WebhookEvent
 from deploy_service.models.types import utcnow
+from deploy_service.models.webhook import default_events
 from deploy_service.security import decrypt_secret, encrypt_secret
+from deploy_service.services import webhook_events
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.lifecycle import stored_text
 from deploy_service.services.webhook_sender import SendFailed, Target, UnsafeTarget, WebhookSender, resolve
@@ -52,26 +59,60 @@ def check_target(url: str, *, allow_private: bool) -> None:
         resolve(target.host, target.port, allow_private=False)
 
 
-def create_webhook(
-    actor: Principal, *, url: str, severities: list[str] | None, kinds: list[str] | None
-) -> tuple[Webhook, str]:
-    """Register a webhook; returns it and its signing secret (shown once)."""
+def _check_url(url: str) -> None:
+    """Raises: ValidationFailed: naming `url`, when the sender would not call it."""
     try:
         check_target(url, allow_private=current_settings().webhooks.allow_private_targets)
     except UnsafeTarget as exc:
         message = f"The webhook URL is refused: {exc}."
         raise ValidationFailed(message, details={"url": [message]}) from exc
+
+
+def create_webhook(
+    actor: Principal,
+    *,
+    url: str,
+    severities: list[str] | None,
+    kinds: list[str] | None,
+    events: list[str] | None = None,
+) -> tuple[Webhook, str]:
+    """Register a webhook; returns it and its signing secret (shown once). Without `events`: the alert events."""
+    _check_url(url)
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     webhook = Webhook(
         owner_id=actor.id,
         url=url,
         severities=sorted(set(severities or [])),
         kinds=sorted(set(kinds or [])),
+        events=sorted(set(events)) if events else default_events(),
         secret_ciphertext=encrypt_secret(secret),
     )
     db.session.add(webhook)
     db.session.commit()
     return webhook, secret
+
+
+def get_webhook(actor: Principal, webhook_id: str) -> Webhook:
+    """Raises: NotFound: no such webhook, or not the actor's."""
+    return _get(actor, webhook_id)
+
+
+def update_webhook(actor: Principal, webhook_id: str, changes: dict[str, Any]) -> Webhook:
+    """Change a webhook's `url`, `severities`, `kinds` or `events` (those given); its secret stays.
+
+    Raises:
+        NotFound: no such webhook, or not the actor's.
+        ValidationFailed: the new URL is one the sender would not call.
+    """
+    webhook = _get(actor, webhook_id)
+    if "url" in changes:
+        _check_url(changes["url"])
+        webhook.url = changes["url"]
+    for name in ("severities", "kinds", "events"):
+        if name in changes:
+            setattr(webhook, name, sorted(set(changes[name] or [])))
+    db.session.commit()
+    return webhook
 
 
 def list_webhooks(actor: Principal, *, skip: int, limit: int) -> Page[Webhook]:
@@ -101,30 +142,9 @@ def list_deliveries(actor: Principal, webhook_id: str, *, skip: int, limit: int)
     return paginate(stmt, skip=skip, limit=limit)
 
 
-def enqueue(alert: Alert, event: str) -> int:
+def enqueue(alert: Alert, event: WebhookEvent) -> int:
     """Queue a delivery of `alert` to each of its owner's webhooks that want it (caller commits)."""
-    hooks = db.session.scalars(select(Webhook).where(Webhook.owner_id == alert.owner_id)).all()
-    payload = {
-        "type": event,
-        "timestamp": utcnow().isoformat(),
-        "data": {
-            "id": alert.id,
-            "deployment_id": alert.deployment_id,
-            "agent_id": alert.agent_id,
-            "severity": alert.severity,
-            "kind": alert.kind,
-            "message": alert.message,
-            "status": alert.status,
-            "count": alert.count,
-        },
-    }
-    queued = 0
-    for hook in hooks:
-        if (hook.severities and alert.severity not in hook.severities) or (hook.kinds and alert.kind not in hook.kinds):
-            continue
-        db.session.add(WebhookDelivery(webhook_id=hook.id, event=event, payload=payload, next_attempt_at=utcnow()))
-        queued += 1
-    return queued
+    return webhook_events.alert_event(alert, event)
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:

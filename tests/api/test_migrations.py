@@ -192,3 +192,33 @@ def test_each_existing_deployment_remembers_the_highest_generation_its_rows_name
             }
         db.engine.dispose()
     assert {name: found[ids[name]] for name in ids} == {"plain": 3, "slot": 3, "logs": 4}
+
+
+def test_each_existing_webhook_keeps_getting_its_alerts_and_nothing_else(
+    make_app: Any, empty_database_url: str
+) -> None:
+    """A webhook registered before `events` existed subscribes to `alert.raised` and `alert.resolved`, the
+    alerts it got, and to none of the release and deployment events."""
+    from deploy_service.models import User, Webhook
+    from deploy_service.services import webhooks as webhook_service
+
+    app = make_app(SQLALCHEMY_DATABASE_URI=empty_database_url, WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+    with app.app_context():
+        upgrade()
+    registered = app.test_client().post("/v1/auth/register", json={"email": "o@example.com", "password": "pw-12345678"})
+    assert registered.status_code == 201
+    with app.app_context():
+        owner = db.session.get(User, registered.get_json()["id"])
+        hook, _ = webhook_service.create_webhook(
+            owner, url="http://127.0.0.1:9/hook", severities=["critical"], kinds=None, events=["release.failed"]
+        )
+        hook_id = hook.id
+        downgrade(revision="9c41d7e2b5a8")  # just before webhooks.events
+        assert "events" not in {column["name"] for column in inspect(db.engine).get_columns("webhooks")}
+        upgrade()
+        db.session.expire_all()
+        found = db.session.get(Webhook, hook_id)
+        assert found is not None
+        assert (found.events, found.severities, found.kinds) == (["alert.raised", "alert.resolved"], ["critical"], [])
+        db.session.remove()
+        db.engine.dispose()

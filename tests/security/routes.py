@@ -230,6 +230,15 @@ PROBES: tuple[Probe, ...] = (
     # Webhooks.
     Probe("GET", "/v1/webhooks", USER),
     Probe("POST", "/v1/webhooks", USER, body={"url": "http://127.0.0.1:9/hook"}),
+    Probe("GET", "/v1/webhooks/<string:webhook_id>", USER, "/v1/webhooks/{webhook_id}", other=NOT_FOUND),
+    Probe(
+        "PATCH",
+        "/v1/webhooks/<string:webhook_id>",
+        USER,
+        "/v1/webhooks/{webhook_id}",
+        body={"events": ["release.failed"]},
+        other=NOT_FOUND,
+    ),
     Probe("DELETE", "/v1/webhooks/<string:webhook_id>", USER, "/v1/webhooks/{webhook_id}", other=NOT_FOUND, ok=204),
     Probe(
         "GET",
