@@ -5,7 +5,7 @@ exactly those, so it keeps getting what it got, and nothing of the new release a
 Added in place (never a copy of the table, whose drop would cascade to the delivery log).
 
 Revision ID: 5e0a7b3c91d4
-Revises: 9c41d7e2b5a8
+Revises: a7e3c1d9b4f2
 Create Date: 2026-12-03 10:00:00.000000
 
 """
@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
 revision = '5e0a7b3c91d4'
-down_revision = '9c41d7e2b5a8'
+down_revision = 'a7e3c1d9b4f2'
 branch_labels = None
 depends_on = None
 
