@@ -213,6 +213,7 @@ def test_each_existing_webhook_keeps_getting_its_alerts_and_nothing_else(
             owner, url="http://127.0.0.1:9/hook", severities=["critical"], kinds=None, events=["release.failed"]
         )
         hook_id = hook.id
+        db.session.remove()  # reading `hook.id` began a transaction: its lock would hold the ALTER TABLE back
         downgrade(revision="9c41d7e2b5a8")  # just before webhooks.events
         assert "events" not in {column["name"] for column in inspect(db.engine).get_columns("webhooks")}
         upgrade()
