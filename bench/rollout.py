@@ -122,8 +122,18 @@ def wait_for(condition: Any, timeout: float, what: str) -> Any:
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def update(http: requests.Session, base: str, agent_id: str, deployment_id: str, image: str) -> float:
-    """Switch the agent to `image`, restart, wait for the new release to be active; POST → `activated_at`, s."""
+def update(
+    http: requests.Session,
+    base: str,
+    agent_id: str,
+    deployment_id: str,
+    image: str,
+    phases: list[tuple[float, str]] | None = None,
+) -> float:
+    """Switch the agent to `image`, restart, wait for the new release to be active; POST → `activated_at`, s.
+
+    With `phases`, it is filled with the update's events: (seconds after the POST, message).
+    """
     assert http.patch(f"{base}/v1/agents/{agent_id}", json={"image": image}).status_code == 200
     started = time.time()
     response = http.post(f"{base}/v1/deployments/{deployment_id}/restart")
@@ -138,6 +148,13 @@ def update(http: requests.Session, base: str, agent_id: str, deployment_id: str,
 
     release = wait_for(active, 120, f"release {number} active")
     wait_for(lambda: http.get(f"{base}/v1/deployments/{deployment_id}").json()["status"] == "ready", 60, "ready")
+    if phases is not None:
+        events = http.get(f"{base}/v1/deployments/{deployment_id}/events", params={"limit": 200}).json()["items"]
+        phases[:] = sorted(
+            (datetime.fromisoformat(event["created_at"]).timestamp() - started, event["message"])
+            for event in events
+            if datetime.fromisoformat(event["created_at"]).timestamp() >= started
+        )
     return datetime.fromisoformat(release["activated_at"]).timestamp() - started
 
 
@@ -172,10 +189,11 @@ def run(*, rounds: int = 3, replicas: int = 5, interval: float = 0.5, tick: floa
         raw_run(client, 1, interval)  # warm-up
         caller = Caller(base, agent_id, key)
         updates, raws = [], []
+        phases: list[tuple[float, str]] = []
         images = [second, IMAGE]
         for round_index in range(rounds):
             caller.calling.set()
-            updates.append(update(http, base, agent_id, deployment_id, images[round_index % 2]))
+            updates.append(update(http, base, agent_id, deployment_id, images[round_index % 2], phases))
             caller.calling.clear()
             raws.append(raw_run(client, replicas, interval))
     finally:
@@ -202,6 +220,7 @@ def run(*, rounds: int = 3, replicas: int = 5, interval: float = 0.5, tick: floa
         "failed": caller.failed,
         "statuses": caller.statuses,
         "engine": client.version()["Version"],
+        "phases": phases,
     }
 
 
@@ -211,6 +230,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=5)
     parser.add_argument("--interval", type=float, default=0.5, help="health check interval, seconds")
     parser.add_argument("--tick", type=float, help="the service's RECONCILE_TICK_SECONDS (default: its default)")
+    parser.add_argument("--phases", action="store_true", help="print the last update's events, timed from the POST")
     args = parser.parse_args()
     figures = run(rounds=args.rounds, replicas=args.replicas, interval=args.interval, tick=args.tick)
     tick = "default" if args.tick is None else f"{args.tick:g}s"
@@ -228,6 +248,9 @@ def main() -> None:
     print(f"{'failed interact calls during the updates':<44}{figures['failed']:>10}{'0':>10} {verdict}")
     print(f"   ({figures['calls']} calls; updates {[round(u, 2) for u in figures['updates']]} s,")
     print(f"    raw {[round(r, 2) for r in figures['raws']]} s)")
+    if args.phases:
+        for at, message in figures["phases"]:
+            print(f"   {at * 1000:>8.1f} ms  {message}")
 
 
 if __name__ == "__main__":

@@ -37,9 +37,11 @@ __all__ = ["api", "engine", "second_version"]  # fixtures, used by name
 
 SWARM_HAS_NO_AUTO_ROLLBACK = pytest.mark.xfail(
     strict=True,
-    reason="Swarm runner: AUTO_ROLLBACK is the Docker runner's (plan.py rolls back only containers it keeps "
-    "itself); under Swarm the service's own UpdateConfig rollback puts the old spec back, but no release is "
-    "marked failed, no rolled_back event or rollout_failed alert is recorded",
+    reason="Swarm runner: its start-first update stops an old task once the new one runs (not once it passes "
+    "our HTTP health check), so a new task that runs a second before crashing takes the old replicas down and "
+    "calls fail; and AUTO_ROLLBACK is the Docker runner's only: the reconciler counts the crashes against the "
+    "restart budget, marks the deployment failed and removes the service, with no rolled_back event and no "
+    "rollout_failed alert, so nothing serves afterwards",
 )
 
 
