@@ -198,7 +198,7 @@ def test_image_deploy_becomes_ready_and_answers(api: Client, engine: Engine) -> 
     assert body["replicas"] == {"desired": 2, "running": 2, "ready": 2}
     for instance in body["instances"]:
         reply = requests.post(f"http://127.0.0.1:{instance['port']}/invoke", json={"q": "hi"}, timeout=5)
-        assert reply.json() == {"replica": str(instance["index"]), "echo": {"q": "hi"}}
+        assert reply.json() == {"replica": str(instance["index"]), "version": "1", "echo": {"q": "hi"}}
     assert len(engine.containers(deployment_id)) == 2
     passed = api.events(deployment_id, "health_passed")
     assert sorted(event["data"]["replica"] for event in passed) == [0, 1]

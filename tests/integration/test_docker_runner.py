@@ -166,7 +166,7 @@ def test_replica_serves_http_on_its_port_and_knows_its_index(
     wait_for(lambda: healthy(port), what="GET /health = 200")
     status, body = http("POST", f"http://127.0.0.1:{port}/invoke", b'{"q": 1}')
     assert status == 200
-    assert json.loads(body) == {"replica": "2", "echo": {"q": 1}}
+    assert json.loads(body) == {"replica": "2", "version": "1", "echo": {"q": 1}}
 
 
 def test_every_container_is_hardened(

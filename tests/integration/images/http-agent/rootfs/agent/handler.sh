@@ -77,7 +77,7 @@ case "$path" in
             [\{\[\"0-9-]* | true* | false* | null*) echo_json="$body" ;;
             *) echo_json="$(json_str "$body")" ;;
         esac
-        respond 200 OK application/json "{\"replica\": $(json_str "${REPLICA_INDEX-}"), \"echo\": $echo_json}" ;;
+        respond 200 OK application/json "{\"replica\": $(json_str "${REPLICA_INDEX-}"), \"version\": $(json_str "${AGENT_VERSION:-1}"), \"echo\": $echo_json}" ;;
     *)
         respond 404 "Not Found" application/json '{"error": "not found"}' ;;
 esac
