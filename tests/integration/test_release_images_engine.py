@@ -68,7 +68,10 @@ def _version_running(api: Client, engine: Engine, deployment_id: str) -> set[str
     for container in engine.containers(deployment_id):
         if container.status != "running":
             continue
-        env = engine.inspect(container.id).attrs["Config"]["Env"]
+        try:
+            env = engine.inspect(container.id).attrs["Config"]["Env"]
+        except docker.errors.NotFound:  # removed since the list
+            continue
         found |= {item.split("=", 1)[1] for item in env if item.startswith("AGENT_VERSION=")}
     return found
 
