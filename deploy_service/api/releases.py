@@ -77,5 +77,11 @@ class Rollback(MethodView):
         config of release `release` (default: the newest before the current one that was ever
         `active`) and rolls it out: a rolling update from `running`/`ready`, a fresh start (back to
         `deploying`) from `stopped`/`failed`. Answers 202 with the deployment at once.
+
+        The new release runs the target's image by its recorded `image_id`, whatever its tag names now. For
+        a git agent, the target's own image runs again while the engine has it (`RELEASE_IMAGES_KEPT`);
+        once it was removed, the target's recorded `source.commit` is built again, never the branch's
+        head. If the rollout fails (its image cannot be prepared, its replicas crash or miss the progress
+        deadline) while the current release serves, it is rolled back automatically (`AUTO_ROLLBACK`).
         """
         return service.rollback(current_user(), deployment_id, release=data.get("release"))
