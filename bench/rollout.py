@@ -3,11 +3,11 @@
 Run by hand on a machine with an engine (scripts/ensure_docker.sh) and the test images
 (tests/integration/images/build.sh), with nothing else using the engine:
 
-    .venv/bin/python bench/rollout.py [--rounds 3] [--replicas 5] [--interval 0.5] [--tick 1]
+    .venv/bin/python bench/rollout.py [--rounds 3] [--replicas 5] [--interval 0.5] [--tick 1] [--surge 1]
 
 It starts the service as a real process (`python app.py`: API + embedded reconciler, SQLite, host
-networking, `RATE_LIMIT_PER_MINUTE` out of reach; `--tick` sets its `RECONCILE_TICK_SECONDS`, by default
-the service's default) and deploys
+networking, `RATE_LIMIT_PER_MINUTE` out of reach; `--tick` sets its `RECONCILE_TICK_SECONDS` and `--surge`
+its `ROLLOUT_MAX_SURGE`, by default the service's defaults) and deploys
 `--replicas` replicas of the http agent with an HTTP health check every `--interval` seconds. Each round
 then:
 
@@ -158,7 +158,9 @@ def update(
     return datetime.fromisoformat(release["activated_at"]).timestamp() - started
 
 
-def run(*, rounds: int = 3, replicas: int = 5, interval: float = 0.5, tick: float | None = None) -> dict[str, Any]:
+def run(
+    *, rounds: int = 3, replicas: int = 5, interval: float = 0.5, tick: float | None = None, surge: int | None = None
+) -> dict[str, Any]:
     """Interleaved rounds of a rolling update and of raw sequential starts; medians in seconds, failed calls."""
     client = docker.from_env()
     client.images.get(IMAGE)
@@ -167,6 +169,8 @@ def run(*, rounds: int = 3, replicas: int = 5, interval: float = 0.5, tick: floa
     overrides = {"RATE_LIMIT_PER_MINUTE": "100000000"}  # the calling loop is not what is measured
     if tick is not None:
         overrides["RECONCILE_TICK_SECONDS"] = str(tick)
+    if surge is not None:
+        overrides["ROLLOUT_MAX_SURGE"] = str(surge)
     saved = {key: os.environ.get(key) for key in overrides}
     os.environ.update(overrides)
     process = None
@@ -230,13 +234,15 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=5)
     parser.add_argument("--interval", type=float, default=0.5, help="health check interval, seconds")
     parser.add_argument("--tick", type=float, help="the service's RECONCILE_TICK_SECONDS (default: its default)")
+    parser.add_argument("--surge", type=int, help="the service's ROLLOUT_MAX_SURGE (default: its default, 1)")
     parser.add_argument("--phases", action="store_true", help="print the last update's events, timed from the POST")
     args = parser.parse_args()
-    figures = run(rounds=args.rounds, replicas=args.replicas, interval=args.interval, tick=args.tick)
+    figures = run(rounds=args.rounds, replicas=args.replicas, interval=args.interval, tick=args.tick, surge=args.surge)
     tick = "default" if args.tick is None else f"{args.tick:g}s"
     print(f"machine: {os.cpu_count()} cores; engine {figures['engine']}; image {IMAGE}")
     print(
-        f"{args.replicas} replicas, health check every {args.interval:g}s, reconcile tick {tick}, {args.rounds} rounds"
+        f"{args.replicas} replicas, health check every {args.interval:g}s, reconcile tick {tick}, "
+        f"surge {args.surge or 1}, {args.rounds} rounds"
     )
     ratio = figures["update"] / figures["raw"]
     print(f"{'case':<44}{'value':>10}{'target':>10}")

@@ -175,6 +175,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "BUILD_NETWORK": env.get("BUILD_NETWORK", "default").strip().lower(),
         "BUILDS_PER_USER": _int(env, "BUILDS_PER_USER", 2, minimum=1),
         "RELEASE_IMAGES_KEPT": _int(env, "RELEASE_IMAGES_KEPT", 5, minimum=1),
+        "ROLLOUT_MAX_SURGE": _int(env, "ROLLOUT_MAX_SURGE", 1, minimum=1),
         "BUILD_SLOTS": _int(env, "BUILD_SLOTS", 4, minimum=1),
         "BUILD_LOG_MAX_BYTES": _int(env, "BUILD_LOG_MAX_BYTES", 512 * 1024, minimum=1024),
         "RECONCILER_ENABLED": _bool(env, "RECONCILER_ENABLED", True),

@@ -224,6 +224,8 @@ class ReconcileSettings:
     auto_rollback: bool = True
     """A failed rolling update whose previous release still serves goes back to it (`AUTO_ROLLBACK`)."""
     release_images_kept: int = 5
+    max_surge: int = 1
+    """Replicas of a rolling update replaced at once, start-first (`ROLLOUT_MAX_SURGE`)."""
     """Built images of this many of a deployment's newest releases stay on the engine (`RELEASE_IMAGES_KEPT`)."""
 
     @classmethod
@@ -588,6 +590,7 @@ def _reconcile_settings(read: _Reader, runner: RunnerSettings) -> ReconcileSetti
         builds_per_user=read.integer("BUILDS_PER_USER"),
         auto_rollback=read.boolean("AUTO_ROLLBACK"),
         release_images_kept=read.integer("RELEASE_IMAGES_KEPT"),
+        max_surge=read.integer("ROLLOUT_MAX_SURGE"),
         build_slots=read.integer("BUILD_SLOTS"),
     )
 

@@ -496,6 +496,7 @@ class ServiceDriver(Driver):
                 restart_window=settings.stable_seconds,
                 stop_timeout=settings.stop_timeout,
                 update_monitor=settings.startup_grace,
+                update_parallelism=settings.max_surge,
                 built=workload.built,
                 registry_auth=workload.registry_auth,
             )

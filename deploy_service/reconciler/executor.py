@@ -65,6 +65,7 @@ def rules_for(settings: ReconcileSettings, driver: Driver) -> p.Rules:
         stable_seconds=settings.stable_seconds,
         max_replicas=driver.max_replicas,
         auto_rollback=settings.auto_rollback,
+        max_surge=settings.max_surge,
     )
 
 

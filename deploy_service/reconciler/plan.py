@@ -12,8 +12,9 @@ tested as a table (tests/unit/test_plan.py). The two runners differ in one trait
 
 - containers on one engine (the reconciler keeps replicas alive): start missing replicas, count exits
   and restart them after an exponential backoff, replace replicas of an older generation one at a time,
-  start-first (the new replica runs beside the old until it is ready: never more than desired + 1, and no
-  ready replica is removed before its replacement is ready), and remove replicas past the desired count.
+  start-first (the new replica runs beside the old until it is ready: up to `Rules.max_surge` at once,
+  `ROLLOUT_MAX_SURGE`, so never more than desired + max_surge, and no ready replica is removed before its
+  replacement is ready), and remove replicas past the desired count.
 - engine-managed services (Swarm restarts and rolls replicas itself): apply the spec when the replica
   count or generation differs, count the exits the engine reports, and never fight it.
 
@@ -172,12 +173,13 @@ def _plan_containers(
         actions.append(DropSlot(index, slots.pop(index).container_id))
 
     # Start-first: an old replica whose replacement is ready goes; one whose replacement is not stays.
-    replacing = False
+    in_flight: set[int] = set()
     for index in sorted(set(current) & set(older)):
         if _runs_ready(slots[index], current[index]):
             actions.append(RemoveReplica(older.pop(index), "replaced"))
         else:
-            replacing = True
+            in_flight.add(index)
+    replacing = bool(in_flight)
     waiting = {index: replica for index, replica in older.items() if index not in current}
     serving = [replica.generation for replica in older.values() if replica.running]
     fallback = max(serving) if serving and rules.auto_rollback else None
@@ -226,10 +228,15 @@ def _plan_containers(
             event = "container_adopted" if slot.container_id != found.container_id else None
             actions.append(ObserveRunning(index, found, event, reset_restarts=_stable(slot, rules, now, event)))
 
-    settled_current = all(_runs_ready(slots[index], replica) for index, replica in current.items())
-    if waiting and not starts and not replacing and settled_current:
-        index = min(waiting)
-        starts.append(StartReplica(index))
+    # Up to `max_surge` replacements at once (each beside the old replica it replaces), once every other
+    # replica of the generation is ready.
+    settled_others = all(
+        _runs_ready(slots[index], replica) for index, replica in current.items() if index not in in_flight
+    )
+    room = rules.max_surge - len(in_flight)
+    if waiting and not starts and room > 0 and settled_others:
+        for index in sorted(waiting)[:room]:
+            starts.append(StartReplica(index))
         replacing = True
     actions.extend(starts)
     if starts:

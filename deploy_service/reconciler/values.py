@@ -91,6 +91,8 @@ class Rules:
     max_replicas: int | None = None
     auto_rollback: bool = False
     """A failed rolling update whose previous generation still serves goes back to it (containers only)."""
+    max_surge: int = 1
+    """Replicas of a rolling update started at once, each beside the old one it replaces (`ROLLOUT_MAX_SURGE`)."""
 
 
 # -- actions --------------------------------------------------------------------------------------------

@@ -181,6 +181,8 @@ class ServiceSpec:
     restart_window: float = 300.0
     stop_timeout: float = 10.0
     update_monitor: float = 5.0
+    update_parallelism: int = 1
+    """Tasks Swarm replaces at once, start-first (`ROLLOUT_MAX_SURGE`)."""
     """Seconds the engine watches each updated replica for a failure (which rolls the update back)."""
     built: bool = False
     """The image was built here from a git source (a multi-node backend may push it to a registry)."""

@@ -133,7 +133,7 @@ def service_document(
         },
         "Mode": {"Replicated": {"Replicas": spec.replicas}},
         "UpdateConfig": {
-            "Parallelism": 1,
+            "Parallelism": spec.update_parallelism,
             "Delay": 0,
             "FailureAction": "rollback",
             "Monitor": int(spec.update_monitor * SECOND_NS),

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
@@ -20,12 +21,15 @@ import pytest
 from flask import Flask
 
 from deploy_service.runner.base import LABEL_GENERATION
+from deploy_service.settings import Settings
 from tests.integration.test_deployments_engine import (
     BOTH_RUNNERS,
     FAST_HEALTH,
     HTTP_AGENT,
+    SETTINGS,
     Client,
     Engine,
+    _engine,
     api,
     engine,
     second_version,
@@ -309,3 +313,44 @@ def test_a_crashing_update_rolls_back_automatically_with_no_failed_call(
 
     wait_until(fresh_replicas_only, timeout=60, what="two replicas of the new generation")
     wait_until(status_is(api, deployment_id, "ready"), what="ready on the new generation")
+
+
+@pytest.fixture()
+def surging_engine(
+    request: pytest.FixtureRequest,
+    docker_engine: docker.DockerClient,
+    app: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Settings],
+) -> Iterator[Engine]:
+    """The docker runner with `ROLLOUT_MAX_SURGE=2`."""
+    yield from _engine(request, "docker", docker_engine, app, monkeypatch, configure, replace(SETTINGS, max_surge=2))
+
+
+def test_a_surge_of_two_replaces_two_replicas_at_once_and_answers_every_call(
+    app: Flask, api: Client, surging_engine: Engine, second_version: str
+) -> None:
+    engine = surging_engine
+    second_id = engine.client.images.get(second_version).id
+    agent_id = api.agent(health_check=FAST_HEALTH)
+    deployment_id = api.deploy(agent_id, replicas=3)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    most = [0]
+    with CallsInALoop(app, api, agent_id) as loop:
+        assert api.call("patch", f"/v1/agents/{agent_id}", {"image": second_version}).status_code == 200
+        assert api.call("post", f"/v1/deployments/{deployment_id}/restart").status_code == 202
+
+        def rolled_out() -> bool:
+            most[0] = max(most[0], len([c for c in engine.containers(deployment_id) if c.status == "running"]))
+            return (
+                releases(api, deployment_id) == [(2, "active"), (1, "superseded")]
+                and images_run(engine, deployment_id) == {second_id}
+                and api.deployment(deployment_id)["status"] == "ready"
+            )
+
+        wait_until(rolled_out, timeout=60, what="release 2 active on every replica")
+    assert not loop.failed(), f"{len(loop.failed())} failed calls of {len(loop.answers)}: {set(loop.failed())}"
+    assert most[0] <= 5, "never more than desired + 2"
+    starts = sorted(e["created_at"] for e in api.events(deployment_id, "container_started"))[-3:]
+    replaced = sorted(e["created_at"] for e in api.events(deployment_id, "replica_replaced"))
+    assert len(replaced) == 3 and starts[1] < replaced[0], "two replicas started before the first old one went"

@@ -1,7 +1,8 @@
 """The planning step, without a database or an engine: table tests, and properties of its invariants.
 
 The properties run the planner against a small simulated engine (containers that start running, become
-healthy or crash as hypothesis decides) and check, at every step: never more containers than desired + 1,
+healthy or crash as hypothesis decides) and check, at every step: never more containers than desired +
+max_surge,
 never a removal that leaves fewer ready containers than desired while a replacement is not ready, and never
 an action on another deployment's replica. The executor that carries the actions out for real is tested
 through the API (tests/api) and on the real engine (tests/integration).
@@ -189,6 +190,21 @@ def test_a_rolling_restart_is_start_first_one_replica_at_a_time() -> None:
     swap = p.plan_replicas(ready, p.Observed(replicas=(old0, new0, old1)), RULES, NOW)
     assert swap.of(p.RemoveReplica) == [p.RemoveReplica(old0, "replaced")]
     assert swap.of(p.StartReplica) == [p.StartReplica(1)], "the next one starts as the replaced one goes"
+
+
+def test_a_rolling_restart_with_a_surge_of_two_replaces_two_replicas_at_a_time() -> None:
+    olds = [replica(i, 1) for i in range(3)]
+    rules = replace(RULES, max_surge=2)
+    d = desired(*(slot_for(r) for r in olds), generation=2)
+    first = p.plan_replicas(d, p.Observed(replicas=tuple(olds)), rules, NOW)
+    assert first.actions == (p.StartReplica(0), p.StartReplica(1)) and first.rolling
+
+    new0, new1 = replica(0, 2), replica(1, 2)
+    half = desired(slot_for(new0), slot_for(new1, healthy=None), slot_for(olds[2]), generation=2)
+    observed = p.Observed(replicas=(*olds, new0, new1))
+    step = p.plan_replicas(half, observed, rules, NOW)
+    assert step.of(p.RemoveReplica) == [p.RemoveReplica(olds[0], "replaced")]  # its replacement is ready
+    assert step.of(p.StartReplica) == [p.StartReplica(2)], "a place in the surge is free: the last one starts"
 
 
 def test_duplicates_of_a_replica_are_removed_keeping_the_one_that_serves() -> None:
@@ -484,12 +500,12 @@ EVENTS = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(start=st.integers(1, 4), events=EVENTS)
-def test_rollouts_never_surge_past_one_nor_drop_a_ready_replica_early(
-    start: int, events: list[tuple[str, int]]
+@given(start=st.integers(1, 4), surge=st.integers(1, 3), events=EVENTS)
+def test_rollouts_never_surge_past_max_surge_nor_drop_a_ready_replica_early(
+    start: int, surge: int, events: list[tuple[str, int]]
 ) -> None:
     world = World(replicas=start)
-    budget_rules = replace(RULES, restart_budget=1000)
+    budget_rules = replace(RULES, restart_budget=1000, max_surge=surge)
     for kind, value in events:
         scaled_down = crashed = False
         running = sorted((c for c in world.containers.values() if c.running), key=lambda c: c.container_id)
@@ -510,6 +526,6 @@ def test_rollouts_never_surge_past_one_nor_drop_a_ready_replica_early(
         plan = p.plan_replicas(world.desired(), world.observed(), budget_rules, world.now)
         world.apply(plan)
         world.check_health()
-        assert len(world.containers) <= world.replicas + 1, "more than one replica over the desired count"
+        assert len(world.containers) <= world.replicas + surge, "more replicas over the desired count than max_surge"
         if not (scaled_down or crashed):
             assert world.ready() >= min(before, world.replicas), "a ready replica was removed before its replacement"
