@@ -3,13 +3,16 @@
 `DeploymentRun.converge` plans (`plan.plan_replicas`), carries the actions out (the database here:
 slots, counters, events, transitions; the engine through the executor's driver), runs the due health
 checks, then plans and carries out the status (`plan.plan_status`). Each action is one small handler;
-removals run first as one parallel batch and starts last as another.
+removals run as one parallel batch, and starts as another: after the removals that free the slots
+they take, alongside the others.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from deploy_service.errors import EngineUnavailable, NotFound
 from deploy_service.extensions import db
@@ -24,6 +27,31 @@ from deploy_service.reconciler.settings import ReconcileSettings
 from deploy_service.runner.base import ImageUnavailable, RegistryCredentials, ReplicaInfo, ReplicaStartFailed
 from deploy_service.services import alerts, lifecycle
 from deploy_service.services.secrets import registry_credentials, resolve_secret_values
+
+T = TypeVar("T")
+
+
+class _Background(Generic[T]):
+    """One call on a thread of its own; `result()` waits for it and returns or raises what it did."""
+
+    def __init__(self, call: Callable[..., T], *args: object) -> None:
+        self._call, self._args = call, args
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="reconcile-start", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._call(*self._args)
+        except BaseException as exc:  # noqa: BLE001 - raised again by result(), on the caller's thread
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
 
 
 class PassParts(Protocol):
@@ -101,17 +129,31 @@ class DeploymentRun:
         return min(wanted, status.wake_in)
 
     def _carry_out(self, plan: p.Plan) -> bool:
-        """Carry out `plan`'s actions; False when one could not be and the rest were dropped."""
-        removals = plan.of(p.RemoveReplica)
-        if removals:
-            self._remove([action for action in removals if isinstance(action, p.RemoveReplica)])
-        starts: list[p.StartReplica] = []
+        """Carry out `plan`'s actions; False when one could not be and the rest were dropped.
+
+        Removals run first, except while replicas start: then only those of a replica a start takes
+        (the restart of a crashed replica, whose container name the new one reuses) go first, and the
+        others (an old replica whose replacement is ready, one past the count, a duplicate), which
+        protect nothing, run while the starts do: a rolling update's next replica starts while the old
+        one it follows is stopped, its lines stored and removed (`_start`).
+        """
+        starts = [action for action in plan.actions if isinstance(action, p.StartReplica)]
+        taken = {action.index for action in starts} if starts else None
+        first: list[p.RemoveReplica] = []
+        later: list[p.RemoveReplica] = []
         for action in plan.actions:
-            if isinstance(action, p.StartReplica):
-                starts.append(action)
-            elif not isinstance(action, p.RemoveReplica) and not self._do(action):
+            if isinstance(action, p.RemoveReplica):
+                (later if taken is not None and action.replica.index not in taken else first).append(action)
+        if first:
+            self._remove(first)
+        for action in plan.actions:
+            if not isinstance(action, p.StartReplica | p.RemoveReplica) and not self._do(action):
+                if later:
+                    self._remove(later)
                 return False
-        return not starts or self._start(starts)
+        if not starts:
+            return True
+        return self._start(starts, while_removing=later)
 
     def _do(self, action: p.Action) -> bool:
         deployment = self.deployment
@@ -262,10 +304,18 @@ class DeploymentRun:
             elif action.reason == "restart" and replica.index in self.instances:
                 self.instances[replica.index].next_restart_at = None
 
-    def _start(self, actions: list[p.StartReplica]) -> bool:
+    def _start(self, actions: list[p.StartReplica], *, while_removing: list[p.RemoveReplica]) -> bool:
+        """Start the replicas of `actions`, removing those of `while_removing` meanwhile.
+
+        The engine calls of the starts run on a thread of their own while this one removes (the removal
+        stores the lines of what it removes in the deployment's transaction, which lives on this thread);
+        what started is recorded once both are done.
+        """
         deployment = self.deployment
         workload = self._workload()
         if workload is None:
+            if while_removing:
+                self._remove(while_removing)
             return False
         for action in actions:
             if action.missing:
@@ -277,7 +327,14 @@ class DeploymentRun:
                     {"replica": action.index, "container_id": action.missing},
                 )
         indices = [action.index for action in actions]
-        results = self.x.driver.start(workload, indices, self.observation.used_ports)
+        if while_removing:
+            started = _Background(self.x.driver.start, workload, indices, self.observation.used_ports)
+            try:
+                self._remove(while_removing)
+            finally:
+                results = started.result()
+        else:
+            results = self.x.driver.start(workload, indices, self.observation.used_ports)
         now = utcnow()
         for index, result in zip(indices, results, strict=True):
             instance = self.instances[index]

@@ -23,8 +23,10 @@ restart budget, or the progress deadline passes; both runners: its image cannot 
 replicas of an older generation still run: instead of failing, the deployment goes back to the newest such
 generation (`RollBack`; `Plan.fallback` names it for `plan_status`). On Swarm the engine rolls a failed update
 back itself (the service's update `FailureAction`); the planner maps that onto the same `RollBack` to the
-generation the service runs again. With nothing serving (a first deploy, a start from stopped or failed) it
-fails as before.
+generation the service runs again. When the new tasks spend the budget or miss the deadline first (Swarm's
+start-first update stopped the old tasks once the new ones ran), it goes back to the spec the service ran
+before the update (`ServiceState.previous_generation`), applied again next pass. With nothing serving (a
+first deploy, a start from stopped or failed) it fails as before.
 
 Rules shared by both: wind-down (not meant to run: remove everything), image preparation, replica slots,
 the restart budget (an exit past it fails the deployment), and the status rules and progress deadline,
@@ -275,6 +277,17 @@ def _plan_service(
         change: Literal["scale", "update"] = "scale" if service.generation == generation else "update"
         actions.append(ApplySpec(change, count, generation, from_replicas=service.replicas))
 
+    # During a rollout (its progress is being watched), the spec the service ran before the update is
+    # the one to go back to: Swarm keeps it as the previous spec.
+    fallback = None
+    if (
+        rules.auto_rollback
+        and desired.progress_started_at is not None
+        and service is not None
+        and service.previous_generation is not None
+        and service.previous_generation < generation
+    ):
+        fallback = service.previous_generation
     wake = rules.resync
     attempts = {index: slot.recent_restarts for index, slot in slots.items()}
     for ended in observed.exits:
@@ -282,6 +295,18 @@ def _plan_service(
             continue
         exit_action = _exit(slots[ended.index], ended, rules, by_engine=True, attempt=attempts[ended.index] + 1)
         attempts[ended.index] = exit_action.attempt
+        if exit_action.fails and fallback is not None:
+            # The engine's start-first update stopped the old tasks once the new ones ran, so nothing of
+            # the old generation may serve now: its spec is applied again (`ApplySpec` next pass).
+            back = RollBack(
+                fallback,
+                f"Replica {ended.index} of the update kept crashing: rolled back to generation {fallback}.",
+                error=f"Replica {ended.index} kept crashing ({exit_action.attempt - 1} restarts): restart budget "
+                f"of {rules.restart_budget} spent.",
+            )
+            return Plan(
+                (*actions, replace(exit_action, rolls_back=True), back), rules.tick, settled=True, fallback=fallback
+            )
         actions.append(exit_action)
         if exit_action.fails:
             actions.append(WindDown())
@@ -308,7 +333,7 @@ def _plan_service(
             actions.append(MarkSlot(index, InstanceStatus.PENDING))
             wake = rules.tick
     rolling = service is not None and (service.update_state == "updating" or service.generation != generation)
-    return Plan(tuple(actions), wake, rolling=rolling)
+    return Plan(tuple(actions), wake, rolling=rolling, fallback=fallback)
 
 
 def _exit(slot: Slot, replica: ReplicaInfo, rules: Rules, *, by_engine: bool, attempt: int | None = None) -> NoteExit:

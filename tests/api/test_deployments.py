@@ -8,6 +8,7 @@ The same behaviours run against the real engine in tests/integration/test_deploy
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 import jsonschema_rs
@@ -215,6 +216,60 @@ def test_rolling_restart_replaces_one_replica_at_a_time(
     assert sorted(event["data"]["replica"] for event in replaced) == [0, 1, 2]
     assert len(fake_runner.of(deployment["id"])) == 3
     assert api.events(deployment["id"], event_type="restart_requested")[0]["data"]["mode"] == "rolling"
+
+
+def test_a_rolling_update_starts_the_next_replica_while_the_old_one_it_follows_is_removed(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=3)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    started: dict[int, threading.Event] = {index: threading.Event() for index in range(3)}
+    fake_runner.on_start = lambda spec: started[spec.index].set() if spec.generation == 2 else None
+    overlapped: dict[int, bool] = {}
+    stop = fake_runner.stop_replica
+
+    def stop_waiting_for_the_next_start(container: str, *, stop_timeout: float = 10.0) -> None:
+        info = fake_runner.containers[container].info
+        if info.generation == 1 and info.index < 2:
+            # Run one after the other, the next replica would start only after this returns.
+            overlapped[info.index] = started[info.index + 1].wait(timeout=5)
+        stop(container, stop_timeout=stop_timeout)
+
+    monkeypatch.setattr(fake_runner, "stop_replica", stop_waiting_for_the_next_start)
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(
+        reconciler,
+        lambda: (
+            {c.generation for c in fake_runner.of(deployment["id"])} == {2}
+            and api.deployment(deployment["id"])["status"] == "ready"
+        ),
+    )
+    assert overlapped == {0: True, 1: True}
+    assert sorted(e["data"]["replica"] for e in api.events(deployment["id"], event_type="replica_replaced")) == [
+        0,
+        1,
+        2,
+    ]
+
+
+def test_a_crashed_replica_is_removed_before_its_restart_takes_its_name(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=1)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    first = fake_runner.of(deployment["id"])[0]
+    fake_runner.crash(first.container_id)
+    converge(
+        reconciler,
+        lambda: (
+            api.deployment(deployment["id"])["instances"][0]["restarts"] == 1
+            and api.deployment(deployment["id"])["status"] == "ready"
+        ),
+    )
+    [now] = fake_runner.of(deployment["id"])
+    assert now.container_id != first.container_id and now.name == first.name
 
 
 def test_stop_restart_and_delete(app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler) -> None:
