@@ -424,6 +424,7 @@ class ServiceDriver(Driver):
                     replicas=service.replicas,
                     update_state=service.update_state,
                     update_message=service.update_message,
+                    previous_generation=service.previous_generation,
                 ),
             )
         # Swarm prunes old tasks (and we remove services): forget what can never be listed again.

@@ -63,6 +63,8 @@ class ServiceState:
     replicas: int
     update_state: str = ""
     update_message: str = ""
+    previous_generation: int | None = None
+    """The generation the service ran before its last update (None: never updated)."""
 
 
 @dataclass(frozen=True)

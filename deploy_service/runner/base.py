@@ -243,6 +243,8 @@ class ServiceInfo:
     """The engine's rolling-update state: "", updating, paused, completed, rollback_started, ..."""
     update_message: str = ""
     tasks: tuple[TaskInfo, ...] = ()
+    previous_generation: int | None = None
+    """The generation of the spec the service ran before its last update (the engine's `PreviousSpec`)."""
 
 
 @dataclass(frozen=True)

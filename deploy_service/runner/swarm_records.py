@@ -214,4 +214,5 @@ def service_info(service: Mapping[str, Any], tasks: list[TaskInfo]) -> ServiceIn
         update_state=str(update.get("State") or ""),
         update_message=str(update.get("Message") or ""),
         tasks=tuple(sorted(tasks, key=lambda t: (t.index, t.created_at or _EPOCH))),
+        previous_generation=_int_label(previous, LABEL_GENERATION),
     )

@@ -78,6 +78,7 @@ class FakeSwarm(FakeRunner, ServiceRunner):
             port_block=spec.port_block,
             update_state="completed" if old else "",
             tasks=tuple(tasks),
+            previous_generation=old.generation if old else None,
         )
         self.services[spec.deployment_id] = info
         self.specs[spec.deployment_id] = spec
@@ -245,6 +246,45 @@ def test_an_update_the_engine_rolled_back_is_rolled_back_and_the_old_service_kee
     assert "update rolled back due to failure" in failed["error"]
     assert deployment_id in swarm.services  # never removed
     assert len([spec for spec in swarm.applied if spec.generation == 2]) == 1, "applied once, not fought over"
+    active = api.get(f"/v1/alerts?deployment_id={deployment_id}&status=active").get_json()["items"]
+    assert [alert["kind"] for alert in active] == ["rollout_failed"]
+
+
+def test_an_update_whose_tasks_spend_the_budget_goes_back_to_the_old_spec_and_never_removes_the_service(
+    app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler
+) -> None:
+    deployment_id = ready(app, api, reconciler, replicas=1)
+    agent_id = api.deployment(deployment_id)["agent_id"]
+    swarm.images.add("deploy-test/crasher:latest")
+    patched = api.client.patch(
+        f"/v1/agents/{agent_id}",
+        headers=api.headers,
+        # A health check nothing answers: the crashing tasks never become ready, so the update stays under way.
+        json={"image": "deploy-test/crasher:latest", "health_check": {"path": "/health", "interval_seconds": 0.5}},
+    )
+    assert patched.status_code == 200, patched.get_json()
+    assert api.post(f"/v1/deployments/{deployment_id}/restart").get_json()["revision"] == 2
+    converge(reconciler, lambda: swarm.specs[deployment_id].generation == 2)
+    for _ in range(FAST.restart_budget):  # Swarm restarts the crashing task; its start-first update is done
+        swarm.fail_task(deployment_id, 0, restart=True)
+        reconciler.run_once()
+    swarm.fail_task(deployment_id, 0, restart=True)
+    converge(reconciler, lambda: bool(api.events(deployment_id, event_type="rolled_back")))
+    converge(reconciler, lambda: swarm.specs[deployment_id].generation == 1)
+    converge(reconciler, api.status_is(deployment_id, "ready"))
+
+    body = api.deployment(deployment_id)
+    assert body["revision"] == 1 and body["image"] == "deploy-test/http-agent:latest" and body["generation"] == 1
+    assert swarm.specs[deployment_id].image != "deploy-test/crasher:latest"
+    assert deployment_id not in swarm.removed
+    statuses = [
+        (r["number"], r["status"]) for r in api.get(f"/v1/deployments/{deployment_id}/releases").get_json()["items"]
+    ]
+    assert statuses == [(2, "failed"), (1, "active")]
+    failed = api.get(f"/v1/deployments/{deployment_id}/releases/2").get_json()
+    assert "kept crashing" in failed["error"]
+    kinds = [e["event_type"] for e in api.events(deployment_id)]
+    assert "rollout_failed" in kinds and "rolled_back" in kinds and "containers_removed" not in kinds
     active = api.get(f"/v1/alerts?deployment_id={deployment_id}&status=active").get_json()["items"]
     assert [alert["kind"] for alert in active] == ["rollout_failed"]
 

@@ -43,9 +43,8 @@ SWARM_HAS_NO_AUTO_ROLLBACK = pytest.mark.xfail(
     strict=True,
     reason="Swarm runner: its start-first update stops an old task once the new one runs (not once it passes "
     "our HTTP health check), so a new task that runs a second before crashing takes the old replicas down and "
-    "calls fail; by the time the crashes spend the restart budget no task of the old generation runs, so the "
-    "deployment fails and the service is removed (Swarm's own update rollback, when it comes first, is mapped "
-    "onto an automatic rollback: tests/api/test_swarm_reconciler.py)",
+    "calls fail until the old spec runs again; the rollback itself (old release back, service kept) is "
+    "test_on_swarm_a_crashing_update_goes_back_to_the_old_release_and_keeps_its_service",
 )
 
 
@@ -313,6 +312,36 @@ def test_a_crashing_update_rolls_back_automatically_with_no_failed_call(
 
     wait_until(fresh_replicas_only, timeout=60, what="two replicas of the new generation")
     wait_until(status_is(api, deployment_id, "ready"), what="ready on the new generation")
+
+
+@pytest.mark.parametrize("engine", ["swarm"], indirect=True)
+def test_on_swarm_a_crashing_update_goes_back_to_the_old_release_and_keeps_its_service(
+    app: Flask, api: Client, engine: Engine
+) -> None:
+    agent_id = api.agent(health_check=FAST_HEALTH)
+    deployment_id = api.deploy(agent_id, replicas=2)
+    wait_until(status_is(api, deployment_id, "ready"), what="ready")
+    first_image = engine.client.images.get(HTTP_AGENT).id
+    patched = api.call("patch", f"/v1/agents/{agent_id}", {"image": "deploy-test/crasher:latest"})
+    assert patched.status_code == 200, patched.get_json()
+    assert api.call("post", f"/v1/deployments/{deployment_id}/restart").get_json()["revision"] == 2
+    wait_until(lambda: api.events(deployment_id, "rolled_back"), timeout=90, what="the automatic rollback")
+    wait_until(status_is(api, deployment_id, "ready"), timeout=60, what="ready again")
+
+    def old_release_runs() -> bool:
+        return len(engine.containers(deployment_id)) == 2 and images_run(engine, deployment_id) == {first_image}
+
+    wait_until(old_release_runs, timeout=60, what="two replicas of release 1's image")
+    body = api.deployment(deployment_id)
+    assert body["revision"] == 1 and body["status"] == "ready" and body["image"] == HTTP_AGENT
+    assert releases(api, deployment_id) == [(2, "failed"), (1, "active")]
+    failed = release(api, deployment_id, 2)
+    # Whichever saw it first: our restart budget, or Swarm's own update rollback (its FailureAction).
+    assert "kept crashing" in failed["error"] or "Rolling update failed" in failed["error"], failed["error"]
+    assert api.events(deployment_id, "rollout_failed") and not api.events(deployment_id, "service_removed")
+    with CallsInALoop(app, api, agent_id) as loop:
+        wait_until(lambda: loop.calls_since(0) >= 20, what="calls after the rollback")
+    assert not loop.failed() and loop.versions() == {"1"}
 
 
 @pytest.fixture()

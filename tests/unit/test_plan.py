@@ -277,6 +277,54 @@ def test_exits_the_engine_reports_count_against_the_budget_and_the_engine_restar
     assert kinds(three)[-1] == "WindDown"
 
 
+def test_a_services_update_that_spends_the_budget_goes_back_to_the_spec_it_ran_before() -> None:
+    t0 = replica(0, 2)
+    ended = [replica(0, 2, state="exited", task_id=f"t{n}") for n in range(3)]
+    rules = replace(SERVICE_RULES, auto_rollback=True)
+    updated = p.ServiceState(generation=2, replicas=1, update_state="completed", previous_generation=1)
+    rolling_out = desired(slot_for(t0, recent_restarts=0), generation=2, progress_started_at=NOW)
+    observed = p.Observed(replicas=(t0,), exits=tuple(ended), service=updated)
+    plan = p.plan_replicas(rolling_out, observed, rules, NOW)
+    assert kinds(plan)[-2:] == ["NoteExit", "RollBack"] and plan.fallback == 1 and plan.settled
+    [back] = plan.of(p.RollBack)
+    assert back.generation == 1 and "restart budget of 2 spent" in back.error  # type: ignore[attr-defined]
+    assert plan.of(p.NoteExit)[-1].rolls_back  # type: ignore[attr-defined]
+    # Back on generation 1, the service (still on 2) gets the old spec applied again.
+    again = p.plan_replicas(
+        replace(rolling_out, generation=1, progress_started_at=None), replace(observed, exits=()), rules, NOW
+    )
+    assert [(a.change, a.generation) for a in again.of(p.ApplySpec)] == [("update", 1)]  # type: ignore[attr-defined]
+    # A deadline missed during the update goes back to it too.
+    late = p.plan_status(
+        replace(rolling_out, slots=(slot_for(t0, healthy=False),)),
+        rules,
+        NOW + timedelta(seconds=rules.progress_deadline + 1),
+        rolling=True,
+        fallback=plan.fallback,
+    )
+    assert [a.generation for a in late.of(p.RollBack)] == [1]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("service", "progress", "auto_rollback"),
+    [
+        (p.ServiceState(generation=2, replicas=1, previous_generation=1), None, True),  # the rollout completed
+        (p.ServiceState(generation=2, replicas=1, previous_generation=2), NOW, True),  # last change was a scale
+        (p.ServiceState(generation=2, replicas=1), NOW, True),  # never updated
+        (p.ServiceState(generation=2, replicas=1, previous_generation=1), NOW, False),
+    ],
+)
+def test_a_service_that_spends_its_budget_outside_an_update_fails(
+    service: p.ServiceState, progress: datetime | None, auto_rollback: bool
+) -> None:
+    t0 = replica(0, 2)
+    ended = [replica(0, 2, state="exited", task_id=f"t{n}") for n in range(3)]
+    d = desired(slot_for(t0, recent_restarts=0), generation=2, progress_started_at=progress)
+    rules = replace(SERVICE_RULES, auto_rollback=auto_rollback)
+    plan = p.plan_replicas(d, p.Observed(replicas=(t0,), exits=tuple(ended), service=service), rules, NOW)
+    assert kinds(plan)[-1] == "WindDown" and not plan.of(p.RollBack)
+
+
 def test_more_replicas_than_the_runner_runs_fail() -> None:
     plan = p.plan_replicas(desired(replicas=100, status=S.DEPLOYING), p.Observed(), SERVICE_RULES, NOW)
     assert kinds(plan) == ["Transition", "WindDown"]

@@ -184,7 +184,7 @@ def service(tasks: list[dict[str, Any]], replicas: int = 2) -> ServiceInfo:
             },
             "Mode": {"Replicated": {"Replicas": replicas}},
         },
-        "PreviousSpec": {"Labels": {"deploy-service.port-block": "331"}},
+        "PreviousSpec": {"Labels": {"deploy-service.port-block": "331", "deploy-service.generation": "3"}},
         "UpdateStatus": {"State": "updating"},
     }
     found = service_info(raw, infos)
@@ -203,6 +203,7 @@ def test_the_current_task_of_each_replica() -> None:
         ]
     )
     assert during_update.port_blocks == {331, 332} and during_update.update_state == "updating"
+    assert during_update.generation == 4 and during_update.previous_generation == 3
     current = current_tasks(during_update)
     assert sorted(current) == [0, 1]
     assert current[0].generation == 3 and current[0].running
