@@ -50,6 +50,9 @@ class FakeRunner(Runner):
         self.build_lines = ["Step 1/2 : FROM scratch", "Step 2/2 : COPY . /", "Successfully built abc"]
         self.fail_build: str | None = None
         self.build_commit = "0f" * 20
+        self.branch_heads: list[BuildSpec] = []
+        """Every `branch_head` asked; the answer is `build_commit` (what a build of the branch checks out)."""
+        self.fail_branch_head: str | None = None
         """The commit each build says it checked out."""
         self.calls: list[str] = []
         self._ids = itertools.count(1)
@@ -151,6 +154,13 @@ class FakeRunner(Runner):
         return ImageInfo(
             ref=spec.tag, id=self.image_ids[spec.tag], source="built", commit=spec.commit or self.build_commit
         )
+
+    def branch_head(self, spec: BuildSpec) -> str:
+        self._check("branch_head")
+        self.branch_heads.append(spec)
+        if self.fail_branch_head:
+            raise BuildFailed(self.fail_branch_head)
+        return self.build_commit
 
     def start_replica(self, spec: ReplicaSpec) -> ReplicaInfo:
         self._check("start_replica")

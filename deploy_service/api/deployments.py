@@ -201,9 +201,16 @@ class Restart(MethodView):
     def post(self, deployment_id: str) -> Deployment:
         """Restart a deployment
 
-        With the agent's current settings (a git source is built again): a rolling restart from
-        `running`/`ready`, a fresh start (back to `deploying`) from `stopped`/`failed`. 409
-        `invalid_state` while deploying or once killed.
+        With the agent's current settings: a rolling restart from `running`/`ready`, a fresh start (back
+        to `deploying`) from `stopped`/`failed`. 409 `invalid_state` while deploying or once killed.
+
+        A new release when what would run changed (the agent's image, source or resolved config; the answer's
+        `revision` is its number). Otherwise the current release's replicas are replaced, running its own
+        image, unless the image's preparation finds that its tag now names another image (`image_moved`) or
+        that its git branch moved since it was built (asked of the repository without cloning;
+        `branch_moved`): that image, or the branch's head built, then runs as a new release (`revision` moves
+        on once it is found; the repository could not be asked: a `branch_unchecked` event, and the
+        release's own commit runs again).
         """
         return service.restart(current_user(), deployment_id)
 

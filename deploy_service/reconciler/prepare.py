@@ -55,6 +55,7 @@ from deploy_service.runner.base import (
     Runner,
 )
 from deploy_service.services import lifecycle
+from deploy_service.services.deployments import built_image_tag
 from deploy_service.services.logs import append_build_log
 from deploy_service.services.secrets import registry_credentials
 from deploy_service.settings import settings_for
@@ -196,6 +197,9 @@ class Preparer:
             auth = self._credentials(deployment, config)
             if config.get("source"):
                 commit = (release.source or {}).get("commit") if release is not None else None
+                moved_to = self._branch_moved(deployment, release, config["source"], commit, term)
+                if moved_to is not None:  # built from the branch's head, as the next release's image
+                    commit, image = None, moved_to
                 info = self._own_image(release, image, commit) or self._build(
                     deployment_id, term, config["source"], image, cancel, auth=auth, commit=commit
                 )
@@ -224,6 +228,7 @@ class Preparer:
 
         built = bool(config.get("source"))
         pinned = release.image_id if release is not None else None
+        checked = release.number if release is not None else None
         try:
             pinned_present = pinned is None or pinned == info.id or self.runner.local_image(pinned) is not None
         except EngineUnavailable:
@@ -231,6 +236,8 @@ class Preparer:
             return
 
         def ready(d: Deployment) -> None:
+            if built and info.ref != d.image and d.revision == checked:  # the branch moved (`_branch_moved`)
+                lifecycle.branch_moved(d, image=info.ref, commit=info.commit)
             gone = lifecycle.pin_image(d, info.id, built=built, pinned_present=pinned_present)
             if gone is not None:
                 self._failure(ImageUnavailable(gone), built=built)(d)
@@ -244,6 +251,44 @@ class Preparer:
 
         if self._update(deployment_id, term, ready) and built:
             self._remove_old_images(deployment_id, term)
+
+    def _branch_moved(
+        self, deployment: Deployment, release: Release | None, source: dict[str, Any], commit: str | None, term: int
+    ) -> str | None:
+        """For a restart that changed nothing (the current release is active and was built): whether its branch
+        has moved since, asked of the repository without cloning. Returns the tag the next release's image is
+        built into when it has; None when it has not, or when the repository could not be asked (an event says
+        so, and the release's own commit runs again).
+        """
+        if release is None or release.status != ReleaseStatus.ACTIVE or commit is None:
+            return None
+        settings = settings_for(self.app)
+        spec = BuildSpec(
+            git_url=source["git_url"],
+            branch=source.get("branch", "main"),
+            tag=str(deployment.image),
+            allow_local=settings.agents.allow_local_git_sources,
+            clone_timeout=settings.runner.clone_timeout,
+        )
+        try:
+            head = self.runner.branch_head(spec)
+        except BuildFailed as exc:
+            message = (
+                f"Could not ask {spec.git_url} where {spec.branch} is now ({exc.message}): release "
+                f"{release.number}'s commit {commit[:12]} runs again."
+            )
+            deployment_id, number, error = deployment.id, release.number, exc.message
+            self._update(
+                deployment_id,
+                term,
+                lambda d: lifecycle.record_event(
+                    d, "branch_unchecked", message, {"number": number, "commit": commit, "error": error}
+                ),
+            )
+            return None
+        if head == commit:
+            return None
+        return built_image_tag(deployment.agent_id, deployment.id, lifecycle.next_release_number(deployment))
 
     def _own_image(self, release: Release | None, tag: str, commit: str | None) -> ImageInfo | None:
         """A git release built before runs the image it ran then, tagged `tag` again, if the engine has it.

@@ -404,6 +404,15 @@ class Runner(abc.ABC):
             BuildCancelled: `cancel` was cancelled (a `BuildFailed` too).
         """
 
+    def branch_head(self, spec: BuildSpec) -> str:
+        """The commit `spec.branch` of `spec.git_url` names now, asked without cloning (a restart asks whether
+        the branch moved since its release was built).
+
+        Raises:
+            BuildFailed: the repository could not be asked, or has no such branch.
+        """
+        raise BuildFailed(f"The {self.name} runner cannot ask a repository for its branches.")
+
     @abc.abstractmethod
     def start_replica(self, spec: ReplicaSpec) -> ReplicaInfo:
         """Create and start the replica's container, or adopt (and start) the one that already has its name.

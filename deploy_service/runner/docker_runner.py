@@ -47,6 +47,7 @@ from typing import Any
 from docker.errors import APIError, ImageNotFound, NotFound
 
 from deploy_service.references import InvalidReference, check_image_reference
+from deploy_service.runner import git
 from deploy_service.runner.base import (
     LABEL_AGENT,
     LABEL_DEPLOYMENT,
@@ -326,6 +327,15 @@ class DockerRunner(Runner):
         if built is None:
             raise BuildFailed(f"The build finished but image {spec.tag!r} does not exist.")
         return ImageInfo(ref=spec.tag, id=str(built["Id"]), source="built", commit=commit)
+
+    def branch_head(self, spec: BuildSpec) -> str:
+        return git.branch_head(
+            spec.git_url,
+            spec.branch,
+            timeout=min(spec.clone_timeout, self._clone_timeout),
+            allow_local=spec.allow_local,
+            allowed_hosts=self.settings.allowed_git_hosts,
+        )
 
     # -- replicas -------------------------------------------------------------------------------
 

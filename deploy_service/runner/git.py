@@ -62,6 +62,7 @@ from deploy_service.runner.errors import BuildCancelled, BuildFailed, RunnerErro
 from deploy_service.runner.lines import read_lines
 
 __all__ = [
+    "branch_head",
     "checked_addresses",
     "clone",
     "clone_command",
@@ -301,6 +302,73 @@ def clone(
 
 
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+
+
+def ls_remote_command(
+    git_url: str, branch: str, *, allow_local: bool, git: str = "git", pin: Sequence[str] = ()
+) -> list[str]:
+    """The argv that asks `git_url` which commit `branch` names, without fetching anything.
+
+    Raises:
+        BuildFailed: the URL or branch is not allowed.
+    """
+    url = normalize_git_url(git_url, allow_local=allow_local)
+    _validate_branch(branch)
+    return [
+        git,
+        *_options(git_url, allow_local=allow_local, pin=pin),
+        "ls-remote",
+        "--heads",
+        "--",
+        url,
+        f"refs/heads/{branch}",
+    ]
+
+
+def branch_head(
+    git_url: str,
+    branch: str,
+    *,
+    timeout: float,
+    allow_local: bool,
+    allowed_hosts: Iterable[str] = (),
+) -> str:
+    """The full SHA `branch` of `git_url` names now (`git ls-remote`: one round trip, nothing cloned).
+
+    The same safety as `clone`: inputs re-validated, the host checked and pinned, our transports and
+    configuration only, a deadline.
+
+    Raises:
+        BuildFailed: a refused input or host, git missing, a timeout, a failure (the tail of git's output
+            in `log`), or no such branch.
+    """
+    git = shutil.which("git", path=os.environ.get("PATH", DEFAULT_PATH))
+    ls_remote_command(git_url, branch, allow_local=allow_local)  # a bad input: refused before anything runs
+    if git is None:
+        raise BuildFailed("git is not installed on the server.")
+    pin = checked_addresses(git_url, allow_local=allow_local, allowed_hosts=allowed_hosts)
+    argv = ls_remote_command(git_url, branch, allow_local=allow_local, git=git, pin=pin)
+    output: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="deploy-git-home-") as home:
+        returncode, tail = _run(
+            argv,
+            env=clone_environment(home, allow_local=allow_local),
+            cwd=home,
+            timeout=timeout,
+            on_output=output.append,
+            line_max_bytes=LINE_MAX_BYTES,
+            watch=lambda: None,
+        )
+    if returncode is None:
+        raise BuildFailed(f"asking for branch {branch!r} timed out after {timeout:g}s", log=tail)
+    if returncode != 0:
+        raise BuildFailed(f"git ls-remote failed (exit code {returncode})", log=tail)
+    wanted = f"refs/heads/{branch}"
+    for line in output:
+        sha, _, ref = line.strip().partition("\t")
+        if ref == wanted and _SHA.match(sha):
+            return sha
+    raise BuildFailed(f"The repository has no branch {branch!r}.", log=tail)
 
 
 def head_commit(dest: str) -> str | None:

@@ -73,7 +73,7 @@ INSTANCE_STATES = ", ".join(f"`{status.value}`" for status in InstanceStatus)
 EVENT_TYPES = (
     "created, restart_requested, scaled, stop_requested, delete_requested, result_added, status_changed, "
     "alert_raised, build_queued, build_started, build_progress, build_failed, build_cancelled, image_ready, "
-    "image_unavailable, image_missing, image_moved, images_removed, "
+    "image_unavailable, image_missing, image_moved, images_removed, branch_moved, branch_unchecked, "
     "container_started, container_restarted, container_adopted, container_exited, container_missing, "
     "containers_removed, replica_replaced, replica_removed, restart_backoff, rollout_complete, health_passed, "
     "health_failed, service_created, service_scaled, service_removed, rolling_update, release_created, "

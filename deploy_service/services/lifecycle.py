@@ -323,10 +323,11 @@ def needs_release(current: Release | None, config: dict[str, Any]) -> bool:
     """Whether a restart with `config` makes a new release rather than replacing the current one's replicas.
 
     It does when what would run differs from the current release (the agent's image, source or resolved
-    config), when the current release failed (a release's outcome is never rewritten), and for every git
-    source: the branch may have moved, which only a build tells.
+    config), or when the current release failed (a release's outcome is never rewritten). Whether a tag
+    now names another image, or a git branch has moved, the image's preparation finds out and makes the
+    new release then (`pin_image`, `branch_moved`).
     """
-    if current is None or current.status == ReleaseStatus.FAILED or config.get("source"):
+    if current is None or current.status == ReleaseStatus.FAILED:
         return True
     return bool(current.config != config)
 
@@ -462,6 +463,21 @@ def pin_image(deployment: Deployment, image_id: str, *, built: bool, pinned_pres
         {"number": release.number, "image": release.image, "image_id": image_id},
     )
     return None
+
+
+def branch_moved(deployment: Deployment, *, image: str, commit: str | None) -> Release:
+    """A restart that changed nothing found the git branch moved since its release was built: the image built
+    from the branch's head (`image`, tagged for the next release) runs as a new release."""
+    deployment.image = image
+    release = begin_release(deployment, next_release_number(deployment), ReleaseReason.RESTART, created_by=None)
+    branch = (release.source or {}).get("branch")
+    record_event(
+        deployment,
+        "branch_moved",
+        f"Branch {branch} moved to {(commit or 'a new commit')[:12]}: release {release.number} runs it.",
+        {"number": release.number, "branch": branch, "commit": commit},
+    )
+    return release
 
 
 def record_commit(deployment: Deployment, *, image: str, commit: str) -> None:

@@ -267,10 +267,11 @@ def test_a_secret_change_shows_the_secret_names_never_a_value(
         assert "s3cr3t" not in text
 
 
-def test_a_git_agents_restart_is_a_new_release_with_its_own_built_tag_and_the_commit_it_built(
+def test_a_git_agents_restart_is_a_new_release_only_when_its_branch_moved(
     app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
 ) -> None:
-    """A git branch may have moved since the last build, so every restart builds a new release."""
+    """A restart that changed nothing asks the repository where the branch is (no clone): still at the commit
+    release 1 built, release 1's own image runs again; moved, the branch's head is built as release 2."""
     source = {"git_url": "https://git.example.com/acme/agent.git", "branch": "main"}
     agent = new_agent(app, api, image=None, source=source)
     deployment = deploy(api, agent["id"])
@@ -280,22 +281,51 @@ def test_a_git_agents_restart_is_a_new_release_with_its_own_built_tag_and_the_co
 
     converge(reconciler, api.status_is(deployment["id"], "ready"))
     assert _release(api, deployment["id"], 1)["source"] == {**source, "commit": "0f" * 20}  # what the build says
+    builds = len(fake_runner.builds)
+    old = {c.info.container_id for c in fake_runner.containers.values()}
     body = api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()
-    assert body["revision"] == 2 and body["image"] == tag(2)
+    assert body["revision"] == 1 and body["image"] == tag(1)
+    converge(
+        reconciler,
+        lambda: (
+            api.status_is(deployment["id"], "ready")()
+            and not old & {c.info.container_id for c in fake_runner.containers.values() if c.info.state == "running"}
+        ),
+    )
+    assert len(fake_runner.builds) == builds, "the branch did not move: nothing is built"
+    assert [(s.git_url, s.branch) for s in fake_runner.branch_heads] == [(source["git_url"], "main")]
+    assert _statuses(api, deployment["id"]) == [(1, "active")]
+    assert api.events(deployment["id"], event_type="replicas_replaced")
+
+    fake_runner.build_commit = "1e" * 20  # the branch moved
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["revision"] == 1
     converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], tag(2)))
+    assert fake_runner.builds[-1].tag == tag(2) and fake_runner.builds[-1].commit is None  # the branch's head
+    assert _statuses(api, deployment["id"]) == [(2, "active"), (1, "superseded")]
     assert _release(api, deployment["id"], 2)["changes"] == [
         {"field": "image", "from": tag(1), "to": tag(2)},
         {"field": "image_id", "from": fake_runner.image_ids[tag(1)], "to": fake_runner.image_ids[tag(2)]},
-    ]
-
-    fake_runner.build_commit = "1e" * 20  # the branch moved
-    assert api.post(f"/v1/deployments/{deployment['id']}/restart").get_json()["image"] == tag(3)
-    converge(reconciler, _rolled_out(api, fake_runner, deployment["id"], tag(3)))
-    assert _release(api, deployment["id"], 3)["changes"] == [
-        {"field": "image", "from": tag(2), "to": tag(3)},
-        {"field": "image_id", "from": fake_runner.image_ids[tag(2)], "to": fake_runner.image_ids[tag(3)]},
         {"field": "source.commit", "from": "0f" * 20, "to": "1e" * 20},
     ]
+    [moved] = api.events(deployment["id"], event_type="branch_moved")
+    assert moved["data"] == {"number": 2, "branch": "main", "commit": "1e" * 20}
+    assert api.deployment(deployment["id"])["revision"] == 2
+
+
+def test_a_restart_whose_repository_cannot_be_asked_runs_its_release_again_and_says_so(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    agent = new_agent(app, api, image=None, source={"git_url": "https://git.example.com/acme/agent.git"})
+    deployment = deploy(api, agent["id"])
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    builds = len(fake_runner.builds)
+    fake_runner.fail_branch_head = "git ls-remote failed (exit code 128)"
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, lambda: bool(api.events(deployment["id"], event_type="branch_unchecked")))
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    [unchecked] = api.events(deployment["id"], event_type="branch_unchecked")
+    assert unchecked["data"]["commit"] == "0f" * 20 and "ls-remote failed" in unchecked["message"]
+    assert len(fake_runner.builds) == builds and _statuses(api, deployment["id"]) == [(1, "active")]
 
 
 def _git_releases(app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler, count: int) -> tuple[str, Any]:

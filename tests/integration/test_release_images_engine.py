@@ -113,7 +113,8 @@ def test_a_git_rollback_past_the_kept_images_builds_its_own_commit_again(
 
     def active(number: int) -> Callable[[], bool]:
         def check() -> bool:
-            return release(number)["status"] == "active" and api.deployment(deployment_id)["status"] == "ready"
+            # A restart's release is added once its moved branch is found: 404 until then.
+            return release(number).get("status") == "active" and api.deployment(deployment_id)["status"] == "ready"
 
         return check
 
@@ -165,3 +166,45 @@ def test_a_git_rollback_to_an_image_still_on_the_engine_runs_it_without_a_build(
     body = api.call("get", f"/v1/deployments/{deployment_id}/releases/3").get_json()
     first = api.call("get", f"/v1/deployments/{deployment_id}/releases/1").get_json()
     assert body["image_id"] == first["image_id"]
+
+
+def test_a_git_restart_builds_only_when_its_branch_moved(
+    built_images: list[str], api: Client, engine: Engine, tmp_path: Path
+) -> None:
+    repo = Repo(tmp_path / "repo")
+    first = repo.commit(1)
+    agent_id = api.agent(
+        image=None, source={"git_url": f"file://{repo.path}", "branch": "main"}, health_check=FAST_HEALTH
+    )
+    built_images.append(agent_id)
+    deployment_id = api.deploy(agent_id)
+    wait_until(status_is(api, deployment_id, "ready"), timeout=90, what="release 1 ready")
+    old = {c.id for c in engine.containers(deployment_id)}
+
+    # Nothing moved: the repository is asked (git ls-remote), release 1's image runs again, nothing is built.
+    assert api.call("post", f"/v1/deployments/{deployment_id}/restart").get_json()["revision"] == 1
+    wait_until(
+        lambda: (
+            api.events(deployment_id, "replicas_replaced")
+            and api.deployment(deployment_id)["status"] == "ready"
+            and not {c.id for c in engine.containers(deployment_id)} & old
+        ),
+        timeout=60,
+        what="release 1's replicas replaced",
+    )
+    assert len(api.events(deployment_id, "build_started")) == 1
+    releases = api.call("get", f"/v1/deployments/{deployment_id}/releases").get_json()["items"]
+    assert [(r["number"], r["status"], r["source"]["commit"]) for r in releases] == [(1, "active", first)]
+
+    # The branch moved: its head is built as release 2.
+    second = repo.commit(2)
+    assert api.call("post", f"/v1/deployments/{deployment_id}/restart").status_code == 202
+    wait_until(lambda: _version_running(api, engine, deployment_id) == {"2"}, timeout=90, what="version 2 only")
+    wait_until(status_is(api, deployment_id, "ready"), what="ready on release 2")
+    body = api.deployment(deployment_id)
+    assert body["revision"] == 2
+    release = api.call("get", f"/v1/deployments/{deployment_id}/releases/2").get_json()
+    assert release["status"] == "active" and release["source"]["commit"] == second
+    assert {"field": "source.commit", "from": first, "to": second} in release["changes"]
+    [moved] = api.events(deployment_id, "branch_moved")
+    assert moved["data"]["commit"] == second

@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 
 from deploy_service.runner import BuildCancelled, BuildFailed, Cancellation
-from deploy_service.runner.git import clone, clone_command, clone_environment, commit_commands, head_commit
+from deploy_service.runner.git import (
+    branch_head,
+    clone,
+    clone_command,
+    clone_environment,
+    commit_commands,
+    head_commit,
+    ls_remote_command,
+)
 
 SAFE_PREFIX = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
 CLONE_FLAGS = ["clone", "--depth", "1", "--single-branch", "--no-tags", "--no-recurse-submodules"]
@@ -295,3 +303,33 @@ def test_no_commit_is_read_from_what_is_not_a_clone(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
     (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/../../../../etc/passwd\n")
     assert head_commit(str(tmp_path)) is None
+
+
+def test_a_branchs_head_is_asked_without_cloning_and_only_that_branch_counts(tmp_path: Path) -> None:
+    first = _repo(tmp_path / "origin")
+    git = ["git", "-C", str(tmp_path / "origin"), "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    subprocess.run([*git, "branch", "feature/main"], check=True)  # a pattern "main" would match it too
+    url = f"file://{tmp_path / 'origin'}"
+    assert branch_head(url, "main", timeout=30, allow_local=True) == first
+    (tmp_path / "origin" / "Dockerfile").write_text("FROM scratch\nLABEL version=2\n")
+    subprocess.run([*git, "commit", "-qam", "two"], check=True)
+    moved = branch_head(url, "main", timeout=30, allow_local=True)
+    assert moved != first and branch_head(url, "feature/main", timeout=30, allow_local=True) == first
+    with pytest.raises(BuildFailed, match="no branch 'gone'"):
+        branch_head(url, "gone", timeout=30, allow_local=True)
+    with pytest.raises(BuildFailed, match="ls-remote failed") as failed:
+        branch_head(f"file://{tmp_path / 'nothing'}", "main", timeout=30, allow_local=True)
+    assert failed.value.log
+
+
+def test_asking_for_a_branch_carries_the_clones_protections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    argv = ls_remote_command("https://git.example.com/a/b.git", "main", allow_local=False, pin=("93.184.216.34",))
+    assert argv[-5:] == ["ls-remote", "--heads", "--", "https://git.example.com/a/b.git", "refs/heads/main"]
+    assert "protocol.allow=never" in argv and "http.followRedirects=false" in argv
+    assert "http.curloptResolve=git.example.com:443:93.184.216.34" in argv
+    started: list[Any] = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a))
+    for url, branch in (("file:///tmp/x", "main"), ("https://example.com/a.git", "--upload-pack=x"), ("ext::sh", "m")):
+        with pytest.raises(BuildFailed):
+            branch_head(url, branch, timeout=30, allow_local=False)
+    assert not started  # refused before git ran
