@@ -261,24 +261,16 @@ class Stop(MethodView):
 class Events(MethodView):
     @blp.auth_required()
     @blp.arguments(EventListArgs, location="query")
-    @blp.response(200, EventPageSchema)
+    @blp.response(200, EventPageSchema, prebuilt=True)
     @blp.error(404, NO_DEPLOYMENT)
     @blp.doc(operationId="listDeploymentEvents")
-    def get(self, args: dict[str, Any], deployment_id: str) -> dict[str, Any]:
+    def get(self, args: dict[str, Any], deployment_id: str) -> Response:
         """List a deployment's events
 
         What happened to the deployment, newest first, optionally of one `event_type` or recorded in
         one `status`; with the deployment's current status.
         """
-        deployment, page = service.list_events(current_user(), deployment_id, **args)
-        return {
-            "deployment_id": deployment.id,
-            "deployment_status": deployment.status,
-            "items": page.items,
-            "total": page.total,
-            "skip": page.skip,
-            "limit": page.limit,
-        }
+        return json_response(reads.list_event_bodies(current_user(), deployment_id, **args))
 
 
 @blp.route("/<string:deployment_id>/logs")

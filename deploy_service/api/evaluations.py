@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Response
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_caller, current_user
+from deploy_service.api.common import Blueprint, current_caller, current_user, json_response
 from deploy_service.models import Evaluation
 from deploy_service.models.api_key import SCOPE_TELEMETRY
 from deploy_service.schemas.evaluation import (
@@ -53,18 +54,18 @@ class Evaluations(MethodView):
     @blp.doc(operationId="createEvaluation")
     @blp.auth_required(key_scope=SCOPE_TELEMETRY)
     @blp.arguments(EvaluationCreateSchema, example=EVALUATION_EXAMPLE)
-    @blp.response(201, EvaluationSchema)
+    @blp.response(201, EvaluationSchema, prebuilt=True)
     @blp.error(
         404, "`not_found`: no such agent, or not yours; a key used for another agent; or a token without `agent_id`."
     )
-    def post(self, data: dict[str, Any]) -> Evaluation:
+    def post(self, data: dict[str, Any]) -> Response:
         """Report an evaluation
 
         With the agent's API key (`telemetry` scope), which names the agent; or as its owner with a
         token and `agent_id`. Linked to the agent's live deployment, if any, whose hallucination
         rule it feeds at once.
         """
-        return service.record(current_caller(), data)
+        return json_response(service.record(current_caller(), data), 201)
 
 
 @blp.route("/stats")

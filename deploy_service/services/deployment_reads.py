@@ -1,10 +1,12 @@
-"""The deployment read path: `GET /v1/deployments/<id>` and `GET /v1/deployments`, built for throughput.
+"""The deployment read path: `GET /v1/deployments/<id>`, `GET /v1/deployments` and a deployment's events
+(`GET /v1/deployments/<id>/events`), built for throughput.
 
 These are the routes dashboards poll, so they skip the ORM and marshmallow: Core statements prepared
 once (`rawdb.PreparedQuery`: compiled once per dialect, run on the request's DBAPI connection) read
 plain rows, and `deployment_body` turns them into exactly what `schemas.deployment.DeploymentSchema`
 would dump (tests/api/test_deployment_reads.py holds the two to the same output, and the OpenAPI spec
-keeps documenting that schema). Measured in bench/api.py: see docs/performance.md.
+keeps documenting that schema); an events page is what `EventPageSchema` would dump, in one round trip.
+Measured in bench/api.py: see docs/performance.md.
 
 Writes still go through `services.deployments` and the ORM; this module only reads.
 """
@@ -18,18 +20,27 @@ from functools import cache
 from typing import Any
 
 import orjson
-from sqlalchemy import DateTime, Text, bindparam, func, select
+from sqlalchemy import DateTime, Text, bindparam, cast, func, select, true, type_coerce
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 from deploy_service.errors import NotFound
-from deploy_service.models import WITHOUT_REPLICAS, Deployment, Instance, Principal, is_ready, is_running
+from deploy_service.models import (
+    WITHOUT_REPLICAS,
+    Deployment,
+    DeploymentEvent,
+    Instance,
+    Principal,
+    is_ready,
+    is_running,
+)
 from deploy_service.rawdb import PreparedQuery
 
 _deployments = Deployment.__table__
 _instances = Instance.__table__
+_events = DeploymentEvent.__table__
 
 
 class _IsoTimestamp(TypeDecorator[Any]):
@@ -286,6 +297,85 @@ def list_deployment_bodies(
     return {
         "items": [deployment_body(row, instances.get(row[_ID], [])) for row in rows],
         "total": total,
+        "skip": skip,
+        "limit": limit,
+    }
+
+
+EVENT_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("id", _events.c.id),
+    ("event_type", _events.c.event_type),
+    ("status", _events.c.status),
+    ("message", _events.c.message),
+    ("data", type_coerce(cast(_events.c.data, Text), _RawJSON()).label("data")),
+    ("created_at", _timestamp(_events.c.created_at)),
+)
+"""An event's body, in `EventSchema`'s order (tests/api/test_deployment_reads.py holds the two alike)."""
+_event_fields = _body_of(EVENT_FIELDS)
+_HEADER = (_deployments.c.id, _deployments.c.owner_id, _deployments.c.status)
+_EVENT_AT = len(_HEADER) + 1  # after the header and the total
+
+
+@cache
+def _events_statement(by_type: bool, by_status: bool) -> PreparedQuery:
+    """The deployment's header (id, owner, status, its events counter; and with a filter the count of the
+    matches) beside each event of the page, newest first, in one round trip: a row per event, or one
+    with NULLs when the page is empty (the deployment's row is what the 404 and the header need)."""
+    conditions = [_events.c.deployment_id == bindparam("deployment_id")]
+    if by_type:
+        conditions.append(_events.c.event_type == bindparam("event_type"))
+    if by_status:
+        conditions.append(_events.c.status == bindparam("status"))
+    order = (_events.c.created_at.desc(), _events.c.id.desc())
+    page = (
+        select(*(column for _, column in EVENT_FIELDS), _events.c.created_at.label("at"))
+        .where(*conditions)
+        .order_by(*order)
+        .limit(bindparam("limit"))
+        .offset(bindparam("skip"))
+        .subquery("page")
+    )
+    if by_type or by_status:
+        total: Any = select(func.count()).select_from(_events).where(*conditions).scalar_subquery()
+    else:
+        total = _deployments.c.events_total
+    return PreparedQuery(
+        select(*_HEADER, total.label("total"), *(page.c[key] for key, _ in EVENT_FIELDS))
+        .select_from(_deployments.outerjoin(page, true()))
+        .where(_deployments.c.id == bindparam("deployment_id"))
+        .order_by(page.c.at.desc(), page.c.id.desc())
+    )
+
+
+def list_event_bodies(
+    actor: Principal,
+    deployment_id: str,
+    *,
+    skip: int,
+    limit: int,
+    event_type: str | None = None,
+    status: str | None = None,
+) -> dict[str, Any]:
+    """A deployment's events, newest first, as the contract's page `{deployment_id, deployment_status,
+    items, total, skip, limit}`.
+
+    Unfiltered, `total` is the deployment's `events_total` counter, so a page costs the same at a million
+    events as at a thousand; a filter counts the matching rows (an index on deployment, type and time).
+
+    Raises:
+        NotFound: missing or someone else's (the same answer).
+    """
+    statement = _events_statement(bool(event_type), bool(status))
+    params = {"deployment_id": deployment_id, "event_type": event_type, "status": status, "skip": skip, "limit": limit}
+    rows = statement.rows(params)
+    if not rows or (not actor.is_admin and rows[0][1] != actor.id):
+        raise NotFound("Deployment not found.")
+    first = rows[0]
+    return {
+        "deployment_id": first[0],
+        "deployment_status": first[2],
+        "items": [_event_fields(row[_EVENT_AT:]) for row in rows if row[_EVENT_AT] is not None],
+        "total": first[3],
         "skip": skip,
         "limit": limit,
     }

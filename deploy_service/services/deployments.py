@@ -25,7 +25,6 @@ from deploy_service.models import (
     Agent,
     ApiKey,
     Deployment,
-    DeploymentEvent,
     DeploymentResult,
     DeploymentStatus,
     DesiredState,
@@ -440,34 +439,6 @@ def live_deployment_of_agent(
             raise InvalidState("The agent has no live deployment to restart.", details={"agent_id": agent.id})
         raise NotFound("The agent has no live deployment.")
     return deployment
-
-
-def list_events(
-    actor: Principal,
-    deployment_id: str,
-    *,
-    skip: int,
-    limit: int,
-    event_type: str | None = None,
-    status: str | None = None,
-) -> tuple[Deployment, Page[DeploymentEvent]]:
-    """A deployment's events, newest first, filtered by type and status.
-
-    Unfiltered, `total` is the deployment's `events_total` counter, so a page costs the same at a
-    million events as at a thousand; a filter counts the matching rows.
-    """
-    deployment = get_deployment(actor, deployment_id)
-    stmt = select(DeploymentEvent).where(DeploymentEvent.deployment_id == deployment.id)
-    if event_type:
-        stmt = stmt.where(DeploymentEvent.event_type == event_type)
-    if status:
-        stmt = stmt.where(DeploymentEvent.status == status)
-    stmt = stmt.order_by(DeploymentEvent.created_at.desc(), DeploymentEvent.id.desc())
-    if event_type or status:
-        return deployment, paginate(stmt, skip=skip, limit=limit)
-    total = deployment.events_total
-    items = db.session.scalars(stmt.offset(skip).limit(limit)).all() if total > skip else []
-    return deployment, Page(items=items, total=total, skip=skip, limit=limit)
 
 
 def deployment_for(caller: Principal | ApiKey, deployment_id: str) -> Deployment:

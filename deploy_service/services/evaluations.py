@@ -10,42 +10,63 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, case, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from deploy_service.errors import NotFound
 from deploy_service.extensions import db
-from deploy_service.models import Agent, AlertKind, ApiKey, Deployment, Evaluation, Principal
-from deploy_service.models.types import utcnow
+from deploy_service.models import Agent, AlertKind, ApiKey, Deployment, DeploymentStatus, Evaluation, Principal
+from deploy_service.models.types import new_id, utcnow
 from deploy_service.services import alerts
 from deploy_service.services.agents import agent_for_caller, get_agent
 from deploy_service.services.common import Page, paginate
-from deploy_service.services.deployments import live_deployment
 from deploy_service.settings import current_settings
 
 log = logging.getLogger(__name__)
 
 
-def record(caller: Principal | ApiKey, data: dict[str, Any]) -> Evaluation:
-    """Store one evaluation for the caller's agent (the key's, or `agent_id` of the owner's)."""
-    agent = agent_for_caller(caller, data.pop("agent_id", None))
+_EVALUATIONS = Evaluation.__table__
+_COLUMNS = tuple(column.name for column in _EVALUATIONS.columns)
+_INSERT = insert(_EVALUATIONS)
+"""One statement for every post (its parameters are the row): compiled once, not a `values()` per call."""
+
+
+def record(caller: Principal | ApiKey, data: dict[str, Any]) -> dict[str, Any]:
+    """Store one evaluation for the caller's agent (the key's, or `agent_id` of the owner's); returns its row
+    as `EvaluationSchema` shows it (every column, in the table's order).
+
+    The write agents make on every answer, so it is one insert and a commit: a key names its agent (the key
+    row exists only while the agent does: it is deleted with it), and the live deployment is read by id
+    only. An agent deleted in between is the same 404 as one never there.
+
+    Raises:
+        NotFound: no such agent visible to the caller, or a key used for another agent.
+    """
+    wanted = data.pop("agent_id", None)
+    if isinstance(caller, ApiKey) and wanted in (None, caller.agent_id):
+        agent_id = caller.agent_id
+    else:
+        agent_id = agent_for_caller(caller, wanted).id
     if "hallucinated" not in data:
         probability = data.get("hallucination_probability")
         data["hallucinated"] = probability is not None and probability >= 0.5
-    deployment = live_deployment(agent.id)
-    deployment_id = deployment.id if deployment is not None else None
-    evaluation = Evaluation(agent_id=agent.id, deployment_id=deployment_id, **data)
-    db.session.add(evaluation)
-    db.session.flush()
-    # Detached with every column loaded (flushed, so its id and time are set): the answer needs no
-    # further read, whatever happens to the session after the commit.
-    db.session.expunge(evaluation)
-    db.session.commit()
+    deployment_id = db.session.scalar(
+        select(Deployment.id).where(Deployment.agent_id == agent_id, Deployment.status != DeploymentStatus.KILLED)
+    )
+    row = dict.fromkeys(_COLUMNS)
+    row.update(data, id=new_id(), agent_id=agent_id, deployment_id=deployment_id, created_at=utcnow())
+    try:
+        db.session.execute(_INSERT, row)
+        db.session.commit()
+    except IntegrityError as exc:  # the agent (with its keys) was deleted since it was read
+        db.session.rollback()
+        raise NotFound("Agent not found.") from exc
     # The hallucination rule runs on the event, not only on the next sampling round: at most every
     # ALERT_EVENT_RULE_SECONDS per deployment (it counts the whole window).
     interval = current_settings().alerts.event_rule_seconds
     if deployment_id is not None and alerts.event_rules.due(deployment_id, interval):
         _run_hallucination_rule(deployment_id)
-    return evaluation
+    return row
 
 
 def _run_hallucination_rule(deployment_id: str) -> None:

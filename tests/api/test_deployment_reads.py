@@ -17,9 +17,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from deploy_service.extensions import db
-from deploy_service.models import Deployment, Instance
-from deploy_service.schemas.deployment import DeploymentSchema, InstanceSchema
-from deploy_service.services.deployment_reads import DEPLOYMENT_FIELDS, INSTANCE_FIELDS
+from deploy_service.models import Deployment, DeploymentEvent, Instance
+from deploy_service.schemas.deployment import DeploymentSchema, EventPageSchema, EventSchema, InstanceSchema
+from deploy_service.services import lifecycle
+from deploy_service.services.deployment_reads import DEPLOYMENT_FIELDS, EVENT_FIELDS, INSTANCE_FIELDS
 from tests.factories import AuthActions, make_agent, make_user
 
 T0 = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
@@ -113,6 +114,7 @@ def test_the_declared_fields_are_the_schemas_fields_in_its_order() -> None:
     """The one list the read path builds its SELECTs and bodies from covers every field the schema documents."""
     assert [key for key, _ in DEPLOYMENT_FIELDS] + ["instances"] == list(DeploymentSchema().fields)
     assert [key for key, _ in INSTANCE_FIELDS] == list(InstanceSchema().fields)
+    assert [key for key, _ in EVENT_FIELDS] == list(EventSchema().fields)
 
 
 def test_list_matches_the_schema_item_by_item(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
@@ -144,3 +146,61 @@ def test_list_pages_filters_and_scopes(app: Flask, client: FlaskClient, auth: Au
     assert [item["id"] for item in by_status["items"]] == [ready]
     assert [item["id"] for item in by_agent["items"]] == [ready]
     assert past_the_end == {"items": [], "total": 4, "skip": 10, "limit": 50}
+
+
+def _events(app: Flask, deployment_id: str) -> None:
+    """Events of every shape: nested data, empty data, none at all, the same instant twice (ordered by id)."""
+    with app.app_context():
+        deployment = db.session.get(Deployment, deployment_id)
+        assert deployment is not None
+        lifecycle.record_event(deployment, "created", "Created.", {"replicas": 2, "image": "a:1", "source": None})
+        lifecycle.record_event(deployment, "scaled", "Scaled.", {"nested": {"list": [1, 2.5, "x", None, True]}})
+        lifecycle.record_event(deployment, "health_passed", "Ünïcode ✓ message.", {})
+        db.session.add(
+            DeploymentEvent(deployment_id=deployment_id, event_type="scaled", status="ready", message="m", data={})
+        )
+        db.session.commit()
+        for event in db.session.query(DeploymentEvent).filter_by(deployment_id=deployment_id).all()[:2]:
+            event.created_at = T0  # a tie
+        db.session.commit()
+
+
+def _events_dump(app: Flask, deployment_id: str, **filters: Any) -> Any:
+    with app.app_context():
+        deployment = db.session.get(Deployment, deployment_id)
+        assert deployment is not None
+        query = db.session.query(DeploymentEvent).filter_by(deployment_id=deployment_id, **filters)
+        items = query.order_by(DeploymentEvent.created_at.desc(), DeploymentEvent.id.desc()).all()
+        body = {
+            "deployment_id": deployment.id,
+            "deployment_status": deployment.status,
+            "items": items,
+            "total": deployment.events_total if not filters else len(items),
+            "skip": 0,
+            "limit": 50,
+        }
+        return json.loads(json.dumps(EventPageSchema().dump(body)))
+
+
+def test_an_events_page_matches_the_schema_filtered_or_not(app: Flask, client: FlaskClient, auth: AuthActions) -> None:
+    owner, other = make_user(app), make_user(app)
+    deployment_id = _make(
+        app, owner.id, make_agent(app, owner)["id"], SHAPES["ready, one replica unhealthy, one never started"]
+    )
+    _events(app, deployment_id)
+    url = f"/v1/deployments/{deployment_id}/events"
+
+    body = json.loads(client.get(url, headers=auth.headers(owner)).data)
+    assert body == _events_dump(app, deployment_id) and len(body["items"]) == 4 and body["total"] == 3  # the counter
+    assert [list(item) for item in body["items"]] == [list(EventSchema().fields)] * 4
+    by_type = json.loads(client.get(f"{url}?event_type=scaled", headers=auth.headers(owner)).data)
+    assert by_type == _events_dump(app, deployment_id, event_type="scaled") and by_type["total"] == 2
+    by_status = client.get(f"{url}?status=killed", headers=auth.headers(owner)).get_json()
+    assert (by_status["items"], by_status["total"]) == ([], 0)
+    page = client.get(f"{url}?limit=1&skip=1", headers=auth.headers(owner)).get_json()
+    assert [item["id"] for item in page["items"]] == [body["items"][1]["id"]] and page["limit"] == 1
+    past = client.get(f"{url}?skip=10", headers=auth.headers(owner)).get_json()
+    assert (past["items"], past["total"], past["deployment_status"]) == ([], 3, "ready")
+
+    assert client.get(url, headers=auth.headers(other)).status_code == 404
+    assert client.get("/v1/deployments/nope/events", headers=auth.headers(owner)).status_code == 404

@@ -12,6 +12,7 @@ from sqlalchemy import update
 from deploy_service.extensions import db
 from deploy_service.models import Evaluation, Invocation
 from deploy_service.models.types import utcnow
+from deploy_service.schemas.evaluation import EvaluationSchema
 from tests.factories import AuthActions
 from tests.fakes import FakeRunner
 from tests.helpers import Api, assert_error, new_agent
@@ -117,6 +118,24 @@ def test_posting_rules(app: Flask, api: Api, client: FlaskClient) -> None:
     invoke_only = key_for(api, agent["id"], ["invoke"])
     assert_error(client.post("/v1/evaluations", headers=invoke_only, json=base), 403, "forbidden")
     assert_error(client.get("/v1/evaluations", headers=key), 403, "forbidden")
+
+
+def test_a_posted_evaluation_answers_what_the_schema_shows_of_the_stored_row(
+    app: Flask, api: Api, client: FlaskClient, fake_runner: FakeRunner
+) -> None:
+    """The post answers the row it inserted without reading it back: the same body the schema dumps of it."""
+    agent = new_agent(app, api)
+    deployment = api.post("/v1/deployments", {"agent_id": agent["id"]}).get_json()
+    key = key_for(api, agent["id"])
+    for sample in ({"prompt": "p", "response": "r"}, {"prompt": "p", "response": "r", **SAMPLES[1], "mode": "m"}):
+        response = client.post("/v1/evaluations", headers=key, json=sample)
+        assert response.status_code == 201 and response.mimetype == "application/json"
+        body = response.get_json()
+        with app.app_context():
+            stored = db.session.get(Evaluation, body["id"])
+            expected = EvaluationSchema().dump(stored)
+        assert body == expected and list(body) == list(expected)
+        assert body["deployment_id"] == deployment["id"] and body["created_at"].endswith("+00:00")
 
 
 def test_agent_stats(app: Flask, api: Api, client: FlaskClient, fake_runner: FakeRunner) -> None:
