@@ -195,15 +195,16 @@ class Restart(MethodView):
     @blp.error(400, RESTART_INVALID)
     @blp.error(403, QUOTA)
     @blp.error(404, NO_DEPLOYMENT)
-    @blp.error(409, "`invalid_state`: the deployment is deploying or killed; or " + CHANGED)
+    @blp.error(409, "`invalid_state`: deploying or killed, or a job whose run is under way; or " + CHANGED)
     @blp.error(503, ENGINE_DOWN)
     @blp.doc(operationId="restartDeployment")
     def post(self, deployment_id: str) -> Deployment:
         """Restart a deployment
 
         With the agent's current settings (a git source is built again): a rolling restart from
-        `running`/`ready`, a fresh start (back to `deploying`) from `stopped`/`failed`. 409
-        `invalid_state` while deploying or once killed.
+        `running`/`ready`, a fresh start (back to `deploying`) from `stopped`/`failed`; a job runs
+        again from `succeeded`/`failed`/`stopped` (a new release only when something changed). 409
+        `invalid_state` while deploying, once killed, and for a job whose run is under way.
         """
         return service.restart(current_user(), deployment_id)
 

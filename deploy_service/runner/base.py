@@ -179,6 +179,9 @@ class ServiceSpec:
     restart_attempts: int = 3
     """Restarts the engine makes within `restart_window` before it gives up on a replica."""
     restart_window: float = 300.0
+    restart_condition: str = "any"
+    """The engine's restart condition: `any` (a service), `on-failure` (a job: a task that exits 0 is
+    `complete` and never replaced) or `none` (restart policy `never`: the first exit ends the replica)."""
     stop_timeout: float = 10.0
     update_monitor: float = 5.0
     update_parallelism: int = 1
