@@ -9,14 +9,23 @@ helpers are those of test_deployments_engine (each test a reconciler loop and an
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import docker
+import pytest
+from flask import Flask
+
+from deploy_service.settings import Settings
 from tests.integration.test_deployments_engine import (
     BOTH_RUNNERS,
     SETTINGS,
     Client,
     Engine,
+    _engine,
     api,
     engine,
     status_is,
@@ -24,6 +33,21 @@ from tests.integration.test_deployments_engine import (
 )
 
 __all__ = ["api", "engine"]  # fixtures, used by name
+SLOW_PASSES = replace(SETTINGS, tick=30.0, resync=30.0, sample_every=30.0)
+"""Passes due only every 30 s: whatever happens sooner was woken by the engine's own events."""
+
+
+@pytest.fixture(params=["docker", "swarm"])
+def slow_engine(
+    request: pytest.FixtureRequest,
+    docker_engine: docker.DockerClient,
+    app: Flask,
+    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., Settings],
+) -> Iterator[Engine]:
+    """The `engine` fixture's runners, with a reconciler whose passes are due only every 30 s."""
+    yield from _engine(request, request.param, docker_engine, app, monkeypatch, configure, SLOW_PASSES)
+
 
 CRASHER = "deploy-test/crasher:latest"
 
@@ -141,3 +165,13 @@ def test_a_job_runs_again_with_restart(api: Client, engine: Engine) -> None:
     assert api.call("get", f"/v1/deployments/{deployment_id}/releases").get_json()["total"] == 1
     _gone(engine, deployment_id)
     assert _stored_lines(api, deployment_id).count("crasher: starting up (stdout)") == 2
+
+
+def test_a_job_that_ends_wakes_the_reconciler_at_once(api: Client, slow_engine: Engine) -> None:
+    """The exit is seen through the engine's `die` event, not by a pass that was due anyway (30 s away)."""
+    deployment_id = api.deploy(_job(api, exit_code=0, delay=1))
+    wait_until(lambda: slow_engine.containers(deployment_id), timeout=20, what="the job runs")
+    started = time.monotonic()
+    body = _ended(api, deployment_id, timeout=20)
+    assert body["status"] == "succeeded", body["error"]
+    assert time.monotonic() - started < 10
