@@ -325,6 +325,9 @@ class Api:
     def post(self, path: str, json: Any = None) -> Any:
         return self.client.post(path, headers=self.headers, json=json)
 
+    def patch(self, path: str, json: Any = None) -> Any:
+        return self.client.patch(path, headers=self.headers, json=json)
+
     def delete(self, path: str) -> Any:
         return self.client.delete(path, headers=self.headers)
 

@@ -102,6 +102,7 @@ class Interact(MethodView):
     )
     @blp.error(400, "`validation_error`: the body is not valid JSON.")
     @blp.error(404, "`not_found`: no such agent, not yours, or a key of another agent.")
+    @blp.error(409, "`invalid_state`: the agent is a job (kind `job`), which gets no calls.")
     @blp.error(502, "`bad_gateway`: the agent's connection failed, or its answer is not JSON or too large.")
     @blp.error(503, "`no_ready_replica`: the agent is not deployed, or no replica is ready.")
     @blp.error(504, "`agent_timeout`: the agent did not answer within `INTERACT_TIMEOUT_SECONDS`.")

@@ -195,14 +195,15 @@ class Restart(MethodView):
     @blp.error(400, RESTART_INVALID)
     @blp.error(403, QUOTA)
     @blp.error(404, NO_DEPLOYMENT)
-    @blp.error(409, "`invalid_state`: the deployment is deploying or killed; or " + CHANGED)
+    @blp.error(409, "`invalid_state`: deploying or killed, or a job whose run is under way; or " + CHANGED)
     @blp.error(503, ENGINE_DOWN)
     @blp.doc(operationId="restartDeployment")
     def post(self, deployment_id: str) -> Deployment:
         """Restart a deployment
 
         With the agent's current settings: a rolling restart from `running`/`ready`, a fresh start (back
-        to `deploying`) from `stopped`/`failed`. 409 `invalid_state` while deploying or once killed.
+        to `deploying`) from `stopped`/`failed`; a job runs again from `succeeded`/`failed`/`stopped`. 409
+        `invalid_state` while deploying, once killed, and for a job whose run is under way.
 
         A new release when what would run changed (the agent's image, source or resolved config; the answer's
         `revision` is its number). Otherwise the current release's replicas are replaced, running its own

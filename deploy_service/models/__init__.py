@@ -1,6 +1,6 @@
 """SQLAlchemy 2.0 typed models, one module per aggregate. Models never commit."""
 
-from deploy_service.models.agent import Agent, AgentStatus
+from deploy_service.models.agent import DEFAULT_RESTART_POLICY, Agent, AgentKind, AgentStatus, RestartPolicy
 from deploy_service.models.alert import Alert, AlertKind, AlertSeverity, AlertStatus
 from deploy_service.models.api_key import SCOPES, ApiKey, ApiKeyScope, Invocation
 from deploy_service.models.deployment import (
@@ -47,8 +47,11 @@ __all__ = [
     "SCOPES",
     "ROLE_ADMIN",
     "ROLE_USER",
+    "DEFAULT_RESTART_POLICY",
     "Agent",
+    "AgentKind",
     "AgentStatus",
+    "RestartPolicy",
     "Alert",
     "AlertKind",
     "AlertSeverity",

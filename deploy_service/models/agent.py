@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from deploy_service.extensions import db
@@ -21,6 +21,29 @@ class AgentStatus(StrEnum):
     DEPLOYED = "deployed"
     """Has a live deployment."""
     STOPPED = "stopped"
+
+
+class AgentKind(StrEnum):
+    """What an agent's replicas are for."""
+
+    SERVICE = "service"
+    """Runs until stopped, serves `interact` (what every agent was before jobs)."""
+    JOB = "job"
+    """Runs to completion (a build, a batch run): an exit 0 of every replica is the deployment's success."""
+
+
+class RestartPolicy(StrEnum):
+    """What the reconciler does when a replica exits (`restart_policy_applies` decides per exit)."""
+
+    ALWAYS = "always"
+    ON_FAILURE = "on-failure"
+    NEVER = "never"
+
+
+DEFAULT_RESTART_POLICY: dict[str, RestartPolicy] = {
+    AgentKind.SERVICE: RestartPolicy.ALWAYS,
+    AgentKind.JOB: RestartPolicy.ON_FAILURE,
+}
 
 
 class Agent(db.Model):  # type: ignore[name-defined]
@@ -49,6 +72,14 @@ class Agent(db.Model):  # type: ignore[name-defined]
     """`uid[:gid]` the replicas run as, over the image's user; None: the runner's rule (never uid 0)."""
     registry_auth: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     """`{username, password_secret, registry}`: a login for a private registry, the password by secret name only."""
+    kind: Mapped[str] = mapped_column(String(16), default=AgentKind.SERVICE, server_default=text("'service'"))
+    """An `AgentKind`."""
+    restart_policy: Mapped[str] = mapped_column(
+        String(16), default=RestartPolicy.ALWAYS, server_default=text("'always'")
+    )
+    """A `RestartPolicy`; the kind's default (`DEFAULT_RESTART_POLICY`) unless the owner chose one."""
+    timeout_seconds: Mapped[float | None] = mapped_column(Float)
+    """Jobs only: the longest a run may take, from its deploy or restart; None: no limit."""
     status: Mapped[str] = mapped_column(String(16), default=AgentStatus.IDLE)
     """An `AgentStatus`."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

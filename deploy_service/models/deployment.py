@@ -32,6 +32,8 @@ class DeploymentStatus(StrEnum):
     READY = "ready"
     STOPPED = "stopped"
     FAILED = "failed"
+    SUCCEEDED = "succeeded"
+    """A job whose every replica exited 0: terminal like `failed` (`ended_at` set, containers removed)."""
     KILLED = "killed"
 
 
@@ -55,6 +57,10 @@ class InstanceStatus(StrEnum):
     EXITED = "exited"
     STOPPED = "stopped"
     REMOVED = "removed"
+    SUCCEEDED = "succeeded"
+    """A job's replica that exited 0: done, never restarted; its `exit_code` is kept."""
+    FAILED = "failed"
+    """A replica whose exit ended the deployment (restart budget spent, `never`, or a job's timeout)."""
 
 
 class LogSource(StrEnum):

@@ -16,7 +16,17 @@ from typing import Generic, Protocol, TypeVar
 
 from deploy_service.errors import EngineUnavailable, NotFound
 from deploy_service.extensions import db
-from deploy_service.models import Agent, AlertKind, Deployment, DeploymentStatus, DesiredState, Instance, InstanceStatus
+from deploy_service.models import (
+    Agent,
+    AgentKind,
+    AlertKind,
+    Deployment,
+    DeploymentStatus,
+    DesiredState,
+    Instance,
+    InstanceStatus,
+    RestartPolicy,
+)
 from deploy_service.models.types import utcnow
 from deploy_service.reconciler import plan as p
 from deploy_service.reconciler.drivers import Driver, Observation, Workload
@@ -29,6 +39,11 @@ from deploy_service.services import alerts, lifecycle
 from deploy_service.services.secrets import registry_credentials, resolve_secret_values
 
 T = TypeVar("T")
+_OUTCOMES = frozenset({InstanceStatus.SUCCEEDED, InstanceStatus.FAILED})
+
+
+def _event_data(action: p.Transition) -> dict[str, object]:
+    return {"error": action.error} if action.error else {}
 
 
 class _Background(Generic[T]):
@@ -69,6 +84,7 @@ class PassParts(Protocol):
 
 def desired_of(deployment: Deployment) -> p.Desired:
     """The planner's view of a deployment row and its instance rows."""
+    config = deployment.config or {}
     return p.Desired(
         deployment_id=deployment.id,
         status=deployment.status,
@@ -78,6 +94,9 @@ def desired_of(deployment: Deployment) -> p.Desired:
         image_ready=bool(deployment.image_ready),
         image_error=deployment.image_error,
         progress_started_at=deployment.progress_started_at,
+        kind=config.get("kind", AgentKind.SERVICE),
+        restart_policy=config.get("restart_policy", RestartPolicy.ALWAYS),
+        timeout_seconds=config.get("timeout_seconds"),
         slots=tuple(
             p.Slot(
                 index=i.index,
@@ -116,7 +135,9 @@ class DeploymentRun:
             return x.settings.resync if deployment.status == DeploymentStatus.FAILED else x.settings.tick
         if plan.settled:
             return plan.wake_in
-        wanted = min(plan.wake_in, x.health.check(deployment, self.instances, self.now))
+        wanted = plan.wake_in
+        if not lifecycle.is_job(deployment):  # a job is not health-checked
+            wanted = min(wanted, x.health.check(deployment, self.instances, self.now))
         status = p.plan_status(
             desired_of(deployment),
             x.rules,
@@ -189,6 +210,8 @@ class DeploymentRun:
             deployment.instances.remove(self.instances.pop(action.index))
         elif isinstance(action, p.NoteExit):
             self._note_exit(action)
+        elif isinstance(action, p.ReplicaSucceeded):
+            self._succeeded(action)
         elif isinstance(action, p.ObserveRunning):
             self._observe_running(action)
         elif isinstance(action, p.MarkSlot):
@@ -199,6 +222,8 @@ class DeploymentRun:
         elif isinstance(action, p.ApplySpec):
             return self._apply(action)
         elif isinstance(action, p.Transition):
+            if action.event is not None:
+                lifecycle.record_event(deployment, action.event, action.reason, _event_data(action))
             lifecycle.transition(deployment, action.status, action.reason, error=action.error)
         elif isinstance(action, p.RollBack):
             self._roll_back(action)
@@ -256,6 +281,8 @@ class DeploymentRun:
             run_as_user=config.get("run_as_user"),
             built=bool(config.get("source")),
             registry_auth=self._node_credentials(),
+            kind=config.get("kind", AgentKind.SERVICE),
+            restart_policy=config.get("restart_policy", RestartPolicy.ALWAYS),
         )
 
     def _node_credentials(self) -> RegistryCredentials | None:
@@ -443,13 +470,23 @@ class DeploymentRun:
         if action.rolls_back:
             return
         if action.fails:
+            instance.status = InstanceStatus.FAILED
             budget = self.x.settings.restart_budget
+            if action.never:
+                lifecycle.transition(
+                    deployment,
+                    DeploymentStatus.FAILED,
+                    f"Replica {action.index} exited with code {info.exit_code}; restart policy never.",
+                    error=f"Replica {action.index} exited with code {info.exit_code}{reason}; its restart policy "
+                    "is never.",
+                )
+                return
             lifecycle.transition(
                 deployment,
                 DeploymentStatus.FAILED,
                 f"Replica {action.index} kept crashing ({action.attempt - 1} restarts).",
                 error=f"Replica {action.index} kept crashing: last exit code {info.exit_code}{reason}; "
-                f"restart budget of {budget} spent.",
+                f"restart budget of {budget} spent ({action.attempt - 1} restarts).",
             )
             return
         delay = action.restart_in
@@ -464,6 +501,20 @@ class DeploymentRun:
             message,
             {"replica": action.index, "delay_seconds": delay, "attempt": action.attempt},
         )
+
+    def _succeeded(self, action: p.ReplicaSucceeded) -> None:
+        """A job's replica exited 0: done (`succeeded`, its exit code kept), with a `replica_succeeded` event."""
+        deployment, instance, replica = self.deployment, self.instances[action.index], action.replica
+        instance.container_id = replica.container_id
+        instance.generation = replica.generation
+        instance.status = InstanceStatus.SUCCEEDED
+        instance.exit_code = 0
+        instance.healthy = None
+        instance.next_restart_at = None
+        data: dict[str, object] = {"replica": action.index, "container_id": replica.container_id, "exit_code": 0}
+        if replica.task_id is not None:
+            data.update(task_id=replica.task_id, task_state=replica.task_state)
+        lifecycle.record_event(deployment, "replica_succeeded", f"Replica {action.index} exited 0: done.", data)
 
     def _observe_running(self, action: p.ObserveRunning) -> None:
         deployment, instance, replica = self.deployment, self.instances[action.index], action.replica
@@ -517,7 +568,11 @@ class DeploymentRun:
         if event is not None:
             lifecycle.record_event(deployment, event.kind, event.message, event.data)
         for instance in deployment.instances:
-            if instance.container_id or instance.status not in (InstanceStatus.STOPPED, InstanceStatus.EXITED):
+            if instance.status in _OUTCOMES:  # what the replica's run ended as stays, with its exit code
+                instance.container_id = None
+                instance.healthy = None
+                instance.next_restart_at = None
+            elif instance.container_id or instance.status not in (InstanceStatus.STOPPED, InstanceStatus.EXITED):
                 instance.container_id = None
                 instance.status = InstanceStatus.STOPPED
                 instance.healthy = None

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from deploy_service.models import AgentKind, RestartPolicy
 from deploy_service.reconciler.plan import Observed, ServiceState
 from deploy_service.reconciler.ports import free_block, free_port
 from deploy_service.reconciler.settings import ReconcileSettings
@@ -79,6 +80,24 @@ class Workload:
     built: bool = False
     registry_auth: RegistryCredentials | None = None
     """The agent's registry login, for an engine that pulls the image itself on each node (Swarm)."""
+    kind: str = AgentKind.SERVICE
+    restart_policy: str = RestartPolicy.ALWAYS
+
+
+def restart_condition(kind: str, restart_policy: str) -> str:
+    """The Swarm restart condition for an agent's kind and restart policy.
+
+    A job is a replicated service whose tasks run to completion with the condition `on-failure`: a task that
+    exits 0 is `complete` and never replaced, one that exits non-zero is restarted by the engine (the planner
+    counts it against the restart budget, as for containers). `Mode: ReplicatedJob` (engine API 1.41+) was
+    the other way; it is not used because it has no update config and reruns only as a new service, so
+    the spec, the observation of tasks, the rolling update and its rollback would all differ from a
+    service's, where this keeps one code path for both kinds. `never` is `none` (the first exit ends
+    the replica; the planner fails the deployment). A service is not meant to exit: `on-failure` is `any`.
+    """
+    if restart_policy == RestartPolicy.NEVER:
+        return "none"
+    return "on-failure" if kind == AgentKind.JOB else "any"
 
 
 @dataclass(frozen=True)
@@ -495,6 +514,7 @@ class ServiceDriver(Driver):
                 restart_delay=settings.backoff_base,
                 restart_attempts=settings.restart_budget,
                 restart_window=settings.stable_seconds,
+                restart_condition=restart_condition(workload.kind, workload.restart_policy),
                 stop_timeout=settings.stop_timeout,
                 update_monitor=settings.startup_grace,
                 update_parallelism=settings.max_surge,

@@ -251,6 +251,15 @@ class Reconciler:
         self.ended.clear()
         self._thread = threading.Thread(target=run, name="reconciler", daemon=True)
         self._thread.start()
+        # A container that ends wakes the loop at once (a job's exit 0, a crash), rather than at the next
+        # tick or resync; the watcher ends by itself soon after `stop` (it is never joined).
+        threading.Thread(
+            target=self.runner.watch_exits,
+            args=(local_wakeup.set, self._stop),
+            kwargs={"retry": self.loop_settings.retry_base},
+            name="reconciler-exits",
+            daemon=True,
+        ).start()
         return self._thread
 
     @property

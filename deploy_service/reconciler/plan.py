@@ -28,6 +28,12 @@ start-first update stopped the old tasks once the new ones ran), it goes back to
 before the update (`ServiceState.previous_generation`), applied again next pass. With nothing serving (a
 first deploy, a start from stopped or failed) it fails as before.
 
+Jobs (`Desired.is_job`): a replica that exits 0 is done (`ReplicaSucceeded`, never restarted); one that
+exits non-zero is restarted within the restart budget like a service's; when every replica is done the
+deployment `succeeded` and winds down; past `timeout_seconds` (from the run's deploy or restart) it fails and
+winds down. A job is not health-checked and never `ready`: `running` once its replicas started. The restart
+policy `never` (jobs and services alike) makes the first exit that would be restarted fail the deployment.
+
 Rules shared by both: wind-down (not meant to run: remove everything), image preparation, replica slots,
 the restart budget (an exit past it fails the deployment), and the status rules and progress deadline,
 counted from the rollout's start or from the end of the last engine outage, whichever is later.
@@ -39,7 +45,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from deploy_service.models import DeploymentStatus, InstanceStatus, is_running
+from deploy_service.models import DeploymentStatus, InstanceStatus, RestartPolicy, is_running
 from deploy_service.reconciler.timing import restart_delay
 from deploy_service.reconciler.values import (
     Action,
@@ -55,6 +61,7 @@ from deploy_service.reconciler.values import (
     PrepareImage,
     RemovalReason,
     RemoveReplica,
+    ReplicaSucceeded,
     RollBack,
     RolloutComplete,
     Rules,
@@ -83,6 +90,7 @@ __all__ = [
     "PrepareImage",
     "RemovalReason",
     "RemoveReplica",
+    "ReplicaSucceeded",
     "RollBack",
     "RolloutComplete",
     "Rules",
@@ -101,6 +109,30 @@ def plan_replicas(desired: Desired, observed: Observed, rules: Rules, now: datet
     """The actions that bring one deployment's replicas to what the database wants."""
     if not desired.runs:
         return Plan((WindDown(),), rules.resync, settled=True)
+    deadline = _job_deadline(desired)
+    if deadline is not None:
+        if now >= deadline:
+            seconds = f"{desired.timeout_seconds:g}"
+            fail = Transition(
+                DeploymentStatus.FAILED,
+                f"The job ran past its timeout of {seconds}s: its containers are stopped.",
+                error=f"The job did not finish within its timeout of {seconds}s.",
+                event="job_timed_out",
+            )
+            return Plan((fail, WindDown()), rules.resync, settled=True)
+        plan = _plan_replicas(desired, observed, rules, now)
+        return replace(plan, wake_in=min(plan.wake_in, max(_seconds_until(deadline, now), 0.01)))
+    return _plan_replicas(desired, observed, rules, now)
+
+
+def _job_deadline(desired: Desired) -> datetime | None:
+    """When a job's run times out (None: not a job, or no timeout)."""
+    if not desired.is_job or desired.timeout_seconds is None or desired.progress_started_at is None:
+        return None
+    return desired.progress_started_at + timedelta(seconds=desired.timeout_seconds)
+
+
+def _plan_replicas(desired: Desired, observed: Observed, rules: Rules, now: datetime) -> Plan:
     if not desired.image_ready:
         if desired.image_error is not None:
             return _image_failed(desired, observed, rules)
@@ -188,10 +220,15 @@ def _plan_containers(
 
     wake = rules.resync
     starts: list[StartReplica] = []
+    done: set[int] = set()
+    """A job's slots whose replica of this generation exited 0."""
     for index in range(count):
         slot, found = slots[index], current.get(index)
         if found is None:
             if index in waiting:
+                continue
+            if _succeeded(desired, slot):
+                done.add(index)
                 continue
             recorded_running = (
                 slot.container_id is not None
@@ -203,9 +240,13 @@ def _plan_containers(
             # Created but never started (the engine or this service went away between the two calls):
             # starting it again adopts the container by its name.
             starts.append(StartReplica(index))
+        elif found.exited and desired.is_job and found.exit_code == 0:
+            done.add(index)
+            if not (_succeeded(desired, slot) and slot.container_id == found.container_id):
+                actions.append(ReplicaSucceeded(index, found))
         elif found.exited:
             if slot.next_restart_at is None or slot.container_id != found.container_id:
-                exit_action = _exit(slot, found, rules, by_engine=False)
+                exit_action = _exit(slot, found, rules, by_engine=False, never=_never(desired))
                 if exit_action.fails and fallback is not None:
                     actions.append(replace(exit_action, rolls_back=True))
                     attempts = exit_action.attempt - 1
@@ -229,6 +270,11 @@ def _plan_containers(
         else:
             event = "container_adopted" if slot.container_id != found.container_id else None
             actions.append(ObserveRunning(index, found, event, reset_restarts=_stable(slot, rules, now, event)))
+
+    if desired.is_job and len(done) == count:
+        return Plan((*actions, *_job_succeeded(count)), rules.resync, settled=True)
+    if desired.is_job:
+        wake = min(wake, rules.tick)  # a run under way: its end is looked for every tick
 
     # Up to `max_surge` replacements at once (each beside the old replica it replaces), once every other
     # replica of the generation is ready.
@@ -293,7 +339,11 @@ def _plan_service(
     for ended in observed.exits:
         if ended.index not in slots or ended.generation != generation:
             continue
-        exit_action = _exit(slots[ended.index], ended, rules, by_engine=True, attempt=attempts[ended.index] + 1)
+        if desired.is_job and ended.exit_code == 0:
+            continue  # a job's replica done (its task `complete`, never restarted): seen as the slot's task below
+        exit_action = _exit(
+            slots[ended.index], ended, rules, by_engine=True, attempt=attempts[ended.index] + 1, never=_never(desired)
+        )
         attempts[ended.index] = exit_action.attempt
         if exit_action.fails and fallback is not None:
             # The engine's start-first update stopped the old tasks once the new ones ran, so nothing of
@@ -313,11 +363,18 @@ def _plan_service(
             return Plan(tuple(actions), rules.resync, settled=True)
         wake = rules.tick
     tasks = {replica.index: replica for replica in observed.replicas}
+    done: set[int] = set()
     for index, slot in sorted(slots.items()):
         task = tasks.get(index)
         if task is None:
+            if _succeeded(desired, slot):
+                done.add(index)  # a complete task Swarm no longer lists
             continue
-        if task.running:
+        if desired.is_job and task.exited and task.exit_code == 0 and task.generation == generation:
+            done.add(index)
+            if not (_succeeded(desired, slot) and slot.container_id == task.container_id):
+                actions.append(ReplicaSucceeded(index, task))
+        elif task.running:
             event = None
             if slot.container_id != task.container_id:
                 if slot.container_id is None:
@@ -332,18 +389,51 @@ def _plan_service(
         else:
             actions.append(MarkSlot(index, InstanceStatus.PENDING))
             wake = rules.tick
+    if desired.is_job and len(done) == count:
+        return Plan((*actions, *_job_succeeded(count)), rules.resync, settled=True)
+    if desired.is_job:
+        wake = min(wake, rules.tick)
     rolling = service is not None and (service.update_state == "updating" or service.generation != generation)
     return Plan(tuple(actions), wake, rolling=rolling, fallback=fallback)
 
 
-def _exit(slot: Slot, replica: ReplicaInfo, rules: Rules, *, by_engine: bool, attempt: int | None = None) -> NoteExit:
+def _succeeded(desired: Desired, slot: Slot) -> bool:
+    """The slot's replica of the current generation is a job's, done (exited 0)."""
+    return desired.is_job and slot.status == InstanceStatus.SUCCEEDED and slot.generation == desired.generation
+
+
+def _never(desired: Desired) -> bool:
+    return desired.restart_policy == RestartPolicy.NEVER
+
+
+def _job_succeeded(count: int) -> tuple[Action, ...]:
+    """Every replica of a job exited 0: `succeeded`, and its containers removed (their lines kept)."""
+    what = "Its replica exited 0" if count == 1 else f"All {count} replicas exited 0"
+    return (
+        Transition(DeploymentStatus.SUCCEEDED, f"{what}: the job succeeded.", event="job_succeeded"),
+        WindDown(),
+    )
+
+
+def _exit(
+    slot: Slot,
+    replica: ReplicaInfo,
+    rules: Rules,
+    *,
+    by_engine: bool,
+    attempt: int | None = None,
+    never: bool = False,
+) -> NoteExit:
+    """Count an exit. `never`: the restart policy is `never`, so this exit fails the deployment at once."""
     attempt = slot.recent_restarts + 1 if attempt is None else attempt
-    fails = attempt > rules.restart_budget
+    fails = never or attempt > rules.restart_budget
     if by_engine:
         delay = rules.backoff_base
     else:
         delay = restart_delay(attempt, base=rules.backoff_base, maximum=rules.backoff_max)
-    return NoteExit(slot.index, replica, attempt=attempt, fails=fails, restart_in=delay, by_engine=by_engine)
+    return NoteExit(
+        slot.index, replica, attempt=attempt, fails=fails, restart_in=delay, by_engine=by_engine, never=never
+    )
 
 
 def _keep_rank(replica: ReplicaInfo, slot: Slot | None) -> tuple[bool, bool, bool, int]:
@@ -387,6 +477,8 @@ def plan_status(
         fallback: the older generation that still serves (`Plan.fallback`): a missed deadline goes back to it.
     """
     wanted = [slot for slot in desired.slots if slot.index < desired.replicas]
+    if desired.is_job:
+        return _job_status(desired, wanted, rules)
     all_running = len(wanted) == desired.replicas and all(is_running(s.status, s.container_id) for s in wanted)
     all_ready = all_running and all(slot.ready for slot in wanted) and not rolling
     status = desired.status
@@ -427,6 +519,17 @@ def plan_status(
         actions.append(WindDown())
         return Plan(tuple(actions), rules.resync, settled=True)
     return Plan(tuple(actions), max(_seconds_until(deadline, now), rules.tick))
+
+
+def _job_status(desired: Desired, wanted: list[Slot], rules: Rules) -> Plan:
+    """A job is `running` once every replica has started (or is done); it is never health-checked nor `ready`,
+    and its time limit is its own `timeout_seconds` (`plan_replicas`), not the progress deadline."""
+    started = len(wanted) == desired.replicas and all(
+        is_running(s.status, s.container_id) or _succeeded(desired, s) for s in wanted
+    )
+    if started and desired.status == DeploymentStatus.DEPLOYING:
+        return Plan((Transition(DeploymentStatus.RUNNING, "Every replica of the job has started."),), rules.resync)
+    return Plan((), rules.resync)
 
 
 def deadline_start(progress_started_at: datetime | None, engine_back_at: datetime | None) -> datetime | None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from deploy_service.models import DeploymentStatus, InstanceStatus, is_ready
+from deploy_service.models import AgentKind, DeploymentStatus, InstanceStatus, RestartPolicy, is_ready
 from deploy_service.runner.base import ReplicaInfo
 
 # -- inputs -------------------------------------------------------------------------------------------
@@ -48,11 +48,22 @@ class Desired:
     slots: tuple[Slot, ...] = ()
     image_error: str | None = None
     """Why the image could not be prepared (pulled or built); None while it is being prepared or ready."""
+    kind: str = AgentKind.SERVICE
+    restart_policy: str = RestartPolicy.ALWAYS
+    timeout_seconds: float | None = None
+    """A job's longest run, counted from `progress_started_at` (its deploy or restart)."""
 
     @property
     def runs(self) -> bool:
         """Meant to have replicas on the engine now."""
-        return self.wants_running and self.status not in (DeploymentStatus.FAILED, DeploymentStatus.STOPPED)
+        return self.wants_running and self.status not in ENDED_OR_STOPPED
+
+    @property
+    def is_job(self) -> bool:
+        return self.kind == AgentKind.JOB
+
+
+ENDED_OR_STOPPED = frozenset({DeploymentStatus.FAILED, DeploymentStatus.SUCCEEDED, DeploymentStatus.STOPPED})
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,16 @@ class NoteExit:
     by_engine: bool = False
     rolls_back: bool = False
     """It spent the budget, and a `RollBack` follows instead of a failure."""
+    never: bool = False
+    """It fails because the restart policy is `never`, not because the budget is spent."""
+
+
+@dataclass(frozen=True)
+class ReplicaSucceeded:
+    """A job's replica of slot `index` exited 0: it is done, and never restarted."""
+
+    index: int
+    replica: ReplicaInfo
 
 
 @dataclass(frozen=True)
@@ -193,6 +214,8 @@ class Transition:
     status: DeploymentStatus
     reason: str
     error: str | None = None
+    event: str | None = None
+    """An event recorded (with `reason` as its message) just before the transition (`job_timed_out`...)."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +244,7 @@ Action = (
     | RemoveReplica
     | StartReplica
     | NoteExit
+    | ReplicaSucceeded
     | ObserveRunning
     | MarkSlot
     | ApplySpec

@@ -20,6 +20,7 @@ or the task that stands for a replica now); its driver for the backend picks the
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -179,6 +180,9 @@ class ServiceSpec:
     restart_attempts: int = 3
     """Restarts the engine makes within `restart_window` before it gives up on a replica."""
     restart_window: float = 300.0
+    restart_condition: str = "any"
+    """The engine's restart condition: `any` (a service), `on-failure` (a job: a task that exits 0 is
+    `complete` and never replaced) or `none` (restart policy `never`: the first exit ends the replica)."""
     stop_timeout: float = 10.0
     update_monitor: float = 5.0
     update_parallelism: int = 1
@@ -467,6 +471,14 @@ class Runner(abc.ABC):
         Not shown on `/health/ready`, which anyone may call: the registry and the cluster's shape stay off it.
         """
         return {}
+
+    def watch_exits(self, on_exit: Callable[[], None], stop: threading.Event, *, retry: float) -> None:  # noqa: B027
+        """Call `on_exit` whenever a replica's container ends (exit, crash, kill or stop), until `stop` is set.
+
+        Blocks; run on a thread of its own. It only says *that* something ended (the reconciler's next pass
+        looks at what): a backend without engine events returns at once, and its exits are seen by the
+        passes alone. An engine that does not answer is tried again every `retry` seconds.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -35,6 +35,7 @@ objects) and `docker_common`. `LABEL_PORT` and `parse_engine_time` are re-export
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import threading
@@ -93,6 +94,8 @@ __all__ = ["LABEL_PORT", "DockerRunner", "parse_engine_time"]
 log = logging.getLogger(__name__)
 
 POOL_SIZE = 32
+EXIT_WATCH_READ_SECONDS = 5.0
+"""How long the exit watcher's event stream may stay quiet before it is opened again (`watch_exits`)."""
 REMOVAL_WAIT_SECONDS = 10.0
 HOST_NETWORK_REFUSED = (
     "Host networking is refused in production: it shares the host's network with every replica (one tenant "
@@ -502,6 +505,50 @@ class DockerRunner(Runner):
             rows = api.containers(all=True, filters={"label": f"{LABEL_MANAGED}={self._namespace}"})
         host = self.settings.replica_host
         return [info for row in rows if (info := info_from_list(row, host=host)) is not None]
+
+    def watch_exits(self, on_exit: Callable[[], None], stop: threading.Event, *, retry: float) -> None:
+        """The engine's `die` events of this namespace's containers, each a call of `on_exit`.
+
+        The event stream is read with a read timeout of `EXIT_WATCH_READ_SECONDS`: a quiet stream ends and is
+        opened again at once, so `stop` is seen within that time over any transport (an SSH stream cannot
+        be cancelled from another thread). An exit between two streams is not announced; the passes still
+        see it (they look at every container each time), only later.
+        """
+        filters = json.dumps({"type": ["container"], "event": ["die"], "label": [f"{LABEL_MANAGED}={self._namespace}"]})
+        while not stop.is_set():
+            try:
+                with self._engine() as api:
+                    response = open_stream(api, "/events", "", params={"filters": filters})
+            except Exception:  # noqa: BLE001 - the engine is away or refused: the passes report it; tried again
+                stop.wait(retry)
+                continue
+            set_read_timeout(response, EXIT_WATCH_READ_SECONDS)
+            try:
+                for line in response.iter_lines():
+                    if stop.is_set():
+                        break
+                    if line:
+                        self._settled(json.loads(line).get("id"))
+                        on_exit()
+            except Exception:  # noqa: BLE001 - a quiet stream timed out, or the engine went away: opened again
+                log.debug("the engine's event stream ended", exc_info=True)
+            finally:
+                response.close()
+
+    def _settled(self, container: str | None) -> None:
+        """Wait until the engine has recorded a container's end everywhere its list reads from.
+
+        The engine sends `die` before its container list shows the container exited (it updates that view
+        last, still holding the container's lock); an inspect takes the lock, so once it answers, a pass's
+        list sees the exit.
+        """
+        if not container:
+            return
+        try:
+            with self._engine() as api:
+                api.inspect_container(container)
+        except Exception:  # noqa: BLE001 - removed meanwhile, or the engine went away: the pass sees what is
+            pass
 
     def exit_info(self, container: str) -> ExitInfo:
         with self._engine() as api:

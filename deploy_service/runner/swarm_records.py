@@ -122,7 +122,7 @@ def service_document(
                 "Limits": {"NanoCPUs": int(round(spec.cpu * 1e9)), "MemoryBytes": memory, "Pids": pids_limit},
             },
             "RestartPolicy": {
-                "Condition": "any",
+                "Condition": spec.restart_condition,
                 "Delay": int(spec.restart_delay * SECOND_NS),
                 "MaxAttempts": spec.restart_attempts,
                 "Window": int(spec.restart_window * SECOND_NS),

@@ -13,7 +13,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
-from deploy_service.models import AgentStatus
+from deploy_service.models import AgentKind, AgentStatus, RestartPolicy
 from deploy_service.schemas.common import Choice, JsonBodySchema, PaginationArgs, ResponseSchema, page_schema
 from deploy_service.schemas.validators import (
     AGENT_NAME,
@@ -36,6 +36,7 @@ from deploy_service.settings import current_settings
 RESERVED_ENV = frozenset({"PORT", "REPLICA_INDEX"})
 MAX_ENV_ENTRIES = 200
 MAX_ENV_VALUE = 32 * 1024
+MAX_JOB_TIMEOUT_SECONDS = 7 * 24 * 3600
 # What `check_env_names` accepts, for the spec's `propertyNames` (the check itself words the errors).
 ENV_KEY_PATTERN = rf"^(?!(?:{'|'.join(sorted(RESERVED_ENV))})$){ENV_NAME.pattern[1:]}"
 # Cross-field rules that field-by-field conversion cannot put in the spec (see `_image_xor_source`):
@@ -253,6 +254,30 @@ class AgentInputSchema(JsonBodySchema):
         allow_none=True,
         metadata={"description": "Credentials for a private registry; null or absent: pulls and builds are anonymous."},
     )
+    kind = Choice(
+        AgentKind,
+        metadata={
+            "description": "`service` (default): runs until stopped and serves `interact`. `job`: runs to "
+            "completion; the deployment ends `succeeded` when every replica exited 0, and gets no `interact`."
+        },
+    )
+    restart_policy = Choice(
+        RestartPolicy,
+        metadata={
+            "description": "What an exit of a replica leads to. `always` (default for services) and `on-failure` "
+            "(default for jobs): a non-zero exit is restarted within the restart budget (a job's exit 0 is done "
+            "under either; a service is not meant to exit, so for it both restart every exit). `never`: the first "
+            "non-zero exit (any exit of a service) fails the deployment at once."
+        },
+    )
+    timeout_seconds = fields.Float(
+        allow_none=True,
+        validate=validate.Range(min=0.1, max=MAX_JOB_TIMEOUT_SECONDS),
+        metadata={
+            "description": "Jobs only (else 400): the longest a run may take, counted from its deploy or restart; "
+            "past it the run is `failed` and its containers are stopped. Null or absent: no limit."
+        },
+    )
 
     @validates("image")
     def _image(self, value: str | None, **_: Any) -> None:
@@ -282,6 +307,10 @@ class AgentInputSchema(JsonBodySchema):
         overlap = sorted(set(data.get("env") or {}) & set(data.get("secrets") or {}))
         if overlap:
             raise ValidationError(f"Variables set in both env and secrets: {', '.join(overlap)}.", "secrets")
+        if data.get("timeout_seconds") is not None and data.get("kind", None if partial else AgentKind.SERVICE) == (
+            AgentKind.SERVICE
+        ):
+            raise ValidationError("Only a job (kind `job`) has a timeout.", "timeout_seconds")
 
 
 class AgentPatchSchema(AgentInputSchema):
@@ -318,6 +347,9 @@ class AgentSchema(ResponseSchema):
     registry_auth = fields.Nested(
         RegistryAuthInfoSchema, allow_none=True, metadata={"description": "Null: pulls and builds are anonymous."}
     )
+    kind = Choice(AgentKind)
+    restart_policy = Choice(RestartPolicy)
+    timeout_seconds = fields.Float(allow_none=True, metadata={"description": "Jobs only; null: no limit."})
     status = Choice(AgentStatus)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()

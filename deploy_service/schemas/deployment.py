@@ -77,7 +77,8 @@ EVENT_TYPES = (
     "container_started, container_restarted, container_adopted, container_exited, container_missing, "
     "containers_removed, replica_replaced, replica_removed, restart_backoff, rollout_complete, health_passed, "
     "health_failed, service_created, service_scaled, service_removed, rolling_update, release_created, "
-    "rollout_started, rollout_completed, rollout_failed, rolled_back, replicas_replaced, rollback_requested"
+    "rollout_started, rollout_completed, rollout_failed, rolled_back, replicas_replaced, rollback_requested, "
+    "replica_succeeded, job_succeeded, job_timed_out"
 )
 
 
@@ -97,7 +98,10 @@ class InstanceSchema(ResponseSchema):
     port = fields.Integer(allow_none=True, metadata={"description": "The host port the replica is reached on."})
     restarts = fields.Integer()
     started_at = fields.DateTime(allow_none=True)
-    exit_code = fields.Integer(allow_none=True)
+    exit_code = fields.Integer(
+        allow_none=True,
+        metadata={"description": "The last exit's code; kept after the run of a job (`succeeded`/`failed`) ended."},
+    )
     healthy = fields.Boolean(allow_none=True, metadata={"description": "Null until its health is known."})
 
 

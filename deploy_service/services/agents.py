@@ -11,7 +11,15 @@ from sqlalchemy.orm import selectinload
 
 from deploy_service.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from deploy_service.extensions import db
-from deploy_service.models import Agent, ApiKey, Deployment, DeploymentStatus, Principal
+from deploy_service.models import (
+    DEFAULT_RESTART_POLICY,
+    Agent,
+    AgentKind,
+    ApiKey,
+    Deployment,
+    DeploymentStatus,
+    Principal,
+)
 from deploy_service.references import DOCKER_HUB, image_registry
 from deploy_service.services import quotas
 from deploy_service.services.common import Page, paginate, scope_to_owner
@@ -37,6 +45,28 @@ def _with_defaults(data: dict[str, Any]) -> dict[str, Any]:
         data["health_check"] = {**HEALTH_CHECK_DEFAULTS, **data["health_check"]}
     if "resources" in data:
         data["resources"] = _resources_with_defaults(data["resources"])
+    return data
+
+
+def _run_fields(data: dict[str, Any], agent: Agent | None = None) -> dict[str, Any]:
+    """`kind`, `restart_policy` and `timeout_seconds` as they are stored after `data` is applied to `agent`
+    (None: a new agent). A policy left out is the kind's default; a kind changed moves a policy that was the
+    old kind's default to the new one's.
+
+    Raises:
+        Conflict: the change would leave a service with a timeout (only a job has one).
+    """
+    old_kind = agent.kind if agent is not None else AgentKind.SERVICE
+    kind = data.get("kind", old_kind)
+    if "restart_policy" not in data:
+        if agent is None or agent.restart_policy == DEFAULT_RESTART_POLICY[old_kind]:
+            data["restart_policy"] = DEFAULT_RESTART_POLICY[kind]
+    timeout = data.get("timeout_seconds", agent.timeout_seconds if agent is not None else None)
+    if kind == AgentKind.SERVICE and timeout is not None:
+        raise Conflict(
+            "This change would leave a service with a timeout; only a job has one (send timeout_seconds: null).",
+            details={"timeout_seconds": ["Only a job (kind `job`) has a timeout."]},
+        )
     return data
 
 
@@ -176,7 +206,7 @@ def create_agent(actor: Principal, data: dict[str, Any]) -> Agent:
         Conflict: the caller already has an agent with this name.
         QuotaExceeded: the caller already owns `QUOTA_AGENTS` agents (admins are exempt).
     """
-    data = _with_defaults(dict(data))
+    data = _run_fields(_with_defaults(dict(data)))
     data.setdefault("resources", _resources_with_defaults(None))
     _check_secret_references(actor.id, data.get("secrets") or {})
     data["registry_auth"] = _registry_auth(actor.id, data.get("registry_auth"), image=data.get("image"))
@@ -197,11 +227,12 @@ def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent
         ValidationFailed: `registry_auth` names a secret the owner does not have, or a registry that is not the
             image's (also when the image changes).
         Conflict: the name is taken; `secrets` names a secret the owner does not have; or the change
-            would leave the stored agent without image and source, or with a variable in both env and
-            secrets (a body that is wrong on its own is the schema's 400, before this).
+            would leave the stored agent without image and source, with a variable in both env and
+            secrets, or a service with a timeout (a body that is wrong on its own is the schema's 400,
+            before this).
     """
     agent = get_agent(actor, agent_id)
-    data = _with_defaults(dict(data))
+    data = _run_fields(_with_defaults(dict(data)), agent)
     if data.get("image"):
         data["source"] = None
     elif data.get("source"):

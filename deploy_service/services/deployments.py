@@ -23,6 +23,7 @@ from deploy_service.errors import Conflict, InvalidState, NotFound, ValidationFa
 from deploy_service.extensions import db
 from deploy_service.models import (
     Agent,
+    AgentKind,
     ApiKey,
     Deployment,
     DeploymentResult,
@@ -31,6 +32,7 @@ from deploy_service.models import (
     InstanceStatus,
     Principal,
     ReleaseReason,
+    RestartPolicy,
 )
 from deploy_service.models.types import new_id
 from deploy_service.references import BUILT_IMAGE_REPOSITORY, InvalidReference, check_git_origin, check_image_origin
@@ -108,8 +110,21 @@ def resolve_config(agent: Agent, overrides: dict[str, Any]) -> dict[str, Any]:
         "resources": {**(agent.resources or {}), **(overrides.get("resources") or {})},
         "read_only_rootfs": agent.read_only_rootfs,
         "run_as_user": agent.run_as_user,
+        **run_fields(agent),
         "overrides": overrides,
     }
+
+
+def run_fields(agent: Agent) -> dict[str, Any]:
+    """What a release records of how the agent runs: nothing for a service that restarts always (what every
+    release was before jobs, so their configs compare equal), else `kind`, `restart_policy` and, for a job,
+    `timeout_seconds`."""
+    if agent.kind == AgentKind.SERVICE and agent.restart_policy == RestartPolicy.ALWAYS:
+        return {}
+    fields: dict[str, Any] = {"kind": agent.kind, "restart_policy": agent.restart_policy}
+    if agent.kind == AgentKind.JOB:
+        fields["timeout_seconds"] = agent.timeout_seconds
+    return fields
 
 
 def _load(deployment_id: str) -> Deployment | None:
@@ -248,7 +263,7 @@ def create_deployment(
     lifecycle.start_rollout(deployment)
     db.session.add(deployment)
     db.session.flush()
-    agent.status = lifecycle.AGENT_STATUS_FOR[DeploymentStatus.DEPLOYING]
+    agent.status = lifecycle.agent_status_for(deployment, DeploymentStatus.DEPLOYING)
     lifecycle.record_event(
         deployment,
         "created",
@@ -347,7 +362,7 @@ def scale(actor: Principal, deployment_id: str, replicas: int) -> Deployment:
     )
     previous = deployment.replicas_desired
     deployment.replicas_desired = replicas
-    if replicas > previous:
+    if replicas > previous and not lifecycle.is_job(deployment):  # a job's timeout counts from its run's start
         lifecycle.start_rollout(deployment)
     lifecycle.record_event(
         deployment, "scaled", f"Scaled from {previous} to {replicas} replica(s).", {"from": previous, "to": replicas}

@@ -23,9 +23,9 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import ReadTimeoutError
 
 from deploy_service import rawdb, strict_json
-from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, ServiceError
+from deploy_service.errors import AgentTimeout, AgentUnreachable, InvalidState, NoReadyReplica, ServiceError
 from deploy_service.extensions import db
-from deploy_service.models import SERVING, ApiKey, Instance, Invocation, Principal
+from deploy_service.models import SERVING, AgentKind, ApiKey, Instance, Invocation, Principal
 from deploy_service.services.agents import agent_for_caller
 from deploy_service.services.deployments import live_deployment
 from deploy_service.settings import current_settings
@@ -60,6 +60,8 @@ def _ready(instances: list[Instance], desired: int) -> list[Instance]:
 def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
     """Forward `body` to one ready replica; returns the agent's status and parsed JSON body."""
     agent = agent_for_caller(caller, agent_id)
+    if agent.kind == AgentKind.JOB:
+        raise InvalidState("A job gets no interact: it runs to completion.", details={"kind": agent.kind})
     deployment = live_deployment(agent.id)
     if deployment is None or deployment.status not in SERVING:
         raise NoReadyReplica("The agent is not running.")

@@ -25,6 +25,7 @@ from deploy_service.extensions import db
 from deploy_service.models import (
     SERVING,
     Agent,
+    AgentKind,
     AgentStatus,
     Deployment,
     DeploymentEvent,
@@ -60,13 +61,16 @@ LIVE_STATUSES = frozenset(STATUSES) - {DeploymentStatus.KILLED}
 # The one table: from each status, the statuses it may move to.
 _S = DeploymentStatus  # a short name, so each rule of the tables below reads on one line
 TRANSITIONS: dict[str, frozenset[DeploymentStatus]] = {
-    _S.DEPLOYING: frozenset({_S.RUNNING, _S.READY, _S.FAILED, _S.STOPPED, _S.KILLED}),
-    _S.RUNNING: frozenset({_S.READY, _S.FAILED, _S.STOPPED, _S.KILLED}),
+    _S.DEPLOYING: frozenset({_S.RUNNING, _S.READY, _S.FAILED, _S.SUCCEEDED, _S.STOPPED, _S.KILLED}),
+    _S.RUNNING: frozenset({_S.READY, _S.FAILED, _S.SUCCEEDED, _S.STOPPED, _S.KILLED}),
     _S.READY: frozenset({_S.RUNNING, _S.FAILED, _S.STOPPED, _S.KILLED}),
     _S.STOPPED: frozenset({_S.DEPLOYING, _S.KILLED}),
     _S.FAILED: frozenset({_S.DEPLOYING, _S.STOPPED, _S.KILLED}),
+    _S.SUCCEEDED: frozenset({_S.DEPLOYING, _S.STOPPED, _S.KILLED}),
     _S.KILLED: frozenset(),
 }
+ENDED = frozenset({_S.FAILED, _S.SUCCEEDED})
+"""A job's run is over in these (`ended_at` set; its agent `stopped`)."""
 
 # User actions: the statuses each is allowed from, and what it means there.
 RESTART_ROLLING = "rolling"
@@ -76,9 +80,10 @@ RESTART_MODES: dict[str, str] = {
     _S.READY: RESTART_ROLLING,
     _S.STOPPED: RESTART_START,
     _S.FAILED: RESTART_START,
+    _S.SUCCEEDED: RESTART_START,
 }
 SCALABLE = SERVING
-STOPPABLE = frozenset({_S.DEPLOYING, _S.RUNNING, _S.READY, _S.FAILED, _S.STOPPED})
+STOPPABLE = frozenset({_S.DEPLOYING, _S.RUNNING, _S.READY, _S.FAILED, _S.SUCCEEDED, _S.STOPPED})
 SCALE_MESSAGE = "Can only scale running deployments"
 
 # The agent's status while its deployment is in each status.
@@ -87,9 +92,22 @@ AGENT_STATUS_FOR: dict[str, AgentStatus] = {
     _S.RUNNING: AgentStatus.DEPLOYED,
     _S.READY: AgentStatus.DEPLOYED,
     _S.FAILED: AgentStatus.DEPLOYED,
+    _S.SUCCEEDED: AgentStatus.STOPPED,
     _S.STOPPED: AgentStatus.STOPPED,
     _S.KILLED: AgentStatus.STOPPED,
 }
+
+
+def is_job(deployment: Deployment) -> bool:
+    """The deployment runs a job (its config's `kind`; configs from before jobs are services)."""
+    return (deployment.config or {}).get("kind") == AgentKind.JOB
+
+
+def agent_status_for(deployment: Deployment, status: str) -> AgentStatus:
+    """The agent's status while its deployment is in `status`: a job whose run ended is `stopped`."""
+    if status in ENDED and is_job(deployment):
+        return AgentStatus.STOPPED
+    return AGENT_STATUS_FOR[status]
 
 
 def can_transition(current: str, new: str) -> bool:
@@ -155,7 +173,7 @@ def transition(
         raise InvalidState(f"A {old} deployment cannot become {new}.", details={"status": old})
     now = utcnow()
     deployment.status = new
-    if new == DeploymentStatus.RUNNING and deployment.started_at is None:
+    if new in (DeploymentStatus.RUNNING, DeploymentStatus.SUCCEEDED) and deployment.started_at is None:
         deployment.started_at = now
     if new == DeploymentStatus.READY:
         deployment.ready_at = now
@@ -167,13 +185,15 @@ def transition(
     if new == DeploymentStatus.DEPLOYING:
         deployment.error = None
         deployment.ready_at = None
-    if new in (DeploymentStatus.STOPPED, DeploymentStatus.KILLED):
+    if new in (DeploymentStatus.STOPPED, DeploymentStatus.KILLED, DeploymentStatus.SUCCEEDED):
         deployment.progress_started_at = None
-    if new == DeploymentStatus.KILLED:
+    if new == DeploymentStatus.KILLED or (new in ENDED and is_job(deployment)):
         deployment.ended_at = now
+    if new == DeploymentStatus.DEPLOYING and deployment.ended_at is not None:
+        deployment.ended_at = None  # a job run again
     agent = db.session.get(Agent, deployment.agent_id)
     if agent is not None:
-        agent.status = AGENT_STATUS_FOR[new]
+        agent.status = agent_status_for(deployment, new)
     record_event(deployment, "status_changed", message, {"from": old, "to": new, **(data or {})})
     if new != DeploymentStatus.FAILED:
         settle_release(deployment, new)
@@ -189,6 +209,12 @@ _PENDING_ENDS: dict[str, str] = {
     _S.STOPPED: "The deployment was stopped before this release was ready.",
     _S.KILLED: "The deployment was deleted before this release was ready.",
 }
+
+
+# A job is never `ready` (it is not health-checked): its release becomes active once its replicas run, or
+# once they all succeeded (a run too quick to be seen running); a failure of the run after that is the run's,
+# not the release's, and rerunning it unchanged makes no new release.
+_JOB_ACTIVATES = frozenset({_S.RUNNING, _S.SUCCEEDED})
 
 
 def releases_in_play(deployment: Deployment) -> list[Release]:
@@ -213,7 +239,7 @@ def settle_release(deployment: Deployment, new: str, *, error: str | None = None
     is ready, and failed when the deployment fails, is stopped or is deleted first. An active release
     stays active through a stop (it is what a start runs again) and through a failure that is not its
     rollout's; a deleted deployment runs nothing ever again, so its active release is `superseded`."""
-    if new == DeploymentStatus.READY:
+    if new == DeploymentStatus.READY or (new in _JOB_ACTIVATES and is_job(deployment)):
         activate_pending(deployment)
         return
     if new not in _PENDING_ENDS:
@@ -265,7 +291,7 @@ def activate_pending(deployment: Deployment) -> None:
     record_event(
         deployment,
         "rollout_completed",
-        f"Release {release.number} is active: every replica is ready.",
+        f"Release {release.number} is active: every replica {'started' if is_job(deployment) else 'is ready'}.",
         {"number": release.number, "reason": release.reason, "rollback_of": release.rollback_of},
     )
     webhook_events.deployment_event(deployment, WebhookEvent.RELEASE_ACTIVATED, release=release)
@@ -280,9 +306,14 @@ def check_restart(deployment: Deployment) -> str:
     """The restart mode for the deployment's status (`rolling` or `start`).
 
     Raises:
-        InvalidState: 409 from `deploying` or `killed`.
+        InvalidState: 409 from `deploying` or `killed`, and for a job from `running` (a run is not rolled).
     """
     mode = RESTART_MODES.get(deployment.status)
+    if mode == RESTART_ROLLING and is_job(deployment):
+        raise InvalidState(
+            "A job runs again once its run ended (succeeded, failed or stopped); stop or delete this run first.",
+            details={"status": deployment.status},
+        )
     if mode is None:
         raise InvalidState(
             f"Cannot restart a {deployment.status} deployment.",

@@ -38,7 +38,9 @@ from deploy_service.services.deployments import get_deployment
 from deploy_service.services.engine import runner
 from deploy_service.settings import current_settings
 
-ENDED = frozenset({DeploymentStatus.STOPPED, DeploymentStatus.FAILED, DeploymentStatus.KILLED})
+ENDED = frozenset(
+    {DeploymentStatus.STOPPED, DeploymentStatus.FAILED, DeploymentStatus.SUCCEEDED, DeploymentStatus.KILLED}
+)
 KEEPALIVE_SECONDS = 15.0
 
 

@@ -87,7 +87,7 @@ def test_system_metrics_by_hand(app: Flask, client: FlaskClient, auth: AuthActio
     body = client.get("/v1/deployments/metrics", headers=headers).get_json()
     assert body == {
         "total_deployments": 5,
-        "by_status": {"deploying": 1, "running": 1, "ready": 1, "stopped": 0, "failed": 1, "killed": 1},
+        "by_status": {"deploying": 1, "running": 1, "ready": 1, "stopped": 0, "failed": 1, "succeeded": 0, "killed": 1},
         "active_deployments": 3,
         "total_agents": 4,
         "deployed_agents": 4,  # agents 0-2 and agent 3's deploying one

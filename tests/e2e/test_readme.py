@@ -33,6 +33,7 @@ WALK_THROUGH = (
     "### curl walk-through",
     "### Deploying an agent, and watching it",
     "### Releases and rollback",
+    "### Jobs: agents that run to completion",
     "### API keys and calling an agent",
     "### Webhooks",
 )

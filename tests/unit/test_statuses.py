@@ -7,6 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import sqlite
 
 from deploy_service.models import (
+    AgentKind,
     AgentStatus,
     AlertKind,
     AlertSeverity,
@@ -16,6 +17,7 @@ from deploy_service.models import (
     DesiredState,
     Instance,
     InstanceStatus,
+    RestartPolicy,
     is_ready,
     is_running,
 )
@@ -24,9 +26,11 @@ from deploy_service.models import (
 @pytest.mark.parametrize(
     ("enum", "values"),
     [
-        (DeploymentStatus, ["deploying", "running", "ready", "stopped", "failed", "killed"]),
+        (DeploymentStatus, ["deploying", "running", "ready", "stopped", "failed", "succeeded", "killed"]),
         (DesiredState, ["running", "stopped", "deleted"]),
-        (InstanceStatus, ["pending", "running", "exited", "stopped", "removed"]),
+        (InstanceStatus, ["pending", "running", "exited", "stopped", "removed", "succeeded", "failed"]),
+        (AgentKind, ["service", "job"]),
+        (RestartPolicy, ["always", "on-failure", "never"]),
         (AgentStatus, ["idle", "deployed", "stopped"]),
         (AlertStatus, ["active", "acknowledged", "resolved"]),
         (AlertSeverity, ["critical", "warning", "info"]),

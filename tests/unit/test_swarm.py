@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import requests
 
 from deploy_service.config import load_config, validate_config
 from deploy_service.errors import ConfigError, EngineUnavailable
+from deploy_service.reconciler.drivers import restart_condition
 from deploy_service.reconciler.ports import free_block
 from deploy_service.runner import BuildFailed, BuildSpec, ImageInfo, ServiceInfo, ServiceSpec, create_runner
 from deploy_service.runner.base import RegistryCredentials
@@ -84,6 +86,33 @@ def test_the_service_spec_is_hardened_and_restarts_and_updates_as_configured() -
     env = dict(item.split("=", 1) for item in container["Env"])
     assert env["KEY"] == 'a {{"{{"}} b }}'
     assert env["PORT"] == port_template(331)
+
+
+@pytest.mark.parametrize(
+    ("kind", "policy", "condition"),
+    [
+        ("service", "always", "any"),
+        ("service", "on-failure", "any"),
+        ("service", "never", "none"),
+        ("job", "on-failure", "on-failure"),
+        ("job", "always", "on-failure"),
+        ("job", "never", "none"),
+    ],
+)
+def test_a_job_is_a_service_whose_tasks_complete_never_is_no_restart(kind: str, policy: str, condition: str) -> None:
+    assert restart_condition(kind, policy) == condition
+    doc = service_document(
+        replace(SPEC, restart_condition=restart_condition(kind, policy)),
+        namespace="ns",
+        user="65534:65534",
+        image="agent:1",
+        pids_limit=128,
+        tmpfs_mb=16,
+        log_max_size="1m",
+        log_max_file=2,
+    )
+    assert doc["TaskTemplate"]["RestartPolicy"]["Condition"] == condition
+    assert doc["Mode"] == {"Replicated": {"Replicas": 2}}
 
 
 def test_scaling_changes_only_the_mode() -> None:
