@@ -8,6 +8,7 @@ from flask import Response, jsonify, request
 from flask.views import MethodView
 
 from deploy_service.api.common import Blueprint, current_caller, current_user, json_body, links
+from deploy_service.errors import ValidationFailed
 from deploy_service.models import ApiKey
 from deploy_service.models.api_key import SCOPE_INVOKE
 from deploy_service.schemas.api_key import ApiKeyCreateSchema, ApiKeyPageSchema, ApiKeySchema, CreatedApiKeySchema
@@ -15,6 +16,24 @@ from deploy_service.schemas.common import PaginationArgs
 from deploy_service.services import api_keys as key_service
 from deploy_service.services.common import Page
 from deploy_service.services.interact import interact
+
+SESSION_HEADER = "X-Session-Id"
+SESSION_ID_MAX = 200
+
+
+def session_header(value: str | None) -> str | None:
+    """The `X-Session-Id` of a call, checked: 1 to `SESSION_ID_MAX` printable ASCII characters, or None.
+
+    Raises:
+        ValidationFailed: empty, too long, or with a character outside printable ASCII.
+    """
+    if value is None:
+        return None
+    if not 1 <= len(value) <= SESSION_ID_MAX or not all(" " <= char <= "~" for char in value):
+        message = f"{SESSION_HEADER} must be 1 to {SESSION_ID_MAX} printable ASCII characters."
+        raise ValidationFailed(message, details={SESSION_HEADER: [message]})
+    return value
+
 
 blp = Blueprint("api-keys", __name__, url_prefix="/v1/agents", description="Agent API keys.")
 
@@ -87,6 +106,16 @@ class Interact(MethodView):
     @blp.doc(
         operationId="interactWithAgent",
         tags=["agents"],
+        parameters=[
+            {
+                "in": "header",
+                "name": SESSION_HEADER,
+                "required": False,
+                "description": "A conversation's id: its calls go to the same ready replica while it stays ready. "
+                f"1 to {SESSION_ID_MAX} printable ASCII characters.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": SESSION_ID_MAX},
+            }
+        ],
         requestBody={
             "required": False,
             "description": "Forwarded as is; no body is sent as `{}`.",
@@ -100,22 +129,34 @@ class Interact(MethodView):
         description="The agent's answer. Its own status code is passed through, so a 2xx other than 200 (or a "
         "4xx) may come with the agent's body too.",
     )
-    @blp.error(400, "`validation_error`: the body is not valid JSON.")
+    @blp.error(
+        400,
+        "`validation_error`: the body is not valid JSON, or `X-Session-Id` is empty, too long or not printable ASCII.",
+    )
     @blp.error(404, "`not_found`: no such agent, not yours, or a key of another agent.")
-    @blp.error(502, "`bad_gateway`: the agent's connection failed, or its answer is not JSON or too large.")
+    @blp.error(
+        502,
+        "`bad_gateway`: no ready replica took the connection, the connection failed after the request was sent, "
+        "or the answer is not JSON or too large.",
+    )
     @blp.error(503, "`no_ready_replica`: the agent is not deployed, or no replica is ready.")
     @blp.error(504, "`agent_timeout`: the agent did not answer within `INTERACT_TIMEOUT_SECONDS`.")
     def post(self, agent_id: str) -> Response:
         """Call an agent
 
-        The JSON body goes to one ready replica's `invoke_path` (replicas in turn), and the agent's
-        status and JSON answer come back. Takes the owner's token, or an agent's API key with the
-        `invoke` scope (`X-API-Key`). Every call that reached a replica counts in `getAgentStats`.
+        The JSON body goes to one ready replica's `invoke_path`, and the agent's status and JSON
+        answer come back. Without `X-Session-Id` the ready replicas are taken in turn; with it, calls
+        of the same session go to the same ready replica while it stays ready (then to another, and
+        only that replica's sessions move). A replica that does not take the connection is passed
+        over for the next ready one; a request that reached a replica is never sent twice. Takes the
+        owner's token, or an agent's API key with the `invoke` scope (`X-API-Key`). Every call counts
+        in `getAgentStats`.
         """
+        session_id = session_header(request.headers.get(SESSION_HEADER))
         body = request.get_data(cache=False)
         if body.strip():
             json_body(body)
-        status, answer = interact(current_caller(), agent_id, body)
+        status, answer = interact(current_caller(), agent_id, body, session_id=session_id)
         response = jsonify(answer)
         response.status_code = status
         return response

@@ -1,26 +1,34 @@
 """Calling a deployed agent: forward a request to one of its ready replicas, and count the call.
 
-Replicas are taken in turn (round-robin per deployment, per process). The forwarded request is a
-plain `POST` with `Content-Length` to the agent's `invoke_path`, over a process-wide urllib3 pool.
-Answers: the agent's status and JSON body; 503 when no replica is ready, 504 when the agent does not
-answer in `INTERACT_TIMEOUT_SECONDS`, 502 when its connection fails or its answer is not JSON or too
-large. Every call that reached a replica (or timed out there) is recorded as an `Invocation`; a record
-that fails to commit is logged, and the agent's answer still comes back.
+Which replica (`replica_choice`): without a session id the ready replicas are taken in turn
+(round-robin per deployment, per process); with `X-Session-Id` the session's rendezvous order over
+the ready replicas, so that its calls land on the same replica on every worker while it stays ready.
+A call that cannot connect to its replica (refused, or no connection within
+`INTERACT_CONNECT_TIMEOUT_SECONDS`: the request never reached it, so trying another is safe) goes on
+to the next replica in that order, at most once per ready replica; once the request was sent it is
+never sent again, whatever happens next.
+
+The forwarded request is a plain `POST` with `Content-Length` to the agent's `invoke_path`, over a
+process-wide urllib3 pool. Answers: the agent's status and JSON body; 503 when no replica is ready,
+504 when the agent does not answer in `INTERACT_TIMEOUT_SECONDS`, 502 when no replica could be
+connected to, the connection failed after the request was sent, or the answer is not JSON or too
+large. Every call is recorded as an `Invocation`; a record that fails to commit is logged, and the
+agent's answer still comes back.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import urllib3
 from sqlalchemy.exc import SQLAlchemyError
+from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.response import BaseHTTPResponse
 
 from deploy_service import rawdb, strict_json
 from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, ServiceError
@@ -28,7 +36,8 @@ from deploy_service.extensions import db
 from deploy_service.models import SERVING, ApiKey, Instance, Invocation, Principal
 from deploy_service.services.agents import agent_for_caller
 from deploy_service.services.deployments import live_deployment
-from deploy_service.settings import current_settings
+from deploy_service.services.replica_choice import call_order
+from deploy_service.settings import InteractSettings, current_settings
 
 Caller = Principal | ApiKey
 log = logging.getLogger(__name__)
@@ -36,7 +45,6 @@ log = logging.getLogger(__name__)
 
 _pool: urllib3.PoolManager | None = None
 _pool_lock = threading.Lock()
-_turns: dict[str, Iterator[int]] = {}
 
 
 def _http() -> urllib3.PoolManager:
@@ -47,57 +55,108 @@ def _http() -> urllib3.PoolManager:
         return _pool
 
 
-def _next_turn(deployment_id: str) -> int:
-    with _pool_lock:
-        turns = _turns.setdefault(deployment_id, itertools.count())
-        return next(turns)
-
-
 def _ready(instances: list[Instance], desired: int) -> list[Instance]:
     return [instance for instance in instances if instance.index < desired and instance.ready and instance.port]
 
 
-def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
-    """Forward `body` to one ready replica; returns the agent's status and parsed JSON body."""
+@dataclass(frozen=True)
+class Target:
+    """Where a call goes, read from the database before it is released: the replicas in the order to try."""
+
+    agent_id: str
+    deployment_id: str
+    replicas: tuple[tuple[int, str], ...]
+    """(replica index, URL of its `invoke_path`), the first to try first."""
+
+
+def call_target(caller: Caller, agent_id: str, *, session_id: str | None) -> Target:
+    """The agent's live deployment's ready replicas, in the order this call tries them.
+
+    Raises:
+        NotFound: no such agent, not the caller's, or a key of another agent.
+        NoReadyReplica: the agent is not running, or none of its replicas is ready.
+    """
     agent = agent_for_caller(caller, agent_id)
     deployment = live_deployment(agent.id)
     if deployment is None or deployment.status not in SERVING:
         raise NoReadyReplica("The agent is not running.")
-    ready = _ready(list(deployment.instances), deployment.replicas_desired)
+    ready = {instance.index: instance for instance in _ready(list(deployment.instances), deployment.replicas_desired)}
     if not ready:
         raise NoReadyReplica()
-    replica = ready[_next_turn(deployment.id) % len(ready)]
     settings = current_settings().interact
-    host = replica.host or settings.replica_host
-    url = f"http://{host}:{replica.port}{deployment.config.get('invoke_path', '/invoke')}"
+    path = deployment.config.get("invoke_path", "/invoke")
+    order = call_order(deployment.id, list(ready), session_id=session_id)
+    replicas = tuple(
+        (index, f"http://{ready[index].host or settings.replica_host}:{ready[index].port}{path}") for index in order
+    )
+    return Target(agent_id=agent.id, deployment_id=deployment.id, replicas=replicas)
+
+
+def send(
+    target: Target, body: bytes, *, accept: str, settings: InteractSettings
+) -> tuple[int, BaseHTTPResponse | ServiceError]:
+    """Send the call to the first replica that takes the connection; the replica and its response's head.
+
+    A replica that refuses the connection or does not accept it within the connect timeout is passed
+    over for the next; any failure once the request was sent ends the call. The response's body is
+    left unread (`preload_content=False`): the caller reads it and releases the connection.
+
+    Returns:
+        (the replica index, the response) or (the last replica tried, the error the call ends with:
+        `AgentTimeout` when the agent did not start answering in time, `AgentUnreachable` otherwise).
+    """
+    timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.timeout)
+    headers = {"Content-Type": "application/json", "Accept": accept}
+    passed_over: list[dict[str, Any]] = []
+    for index, url in target.replicas:
+        try:
+            response = _http().request(
+                "POST", url, body=body or b"{}", headers=headers, timeout=timeout, preload_content=False, redirect=False
+            )
+        except ConnectTimeoutError as exc:  # NewConnectionError (refused, unreachable) is one too
+            passed_over.append({"replica": index, "reason": type(exc).__name__})
+            continue
+        except ReadTimeoutError:
+            return index, AgentTimeout(details={"replica": index})
+        except (Urllib3Error, OSError) as exc:
+            return index, AgentUnreachable(details={"replica": index, "reason": type(exc).__name__})
+        if passed_over:
+            log.info("agent %s: replica %s took the call after %s", target.agent_id, index, passed_over)
+        return index, response
+    return passed_over[-1]["replica"], AgentUnreachable(
+        "No ready replica of the agent took the connection.", details={"tried": passed_over}
+    )
+
+
+def interact(caller: Caller, agent_id: str, body: bytes, *, session_id: str | None = None) -> tuple[int, Any]:
+    """Forward `body` to one ready replica; returns the agent's status and parsed JSON body.
+
+    Raises:
+        NotFound, NoReadyReplica: see `call_target`.
+        AgentTimeout, AgentUnreachable: see the module docstring.
+    """
+    target = call_target(caller, agent_id, session_id=session_id)
+    settings = current_settings().interact
     limit = settings.max_response_bytes
-    agent_id, deployment_id, index = agent.id, deployment.id, replica.index
     # Nothing is written yet: end the read transaction, so no pooled connection (the session's, the
     # login check's) is held, nor a PostgreSQL snapshot kept open, while the agent answers.
     db.session.rollback()
     rawdb.release()
     started = time.perf_counter()
     status = 0
-    error: ServiceError | None = None
-    try:
-        response = _http().request(
-            "POST",
-            url,
-            body=body or b"{}",
-            headers={"Content-Type": "application/json", "Accept": "application/json"},
-            timeout=urllib3.Timeout(connect=settings.connect_timeout, read=settings.timeout),
-            preload_content=False,
-            redirect=False,
-        )
+    raw = b""
+    index, sent = send(target, body, accept="application/json", settings=settings)
+    error: ServiceError | None = sent if isinstance(sent, ServiceError) else None
+    if isinstance(sent, BaseHTTPResponse):
+        status = sent.status
         try:
-            raw = response.read(limit + 1)
+            raw = sent.read(limit + 1)
+        except ReadTimeoutError:
+            error = AgentTimeout(details={"replica": index})
+        except (Urllib3Error, OSError) as exc:
+            error = AgentUnreachable(details={"replica": index, "reason": type(exc).__name__})
         finally:
-            response.release_conn()
-        status = response.status
-    except ReadTimeoutError:
-        error = AgentTimeout(details={"replica": index})
-    except (Urllib3Error, OSError) as exc:
-        error = AgentUnreachable(details={"replica": index, "reason": type(exc).__name__})
+            sent.release_conn()
     latency = (time.perf_counter() - started) * 1000
     if error is None and len(raw) > limit:
         error = AgentUnreachable(f"The agent's answer is larger than {limit} bytes.", details={"replica": index})
@@ -110,7 +169,7 @@ def interact(caller: Caller, agent_id: str, body: bytes) -> tuple[int, Any]:
                 f"The agent's answer is not JSON the service passes on: {exc}",
                 details={"replica": index, "status": status},
             )
-    _record_call(agent_id, deployment_id, index, status if error is None else error.status_code, latency)
+    _record_call(target.agent_id, target.deployment_id, index, status if error is None else error.status_code, latency)
     if error is not None:
         raise error
     return status, parsed

@@ -31,6 +31,9 @@ from tests.factories import AuthActions
 from tests.fakes import FakeRunner
 from tests.helpers import Api, Clock, assert_error, converge, new_agent
 
+RECEIVED: list[tuple[int, Any]] = []
+"""(replica index, request body) of every call a replica received, in order; emptied by `replicas`."""
+
 
 class AgentHandler(BaseHTTPRequestHandler):
     replica = 0
@@ -43,7 +46,11 @@ class AgentHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         request = json.loads(body or b"{}")
+        RECEIVED.append((self.replica, request))
         mode = request.get("mode")
+        if mode == "drop":  # read the request, then hang up without an answer
+            self.close_connection = True
+            return
         if mode == "slow":
             time.sleep(float(request.get("seconds", 2)))
         if mode == "probe":
@@ -71,11 +78,13 @@ def replicas(fake_runner: FakeRunner) -> Iterator[list[ThreadingHTTPServer]]:
     def serve(spec: ReplicaSpec) -> None:
         handler = type("Handler", (AgentHandler,), {"replica": spec.index})
         server = ThreadingHTTPServer(("127.0.0.1", spec.port), handler)
+        server.replica_index = spec.index  # type: ignore[attr-defined]
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
 
     fake_runner.on_start = serve
+    RECEIVED.clear()
     yield servers
     for server in servers:
         server.shutdown()
