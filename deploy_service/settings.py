@@ -217,6 +217,10 @@ class ReconcileSettings:
     """Stored lines older than this are deleted."""
     log_prune_every: float = 3600.0
     """Seconds between two deletions of stored lines past their retention."""
+    invocation_retention_days: float = 30.0
+    """Invocation records older than this are deleted (`INVOCATION_RETENTION_DAYS`)."""
+    invocation_prune_every: float = 3600.0
+    """Seconds between two deletions of invocation records past their retention (`INVOCATION_PRUNE_SECONDS`)."""
     builds_per_user: int = 2
     """Builds of one user's deployments that run at once (`BUILDS_PER_USER`)."""
     build_slots: int = 4
@@ -587,6 +591,8 @@ def _reconcile_settings(read: _Reader, runner: RunnerSettings) -> ReconcileSetti
         log_keep_lines=read.integer("LOG_KEEP_LINES_PER_REPLICA"),
         log_retention_days=read.number("LOG_RETENTION_DAYS"),
         log_prune_every=read.number("LOG_PRUNE_SECONDS"),
+        invocation_retention_days=read.number("INVOCATION_RETENTION_DAYS"),
+        invocation_prune_every=read.number("INVOCATION_PRUNE_SECONDS"),
         builds_per_user=read.integer("BUILDS_PER_USER"),
         auto_rollback=read.boolean("AUTO_ROLLBACK"),
         release_images_kept=read.integer("RELEASE_IMAGES_KEPT"),

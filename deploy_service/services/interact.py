@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import urllib3
-from sqlalchemy.exc import SQLAlchemyError
 from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.response import BaseHTTPResponse
@@ -33,9 +32,11 @@ from urllib3.response import BaseHTTPResponse
 from deploy_service import rawdb, strict_json
 from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, ServiceError
 from deploy_service.extensions import db
-from deploy_service.models import SERVING, ApiKey, Instance, Invocation, Principal
+from deploy_service.models import SERVING, ApiKey, Instance, Principal
+from deploy_service.services import invocations
 from deploy_service.services.agents import agent_for_caller
 from deploy_service.services.deployments import live_deployment
+from deploy_service.services.invocations import CallRecord
 from deploy_service.services.replica_choice import call_order
 from deploy_service.settings import InteractSettings, current_settings
 
@@ -128,6 +129,13 @@ def send(
     )
 
 
+def release_database() -> None:
+    """End the read transaction before the agent is called: no pooled connection (the session's, the login
+    check's) is held, nor a PostgreSQL snapshot kept open, while the agent answers. Nothing is written yet."""
+    db.session.rollback()
+    rawdb.release()
+
+
 def interact(caller: Caller, agent_id: str, body: bytes, *, session_id: str | None = None) -> tuple[int, Any]:
     """Forward `body` to one ready replica; returns the agent's status and parsed JSON body.
 
@@ -137,18 +145,36 @@ def interact(caller: Caller, agent_id: str, body: bytes, *, session_id: str | No
     """
     target = call_target(caller, agent_id, session_id=session_id)
     settings = current_settings().interact
-    limit = settings.max_response_bytes
-    # Nothing is written yet: end the read transaction, so no pooled connection (the session's, the
-    # login check's) is held, nor a PostgreSQL snapshot kept open, while the agent answers.
-    db.session.rollback()
-    rawdb.release()
+    release_database()
     started = time.perf_counter()
+    index, sent = send(target, body, accept="application/json", settings=settings)
+    return json_answer(target, index, sent, started=started, body=body, session_id=session_id, streamed=False)
+
+
+def json_answer(
+    target: Target,
+    index: int,
+    sent: BaseHTTPResponse | ServiceError,
+    *,
+    started: float,
+    body: bytes,
+    session_id: str | None,
+    streamed: bool,
+) -> tuple[int, Any]:
+    """Read and parse the agent's JSON answer to a call sent at `started`, record the call, return the answer.
+
+    Raises:
+        AgentTimeout, AgentUnreachable: `sent` is one, or the answer is cut, not JSON or too large.
+    """
+    settings = current_settings().interact
+    limit = settings.max_response_bytes
     status = 0
     raw = b""
-    index, sent = send(target, body, accept="application/json", settings=settings)
     error: ServiceError | None = sent if isinstance(sent, ServiceError) else None
+    first_byte: float | None = None
     if isinstance(sent, BaseHTTPResponse):
         status = sent.status
+        first_byte = (time.perf_counter() - started) * 1000
         try:
             raw = sent.read(limit + 1)
         except ReadTimeoutError:
@@ -169,37 +195,21 @@ def interact(caller: Caller, agent_id: str, body: bytes, *, session_id: str | No
                 f"The agent's answer is not JSON the service passes on: {exc}",
                 details={"replica": index, "status": status},
             )
-    _record_call(target.agent_id, target.deployment_id, index, status if error is None else error.status_code, latency)
+    invocations.record(
+        CallRecord(
+            agent_id=target.agent_id,
+            deployment_id=target.deployment_id,
+            replica=index,
+            status_code=status if error is None else error.status_code,
+            latency_ms=latency,
+            session_id=session_id,
+            streamed=streamed,
+            first_byte_ms=first_byte,
+            request_bytes=len(body),
+            response_bytes=None if isinstance(sent, ServiceError) else len(raw),
+            error=None if error is None else f"{error.kind}: {error.message}",
+        )
+    )
     if error is not None:
         raise error
     return status, parsed
-
-
-def _record_call(agent_id: str, deployment_id: str, replica: int, status: int, latency_ms: float) -> None:
-    """Count the call for the deployment's invocation metrics; never raises.
-
-    The agent has answered (or failed) by now, and that is what the caller gets: a call that could not
-    be recorded (the database is away, the deployment was just deleted) is logged, not turned into a 500.
-    """
-    try:
-        db.session.add(
-            Invocation(
-                agent_id=agent_id,
-                deployment_id=deployment_id,
-                replica=replica,
-                status_code=status,
-                ok=status < 500,
-                latency_ms=round(latency_ms, 3),
-            )
-        )
-        db.session.commit()
-    except SQLAlchemyError as exc:
-        db.session.rollback()
-        log.warning(
-            "a call to agent %s (deployment %s, replica %s) answered %s but was not recorded (%s)",
-            agent_id,
-            deployment_id,
-            replica,
-            status,
-            type(exc).__name__,
-        )
