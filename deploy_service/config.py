@@ -131,6 +131,8 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "INTERACT_TIMEOUT_SECONDS": _float(env, "INTERACT_TIMEOUT_SECONDS", 30.0, minimum=0.01),
         "INTERACT_CONNECT_TIMEOUT_SECONDS": _float(env, "INTERACT_CONNECT_TIMEOUT_SECONDS", 3.0, minimum=0.01),
         "INTERACT_MAX_RESPONSE_BYTES": _int(env, "INTERACT_MAX_RESPONSE_BYTES", 10 * 1024 * 1024, minimum=1024),
+        "INTERACT_STREAM_MAX_SECONDS": _float(env, "INTERACT_STREAM_MAX_SECONDS", 600.0, minimum=0.01),
+        "INTERACT_STREAMS_PER_WORKER": _int(env, "INTERACT_STREAMS_PER_WORKER", 2, minimum=1),
         "PASSWORD_HASH_TIME_COST": _int(env, "PASSWORD_HASH_TIME_COST", 3, minimum=1),
         "PASSWORD_HASH_MEMORY_KIB": _int(env, "PASSWORD_HASH_MEMORY_KIB", 65536, minimum=8),
         "AGENT_DEFAULT_CPU": _float(env, "AGENT_DEFAULT_CPU", 0.5),

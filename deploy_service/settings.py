@@ -145,6 +145,10 @@ class InteractSettings:
     connect_timeout: float
     max_response_bytes: int
     replica_host: str
+    stream_max: float = 600.0
+    """Seconds a streamed answer may last (`INTERACT_STREAM_MAX_SECONDS`); then the service ends it."""
+    streams_per_worker: int = 2
+    """Streamed calls one worker process serves at once (`INTERACT_STREAMS_PER_WORKER`): each holds a thread."""
 
 
 @dataclass(frozen=True)
@@ -408,6 +412,8 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
             timeout=read.number("INTERACT_TIMEOUT_SECONDS"),
             connect_timeout=read.number("INTERACT_CONNECT_TIMEOUT_SECONDS"),
             max_response_bytes=read.integer("INTERACT_MAX_RESPONSE_BYTES"),
+            stream_max=read.number("INTERACT_STREAM_MAX_SECONDS"),
+            streams_per_worker=read.integer("INTERACT_STREAMS_PER_WORKER"),
             replica_host=runner.replica_host,
         ),
         logs=LogSettings(
