@@ -15,7 +15,8 @@ server-sent events). Two figures, each against the same agent's replica called d
   the body. The figure is the service's median minus the direct median (target ≤ 5 ms). For context,
   the same calls without `Accept: text/event-stream` (the agent's JSON answer, through the JSON proxy)
   are timed too: what streaming adds over a plain call, as against what every call through the
-  service costs (the key's check, the replica's lookup, the record).
+  service costs (the key's check, the replica's lookup, the record); and `GET /health` (gunicorn and
+  Flask alone, no database) in the same loop.
 - streaming throughput: `--megabytes` MB of `data: xxx...` lines written as fast as the agent can
   (`{"bytes": B}`), read to the end; `--rounds` rounds taken in turn, the best of each side. The figure
   is the service's MB/s over the direct MB/s (target ≥ 0.7).
@@ -127,11 +128,15 @@ def run(*, calls: int = 200, megabytes: int = 20, rounds: int = 5) -> dict[str, 
         direct_ttfb: list[float] = []
         service_ttfb: list[float] = []
         json_ttfb: list[float] = []
+        health: list[float] = []
         plain = {"Content-Type": "application/json", "X-API-Key": key}
         for _ in range(calls):
             direct_ttfb.append(_first_byte(http, direct, STREAM, one_event))
             service_ttfb.append(_first_byte(http, through, keyed, one_event))
             json_ttfb.append(_first_byte(http, through, plain, one_event))
+            started = time.perf_counter()
+            http.request("GET", f"{base}/health")
+            health.append(time.perf_counter() - started)
         size = megabytes * 1_000_000
         direct_mbs: list[float] = []
         service_mbs: list[float] = []
@@ -154,6 +159,7 @@ def run(*, calls: int = 200, megabytes: int = 20, rounds: int = 5) -> dict[str, 
         "service_ttfb_ms": statistics.median(service_ttfb) * 1000,
         "service_ttfb_p95_ms": sorted(service_ttfb)[int(len(service_ttfb) * 0.95)] * 1000,
         "json_ttfb_ms": statistics.median(json_ttfb) * 1000,
+        "health_ms": statistics.median(health) * 1000,
         "direct_mbs": max(direct_mbs),
         "service_mbs": max(service_mbs),
         "rounds_mbs": list(zip(direct_mbs, service_mbs, strict=True)),
@@ -183,7 +189,7 @@ def main() -> None:
     print(
         f"  (first byte median: direct {figures['direct_ttfb_ms']:.2f} ms, service {figures['service_ttfb_ms']:.2f} ms,"
         f" service p95 {figures['service_ttfb_p95_ms']:.2f} ms; the same agent's JSON answer through the service"
-        f" {figures['json_ttfb_ms']:.2f} ms)"
+        f" {figures['json_ttfb_ms']:.2f} ms; GET /health {figures['health_ms']:.2f} ms)"
     )
     print(f"  (throughput best: direct {figures['direct_mbs']:.0f} MB/s, service {figures['service_mbs']:.0f} MB/s)")
     print(f"  (rounds, direct/service MB/s: {', '.join(f'{d:.0f}/{s:.0f}' for d, s in figures['rounds_mbs'])})")

@@ -8,6 +8,10 @@ A call that cannot connect to its replica (refused, or no connection within
 to the next replica in that order, at most once per ready replica; once the request was sent it is
 never sent again, whatever happens next.
 
+Where the replicas are is one prepared read on the request's raw connection (`_TARGET`: the agent,
+its live deployment and the instances in one round trip, as the deployment reads do), not three ORM
+queries: it is on the path of every call, before the agent's first byte (docs/performance.md).
+
 The forwarded request is a plain `POST` with `Content-Length` to the agent's `invoke_path`, over a
 process-wide urllib3 pool. Answers: the agent's status and JSON body; 503 when no replica is ready,
 504 when the agent does not answer in `INTERACT_TIMEOUT_SECONDS`, 502 when no replica could be
@@ -18,6 +22,7 @@ agent's answer still comes back.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -25,17 +30,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import urllib3
+from sqlalchemy import and_, bindparam, select
 from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.response import BaseHTTPResponse
 
 from deploy_service import rawdb, strict_json
-from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, ServiceError
+from deploy_service.errors import AgentTimeout, AgentUnreachable, NoReadyReplica, NotFound, ServiceError
 from deploy_service.extensions import db
-from deploy_service.models import SERVING, ApiKey, Instance, Principal
+from deploy_service.models import (
+    SERVING,
+    Agent,
+    ApiKey,
+    Deployment,
+    DeploymentStatus,
+    Instance,
+    Principal,
+    is_ready,
+)
+from deploy_service.rawdb import PreparedQuery
 from deploy_service.services import invocations
-from deploy_service.services.agents import agent_for_caller
-from deploy_service.services.deployments import live_deployment
 from deploy_service.services.invocations import CallRecord
 from deploy_service.services.replica_choice import call_order
 from deploy_service.settings import InteractSettings, current_settings
@@ -56,10 +70,6 @@ def _http() -> urllib3.PoolManager:
         return _pool
 
 
-def _ready(instances: list[Instance], desired: int) -> list[Instance]:
-    return [instance for instance in instances if instance.index < desired and instance.ready and instance.port]
-
-
 @dataclass(frozen=True)
 class Target:
     """Where a call goes, read from the database before it is released: the replicas in the order to try."""
@@ -70,6 +80,41 @@ class Target:
     """(replica index, URL of its `invoke_path`), the first to try first."""
 
 
+_agents, _deployments, _instances = Agent.__table__, Deployment.__table__, Instance.__table__
+# The agent, its live deployment and that deployment's instances in one round trip (one row per instance;
+# NULLs for a missing deployment or instance): the hot path of every call, kept off the ORM session.
+_TARGET = PreparedQuery(
+    select(
+        _agents.c.owner_id,
+        _deployments.c.id.label("deployment_id"),
+        _deployments.c.status.label("deployment_status"),
+        _deployments.c.replicas_desired,
+        _deployments.c.config,
+        _instances.c.index,
+        _instances.c.host,
+        _instances.c.port,
+        _instances.c.status.label("instance_status"),
+        _instances.c.container_id,
+        _instances.c.healthy,
+    )
+    .select_from(
+        _agents.outerjoin(
+            _deployments,
+            and_(_deployments.c.agent_id == _agents.c.id, _deployments.c.status != bindparam("killed")),
+        ).outerjoin(_instances, _instances.c.deployment_id == _deployments.c.id)
+    )
+    .where(_agents.c.id == bindparam("agent_id"))
+    .order_by(_deployments.c.created_at.desc(), _instances.c.index)
+)
+
+
+def _visible(caller: Caller, agent_id: str, owner_id: str) -> bool:
+    """Whether `caller` may call the agent `agent_id` owned by `owner_id` (as `agent_for_caller` decides)."""
+    if isinstance(caller, ApiKey):
+        return caller.agent_id == agent_id
+    return bool(caller.is_admin) or caller.id == owner_id
+
+
 def call_target(caller: Caller, agent_id: str, *, session_id: str | None) -> Target:
     """The agent's live deployment's ready replicas, in the order this call tries them.
 
@@ -77,20 +122,32 @@ def call_target(caller: Caller, agent_id: str, *, session_id: str | None) -> Tar
         NotFound: no such agent, not the caller's, or a key of another agent.
         NoReadyReplica: the agent is not running, or none of its replicas is ready.
     """
-    agent = agent_for_caller(caller, agent_id)
-    deployment = live_deployment(agent.id)
-    if deployment is None or deployment.status not in SERVING:
+    rows = _TARGET.rows({"agent_id": agent_id, "killed": DeploymentStatus.KILLED.value})
+    if not rows or not _visible(caller, agent_id, rows[0][0]):
+        raise NotFound("Agent not found.")
+    _, deployment_id, status, desired, config, *_ = rows[0]
+    if deployment_id is None or status not in SERVING:
         raise NoReadyReplica("The agent is not running.")
-    ready = {instance.index: instance for instance in _ready(list(deployment.instances), deployment.replicas_desired)}
+    ready = {
+        index: (host, port)
+        for _, of, _, _, _, index, host, port, state, container_id, healthy in rows
+        if of == deployment_id
+        and index is not None
+        and index < desired
+        and port
+        and is_ready(state, container_id, healthy)
+    }
     if not ready:
         raise NoReadyReplica()
+    if isinstance(config, str | bytes):
+        config = json.loads(config)
     settings = current_settings().interact
-    path = deployment.config.get("invoke_path", "/invoke")
-    order = call_order(deployment.id, list(ready), session_id=session_id)
+    path = (config or {}).get("invoke_path", "/invoke")
+    order = call_order(deployment_id, list(ready), session_id=session_id)
     replicas = tuple(
-        (index, f"http://{ready[index].host or settings.replica_host}:{ready[index].port}{path}") for index in order
+        (index, f"http://{ready[index][0] or settings.replica_host}:{ready[index][1]}{path}") for index in order
     )
-    return Target(agent_id=agent.id, deployment_id=deployment.id, replicas=replicas)
+    return Target(agent_id=agent_id, deployment_id=deployment_id, replicas=replicas)
 
 
 def send(
