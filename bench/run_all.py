@@ -7,7 +7,9 @@
   called directly);
 - bench/deploy.py: deploy → running against raw docker-py, for 1 and 20 replicas;
 - bench/events.py: an events page at 1M events against the same page at 1k (SQLite);
-- bench/reconcile.py: one steady reconcile pass over 200 running containers.
+- bench/reconcile.py: one steady reconcile pass over 200 running containers;
+- bench/interact.py: a streamed call's first byte through the service against the agent called directly,
+  and streaming throughput through the service against direct.
 `--quick` shortens every run (fewer seconds, rounds, events) for a smoke check; the figures in
 docs/performance.md come from a full run on a quiet machine.
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import api, deploy, events, reconcile  # noqa: E402
+from bench import api, deploy, events, interact, reconcile  # noqa: E402
 
 Row = tuple[str, str, str, bool]
 
@@ -67,6 +69,20 @@ def _events_rows(count: int) -> list[Row]:
     ]
 
 
+def _interact_rows(calls: int, megabytes: int, rounds: int) -> list[Row]:
+    figures = interact.run(calls=calls, megabytes=megabytes, rounds=rounds)
+    rows: list[Row] = [(name, f"{value:.2f}", target, met) for name, value, target, met in interact.rows(figures)]
+    rows.append(
+        (
+            "  (first byte ms: direct; service; JSON)",
+            f"{figures['direct_ttfb_ms']:.1f}; {figures['service_ttfb_ms']:.1f}; {figures['json_ttfb_ms']:.1f}",
+            "",
+            True,
+        )
+    )
+    return rows
+
+
 def _reconcile_rows(passes: int) -> list[Row]:
     figures = reconcile.run(argparse.Namespace(deployments=20, replicas=10, passes=passes))
     plain = statistics.median(figures["passes_ms_False"])
@@ -87,6 +103,10 @@ def main() -> None:
         ("deploys (real engine)", lambda: _deploy_rows(2 if args.quick else 6)),
         ("events page (SQLite)", lambda: _events_rows(100_000 if args.quick else 1_000_000)),
         ("reconcile pass (real engine)", lambda: _reconcile_rows(5 if args.quick else 20)),
+        (
+            "streamed interact (gunicorn, real engine)",
+            lambda: _interact_rows(50, 5, 2) if args.quick else _interact_rows(200, 20, 5),
+        ),
     ]
     rows: list[tuple[str, list[Row]]] = []
     for title, measure in sections:

@@ -44,6 +44,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "ServiceError",
+    "StreamsBusy",
     "Unauthorized",
     "ValidationFailed",
     "as_service_error",
@@ -145,6 +146,17 @@ class NoReadyReplica(ServiceError):
     status_code = 503
     kind = "no_ready_replica"
     default_message = "The agent has no ready replica."
+
+
+class StreamsBusy(ServiceError):
+    """This worker already serves `INTERACT_STREAMS_PER_WORKER` streamed calls (each holds one of its threads)."""
+
+    status_code = 503
+    kind = "streams_busy"
+    default_message = "This worker serves as many streamed calls as it may; retry in a moment."
+
+    def __init__(self, message: str | None = None, *, limit: int) -> None:
+        super().__init__(message, details={"limit": limit}, headers={"Retry-After": "1"})
 
 
 class AgentTimeout(ServiceError):

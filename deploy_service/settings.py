@@ -145,6 +145,10 @@ class InteractSettings:
     connect_timeout: float
     max_response_bytes: int
     replica_host: str
+    stream_max: float = 600.0
+    """Seconds a streamed answer may last (`INTERACT_STREAM_MAX_SECONDS`); then the service ends it."""
+    streams_per_worker: int = 2
+    """Streamed calls one worker process serves at once (`INTERACT_STREAMS_PER_WORKER`): each holds a thread."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,10 @@ class ReconcileSettings:
     """Stored lines older than this are deleted."""
     log_prune_every: float = 3600.0
     """Seconds between two deletions of stored lines past their retention."""
+    invocation_retention_days: float = 30.0
+    """Invocation records older than this are deleted (`INVOCATION_RETENTION_DAYS`)."""
+    invocation_prune_every: float = 3600.0
+    """Seconds between two deletions of invocation records past their retention (`INVOCATION_PRUNE_SECONDS`)."""
     builds_per_user: int = 2
     """Builds of one user's deployments that run at once (`BUILDS_PER_USER`)."""
     build_slots: int = 4
@@ -404,6 +412,8 @@ def settings_from(config: Mapping[str, Any]) -> Settings:
             timeout=read.number("INTERACT_TIMEOUT_SECONDS"),
             connect_timeout=read.number("INTERACT_CONNECT_TIMEOUT_SECONDS"),
             max_response_bytes=read.integer("INTERACT_MAX_RESPONSE_BYTES"),
+            stream_max=read.number("INTERACT_STREAM_MAX_SECONDS"),
+            streams_per_worker=read.integer("INTERACT_STREAMS_PER_WORKER"),
             replica_host=runner.replica_host,
         ),
         logs=LogSettings(
@@ -587,6 +597,8 @@ def _reconcile_settings(read: _Reader, runner: RunnerSettings) -> ReconcileSetti
         log_keep_lines=read.integer("LOG_KEEP_LINES_PER_REPLICA"),
         log_retention_days=read.number("LOG_RETENTION_DAYS"),
         log_prune_every=read.number("LOG_PRUNE_SECONDS"),
+        invocation_retention_days=read.number("INVOCATION_RETENTION_DAYS"),
+        invocation_prune_every=read.number("INVOCATION_PRUNE_SECONDS"),
         builds_per_user=read.integer("BUILDS_PER_USER"),
         auto_rollback=read.boolean("AUTO_ROLLBACK"),
         release_images_kept=read.integer("RELEASE_IMAGES_KEPT"),

@@ -7,7 +7,7 @@ from typing import Any
 from flask.views import MethodView
 
 from deploy_service.api.common import Blueprint, current_user, links
-from deploy_service.models import Agent
+from deploy_service.models import Agent, Invocation
 from deploy_service.schemas.agent import (
     AgentInputSchema,
     AgentListArgs,
@@ -17,7 +17,9 @@ from deploy_service.schemas.agent import (
 )
 from deploy_service.schemas.common import WindowArgs
 from deploy_service.schemas.evaluation import AgentStatsSchema
+from deploy_service.schemas.invocation import InvocationListArgs, InvocationPageSchema
 from deploy_service.services import agents as agent_service
+from deploy_service.services import invocations as invocation_service
 from deploy_service.services.agent_stats import agent_stats
 from deploy_service.services.common import Page
 
@@ -101,6 +103,23 @@ class AgentStats(MethodView):
         live deployment's uptime and restarts, and the agent's evaluations.
         """
         return agent_stats(current_user(), agent_id, **args)
+
+
+@blp.route("/<string:agent_id>/invocations")
+class AgentInvocations(MethodView):
+    @blp.doc(operationId="listInvocations")
+    @blp.auth_required()
+    @blp.arguments(InvocationListArgs, location="query")
+    @blp.response(200, InvocationPageSchema)
+    @blp.error(404, "`not_found`: no such agent, or not yours.")
+    def get(self, args: dict[str, Any], agent_id: str) -> Page[Invocation]:
+        """List an agent's calls
+
+        Every call made through `interact`, newest first: the replica it went to, its session, status,
+        error, whether it was streamed, latency, first-byte time and sizes; never the bodies. Filtered
+        by `status` (`ok`, `error`) and `since`. Kept `INVOCATION_RETENTION_DAYS`.
+        """
+        return invocation_service.list_invocations(current_user(), agent_id, **args)
 
 
 @blp.route("/<id:agent_id>")

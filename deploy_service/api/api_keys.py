@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, jsonify, request, stream_with_context
 from flask.views import MethodView
 
 from deploy_service.api.common import Blueprint, current_caller, current_user, json_body, links
+from deploy_service.errors import ValidationFailed
 from deploy_service.models import ApiKey
 from deploy_service.models.api_key import SCOPE_INVOKE
 from deploy_service.schemas.api_key import ApiKeyCreateSchema, ApiKeyPageSchema, ApiKeySchema, CreatedApiKeySchema
@@ -15,6 +16,30 @@ from deploy_service.schemas.common import PaginationArgs
 from deploy_service.services import api_keys as key_service
 from deploy_service.services.common import Page
 from deploy_service.services.interact import interact
+from deploy_service.services.interact_stream import Relay, interact_stream
+
+SESSION_HEADER = "X-Session-Id"
+SESSION_ID_MAX = 200
+
+
+def session_header(value: str | None) -> str | None:
+    """The `X-Session-Id` of a call, checked: 1 to `SESSION_ID_MAX` printable ASCII characters, or None.
+
+    Raises:
+        ValidationFailed: empty, too long, or with a character outside printable ASCII.
+    """
+    if value is None:
+        return None
+    if not 1 <= len(value) <= SESSION_ID_MAX or not all(" " <= char <= "~" for char in value):
+        message = f"{SESSION_HEADER} must be 1 to {SESSION_ID_MAX} printable ASCII characters."
+        raise ValidationFailed(message, details={SESSION_HEADER: [message]})
+    return value
+
+
+def wants_stream() -> bool:
+    """Whether the caller asked for a streamed answer: `text/event-stream` named in `Accept` (not `*/*`)."""
+    return any(kind == "text/event-stream" and quality > 0 for kind, quality in request.accept_mimetypes)
+
 
 blp = Blueprint("api-keys", __name__, url_prefix="/v1/agents", description="Agent API keys.")
 
@@ -87,12 +112,36 @@ class Interact(MethodView):
     @blp.doc(
         operationId="interactWithAgent",
         tags=["agents"],
+        parameters=[
+            {
+                "in": "header",
+                "name": SESSION_HEADER,
+                "required": False,
+                "description": "A conversation's id: its calls go to the same ready replica while it stays ready. "
+                f"1 to {SESSION_ID_MAX} printable ASCII characters.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": SESSION_ID_MAX},
+            }
+        ],
         requestBody={
             "required": False,
             "description": "Forwarded as is; no body is sent as `{}`.",
             "content": {"application/json": {"schema": AGENT_JSON, "example": {"question": "What is my balance?"}}},
         },
-        responses={200: {"content": {"application/json": {"schema": AGENT_JSON}}}},
+        responses={
+            200: {
+                "content": {
+                    "application/json": {"schema": AGENT_JSON},
+                    "text/event-stream": {
+                        "schema": {
+                            "type": "string",
+                            "description": "With `Accept: text/event-stream`: the agent's own streamed answer "
+                            "(its events, or its chunked text), passed on piece by piece as it comes, with its "
+                            "`Content-Type`.",
+                        }
+                    },
+                }
+            }
+        },
     )
     @blp.auth_required(key_scope=SCOPE_INVOKE)
     @blp.response(
@@ -100,23 +149,60 @@ class Interact(MethodView):
         description="The agent's answer. Its own status code is passed through, so a 2xx other than 200 (or a "
         "4xx) may come with the agent's body too.",
     )
-    @blp.error(400, "`validation_error`: the body is not valid JSON.")
+    @blp.error(
+        400,
+        "`validation_error`: the body is not valid JSON, or `X-Session-Id` is empty, too long or not printable ASCII.",
+    )
     @blp.error(404, "`not_found`: no such agent, not yours, or a key of another agent.")
     @blp.error(409, "`invalid_state`: the agent is a job (kind `job`), which gets no calls.")
-    @blp.error(502, "`bad_gateway`: the agent's connection failed, or its answer is not JSON or too large.")
-    @blp.error(503, "`no_ready_replica`: the agent is not deployed, or no replica is ready.")
+    @blp.error(
+        502,
+        "`bad_gateway`: no ready replica took the connection, the connection failed after the request was sent, "
+        "or the answer is not JSON or too large.",
+    )
+    @blp.error(
+        503,
+        "`no_ready_replica`: the agent is not deployed, or no replica is ready; or `streams_busy` (with "
+        "`Retry-After: 1`, `details.limit`): a streamed call, and this worker already relays "
+        "`INTERACT_STREAMS_PER_WORKER` streams.",
+    )
     @blp.error(504, "`agent_timeout`: the agent did not answer within `INTERACT_TIMEOUT_SECONDS`.")
     def post(self, agent_id: str) -> Response:
         """Call an agent
 
-        The JSON body goes to one ready replica's `invoke_path` (replicas in turn), and the agent's
-        status and JSON answer come back. Takes the owner's token, or an agent's API key with the
-        `invoke` scope (`X-API-Key`). Every call that reached a replica counts in `getAgentStats`.
+        The JSON body goes to one ready replica's `invoke_path`, and the agent's status and JSON
+        answer come back. Without `X-Session-Id` the ready replicas are taken in turn; with it, calls
+        of the same session go to the same ready replica while it stays ready (then to another, and
+        only that replica's sessions move). A replica that does not take the connection is passed
+        over for the next ready one; a request that reached a replica is never sent twice. Takes the
+        owner's token, or an agent's API key with the `invoke` scope (`X-API-Key`). Every call counts
+        in `getAgentStats` and `listInvocations`.
+
+        With `Accept: text/event-stream`, the agent's answer comes back as it sends it (events, or
+        chunked text), piece by piece, never buffered whole; a JSON answer still comes back as JSON.
+        The stream ends with the agent's answer, when the agent is silent for
+        `INTERACT_TIMEOUT_SECONDS`, or after `INTERACT_STREAM_MAX_SECONDS`; closing it closes the
+        agent's connection. Each stream holds one server thread, so a worker relays at most
+        `INTERACT_STREAMS_PER_WORKER` at once: one more is a 503 `streams_busy` with `Retry-After`.
         """
+        session_id = session_header(request.headers.get(SESSION_HEADER))
         body = request.get_data(cache=False)
         if body.strip():
             json_body(body)
-        status, answer = interact(current_caller(), agent_id, body)
+        if wants_stream():
+            answered = interact_stream(current_caller(), agent_id, body, session_id=session_id)
+            if isinstance(answered, Relay):
+                streamed = Response(
+                    stream_with_context(answered.chunks()),
+                    status=answered.status,
+                    content_type=answered.content_type,
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                )
+                streamed.call_on_close(answered.close)  # the agent's connection closes even if never iterated
+                return streamed
+            status, answer = answered
+        else:
+            status, answer = interact(current_caller(), agent_id, body, session_id=session_id)
         response = jsonify(answer)
         response.status_code = status
         return response

@@ -2,7 +2,7 @@
 
 from deploy_service.models.agent import DEFAULT_RESTART_POLICY, Agent, AgentKind, AgentStatus, RestartPolicy
 from deploy_service.models.alert import Alert, AlertKind, AlertSeverity, AlertStatus
-from deploy_service.models.api_key import SCOPES, ApiKey, ApiKeyScope, Invocation
+from deploy_service.models.api_key import SCOPES, ApiKey, ApiKeyScope, Invocation, InvocationStatus
 from deploy_service.models.deployment import (
     SERVING,
     WITHOUT_REPLICAS,
@@ -74,6 +74,7 @@ __all__ = [
     "LogSource",
     "LogStream",
     "Invocation",
+    "InvocationStatus",
     "Principal",
     "Role",
     "ReconcilerHeartbeat",

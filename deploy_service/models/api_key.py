@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from deploy_service.extensions import db
@@ -44,13 +44,24 @@ class ApiKey(db.Model):  # type: ignore[name-defined]
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+class InvocationStatus(StrEnum):
+    """How an invocations list filters calls: `error` is what the error rate counts (a status of 500 or more)."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
 class Invocation(db.Model):  # type: ignore[name-defined]
-    """One call to a deployed agent through `interact`: enough for counts, errors and latency percentiles."""
+    """One call to a deployed agent through `interact`: counts, errors, latencies and sizes, never the bodies.
+
+    Rows older than `INVOCATION_RETENTION_DAYS` are deleted by the reconciler's `PruneInvocationsJob`.
+    """
 
     __tablename__ = "invocations"
     __table_args__ = (
         Index("ix_invocations_agent_id_created_at", "agent_id", "created_at"),
         Index("ix_invocations_deployment_id_created_at", "deployment_id", "created_at"),
+        Index("ix_invocations_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(
@@ -62,4 +73,14 @@ class Invocation(db.Model):  # type: ignore[name-defined]
     status_code: Mapped[int] = mapped_column(Integer)
     ok: Mapped[bool] = mapped_column()
     latency_ms: Mapped[float] = mapped_column(Float)
+    """From the call's start to the answer's last byte (for a stream: to its end)."""
+    session_id: Mapped[str | None] = mapped_column(String(200))
+    streamed: Mapped[bool] = mapped_column(default=False, server_default=false())
+    first_byte_ms: Mapped[float | None] = mapped_column(Float)
+    """From the call's start to the agent's first byte: its answer's head (JSON), its first chunk of body (a stream)."""
+    request_bytes: Mapped[int | None] = mapped_column(Integer)
+    response_bytes: Mapped[int | None] = mapped_column(Integer)
+    """Bytes of the agent's answer passed to the caller (null: no answer came)."""
+    error: Mapped[str | None] = mapped_column(String(500))
+    """The call's failure (`agent_timeout: ...`), when the caller got the service's error rather than the agent's."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -9,7 +9,9 @@ owns what happens when one raises (logged once per outage, retried with backoff)
   telemetry alert rules (they read `RecentOom`, which the executor notes OOM kills in);
 - `DispatchJob`: starts sending every due webhook delivery, in the background;
 - `PruneLogsJob`: every `LOG_PRUNE_SECONDS`, deletes the stored lines of removed containers older than
-  `LOG_RETENTION_DAYS`.
+  `LOG_RETENTION_DAYS`;
+- `PruneInvocationsJob`: every `INVOCATION_PRUNE_SECONDS`, deletes the records of `interact` calls older
+  than `INVOCATION_RETENTION_DAYS`.
 
 None needs another; adding a job is adding it to `Reconciler.jobs`.
 """
@@ -38,7 +40,7 @@ from deploy_service.reconciler.sampling import RecentOom, Sampler
 from deploy_service.reconciler.settings import ReconcileSettings
 from deploy_service.reconciler.timing import engine_retry_delay
 from deploy_service.runner.base import Runner
-from deploy_service.services import alerts, stored_logs
+from deploy_service.services import alerts, invocations, stored_logs
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +208,39 @@ class PruneLogsJob:
             log.info("deleted the stored logs of %d container(s) past their retention", pruned)
         self.next_at = time.monotonic() + self.settings.log_prune_every
         return self.settings.log_prune_every
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class PruneInvocationsJob:
+    """Every `INVOCATION_PRUNE_SECONDS`: delete the records of calls past `INVOCATION_RETENTION_DAYS`."""
+
+    name = "prune-invocations"
+
+    def __init__(self, app: Flask, settings: ReconcileSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.next_at = 0.0
+        """`time.monotonic()` of the next round: at once when the job starts, then every `invocation_prune_every`."""
+
+    def run(self) -> float:
+        wait = self.next_at - time.monotonic()
+        if wait > 0:
+            return wait
+        with self.app.app_context():
+            try:
+                pruned = invocations.prune(retention_days=self.settings.invocation_retention_days)
+                db.session.commit()
+            except Exception:
+                db.session.rollback()
+                raise
+            finally:
+                db.session.remove()
+        if pruned:
+            log.info("deleted %d invocation record(s) past their retention", pruned)
+        self.next_at = time.monotonic() + self.settings.invocation_prune_every
+        return self.settings.invocation_prune_every
 
     def close(self) -> None:
         """Nothing to release."""

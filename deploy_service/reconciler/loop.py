@@ -25,7 +25,7 @@ from deploy_service.errors import EngineUnavailable
 from deploy_service.extensions import db
 from deploy_service.reconciler.executor import Executor
 from deploy_service.reconciler.heartbeat import Heartbeat
-from deploy_service.reconciler.jobs import ConvergeJob, DispatchJob, Job, PruneLogsJob, SampleJob
+from deploy_service.reconciler.jobs import ConvergeJob, DispatchJob, Job, PruneInvocationsJob, PruneLogsJob, SampleJob
 from deploy_service.reconciler.leadership import Leadership
 from deploy_service.reconciler.lock import LeaderLock
 from deploy_service.reconciler.outage import Outage
@@ -88,6 +88,7 @@ class Reconciler:
             SampleJob(app, self.runner, self.settings, oom=oom, alert_window=self.settings.alert_window),
             DispatchJob(app, self.settings, leadership=self.leadership),
             PruneLogsJob(app, self.settings),
+            PruneInvocationsJob(app, self.settings),
         ]
         """What the leader runs, each when it asked to run again (a new kind of work: one more entry)."""
         self.outages: dict[str, Outage] = {}

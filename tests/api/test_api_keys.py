@@ -31,6 +31,15 @@ from tests.factories import AuthActions
 from tests.fakes import FakeRunner
 from tests.helpers import Api, Clock, assert_error, converge, new_agent
 
+RECEIVED: list[tuple[int, Any]] = []
+"""(replica index, request body) of every call a replica received, in order; emptied by `replicas`."""
+
+
+STREAM_GATE = threading.Event()
+"""Mode "stream" with `gate`: the agent writes its first event, then waits for this before the others."""
+STREAM_BROKEN = threading.Event()
+"""Set when a streaming agent's write failed: its caller (the service) closed the connection."""
+
 
 class AgentHandler(BaseHTTPRequestHandler):
     replica = 0
@@ -43,7 +52,14 @@ class AgentHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         request = json.loads(body or b"{}")
+        RECEIVED.append((self.replica, request))
         mode = request.get("mode")
+        if mode == "drop":  # read the request, then hang up without an answer
+            self.close_connection = True
+            return
+        if mode == "stream":
+            self._stream(request)
+            return
         if mode == "slow":
             time.sleep(float(request.get("seconds", 2)))
         if mode == "probe":
@@ -55,6 +71,31 @@ class AgentHandler(BaseHTTPRequestHandler):
         else:
             answer = {"replica": self.replica, "echo": request, "length": self.headers.get("Content-Length")}
             self._send(200, json.dumps(answer).encode())
+
+    def _stream(self, request: dict[str, Any]) -> None:
+        """Server-sent events `data: <n>` for n in range(events), `pause` seconds apart, chunked or not."""
+        chunked = bool(request.get("chunked"))
+        if chunked:
+            self.protocol_version = "HTTP/1.1"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for n in range(int(request.get("events", 3))):
+                if n == 1 and request.get("gate"):
+                    STREAM_GATE.wait(10)
+                elif n:
+                    time.sleep(float(request.get("pause", 0)))
+                event = f"data: {n}\n\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event) if chunked else event)
+                self.wfile.flush()
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            STREAM_BROKEN.set()
+        self.close_connection = True
 
     def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
@@ -71,11 +112,15 @@ def replicas(fake_runner: FakeRunner) -> Iterator[list[ThreadingHTTPServer]]:
     def serve(spec: ReplicaSpec) -> None:
         handler = type("Handler", (AgentHandler,), {"replica": spec.index})
         server = ThreadingHTTPServer(("127.0.0.1", spec.port), handler)
+        server.replica_index = spec.index  # type: ignore[attr-defined]
         server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
 
     fake_runner.on_start = serve
+    RECEIVED.clear()
+    STREAM_GATE.clear()
+    STREAM_BROKEN.clear()
     yield servers
     for server in servers:
         server.shutdown()

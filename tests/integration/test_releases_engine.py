@@ -43,8 +43,9 @@ SWARM_HAS_NO_AUTO_ROLLBACK = pytest.mark.xfail(
     strict=True,
     reason="Swarm runner: its start-first update stops an old task once the new one runs (not once it passes "
     "our HTTP health check), so a new task that runs a second before crashing takes the old replicas down and "
-    "calls fail until the old spec runs again; the rollback itself (old release back, service kept) is "
-    "test_on_swarm_a_crashing_update_goes_back_to_the_old_release_and_keeps_its_service",
+    "calls fail until the old spec runs again (503 no_ready_replica: no replica is ready, so interact's passing "
+    "over a replica that refuses the connection cannot help); the rollback itself (old release back, service "
+    "kept) is test_on_swarm_a_crashing_update_goes_back_to_the_old_release_and_keeps_its_service",
 )
 
 

@@ -111,6 +111,7 @@ PROBES: tuple[Probe, ...] = (
     Probe("PATCH", A_ITEM, USER, "/v1/agents/{agent_id}", body={"description": "taken over"}, other=NOT_FOUND),
     Probe("DELETE", A_ITEM, USER, "/v1/agents/{agent_id}", other=NOT_FOUND, tags=("idle_agent",), ok=204),
     Probe("GET", A + "/stats", USER, "/v1/agents/{agent_id}/stats", other=NOT_FOUND),
+    Probe("GET", A + "/invocations", USER, "/v1/agents/{agent_id}/invocations", other=NOT_FOUND),
     Probe(
         "POST",
         A + "/interact",

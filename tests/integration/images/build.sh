@@ -3,7 +3,7 @@
 #
 #   build.sh [--force] [IMAGE...]
 #
-# IMAGE is any of: http-agent crasher never-healthy memory-hog (default: all),
+# IMAGE is any of: http-agent crasher never-healthy memory-hog stream-agent (default: all),
 # tagged deploy-test/<IMAGE>:latest.  No registry is needed: every image is
 # FROM scratch + the host's static busybox (Debian package busybox-static,
 # /bin/busybox; run scripts/ensure_docker.sh first) + the scripts in
@@ -19,7 +19,7 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ALL_IMAGES=(http-agent crasher never-healthy memory-hog)
+ALL_IMAGES=(http-agent crasher never-healthy memory-hog stream-agent)
 PREFIX="${IMAGE_PREFIX:-deploy-test}"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
 HASH_LABEL="deploy-test.context-hash"
