@@ -18,6 +18,7 @@ from deploy_service.schemas.deployment import (
     RESULT_EXAMPLE,
     AgentDeploymentStatusSchema,
     DeployBodySchema,
+    DeploymentCreateSchema,
     DeploymentListArgs,
     DeploymentMetricsSchema,
     DeploymentPageSchema,
@@ -67,6 +68,13 @@ QUOTA = (
 )
 DEPLOY_OPTIONS = {"replicas": 2, "env": {"LOG_LEVEL": "debug"}, "resources": {"cpu": 0.5, "memory_mb": 256}}
 DEPLOY_BODY = {"agent_id": "5b7c1f0e-8a2d-4c3b-9f6e-1d2a3b4c5d6e", **DEPLOY_OPTIONS}
+DEPLOY_SOURCE = {
+    "source": {"git_url": "https://github.com/acme/support-bot.git", "branch": "main"},
+    "replicas": 2,
+    "env": {"MODE": "fast"},
+    "health_check": {"path": "/health"},
+}
+DEPLOY_IMAGE = {"image": "ghcr.io/acme/support-bot:1.4", "name": "support-bot", "port": 8000}
 # With `follow=true`: OpenAPI 3.1 has `schema` of an event stream describe one event (3.2's `itemSchema`).
 SSE = {
     "text/event-stream": {
@@ -124,12 +132,24 @@ class Deployments(MethodView):
         return json_response(reads.list_deployment_bodies(current_user(), **args))
 
     @blp.auth_required()
-    @blp.arguments(DeployBodySchema, example=DEPLOY_BODY)
+    @blp.arguments(
+        DeploymentCreateSchema,
+        examples={
+            "agent": {"summary": "An agent you registered", "value": DEPLOY_BODY},
+            "source": {"summary": "Straight from a repository", "value": DEPLOY_SOURCE},
+            "image": {"summary": "Straight from an image", "value": DEPLOY_IMAGE},
+        },
+    )
     @blp.response(202, DeploymentSchema)
-    @blp.error(400, DEPLOY_INVALID)
-    @blp.error(403, QUOTA)
-    @blp.error(404, NO_AGENT)
-    @blp.error(409, DEPLOY_CONFLICT)
+    @blp.error(
+        400,
+        DEPLOY_INVALID[:-1] + "; not exactly one of `agent_id`, `source` and `image`, or a new agent's field "
+        "with `agent_id`; with `source` or `image`, anything `POST /v1/agents` refuses (the git URL, branch "
+        "and paths checked before anything runs).",
+    )
+    @blp.error(403, QUOTA.replace("(`details", "or (with `source` or `image`) `QUOTA_AGENTS` agents (`details"))
+    @blp.error(404, NO_AGENT[:-1] + "; with `source` or `image`: a secret it names is not one of yours.")
+    @blp.error(409, DEPLOY_CONFLICT[:-1] + "; with `name`: you have an agent of that name.")
     @blp.error(503, ENGINE_DOWN)
     @blp.doc(operationId="createDeployment", **DEPLOYMENT_LINKS)
     def post(self, data: dict[str, Any]) -> Deployment:
@@ -137,10 +157,16 @@ class Deployments(MethodView):
 
         Creates the agent's deployment in `deploying` and answers 202 at once; the reconciler pulls
         or builds the image and starts the replicas. The agent's owner (or an admin) may deploy it; an
-        agent has at most one live deployment (409 otherwise).
+        agent has at most one live deployment (409 otherwise). Instead of `agent_id`, a git `source`
+        (or an `image`) and any other agent field deploy straight from the repository: an agent owned by
+        you is created (named `name`, else `<repo>-<branch>`, with `-2`, `-3`... when taken) with the
+        deployment, in one transaction (a refused deploy leaves no agent behind); the answer's `agent_id`
+        names it.
         """
-        agent_id = data.pop("agent_id")
-        return _deploy(agent_id, data)
+        replicas = data.pop("replicas")
+        if "agent_id" in data:
+            return _deploy(data.pop("agent_id"), {"replicas": replicas, **data})
+        return service.deploy_new_agent(current_user(), data, replicas=replicas)
 
 
 @blp.route("/<id:deployment_id>")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, text
 from sqlalchemy.ext.hybrid import hybrid_property
@@ -22,6 +22,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from deploy_service.extensions import db
 from deploy_service.models.types import JSONType, UTCDateTime, new_id, utcnow
+
+if TYPE_CHECKING:
+    from deploy_service.models.release import Release
 
 
 class DeploymentStatus(StrEnum):
@@ -153,6 +156,15 @@ class Deployment(db.Model):  # type: ignore[name-defined]
         cascade="all, delete-orphan",
         passive_deletes=True,
     )
+
+    current_release: Mapped[Release | None] = relationship(
+        primaryjoin="and_(Deployment.id == Release.deployment_id, Deployment.revision == Release.number)",
+        viewonly=True,
+        uselist=False,
+        lazy="select",
+    )
+    """The release numbered `revision` (None before its first is added), read when asked for: what a single
+    deployment's body shows of its `source`; the read path of `services.deployment_reads` joins it itself."""
 
     __mapper_args__ = {"version_id_col": version}
 

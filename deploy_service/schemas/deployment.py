@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
@@ -17,6 +18,7 @@ from deploy_service.models import (
 )
 from deploy_service.schemas.agent import (
     ENV_KEYS,
+    AgentInputSchema,
     HealthCheckSchema,
     ResourcesInputSchema,
     ResourcesSchema,
@@ -59,6 +61,58 @@ class DeployBodySchema(DeployOptionsSchema):
     """A deploy of the agent `agent_id`, with its options."""
 
     agent_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+FieldT = TypeVar("FieldT", bound=fields.Field[Any])
+
+
+def _optional(field: FieldT, description: str) -> FieldT:
+    """A copy of another schema's field that may be left out (its validators kept)."""
+    optional = copy.copy(field)
+    optional.required = False
+    optional.metadata = {**field.metadata, "description": description}
+    return optional
+
+
+DEPLOY_OPTIONS = frozenset(DeployBodySchema().fields)
+"""The fields of a deploy of an existing agent (`agent_id`, `replicas`, `env`, `resources`)."""
+NEW_AGENT_ONLY = tuple(sorted(set(AgentInputSchema().fields) - DEPLOY_OPTIONS))
+"""The agent's fields that only a deploy that makes a new agent takes: all of `AgentInputSchema`'s, whatever
+it holds, but for `env` and `resources` (for an existing agent, overrides of its own)."""
+WHAT_TO_DEPLOY = ("agent_id", "source", "image")
+
+
+class DeploymentCreateSchema(AgentInputSchema):
+    """`POST /v1/deployments`: a deploy of an existing agent (`agent_id`, with `replicas` and the `env` and
+    `resources` overrides), or of a new agent made from a git `source` or an `image` and any other field of
+    an agent (validated exactly as `POST /v1/agents` validates them; `name` is optional). Exactly one of
+    `agent_id`, `source` and `image`."""
+
+    agent_id = fields.String(
+        validate=DeployBodySchema._declared_fields["agent_id"].validate,
+        metadata={"description": "The agent to deploy; or give `source` or `image` to make one."},
+    )
+    name = _optional(
+        cast(fields.String, AgentInputSchema._declared_fields["name"]),
+        "The new agent's name (with `source` or `image`); default `<repo>-<branch>` for a source, "
+        "`<image name>-<tag>` for an image, with `-2`, `-3`... added when you have an agent of that name.",
+    )
+    replicas = DeployOptionsSchema._declared_fields["replicas"]
+
+    @validates_schema
+    def _image_xor_source(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Overrides the agent's rule: exactly one of the three, and the agent's fields only for a new one
+        (whose rule, about image, source, env and secrets, then applies as it is)."""
+        given = [name for name in WHAT_TO_DEPLOY if data.get(name)]
+        if len(given) != 1:
+            message = "Give exactly one of agent_id, source or image."
+            raise ValidationError({name: [message] for name in (given or WHAT_TO_DEPLOY)})
+        if given == ["agent_id"]:
+            extra = sorted(set(data) & set(NEW_AGENT_ONLY))
+            if extra:
+                raise ValidationError({name: ["Only for a new agent (with source or image)."] for name in extra})
+            return
+        AgentInputSchema._image_xor_source(self, data, **kwargs)
 
 
 class ScaleSchema(JsonBodySchema):
@@ -144,6 +198,14 @@ class DeploymentConfigSchema(ResponseSchema):
     )
 
 
+class ReleaseSourceSchema(ResponseSchema):
+    """The git source a release was built from."""
+
+    git_url = fields.String(metadata={"format": "git-url", "example": "https://github.com/acme/agent.git"})
+    branch = fields.String(metadata={"example": "main"})
+    commit = fields.String(allow_none=True, metadata={"description": "The full SHA built; null until recorded."})
+
+
 class DeploymentSchema(ResponseSchema):
     """A deployment: what was asked (`desired_state`, `replicas.desired`) and what runs (`status`, instances)."""
 
@@ -159,6 +221,15 @@ class DeploymentSchema(ResponseSchema):
     )
     generation = fields.Integer(metadata={"description": "Bumped by each restart."})
     config = Computed("_config", schema=DeploymentConfigSchema)
+    source = Computed(
+        "_source",
+        schema=ReleaseSourceSchema,
+        allow_none=True,
+        metadata={
+            "description": "For an agent built from git: the repository, branch and the commit its current "
+            "release built (null until a build checked it out); null for an image agent."
+        },
+    )
     error = fields.String(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
@@ -177,6 +248,10 @@ class DeploymentSchema(ResponseSchema):
 
     def _config(self, deployment: Any) -> dict[str, Any]:
         return {key: value for key, value in (deployment.config or {}).items() if key != "overrides"}
+
+    def _source(self, deployment: Any) -> dict[str, Any] | None:
+        release = deployment.current_release
+        return release.source if release is not None else None
 
     def _instances(self, deployment: Any) -> list[dict[str, Any]]:
         live = deployment.status not in WITHOUT_REPLICAS
@@ -326,7 +401,25 @@ def _results_schema(component: str) -> dict[str, Any]:
     }
 
 
+_PRESENT = {"agent_id": {"type": "string"}, "image": {"type": "string"}, "source": {"type": "object"}}
+
+
+def _both(first: str, second: str) -> dict[str, Any]:
+    return {"required": [first, second], "properties": {first: _PRESENT[first], second: _PRESENT[second]}}
+
+
+# `DeploymentCreate`'s cross-field rules (`DeploymentCreateSchema._image_xor_source`), said with `not` as
+# `schemas.agent.OPENAPI_RULES` says the agent's: exactly one of agent_id, image and source, and no new
+# agent's field beside agent_id.
+_DEPLOYMENT_CREATE_REFUSED: list[dict[str, Any]] = [
+    _both("agent_id", "image"),
+    _both("agent_id", "source"),
+    _both("image", "source"),
+    {"not": {"required": ["agent_id"]}, "properties": {"image": {"type": "null"}, "source": {"type": "null"}}},
+    {"required": ["agent_id"], "anyOf": [{"required": [name]} for name in NEW_AGENT_ONLY]},
+]
 OPENAPI_RULES: dict[str, dict[str, Any]] = {
+    "DeploymentCreate": {"not": {"anyOf": _DEPLOYMENT_CREATE_REFUSED}},
     "ResultCreate": {"properties": {"results": _results_schema("ResultCreate")}},
     "Result": {"properties": {"results": _results_schema("Result")}},
 }
