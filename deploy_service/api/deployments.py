@@ -11,10 +11,11 @@ from flask import Response, stream_with_context
 from flask.views import MethodView
 
 from deploy_service.api.common import Blueprint, current_caller, current_user, json_response, links
-from deploy_service.models import Deployment, DeploymentResult
+from deploy_service.models import Deployment, DeploymentEvent, DeploymentResult
 from deploy_service.models.api_key import SCOPE_RESULTS
 from deploy_service.schemas.common import PaginationArgs, WindowArgs
 from deploy_service.schemas.deployment import (
+    REPORT_EXAMPLE,
     RESULT_EXAMPLE,
     AgentDeploymentStatusSchema,
     DeployBodySchema,
@@ -26,6 +27,8 @@ from deploy_service.schemas.deployment import (
     DeployOptionsSchema,
     EventListArgs,
     EventPageSchema,
+    EventReportSchema,
+    EventSchema,
     LogArgs,
     LogsSchema,
     ResultCreateSchema,
@@ -298,6 +301,20 @@ class Events(MethodView):
             "skip": page.skip,
             "limit": page.limit,
         }
+
+    @blp.auth_required(key_scope=SCOPE_RESULTS)
+    @blp.arguments(EventReportSchema, example=REPORT_EXAMPLE)
+    @blp.response(201, EventSchema)
+    @blp.error(404, NO_DEPLOYMENT + " With an API key: not a deployment of the key's agent.")
+    @blp.doc(operationId="reportDeploymentEvent")
+    def post(self, data: dict[str, Any], deployment_id: str) -> DeploymentEvent:
+        """Report progress as an event
+
+        The agent reports its own progress (or anything worth a line in the history): an event of type
+        `agent_reported` with `message` and `data`, stamped with the deployment's status and listed by
+        `GET .../events`. Posted with the agent's API key (the `results` scope) or by the deployment's owner.
+        """
+        return service.report_event(current_caller(), deployment_id, data["message"], data.get("data") or {})
 
 
 @blp.route("/<string:deployment_id>/logs")

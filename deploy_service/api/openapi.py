@@ -154,6 +154,8 @@ def finish_spec(app: Flask) -> None:
     )
     for name in ("DeployOptions", "DeployBody", "DeploymentCreate", "Scale"):
         _merge(schemas[name], {"properties": {"replicas": {"maximum": limits.max_replicas}}})
+    stored_text_max = settings_for(app).stored_text_max
+    _merge(schemas["EventReport"], {"properties": {"message": {"maxLength": stored_text_max}}})
     for name in _request_schema_names(schemas, api.spec.to_dict()["paths"]):
         _no_nul_strings(schemas[name])
     for name, scheme in SECURITY_SCHEMES.items():

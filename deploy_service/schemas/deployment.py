@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any, TypeVar, cast
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
@@ -37,6 +38,7 @@ from deploy_service.schemas.common import (
     page_schema,
 )
 from deploy_service.schemas.evaluation import InvocationStatsSchema
+from deploy_service.settings import current_settings
 
 MAX_RESULT_BYTES = 256 * 1024
 
@@ -131,7 +133,8 @@ EVENT_TYPES = (
     "container_started, container_restarted, container_adopted, container_exited, container_missing, "
     "containers_removed, replica_replaced, replica_removed, restart_backoff, rollout_complete, health_passed, "
     "health_failed, service_created, service_scaled, service_removed, rolling_update, release_created, "
-    "rollout_started, rollout_completed, rollout_failed, rolled_back, replicas_replaced, rollback_requested"
+    "rollout_started, rollout_completed, rollout_failed, rolled_back, replicas_replaced, rollback_requested, "
+    "agent_reported (posted by the agent or its owner: `POST /v1/deployments/{id}/events`)"
 )
 
 
@@ -309,6 +312,60 @@ class EventSchema(ResponseSchema):
         metadata={"description": "Details of the event; the keys depend on `event_type`."},
     )
     created_at = fields.DateTime()
+
+
+MAX_REPORT_DATA_BYTES = 16 * 1024
+VISIBLE = re.compile(r"^[^\u0000]*[^\s\u0000-\u001f\u007f][^\u0000]*$")
+"""Text with a character that is neither a space nor a control character (which events store as spaces), and no
+NUL (which no text column stores)."""
+MAX_REPORT_DATA_DEPTH = 8
+REPORT_EXAMPLE = {"message": "Indexed 1200 of 5000 documents.", "data": {"done": 1200, "total": 5000}}
+
+
+def json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a JSON value (a scalar is 0, `{}` and `[]` are 1)."""
+    if isinstance(value, dict):
+        return 1 + max(map(json_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(json_depth, value), default=0)
+    return 0
+
+
+class EventReportSchema(JsonBodySchema):
+    """What an agent reports of its own progress: an `agent_reported` event."""
+
+    message = fields.String(
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={
+            "description": "One line, at most `STORED_TEXT_MAX_CHARS` (500) characters, with something besides "
+            "spaces; control characters (newlines) are stored as spaces.",
+            "pattern": VISIBLE.pattern,
+        },
+    )
+    data = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(metadata={"description": "Any JSON value."}),
+        metadata={
+            "description": f"Any JSON object: at most {MAX_REPORT_DATA_BYTES} bytes as JSON, objects and arrays "
+            f"nested at most {MAX_REPORT_DATA_DEPTH} deep. Default `{{}}`.",
+        },
+    )
+
+    @validates("message")
+    def _message(self, value: str, **_: Any) -> None:
+        limit = current_settings().stored_text_max
+        if not VISIBLE.search(value):
+            raise ValidationError("Must hold something besides spaces and control characters.")
+        if len(value) > limit:
+            raise ValidationError(f"Must be at most {limit} characters.")
+
+    @validates("data")
+    def _data(self, value: dict[str, Any], **_: Any) -> None:
+        if json_depth(value) > MAX_REPORT_DATA_DEPTH:
+            raise ValidationError(f"Objects and arrays may nest at most {MAX_REPORT_DATA_DEPTH} deep.")
+        if len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_REPORT_DATA_BYTES:
+            raise ValidationError(f"Must be at most {MAX_REPORT_DATA_BYTES} bytes as JSON.")
 
 
 class EventPageSchema(ResponseSchema):

@@ -559,6 +559,22 @@ def add_result(caller: Principal | ApiKey, deployment_id: str, results: Any) -> 
     return result
 
 
+AGENT_REPORTED = "agent_reported"
+
+
+def report_event(caller: Principal | ApiKey, deployment_id: str, message: str, data: dict[str, Any]) -> DeploymentEvent:
+    """An `agent_reported` event of the deployment: the agent's own word on its progress, posted with its key
+    (or by its owner), listed with the deployment's other events and stamped with its status.
+
+    Raises:
+        NotFound: not the caller's deployment (a key: not a deployment of the key's agent).
+    """
+    deployment = deployment_for(caller, deployment_id)
+    event = lifecycle.record_event(deployment, AGENT_REPORTED, message, data)
+    db.session.commit()
+    return event
+
+
 def list_results(caller: Principal | ApiKey, deployment_id: str, *, skip: int, limit: int) -> Page[DeploymentResult]:
     """A deployment's results, newest first."""
     deployment = deployment_for(caller, deployment_id)
