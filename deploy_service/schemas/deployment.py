@@ -345,7 +345,7 @@ class EventReportSchema(JsonBodySchema):
     )
     data = fields.Dict(
         keys=fields.String(),
-        values=fields.Raw(metadata={"description": "Any JSON value."}),
+        values=fields.Raw(allow_none=True, metadata={"description": "Any JSON value."}),
         metadata={
             "description": f"Any JSON object: at most {MAX_REPORT_DATA_BYTES} bytes as JSON, objects and arrays "
             f"nested at most {MAX_REPORT_DATA_DEPTH} deep. Default `{{}}`.",

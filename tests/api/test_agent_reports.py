@@ -129,6 +129,7 @@ def _nested(depth: int) -> dict[str, Any]:
         ({"message": "ok", "data": {"list": [[[[[[[[[1]]]]]]]]]}}, "data"),
         ({"message": "ok", "data": {"nul": "a\x00b"}}, "data"),
         ({"message": "ok", "event_type": "status_changed"}, "event_type"),
+        ({"message": "ok", "data": None}, "data"),
         ({"message": "ok", "status": "ready"}, "status"),
         ({"message": "ok", "created_at": "2020-01-01T00:00:00Z"}, "created_at"),
     ],
@@ -144,13 +145,14 @@ def test_the_limits_accept_what_they_name(app: Flask, api: Api, configure: Calla
     _, deployment_id = _deployed(app, api)
     for body in (
         {"message": "x" * 500, "data": _nested(MAX_REPORT_DATA_DEPTH)},
+        {"message": "nulls are JSON", "data": {"": None, "list": [None, 1.5, True]}},
         {"message": "ok", "data": {"blob": "x" * (MAX_REPORT_DATA_BYTES - len('{"blob":""}'))}},
     ):
         assert api.post(_url(deployment_id), body).status_code == 201
     configure(STORED_TEXT_MAX_CHARS=100)
     assert_error(api.post(_url(deployment_id), {"message": "x" * 101}), 400, "validation_error")
     assert api.post(_url(deployment_id), {"message": "x" * 100}).status_code == 201
-    assert _reported(app) == 3
+    assert _reported(app) == 4
 
 
 def test_the_spec_states_the_message_rules(app: Flask, api: Api) -> None:
