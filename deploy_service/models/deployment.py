@@ -222,6 +222,8 @@ class DeploymentEvent(db.Model):  # type: ignore[name-defined]
         Index("ix_deployment_events_deployment_id_event_type_created_at", "deployment_id", "event_type", "created_at"),
         # System-wide counts of one kind of event over a time window (restarts in the last 24 h).
         Index("ix_deployment_events_event_type_created_at", "event_type", "created_at"),
+        # The event feed across deployments, newest first, paged by keyset on (created_at, id).
+        Index("ix_deployment_events_created_at_id", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -377,6 +377,40 @@ class EventPageSchema(ResponseSchema):
     limit = fields.Integer()
 
 
+class FeedEventSchema(EventSchema):
+    """An event of the feed: an event with the deployment and the agent it is about."""
+
+    deployment_id = fields.String()
+    agent_id = fields.String()
+
+
+class FeedPageSchema(ResponseSchema):
+    """A page of the event feed, newest first."""
+
+    items = fields.List(fields.Nested(FeedEventSchema))
+    total = fields.Integer(metadata={"description": "Every event of the feed under these filters."})
+    skip = fields.Integer()
+    limit = fields.Integer()
+    next_before = fields.String(
+        allow_none=True,
+        metadata={"description": "Pass as `before` for the next page (the last item's id); null on the last page."},
+    )
+
+
+class FeedArgs(PaginationArgs):
+    event_type = fields.String(validate=validate.Length(max=40), metadata={"description": f"One of: {EVENT_TYPES}."})
+    deployment_id = fields.String(validate=validate.Length(max=64))
+    agent_id = fields.String(validate=validate.Length(max=64))
+    since = UtcDateTime(metadata={"description": "Only events recorded at or after this time (ISO 8601, a zone)."})
+    before = fields.String(
+        validate=validate.Length(max=64),
+        metadata={
+            "description": "An event id (the previous page's `next_before`): only events older than it. Pages "
+            "by keyset, as fast deep in the feed as at its start; `skip` then counts from there."
+        },
+    )
+
+
 class EventListArgs(PaginationArgs):
     event_type = fields.String(validate=validate.Length(max=40), metadata={"description": f"One of: {EVENT_TYPES}."})
     status = Choice(DeploymentStatus)

@@ -219,6 +219,8 @@ PROBES: tuple[Probe, ...] = (
         ok=201,
     ),
     Probe("GET", "/v1/deployments/metrics", USER),
+    Probe("GET", "/v1/events", USER, query="deployment_id={deployment_id}", other=EMPTY),
+    Probe("GET", "/v1/system/info", USER),
     Probe("GET", "/v1/deployments/alerts", USER),
     # Alerts.
     Probe("GET", "/v1/alerts", USER),
