@@ -400,7 +400,8 @@ class DeployAgent(MethodView):
     def post(self, data: dict[str, Any]) -> Deployment:
         """Deploy an agent (agent in the body)
 
-        The same as `POST /v1/deployments`: a new deployment in `deploying`, 202 at once.
+        The same as `POST /v1/deployments` with an `agent_id` (a deploy straight from a repository or an
+        image is `POST /v1/deployments`'s): a new deployment in `deploying`, 202 at once.
         """
         agent_id = data.pop("agent_id")
         return _deploy(agent_id, data)

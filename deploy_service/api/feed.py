@@ -19,7 +19,7 @@ class Feed(MethodView):
     @blp.auth_required()
     @blp.arguments(FeedArgs, location="query")
     @blp.response(200, FeedPageSchema, prebuilt=True)
-    @blp.error(400, "`validation_error`: a bad argument, or `before` names no event of your feed.")
+    @blp.error(404, "`not_found`: `before` names no event of your feed (or someone else's event).")
     @blp.doc(operationId="listEvents")
     def get(self, args: dict[str, Any]) -> Response:
         """List events across deployments

@@ -260,7 +260,6 @@ def deploy_new_agent(actor: Principal, data: dict[str, Any], *, replicas: int = 
         (replicas, `QUOTA_REPLICAS` / `QUOTA_MEMORY_MB`, the engine not answering); nothing is written.
     """
     _check_replicas(replicas)
-    require_engine()
     named = bool(data.get("name"))
     for attempt in range(1, NAME_ATTEMPTS + 1):
         fields = dict(data)

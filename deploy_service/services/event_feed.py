@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, func, or_, select
 
-from deploy_service.errors import ValidationFailed
+from deploy_service.errors import NotFound
 from deploy_service.extensions import db
 from deploy_service.models import Deployment, DeploymentEvent, Principal
 
@@ -55,7 +55,7 @@ def list_feed(
         before: an event id of the feed (the last of the page before): only older events follow.
 
     Raises:
-        ValidationFailed: `before` names no event the caller may see.
+        NotFound: `before` names no event the caller may see (another user's is as a missing one).
     """
     narrow = {"deployment_id": deployment_id, "agent_id": agent_id}
     filters = []
@@ -75,7 +75,7 @@ def list_feed(
             ).where(_event.id == before)
         ).one_or_none()
         if cursor is None:
-            raise ValidationFailed("No such event in your feed.", details={"before": ["No such event."]})
+            raise NotFound("No such event in your feed (the `before` cursor).", details={"before": ["No such event."]})
         at, event_id = cursor
         stmt = stmt.where(or_(_event.created_at < at, and_(_event.created_at == at, _event.id < event_id)))
     rows = db.session.execute(stmt.order_by(_event.created_at.desc(), _event.id.desc()).offset(skip).limit(limit)).all()

@@ -119,7 +119,7 @@ def test_a_cursor_outside_the_callers_feed_is_refused(
     theirs = _deployed(app, Api(client, other_headers))
     [their_event, *_] = _all_ids(app, [theirs["id"]])
     for cursor in (their_event, "no-such-event"):
-        error = assert_error(api.get(f"/v1/events?before={cursor}"), 400, "validation_error")
+        error = assert_error(api.get(f"/v1/events?before={cursor}"), 404, "not_found")
         assert "before" in error["details"]
 
 
