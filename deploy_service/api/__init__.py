@@ -15,10 +15,12 @@ from deploy_service.api import (
     common,
     deployments,
     evaluations,
+    feed,
     health,
     openapi,
     releases,
     secrets,
+    system,
     tokens,
     users,
     webhooks,
@@ -38,7 +40,9 @@ BLUEPRINTS = (
     deployments.agent_blp,
     deployments.blp,
     evaluations.blp,
+    feed.blp,
     secrets.blp,
+    system.blp,
     webhooks.blp,
 )
 # Swagger UI 5 (renders OpenAPI 3.1, which the spec is), vendored by openapi-ui-bundles.

@@ -11,13 +11,15 @@ from flask import Response, stream_with_context
 from flask.views import MethodView
 
 from deploy_service.api.common import Blueprint, current_caller, current_user, json_response, links
-from deploy_service.models import Deployment, DeploymentResult
+from deploy_service.models import Deployment, DeploymentEvent, DeploymentResult
 from deploy_service.models.api_key import SCOPE_RESULTS
 from deploy_service.schemas.common import PaginationArgs, WindowArgs
 from deploy_service.schemas.deployment import (
+    REPORT_EXAMPLE,
     RESULT_EXAMPLE,
     AgentDeploymentStatusSchema,
     DeployBodySchema,
+    DeploymentCreateSchema,
     DeploymentListArgs,
     DeploymentMetricsSchema,
     DeploymentPageSchema,
@@ -25,6 +27,8 @@ from deploy_service.schemas.deployment import (
     DeployOptionsSchema,
     EventListArgs,
     EventPageSchema,
+    EventReportSchema,
+    EventSchema,
     LogArgs,
     LogsSchema,
     ResultCreateSchema,
@@ -67,6 +71,13 @@ QUOTA = (
 )
 DEPLOY_OPTIONS = {"replicas": 2, "env": {"LOG_LEVEL": "debug"}, "resources": {"cpu": 0.5, "memory_mb": 256}}
 DEPLOY_BODY = {"agent_id": "5b7c1f0e-8a2d-4c3b-9f6e-1d2a3b4c5d6e", **DEPLOY_OPTIONS}
+DEPLOY_SOURCE = {
+    "source": {"git_url": "https://github.com/acme/support-bot.git", "branch": "main"},
+    "replicas": 2,
+    "env": {"MODE": "fast"},
+    "health_check": {"path": "/health"},
+}
+DEPLOY_IMAGE = {"image": "ghcr.io/acme/support-bot:1.4", "name": "support-bot", "port": 8000}
 # With `follow=true`: OpenAPI 3.1 has `schema` of an event stream describe one event (3.2's `itemSchema`).
 SSE = {
     "text/event-stream": {
@@ -124,12 +135,24 @@ class Deployments(MethodView):
         return json_response(reads.list_deployment_bodies(current_user(), **args))
 
     @blp.auth_required()
-    @blp.arguments(DeployBodySchema, example=DEPLOY_BODY)
+    @blp.arguments(
+        DeploymentCreateSchema,
+        examples={
+            "agent": {"summary": "An agent you registered", "value": DEPLOY_BODY},
+            "source": {"summary": "Straight from a repository", "value": DEPLOY_SOURCE},
+            "image": {"summary": "Straight from an image", "value": DEPLOY_IMAGE},
+        },
+    )
     @blp.response(202, DeploymentSchema)
-    @blp.error(400, DEPLOY_INVALID)
-    @blp.error(403, QUOTA)
-    @blp.error(404, NO_AGENT)
-    @blp.error(409, DEPLOY_CONFLICT)
+    @blp.error(
+        400,
+        DEPLOY_INVALID[:-1] + "; not exactly one of `agent_id`, `source` and `image`, or a new agent's field "
+        "with `agent_id`; with `source` or `image`, anything `POST /v1/agents` refuses (the git URL, branch "
+        "and paths checked before anything runs).",
+    )
+    @blp.error(403, QUOTA.replace("(`details", "or (with `source` or `image`) `QUOTA_AGENTS` agents (`details"))
+    @blp.error(404, NO_AGENT[:-1] + "; with `source` or `image`: a secret it names is not one of yours.")
+    @blp.error(409, DEPLOY_CONFLICT[:-1] + "; with `name`: you have an agent of that name.")
     @blp.error(503, ENGINE_DOWN)
     @blp.doc(operationId="createDeployment", **DEPLOYMENT_LINKS)
     def post(self, data: dict[str, Any]) -> Deployment:
@@ -137,10 +160,16 @@ class Deployments(MethodView):
 
         Creates the agent's deployment in `deploying` and answers 202 at once; the reconciler pulls
         or builds the image and starts the replicas. The agent's owner (or an admin) may deploy it; an
-        agent has at most one live deployment (409 otherwise).
+        agent has at most one live deployment (409 otherwise). Instead of `agent_id`, a git `source`
+        (or an `image`) and any other agent field deploy straight from the repository: an agent owned by
+        you is created (named `name`, else `<repo>-<branch>`, with `-2`, `-3`... when taken) with the
+        deployment, in one transaction (a refused deploy leaves no agent behind); the answer's `agent_id`
+        names it.
         """
-        agent_id = data.pop("agent_id")
-        return _deploy(agent_id, data)
+        replicas = data.pop("replicas")
+        if "agent_id" in data:
+            return _deploy(data.pop("agent_id"), {"replicas": replicas, **data})
+        return service.deploy_new_agent(current_user(), data, replicas=replicas)
 
 
 @blp.route("/<id:deployment_id>")
@@ -273,6 +302,20 @@ class Events(MethodView):
         """
         return json_response(reads.list_event_bodies(current_user(), deployment_id, **args))
 
+    @blp.auth_required(key_scope=SCOPE_RESULTS)
+    @blp.arguments(EventReportSchema, example=REPORT_EXAMPLE)
+    @blp.response(201, EventSchema)
+    @blp.error(404, NO_DEPLOYMENT + " With an API key: not a deployment of the key's agent.")
+    @blp.doc(operationId="reportDeploymentEvent")
+    def post(self, data: dict[str, Any], deployment_id: str) -> DeploymentEvent:
+        """Report progress as an event
+
+        The agent reports its own progress (or anything worth a line in the history): an event of type
+        `agent_reported` with `message` and `data`, stamped with the deployment's status and listed by
+        `GET .../events`. Posted with the agent's API key (the `results` scope) or by the deployment's owner.
+        """
+        return service.report_event(current_caller(), deployment_id, data["message"], data.get("data") or {})
+
 
 @blp.route("/<string:deployment_id>/logs")
 class Logs(MethodView):
@@ -357,7 +400,8 @@ class DeployAgent(MethodView):
     def post(self, data: dict[str, Any]) -> Deployment:
         """Deploy an agent (agent in the body)
 
-        The same as `POST /v1/deployments`: a new deployment in `deploying`, 202 at once.
+        The same as `POST /v1/deployments` with an `agent_id` (a deploy straight from a repository or an
+        image is `POST /v1/deployments`'s): a new deployment in `deploying`, 202 at once.
         """
         agent_id = data.pop("agent_id")
         return _deploy(agent_id, data)

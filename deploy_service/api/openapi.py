@@ -152,8 +152,10 @@ def finish_spec(app: Flask) -> None:
         schemas["ResourcesInput"],
         {"properties": {"cpu": {"maximum": limits.max_cpu}, "memory_mb": {"maximum": limits.max_memory_mb}}},
     )
-    for name in ("DeployOptions", "DeployBody", "Scale"):
+    for name in ("DeployOptions", "DeployBody", "DeploymentCreate", "Scale"):
         _merge(schemas[name], {"properties": {"replicas": {"maximum": limits.max_replicas}}})
+    stored_text_max = settings_for(app).stored_text_max
+    _merge(schemas["EventReport"], {"properties": {"message": {"maxLength": stored_text_max}}})
     for name in _request_schema_names(schemas, api.spec.to_dict()["paths"]):
         _no_nul_strings(schemas[name])
     for name, scheme in SECURITY_SCHEMES.items():

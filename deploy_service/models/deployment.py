@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, text
 from sqlalchemy.ext.hybrid import hybrid_property
@@ -22,6 +22,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from deploy_service.extensions import db
 from deploy_service.models.types import JSONType, UTCDateTime, new_id, utcnow
+
+if TYPE_CHECKING:
+    from deploy_service.models.release import Release
 
 
 class DeploymentStatus(StrEnum):
@@ -160,6 +163,15 @@ class Deployment(db.Model):  # type: ignore[name-defined]
         passive_deletes=True,
     )
 
+    current_release: Mapped[Release | None] = relationship(
+        primaryjoin="and_(Deployment.id == Release.deployment_id, Deployment.revision == Release.number)",
+        viewonly=True,
+        uselist=False,
+        lazy="select",
+    )
+    """The release numbered `revision` (None before its first is added), read when asked for: what a single
+    deployment's body shows of its `source`; the read path of `services.deployment_reads` joins it itself."""
+
     __mapper_args__ = {"version_id_col": version}
 
     def __repr__(self) -> str:
@@ -216,6 +228,8 @@ class DeploymentEvent(db.Model):  # type: ignore[name-defined]
         Index("ix_deployment_events_deployment_id_event_type_created_at", "deployment_id", "event_type", "created_at"),
         # System-wide counts of one kind of event over a time window (restarts in the last 24 h).
         Index("ix_deployment_events_event_type_created_at", "event_type", "created_at"),
+        # The event feed across deployments, newest first, paged by keyset on (created_at, id).
+        Index("ix_deployment_events_created_at_id", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
-from typing import Any
+import re
+from typing import Any, TypeVar, cast
 
 from marshmallow import ValidationError, fields, validate, validates, validates_schema
 
@@ -17,6 +19,7 @@ from deploy_service.models import (
 )
 from deploy_service.schemas.agent import (
     ENV_KEYS,
+    AgentInputSchema,
     HealthCheckSchema,
     ResourcesInputSchema,
     ResourcesSchema,
@@ -35,6 +38,7 @@ from deploy_service.schemas.common import (
     page_schema,
 )
 from deploy_service.schemas.evaluation import InvocationStatsSchema
+from deploy_service.settings import current_settings
 
 MAX_RESULT_BYTES = 256 * 1024
 
@@ -61,6 +65,58 @@ class DeployBodySchema(DeployOptionsSchema):
     agent_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
+FieldT = TypeVar("FieldT", bound=fields.Field[Any])
+
+
+def _optional(field: FieldT, description: str) -> FieldT:
+    """A copy of another schema's field that may be left out (its validators kept)."""
+    optional = copy.copy(field)
+    optional.required = False
+    optional.metadata = {**field.metadata, "description": description}
+    return optional
+
+
+DEPLOY_OPTIONS = frozenset(DeployBodySchema().fields)
+"""The fields of a deploy of an existing agent (`agent_id`, `replicas`, `env`, `resources`)."""
+NEW_AGENT_ONLY = tuple(sorted(set(AgentInputSchema().fields) - DEPLOY_OPTIONS))
+"""The agent's fields that only a deploy that makes a new agent takes: all of `AgentInputSchema`'s, whatever
+it holds, but for `env` and `resources` (for an existing agent, overrides of its own)."""
+WHAT_TO_DEPLOY = ("agent_id", "source", "image")
+
+
+class DeploymentCreateSchema(AgentInputSchema):
+    """`POST /v1/deployments`: a deploy of an existing agent (`agent_id`, with `replicas` and the `env` and
+    `resources` overrides), or of a new agent made from a git `source` or an `image` and any other field of
+    an agent (validated exactly as `POST /v1/agents` validates them; `name` is optional). Exactly one of
+    `agent_id`, `source` and `image`."""
+
+    agent_id = fields.String(
+        validate=DeployBodySchema._declared_fields["agent_id"].validate,
+        metadata={"description": "The agent to deploy; or give `source` or `image` to make one."},
+    )
+    name = _optional(
+        cast(fields.String, AgentInputSchema._declared_fields["name"]),
+        "The new agent's name (with `source` or `image`); default `<repo>-<branch>` for a source, "
+        "`<image name>-<tag>` for an image, with `-2`, `-3`... added when you have an agent of that name.",
+    )
+    replicas = DeployOptionsSchema._declared_fields["replicas"]
+
+    @validates_schema
+    def _image_xor_source(self, data: dict[str, Any], **kwargs: Any) -> None:
+        """Overrides the agent's rule: exactly one of the three, and the agent's fields only for a new one
+        (whose rule, about image, source, env and secrets, then applies as it is)."""
+        given = [name for name in WHAT_TO_DEPLOY if data.get(name)]
+        if len(given) != 1:
+            message = "Give exactly one of agent_id, source or image."
+            raise ValidationError({name: [message] for name in (given or WHAT_TO_DEPLOY)})
+        if given == ["agent_id"]:
+            extra = sorted(set(data) & set(NEW_AGENT_ONLY))
+            if extra:
+                raise ValidationError({name: ["Only for a new agent (with source or image)."] for name in extra})
+            return
+        AgentInputSchema._image_xor_source(self, data, **kwargs)
+
+
 class ScaleSchema(JsonBodySchema):
     """The new replica count."""
 
@@ -78,7 +134,8 @@ EVENT_TYPES = (
     "containers_removed, replica_replaced, replica_removed, restart_backoff, rollout_complete, health_passed, "
     "health_failed, service_created, service_scaled, service_removed, rolling_update, release_created, "
     "rollout_started, rollout_completed, rollout_failed, rolled_back, replicas_replaced, rollback_requested, "
-    "replica_succeeded, job_succeeded, job_timed_out"
+    "replica_succeeded, job_succeeded, job_timed_out, "
+    "agent_reported (posted by the agent or its owner: `POST /v1/deployments/{id}/events`)"
 )
 
 
@@ -148,6 +205,14 @@ class DeploymentConfigSchema(ResponseSchema):
     )
 
 
+class ReleaseSourceSchema(ResponseSchema):
+    """The git source a release was built from."""
+
+    git_url = fields.String(metadata={"format": "git-url", "example": "https://github.com/acme/agent.git"})
+    branch = fields.String(metadata={"example": "main"})
+    commit = fields.String(allow_none=True, metadata={"description": "The full SHA built; null until recorded."})
+
+
 class DeploymentSchema(ResponseSchema):
     """A deployment: what was asked (`desired_state`, `replicas.desired`) and what runs (`status`, instances)."""
 
@@ -163,6 +228,15 @@ class DeploymentSchema(ResponseSchema):
     )
     generation = fields.Integer(metadata={"description": "Bumped by each restart."})
     config = Computed("_config", schema=DeploymentConfigSchema)
+    source = Computed(
+        "_source",
+        schema=ReleaseSourceSchema,
+        allow_none=True,
+        metadata={
+            "description": "For an agent built from git: the repository, branch and the commit its current "
+            "release built (null until a build checked it out); null for an image agent."
+        },
+    )
     error = fields.String(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
@@ -181,6 +255,10 @@ class DeploymentSchema(ResponseSchema):
 
     def _config(self, deployment: Any) -> dict[str, Any]:
         return {key: value for key, value in (deployment.config or {}).items() if key != "overrides"}
+
+    def _source(self, deployment: Any) -> dict[str, Any] | None:
+        release = deployment.current_release
+        return release.source if release is not None else None
 
     def _instances(self, deployment: Any) -> list[dict[str, Any]]:
         live = deployment.status not in WITHOUT_REPLICAS
@@ -240,6 +318,60 @@ class EventSchema(ResponseSchema):
     created_at = fields.DateTime()
 
 
+MAX_REPORT_DATA_BYTES = 16 * 1024
+VISIBLE = re.compile(r"^[^\u0000]*[^\s\u0000-\u001f\u007f][^\u0000]*$")
+"""Text with a character that is neither a space nor a control character (which events store as spaces), and no
+NUL (which no text column stores)."""
+MAX_REPORT_DATA_DEPTH = 8
+REPORT_EXAMPLE = {"message": "Indexed 1200 of 5000 documents.", "data": {"done": 1200, "total": 5000}}
+
+
+def json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a JSON value (a scalar is 0, `{}` and `[]` are 1)."""
+    if isinstance(value, dict):
+        return 1 + max(map(json_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(json_depth, value), default=0)
+    return 0
+
+
+class EventReportSchema(JsonBodySchema):
+    """What an agent reports of its own progress: an `agent_reported` event."""
+
+    message = fields.String(
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={
+            "description": "One line, at most `STORED_TEXT_MAX_CHARS` (500) characters, with something besides "
+            "spaces; control characters (newlines) are stored as spaces.",
+            "pattern": VISIBLE.pattern,
+        },
+    )
+    data = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(allow_none=True, metadata={"description": "Any JSON value."}),
+        metadata={
+            "description": f"Any JSON object: at most {MAX_REPORT_DATA_BYTES} bytes as JSON, objects and arrays "
+            f"nested at most {MAX_REPORT_DATA_DEPTH} deep. Default `{{}}`.",
+        },
+    )
+
+    @validates("message")
+    def _message(self, value: str, **_: Any) -> None:
+        limit = current_settings().stored_text_max
+        if not VISIBLE.search(value):
+            raise ValidationError("Must hold something besides spaces and control characters.")
+        if len(value) > limit:
+            raise ValidationError(f"Must be at most {limit} characters.")
+
+    @validates("data")
+    def _data(self, value: dict[str, Any], **_: Any) -> None:
+        if json_depth(value) > MAX_REPORT_DATA_DEPTH:
+            raise ValidationError(f"Objects and arrays may nest at most {MAX_REPORT_DATA_DEPTH} deep.")
+        if len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) > MAX_REPORT_DATA_BYTES:
+            raise ValidationError(f"Must be at most {MAX_REPORT_DATA_BYTES} bytes as JSON.")
+
+
 class EventPageSchema(ResponseSchema):
     deployment_id = fields.String()
     deployment_status = Choice(DeploymentStatus)
@@ -247,6 +379,40 @@ class EventPageSchema(ResponseSchema):
     total = fields.Integer()
     skip = fields.Integer()
     limit = fields.Integer()
+
+
+class FeedEventSchema(EventSchema):
+    """An event of the feed: an event with the deployment and the agent it is about."""
+
+    deployment_id = fields.String()
+    agent_id = fields.String()
+
+
+class FeedPageSchema(ResponseSchema):
+    """A page of the event feed, newest first."""
+
+    items = fields.List(fields.Nested(FeedEventSchema))
+    total = fields.Integer(metadata={"description": "Every event of the feed under these filters."})
+    skip = fields.Integer()
+    limit = fields.Integer()
+    next_before = fields.String(
+        allow_none=True,
+        metadata={"description": "Pass as `before` for the next page (the last item's id); null on the last page."},
+    )
+
+
+class FeedArgs(PaginationArgs):
+    event_type = fields.String(validate=validate.Length(max=40), metadata={"description": f"One of: {EVENT_TYPES}."})
+    deployment_id = fields.String(validate=validate.Length(max=64))
+    agent_id = fields.String(validate=validate.Length(max=64))
+    since = UtcDateTime(metadata={"description": "Only events recorded at or after this time (ISO 8601, a zone)."})
+    before = fields.String(
+        validate=validate.Length(max=64),
+        metadata={
+            "description": "An event id (the previous page's `next_before`): only events older than it. Pages "
+            "by keyset, as fast deep in the feed as at its start; `skip` then counts from there."
+        },
+    )
 
 
 class EventListArgs(PaginationArgs):
@@ -330,7 +496,25 @@ def _results_schema(component: str) -> dict[str, Any]:
     }
 
 
+_PRESENT = {"agent_id": {"type": "string"}, "image": {"type": "string"}, "source": {"type": "object"}}
+
+
+def _both(first: str, second: str) -> dict[str, Any]:
+    return {"required": [first, second], "properties": {first: _PRESENT[first], second: _PRESENT[second]}}
+
+
+# `DeploymentCreate`'s cross-field rules (`DeploymentCreateSchema._image_xor_source`), said with `not` as
+# `schemas.agent.OPENAPI_RULES` says the agent's: exactly one of agent_id, image and source, and no new
+# agent's field beside agent_id.
+_DEPLOYMENT_CREATE_REFUSED: list[dict[str, Any]] = [
+    _both("agent_id", "image"),
+    _both("agent_id", "source"),
+    _both("image", "source"),
+    {"not": {"required": ["agent_id"]}, "properties": {"image": {"type": "null"}, "source": {"type": "null"}}},
+    {"required": ["agent_id"], "anyOf": [{"required": [name]} for name in NEW_AGENT_ONLY]},
+]
 OPENAPI_RULES: dict[str, dict[str, Any]] = {
+    "DeploymentCreate": {"not": {"anyOf": _DEPLOYMENT_CREATE_REFUSED}},
     "ResultCreate": {"properties": {"results": _results_schema("ResultCreate")}},
     "Result": {"properties": {"results": _results_schema("Result")}},
 }

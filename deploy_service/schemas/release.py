@@ -8,17 +8,9 @@ from marshmallow import fields, validate
 
 from deploy_service.models import ReleaseReason, ReleaseStatus
 from deploy_service.schemas.common import Choice, Computed, JsonBodySchema, ResponseSchema, page_schema
-from deploy_service.schemas.deployment import DeploymentConfigSchema
+from deploy_service.schemas.deployment import DeploymentConfigSchema, ReleaseSourceSchema
 
 ANY_JSON = {"description": "Any JSON value (null: not set)."}
-
-
-class ReleaseSourceSchema(ResponseSchema):
-    """The git source a release was built from."""
-
-    git_url = fields.String(metadata={"format": "git-url", "example": "https://github.com/acme/agent.git"})
-    branch = fields.String(metadata={"example": "main"})
-    commit = fields.String(allow_none=True, metadata={"description": "The full SHA built; null until recorded."})
 
 
 class ReleaseSchema(ResponseSchema):

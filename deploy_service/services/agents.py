@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -196,8 +197,12 @@ def list_agents(
     return paginate(stmt.order_by(Agent.created_at.desc(), Agent.id.desc()), skip=skip, limit=limit)
 
 
-def create_agent(actor: Principal, data: dict[str, Any]) -> Agent:
-    """Register an agent owned by the caller.
+def add_agent(actor: Principal, data: dict[str, Any]) -> Agent:
+    """An agent owned by the caller, checked and added to the session; the caller flushes and commits.
+
+    `data` is what `AgentInputSchema` loaded. This is the one place an agent is made: by `POST /v1/agents`
+    (`create_agent`), and by a deploy straight from a repository or an image, which adds its deployment in
+    the same transaction.
 
     Raises:
         NotFound: it references secrets the caller does not have.
@@ -215,8 +220,47 @@ def create_agent(actor: Principal, data: dict[str, Any]) -> Agent:
     quotas.check_new_agent(actor, actor.id)
     agent = Agent(owner_id=actor.id, **data)
     db.session.add(agent)
+    return agent
+
+
+def create_agent(actor: Principal, data: dict[str, Any]) -> Agent:
+    """Register an agent owned by the caller (see `add_agent` for what is checked, and the errors)."""
+    agent = add_agent(actor, data)
     _commit_or_conflict(agent.name)
     return agent
+
+
+_NAME_JUNK = re.compile(r"[^A-Za-z0-9._-]+")
+MAX_NAME = 100
+
+
+def default_name(data: dict[str, Any]) -> str:
+    """The name of an agent made by a deploy that gave none: `<repo>-<branch>` for a git source,
+    `<image name>-<tag>` for an image (`latest` without one); characters a name cannot hold become `-`."""
+    if data.get("source"):
+        source = data["source"]
+        base = source["git_url"].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+        tail = source.get("branch") or SOURCE_DEFAULTS["branch"]
+    else:
+        last = data["image"].split("@", 1)[0].rsplit("/", 1)[-1]  # a registry's `:port` is before a `/`
+        base, _, tag = last.partition(":")
+        tail = tag or "latest"
+    name = _NAME_JUNK.sub("-", f"{base}-{tail}").strip("-._")[:MAX_NAME] or "agent"
+    return name if name[0].isalnum() else f"agent-{name}"[:MAX_NAME]
+
+
+def unique_name(owner_id: str, base: str) -> str:
+    """`base`, or `base-2`, `base-3`... : the first that the owner has no agent of (read now; the unique
+    constraint still decides between two concurrent requests)."""
+    stem = base[: MAX_NAME - 8]
+    similar = or_(Agent.name == base, Agent.name.startswith(stem, autoescape=True))
+    taken = set(db.session.scalars(select(Agent.name).where(Agent.owner_id == owner_id, similar)))
+    if base not in taken:
+        return base
+    suffix = 2
+    while f"{stem}-{suffix}" in taken:
+        suffix += 1
+    return f"{stem}-{suffix}"
 
 
 def update_agent(actor: Principal, agent_id: str, data: dict[str, Any]) -> Agent:

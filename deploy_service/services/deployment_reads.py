@@ -33,6 +33,7 @@ from deploy_service.models import (
     DeploymentEvent,
     Instance,
     Principal,
+    Release,
     is_ready,
     is_running,
 )
@@ -41,6 +42,7 @@ from deploy_service.rawdb import PreparedQuery
 _deployments = Deployment.__table__
 _instances = Instance.__table__
 _events = DeploymentEvent.__table__
+_releases = Release.__table__
 
 
 class _IsoTimestamp(TypeDecorator[Any]):
@@ -118,6 +120,33 @@ def _public_config_postgresql(element: _PublicConfig, compiler: Any, **kw: Any) 
     return "CAST((deployments.config - 'overrides') AS TEXT)"
 
 
+class _JsonText(FunctionElement[Any]):
+    """A JSON value read as `_RawJSON`: SQLite keeps it as text already, PostgreSQL's JSONB is cast to text."""
+
+    type = _RawJSON()
+    inherit_cache = True
+
+
+@compiles(_JsonText)
+def _json_text_default(element: _JsonText, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(_JsonText, "postgresql")
+def _json_text_postgresql(element: _JsonText, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.clauses, **kw)} AS TEXT)"
+
+
+# The current release's `{git_url, branch, commit}` (NULL for an image agent): one row by the unique
+# (deployment_id, number) index, looked up per deployment of the page.
+_CURRENT_SOURCE = _JsonText(
+    select(_releases.c.source)
+    .where(_releases.c.deployment_id == _deployments.c.id, _releases.c.number == _deployments.c.revision)
+    .correlate(_deployments)
+    .scalar_subquery()
+)
+
+
 def _timestamp(column: Any) -> Any:
     return _IsoText(column).label(column.name)
 
@@ -136,6 +165,7 @@ DEPLOYMENT_FIELDS: tuple[tuple[str, Any], ...] = (
     ("revision", _deployments.c.revision),
     ("generation", _deployments.c.generation),
     ("config", _PublicConfig().label("config")),
+    ("source", _CURRENT_SOURCE.label("source")),
     ("error", _deployments.c.error),
     ("created_at", _timestamp(_deployments.c.created_at)),
     ("updated_at", _timestamp(_deployments.c.updated_at)),

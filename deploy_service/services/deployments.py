@@ -26,6 +26,7 @@ from deploy_service.models import (
     AgentKind,
     ApiKey,
     Deployment,
+    DeploymentEvent,
     DeploymentResult,
     DeploymentStatus,
     DesiredState,
@@ -37,7 +38,7 @@ from deploy_service.models import (
 from deploy_service.models.types import new_id
 from deploy_service.references import BUILT_IMAGE_REPOSITORY, InvalidReference, check_git_origin, check_image_origin
 from deploy_service.services import alerts, lifecycle, notify, quotas
-from deploy_service.services.agents import get_agent
+from deploy_service.services.agents import add_agent, default_name, get_agent, unique_name
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.engine import require_engine
 from deploy_service.settings import current_settings
@@ -245,6 +246,70 @@ def create_deployment(
     if existing is not None:
         raise Conflict("The agent already has a live deployment.", details={"deployment_id": existing.id})
     overrides = {key: value for key, value in (("env", env), ("resources", resources)) if value}
+    deployment = _add_deployment(actor, agent, replicas=replicas, overrides=overrides)
+    try:
+        db.session.commit()
+    except IntegrityError as exc:
+        db.session.rollback()
+        existing = live_deployment(agent_id)
+        raise Conflict(
+            "The agent already has a live deployment.", details={"deployment_id": existing.id if existing else None}
+        ) from exc
+    notify.desired_state_changed()
+    return deployment
+
+
+NAME_ATTEMPTS = 3
+
+
+def deploy_new_agent(actor: Principal, data: dict[str, Any], *, replicas: int = 1) -> Deployment:
+    """Deploy straight from a repository or an image: an agent owned by the caller, made from `data` (what
+    `AgentInputSchema` takes, `name` optional) exactly as `POST /v1/agents` makes one, and its deployment,
+    in one transaction: a refused deploy leaves no agent behind.
+
+    Without `name`, the agent is named `agents.default_name(data)`, with a suffix (`-2`, `-3`...) when the
+    caller has an agent of that name already (chosen again if a concurrent request took it first).
+
+    Raises:
+        As `agents.add_agent` (secrets, registry_auth, the name taken, `QUOTA_AGENTS`) and `create_deployment`
+        (replicas, `QUOTA_REPLICAS` / `QUOTA_MEMORY_MB`, the engine not answering); nothing is written.
+    """
+    _check_replicas(replicas)
+    named = bool(data.get("name"))
+    for attempt in range(1, NAME_ATTEMPTS + 1):
+        fields = dict(data)
+        if not named:
+            fields["name"] = unique_name(actor.id, default_name(data))
+        try:
+            agent = add_agent(actor, fields)
+            db.session.flush()  # the agent's column defaults, which its deployment's config is resolved from
+            deployment = _add_deployment(actor, agent, replicas=replicas, overrides={}, agent_created=True)
+            db.session.commit()
+        except IntegrityError as exc:
+            db.session.rollback()
+            if named or attempt == NAME_ATTEMPTS:
+                raise Conflict("You already have an agent with this name.", details={"name": fields["name"]}) from exc
+            continue
+        except Exception:
+            db.session.rollback()
+            raise
+        notify.desired_state_changed()
+        return deployment
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _add_deployment(
+    actor: Principal, agent: Agent, *, replicas: int, overrides: dict[str, Any], agent_created: bool = False
+) -> Deployment:
+    """A new deployment of `agent` in `deploying`, with its first release and events, added to the session
+    (the caller commits).
+
+    Raises:
+        ValidationFailed: the overrides clash with the agent's secrets, or its image or source is one it may
+            no longer name.
+        EngineUnavailable: the engine does not answer.
+        QuotaExceeded: as `quotas.check_deployment` (which rolls the transaction back).
+    """
     config = resolve_config(agent, overrides)
     require_engine()
     quotas.check_deployment(actor, agent.owner_id, replicas=replicas, config=config)
@@ -264,22 +329,20 @@ def create_deployment(
     db.session.add(deployment)
     db.session.flush()
     agent.status = lifecycle.agent_status_for(deployment, DeploymentStatus.DEPLOYING)
+    made = " (the agent was created by this deploy)" if agent_created else ""
     lifecycle.record_event(
         deployment,
         "created",
-        f"Deployment of {agent.name!r} created with {replicas} replica(s).",
-        {"replicas": replicas, "image": agent.image, "source": agent.source, "revision": 1},
+        f"Deployment of {agent.name!r} created with {replicas} replica(s){made}.",
+        {
+            "replicas": replicas,
+            "image": agent.image,
+            "source": agent.source,
+            "revision": 1,
+            **({"agent_created": True} if agent_created else {}),
+        },
     )
     lifecycle.begin_release(deployment, 1, ReleaseReason.DEPLOY, created_by=actor.id)
-    try:
-        db.session.commit()
-    except IntegrityError as exc:
-        db.session.rollback()
-        existing = live_deployment(agent_id)
-        raise Conflict(
-            "The agent already has a live deployment.", details={"deployment_id": existing.id if existing else None}
-        ) from exc
-    notify.desired_state_changed()
     return deployment
 
 
@@ -480,6 +543,22 @@ def add_result(caller: Principal | ApiKey, deployment_id: str, results: Any) -> 
     lifecycle.record_event(deployment, "result_added", "A result was added.", {"result_id": result.id})
     db.session.commit()
     return result
+
+
+AGENT_REPORTED = "agent_reported"
+
+
+def report_event(caller: Principal | ApiKey, deployment_id: str, message: str, data: dict[str, Any]) -> DeploymentEvent:
+    """An `agent_reported` event of the deployment: the agent's own word on its progress, posted with its key
+    (or by its owner), listed with the deployment's other events and stamped with its status.
+
+    Raises:
+        NotFound: not the caller's deployment (a key: not a deployment of the key's agent).
+    """
+    deployment = deployment_for(caller, deployment_id)
+    event = lifecycle.record_event(deployment, AGENT_REPORTED, message, data)
+    db.session.commit()
+    return event
 
 
 def list_results(caller: Principal | ApiKey, deployment_id: str, *, skip: int, limit: int) -> Page[DeploymentResult]:

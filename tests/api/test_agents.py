@@ -124,24 +124,40 @@ def test_invalid_image_references(client: FlaskClient, auth: AuthActions, app: F
     assert count_agents(app) == 0
 
 
-@pytest.mark.parametrize(
-    "git_url",
-    [
-        "ext::sh -c touch% /tmp/pwned",
-        "--upload-pack=touch /tmp/pwned",
-        "-uanything",
-        "file:///tmp/repo",
-        "/tmp/repo",
-        "http://github.com/acme/agent.git",
-        "ssh://git@github.com/acme/agent.git",
-        "git://github.com/acme/agent.git",
-        "git@github.com:acme/agent.git",
-        "https://user:token@github.com/acme/agent.git",
-        "https://github.com",
-        "https://-oProxyCommand=x/repo",
-        "https://github.com/acme/agent.git\n--upload-pack=x",
-    ],
-)
+UNSAFE_GIT_URLS = [
+    "ext::sh -c touch% /tmp/pwned",
+    "--upload-pack=touch /tmp/pwned",
+    "-uanything",
+    "file:///tmp/repo",
+    "/tmp/repo",
+    "http://github.com/acme/agent.git",
+    "ssh://git@github.com/acme/agent.git",
+    "git://github.com/acme/agent.git",
+    "git@github.com:acme/agent.git",
+    "https://user:token@github.com/acme/agent.git",
+    "https://github.com",
+    "https://-oProxyCommand=x/repo",
+    "https://github.com/acme/agent.git\n--upload-pack=x",
+]
+"""Git URLs that would run something, reach the local filesystem or carry credentials (the injection set);
+tests/api/test_deploy_from_source.py sends them to `POST /v1/deployments` too."""
+UNSAFE_BRANCHES = [
+    "-b",
+    "--upload-pack=x",
+    "main..dev",
+    "feature~1",
+    "a b",
+    "x.lock",
+    "refs/heads/",
+    ".hidden",
+    "a@{1}",
+    "a:b",
+    "",
+]
+"""Branch names git would read as an option, or refuses."""
+
+
+@pytest.mark.parametrize("git_url", UNSAFE_GIT_URLS)
 def test_unsafe_git_urls_are_refused(client: FlaskClient, auth: AuthActions, app: Flask, git_url: str) -> None:
     _, headers = auth.user()
     payload = agent_payload(image=None, source={"git_url": git_url})
@@ -150,10 +166,7 @@ def test_unsafe_git_urls_are_refused(client: FlaskClient, auth: AuthActions, app
     assert count_agents(app) == 0
 
 
-@pytest.mark.parametrize(
-    "branch",
-    ["-b", "--upload-pack=x", "main..dev", "feature~1", "a b", "x.lock", "refs/heads/", ".hidden", "a@{1}", "a:b", ""],
-)
+@pytest.mark.parametrize("branch", UNSAFE_BRANCHES)
 def test_unsafe_branches_are_refused(client: FlaskClient, auth: AuthActions, branch: str) -> None:
     _, headers = auth.user()
     payload = agent_payload(image=None, source={"git_url": "https://github.com/acme/a.git", "branch": branch})

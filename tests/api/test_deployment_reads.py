@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from deploy_service.extensions import db
-from deploy_service.models import Deployment, DeploymentEvent, Instance
+from deploy_service.models import Deployment, DeploymentEvent, Instance, Release
 from deploy_service.schemas.deployment import DeploymentSchema, EventPageSchema, EventSchema, InstanceSchema
 from deploy_service.services import lifecycle
 from deploy_service.services.deployment_reads import DEPLOYMENT_FIELDS, EVENT_FIELDS, INSTANCE_FIELDS
@@ -40,6 +40,7 @@ def _instance(index: int, **fields: Any) -> dict[str, Any]:
     return {**defaults, **fields}
 
 
+SOURCE = {"git_url": "https://git.example.com/acme/agent.git", "branch": "main"}
 SHAPES: dict[str, dict[str, Any]] = {
     "ready, one replica unhealthy, one never started": {
         "status": "ready",
@@ -64,12 +65,25 @@ SHAPES: dict[str, dict[str, Any]] = {
     },
     "killed": {"status": "killed", "desired_state": "deleted", "ended_at": T0, "instances": []},
     "failed before anything started": {"status": "failed", "error": "image not found", "image": None},
+    "git agent at release 2, its commit built": {
+        "status": "ready",
+        "revision": 2,
+        "releases": [
+            {"number": 1, "status": "superseded", "source": {**SOURCE, "commit": "a" * 40}},
+            {"number": 2, "status": "active", "source": {**SOURCE, "commit": "b" * 40}},
+        ],
+    },
+    "git agent before its build": {
+        "releases": [{"number": 1, "status": "pending", "source": {**SOURCE, "commit": None}}]
+    },
+    "image agent with its release": {"releases": [{"number": 1, "status": "active", "source": None}]},
 }
 
 
 def _make(app: Flask, owner_id: str, agent_id: str, shape: dict[str, Any]) -> str:
     fields = dict(shape)
     instances = fields.pop("instances", [])
+    releases = fields.pop("releases", [])
     with app.app_context():
         deployment = Deployment(
             agent_id=agent_id,
@@ -80,6 +94,9 @@ def _make(app: Flask, owner_id: str, agent_id: str, shape: dict[str, Any]) -> st
         )
         deployment.instances = [Instance(**instance) for instance in instances]
         db.session.add(deployment)
+        db.session.flush()
+        for release in releases:
+            db.session.add(Release(deployment_id=deployment.id, reason="deploy", image=deployment.image, **release))
         db.session.commit()
         return str(deployment.id)
 
@@ -107,6 +124,8 @@ def test_get_by_id_matches_the_schema(app: Flask, client: FlaskClient, auth: Aut
     assert list(body) == list(expected)
     assert [list(instance) for instance in body["instances"]] == [list(i) for i in expected["instances"]]
     assert "overrides" not in body["config"]
+    current = [r for r in SHAPES[shape].get("releases", []) if r["number"] == SHAPES[shape].get("revision", 1)]
+    assert body["source"] == (current[0]["source"] if current else None)
     assert body["created_at"].endswith("+00:00")
 
 

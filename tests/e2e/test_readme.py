@@ -7,9 +7,10 @@ port in `BASE=http://localhost:5000`, and each `curl` call site is numbered, so 
 call answered is known. A call must succeed (2xx) unless its command announces another status in a
 comment (`# → 409`); any other answer fails the test, naming the line.
 
-One setting differs from a bare `make run`: `WEBHOOK_ALLOW_PRIVATE_TARGETS=true`, because this machine
+Two settings differ from a bare `make run`: `WEBHOOK_ALLOW_PRIVATE_TARGETS=true`, because this machine
 resolves no public name (the webhook example's `ops.example.com` would be refused as unresolvable);
-no alert is raised in the walk-through, so nothing is ever sent to it.
+no alert is raised in the walk-through, so nothing is ever sent to it. And `ALLOW_LOCAL_GIT_SOURCES=true`,
+which the README's deploy straight from a repository asks for: its repository is a local one (no network).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ README = ROOT / "README.md"
 WALK_THROUGH = (
     "### curl walk-through",
     "### Deploying an agent, and watching it",
+    "### Deploying straight from a repository",
     "### Releases and rollback",
     "### Jobs: agents that run to completion",
     "### API keys and calling an agent",
@@ -97,6 +99,7 @@ def service(tmp_path: Path, processes: ProcessGroup, docker_engine: Any) -> Iter
         DATABASE_URL=f"sqlite:///{tmp_path / 'readme.db'}",
         ENGINE_NAMESPACE=namespace,
         WEBHOOK_ALLOW_PRIVATE_TARGETS="true",
+        ALLOW_LOCAL_GIT_SOURCES="true",  # the repository deploy's block deploys a local repository, as it says
         VENV=sys.prefix,  # the virtualenv running the tests, so bootstrap.sh finds it made
         PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
     )

@@ -85,6 +85,9 @@ MASS_ASSIGNMENT: list[tuple[str, str, dict[str, Any], str, Any]] = [
             ("instances", []),
             ("revision", 99),
         ]
+        # `image` is a field of `POST /v1/deployments` (a deploy straight from an image): beside `agent_id` it is
+        # refused as one of the three things to deploy (tests/api/test_deploy_from_source.py).
+        if (path, field) != ("/v1/deployments", "image")
     ],
     *[
         ("POST", "/v1/deployments/{deployment_id}/scale", {"replicas": 2}, field, value)
