@@ -176,7 +176,11 @@ class DeploymentSchema(ResponseSchema):
         return replica_counts(deployment)
 
     def _config(self, deployment: Any) -> dict[str, Any]:
-        return {key: value for key, value in (deployment.config or {}).items() if key != "overrides"}
+        return {
+            key: value
+            for key, value in (deployment.config or {}).items()
+            if key not in ("overrides", "secret_versions")
+        }
 
     def _instances(self, deployment: Any) -> list[dict[str, Any]]:
         live = deployment.status not in WITHOUT_REPLICAS

@@ -28,9 +28,10 @@ from deploy_service.services.deployments import (
 )
 from deploy_service.services.engine import require_engine
 
-HIDDEN_CONFIG = frozenset({"image", "source", "overrides"})
-"""Config keys a diff leaves out: `image` and `source` are the release's own fields, and the deploy-time
-overrides are already in the resolved `env` and `resources`."""
+HIDDEN_CONFIG = frozenset({"image", "source", "overrides", "secret_versions"})
+"""Config keys a diff leaves out: `image` and `source` are the release's own fields, the deploy-time
+overrides are already in the resolved `env` and `resources`, and a secret's version shows as `rotated`."""
+ROTATED = "rotated"
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,21 @@ def changes(before: Release | None, after: Release) -> list[Change]:
     if before is None:
         return []
     old, new = flat_fields(before), flat_fields(after)
-    return [
+    found = [
         Change(field, old.get(field), new.get(field))
         for field in sorted(old.keys() | new.keys())
         if old.get(field) != new.get(field)
+    ]
+    return found + rotations(before, after)
+
+
+def rotations(before: Release, after: Release) -> list[Change]:
+    """`secrets.<name>: rotated` for each secret both releases use whose value was rotated in between (from its
+    recorded version; never a value). A release recorded before versions were kept shows no rotation."""
+    old = (before.config or {}).get("secret_versions") or {}
+    new = (after.config or {}).get("secret_versions") or {}
+    return [
+        Change(f"secrets.{name}", None, ROTATED) for name in sorted(old.keys() & new.keys()) if old[name] != new[name]
     ]
 
 

@@ -73,7 +73,7 @@ def test_a_database_with_users_names_its_oldest_as_the_first_account(make_app: A
             assert connection.execute(text("SELECT slot, user_id FROM first_account")).all() == [(1, "user-2")]
         db.engine.dispose()
     later = app.test_client().post("/v1/auth/register", json={"email": "later@example.com", "password": "pw-12345678"})
-    assert later.status_code == 201 and later.get_json()["role"] == "user"
+    assert later.status_code == 201 and later.get_json()["role"] == "developer"
 
 
 def test_every_existing_deployment_gets_release_1_as_its_status_says(make_app: Any, empty_database_url: str) -> None:
