@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import g
 from sqlalchemy import bindparam, or_, select, update
@@ -154,13 +154,13 @@ def authenticate(presented: str) -> TokenCaller | None:
     return TokenCaller(user=principal, token_id=token_id, scopes=tuple(scopes or ()))
 
 
-def _touch(token_id: str, now: object, stale_before: object) -> None:
+def _touch(token_id: str, now: datetime, stale_before: datetime) -> None:
     """Record a use; one UPDATE that only the first of concurrent requests (on any worker) wins."""
     db.session.execute(
         update(PersonalToken)
         .where(
             PersonalToken.id == token_id,
-            or_(PersonalToken.last_used_at.is_(None), PersonalToken.last_used_at < stale_before),
+            or_(PersonalToken.last_used_at.is_(None), PersonalToken.last_used_at <= stale_before),
         )
         .values(last_used_at=now)
     )

@@ -27,6 +27,7 @@ from deploy_service.services.deployments import (
     roll_out,
 )
 from deploy_service.services.engine import require_engine
+from deploy_service.services.secrets import secret_versions
 
 HIDDEN_CONFIG = frozenset({"image", "source", "overrides", "secret_versions"})
 """Config keys a diff leaves out: `image` and `source` are the release's own fields, the deploy-time
@@ -178,6 +179,9 @@ def rollback(actor: Principal, deployment_id: str, *, release: int | None = None
     mode = lifecycle.check_restart(deployment)
     target = _target(deployment, release)
     config = dict(target.config or {})
+    # The target's secrets by name, at the versions they have now: a rollback runs today's values (a rotation
+    # is never undone by it), and its release records what it runs.
+    config["secret_versions"] = secret_versions(deployment.owner_id, (config.get("secrets") or {}).values())
     if config.get("source"):
         check_stored_git_origin(config["source"])
     else:

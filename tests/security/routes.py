@@ -115,7 +115,7 @@ PROBES: tuple[Probe, ...] = (
     # Agents.
     Probe("GET", "/v1/agents", USER),
     Probe("GET", "/v1/agents", USER, query="owner_id={user_id}", other=FORBIDDEN, tags=("admin_filter",)),
-    Probe("POST", "/v1/agents", USER, body={"name": "mine", "image": "deploy-test/http-agent:latest"}),
+    Probe("POST", "/v1/agents", USER, body={"name": "mine", "image": "deploy-test/http-agent:latest"}, ok=201),
     Probe("GET", A_ITEM, USER, "/v1/agents/{agent_id}", other=NOT_FOUND),
     Probe("PATCH", A_ITEM, USER, "/v1/agents/{agent_id}", body={"description": "taken over"}, other=NOT_FOUND),
     Probe("DELETE", A_ITEM, USER, "/v1/agents/{agent_id}", other=NOT_FOUND, tags=("idle_agent",), ok=204),
@@ -241,7 +241,7 @@ PROBES: tuple[Probe, ...] = (
     ),
     # Secrets.
     Probe("GET", "/v1/secrets", USER),
-    Probe("POST", "/v1/secrets", USER, body={"name": "mine", "value": "v"}),
+    Probe("POST", "/v1/secrets", USER, body={"name": "mine", "value": "v"}, ok=201),
     Probe("GET", "/v1/secrets/<string:secret_id>", USER, "/v1/secrets/{secret_id}", other=NOT_FOUND),
     Probe(
         "PUT",
@@ -254,7 +254,7 @@ PROBES: tuple[Probe, ...] = (
     Probe("DELETE", "/v1/secrets/<string:secret_id>", USER, "/v1/secrets/{secret_id}", other=NOT_FOUND, ok=204),
     # Webhooks.
     Probe("GET", "/v1/webhooks", USER),
-    Probe("POST", "/v1/webhooks", USER, body={"url": "http://127.0.0.1:9/hook"}),
+    Probe("POST", "/v1/webhooks", USER, body={"url": "http://127.0.0.1:9/hook"}, ok=201),
     Probe("GET", "/v1/webhooks/<string:webhook_id>", USER, "/v1/webhooks/{webhook_id}", other=NOT_FOUND),
     Probe(
         "PATCH",
