@@ -173,6 +173,8 @@ def presented_token(headers: Headers) -> str | None:
     every other credential: `Authorization` first)."""
     authorization = headers.get("Authorization")
     if authorization is not None:
+        if PERSONAL_TOKEN_PREFIX not in authorization:  # the common case (a JWT), at the cost of one scan
+            return None
         scheme, _, token = authorization.strip().partition(" ")
         token = token.strip()
         return token if scheme == "Bearer" and token.startswith(PERSONAL_TOKEN_PREFIX) else None
