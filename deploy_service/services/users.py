@@ -65,8 +65,8 @@ def get_user(user_id: str) -> User:
 def update_user(user_id: str, changes: dict[str, Any]) -> User:
     """Change an account's `role`, `is_active` or `full_name`.
 
-    Demoting or deactivating an active admin first locks the active admins' rows (PostgreSQL; SQLite
-    serialises writers), so two admins demoting each other at once cannot leave none.
+    Demoting or deactivating an active admin is one conditional write (`_step_down`), so two admins demoting
+    each other at once cannot leave none.
 
     Raises:
         NotFound: no such user.
@@ -78,15 +78,9 @@ def update_user(user_id: str, changes: dict[str, Any]) -> User:
         and user.is_active
         and (changes.get("role", ROLE_ADMIN) != ROLE_ADMIN or changes.get("is_active", True) is False)
     )
-    if loses_admin:
-        admins = db.session.scalars(
-            select(User.id).where(User.role == ROLE_ADMIN, User.is_active.is_(True)).with_for_update()
-        ).all()
-        if set(admins) <= {user.id}:
-            raise Conflict(
-                "This is the last active admin: make another user admin first.", details={"user_id": user.id}
-            )
     deactivated = user.is_active and changes.get("is_active") is False
+    if loses_admin:
+        _step_down(user, role=changes.get("role", user.role), is_active=changes.get("is_active", user.is_active))
     for field in ("role", "is_active", "full_name"):
         if field in changes:
             setattr(user, field, changes[field])
@@ -100,3 +94,28 @@ def update_user(user_id: str, changes: dict[str, Any]) -> User:
         revoke_all_of(user.id)
     db.session.commit()
     return user
+
+
+def _step_down(user: User, *, role: str, is_active: bool) -> None:
+    """Demote or deactivate an active admin, only while another active admin remains.
+
+    The active admins' rows are locked first (PostgreSQL: a concurrent step-down waits, then sees this one),
+    and the write itself is conditional on another active admin (SQLite runs one writer at a time, and a
+    single statement sees every commit before it), so of two admins stepping each other down one is refused.
+
+    Raises:
+        Conflict: no other active admin.
+    """
+    active_admin = (User.role == ROLE_ADMIN) & User.is_active.is_(True)
+    db.session.scalars(select(User.id).where(active_admin).with_for_update()).all()
+    others = select(func.count()).select_from(User).where(active_admin, User.id != user.id).scalar_subquery()
+    written = db.session.execute(
+        update(User)
+        .where(User.id == user.id, others >= 1)
+        .values(role=role, is_active=is_active, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if written.rowcount == 0:  # type: ignore[attr-defined]
+        db.session.rollback()
+        raise Conflict("This is the last active admin: make another user admin first.", details={"user_id": user.id})
+    user.role, user.is_active = role, is_active

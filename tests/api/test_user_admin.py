@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -9,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.factories import AuthActions, make_agent
-from tests.helpers import assert_error
+from tests.helpers import app_instances, assert_error
 
 
 def test_an_admin_lists_filters_and_reads_users(client: FlaskClient, auth: AuthActions) -> None:
@@ -132,3 +133,54 @@ def test_default_role_is_what_registration_gives(
     configure(DEFAULT_ROLE="user")
     made = client.post("/v1/auth/register", json={"email": "new@example.com", "password": "long-enough-pw"})
     assert made.status_code == 201 and made.get_json()["role"] == "user"
+
+
+def _step_down(
+    barrier: threading.Barrier,
+    answers: list[int],
+    worker: FlaskClient,
+    headers: dict[str, str],
+    target: str,
+    change: dict[str, Any],
+) -> None:
+    barrier.wait()
+    answers.append(worker.patch(f"/v1/users/{target}", headers=headers, json=change).status_code)
+
+
+def test_two_admins_stepping_each_other_down_at_once_leave_one(
+    client: FlaskClient, auth: AuthActions, make_app: Callable[..., Flask]
+) -> None:
+    """On two workers at once, each admin demotes (or deactivates) the other: one wins, the other gets 409."""
+    workers = app_instances(make_app)
+    for change in ({"role": "developer"}, {"is_active": False}):
+        first, first_headers = auth.admin()
+        second, second_headers = auth.admin()
+        others = [
+            user["id"]
+            for user in client.get("/v1/users?role=admin&is_active=true&limit=200", headers=first_headers).get_json()[
+                "items"
+            ]
+            if user["id"] not in (first.id, second.id)
+        ]
+        for other in others:  # the admins of earlier rounds step down first, so these two are the last
+            assert (
+                client.patch(f"/v1/users/{other}", headers=first_headers, json={"role": "developer"}).status_code == 200
+            )
+        barrier = threading.Barrier(2)
+        answers: list[int] = []
+
+        threads = [
+            threading.Thread(target=_step_down, args=(barrier, answers, workers[0], first_headers, second.id, change)),
+            threading.Thread(target=_step_down, args=(barrier, answers, workers[1], second_headers, first.id, change)),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        remaining = [
+            user
+            for user in client.get("/v1/users?role=admin&is_active=true", headers=auth.admin()[1]).get_json()["items"]
+            if user["id"] in (first.id, second.id)
+        ]
+        assert len(remaining) == 1, (answers, remaining)
+        assert sorted(answers) in ([200, 409], [200, 401], [200, 403]), answers
