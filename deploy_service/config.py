@@ -112,6 +112,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "HEALTH_ENGINE_CACHE_SECONDS": _float(env, "HEALTH_ENGINE_CACHE_SECONDS", 2.0),
         "METRICS_TOKEN": env.get("METRICS_TOKEN", "").strip(),
         "REGISTRATION_ENABLED": _bool(env, "REGISTRATION_ENABLED", True),
+        "DEFAULT_ROLE": env.get("DEFAULT_ROLE", "developer").strip().lower(),
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         "RATE_LIMIT_PER_MINUTE": _int(env, "RATE_LIMIT_PER_MINUTE", 600, minimum=1),
         "AUTH_RATE_LIMIT_PER_MINUTE": _int(env, "AUTH_RATE_LIMIT_PER_MINUTE", 10, minimum=1),

@@ -1,12 +1,14 @@
 """The rate limiter, and whom a request counts against: the credential that authenticates it, else its address.
 
-The bucket follows the auth check (`api.common.Blueprint.auth_required`): a request with a bearer token is
-the token's, whatever `X-API-Key` rides along, so it counts in the token's user's bucket when the token's
-signature and expiry hold (a cheap HMAC, cached per token in `tokens`); a request with only a key counts in
-the key's bucket when the key is live. The key is verified once per request (`api_keys.verified_key`
-keeps the answer on `flask.g` for the view's auth check), and a mistyped or made-up key is refused by its
-checksum before any lookup. Anything unverifiable (a garbage, unknown, revoked or expired key; a forged,
-expired or refresh token) counts against the address, so an invented header never buys a fresh bucket.
+The bucket follows the auth check (`api.common.authorize`): a request with a bearer token is the token's,
+whatever `X-API-Key` rides along, so it counts in the token's user's bucket when the token's signature and
+expiry hold (a cheap HMAC, cached per token in `tokens`); a request with only a key counts in the key's
+bucket when the key is live; a personal access token (`dsp_`, as Bearer or `X-API-Key`) counts in its own
+bucket (`token:<id>`, not its user's) when it is live. Keys and personal tokens are verified once per
+request (`verified_key`, `verified_token` keep the answer on `flask.g` for the auth check), and a mistyped
+or made-up one is refused by its checksum before any lookup. Anything unverifiable (a garbage, unknown,
+revoked or expired key or token; a forged, expired or refresh JWT) counts against the address, so an
+invented header never buys a fresh bucket.
 Login and registration are limited per address, more tightly (see `api/auth.py`).
 
 What a request pays (issue 15): flask-limiter hooks its check, its headers and the reset of its
@@ -40,6 +42,7 @@ from limits.strategies import FixedWindowRateLimiter
 from limits.util import WindowStats
 
 from deploy_service.services.api_keys import verified_key
+from deploy_service.services.personal_tokens import API_KEY_HEADER, presented_token, verified_token
 from deploy_service.settings import current_settings
 from deploy_service.tokens import TokenRejected, bearer_token, decode_access_token
 
@@ -47,11 +50,13 @@ LIMITED_PREFIX = "/v1/"
 """Every route under this prefix is rate limited (the OpenAPI spec documents its 429 from this): the
 limiter runs for the blueprints mounted under it (`Limiter.limit_blueprints`), and for nothing else."""
 
-API_KEY_HEADER = "X-API-Key"
-
 
 def caller_key() -> str:
-    """The rate-limit bucket of the current request: `user:<id>`, `key:<id>` or `ip:<address>`."""
+    """The rate-limit bucket of the current request: `user:<id>`, `token:<id>`, `key:<id>` or `ip:<address>`."""
+    token = presented_token(request.headers)
+    if token is not None:
+        caller = verified_token(token)
+        return f"token:{caller.token_id}" if caller is not None else _address()
     authorization = request.headers.get("Authorization")
     if authorization is not None:
         try:

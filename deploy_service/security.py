@@ -7,7 +7,8 @@ be rotated) or, when unset, one key derived from `SECRET_KEY` with HKDF; the API
 
 API keys look like `dsk_` + 30 base62 characters (≥ 176 random bits) + 6 base62 characters of CRC32
 over them, GitHub-style: a mistyped or made-up key is refused by its checksum without a database
-query. Only HMAC-SHA256(pepper, key) is stored.
+query. Only HMAC-SHA256(pepper, key) is stored. Personal access tokens have the same shape with the
+prefix `dsp_` (a token is never mistaken for an agent's key, nor one for the other).
 """
 
 from __future__ import annotations
@@ -112,10 +113,14 @@ def decrypt_secret(ciphertext: bytes) -> str:
 
 
 API_KEY_PREFIX = "dsk_"
+PERSONAL_TOKEN_PREFIX = "dsp_"
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BODY_LENGTH = 30
 _CHECKSUM_LENGTH = 6
-_API_KEY = re.compile(rf"^{API_KEY_PREFIX}[0-9A-Za-z]{{{_BODY_LENGTH + _CHECKSUM_LENGTH}}}$")
+_SHAPES = {
+    prefix: re.compile(rf"^{prefix}[0-9A-Za-z]{{{_BODY_LENGTH + _CHECKSUM_LENGTH}}}$")
+    for prefix in (API_KEY_PREFIX, PERSONAL_TOKEN_PREFIX)
+}
 
 
 def _base62(number: int, width: int) -> str:
@@ -130,17 +135,18 @@ def _checksum(body: str) -> str:
     return _base62(zlib.crc32(body.encode()), _CHECKSUM_LENGTH)
 
 
-def generate_api_key() -> str:
-    """A new API key: prefix, 176 random bits in base62, CRC32 checksum."""
+def generate_api_key(prefix: str = API_KEY_PREFIX) -> str:
+    """A new API key (or, with `PERSONAL_TOKEN_PREFIX`, a personal token): prefix, 176 random bits in base62,
+    CRC32 checksum."""
     body = _base62(int.from_bytes(secrets.token_bytes(22), "big"), _BODY_LENGTH)
-    return f"{API_KEY_PREFIX}{body}{_checksum(body)}"
+    return f"{prefix}{body}{_checksum(body)}"
 
 
-def api_key_well_formed(key: str) -> bool:
-    """Shape and checksum; refuses typos and inventions without touching the database."""
-    if not _API_KEY.fullmatch(key):
+def api_key_well_formed(key: str, prefix: str = API_KEY_PREFIX) -> bool:
+    """Shape and checksum for `prefix`; refuses typos and inventions without touching the database."""
+    if not _SHAPES[prefix].fullmatch(key):
         return False
-    body, checksum = key[len(API_KEY_PREFIX) : -_CHECKSUM_LENGTH], key[-_CHECKSUM_LENGTH:]
+    body, checksum = key[len(prefix) : -_CHECKSUM_LENGTH], key[-_CHECKSUM_LENGTH:]
     return hmac.compare_digest(_checksum(body), checksum)
 
 

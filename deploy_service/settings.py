@@ -74,6 +74,8 @@ class AuthSettings:
     access_token_expires: timedelta
     refresh_token_expires: timedelta
     registration_enabled: bool
+    default_role: str
+    """The role of every new account but the first (`developer` or `user`)."""
     password_time_cost: int
     password_memory_kib: int
     secret_key: str = field(repr=False)
@@ -552,6 +554,17 @@ def _runner_settings(read: _Reader, *, production: bool) -> RunnerSettings:
     return runner
 
 
+DEFAULT_ROLES = ("developer", "user")
+"""What `DEFAULT_ROLE` may name: never `admin` (that would hand the service to whoever registers)."""
+
+
+def _default_role(read: _Reader) -> str:
+    role = read.word("DEFAULT_ROLE", default="developer")
+    if role not in DEFAULT_ROLES:
+        raise ConfigError(f"DEFAULT_ROLE must be one of {', '.join(DEFAULT_ROLES)}, got {role!r}")
+    return role
+
+
 def _auth_settings(read: _Reader, secret_key: str) -> AuthSettings:
     algorithms = read.raw("JWT_DECODE_ALGORITHMS") or [read.raw("JWT_ALGORITHM") or JWT_ALGORITHM]
     leeway = read.raw("JWT_DECODE_LEEWAY", 0)
@@ -566,6 +579,7 @@ def _auth_settings(read: _Reader, secret_key: str) -> AuthSettings:
         access_token_expires=read.lifetime("JWT_ACCESS_TOKEN_EXPIRES"),
         refresh_token_expires=read.lifetime("JWT_REFRESH_TOKEN_EXPIRES"),
         registration_enabled=read.boolean("REGISTRATION_ENABLED"),
+        default_role=_default_role(read),
         password_time_cost=read.integer("PASSWORD_HASH_TIME_COST"),
         password_memory_kib=read.integer("PASSWORD_HASH_MEMORY_KIB"),
         secret_key=secret_key,

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from deploy_service.models import ROLE_ADMIN, ROLE_USER, User
+from deploy_service.models import ROLE_ADMIN, ROLE_DEVELOPER, User
 from deploy_service.services import agents as agent_service
 from deploy_service.services import secrets as secret_service
 from deploy_service.services.auth import create_user
@@ -30,7 +30,7 @@ class UserRef:
     password: str = PASSWORD
 
 
-def make_user(app: Flask, *, role: str = ROLE_USER, email: str | None = None, password: str = PASSWORD) -> UserRef:
+def make_user(app: Flask, *, role: str = ROLE_DEVELOPER, email: str | None = None, password: str = PASSWORD) -> UserRef:
     email = email or f"user{next(_counter)}@example.com"
     with app.app_context():
         user = create_user(email=email, password=password, full_name="Test User", role=role)

@@ -10,7 +10,6 @@ from flask.views import MethodView
 from deploy_service.api.common import Blueprint, current_caller, current_user, json_body, links
 from deploy_service.errors import ValidationFailed
 from deploy_service.models import ApiKey
-from deploy_service.models.api_key import SCOPE_INVOKE
 from deploy_service.schemas.api_key import ApiKeyCreateSchema, ApiKeyPageSchema, ApiKeySchema, CreatedApiKeySchema
 from deploy_service.schemas.common import PaginationArgs
 from deploy_service.services import api_keys as key_service
@@ -143,7 +142,7 @@ class Interact(MethodView):
             }
         },
     )
-    @blp.auth_required(key_scope=SCOPE_INVOKE)
+    @blp.auth_required()
     @blp.response(
         200,
         description="The agent's answer. Its own status code is passed through, so a 2xx other than 200 (or a "

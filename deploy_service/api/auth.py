@@ -7,8 +7,8 @@ from typing import Any
 from flask.views import MethodView
 from flask_limiter.util import get_remote_address
 
-from deploy_service.api.common import Blueprint, current_session_id, current_user
-from deploy_service.models import Principal, User
+from deploy_service.api.common import Blueprint, current_session_id, current_user, links
+from deploy_service.models import PersonalToken, Principal, User
 from deploy_service.ratelimit import auth_limit, limiter
 from deploy_service.schemas.auth import (
     AccessTokenSchema,
@@ -18,7 +18,16 @@ from deploy_service.schemas.auth import (
     TokenSchema,
     UserSchema,
 )
+from deploy_service.schemas.common import PaginationArgs
+from deploy_service.schemas.personal_token import (
+    CreatedTokenSchema,
+    PersonalTokenPageSchema,
+    PersonalTokenSchema,
+    TokenCreateSchema,
+)
 from deploy_service.services import auth as auth_service
+from deploy_service.services import personal_tokens as token_service
+from deploy_service.services.common import Page
 
 blp = Blueprint("auth", __name__, url_prefix="/v1/auth", description="Accounts and tokens.")
 
@@ -38,9 +47,9 @@ class Register(MethodView):
         """Register a user
 
         Creates an account; no credentials needed (rate limited per client address with login). The
-        first account ever becomes an admin, every later one a plain user; with `ENVIRONMENT=production`
-        every one is a plain user (the admin is made with `flask create-admin`). Log in afterwards to
-        get tokens.
+        first account ever becomes an admin, every later one gets `DEFAULT_ROLE` (default `developer`); with
+        `ENVIRONMENT=production` every one gets `DEFAULT_ROLE` (the admin is made with `flask create-admin`).
+        Log in afterwards to get tokens.
         """
         return auth_service.register(**data)
 
@@ -99,6 +108,49 @@ class Me(MethodView):
     def get(self) -> Principal:
         """The current user
 
-        The account the access token speaks for.
+        The account the access token (or personal access token, whatever its scopes) speaks for.
         """
         return current_user()
+
+
+@blp.route("/api-keys")
+class PersonalTokens(MethodView):
+    @blp.doc(operationId="createPersonalToken")
+    @blp.auth_required()
+    @blp.arguments(TokenCreateSchema, example={"name": "ci", "scopes": ["read", "deploy"], "expires_in_days": 90})
+    @blp.response(201, CreatedTokenSchema)
+    @blp.error(403, "`forbidden`: a scope beyond what your role allows (`details.scopes` lists those it does).")
+    @blp.doc(**links(201, "token_id", "id", ("RevokeToken", "delete", "/v1/auth/api-keys/{token_id}")))
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Create a personal access token
+
+        A token (`dsp_...`) for scripts, CI and the CLI that acts as you within its scopes. The token is in
+        this response only: the service stores a hash. Needs a login (a token cannot mint tokens).
+        """
+        row, key = token_service.create_token(current_user(), **data)
+        return {**{field: getattr(row, field) for field in CreatedTokenSchema().fields if field != "key"}, "key": key}
+
+    @blp.doc(operationId="listPersonalTokens")
+    @blp.auth_required()
+    @blp.arguments(PaginationArgs, location="query")
+    @blp.response(200, PersonalTokenPageSchema)
+    def get(self, args: dict[str, Any]) -> Page[PersonalToken]:
+        """List personal access tokens
+
+        Your tokens, newest first, revoked ones included; never the tokens themselves.
+        """
+        return token_service.list_tokens(current_user(), **args)
+
+
+@blp.route("/api-keys/<string:token_id>")
+class PersonalTokenItem(MethodView):
+    @blp.doc(operationId="revokePersonalToken")
+    @blp.auth_required()
+    @blp.response(200, PersonalTokenSchema)
+    @blp.error(404, "`not_found`: no such token of yours.")
+    def delete(self, token_id: str) -> PersonalToken:
+        """Revoke a personal access token
+
+        It stops working at once, on every worker (401). Revoking again answers the same.
+        """
+        return token_service.revoke_token(current_user(), token_id)

@@ -23,16 +23,16 @@ from werkzeug.routing import BaseConverter
 from deploy_service import strict_json
 from deploy_service.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, ValidationFailed
 from deploy_service.models import ApiKey, Principal
+from deploy_service.permissions import Action, Permission, permission_for, role_actions, token_actions
 from deploy_service.ratelimit import API_KEY_HEADER
 from deploy_service.schemas.common import ErrorSchema
 from deploy_service.services.api_keys import verified_key
 from deploy_service.services.auth import authenticate_access
+from deploy_service.services.personal_tokens import presented_token, verified_token
 from deploy_service.settings import current_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-BEARER: list[dict[str, list[str]]] = [{"bearerAuth": []}]
-BEARER_OR_KEY: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"apiKey": []}]
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -174,48 +174,87 @@ class Blueprint(flask_smorest.Blueprint):
         """Document an error status the route answers: the contract's `Error` body, and when it happens."""
         return self.alt_response(status, schema=ErrorSchema, description=description)
 
-    def auth_required(
-        self, *, admin: bool = False, refresh: bool = False, key_scope: str | None = None
-    ) -> Callable[[F], F]:
-        """Require a valid access (or refresh) JWT whose session is live; optionally an admin.
+    def auth_required(self, *, refresh: bool = False) -> Callable[[F], F]:
+        """Require a credential that may call the route, as the permission table says (`permissions`).
 
-        With `key_scope`, an agent's API key (`X-API-Key`) with that scope is accepted instead; on every
-        other route a key alone is refused with 403.
+        A valid access JWT (with `refresh`, a refresh JWT) of a user whose role holds the route's action; or a
+        personal token (`Bearer dsp_...` or `X-API-Key: dsp_...`) within its scopes and its user's role, on a
+        route that takes tokens; or, on a route whose row names an agent-key scope, the agent's key with it.
         """
 
         def decorator(view: F) -> F:
             @functools.wraps(view)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                presented = request.headers.get(API_KEY_HEADER)
-                if presented is not None and "Authorization" not in request.headers:
-                    if key_scope is None:
-                        raise Forbidden("API keys cannot be used for this route; log in instead.")
-                    key = verified_key(presented)
-                    if key is None:
-                        raise Unauthorized("The API key is invalid, revoked or expired.")
-                    if key_scope not in key.scopes:
-                        raise Forbidden(f"The API key lacks the {key_scope!r} scope.")
-                    g.api_key = key
-                    return view(*args, **kwargs)
-                if refresh:
-                    verify_jwt_in_request(refresh=True)
-                else:
-                    g.current_user, g.jwt_claims = authenticate_access(request.headers.get("Authorization"))
-                user = current_user()
-                if admin and not user.is_admin:
-                    raise Forbidden("This needs an admin.")
+                authorize(refresh=refresh)
                 return view(*args, **kwargs)
 
-            documented = self.doc(security=BEARER_OR_KEY if key_scope else BEARER)(wrapper)
-            documented = self.error(401, "`unauthorized`: no valid credentials.")(documented)
-            refused = [
-                "an admin is needed" if admin else None,
-                f"the API key lacks the `{key_scope}` scope" if key_scope else "an API key was sent instead of a token",
-            ]
-            documented = self.error(403, "`forbidden`: " + "; or ".join(r for r in refused if r) + ".")(documented)
+            documented = self.error(401, "`unauthorized`: no valid credentials.")(wrapper)
+            documented = self.error(
+                403,
+                "`forbidden`: the credential may not call this route: the role, the token's scopes or the key's "
+                "scopes do not open it (`x-required-scope`, `x-required-roles`).",
+            )(documented)
             return cast(F, documented)
 
         return decorator
+
+
+def request_permission() -> Permission:
+    """The permission table's row for the current request's route.
+
+    Raises:
+        Forbidden: the table has no row for it (closed by default; a test keeps every route in the table).
+    """
+    rule = request.url_rule
+    method = "GET" if request.method == "HEAD" else request.method
+    permission = permission_for(method, rule.rule) if rule is not None else None
+    if permission is None:
+        raise Forbidden("This route has no entry in the permission table.")
+    return permission
+
+
+def authorize(*, refresh: bool = False) -> None:
+    """Authenticate the request and check it against the permission table; the caller lands on `flask.g`.
+
+    Raises:
+        Unauthorized: no credential, or an invalid, expired or revoked one (or its user deactivated).
+        Forbidden: a valid credential that the route's row does not open.
+    """
+    permission = request_permission()
+    token = presented_token(request.headers)
+    if token is not None:
+        caller = verified_token(token)
+        if caller is None:
+            raise Unauthorized("The personal access token is invalid, revoked or expired.")
+        if not permission.takes_tokens:
+            raise Forbidden("Personal access tokens cannot be used for this route; log in instead.")
+        if permission.action not in token_actions(caller.user.role, caller.scopes):
+            if permission.action not in role_actions(caller.user.role):
+                raise Forbidden(f"Your role ({caller.user.role}) may not do this.")
+            needed = " or ".join(repr(str(scope)) for scope in permission.token_scopes)
+            raise Forbidden(f"The personal access token lacks the {needed} scope.")
+        g.current_user, g.personal_token = caller.user, caller
+        return
+    presented = request.headers.get(API_KEY_HEADER)
+    if presented is not None and "Authorization" not in request.headers:
+        if permission.key_scope is None:
+            raise Forbidden("API keys cannot be used for this route; log in instead.")
+        key = verified_key(presented)
+        if key is None:
+            raise Unauthorized("The API key is invalid, revoked or expired.")
+        if permission.key_scope not in key.scopes:
+            raise Forbidden(f"The API key lacks the {str(permission.key_scope)!r} scope.")
+        g.api_key = key
+        return
+    if refresh:
+        verify_jwt_in_request(refresh=True)
+    else:
+        g.current_user, g.jwt_claims = authenticate_access(request.headers.get("Authorization"))
+    user = current_user()
+    if permission.action not in role_actions(user.role):
+        raise Forbidden(
+            "This needs an admin." if permission.action == Action.ADMIN else f"Your role ({user.role}) may not do this."
+        )
 
 
 def current_user() -> Principal:

@@ -12,7 +12,6 @@ from flask.views import MethodView
 
 from deploy_service.api.common import Blueprint, current_caller, current_user, json_response, links
 from deploy_service.models import Deployment, DeploymentEvent, DeploymentResult
-from deploy_service.models.api_key import SCOPE_RESULTS
 from deploy_service.schemas.common import PaginationArgs, WindowArgs
 from deploy_service.schemas.deployment import (
     REPORT_EXAMPLE,
@@ -302,7 +301,7 @@ class Events(MethodView):
         """
         return json_response(reads.list_event_bodies(current_user(), deployment_id, **args))
 
-    @blp.auth_required(key_scope=SCOPE_RESULTS)
+    @blp.auth_required()
     @blp.arguments(EventReportSchema, example=REPORT_EXAMPLE)
     @blp.response(201, EventSchema)
     @blp.error(404, NO_DEPLOYMENT + " With an API key: not a deployment of the key's agent.")
@@ -359,7 +358,7 @@ def _prepend(first: str, rest: Any) -> Any:
 
 @blp.route("/<string:deployment_id>/results")
 class Results(MethodView):
-    @blp.auth_required(key_scope=SCOPE_RESULTS)
+    @blp.auth_required()
     @blp.arguments(PaginationArgs, location="query")
     @blp.response(200, ResultPageSchema)
     @blp.error(404, NO_DEPLOYMENT + " With an API key: not a deployment of the key's agent.")
@@ -372,7 +371,7 @@ class Results(MethodView):
         """
         return service.list_results(current_caller(), deployment_id, **args)
 
-    @blp.auth_required(key_scope=SCOPE_RESULTS)
+    @blp.auth_required()
     @blp.arguments(ResultCreateSchema, example=RESULT_EXAMPLE)
     @blp.response(201, ResultSchema)
     @blp.error(404, NO_DEPLOYMENT + " With an API key: not a deployment of the key's agent.")

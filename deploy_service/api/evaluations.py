@@ -7,9 +7,8 @@ from typing import Any
 from flask import Response
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_caller, current_user, json_response
+from deploy_service.api.common import Blueprint, current_caller, json_response
 from deploy_service.models import Evaluation
-from deploy_service.models.api_key import SCOPE_TELEMETRY
 from deploy_service.schemas.evaluation import (
     EvaluationCreateSchema,
     EvaluationListArgs,
@@ -47,12 +46,12 @@ class Evaluations(MethodView):
         """List evaluations
 
         Evaluations of your agents (an admin: everyone's), newest first; filters `agent_id`,
-        `hallucinated` and `since`.
+        `hallucinated` and `since`. An agent's API key with the `telemetry` scope reads its own agent's only.
         """
-        return service.list_evaluations(current_user(), **args)
+        return service.list_evaluations(current_caller(), **args)
 
     @blp.doc(operationId="createEvaluation")
-    @blp.auth_required(key_scope=SCOPE_TELEMETRY)
+    @blp.auth_required()
     @blp.arguments(EvaluationCreateSchema, example=EVALUATION_EXAMPLE)
     @blp.response(201, EvaluationSchema, prebuilt=True)
     @blp.error(
@@ -79,6 +78,6 @@ class EvaluationStats(MethodView):
         """Get evaluation stats
 
         Totals and averages over the last `days` days, of all your agents (an admin: all agents) or
-        of one (`agent_id`).
+        of one (`agent_id`). An agent's API key with the `telemetry` scope reads its own agent's only.
         """
-        return service.stats(current_user(), **args)
+        return service.stats(current_caller(), **args)

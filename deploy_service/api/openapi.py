@@ -1,8 +1,9 @@
 """The OpenAPI spec's cross-cutting parts: what every route shares, written once here.
 
 Each view documents what is its own (summary, description, `operationId`, request and response
-schemas, the statuses its service answers); `auth_required` documents 401/403 and the security
-requirement. What the layers in front of every view add is documented by `ContractDocs`, an apispec
+schemas, the statuses its service answers); `auth_required` documents 401/403, and each authenticated
+operation's security schemes and `x-required-scope` come from its row of the permission table
+(`permissions`). What the layers in front of every view add is documented by `ContractDocs`, an apispec
 plugin that sees each operation as it is registered:
 - 429 with `Retry-After` on every route the rate limiter counts (`ratelimit.LIMITED_PREFIX`);
 - 413 on every operation that takes a body (`MAX_REQUEST_BYTES`, checked before the view runs);
@@ -16,6 +17,7 @@ result in tests/clients, so a route that breaks them fails the suite.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +25,7 @@ from apispec import APISpec, BasePlugin
 from flask import Flask
 
 from deploy_service.extensions import api
+from deploy_service.permissions import PERMISSIONS, Permission
 from deploy_service.ratelimit import LIMITED_PREFIX
 from deploy_service.schemas import agent as agent_schemas
 from deploy_service.schemas import deployment as deployment_schemas
@@ -44,7 +47,15 @@ SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
         "type": "apiKey",
         "in": "header",
         "name": "X-API-Key",
-        "description": "An agent's API key (`POST /v1/agents/{agent_id}/api-key`), on the routes its scopes open.",
+        "description": "An agent's API key (`dsk_...`, `POST /v1/agents/{agent_id}/api-key`), on the routes its "
+        "scopes open (`x-required-scope.agent_key`).",
+    },
+    "personalToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "dsp_ personal access token",
+        "description": "A personal access token (`dsp_...`, `POST /v1/auth/api-keys`) as `Authorization: Bearer "
+        "dsp_...` (or as `X-API-Key: dsp_...`): acts as its user within its scopes (`x-required-scope.token`).",
     },
 }
 BODY_OPERATIONS = ("post", "put", "patch", "delete")
@@ -83,12 +94,45 @@ class ContractDocs(BasePlugin):
 
     def operation_helper(self, path: str | None = None, operations: dict[str, Any] | None = None, **_: Any) -> None:
         for method, operation in (operations or {}).items():
+            permission = DOCUMENTED_PERMISSIONS.get((method.upper(), path or ""))
+            if permission is not None and {"401", 401} & set(operation.get("responses", {})):
+                _document_permission(operation, permission)
             responses = operation.setdefault("responses", {})
             if path is not None and path.startswith(LIMITED_PREFIX):
                 responses.setdefault("429", RATE_LIMITED)
             if method in BODY_OPERATIONS and "requestBody" in operation:
                 responses.setdefault("413", BODY_TOO_LARGE)
             responses.setdefault("500", INTERNAL_ERROR)
+
+
+def _openapi_path(rule: str) -> str:
+    """`/v1/agents/<id:agent_id>` → `/v1/agents/{agent_id}`."""
+    return re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)
+
+
+DOCUMENTED_PERMISSIONS: dict[tuple[str, str], Permission] = {
+    (method, _openapi_path(rule)): permission for (method, rule), permission in PERMISSIONS.items()
+}
+
+
+def _document_permission(operation: dict[str, Any], permission: Permission) -> None:
+    """An authenticated operation's row of the permission table: its security schemes and `x-required-scope`.
+
+    `x-required-scope` is `{action, roles, token, agent_key}`: the roles whose users may call it, the token
+    scopes that open it (empty: no personal token may), and the agent-key scope that does (null: none).
+    """
+    security: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+    if permission.token_scopes:
+        security.append({"personalToken": []})
+    if permission.key_scope is not None:
+        security.append({"apiKey": []})
+    operation["security"] = security
+    operation["x-required-scope"] = {
+        "action": str(permission.action),
+        "roles": [str(role) for role in permission.roles],
+        "token": [str(scope) for scope in permission.token_scopes],
+        "agent_key": str(permission.key_scope) if permission.key_scope is not None else None,
+    }
 
 
 def _merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:

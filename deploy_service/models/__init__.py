@@ -22,12 +22,14 @@ from deploy_service.models.evaluation import Evaluation
 from deploy_service.models.heartbeat import ReconcilerHeartbeat
 from deploy_service.models.log_follow import FollowSlot
 from deploy_service.models.metrics import ContainerSample
+from deploy_service.models.personal_token import PersonalToken, TokenScope
 from deploy_service.models.release import Release, ReleaseReason, ReleaseStatus
 from deploy_service.models.replica_log import ReplicaLog
 from deploy_service.models.secret import Secret
 from deploy_service.models.user import (
     FIRST_ACCOUNT_SLOT,
     ROLE_ADMIN,
+    ROLE_DEVELOPER,
     ROLE_USER,
     ROLES,
     AuthSession,
@@ -46,8 +48,11 @@ __all__ = [
     "WITHOUT_REPLICAS",
     "SCOPES",
     "ROLE_ADMIN",
+    "ROLE_DEVELOPER",
     "ROLE_USER",
     "DEFAULT_RESTART_POLICY",
+    "PersonalToken",
+    "TokenScope",
     "Agent",
     "AgentKind",
     "AgentStatus",

@@ -18,13 +18,19 @@ from deploy_service.models.types import UTCDateTime, new_id, utcnow
 
 
 class Role(StrEnum):
-    """What a user may do: an admin manages every user's resources."""
+    """What a user may do (the rights of each are `permissions.ROLE_ACTIONS`).
+
+    An admin manages everything and everyone; a developer creates and manages its own agents,
+    deployments, keys, secrets and webhooks; a user reads its own resources and calls `interact`.
+    """
 
     ADMIN = "admin"
+    DEVELOPER = "developer"
     USER = "user"
 
 
 ROLE_ADMIN = Role.ADMIN
+ROLE_DEVELOPER = Role.DEVELOPER
 ROLE_USER = Role.USER
 ROLES = tuple(Role)
 
@@ -36,7 +42,7 @@ class User(db.Model):  # type: ignore[name-defined]
     email: Mapped[str] = mapped_column(String(320), unique=True)
     full_name: Mapped[str | None] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(String(255))
-    role: Mapped[str] = mapped_column(String(16), default=ROLE_USER)
+    role: Mapped[str] = mapped_column(String(16), default=ROLE_DEVELOPER)
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -254,7 +254,11 @@ class DeploymentSchema(ResponseSchema):
         return replica_counts(deployment)
 
     def _config(self, deployment: Any) -> dict[str, Any]:
-        return {key: value for key, value in (deployment.config or {}).items() if key != "overrides"}
+        return {
+            key: value
+            for key, value in (deployment.config or {}).items()
+            if key not in ("overrides", "secret_versions")
+        }
 
     def _source(self, deployment: Any) -> dict[str, Any] | None:
         release = deployment.current_release

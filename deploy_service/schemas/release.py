@@ -34,7 +34,9 @@ class ReleaseSchema(ResponseSchema):
     error = fields.String(allow_none=True, metadata={"description": "Why it failed."})
 
     def _config(self, release: Any) -> dict[str, Any]:
-        return {key: value for key, value in (release.config or {}).items() if key != "overrides"}
+        return {
+            key: value for key, value in (release.config or {}).items() if key not in ("overrides", "secret_versions")
+        }
 
 
 class ChangeSchema(ResponseSchema):

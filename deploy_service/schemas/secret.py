@@ -19,6 +19,10 @@ class SecretCreateSchema(JsonBodySchema):
     value = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=MAX_SECRET_BYTES))
 
 
+class SecretRotateSchema(JsonBodySchema):
+    value = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=MAX_SECRET_BYTES))
+
+
 class SecretSchema(ResponseSchema):
     """A stored secret: its name, never its value."""
 
@@ -29,3 +33,15 @@ class SecretSchema(ResponseSchema):
 
 
 SecretPageSchema = page_schema(SecretSchema, "SecretPage")
+
+
+class SecretDetailSchema(SecretSchema):
+    """A secret's metadata, with the agents that reference it; never its value."""
+
+    used_by = fields.List(
+        fields.String(),
+        metadata={
+            "description": "Ids of the agents that reference it (in `secrets` or as `registry_auth.password_secret`): "
+            "after a rotation each gets the new value from its next start, restart or release."
+        },
+    )

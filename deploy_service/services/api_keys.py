@@ -1,7 +1,8 @@
 """Per-agent API keys: issue (shown once), list, revoke, and authenticate a presented key.
 
-Authentication reads the database on every request (by the key's hash, a unique index), so a revoked
-or expired key fails on the very next request on every worker; there is no cache to outlive it.
+Authentication reads the database on every request (by the key's hash, a unique index, with its owner's
+`is_active`), so a revoked or expired key, or a key of a deactivated user's agent, fails on the very next
+request on every worker; there is no cache to outlive it.
 `last_used_at` is written at most once per `API_KEY_LAST_USED_RESOLUTION_SECONDS` per key.
 `verified_key` asks once per request: the rate limiter (which picks the key's bucket) and the view's
 auth check share the answer, kept on `flask.g` for that request only.
@@ -17,7 +18,7 @@ from sqlalchemy import select
 
 from deploy_service.errors import NotFound
 from deploy_service.extensions import db
-from deploy_service.models import SCOPES, ApiKey, Principal
+from deploy_service.models import SCOPES, ApiKey, Principal, User
 from deploy_service.models.types import utcnow
 from deploy_service.security import api_key_hash, api_key_well_formed, generate_api_key
 from deploy_service.services.agents import get_agent
@@ -78,12 +79,17 @@ def revoke_key(actor: Principal, agent_id: str, key_id: str) -> ApiKey:
 
 
 def authenticate(presented: str) -> ApiKey | None:
-    """The live key matching `presented`, or None (malformed, unknown, revoked or expired)."""
+    """The live key matching `presented`, or None (malformed, unknown, revoked, expired, or its owner deactivated)."""
     if not api_key_well_formed(presented):
         return None
     digest = api_key_hash(presented)
-    row: ApiKey | None = db.session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
-    if row is None or not hmac.compare_digest(row.key_hash, digest):
+    found = db.session.execute(
+        select(ApiKey, User.is_active).join(User, User.id == ApiKey.owner_id).where(ApiKey.key_hash == digest)
+    ).first()
+    if found is None:
+        return None
+    row, owner_active = found
+    if not owner_active or not hmac.compare_digest(row.key_hash, digest):
         return None
     now = utcnow()
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):

@@ -13,7 +13,6 @@ from deploy_service.extensions import db
 from deploy_service.models import (
     FIRST_ACCOUNT_SLOT,
     ROLE_ADMIN,
-    ROLE_USER,
     AuthSession,
     FirstAccount,
     Principal,
@@ -33,12 +32,13 @@ def _access_token_seconds() -> int:
 
 
 def registered_role(*, first: bool) -> Role:
-    """The role registration gives: admin to the first account ever, outside production only.
+    """The role registration gives: admin to the first account ever, outside production only; else `DEFAULT_ROLE`.
 
     In production the admin is made by `flask create-admin`, so opening registration never hands the
     service to whoever registers first after go-live.
     """
-    return ROLE_ADMIN if first and not current_settings().production else ROLE_USER
+    settings = current_settings()
+    return ROLE_ADMIN if first and not settings.production else Role(settings.auth.default_role)
 
 
 def create_user(*, email: str, password: str, full_name: str | None = None, role: str | None = None) -> User:

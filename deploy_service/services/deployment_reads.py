@@ -104,7 +104,8 @@ class _RawJSON(TypeDecorator[Any]):
 
 
 class _PublicConfig(FunctionElement[Any]):
-    """A deployment's `config` without its internal `overrides` key, as JSON text, computed by the database."""
+    """A deployment's `config` without its internal keys (`overrides`, `secret_versions`), as JSON text, computed
+    by the database."""
 
     type = _RawJSON()
     inherit_cache = True
@@ -112,12 +113,12 @@ class _PublicConfig(FunctionElement[Any]):
 
 @compiles(_PublicConfig, "sqlite")
 def _public_config_sqlite(element: _PublicConfig, compiler: Any, **kw: Any) -> str:
-    return "json_remove(deployments.config, '$.overrides')"
+    return "json_remove(deployments.config, '$.overrides', '$.secret_versions')"
 
 
 @compiles(_PublicConfig, "postgresql")
 def _public_config_postgresql(element: _PublicConfig, compiler: Any, **kw: Any) -> str:
-    return "CAST((deployments.config - 'overrides') AS TEXT)"
+    return "CAST((deployments.config - 'overrides' - 'secret_versions') AS TEXT)"
 
 
 class _JsonText(FunctionElement[Any]):

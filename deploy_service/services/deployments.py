@@ -41,6 +41,7 @@ from deploy_service.services import alerts, lifecycle, notify, quotas
 from deploy_service.services.agents import add_agent, default_name, get_agent, unique_name
 from deploy_service.services.common import Page, paginate, scope_to_owner
 from deploy_service.services.engine import require_engine
+from deploy_service.services.secrets import secret_versions
 from deploy_service.settings import current_settings
 
 
@@ -84,7 +85,8 @@ def check_stored_git_origin(source: dict[str, Any] | None) -> None:
 def resolve_config(agent: Agent, overrides: dict[str, Any]) -> dict[str, Any]:
     """The runtime config a deployment runs with: the agent's settings plus the deploy-time overrides.
 
-    Secrets appear by name only; their values are decrypted by the reconciler at container start.
+    Secrets appear by name only; their values are decrypted by the reconciler at container start. Their
+    versions (`secret_versions`, internal like `overrides`) make a restart after a rotation a new release.
 
     Raises:
         ValidationFailed: env and secrets overlap, or the agent's image or git source is one it may no
@@ -107,6 +109,7 @@ def resolve_config(agent: Agent, overrides: dict[str, Any]) -> dict[str, Any]:
         "command": agent.command,
         "env": env,
         "secrets": dict(agent.secrets or {}),
+        "secret_versions": secret_versions(agent.owner_id, (agent.secrets or {}).values()),
         "health_check": agent.health_check,
         "resources": {**(agent.resources or {}), **(overrides.get("resources") or {})},
         "read_only_rootfs": agent.read_only_rootfs,

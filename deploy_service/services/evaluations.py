@@ -97,7 +97,9 @@ def _run_hallucination_rule(deployment_id: str) -> None:
             return
 
 
-def _scoped(stmt: Select[Any], actor: Principal, agent_id: str | None) -> Select[Any]:
+def _scoped(stmt: Select[Any], actor: Principal | ApiKey, agent_id: str | None) -> Select[Any]:
+    if isinstance(actor, ApiKey):  # an agent's key reads its own agent's evaluations, whatever it names
+        return stmt.where(Evaluation.agent_id == agent_for_caller(actor, agent_id).id)
     if agent_id:
         agent = get_agent(actor, agent_id)
         return stmt.where(Evaluation.agent_id == agent.id)
@@ -107,7 +109,7 @@ def _scoped(stmt: Select[Any], actor: Principal, agent_id: str | None) -> Select
 
 
 def list_evaluations(
-    actor: Principal,
+    actor: Principal | ApiKey,
     *,
     skip: int,
     limit: int,
@@ -154,11 +156,13 @@ def aggregate(stmt_filter: Any, since: datetime) -> dict[str, Any]:
     }
 
 
-def stats(actor: Principal, *, days: int = 7, agent_id: str | None = None) -> dict[str, Any]:
-    """`GET /v1/evaluations/stats` over the last `days` days."""
+def stats(actor: Principal | ApiKey, *, days: int = 7, agent_id: str | None = None) -> dict[str, Any]:
+    """`GET /v1/evaluations/stats` over the last `days` days (an agent's key: of its own agent only)."""
     since = utcnow() - timedelta(days=days)
-    if agent_id:
-        scope: Any = Evaluation.agent_id == get_agent(actor, agent_id).id
+    if isinstance(actor, ApiKey):
+        scope: Any = Evaluation.agent_id == agent_for_caller(actor, agent_id).id
+    elif agent_id:
+        scope = Evaluation.agent_id == get_agent(actor, agent_id).id
     elif actor.is_admin:
         scope = True
     else:

@@ -27,10 +27,12 @@ from deploy_service.services.deployments import (
     roll_out,
 )
 from deploy_service.services.engine import require_engine
+from deploy_service.services.secrets import secret_versions
 
-HIDDEN_CONFIG = frozenset({"image", "source", "overrides"})
-"""Config keys a diff leaves out: `image` and `source` are the release's own fields, and the deploy-time
-overrides are already in the resolved `env` and `resources`."""
+HIDDEN_CONFIG = frozenset({"image", "source", "overrides", "secret_versions"})
+"""Config keys a diff leaves out: `image` and `source` are the release's own fields, the deploy-time
+overrides are already in the resolved `env` and `resources`, and a secret's version shows as `rotated`."""
+ROTATED = "rotated"
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,21 @@ def changes(before: Release | None, after: Release) -> list[Change]:
     if before is None:
         return []
     old, new = flat_fields(before), flat_fields(after)
-    return [
+    found = [
         Change(field, old.get(field), new.get(field))
         for field in sorted(old.keys() | new.keys())
         if old.get(field) != new.get(field)
+    ]
+    return found + rotations(before, after)
+
+
+def rotations(before: Release, after: Release) -> list[Change]:
+    """`secrets.<name>: rotated` for each secret both releases use whose value was rotated in between (from its
+    recorded version; never a value). A release recorded before versions were kept shows no rotation."""
+    old = (before.config or {}).get("secret_versions") or {}
+    new = (after.config or {}).get("secret_versions") or {}
+    return [
+        Change(f"secrets.{name}", None, ROTATED) for name in sorted(old.keys() & new.keys()) if old[name] != new[name]
     ]
 
 
@@ -166,6 +179,9 @@ def rollback(actor: Principal, deployment_id: str, *, release: int | None = None
     mode = lifecycle.check_restart(deployment)
     target = _target(deployment, release)
     config = dict(target.config or {})
+    # The target's secrets by name, at the versions they have now: a rollback runs today's values (a rotation
+    # is never undone by it), and its release records what it runs.
+    config["secret_versions"] = secret_versions(deployment.owner_id, (config.get("secrets") or {}).values())
     if config.get("source"):
         check_stored_git_origin(config["source"])
     else:

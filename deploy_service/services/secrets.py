@@ -1,8 +1,10 @@
-"""Secrets: stored encrypted, listed by name, resolved to plain values only for container start."""
+"""Secrets: stored encrypted, listed by name, rotated in place, resolved to plain values only for container start."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -10,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from deploy_service.errors import Conflict, NotFound
 from deploy_service.extensions import db
 from deploy_service.models import Agent, Principal, Secret
+from deploy_service.models.types import utcnow
 from deploy_service.references import DOCKER_HUB, image_registry
 from deploy_service.runner.base import RegistryCredentials
 from deploy_service.security import decrypt_secret, encrypt_secret
@@ -40,6 +43,78 @@ def create_secret(actor: Principal, *, name: str, value: str) -> Secret:
     return secret
 
 
+@dataclass(frozen=True)
+class SecretDetail:
+    """A secret's metadata with the agents that reference it (`used_by`)."""
+
+    id: str
+    name: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+    used_by: list[str]
+
+
+def _visible_secret(actor: Principal, secret_id: str) -> Secret:
+    secret = db.session.get(Secret, secret_id)
+    if secret is None or (not actor.is_admin and secret.owner_id != actor.id):
+        raise NotFound("Secret not found.")
+    return secret
+
+
+def _references(secret: Secret) -> tuple[list[str], list[str]]:
+    """The ids of the owner's agents that inject the secret, and of those that log in to a registry with it."""
+    agents = list(
+        db.session.scalars(select(Agent).where(Agent.owner_id == secret.owner_id).order_by(Agent.created_at, Agent.id))
+    )
+    injected = [agent.id for agent in agents if secret.name in (agent.secrets or {}).values()]
+    logins = [agent.id for agent in agents if (agent.registry_auth or {}).get("password_secret") == secret.name]
+    return injected, logins
+
+
+def _detail(secret: Secret) -> SecretDetail:
+    injected, logins = _references(secret)
+    used_by = injected + [agent_id for agent_id in logins if agent_id not in injected]
+    return SecretDetail(secret.id, secret.name, secret.created_at, secret.updated_at, secret.version, used_by)
+
+
+def get_secret(actor: Principal, secret_id: str) -> SecretDetail:
+    """A secret's metadata and the agents that reference it; never its value.
+
+    Raises:
+        NotFound: no such secret visible to the caller.
+    """
+    return _detail(_visible_secret(actor, secret_id))
+
+
+def rotate_secret(actor: Principal, secret_id: str, *, value: str) -> SecretDetail:
+    """Replace a secret's value in place (its `version` goes up).
+
+    Nothing running is touched: each agent in `used_by` gets the new value from its next container start,
+    restart or release (a restart after a rotation is a new release whose `changes` say `rotated`).
+
+    Raises:
+        NotFound: no such secret visible to the caller.
+    """
+    secret = _visible_secret(actor, secret_id)
+    secret.ciphertext = encrypt_secret(value)
+    secret.version = (secret.version or 1) + 1
+    secret.updated_at = utcnow()
+    db.session.commit()
+    return _detail(secret)
+
+
+def secret_versions(owner_id: str, names: Iterable[str]) -> dict[str, int]:
+    """`{secret name: version}` of the owner's secrets among `names` (what a release records)."""
+    wanted = set(names)
+    if not wanted:
+        return {}
+    rows = db.session.execute(
+        select(Secret.name, Secret.version).where(Secret.owner_id == owner_id, Secret.name.in_(wanted))
+    )
+    return {name: version for name, version in rows}
+
+
 def delete_secret(actor: Principal, secret_id: str) -> None:
     """Delete a secret that no agent references (in `secrets` or as its `registry_auth.password_secret`).
 
@@ -50,12 +125,8 @@ def delete_secret(actor: Principal, secret_id: str) -> None:
         NotFound: no such secret visible to the caller.
         Conflict: agents still reference it (`details.agent_ids`).
     """
-    secret = db.session.get(Secret, secret_id)
-    if secret is None or (not actor.is_admin and secret.owner_id != actor.id):
-        raise NotFound("Secret not found.")
-    agents = list(db.session.scalars(select(Agent).where(Agent.owner_id == secret.owner_id)))
-    injected = [agent.id for agent in agents if secret.name in (agent.secrets or {}).values()]
-    logins = [agent.id for agent in agents if (agent.registry_auth or {}).get("password_secret") == secret.name]
+    secret = _visible_secret(actor, secret_id)
+    injected, logins = _references(secret)
     if injected or logins:
         where = " and ".join(
             part
@@ -64,7 +135,7 @@ def delete_secret(actor: Principal, secret_id: str) -> None:
         )
         raise Conflict(
             f"The secret is referenced by agents ({where}); remove the references first.",
-            details={"agent_ids": sorted(set(injected) | set(logins), key=[agent.id for agent in agents].index)},
+            details={"agent_ids": injected + [agent_id for agent_id in logins if agent_id not in injected]},
         )
     db.session.delete(secret)
     db.session.commit()

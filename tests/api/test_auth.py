@@ -34,7 +34,7 @@ def test_first_user_is_admin_then_users(client: FlaskClient) -> None:
     assert set(body) == {"id", "email", "full_name", "role", "created_at"}
     second = register(client, "someone@example.com")
     assert second.status_code == 201
-    assert second.get_json()["role"] == "user"
+    assert second.get_json()["role"] == "developer"
 
 
 def test_password_is_stored_as_a_slow_hash(client: FlaskClient, app: Flask) -> None:

@@ -117,7 +117,29 @@ def test_posting_rules(app: Flask, api: Api, client: FlaskClient) -> None:
         assert_error(client.post("/v1/evaluations", headers=key, json={**base, **bad}), 400, "validation_error")
     invoke_only = key_for(api, agent["id"], ["invoke"])
     assert_error(client.post("/v1/evaluations", headers=invoke_only, json=base), 403, "forbidden")
-    assert_error(client.get("/v1/evaluations", headers=key), 403, "forbidden")
+    assert_error(client.get("/v1/evaluations", headers=invoke_only), 403, "forbidden")
+    assert_error(client.get("/v1/evaluations/stats", headers=invoke_only), 403, "forbidden")
+
+
+def test_a_telemetry_key_reads_its_own_agents_evaluations_and_stats(app: Flask, api: Api, client: FlaskClient) -> None:
+    """As seed 004's SDK does: the agent's key (scope `telemetry`) lists and sums its own agent's evaluations only."""
+    agent, other = new_agent(app, api), new_agent(app, api)
+    key, other_key = key_for(api, agent["id"], ["telemetry"]), key_for(api, other["id"], ["telemetry"])
+    for prompt, hallucinated in (("a1", True), ("a2", False)):
+        body = {"prompt": prompt, "response": "r", "hallucinated": hallucinated, "latency_sec": 0.5}
+        assert client.post("/v1/evaluations", headers=key, json=body).status_code == 201
+    assert client.post("/v1/evaluations", headers=other_key, json={"prompt": "b1", "response": "r"}).status_code == 201
+    listing = client.get("/v1/evaluations", headers=key).get_json()
+    assert [item["prompt"] for item in listing["items"]] == ["a2", "a1"] and listing["total"] == 2
+    flagged = client.get("/v1/evaluations?hallucinated=true", headers=key).get_json()
+    assert [item["prompt"] for item in flagged["items"]] == ["a1"]
+    stats = client.get("/v1/evaluations/stats?days=1", headers=key).get_json()
+    assert stats["total_evaluations"] == 2 and stats["total_hallucinations"] == 1 and stats["hallucination_rate"] == 0.5
+    assert stats["avg_latency"] == 0.5
+    assert client.get(f"/v1/evaluations/stats?agent_id={agent['id']}", headers=key).status_code == 200
+    for url in (f"/v1/evaluations?agent_id={other['id']}", f"/v1/evaluations/stats?agent_id={other['id']}"):
+        assert_error(client.get(url, headers=key), 404, "not_found")
+    assert client.get("/v1/evaluations/stats", headers=other_key).get_json()["total_evaluations"] == 1
 
 
 def test_a_posted_evaluation_answers_what_the_schema_shows_of_the_stored_row(

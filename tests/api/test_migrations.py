@@ -73,7 +73,7 @@ def test_a_database_with_users_names_its_oldest_as_the_first_account(make_app: A
             assert connection.execute(text("SELECT slot, user_id FROM first_account")).all() == [(1, "user-2")]
         db.engine.dispose()
     later = app.test_client().post("/v1/auth/register", json={"email": "later@example.com", "password": "pw-12345678"})
-    assert later.status_code == 201 and later.get_json()["role"] == "user"
+    assert later.status_code == 201 and later.get_json()["role"] == "developer"
 
 
 def test_every_existing_deployment_gets_release_1_as_its_status_says(make_app: Any, empty_database_url: str) -> None:
@@ -222,4 +222,39 @@ def test_each_existing_webhook_keeps_getting_its_alerts_and_nothing_else(
         assert found is not None
         assert (found.events, found.severities, found.kinds) == (["alert.raised", "alert.resolved"], ["critical"], [])
         db.session.remove()
+        db.engine.dispose()
+
+
+def test_existing_user_accounts_become_developers_and_secrets_get_version_1(
+    make_app: Any, empty_database_url: str
+) -> None:
+    """`user` was the role that manages its own resources; it is `developer` now (`user` is read-only)."""
+    app = make_app(SQLALCHEMY_DATABASE_URI=empty_database_url)
+    with app.app_context():
+        upgrade(revision="5e0a7b3c91d4")
+        with db.engine.begin() as connection:
+            for number, role in ((1, "admin"), (2, "user"), (3, "user")):
+                connection.execute(
+                    text(
+                        "INSERT INTO users (id, email, password_hash, role, is_active, created_at, updated_at) "
+                        "VALUES (:id, :email, 'x', :role, true, '2024-01-01 00:00:00', '2024-01-01 00:00:00')"
+                    ),
+                    {"id": f"user-{number}", "email": f"u{number}@example.com", "role": role},
+                )
+            connection.execute(
+                text(
+                    "INSERT INTO secrets (id, owner_id, name, ciphertext, created_at, updated_at) "
+                    "VALUES ('secret-1', 'user-2', 'token', :value, '2024-01-01 00:00:00', '2024-01-01 00:00:00')"
+                ),
+                {"value": b"x"},
+            )
+        upgrade()
+        with db.engine.connect() as connection:
+            roles = connection.execute(text("SELECT id, role FROM users ORDER BY id")).all()
+            assert roles == [("user-1", "admin"), ("user-2", "developer"), ("user-3", "developer")]
+            assert connection.execute(text("SELECT version FROM secrets")).scalar_one() == 1
+        downgrade(revision="5e0a7b3c91d4")
+        with db.engine.connect() as connection:
+            assert {role for (role,) in connection.execute(text("SELECT role FROM users"))} == {"admin", "user"}
+        upgrade()
         db.engine.dispose()

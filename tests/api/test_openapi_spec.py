@@ -19,6 +19,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from deploy_service.models import AgentStatus, AlertSeverity, DeploymentStatus, DesiredState
+from deploy_service.permissions import PERMISSIONS
 
 METHODS = ("get", "post", "put", "patch", "delete")
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -127,10 +128,13 @@ def test_cross_cutting_statuses_are_documented_where_they_apply(spec: dict[str, 
 
 def test_security_matches_what_each_route_accepts(spec: dict[str, Any], app: Flask) -> None:
     security = {(m, p): o.get("security") for p, m, o in _operations(spec)}
-    bearer, key = {"bearerAuth": []}, {"apiKey": []}
+    bearer, key, token = {"bearerAuth": []}, {"apiKey": []}, {"personalToken": []}
     assert security[("get", "/health")] == []
     assert security[("post", "/v1/auth/login")] in (None, [])
-    assert security[("get", "/v1/deployments")] == [bearer]
+    assert security[("get", "/v1/deployments")] == [bearer, token]
+    assert security[("post", "/v1/auth/api-keys")] == [bearer]  # a token never mints tokens
+    assert security[("get", "/v1/users")] == [bearer]  # nor reaches the admin routes
+    assert security[("get", "/v1/evaluations")] == [bearer, token, key]
     assert key in security[("post", "/v1/agents/{agent_id}/interact")]
     assert key in security[("post", "/v1/evaluations")]
     assert key in security[("post", "/v1/deployments/{deployment_id}/results")]
@@ -140,6 +144,34 @@ def test_security_matches_what_each_route_accepts(spec: dict[str, Any], app: Fla
     schemes = spec["components"]["securitySchemes"]
     assert schemes["bearerAuth"] == {**schemes["bearerAuth"], "type": "http", "scheme": "bearer"}
     assert schemes["apiKey"] == {**schemes["apiKey"], "type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["personalToken"] == {**schemes["personalToken"], "type": "http", "scheme": "bearer"}
+
+
+def test_each_authenticated_operation_documents_its_row_of_the_permission_table(spec: dict[str, Any]) -> None:
+    """`x-required-scope`: the roles, token scopes and agent-key scope that open each operation."""
+    rows = {
+        (method.lower(), re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule)): row for (method, rule), row in PERMISSIONS.items()
+    }
+    documented = 0
+    for path, method, operation in _operations(spec):
+        if not operation.get("security"):
+            assert "x-required-scope" not in operation, (method, path)
+            continue
+        row = rows[(method, path)]
+        assert operation["x-required-scope"] == {
+            "action": row.action,
+            "roles": [str(role) for role in row.roles],
+            "token": [str(scope) for scope in row.token_scopes],
+            "agent_key": row.key_scope,
+        }, (method, path)
+        documented += 1
+    assert documented > 50
+    assert spec["paths"]["/v1/agents"]["post"]["x-required-scope"] == {
+        "action": "write",
+        "roles": ["admin", "developer"],
+        "token": ["write"],
+        "agent_key": None,
+    }
 
 
 @pytest.mark.parametrize("enum", [DeploymentStatus, DesiredState, AgentStatus, AlertSeverity])

@@ -24,12 +24,13 @@ from deploy_service.models import Alert, Deployment, Release, ReleaseReason, Rel
 from deploy_service.models.types import utcnow
 from deploy_service.services import api_keys as key_service
 from deploy_service.services import evaluations as evaluation_service
+from deploy_service.services import personal_tokens as token_service
 from deploy_service.services import webhooks as webhook_service
 from deploy_service.settings import Settings
 from tests.factories import AuthActions, UserRef, make_agent, make_deployment, make_secret
 from tests.fakes import FakeRunner
 from tests.helpers import assert_error
-from tests.security.routes import Probe
+from tests.security.routes import ADMIN, Probe
 
 __all__ = ["assert_error"]  # still importable from here
 
@@ -61,13 +62,15 @@ class Victim:
             "results": f"/v1/deployments/{deployment}/results",
             "events": f"/v1/deployments/{deployment}/events?limit=200",
             "releases": f"/v1/deployments/{deployment}/releases",
+            "tokens": "/v1/auth/api-keys",
+            "secret": f"/v1/secrets/{self.ids['secret_id']}",
         }
         state: dict[str, Any] = {}
         for name, path in paths.items():
             response = self.client.get(path, headers=self.headers)
             assert response.status_code == 200, (path, response.get_json())
             state[name] = response.get_json()
-        for key in state["keys"]["items"] + state["keys2"]["items"]:
+        for key in state["keys"]["items"] + state["keys2"]["items"] + state["tokens"]["items"]:
             key.pop("last_used_at")  # a key's own use is not a change of state
         return state
 
@@ -80,6 +83,12 @@ class World:
     stranger: UserRef
     stranger_headers: dict[str, str]
     auth: AuthActions
+    admin_headers: dict[str, str]
+    """An admin's (not the victim's): the user routes (`ADMIN` probes) are an admin's to call."""
+
+    def headers_for(self, probe: Probe) -> dict[str, str]:
+        """Who calls `probe` as its rightful caller: an admin for the user routes, else the victim."""
+        return self.admin_headers if probe.access == ADMIN else self.victim.headers
 
     def request(self, probe: Probe, ids: dict[str, str], headers: dict[str, str] | None = None) -> TestResponse:
         """Send `probe` with `ids` filled in."""
@@ -179,6 +188,8 @@ def world(
         webhook, _ = webhook_service.create_webhook(actor, url="http://127.0.0.1:9/hook", severities=None, kinds=None)
         webhook_id = webhook.id
         evaluation_service.record(actor, {"agent_id": first["agent_id"], "prompt": "p", "response": "r"})
+        token, _ = token_service.create_token(actor, name="victim-token")
+        token_id = token.id
     ids = {
         "user_id": owner.id,
         "agent_id": first["agent_id"],
@@ -187,6 +198,7 @@ def world(
         "secret_id": secret["id"],
         "webhook_id": webhook_id,
         "alert_id": _alert(app, owner, first["agent_id"], first["deployment_id"]),
+        "token_id": token_id,
     }
     victim = Victim(
         user=owner,
@@ -197,4 +209,5 @@ def world(
         client=client,
     )
     stranger, stranger_headers = auth.user()
-    return World(app, client, victim, stranger, stranger_headers, auth)
+    _admin, admin_headers = auth.admin()
+    return World(app, client, victim, stranger, stranger_headers, auth, admin_headers)

@@ -19,6 +19,7 @@ ANON = "anon"  # under /v1 but anonymous by design: register, login
 USER = "user"  # an access JWT; an API key alone is refused with 403
 USER_OR_KEY = "user_or_key"  # an access JWT, or the agent's own API key with the route's scope
 REFRESH = "refresh"  # a refresh JWT
+ADMIN = "admin"  # an admin's access JWT (the user routes): everyone else is 403
 
 # What a stranger naming the victim's ids gets.
 NOT_FOUND = "not_found"  # 404, byte-identical to a missing id
@@ -96,6 +97,14 @@ PROBES: tuple[Probe, ...] = (
     Probe("POST", "/v1/auth/refresh", REFRESH),
     Probe("POST", "/v1/auth/logout", USER),
     Probe("GET", "/v1/auth/me", USER),
+    Probe("POST", "/v1/auth/api-keys", USER, body={"name": "ci"}, ok=201),
+    Probe("GET", "/v1/auth/api-keys", USER),
+    Probe("DELETE", "/v1/auth/api-keys/<string:token_id>", USER, "/v1/auth/api-keys/{token_id}", other=NOT_FOUND),
+    Probe("GET", "/v1/users", ADMIN),
+    Probe("GET", "/v1/users/<id:user_id>", ADMIN, "/v1/users/{user_id}", other=FORBIDDEN),
+    Probe(
+        "PATCH", "/v1/users/<id:user_id>", ADMIN, "/v1/users/{user_id}", body={"full_name": "Renamed"}, other=FORBIDDEN
+    ),
     Probe(
         "GET",
         "/v1/users/<string:user_id>/deployed-agents",
@@ -106,7 +115,7 @@ PROBES: tuple[Probe, ...] = (
     # Agents.
     Probe("GET", "/v1/agents", USER),
     Probe("GET", "/v1/agents", USER, query="owner_id={user_id}", other=FORBIDDEN, tags=("admin_filter",)),
-    Probe("POST", "/v1/agents", USER, body={"name": "mine", "image": "deploy-test/http-agent:latest"}),
+    Probe("POST", "/v1/agents", USER, body={"name": "mine", "image": "deploy-test/http-agent:latest"}, ok=201),
     Probe("GET", A_ITEM, USER, "/v1/agents/{agent_id}", other=NOT_FOUND),
     Probe("PATCH", A_ITEM, USER, "/v1/agents/{agent_id}", body={"description": "taken over"}, other=NOT_FOUND),
     Probe("DELETE", A_ITEM, USER, "/v1/agents/{agent_id}", other=NOT_FOUND, tags=("idle_agent",), ok=204),
@@ -231,18 +240,34 @@ PROBES: tuple[Probe, ...] = (
     ),
     Probe("POST", "/v1/alerts/<string:alert_id>/resolve", USER, "/v1/alerts/{alert_id}/resolve", other=NOT_FOUND),
     # Evaluations.
-    Probe("GET", "/v1/evaluations", USER),
-    Probe("GET", "/v1/evaluations", USER, query="agent_id={agent_id}", other=NOT_FOUND),
+    Probe("GET", "/v1/evaluations", USER_OR_KEY, key_scope="telemetry"),
+    Probe("GET", "/v1/evaluations", USER_OR_KEY, query="agent_id={agent_id}", other=NOT_FOUND, key_scope="telemetry"),
     Probe("POST", "/v1/evaluations", USER_OR_KEY, body=EVALUATION, other=NOT_FOUND, key_scope="telemetry", ok=201),
-    Probe("GET", "/v1/evaluations/stats", USER),
-    Probe("GET", "/v1/evaluations/stats", USER, query="agent_id={agent_id}", other=NOT_FOUND),
+    Probe("GET", "/v1/evaluations/stats", USER_OR_KEY, key_scope="telemetry"),
+    Probe(
+        "GET",
+        "/v1/evaluations/stats",
+        USER_OR_KEY,
+        query="agent_id={agent_id}",
+        other=NOT_FOUND,
+        key_scope="telemetry",
+    ),
     # Secrets.
     Probe("GET", "/v1/secrets", USER),
-    Probe("POST", "/v1/secrets", USER, body={"name": "mine", "value": "v"}),
+    Probe("POST", "/v1/secrets", USER, body={"name": "mine", "value": "v"}, ok=201),
+    Probe("GET", "/v1/secrets/<string:secret_id>", USER, "/v1/secrets/{secret_id}", other=NOT_FOUND),
+    Probe(
+        "PUT",
+        "/v1/secrets/<string:secret_id>",
+        USER,
+        "/v1/secrets/{secret_id}",
+        body={"value": "rotated-by-someone"},
+        other=NOT_FOUND,
+    ),
     Probe("DELETE", "/v1/secrets/<string:secret_id>", USER, "/v1/secrets/{secret_id}", other=NOT_FOUND, ok=204),
     # Webhooks.
     Probe("GET", "/v1/webhooks", USER),
-    Probe("POST", "/v1/webhooks", USER, body={"url": "http://127.0.0.1:9/hook"}),
+    Probe("POST", "/v1/webhooks", USER, body={"url": "http://127.0.0.1:9/hook"}, ok=201),
     Probe("GET", "/v1/webhooks/<string:webhook_id>", USER, "/v1/webhooks/{webhook_id}", other=NOT_FOUND),
     Probe(
         "PATCH",
@@ -262,9 +287,9 @@ PROBES: tuple[Probe, ...] = (
     ),
 )
 
-PROTECTED = tuple(p for p in PROBES if p.access in (USER, USER_OR_KEY, REFRESH))
-ACCESS_ROUTES = tuple(p for p in PROBES if p.access in (USER, USER_OR_KEY))
-OPERATOR_ONLY = tuple(p for p in PROBES if p.access == USER)
+PROTECTED = tuple(p for p in PROBES if p.access in (USER, USER_OR_KEY, REFRESH, ADMIN))
+ACCESS_ROUTES = tuple(p for p in PROBES if p.access in (USER, USER_OR_KEY, ADMIN))
+OPERATOR_ONLY = tuple(p for p in PROBES if p.access in (USER, ADMIN))
 KEY_ROUTES = tuple(p for p in PROBES if p.access == USER_OR_KEY)
 OWNED = tuple(p for p in PROBES if p.other is not None)
 

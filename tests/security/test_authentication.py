@@ -198,7 +198,10 @@ def test_a_key_on_an_operator_route_is_403(world: World, probe: Probe) -> None:
     assert world.victim.snapshot() == before
 
 
-@pytest.mark.parametrize("probe", KEY_ROUTES, ids=ids(KEY_ROUTES))
+NAMING_KEY_ROUTES = tuple(probe for probe in KEY_ROUTES if probe.other is not None)
+
+
+@pytest.mark.parametrize("probe", NAMING_KEY_ROUTES, ids=ids(NAMING_KEY_ROUTES))
 def test_a_key_of_one_agent_on_another_agent_is_404_as_if_missing(world: World, probe: Probe) -> None:
     before = world.victim.snapshot()
     headers = _key_headers(world)

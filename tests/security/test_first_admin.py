@@ -73,8 +73,10 @@ def test_concurrent_first_registrations_make_one_admin_in_development_and_none_i
         _empty(app)
         answers = _register_at_once(clients, number)
         assert [answer.status_code for answer in answers] == [201] * callers, [a.get_json() for a in answers]
-        assert Counter(answer.get_json()["role"] for answer in answers) == Counter(admin=admins, user=callers - admins)
-        assert _roles(app) == Counter(admin=admins, user=callers - admins)
+        assert Counter(answer.get_json()["role"] for answer in answers) == Counter(
+            admin=admins, developer=callers - admins
+        )
+        assert _roles(app) == Counter(admin=admins, developer=callers - admins)
 
 
 def test_in_production_the_first_registration_is_a_plain_user(
@@ -83,13 +85,13 @@ def test_in_production_the_first_registration_is_a_plain_user(
     configure(ENVIRONMENT="production")
     first = client.post("/v1/auth/register", json={"email": "early@example.com", "password": PASSWORD})
     assert first.status_code == 201, first.get_json()
-    assert first.get_json()["role"] == "user"
+    assert first.get_json()["role"] == "developer"
 
 
 def test_an_account_made_by_create_admin_is_the_first_one(app: Flask, client: FlaskClient) -> None:
     make_admin(app)
     later = client.post("/v1/auth/register", json={"email": "later@example.com", "password": PASSWORD})
-    assert later.status_code == 201 and later.get_json()["role"] == "user"
+    assert later.status_code == 201 and later.get_json()["role"] == "developer"
 
 
 def test_an_account_registered_in_production_stays_the_first_one(
@@ -99,4 +101,4 @@ def test_an_account_registered_in_production_stays_the_first_one(
     assert client.post("/v1/auth/register", json={"email": "one@example.com", "password": PASSWORD}).status_code == 201
     configure(ENVIRONMENT="development")
     second = client.post("/v1/auth/register", json={"email": "two@example.com", "password": PASSWORD})
-    assert second.status_code == 201 and second.get_json()["role"] == "user"
+    assert second.status_code == 201 and second.get_json()["role"] == "developer"

@@ -26,7 +26,7 @@ BODY_PROBES = tuple(probe for probe in PROBES if probe.body is not None)
 def _headers(world: World, probe: Probe) -> dict[str, str]:
     if probe.key_scope == "invoke":
         return {"X-API-Key": world.victim.keys[world.victim.ids["agent_id"]]}
-    return world.victim.headers
+    return world.headers_for(probe)
 
 
 def _post_raw(world: World, probe: Probe, raw: bytes) -> Any:
@@ -136,7 +136,7 @@ def test_a_nul_in_a_path_id_is_404(world: World, probe: Probe, name: str, bad: s
     assert_error(response, 404, "not_found")
 
 
-def _query_parameters(world: World) -> list[tuple[str, str]]:
+def _query_parameters(world: World) -> list[tuple[str, str, dict[str, str]]]:
     spec = world.client.get("/openapi.json").get_json()
     found = []
     for probe in PROBES:
@@ -144,15 +144,16 @@ def _query_parameters(world: World) -> list[tuple[str, str]]:
             continue
         operation = spec["paths"][re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", probe.rule)]["get"]
         url, _ = probe.render(world.victim.ids)
-        found += [(url, p["name"]) for p in operation.get("parameters", []) if p["in"] == "query"]
+        headers = world.headers_for(probe)
+        found += [(url, p["name"], headers) for p in operation.get("parameters", []) if p["in"] == "query"]
     return found
 
 
 def test_a_nul_in_any_query_argument_is_400_naming_it(world: World) -> None:
     checked = set()
-    for url, name in _query_parameters(world):
+    for url, name, headers in _query_parameters(world):
         for bad in ("%00", "a%00b"):
-            response = world.client.get(f"{url}?{name}={bad}", headers=world.victim.headers)
+            response = world.client.get(f"{url}?{name}={bad}", headers=headers)
             error = assert_error(response, 400, "validation_error")
             assert name in error["details"], (url, name, error)
         checked.add((url.split("/v1/")[1].split("/")[0], name))

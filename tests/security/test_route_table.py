@@ -7,6 +7,7 @@ import re
 from flask import Flask
 from flask.testing import FlaskClient
 
+from deploy_service.permissions import permission_for
 from tests.security.routes import ANON, PROBES, PUBLIC, USER_OR_KEY
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -48,7 +49,7 @@ def test_every_route_naming_a_resource_says_what_a_stranger_gets() -> None:
 
 
 def test_every_documented_protected_operation_declares_its_security(client: FlaskClient) -> None:
-    """The spec tells clients which routes need a token, and which also take an API key."""
+    """The spec tells clients which routes need a token, which also take a personal token, and which an API key."""
     spec = client.get("/openapi.json").get_json()
     for probe in PROBES:
         if not probe.rule.startswith("/v1/"):
@@ -57,7 +58,12 @@ def test_every_documented_protected_operation_declares_its_security(client: Flas
         schemes = {name for requirement in operation.get("security", []) for name in requirement}
         if probe.access == ANON:
             assert schemes == set(), probe.id
-        elif probe.access == USER_OR_KEY:
-            assert schemes == {"bearerAuth", "apiKey"}, probe.id
-        else:
-            assert schemes == {"bearerAuth"}, probe.id
+            continue
+        permission = permission_for(probe.method, probe.rule)
+        assert permission is not None, probe.id
+        expected = {"bearerAuth"} | ({"personalToken"} if permission.token_scopes else set())
+        if probe.access == USER_OR_KEY:
+            assert permission.key_scope == probe.key_scope, probe.id
+            expected |= {"apiKey"}
+        assert schemes == expected, probe.id
+        assert operation["x-required-scope"]["agent_key"] == probe.key_scope, probe.id

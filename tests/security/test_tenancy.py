@@ -43,7 +43,7 @@ def test_another_users_resource_is_answered_as_a_missing_one(world: World, probe
         assert_error(response, *EXPECTED[probe.other])
     assert victim.snapshot() == before, "a stranger's request changed the victim's resources"
 
-    status, body = _answer(world, probe, arranged_ids(world, probe), victim.headers)
+    status, body = _answer(world, probe, arranged_ids(world, probe), world.headers_for(probe))
     assert status == probe.ok, (status, body)
     if probe.other == EMPTY:
         assert body["total"] >= 1, body

@@ -88,6 +88,8 @@ def test_a_value_of_the_wrong_type_is_refused_with_its_name(key: str, value: Any
         ({"REPLICA_HOST": "engine.internal"}, "PUBLISH_HOST"),  # bridge (auto) needs an address to publish on
         ({"DOCKER_NETWORK_MODE": "bridge", "PUBLISH_HOST": "engine.internal"}, "PUBLISH_HOST"),
         ({"BUILD_NETWORK": "host"}, "BUILD_NETWORK"),
+        ({"DEFAULT_ROLE": "admin"}, "DEFAULT_ROLE"),  # would hand the service to whoever registers
+        ({"DEFAULT_ROLE": "owner"}, "DEFAULT_ROLE"),
     ],
 )
 def test_unsafe_values_are_refused(overrides: dict[str, Any], message: str) -> None:
