@@ -89,6 +89,7 @@ def ps(
     client = s.client()
     agent_id = client.find_agent(agent)["id"] if agent else None
     page = client.list_deployments(agent_id=agent_id, status=status, limit=limit)
+    names = {a["id"]: a["name"] for a in client.all_agents()} if page["items"] else {}
     emit(
         s,
         page,
@@ -98,7 +99,7 @@ def ps(
             p["items"],
             lambda d: (
                 d["id"],
-                d["agent_id"],
+                names.get(d["agent_id"], d["agent_id"]),
                 d["status"],
                 replicas(d),
                 d.get("revision"),

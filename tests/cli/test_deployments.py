@@ -18,6 +18,7 @@ from deploy_service.reconciler import Reconciler
 from deploy_service.settings import Settings
 from tests.cli.conftest import Cli
 from tests.fakes import FakeRunner
+from tests.helpers import converge
 
 V1 = "deploy-test/http-agent:latest"
 V2 = "deploy-test/http-agent:v2"
@@ -55,7 +56,8 @@ def test_deploy_wait_prints_progress_on_stderr_and_only_the_deployment_on_stdout
     assert by_name["id"] == deployment["id"] and by_name["status"] == "ready"
     listed = cli.json("ps")
     assert [d["id"] for d in listed["items"]] == [deployment["id"]]
-    assert deployment["id"] in cli.ok("ps", "--agent", "web", "-o", "table").stdout
+    table = cli.ok("ps", "--agent", "web", "-o", "table").stdout
+    assert deployment["id"] in table and " web " in table  # the agent by its name
     table = cli.ok("status", deployment["id"], "-o", "table").stdout
     assert "ready" in table and "replica 1" in table
     conflict = cli("deploy", "web")
@@ -223,3 +225,19 @@ def test_alerts_list_acknowledge_and_resolve(cli: Cli, tmp_path: Path) -> None:
     assert [a["status"] for a in cli.json("alerts", "--status", "all")["items"]] == ["resolved"]
     missing = cli("alerts", "ack", "no-such-alert")
     assert missing.exit_code == 1 and "not_found" in missing.stderr
+
+
+def test_logs_previous_shows_a_crashed_replicas_last_lines(
+    cli: Cli, tmp_path: Path, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    deployment = _deployed(cli, tmp_path)
+    [first] = fake_runner.of(deployment["id"])
+    for line in ("working", "dying"):
+        fake_runner.say(first.container_id, line)
+    fake_runner.crash(first.container_id)
+    replaced = lambda: [r.container_id for r in fake_runner.of(deployment["id"])] not in ([], [first.container_id])  # noqa: E731
+    converge(reconciler, replaced)
+    previous = cli.json("logs", "web", "--previous", "--replica", "0")["lines"]
+    assert [line["line"] for line in previous][-2:] == ["working", "dying"]
+    refused = cli("logs", "web", "--previous")
+    assert refused.exit_code == 1 and "validation_error" in refused.stderr
