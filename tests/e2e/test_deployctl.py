@@ -14,9 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import docker
 import requests
 
-from tests.helpers import ROOT, ProcessGroup, free_port, wait_for
+from tests.helpers import ROOT, ProcessGroup, free_port, wait_for, wait_until
 
 IMAGE = "deploy-test/http-agent:latest"
 NEW_IMAGE = "deploy-test/http-agent:deployctl-e2e"
@@ -111,11 +112,19 @@ def test_the_deployctl_walk_through_on_the_real_engine(
 
         removed = as_json("rm", "echo", "--yes")
         assert removed["status"] == "killed"
-        assert not docker_engine.containers.list(all=True, filters={"name": f"ds-{deployment_id}"})
+        wait_until(lambda: not _containers(docker_engine, deployment_id), 30, what="its containers to be removed")
         deployctl("logout")
         deployctl("whoami", expect=1)
     finally:
         if deployment_id:
-            for container in docker_engine.containers.list(all=True, filters={"name": f"ds-{deployment_id}"}):
-                container.remove(force=True)
+            for container in _containers(docker_engine, deployment_id):
+                try:
+                    container.remove(force=True)
+                except docker.errors.APIError:  # already being removed by the service (or gone)
+                    pass
+            wait_until(lambda: not _containers(docker_engine, deployment_id), 30, what="the containers to go")
         docker_engine.images.remove(NEW_IMAGE)
+
+
+def _containers(engine: Any, deployment_id: str) -> list[Any]:
+    return list(engine.containers.list(all=True, filters={"name": f"ds-{deployment_id}"}))
