@@ -10,8 +10,8 @@ run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
 
 check:  ## ruff, format, mypy, and the tests needing no engine, own PostgreSQL, process, load or fuzz, on SQLite (< 2 min)
-	ruff check deploy_service tests migrations bench app.py
-	ruff format --check deploy_service tests migrations bench app.py gunicorn.conf.py
+	ruff check deploy_service deploy_client tests migrations bench app.py
+	ruff format --check deploy_service deploy_client tests migrations bench app.py gunicorn.conf.py
 	mypy
 	env -u TEST_DATABASE_URL python -m pytest -q -m "$(CHECK_MARKERS)"
 
@@ -19,7 +19,7 @@ test:  ## the full gate: ruff + mypy + the whole suite on SQLite and on PostgreS
 	bash scripts/test.sh
 
 lint:
-	bash -c 'source scripts/bootstrap.sh && ruff check deploy_service tests migrations bench app.py && mypy'
+	bash -c 'source scripts/bootstrap.sh && ruff check deploy_service deploy_client tests migrations bench app.py && mypy'
 
 security:  ## the attack-matrix tests (tests/security) on SQLite; see docs/security.md
 	bash -c 'source scripts/bootstrap.sh && python -m pytest tests/security -q'

@@ -48,12 +48,14 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 stamp="$VENV/.requirements.sha256"
-want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing Python packages into $VENV" >&2
   # The stamp is written only after both installs succeed: a failed one is tried again next time.
   if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2 \
-    || ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements-dev.txt" >&2; then
+    || ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements-dev.txt" >&2 \
+    || ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+      -e "$ROOT" >&2; then  # deployctl (deploy_client/, editable), its dependencies are in requirements.txt
     rm -f "$stamp"
     { _bootstrap_say "installing the Python packages failed (see above); run it again once that is fixed"; return 1 2>/dev/null || exit 1; }
   fi

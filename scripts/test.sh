@@ -40,8 +40,8 @@ if [ "$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null)" != "activ
 fi
 
 echo "== ruff" >&2
-ruff check deploy_service tests migrations bench app.py
-ruff format --check deploy_service tests migrations bench app.py gunicorn.conf.py
+ruff check deploy_service deploy_client tests migrations bench app.py
+ruff format --check deploy_service deploy_client tests migrations bench app.py gunicorn.conf.py
 echo "== mypy" >&2
 mypy
 
