@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from deploy_service.errors import EngineUnavailable, NotFound
 from deploy_service.extensions import db
@@ -283,6 +283,7 @@ class DeploymentRun:
             registry_auth=self._node_credentials(),
             kind=config.get("kind", AgentKind.SERVICE),
             restart_policy=config.get("restart_policy", RestartPolicy.ALWAYS),
+            judged_after=_judged_after(config.get("health_check")),
         )
 
     def _node_credentials(self) -> RegistryCredentials | None:
@@ -580,3 +581,11 @@ class DeploymentRun:
         if deployment.desired_state != DesiredState.RUNNING and deployment.status != DeploymentStatus.STOPPED:
             what = self.x.driver.wound_down
             lifecycle.transition(deployment, DeploymentStatus.STOPPED, f"Stopped on request; {what}.")
+
+
+def _judged_after(check: dict[str, Any] | None) -> float:
+    """How long a new replica with this health check runs before its checks can have failed it (0: none)."""
+    if not check:
+        return 0.0
+    interval = float(check.get("interval_seconds", 10.0))
+    return interval * int(check.get("retries", 3)) + float(check.get("timeout_seconds", 5.0))

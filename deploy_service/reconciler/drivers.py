@@ -82,6 +82,9 @@ class Workload:
     """The agent's registry login, for an engine that pulls the image itself on each node (Swarm)."""
     kind: str = AgentKind.SERVICE
     restart_policy: str = RestartPolicy.ALWAYS
+    judged_after: float = 0.0
+    """Seconds a new replica runs before it is judged: with an HTTP health check, the time its checks take to
+    fail it (`interval × retries + timeout`); without one, 0 (the start-up grace applies)."""
 
 
 def restart_condition(kind: str, restart_policy: str) -> str:
@@ -516,7 +519,12 @@ class ServiceDriver(Driver):
                 restart_window=settings.stable_seconds,
                 restart_condition=restart_condition(workload.kind, workload.restart_policy),
                 stop_timeout=settings.stop_timeout,
-                update_monitor=settings.startup_grace,
+                # A task is replaced by the next slot's only once it has run this long without failing, and a
+                # failure within it is the update's: Swarm knows when a task runs, not when our health check
+                # passes, so a new release that crashes is rolled back while the old tasks of the other slots
+                # still serve (they are not touched until then).
+                update_monitor=max(settings.startup_grace, workload.judged_after),
+                update_delay=max(settings.startup_grace, workload.judged_after),
                 update_parallelism=settings.max_surge,
                 built=workload.built,
                 registry_auth=workload.registry_auth,

@@ -21,12 +21,14 @@ tested as a table (tests/unit/test_plan.py). The two runners differ in one trait
 Automatic rollback (`Rules.auto_rollback`): a rolling update fails (containers: a new replica spends the
 restart budget, or the progress deadline passes; both runners: its image cannot be pulled or built) while
 replicas of an older generation still run: instead of failing, the deployment goes back to the newest such
-generation (`RollBack`; `Plan.fallback` names it for `plan_status`). On Swarm the engine rolls a failed update
-back itself (the service's update `FailureAction`); the planner maps that onto the same `RollBack` to the
-generation the service runs again. When the new tasks spend the budget or miss the deadline first (Swarm's
-start-first update stopped the old tasks once the new ones ran), it goes back to the spec the service ran
-before the update (`ServiceState.previous_generation`), applied again next pass. With nothing serving (a
-first deploy, a start from stopped or failed) it fails as before.
+generation (`RollBack`; `Plan.fallback` names it for `plan_status`). On Swarm an update pauses when a new
+task fails within its watch (the service's update `FailureAction` is `pause`: Swarm's own rollback would
+start the old spec's tasks on the old tasks' ports, which those still hold while they stop); a paused
+update, new tasks that spend the budget, or a missed deadline all go back to the spec the service ran before
+the update (`ServiceState.previous_generation`), applied again next pass on ports of its own; the slots the
+update had not reached yet still serve until then. (A service whose update the engine rolled back itself,
+as one made before this rule was, maps onto the same `RollBack` to the generation it runs again.) With
+nothing serving (a first deploy, a start from stopped or failed) it fails as before.
 
 Jobs (`Desired.is_job`): a replica that exits 0 is done (`ReplicaSucceeded`, never restarted); one that
 exits non-zero is restarted within the restart budget like a service's; when every replica is done the
@@ -334,6 +336,17 @@ def _plan_service(
         and service.previous_generation < generation
     ):
         fallback = service.previous_generation
+    if service is not None and service.generation == generation and service.update_state == "paused":
+        why = f"Rolling update failed: {service.update_message or service.update_state}"
+        if fallback is not None:
+            back = RollBack(
+                fallback,
+                f"The rolling update to generation {generation} failed: rolled back to generation {fallback}.",
+                error=why,
+            )
+            return Plan((*actions, back), rules.tick, settled=True, fallback=fallback)
+        fail = Transition(DeploymentStatus.FAILED, f"The rolling update to generation {generation} failed.", error=why)
+        return Plan((*actions, fail, WindDown()), rules.resync, settled=True)
     wake = rules.resync
     attempts = {index: slot.recent_restarts for index, slot in slots.items()}
     for ended in observed.exits:

@@ -185,9 +185,11 @@ class ServiceSpec:
     `complete` and never replaced) or `none` (restart policy `never`: the first exit ends the replica)."""
     stop_timeout: float = 10.0
     update_monitor: float = 5.0
+    """Seconds the engine watches each updated replica for a failure (which rolls the update back)."""
+    update_delay: float = 0.0
+    """Seconds between the update of one batch of tasks and the next (Swarm's `UpdateConfig.Delay`)."""
     update_parallelism: int = 1
     """Tasks Swarm replaces at once, start-first (`ROLLOUT_MAX_SURGE`)."""
-    """Seconds the engine watches each updated replica for a failure (which rolls the update back)."""
     built: bool = False
     """The image was built here from a git source (a multi-node backend may push it to a registry)."""
     registry_auth: RegistryCredentials | None = None

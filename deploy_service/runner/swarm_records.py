@@ -134,8 +134,10 @@ def service_document(
         "Mode": {"Replicated": {"Replicas": spec.replicas}},
         "UpdateConfig": {
             "Parallelism": spec.update_parallelism,
-            "Delay": 0,
-            "FailureAction": "rollback",
+            "Delay": int(spec.update_delay * SECOND_NS),
+            # Paused, not rolled back by the engine: the planner applies the previous spec again on ports of its
+            # own (reconciler/plan.py), while Swarm's rollback would reuse ports the old tasks still hold.
+            "FailureAction": "pause",
             "Monitor": int(spec.update_monitor * SECOND_NS),
             "MaxFailureRatio": 0,
             "Order": "start-first",

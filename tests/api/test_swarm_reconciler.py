@@ -289,6 +289,79 @@ def test_an_update_whose_tasks_spend_the_budget_goes_back_to_the_old_spec_and_ne
     assert [alert["kind"] for alert in active] == ["rollout_failed"]
 
 
+def _engine_pauses(swarm: FakeSwarm, deployment_id: str) -> None:
+    """The next update's new task fails within Swarm's watch: the update pauses (its `FailureAction`), the
+    slot it had not reached yet still runs the old spec's task."""
+    apply = swarm.apply_service
+
+    def pause(spec: ServiceSpec) -> ServiceInfo:
+        old = swarm.services[deployment_id]
+        info = apply(spec)
+        if spec.generation <= old.generation:
+            return info  # the rollback's own apply: it goes through
+        new_zero = next(t for t in info.tasks if t.index == 0 and t.generation == spec.generation)
+        kept = [t for t in old.tasks if t.index != 0 and t.running]  # not reached yet: still serving
+        failed = replace(new_zero, state="exited", task_state="failed", desired_state="shutdown", exit_code=3)
+        stopped = [replace(t, desired_state="shutdown", state="exited") for t in old.tasks if t.index == 0]
+        paused = replace(
+            info,
+            tasks=(*stopped, failed, *kept),
+            update_state="paused",
+            update_message=f"update paused due to failure or early termination of task {failed.task_id}",
+        )
+        swarm.services[deployment_id] = paused
+        swarm.apply_service = apply  # type: ignore[method-assign]
+        return paused
+
+    swarm.apply_service = pause  # type: ignore[method-assign]
+
+
+def test_an_update_the_engine_paused_goes_back_to_the_old_spec_on_ports_of_its_own(
+    app: Flask, api: Api, swarm: FakeSwarm, reconciler: Reconciler
+) -> None:
+    deployment_id = ready(app, api, reconciler, replicas=2)
+    agent_id = api.deployment(deployment_id)["agent_id"]
+    swarm.images.add("deploy-test/crasher:latest")
+    patched = api.client.patch(
+        f"/v1/agents/{agent_id}", headers=api.headers, json={"image": "deploy-test/crasher:latest"}
+    )
+    assert patched.status_code == 200, patched.get_json()
+    original = swarm.specs[deployment_id]
+    _engine_pauses(swarm, deployment_id)
+    assert api.post(f"/v1/deployments/{deployment_id}/restart").get_json()["revision"] == 2
+    converge(reconciler, lambda: bool(api.events(deployment_id, event_type="rolled_back")))
+    converge(reconciler, lambda: swarm.specs[deployment_id].generation == 1)
+    converge(reconciler, api.status_is(deployment_id, "ready"))
+
+    again = swarm.specs[deployment_id]
+    assert again.image == original.image and again.port_block != original.port_block  # never the old tasks' ports
+    body = api.deployment(deployment_id)
+    assert body["revision"] == 1 and body["generation"] == 1
+    statuses = [
+        (r["number"], r["status"]) for r in api.get(f"/v1/deployments/{deployment_id}/releases").get_json()["items"]
+    ]
+    assert statuses == [(2, "failed"), (1, "active")]
+    failed = api.get(f"/v1/deployments/{deployment_id}/releases/2").get_json()
+    assert "update paused due to failure" in failed["error"]
+    assert deployment_id not in swarm.removed
+    active = api.get(f"/v1/alerts?deployment_id={deployment_id}&status=active").get_json()["items"]
+    assert [alert["kind"] for alert in active] == ["rollout_failed"]
+
+
+def test_with_auto_rollback_off_an_update_the_engine_paused_fails_the_deployment(
+    app: Flask, api: Api, swarm: FakeSwarm
+) -> None:
+    reconciler = Reconciler(app, runner=swarm, settings=replace(FAST, auto_rollback=False))
+    try:
+        deployment_id = ready(app, api, reconciler, replicas=2)
+        _engine_pauses(swarm, deployment_id)
+        assert api.post(f"/v1/deployments/{deployment_id}/restart").status_code == 202
+        converge(reconciler, api.status_is(deployment_id, "failed"))
+        assert "update paused due to failure" in api.deployment(deployment_id)["error"]
+    finally:
+        reconciler.close()
+
+
 def test_with_auto_rollback_off_an_update_the_engine_rolled_back_fails_the_deployment(
     app: Flask, api: Api, swarm: FakeSwarm
 ) -> None:

@@ -208,7 +208,7 @@ def test_image_deploy_becomes_ready_and_answers(api: Client, engine: Engine) -> 
         [service] = engine.client.api.services(filters={"label": f"{LABEL_DEPLOYMENT}={deployment_id}"})
         spec = service["Spec"]
         assert spec["Mode"]["Replicated"]["Replicas"] == 2
-        assert spec["UpdateConfig"]["Order"] == "start-first" and spec["UpdateConfig"]["FailureAction"] == "rollback"
+        assert spec["UpdateConfig"]["Order"] == "start-first" and spec["UpdateConfig"]["FailureAction"] == "pause"
         assert spec["TaskTemplate"]["RestartPolicy"]["MaxAttempts"] == SETTINGS.restart_budget
 
 

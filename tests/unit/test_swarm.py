@@ -48,6 +48,8 @@ SPEC = ServiceSpec(
     restart_attempts=4,
     restart_window=60,
     stop_timeout=2,
+    update_monitor=1.6,
+    update_delay=1.6,
 )
 
 
@@ -82,7 +84,10 @@ def test_the_service_spec_is_hardened_and_restarts_and_updates_as_configured() -
         "Window": 60_000_000_000,
     }
     assert doc["TaskTemplate"]["Networks"] == [{"Target": "host"}]
-    assert doc["UpdateConfig"]["Order"] == "start-first" and doc["UpdateConfig"]["FailureAction"] == "rollback"
+    # The next slot is updated only once the last has run through its watch; a failure in it pauses the update
+    # (the planner goes back to the previous spec on ports of its own, never Swarm's rollback on the old ports).
+    assert doc["UpdateConfig"]["Order"] == "start-first" and doc["UpdateConfig"]["FailureAction"] == "pause"
+    assert doc["UpdateConfig"]["Delay"] == doc["UpdateConfig"]["Monitor"] == 1_600_000_000
     env = dict(item.split("=", 1) for item in container["Env"])
     assert env["KEY"] == 'a {{"{{"}} b }}'
     assert env["PORT"] == port_template(331)
