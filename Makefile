@@ -9,11 +9,11 @@ help:  ## this list
 run:  ## serve on http://localhost:5000 (SQLite file by default)
 	bash scripts/run.sh
 
-check:  ## ruff, format, mypy, and the tests needing no engine, own PostgreSQL, process, load or fuzz, on SQLite (< 2 min)
+check:  ## ruff, format, mypy, and the tests needing no engine, own PostgreSQL, process, load or fuzz, on SQLite, on every core (~2.5 min)
 	ruff check deploy_service deploy_client tests migrations bench app.py
 	ruff format --check deploy_service deploy_client tests migrations bench app.py gunicorn.conf.py
 	mypy
-	env -u TEST_DATABASE_URL python -m pytest -q -m "$(CHECK_MARKERS)"
+	env -u TEST_DATABASE_URL python -m pytest -q -n auto -m "$(CHECK_MARKERS)"
 
 test:  ## the full gate: ruff + mypy + the whole suite on SQLite and on PostgreSQL, then the load test
 	bash scripts/test.sh

@@ -45,15 +45,23 @@ ruff format --check deploy_service deploy_client tests migrations bench app.py g
 echo "== mypy" >&2
 mypy
 
-echo "== pytest on SQLite" >&2
-env -u TEST_DATABASE_URL python -m pytest -m "not load" "$@"
+# pytest's "no tests collected" (exit 5) is fine for a part that arguments picked nothing from.
+run_pytest() { local rc=0; "$@" || rc=$?; [ "$rc" -eq 0 ] || [ "$rc" -eq 5 ] || exit "$rc"; }
+
+# The tests that need no engine, server, process or PostgreSQL of their own run on every core (pytest-xdist:
+# each test has its own SQLite file); those that do, one at a time (ports, the engine's namespace, the swarm).
+OWN_PARTS="engine or postgres or process or image or clients or fuzz"
+echo "== pytest on SQLite: the tests needing no engine or server of their own, on every core" >&2
+run_pytest env -u TEST_DATABASE_URL python -m pytest -n auto -m "not load and not ($OWN_PARTS)" "$@"
+echo "== pytest on SQLite: the engine, processes and servers, one at a time" >&2
+run_pytest env -u TEST_DATABASE_URL python -m pytest -m "not load and ($OWN_PARTS)" "$@"
 
 echo "== pytest on PostgreSQL" >&2
 # Only what the database can change runs again: the generated-clients tests read the spec, and `dbless`
 # tests (tests/conftest.py: no test-database fixture; the runners' own tests, processes on SQLite files
 # of their own, the PostgreSQL-restart test's own server, pure unit tests) and the production image
 # (`image`, its own SQLite file) run in the SQLite run only.
-scripts/with_postgres.sh python -m pytest -m "not load and not clients and not dbless and not image" "$@"
+run_pytest scripts/with_postgres.sh python -m pytest -m "not load and not clients and not dbless and not image" "$@"
 
 # The sustained load test (LOAD_SECONDS, default 60) runs once, on PostgreSQL as in production, and
 # only for the whole suite (not when arguments pick tests).
