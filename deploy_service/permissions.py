@@ -201,9 +201,9 @@ PERMISSIONS: Mapping[tuple[str, str], Permission] = {
 }
 """(method, Flask rule) → the route's permission. Every authenticated route has a row."""
 
-PLANNED_ROUTES = frozenset({("GET", "/v1/system/status")})
-"""Rows for routes not served yet (the admin's system status): the table may hold them before the app
-serves them; every route the app serves must have a row."""
+PLANNED_ROUTES: frozenset[tuple[str, str]] = frozenset()
+"""Rows for routes not served yet (none now): the table may hold them before the app serves them; every
+route the app serves must have a row."""
 
 
 def permission_for(method: str, rule: str) -> Permission | None:

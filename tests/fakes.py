@@ -80,6 +80,10 @@ class FakeRunner(Runner):
     def ping(self) -> None:
         self._check("ping")
 
+    def engine_version(self) -> str | None:
+        self._check("engine_version")
+        return "fake-1.0"
+
     def network_mode(self) -> str:
         return self.network
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import String
+from sqlalchemy import Float, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from deploy_service.extensions import db
@@ -33,3 +33,5 @@ class ReconcilerHeartbeat(db.Model):  # type: ignore[name-defined]
     last_pass_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     holder: Mapped[str] = mapped_column(String(255))
     """`host:pid` of the process that completed the pass."""
+    last_pass_seconds: Mapped[float | None] = mapped_column(Float)
+    """How long that pass took (null: not recorded yet)."""

@@ -24,10 +24,11 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def record_pass(*, name: str = RECONCILER, holder: str | None = None) -> None:
-    """Set the named reconciler's last completed pass to now (commits; needs an app context)."""
+def record_pass(*, name: str = RECONCILER, holder: str | None = None, seconds: float | None = None) -> None:
+    """Set the named reconciler's last completed pass to now, and how long it took (commits; needs an app
+    context)."""
     now, holder = utcnow(), holder or this_process()
-    values = {"last_pass_at": now, "holder": holder}
+    values = {"last_pass_at": now, "holder": holder, "last_pass_seconds": seconds}
     updated = db.session.execute(update(ReconcilerHeartbeat).where(ReconcilerHeartbeat.name == name).values(values))
     if not getattr(updated, "rowcount", 0):
         db.session.add(ReconcilerHeartbeat(name=name, **values))
@@ -46,10 +47,10 @@ class Heartbeat:
         self._clock = clock
         self._written_at: float | None = None
 
-    def beat(self) -> None:
-        """A pass completed: write it unless a write happened less than `every` seconds ago."""
+    def beat(self, seconds: float | None = None) -> None:
+        """A pass completed (in `seconds`): write it unless a write happened less than `every` seconds ago."""
         now = self._clock()
         if self._written_at is not None and now - self._written_at < self.every:
             return
-        record_pass(name=self.name)
+        record_pass(name=self.name, seconds=None if seconds is None else round(seconds, 6))
         self._written_at = now

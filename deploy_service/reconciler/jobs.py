@@ -84,7 +84,7 @@ class ConvergeJob:
         with self.app.app_context():
             try:
                 wanted = self.executor.run_pass()
-                self.heartbeat.beat()
+                self.heartbeat.beat(time.perf_counter() - started)
                 return wanted
             finally:
                 db.session.remove()

@@ -39,6 +39,9 @@ from deploy_service.settings import settings_for
 
 log = logging.getLogger(__name__)
 LEADERSHIP, WAKEUPS = "leadership", "wake-ups"
+RUNNING_KEY = "deploy_service.running_reconciler"
+"""`app.extensions[RUNNING_KEY]`: the reconciler loop this process runs for the app, while it runs (none in
+a web worker beside `flask reconcile`): `GET /v1/system/status` says whether it leads."""
 
 
 class Reconciler:
@@ -145,6 +148,7 @@ class Reconciler:
         waiter_retry_at = 0.0
         self._looping = True
         self.leadership.lose()
+        self.app.extensions[RUNNING_KEY] = self
         try:
             while not self._stop.is_set():
                 delay = self._lead(due)
@@ -163,6 +167,8 @@ class Reconciler:
         finally:
             self._looping = False
             self.leadership.lose()
+            if self.app.extensions.get(RUNNING_KEY) is self:
+                del self.app.extensions[RUNNING_KEY]
             if waiter is not None:
                 _quietly(waiter.close, "closing the wake-up waiter")
             _quietly(self.lock.release, "releasing the leader lock")

@@ -467,6 +467,14 @@ class Runner(abc.ABC):
     def stats(self, container: str) -> Stats:
         """A one-shot CPU/memory sample (no two-second wait)."""
 
+    def engine_version(self) -> str | None:
+        """The engine's version (`docker version`'s server version); None when the backend has none.
+
+        Raises:
+            EngineUnavailable: the engine did not answer.
+        """
+        return None
+
     def describe(self) -> dict[str, object]:
         """Extra facts about the engine for operators (e.g. the Swarm node state); empty by default.
 

@@ -182,6 +182,14 @@ class DockerRunner(Runner):
             except APIError as exc:
                 raise EngineUnavailable(f"The container engine is not healthy: {explanation(exc)}") from exc
 
+    def engine_version(self) -> str | None:
+        with self._engine() as api:
+            try:
+                version = api.version().get("Version")
+            except APIError as exc:
+                raise EngineUnavailable(f"The container engine is not healthy: {explanation(exc)}") from exc
+        return str(version) if version else None
+
     def network_mode(self) -> str:
         if self._network_mode is None:
             with self._engine() as api:

@@ -38,3 +38,65 @@ class SystemInfoSchema(ResponseSchema):
         },
     )
     limits = fields.Nested(SystemLimitsSchema)
+
+
+class SystemDatabaseSchema(ResponseSchema):
+    kind = fields.String(metadata={"description": "`sqlite` or `postgresql`.", "example": "postgresql"})
+    ok = fields.Boolean(metadata={"description": "It answered `SELECT 1`."})
+    migration = fields.String(
+        allow_none=True,
+        metadata={"description": "The schema's Alembic revision (null: none).", "example": "c3a9e5f17b42"},
+    )
+    latest = fields.String(
+        allow_none=True,
+        metadata={"description": "The newest migration this version ships; `migration` equals it when current."},
+    )
+
+
+class SystemEngineSchema(ResponseSchema):
+    ok = fields.Boolean(metadata={"description": "The engine answered its (cached) ping."})
+    kind = fields.String(metadata={"description": "The runner: `docker` or `swarm` (`RUNNER`).", "example": "docker"})
+    version = fields.String(allow_none=True, metadata={"description": "The engine's version.", "example": "28.2.2"})
+    swarm = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(),
+        metadata={"description": "Swarm only: `{node_state, manager, nodes, managers, registry}`."},
+    )
+    error = fields.String(metadata={"description": "Why the engine is not `ok`."})
+
+
+class SystemReconcilerSchema(ResponseSchema):
+    leader = fields.Boolean(
+        allow_none=True,
+        metadata={
+            "description": "Whether the reconciler this process runs leads; null: it runs none (a web worker "
+            "beside `flask reconcile`)."
+        },
+    )
+    holder = fields.String(allow_none=True, metadata={"description": "`host:pid` of the last pass's reconciler."})
+    last_pass_at = fields.DateTime(allow_none=True)
+    last_pass_seconds = fields.Float(allow_none=True, metadata={"description": "How long that pass took."})
+    seconds_since_last_pass = fields.Float(allow_none=True)
+
+
+class SystemDeploymentsSchema(ResponseSchema):
+    by_status = fields.Dict(
+        keys=fields.String(), values=fields.Integer(), metadata={"description": "Every status, with its count."}
+    )
+
+
+class SystemWebhooksSchema(ResponseSchema):
+    pending = fields.Integer(metadata={"description": "Deliveries still to be sent or retried."})
+    failed = fields.Integer(metadata={"description": "Deliveries whose last attempt failed."})
+
+
+class SystemStatusSchema(ResponseSchema):
+    """Whether the service's parts are healthy and current."""
+
+    version = fields.String(metadata={"example": "1.1.0"})
+    uptime_seconds = fields.Float(metadata={"description": "Since this process started."})
+    database = fields.Nested(SystemDatabaseSchema)
+    engine = fields.Nested(SystemEngineSchema)
+    reconciler = fields.Nested(SystemReconcilerSchema)
+    deployments = fields.Nested(SystemDeploymentsSchema)
+    webhooks = fields.Nested(SystemWebhooksSchema)

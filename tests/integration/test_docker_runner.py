@@ -136,6 +136,11 @@ def make_repo(
 # -- images ------------------------------------------------------------------------------------
 
 
+def test_the_engine_version_is_the_engines_own(runner: DockerRunner, docker_engine: docker.DockerClient) -> None:
+    """What `GET /v1/system/status` shows as `engine.version`."""
+    assert runner.engine_version() == docker_engine.version()["Version"]
+
+
 def test_ensure_image_uses_the_local_image(runner: DockerRunner, docker_engine: docker.DockerClient) -> None:
     info = runner.ensure_image(HTTP_AGENT)
 

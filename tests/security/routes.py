@@ -231,6 +231,7 @@ PROBES: tuple[Probe, ...] = (
     Probe("GET", "/v1/deployments/metrics", USER),
     Probe("GET", "/v1/events", USER, query="deployment_id={deployment_id}", other=EMPTY),
     Probe("GET", "/v1/system/info", USER),
+    Probe("GET", "/v1/system/status", ADMIN),
     Probe("GET", "/v1/deployments/alerts", USER),
     # Alerts.
     Probe("GET", "/v1/alerts", USER),
