@@ -48,9 +48,20 @@ _BOTH: dict[str, Any] = {
     "properties": {"image": {"type": "string"}, "source": {"type": "object"}},
 }
 _NEITHER: dict[str, Any] = {"properties": {"image": {"type": "null"}, "source": {"type": "null"}}}
+# Only a job has a timeout (`_check_job_fields`): a new agent's `kind` defaults to `service`; a patch without
+# `kind` keeps the stored one, which only the service knows (409 there), so the spec says the patch with both.
+TIMEOUT_WITHOUT_JOB: dict[str, Any] = {
+    "required": ["timeout_seconds"],
+    "properties": {"timeout_seconds": {"type": "number"}},
+    "not": {"required": ["kind"], "properties": {"kind": {"const": "job"}}},
+}
+_TIMEOUT_ON_A_SERVICE: dict[str, Any] = {
+    "required": ["timeout_seconds", "kind"],
+    "properties": {"timeout_seconds": {"type": "number"}, "kind": {"not": {"const": "job"}}},
+}
 OPENAPI_RULES: dict[str, dict[str, Any]] = {
-    "AgentInput": {"not": {"anyOf": [_BOTH, _NEITHER]}},
-    "AgentPatch": {"not": _BOTH},
+    "AgentInput": {"not": {"anyOf": [_BOTH, _NEITHER, TIMEOUT_WITHOUT_JOB]}},
+    "AgentPatch": {"not": {"anyOf": [_BOTH, _TIMEOUT_ON_A_SERVICE]}},
 }
 ENV_KEYS = {"property_names": {"pattern": ENV_KEY_PATTERN}, "maxProperties": MAX_ENV_ENTRIES}
 

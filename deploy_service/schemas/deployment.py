@@ -11,14 +11,17 @@ from marshmallow import ValidationError, fields, validate, validates, validates_
 
 from deploy_service.models import (
     WITHOUT_REPLICAS,
+    AgentKind,
     DeploymentStatus,
     DesiredState,
     InstanceStatus,
     LogSource,
     LogStream,
+    RestartPolicy,
 )
 from deploy_service.schemas.agent import (
     ENV_KEYS,
+    TIMEOUT_WITHOUT_JOB,
     AgentInputSchema,
     HealthCheckSchema,
     ResourcesInputSchema,
@@ -202,6 +205,16 @@ class DeploymentConfigSchema(ResponseSchema):
         metadata={
             "description": "The agent's `uid[:gid]`; null: the image's non-zero numeric user or the default one."
         },
+    )
+    kind = Choice(
+        AgentKind, metadata={"optional": True, "description": "Absent for a service that restarts always (the default)"}
+    )
+    restart_policy = Choice(
+        RestartPolicy,
+        metadata={"optional": True, "description": "Absent for a service that restarts always (the default)."},
+    )
+    timeout_seconds = fields.Float(
+        allow_none=True, metadata={"optional": True, "description": "A job's only; null: no limit."}
     )
 
 
@@ -516,6 +529,7 @@ _DEPLOYMENT_CREATE_REFUSED: list[dict[str, Any]] = [
     _both("image", "source"),
     {"not": {"required": ["agent_id"]}, "properties": {"image": {"type": "null"}, "source": {"type": "null"}}},
     {"required": ["agent_id"], "anyOf": [{"required": [name]} for name in NEW_AGENT_ONLY]},
+    TIMEOUT_WITHOUT_JOB,
 ]
 OPENAPI_RULES: dict[str, dict[str, Any]] = {
     "DeploymentCreate": {"not": {"anyOf": _DEPLOYMENT_CREATE_REFUSED}},

@@ -60,9 +60,9 @@ class SystemEngineSchema(ResponseSchema):
     swarm = fields.Dict(
         keys=fields.String(),
         values=fields.Raw(),
-        metadata={"description": "Swarm only: `{node_state, manager, nodes, managers, registry}`."},
+        metadata={"optional": True, "description": "Swarm only: `{node_state, manager, nodes, managers, registry}`."},
     )
-    error = fields.String(metadata={"description": "Why the engine is not `ok`."})
+    error = fields.String(metadata={"optional": True, "description": "Why the engine is not `ok` (only then)."})
 
 
 class SystemReconcilerSchema(ResponseSchema):

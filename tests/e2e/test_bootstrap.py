@@ -24,6 +24,9 @@ def checkout(tmp_path: Path, processes: ProcessGroup) -> Path:
     shutil.copy(ROOT / "scripts" / "bootstrap.sh", tmp_path / "scripts" / "bootstrap.sh")
     (tmp_path / "requirements.txt").write_text("")
     (tmp_path / "requirements-dev.txt").write_text("")
+    # deployctl's package, which bootstrap installs editable (its dependencies are in requirements.txt).
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(ROOT / "deploy_client", tmp_path / "deploy_client", ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
 
 
