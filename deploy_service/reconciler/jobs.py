@@ -180,67 +180,69 @@ class DispatchJob:
         self.dispatcher.close()
 
 
-class PruneLogsJob:
+class _PruneJob:
+    """Every `every` seconds (at once when the job starts): delete what `prune` finds past its retention, in
+    one transaction, and log how much went."""
+
+    name = "prune"
+    what = "row(s)"
+
+    def __init__(self, app: Flask, settings: ReconcileSettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.next_at = 0.0
+        """`time.monotonic()` of the next round."""
+
+    def every(self) -> float:
+        raise NotImplementedError
+
+    def prune(self) -> int:
+        """Delete what is past its retention (in the job's app context); how much went."""
+        raise NotImplementedError
+
+    def run(self) -> float:
+        wait = self.next_at - time.monotonic()
+        if wait > 0:
+            return wait
+        with self.app.app_context():
+            try:
+                pruned = self.prune()
+                db.session.commit()
+            except Exception:
+                db.session.rollback()
+                raise
+            finally:
+                db.session.remove()
+        if pruned:
+            log.info("deleted %d %s past their retention", pruned, self.what)
+        self.next_at = time.monotonic() + self.every()
+        return self.every()
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class PruneLogsJob(_PruneJob):
     """Every `LOG_PRUNE_SECONDS`: delete the stored lines of removed containers past `LOG_RETENTION_DAYS`."""
 
     name = "prune-logs"
+    what = "container(s)' stored logs"
 
-    def __init__(self, app: Flask, settings: ReconcileSettings) -> None:
-        self.app = app
-        self.settings = settings
-        self.next_at = 0.0
-        """`time.monotonic()` of the next round: at once when the job starts, then every `log_prune_every`."""
-
-    def run(self) -> float:
-        wait = self.next_at - time.monotonic()
-        if wait > 0:
-            return wait
-        with self.app.app_context():
-            try:
-                pruned = stored_logs.prune(retention_days=self.settings.log_retention_days)
-                db.session.commit()
-            except Exception:
-                db.session.rollback()
-                raise
-            finally:
-                db.session.remove()
-        if pruned:
-            log.info("deleted the stored logs of %d container(s) past their retention", pruned)
-        self.next_at = time.monotonic() + self.settings.log_prune_every
+    def every(self) -> float:
         return self.settings.log_prune_every
 
-    def close(self) -> None:
-        """Nothing to release."""
+    def prune(self) -> int:
+        return stored_logs.prune(retention_days=self.settings.log_retention_days)
 
 
-class PruneInvocationsJob:
+class PruneInvocationsJob(_PruneJob):
     """Every `INVOCATION_PRUNE_SECONDS`: delete the records of calls past `INVOCATION_RETENTION_DAYS`."""
 
     name = "prune-invocations"
+    what = "invocation record(s)"
 
-    def __init__(self, app: Flask, settings: ReconcileSettings) -> None:
-        self.app = app
-        self.settings = settings
-        self.next_at = 0.0
-        """`time.monotonic()` of the next round: at once when the job starts, then every `invocation_prune_every`."""
-
-    def run(self) -> float:
-        wait = self.next_at - time.monotonic()
-        if wait > 0:
-            return wait
-        with self.app.app_context():
-            try:
-                pruned = invocations.prune(retention_days=self.settings.invocation_retention_days)
-                db.session.commit()
-            except Exception:
-                db.session.rollback()
-                raise
-            finally:
-                db.session.remove()
-        if pruned:
-            log.info("deleted %d invocation record(s) past their retention", pruned)
-        self.next_at = time.monotonic() + self.settings.invocation_prune_every
+    def every(self) -> float:
         return self.settings.invocation_prune_every
 
-    def close(self) -> None:
-        """Nothing to release."""
+    def prune(self) -> int:
+        return invocations.prune(retention_days=self.settings.invocation_retention_days)
