@@ -223,7 +223,7 @@ def load_config(env: Mapping[str, str] | None = None) -> dict[str, Any]:
         "LOG_FOLLOW_LEASE_SECONDS": _float(env, "LOG_FOLLOW_LEASE_SECONDS", 60.0, minimum=5.0),
         "LOG_LINE_MAX_BYTES": _int(env, "LOG_LINE_MAX_BYTES", 16 * 1024, minimum=256),
         "STORED_TEXT_MAX_CHARS": _int(env, "STORED_TEXT_MAX_CHARS", 500, minimum=80),
-        "REDOC_JS_URL": env.get("REDOC_JS_URL", "https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js"),
+        "REDOC_JS_URL": env.get("REDOC_JS_URL", "/redoc-ui/redoc.standalone.js"),
     }
 
 

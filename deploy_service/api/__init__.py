@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Flask, Response, send_from_directory
-from openapi_ui_bundles import swagger_ui
+from openapi_ui_bundles import redoc, swagger_ui
 
 from deploy_service.api import (
     agents,
@@ -47,13 +47,15 @@ BLUEPRINTS = (
 )
 # Swagger UI 5 (renders OpenAPI 3.1, which the spec is), vendored by openapi-ui-bundles.
 SWAGGER_UI_ASSETS = Path(swagger_ui.static_path)
+# ReDoc 2's standalone bundle, from the same pinned package: /redoc needs no CDN either.
+REDOC_ASSETS = Path(redoc.static_path)
 
 __all__ = ["register_blueprints", "releases", "tokens"]
 
 
 def register_blueprints(app: Flask) -> None:
     """Register every resource blueprint with the smorest Api, the body-size check and the rate limiter, and the
-    Swagger UI assets."""
+    Swagger UI and ReDoc assets."""
     app.url_value_preprocessor(common.refuse_nul_in_path)
     api.ma_plugin.converter.add_attribute_function(property_names)
     api.ma_plugin.converter.add_attribute_function(document_named_fields)
@@ -80,3 +82,8 @@ def register_blueprints(app: Flask) -> None:
     def swagger_ui_asset(filename: str) -> Response:
         """Swagger UI's static files, served locally so /docs works without a CDN."""
         return send_from_directory(SWAGGER_UI_ASSETS, filename, max_age=86400)
+
+    @app.get("/redoc-ui/<path:filename>")
+    def redoc_asset(filename: str) -> Response:
+        """ReDoc's static files, served locally so /redoc works without a CDN."""
+        return send_from_directory(REDOC_ASSETS, filename, max_age=86400)

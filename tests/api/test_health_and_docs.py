@@ -224,10 +224,17 @@ def test_swagger_ui_is_served_locally(client: FlaskClient) -> None:
     assert b"isOAS31" in asset.get_data()
 
 
-def test_redoc_page(client: FlaskClient) -> None:
+def test_redoc_is_served_locally(client: FlaskClient) -> None:
     page = client.get("/redoc")
     assert page.status_code == 200
-    assert "redoc" in page.get_data(as_text=True).lower()
+    html = page.get_data(as_text=True)
+    assert '<script src="/redoc-ui/redoc.standalone.js">' in html, "no CDN: the bundle comes from this service"
+    assert "/openapi.json" in html
+    asset = client.get("/redoc-ui/redoc.standalone.js")
+    assert asset.status_code == 200
+    assert asset.mimetype in {"text/javascript", "application/javascript"}
+    assert len(asset.get_data()) > 500_000 and b"Redoc" in asset.get_data()
+    assert client.get("/redoc-ui/../../__init__.py").status_code == 404
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(app: Flask) -> None:

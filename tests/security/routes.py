@@ -91,6 +91,7 @@ PROBES: tuple[Probe, ...] = (
     Probe("GET", "/redoc", PUBLIC),
     Probe("GET", "/static/<path:filename>", PUBLIC, "/static/nothing.css"),
     Probe("GET", "/swagger-ui/<path:filename>", PUBLIC, "/swagger-ui/swagger-ui.css"),
+    Probe("GET", "/redoc-ui/<path:filename>", PUBLIC, "/redoc-ui/logo-mini.svg"),
     # Accounts.
     Probe("POST", "/v1/auth/register", ANON, body={"email": "new@example.com", "password": "long-enough-pw"}),
     Probe("POST", "/v1/auth/login", ANON, body={"email": "nobody@example.com", "password": "whatever-pw"}),
