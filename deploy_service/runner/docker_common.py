@@ -6,6 +6,7 @@ Small facts, kept in one place so the runner, the image builder and the stream r
   refused): these become `EngineUnavailable` or, for a call past its deadline, a timeout of that call;
 - how an engine refusal explains itself (`explanation`);
 - how the engine writes times (RFC3339 with nanoseconds, and a zero time for "never"): `parse_engine_time`;
+  and its clock as it answers (`engine_date`, for asking its events "since" without trusting ours);
 - how to open an endpoint the SDK has no suitable method for (`open_stream`): the log streams, whose
   frames must keep their stream id (the SDK's `logs` drops it, docker/docker-py#3253) and a task's logs
   (the SDK has none). It uses only the client's public face: it is a `requests.Session` whose
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -25,7 +27,7 @@ import requests
 import urllib3
 from docker.errors import APIError, create_api_error_from_http_exception
 
-__all__ = ["UNREACHABLE", "explanation", "open_stream", "parse_engine_time"]
+__all__ = ["UNREACHABLE", "engine_date", "explanation", "open_stream", "parse_engine_time"]
 
 UNREACHABLE = (
     requests.exceptions.ConnectionError,
@@ -50,6 +52,17 @@ def parse_engine_time(value: str | None) -> datetime | None:
     seconds, fraction, zone = match.groups()
     iso = f"{seconds}.{(fraction or '0')[:6].ljust(6, '0')}{'+00:00' if zone == 'Z' else zone}"
     return datetime.fromisoformat(iso).astimezone(UTC)
+
+
+def engine_date(response: requests.Response) -> int | None:
+    """The engine's clock when it answered (its HTTP `Date` header, whole seconds since the epoch); None if absent."""
+    value = response.headers.get("Date")
+    if not value:
+        return None
+    try:
+        return int(parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError):
+        return None
 
 
 def explanation(exc: APIError) -> str:

@@ -67,7 +67,13 @@ from deploy_service.runner.base import (
     Stats,
 )
 from deploy_service.runner.docker_client import connection_lost, engine_client
-from deploy_service.runner.docker_common import UNREACHABLE, explanation, open_stream, parse_engine_time
+from deploy_service.runner.docker_common import (
+    UNREACHABLE,
+    engine_date,
+    explanation,
+    open_stream,
+    parse_engine_time,
+)
 from deploy_service.runner.docker_images import build_from_source, pull_image
 from deploy_service.runner.docker_records import (
     LABEL_PORT,
@@ -519,37 +525,54 @@ class DockerRunner(Runner):
 
         The event stream is read with a read timeout of `EXIT_WATCH_READ_SECONDS`: a quiet stream ends and is
         opened again at once, so `stop` is seen within that time over any transport (an SSH stream cannot
-        be cancelled from another thread). An exit between two streams is not announced; the passes still
-        see it (they look at every container each time), only later.
+        be cancelled from another thread). Each stream after the first asks the engine for its events since
+        the previous one opened (the engine's own clock, from its `Date` header), so an exit between two
+        streams is announced too; an event the previous stream announced already (by its `timeNano`) is not
+        announced twice.
         """
         filters = json.dumps({"type": ["container"], "event": ["die"], "label": [f"{LABEL_MANAGED}={self._namespace}"]})
+        since: int | None = None
+        newest = 0
         while not stop.is_set():
+            params: dict[str, Any] = {"filters": filters}
+            if since is not None:
+                params["since"] = str(since)
             try:
                 with self._engine() as api:
-                    response = open_stream(api, "/events", "", params={"filters": filters})
+                    response = open_stream(api, "/events", "", params=params)
             except Exception:  # noqa: BLE001 - the engine is away or refused: the passes report it; tried again
                 stop.wait(retry)
                 continue
+            opened = engine_date(response)
             set_read_timeout(response, EXIT_WATCH_READ_SECONDS)
             try:
                 for line in response.iter_lines():
                     if stop.is_set():
                         break
-                    if line:
-                        self._settled(json.loads(line).get("id"))
-                        on_exit()
-            except Exception:  # noqa: BLE001 - a quiet stream timed out, or the engine went away: opened again
-                log.debug("the engine's event stream ended", exc_info=True)
+                    if not line:
+                        continue
+                    event = json.loads(line)
+                    stamp = int(event.get("timeNano") or 0)
+                    if stamp and stamp <= newest:
+                        continue  # replayed from before this stream: announced already
+                    newest = max(newest, stamp)
+                    self._settled(event)
+                    on_exit()
+            except Exception as exc:  # noqa: BLE001 - a quiet stream timed out, or the engine went away: opened again
+                log.debug("the engine's event stream ended (%s): opening it again", type(exc).__name__)
             finally:
                 response.close()
+            if opened is not None:
+                since = opened - 1  # the header has whole seconds: one more covers the one it was cut from
 
-    def _settled(self, container: str | None) -> None:
-        """Wait until the engine has recorded a container's end everywhere its list reads from.
+    def _settled(self, event: dict[str, Any]) -> None:
+        """Wait until the engine has recorded a container's end (its `die` event) everywhere a pass reads.
 
         The engine sends `die` before its container list shows the container exited (it updates that view
         last, still holding the container's lock); an inspect takes the lock, so once it answers, a pass's
         list sees the exit.
         """
+        container = event.get("id")
         if not container:
             return
         try:

@@ -78,6 +78,9 @@ __all__ = ["SwarmRunner", "current_tasks", "registry_reference", "send_service",
 log = logging.getLogger(__name__)
 
 REMOVAL_GRACE_SECONDS = 15.0
+TASK_SETTLE_SECONDS = 5.0
+"""How long an exit watcher waits for the manager to record that a task's container ended (`_settled`)."""
+TASK_LABEL = "com.docker.swarm.task.id"
 
 
 def send_service(
@@ -229,6 +232,26 @@ class SwarmRunner(DockerRunner, ServiceRunner):
         return [
             task_replica(service, task) for service in self.list_services() for task in current_tasks(service).values()
         ]
+
+    def _settled(self, event: dict[str, Any]) -> None:
+        """Also wait (at most `TASK_SETTLE_SECONDS`) until the manager no longer says the container's task runs.
+
+        A pass reads replicas from the tasks, whose state the node reports to the manager after the container's
+        `die`: a pass woken before that would see the task running still, and wait for its next turn.
+        """
+        super()._settled(event)
+        task_id = ((event.get("Actor") or {}).get("Attributes") or {}).get(TASK_LABEL)
+        if not task_id:
+            return
+        deadline = time.monotonic() + TASK_SETTLE_SECONDS
+        try:
+            with self._engine() as api:
+                while (api.inspect_task(task_id).get("Status") or {}).get("State") == "running":
+                    if time.monotonic() >= deadline:
+                        return
+                    time.sleep(0.05)
+        except Exception:  # noqa: BLE001 - removed meanwhile, or the engine went away: the pass sees what is
+            pass
 
     # -- observation ---------------------------------------------------------------------------------
 

@@ -547,6 +547,51 @@ def test_remove_replica_twice_is_fine(
             gone(info.container_id)
 
 
+def test_an_exit_between_two_event_streams_is_announced_once(
+    runner: DockerRunner,
+    docker_engine: docker.DockerClient,
+    deployment_prefix: str,
+    free_port: Callable[[], int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The exit watcher's next stream asks for the events since the last one opened: a `die` in between counts."""
+    import deploy_service.runner.docker_runner as module
+
+    real_open = module.open_stream
+    opened: list[dict[str, Any]] = []
+    exited: list[str] = []
+
+    def open_stream(api: Any, path: str, ident: str, *, params: dict[str, Any]) -> Any:
+        opened.append(dict(params))
+        if len(opened) == 1:
+            response = real_open(api, path, ident, params=params)
+            response.close()  # the first stream ends at once ...
+            return response
+        if len(opened) == 2:  # ... and a replica runs to its end before the second one opens
+            info = runner.start_replica(make_spec(deployment_prefix, CRASHER, free_port()))
+            wait_exited(docker_engine, info.container_id)
+            exited.append(info.container_id)
+        return real_open(api, path, ident, params=params)
+
+    monkeypatch.setattr(module, "open_stream", open_stream)
+    monkeypatch.setattr(module, "EXIT_WATCH_READ_SECONDS", 0.3)
+    announced: list[float] = []
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=runner.watch_exits, args=(lambda: announced.append(time.monotonic()), stop), kwargs={"retry": 0.1}
+    )
+    watcher.start()
+    try:
+        wait_for(lambda: announced, timeout=15, what="the exit announced")
+        wait_for(lambda: len(opened) >= 5, timeout=15, what="three more streams after it")
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert exited and not watcher.is_alive()
+    assert "since" not in opened[0] and all("since" in params for params in opened[1:])
+    assert len(announced) == 1, "a replayed event is not announced again"
+
+
 # -- builds ------------------------------------------------------------------------------------
 
 
