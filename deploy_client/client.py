@@ -121,27 +121,42 @@ class Client:
         return True
 
     @contextmanager
-    def stream(self, path: str, *, params: dict[str, Any] | None = None) -> Iterator[Iterator[sse.Event]]:
-        """`GET path` as an event stream: the events as they come (an error answer raises before)."""
+    def _open(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Iterator[httpx.Response]:
+        """`method path` with its answer left open to read as it comes (no read timeout; renewed once on a 401)."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         for attempt in (0, 1):
             try:
                 with self._http.stream(
-                    "GET",
+                    method,
                     path,
+                    json=json,
                     params=clean,
-                    headers=self._headers(self._token),
+                    headers={**self._headers(self._token), **(headers or {})},
                     timeout=httpx.Timeout(30.0, read=None),
                 ) as response:
                     if response.status_code == 401 and attempt == 0 and self._refresh_token and self._renew():
                         continue
-                    if response.status_code >= 400:
-                        response.read()
-                        _body(response)
-                    yield sse.parse(response.iter_lines())
+                    yield response
                     return
             except httpx.TransportError as exc:
                 raise ConnectionFailed(0, "connection_failed", f"Cannot reach {self.base_url}: {exc}") from None
+
+    @contextmanager
+    def stream(self, path: str, *, params: dict[str, Any] | None = None) -> Iterator[Iterator[sse.Event]]:
+        """`GET path` as an event stream: the events as they come (an error answer raises before)."""
+        with self._open("GET", path, params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                _body(response)
+            yield sse.parse(response.iter_lines())
 
     # -- auth -------------------------------------------------------------------------------------
 
@@ -306,13 +321,37 @@ class Client:
 
     # -- interact, keys, secrets, alerts -------------------------------------------------------------
 
-    def interact(self, agent_id: str, data: Any) -> tuple[int, Any]:
-        """Send `data` to the agent: its status code and JSON answer (an error of the service raises)."""
-        response: httpx.Response = self.request("POST", f"/v1/agents/{agent_id}/interact", json=data, raw=True)
+    def interact(self, agent_id: str, data: Any, *, session: str | None = None) -> tuple[int, Any]:
+        """Send `data` to the agent: its status code and JSON answer (an error of the service raises).
+
+        `session` is sent as `X-Session-Id`: calls with the same one reach the same replica while it is ready.
+        """
+        response: httpx.Response = self.request(
+            "POST", f"/v1/agents/{agent_id}/interact", json=data, headers=_session(session), raw=True
+        )
         body = _json(response)
         if response.status_code >= 400 and isinstance(body, dict) and body.get("success") is False:
             raise error_from(response.status_code, body, retry_after=response.headers.get("Retry-After"))
         return response.status_code, body
+
+    @contextmanager
+    def interact_stream(
+        self, agent_id: str, data: Any, *, session: str | None = None
+    ) -> Iterator[tuple[int, str, Iterator[str]]]:
+        """Send `data` asking for a streamed answer: `(status, content type, its text as it comes)`.
+
+        The agent's own stream (server-sent events or chunks) is passed on unchanged; an agent that answers
+        plain JSON comes as one piece. An error of the service itself (the contract's error body) raises.
+        """
+        headers = {"Accept": "text/event-stream", **_session(session)}
+        with self._open("POST", f"/v1/agents/{agent_id}/interact", json=data, headers=headers) as response:
+            content_type = response.headers.get("Content-Type", "")
+            if response.status_code >= 400 and content_type.startswith("application/json"):
+                response.read()
+                body = _json(response)
+                if isinstance(body, dict) and body.get("success") is False:
+                    raise error_from(response.status_code, body, retry_after=response.headers.get("Retry-After"))
+            yield response.status_code, content_type, response.iter_text()
 
     def create_key(
         self,
@@ -338,11 +377,35 @@ class Client:
         result: Json = self.request("POST", "/v1/secrets", json={"name": name, "value": value})
         return result
 
+    def rotate_secret(self, secret_id: str, value: str) -> Json:
+        """A new value for a stored secret: used from each referencing agent's next start (`used_by`)."""
+        result: Json = self.request("PUT", f"/v1/secrets/{secret_id}", json={"value": value})
+        return result
+
     def list_secrets(self) -> list[Json]:
         return self._all("/v1/secrets", {})
 
     def delete_secret(self, secret_id: str) -> None:
         self.request("DELETE", f"/v1/secrets/{secret_id}")
+
+    # -- personal tokens ---------------------------------------------------------------------------
+
+    def create_token(self, name: str, *, scopes: list[str] | None = None, expires_in_days: int | None = None) -> Json:
+        """A personal access token (`dsp_...`): the body shows the token this once."""
+        body: Json = {"name": name}
+        if scopes:
+            body["scopes"] = scopes
+        if expires_in_days is not None:
+            body["expires_in_days"] = expires_in_days
+        result: Json = self.request("POST", "/v1/auth/api-keys", json=body)
+        return result
+
+    def list_tokens(self) -> list[Json]:
+        return self._all("/v1/auth/api-keys", {})
+
+    def revoke_token(self, token_id: str) -> Json:
+        result: Json = self.request("DELETE", f"/v1/auth/api-keys/{token_id}")
+        return result
 
     def list_alerts(
         self,
@@ -371,6 +434,10 @@ class Client:
             items.extend(page["items"])
             if not page["items"] or len(items) >= page["total"]:
                 return items
+
+
+def _session(session: str | None) -> dict[str, str]:
+    return {"X-Session-Id": session} if session else {}
 
 
 def _json(response: httpx.Response) -> Any:

@@ -10,8 +10,9 @@ from typing import Any
 import typer
 
 from deploy_client import specs
-from deploy_client.cli.app import UsageError, app, handled, session
+from deploy_client.cli.app import Session, UsageError, app, handled, session
 from deploy_client.cli.output import OUTPUT_OPTION, Output, emit, fields_table, rows
+from deploy_client.client import Client
 from deploy_client.errors import ClientError, NotFound
 
 agents_app = typer.Typer(help="List, show and remove agents.", no_args_is_help=True)
@@ -148,6 +149,12 @@ def invoke(
     ctx: typer.Context,
     agent: str = typer.Argument(..., help="An agent's name or id."),
     data: str = typer.Option("{}", "--data", "-d", help="The JSON body to send; '-' reads it from stdin."),
+    stream: bool = typer.Option(
+        False, "--stream", help="Ask for a streamed answer and print it as it comes (the agent's own events)."
+    ),
+    session_id: str | None = typer.Option(
+        None, "--session", help="A session id (X-Session-Id): calls with the same one reach the same replica."
+    ),
     output: Output | None = typer.Option(Output.json, "-o", "--output", help="json (default), yaml or table."),
 ) -> None:
     """Call a deployed agent (one ready replica) and print its JSON answer; exit 1 if it answers 4xx/5xx."""
@@ -158,11 +165,37 @@ def invoke(
     except ValueError as exc:
         raise UsageError(f"--data is not JSON: {exc}") from None
     client = s.client()
-    status, answer = client.interact(client.find_agent(agent)["id"], body)
-    emit(s, answer, output)
+    agent_id = client.find_agent(agent)["id"]
+    if stream:
+        status = _invoke_streamed(s, client, agent_id, body, session_id, output)
+    else:
+        status, answer = client.interact(agent_id, body, session=session_id)
+        emit(s, answer, output)
     if status >= 400:
         s.message(f"The agent answered HTTP {status}.")
         raise typer.Exit(1)
+
+
+def _invoke_streamed(
+    s: Session, client: Client, agent_id: str, body: Any, session_id: str | None, output: Output | None
+) -> int:
+    """Write the agent's streamed answer to stdout piece by piece, as it comes; its status code."""
+    with client.interact_stream(agent_id, body, session=session_id) as (status, content_type, pieces):
+        if content_type.startswith("application/json"):  # the agent answered plain JSON: shown as JSON is
+            text = "".join(pieces)
+            try:
+                emit(s, json.loads(text), output)
+            except ValueError:
+                sys.stdout.write(text)
+            return status
+        ended_with_newline = True
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            ended_with_newline = piece.endswith("\n")
+        if not ended_with_newline:
+            sys.stdout.write("\n")
+        return status
 
 
 @keys_app.command("create")
@@ -235,7 +268,10 @@ def secrets_set(
     ),
     output: Output | None = OUTPUT_OPTION,
 ) -> None:
-    """Store a secret (its value is never shown again); a name already stored is a conflict."""
+    """Store a secret, or give a stored one a new value (used from each of its agents' next start or restart).
+
+    The value is never shown again.
+    """
     s = session(ctx)
     if value is None:
         if sys.stdin.isatty():
@@ -244,9 +280,19 @@ def secrets_set(
             value = sys.stdin.read().rstrip("\n")
     if not value:
         raise UsageError("A secret needs a value: --value V, or on stdin.")
-    created = s.client().create_secret(name, value)
-    s.message(f"Secret {name} stored.")
-    emit(s, created, output, lambda c: fields_table(c, ("id", "name", "created_at")))
+    client = s.client()
+    existing = next((i for i in client.list_secrets() if i["name"] == name), None)
+    if existing is None:
+        stored = client.create_secret(name, value)
+        s.message(f"Secret {name} stored.")
+    else:
+        stored = client.rotate_secret(existing["id"], value)
+        users = stored.get("used_by") or []
+        s.message(
+            f"Secret {name} has a new value"
+            + (f": {len(users)} agent(s) use it from their next start or restart." if users else ".")
+        )
+    emit(s, stored, output, lambda c: fields_table(c, ("id", "name", "created_at", "updated_at", "used_by")))
 
 
 @secrets_app.command("ls")

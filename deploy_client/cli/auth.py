@@ -1,4 +1,4 @@
-"""`login`, `logout`, `whoami` and `context add|use|ls`."""
+"""`login`, `logout`, `whoami`, `tokens create|ls|revoke` and `context add|use|ls`."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ import typer
 from deploy_client.cli.app import app, handled, session
 from deploy_client.cli.output import OUTPUT_OPTION, Output, emit, fields_table, rows
 from deploy_client.config import Credentials, normalize_url
-from deploy_client.errors import Unauthorized
+from deploy_client.errors import NotFound, Unauthorized
 
 context_app = typer.Typer(help="Named services: add one, switch to it, list them.", no_args_is_help=True)
 app.add_typer(context_app, name="context")
+tokens_app = typer.Typer(
+    help="Your personal access tokens (dsp_...) for scripts and CI: create (shown once), list, revoke.",
+    no_args_is_help=True,
+)
+app.add_typer(tokens_app, name="tokens")
 
 USER_FIELDS = ("id", "email", "full_name", "role", "created_at")
 
@@ -113,3 +118,66 @@ def context_ls(ctx: typer.Context, output: Output | None = OUTPUT_OPTION) -> Non
             lambda i: ("*" if i["current"] else "", i["name"], i["url"], i["email"]),
         ),
     )
+
+
+TOKEN_FIELDS = ("id", "name", "prefix", "scopes", "created_at", "expires_at", "last_used_at", "revoked_at")
+
+
+@tokens_app.command("create")
+@handled
+def tokens_create(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="What the token is for (e.g. ci)."),
+    scope: list[str] = typer.Option([], "--scope", help="read, write, deploy (repeat; default: read)."),
+    expires_in_days: int | None = typer.Option(None, "--expires-in-days", min=1),
+    output: Output | None = OUTPUT_OPTION,
+) -> None:
+    """Create a personal access token; it is printed once, never again. Needs a login (a token cannot mint one)."""
+    s = session(ctx)
+    token = s.client().create_token(name, scopes=scope or None, expires_in_days=expires_in_days)
+    s.message("Keep the token now: it is not shown again. Use it as DEPLOYCTL_TOKEN.")
+    emit(s, token, output, lambda t: fields_table(t, ("id", "name", "key", "prefix", "scopes", "expires_at")))
+
+
+@tokens_app.command("ls")
+@handled
+def tokens_ls(ctx: typer.Context, output: Output | None = OUTPUT_OPTION) -> None:
+    """Your tokens, newest first, revoked ones included (never the tokens themselves)."""
+    s = session(ctx)
+    items = s.client().list_tokens()
+    emit(
+        s,
+        items,
+        output,
+        lambda data: rows(
+            ("ID", "NAME", "PREFIX", "SCOPES", "EXPIRES", "LAST USED", "REVOKED"),
+            data,
+            lambda t: (
+                t["id"],
+                t["name"],
+                t["prefix"],
+                ",".join(t["scopes"]),
+                t["expires_at"],
+                t["last_used_at"],
+                t["revoked_at"],
+            ),
+        ),
+    )
+
+
+@tokens_app.command("revoke")
+@handled
+def tokens_revoke(
+    ctx: typer.Context,
+    token: str = typer.Argument(..., help="The token's id or name."),
+    output: Output | None = OUTPUT_OPTION,
+) -> None:
+    """Revoke a token: it stops working at once."""
+    s = session(ctx)
+    client = s.client()
+    found = next((t for t in client.list_tokens() if token in (t["id"], t["name"]) and not t["revoked_at"]), None)
+    if found is None:
+        raise NotFound(404, "not_found", f"No token of yours named {token!r} that still works.")
+    revoked = client.revoke_token(found["id"])
+    s.message(f"Token {found['name']} ({found['prefix']}...) revoked.")
+    emit(s, revoked, output, lambda t: fields_table(t, TOKEN_FIELDS))

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
 from deploy_client.cli.app import WAIT_FAILED, Session, app, handled, session
-from deploy_client.cli.output import OUTPUT_OPTION, Output, chosen, emit, fields_table, replicas, rows
+from deploy_client.cli.output import (
+    OUTPUT_OPTION,
+    Output,
+    ProgressLine,
+    chosen,
+    emit,
+    fields_table,
+    replicas,
+    rows,
+)
 from deploy_client.waiting import Outcome, Waiter
 
 DEPLOYMENT_FIELDS = (
@@ -32,18 +42,22 @@ def _deployment_table(d: dict[str, Any]) -> Any:
     return table
 
 
-def _waiter(s: Session, timeout: float) -> Waiter:
-    last: list[str] = []
+def _wait(s: Session, timeout: float, run: Callable[[Waiter], Outcome]) -> Outcome:
+    """Run a `--wait` (`run(waiter)`), its progress on stderr: status, replicas ready, the latest event."""
+    line = ProgressLine(s.err)
 
     def progress(deployment: dict[str, Any], event: dict[str, Any] | None) -> None:
-        line = f"{deployment['status']} · {replicas(deployment)} ready"
+        text = f"{deployment['status']} · {replicas(deployment)} ready"
         if event is not None:
-            line += f" · {event['event_type']}: {event['message']}"
-        if not last or last[-1] != line:
-            last.append(line)
-            s.message(line)
+            text += f" · {event['event_type']}: {event['message']}"
+        line.show(text)
 
-    return Waiter(s.client(), progress, sleep=s.runtime.sleep, interval=s.runtime.poll_interval, timeout=timeout)
+    try:
+        return run(
+            Waiter(s.client(), progress, sleep=s.runtime.sleep, interval=s.runtime.poll_interval, timeout=timeout)
+        )
+    finally:
+        line.close()
 
 
 def _finish(s: Session, outcome: Outcome, output: Output | None) -> None:
@@ -70,7 +84,7 @@ def deploy(
     deployment = client.deploy(client.find_agent(agent)["id"], replicas=replicas_)
     s.message(f"Deployment {deployment['id']} accepted ({deployment['status']}).")
     if wait:
-        _finish(s, _waiter(s, timeout).deployed(deployment["id"]), output)
+        _finish(s, _wait(s, timeout, lambda w: w.deployed(deployment["id"])), output)
     else:
         emit(s, deployment, output, _deployment_table)
 
@@ -203,7 +217,7 @@ def _rollout(
     requested: tuple[str, ...],
 ) -> None:
     if wait:
-        _finish(s, _waiter(s, timeout).rolled_out(deployment["id"], requested), output)
+        _finish(s, _wait(s, timeout, lambda w: w.rolled_out(deployment["id"], requested)), output)
     else:
         emit(s, deployment, output, _deployment_table)
 
@@ -224,7 +238,7 @@ def scale(
     deployment = client.scale(client.find_deployment(dep)["id"], replicas_)
     s.message(f"Scaling {deployment['id']} to {replicas_}.")
     if wait:
-        _finish(s, _waiter(s, timeout).scaled(deployment["id"], replicas_), output)
+        _finish(s, _wait(s, timeout, lambda w: w.scaled(deployment["id"], replicas_)), output)
     else:
         emit(s, deployment, output, _deployment_table)
 

@@ -12,7 +12,10 @@ from enum import StrEnum
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.status import Status
 from rich.table import Table
+from rich.text import Text
 
 from deploy_client.cli.app import Session
 from deploy_client.specs import dump_yaml
@@ -105,3 +108,32 @@ def sparkline(values: Sequence[float]) -> str:
 def replicas(deployment: dict[str, Any]) -> str:
     counts = deployment.get("replicas") or {}
     return f"{counts.get('ready', 0)}/{counts.get('desired', 0)}"
+
+
+class ProgressLine:
+    """A `--wait`'s progress on stderr: on a terminal one line (with a spinner) rewritten in place, the last one
+    left standing at the end; elsewhere (a CI log, a pipe) each change on a line of its own."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self._status: Status | None = None
+        self._last: str | None = None
+
+    def show(self, text: str) -> None:
+        if text == self._last:
+            return
+        self._last = text
+        if not self._console.is_terminal:
+            self._console.print(text, highlight=False, markup=False)
+        elif self._status is None:
+            self._status = self._console.status(Text(text))
+            self._status.start()
+        else:
+            self._status.update(Text(text))
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+            if self._last is not None:
+                self._console.print(self._last, highlight=False, markup=False)

@@ -108,3 +108,23 @@ def test_contexts_pick_the_url_and_each_url_keeps_its_own_login(cli: Cli, user: 
     assert unknown.exit_code == 1 and "No context named 'nope'" in unknown.stderr
     table = cli.ok("context", "ls", "-o", "table", **env).stdout
     assert "staging" in table and "local" in table and user.email in table
+
+
+def test_tokens_create_ls_revoke(logged_in: Cli, app: Flask) -> None:
+    created = logged_in.ok("tokens", "create", "ci", "--scope", "read", "--scope", "deploy", "-o", "json")
+    token = json.loads(created.stdout)
+    assert token["key"].startswith("dsp_") and sorted(token["scopes"]) == ["deploy", "read"] and token["name"] == "ci"
+    assert "not shown again" in created.stderr and token["key"] not in created.stderr
+    listed = logged_in.json("tokens", "ls")
+    assert [t["id"] for t in listed] == [token["id"]] and "key" not in listed[0]
+    assert token["key"] not in logged_in.ok("tokens", "ls", "-o", "table").stdout
+    me = logged_in.json("whoami", DEPLOYCTL_TOKEN=token["key"], XDG_CONFIG_HOME=str(logged_in.config / "empty"))
+    assert me["email"]
+    refused = logged_in("tokens", "create", "more", DEPLOYCTL_TOKEN=token["key"])
+    assert refused.exit_code == 1 and "HTTP 403" in refused.stderr, "a token never mints another"
+    logged_in.ok("tokens", "revoke", "ci")
+    assert logged_in.json("tokens", "ls")[0]["revoked_at"] is not None
+    gone = logged_in("whoami", DEPLOYCTL_TOKEN=token["key"], XDG_CONFIG_HOME=str(logged_in.config / "empty"))
+    assert gone.exit_code == 1 and "HTTP 401" in gone.stderr
+    again = logged_in("tokens", "revoke", "ci")
+    assert again.exit_code == 1 and "still works" in again.stderr

@@ -1,10 +1,15 @@
-"""The client's pure parts: the event-stream parser, the error body → exception mapping, the spec diff."""
+"""The client's pure parts: the event-stream parser, the error body → exception mapping, the spec diff, the
+progress line."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from rich.console import Console
 
 from deploy_client import errors, specs, sse
+from deploy_client.cli.output import ProgressLine
 
 
 def test_sse_events_come_one_by_one_with_comments_skipped() -> None:
@@ -53,3 +58,22 @@ def test_changes_compare_nested_objects_on_the_keys_the_spec_gives() -> None:
         "source": {"git_url": "https://g/x.git"},
         "image": None,
     }
+
+
+def test_the_progress_line_is_rewritten_in_place_on_a_terminal_and_one_per_change_elsewhere() -> None:
+    terminal = io.StringIO()
+    line = ProgressLine(Console(file=terminal, force_terminal=True, width=100))
+    for text in ("deploying · 0/2 ready", "deploying · 0/2 ready", "deploying · 1/2 ready", "ready · 2/2 ready"):
+        line.show(text)
+    line.close()
+    shown = terminal.getvalue()
+    assert "\r" in shown or "\x1b[" in shown, "the line is redrawn, not appended"
+    assert shown.rstrip().endswith("ready · 2/2 ready"), "the last state stays on screen"
+    assert shown.count("\n") <= 2
+
+    log = io.StringIO()
+    plain = ProgressLine(Console(file=log, force_terminal=False, width=100))
+    for text in ("deploying · 0/2 ready", "deploying · 0/2 ready", "ready · 2/2 ready"):
+        plain.show(text)
+    plain.close()
+    assert log.getvalue() == "deploying · 0/2 ready\nready · 2/2 ready\n"

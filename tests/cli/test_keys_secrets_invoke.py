@@ -14,6 +14,7 @@ from flask import Flask
 
 from deploy_service.runner.base import ReplicaSpec
 from tests.cli.conftest import Cli
+from tests.factories import UserRef
 from tests.fakes import FakeRunner
 
 
@@ -23,6 +24,14 @@ class Echo(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        if "text/event-stream" in (self.headers.get("Accept") or "") and not request.get("plain"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()  # no length: the stream ends when the connection closes (HTTP/1.0)
+            for word in str(request.get("q", "")).split():
+                self.wfile.write(f"data: {word}\n\n".encode())
+                self.wfile.flush()
+            return
         status = 500 if request.get("fail") else 200
         body = json.dumps({"echo": request}).encode()
         self.send_response(status)
@@ -72,6 +81,26 @@ def test_invoke_prints_the_agents_json_answer(
     assert bad.exit_code == 2 and "not JSON" in bad.stderr
 
 
+def test_invoke_streams_the_answer_as_it_comes_and_keeps_a_session(
+    logged_in: Cli, converging: Callable[[], None], served: None, tmp_path: Path, app: Flask, user: UserRef
+) -> None:
+    agent_id = _agent(logged_in, tmp_path)
+    logged_in.json("deploy", "echo", "--wait", "--timeout", "10")
+    streamed = logged_in.ok("invoke", "echo", "--stream", "--data", '{"q": "one two three"}')
+    assert streamed.stdout == "data: one\n\ndata: two\n\ndata: three\n\n"
+    plain = logged_in.ok("invoke", "echo", "--stream", "--data", '{"q": "x", "plain": true}')
+    assert json.loads(plain.stdout) == {"echo": {"q": "x", "plain": True}}, "a JSON answer is shown as JSON"
+    logged_in.ok("invoke", "echo", "--session", "chat-7", "--data", "{}")
+    logged_in.ok("invoke", "echo", "--session", "chat-7", "--stream", "--data", '{"q": "hi"}')
+    client = app.test_client()
+    login = client.post("/v1/auth/login", json={"email": user.email, "password": user.password}).get_json()
+    page = client.get(
+        f"/v1/agents/{agent_id}/invocations?limit=10", headers={"Authorization": f"Bearer {login['access_token']}"}
+    ).get_json()
+    sessions = [(item["session_id"], item["streamed"]) for item in page["items"]]
+    assert ("chat-7", False) in sessions and ("chat-7", True) in sessions
+
+
 def test_invoke_without_a_deployment_is_the_services_error(logged_in: Cli, tmp_path: Path) -> None:
     _agent(logged_in, tmp_path)
     result = logged_in("invoke", "echo", "--data", "{}")
@@ -104,8 +133,10 @@ def test_secrets_set_from_an_option_or_stdin_ls_and_rm(logged_in: Cli) -> None:
     listed = logged_in.ok("secrets", "ls", "-o", "json").stdout
     assert sorted(s["name"] for s in json.loads(listed)) == ["api-token", "db-password"]
     assert "hunter2" not in listed and "from-stdin-value" not in listed
-    again = logged_in("secrets", "set", "db-password", "--value", "other")
-    assert again.exit_code == 1 and "conflict" in again.stderr
+    again = logged_in.ok("secrets", "set", "db-password", "--value", "other-value", "-o", "json")
+    rotated = json.loads(again.stdout)
+    assert rotated["id"] == made["id"] and rotated["used_by"] == [] and "other-value" not in again.stdout
+    assert "has a new value" in again.stderr
     logged_in.ok("secrets", "rm", "db-password")
     assert [s["name"] for s in logged_in.json("secrets", "ls")] == ["api-token"]
     missing = logged_in("secrets", "rm", "db-password")
