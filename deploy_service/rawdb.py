@@ -26,7 +26,7 @@ bench/api.py: see docs/performance.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from flask import Flask, current_app, g
@@ -42,14 +42,32 @@ READS_KEY = "deploy_service.reads_engine"
 """`app.extensions[READS_KEY]`: the engine the reads run on (PostgreSQL: a pool of their own)."""
 
 
+_Converter = Callable[[Sequence[Any]], tuple[Any, ...]] | None
+
+
+def _converter(processors: Sequence[_Processor]) -> _Converter:
+    """A row's conversion that calls only the columns' processors there are (most columns have none)."""
+    active = tuple((position, step) for position, step in enumerate(processors) if step is not None)
+    if not active:
+        return None
+
+    def convert(row: Sequence[Any]) -> tuple[Any, ...]:
+        values = list(row)
+        for position, step in active:
+            values[position] = step(values[position])
+        return tuple(values)
+
+    return convert
+
+
 class PreparedQuery:
     """A Core `select` run as prepared SQL on the request's DBAPI connection."""
 
     def __init__(self, statement: Select[Any]) -> None:
         self.statement = statement
-        self._prepared: dict[str, tuple[str, tuple[str, ...] | None, tuple[_Processor, ...]]] = {}
+        self._prepared: dict[str, tuple[str, tuple[str, ...] | None, _Converter]] = {}
 
-    def _prepare(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, tuple[_Processor, ...]]:
+    def _prepare(self, dialect: Dialect) -> tuple[str, tuple[str, ...] | None, _Converter]:
         prepared = self._prepared.get(dialect.name)
         if prepared is None:
             compiled = self.statement.compile(dialect=dialect)
@@ -57,26 +75,23 @@ class PreparedQuery:
             if "POSTCOMPILE" in sql:
                 raise ValueError("a PreparedQuery cannot take expanding or literal-execute parameters")
             order = tuple(compiled.positiontup or ()) if dialect.positional else None
-            processors = tuple(
+            processors = [
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
                 for column in self.statement.selected_columns
-            )
-            prepared = self._prepared[dialect.name] = (sql, order, processors)
+            ]
+            prepared = self._prepared[dialect.name] = (sql, order, _converter(processors))
         return prepared
 
     def rows(self, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every row, as tuples of processed values in the statement's column order."""
         engine: Engine = current_app.extensions[READS_KEY]
         dialect = engine.dialect
-        sql, order, processors = self._prepare(dialect)
+        sql, order, convert = self._prepare(dialect)
         bound: Any = tuple(params[name] for name in order) if order is not None else dict(params)
         raw = _execute(engine, sql, bound)
-        if not any(processors):
+        if convert is None:
             return raw
-        return [
-            tuple([value if step is None else step(value) for step, value in zip(processors, row, strict=True)])
-            for row in raw
-        ]
+        return [convert(row) for row in raw]
 
     def first(self, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The first row, or None."""

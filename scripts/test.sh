@@ -3,7 +3,7 @@
 # that scripts/with_postgres.sh installs (Debian's postgresql) and starts itself. The integration
 # tests drive a real Docker engine: scripts/ensure_docker.sh installs Debian's docker.io and
 # busybox-static and starts dockerd when no engine answers; the rate-limit tests need Debian's
-# redis-server and wrk, installed here when missing; the load test runs last, once. The swarm runner's
+# redis-server and the load test wrk (scripts/ensure_tools.sh installs them when missing); the load test runs last, once. The swarm runner's
 # tests run on a single-node swarm that this script initialises (and leaves at the end) when the engine
 # is not in one already.
 # About 14.5 minutes on the 2-core VM: SQLite run 7.5 min, PostgreSQL run 6.5-7 min (no `dbless` tests),
@@ -17,19 +17,7 @@ scripts/ensure_postgres.sh  # the PostgreSQL-restart fault test starts its own s
 scripts/ensure_client_tools.sh  # tests/clients: openapi-typescript and tsc from npm, pinned
 scripts/ensure_sshd.sh  # tests/integration/test_ssh_engine.py: a throwaway sshd for DOCKER_HOST=ssh://
 scripts/ensure_base_image.sh  # tests/integration/test_production_image.py: the Debian 12 base, made once
-# redis-server: the rate-limit tests start one on loopback; wrk: the load test drives gunicorn with it.
-missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "test: installing Debian's ${missing[*]}" >&2
-  if [ "$(id -u)" -eq 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2 \
-      || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2; }
-  else
-    sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
-  fi
-fi
+scripts/ensure_tools.sh  # redis-server (the rate-limit tests) and wrk (the load test)
 
 # The swarm runner's integration tests need a Swarm manager: make this engine a single-node swarm for
 # the run, and leave it afterwards only if this script initialised it (a swarm that was there stays).

@@ -5,21 +5,25 @@ Authentication reads the database on every request (by the key's hash, a unique 
 request on every worker; there is no cache to outlive it.
 `last_used_at` is written at most once per `API_KEY_LAST_USED_RESOLUTION_SECONDS` per key.
 `verified_key` asks once per request: the rate limiter (which picks the key's bucket) and the view's
-auth check share the answer, kept on `flask.g` for that request only.
+auth check share the answer, kept on `flask.g` for that request only. The read is a prepared one on the
+request's raw connection (`rawdb`), not an ORM query: it is on the path of every call through `interact`,
+before the agent's first byte (docs/performance.md); the key comes back as a transient `ApiKey`, which
+the caller reads and never writes.
 """
 
 from __future__ import annotations
 
 import hmac
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import g
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select, update
 
 from deploy_service.errors import NotFound
 from deploy_service.extensions import db
 from deploy_service.models import SCOPES, ApiKey, Principal, User
 from deploy_service.models.types import utcnow
+from deploy_service.rawdb import PreparedQuery
 from deploy_service.security import api_key_hash, api_key_well_formed, generate_api_key
 from deploy_service.services.agents import get_agent
 from deploy_service.services.common import Page, paginate
@@ -78,17 +82,25 @@ def revoke_key(actor: Principal, agent_id: str, key_id: str) -> ApiKey:
     return row
 
 
+_keys, _users = ApiKey.__table__, User.__table__
+_KEY_COLUMNS = tuple(column.key for column in _keys.columns)
+_KEY_AND_OWNER = PreparedQuery(
+    select(*_keys.columns, _users.c.is_active)
+    .join_from(_keys, _users, _keys.c.owner_id == _users.c.id)
+    .where(_keys.c.key_hash == bindparam("key_hash"))
+)
+
+
 def authenticate(presented: str) -> ApiKey | None:
     """The live key matching `presented`, or None (malformed, unknown, revoked, expired, or its owner deactivated)."""
     if not api_key_well_formed(presented):
         return None
     digest = api_key_hash(presented)
-    found = db.session.execute(
-        select(ApiKey, User.is_active).join(User, User.id == ApiKey.owner_id).where(ApiKey.key_hash == digest)
-    ).first()
+    found = _KEY_AND_OWNER.first({"key_hash": digest})
     if found is None:
         return None
-    row, owner_active = found
+    *values, owner_active = found
+    row = ApiKey(**dict(zip(_KEY_COLUMNS, values, strict=True)))
     if not owner_active or not hmac.compare_digest(row.key_hash, digest):
         return None
     now = utcnow()
@@ -96,9 +108,19 @@ def authenticate(presented: str) -> ApiKey | None:
         return None
     resolution = timedelta(seconds=current_settings().auth.api_key_last_used_resolution)
     if row.last_used_at is None or now - row.last_used_at >= resolution:
+        _touch(row.id, now, now - resolution)
         row.last_used_at = now
-        db.session.commit()
     return row
+
+
+def _touch(key_id: str, now: datetime, stale_before: datetime) -> None:
+    """Record a use; one UPDATE that only the first of concurrent requests (on any worker) wins."""
+    db.session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= stale_before))
+        .values(last_used_at=now)
+    )
+    db.session.commit()
 
 
 def verified_key(presented: str) -> ApiKey | None:

@@ -21,7 +21,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_jwt_extended import create_access_token
-from sqlalchemy import event
 
 from deploy_service.extensions import db
 from deploy_service.models import User
@@ -119,21 +118,21 @@ def test_a_valid_key_has_its_own_bucket_and_a_revoked_one_none(
     assert limited.get("/v1/evaluations", headers=headers).status_code == 200  # the owner's bucket is apart
 
 
-def test_a_key_is_looked_up_once_per_request(limited: FlaskClient, auth: AuthActions, app: Flask) -> None:
+def test_a_key_is_looked_up_once_per_request(
+    limited: FlaskClient, auth: AuthActions, app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limiter (which picks the key's bucket) and the view's auth check share one read of the key."""
     owner, _ = auth.user()
     key = _key(app, owner)
-    lookups: list[str] = []
+    lookups: list[Any] = []
+    real = key_service._KEY_AND_OWNER.first
 
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "WHERE api_keys.key_hash" in statement:
-            lookups.append(statement)
+    def first(params: Any) -> Any:
+        lookups.append(params)
+        return real(params)
 
-    engine = _engine_of(limited)
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        assert limited.post("/v1/evaluations", headers={"X-API-Key": key}, json=EVALUATION).status_code == 201
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    monkeypatch.setattr(key_service._KEY_AND_OWNER, "first", first)
+    assert limited.post("/v1/evaluations", headers={"X-API-Key": key}, json=EVALUATION).status_code == 201
     assert len(lookups) == 1, lookups
 
 
