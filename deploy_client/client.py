@@ -280,6 +280,20 @@ class Client:
         result: Json = self.request("GET", f"/v1/deployments/{deployment_id}/events", params=params)
         return result
 
+    def feed(
+        self,
+        *,
+        event_type: str | None = None,
+        agent_id: str | None = None,
+        since: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> Json:
+        """Every event the caller may see, across deployments, newest first (`next_before` pages on)."""
+        params = {"event_type": event_type, "agent_id": agent_id, "since": since, "before": before, "limit": limit}
+        result: Json = self.request("GET", "/v1/events", params=params)
+        return result
+
     def logs(
         self,
         deployment_id: str,

@@ -21,6 +21,7 @@ from deploy_client.cli.output import (
     replicas,
     rows,
 )
+from deploy_client.client import Client
 from deploy_client.waiting import Outcome, Waiter
 
 DEPLOYMENT_FIELDS = (
@@ -179,15 +180,22 @@ def _event_line(event: dict[str, Any]) -> str:
 @handled
 def events(
     ctx: typer.Context,
-    dep: str = typer.Argument(...),
-    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the deployment ends."),
+    dep: str | None = typer.Argument(None, help="A deployment; none: every event you may see, across them."),
+    follow: bool = typer.Option(
+        False, "--follow", "-f", help="Keep printing new events (with DEP: until the deployment ends)."
+    ),
     event_type: str | None = typer.Option(None, "--type", help="Only events of this type."),
-    limit: int = typer.Option(50, "--limit"),
+    agent: str | None = typer.Option(None, "--agent", help="Without DEP: only this agent's (a name or an id)."),
+    since: str | None = typer.Option(None, "--since", help="Without DEP: only events at or after this ISO time."),
+    limit: int = typer.Option(50, "--limit", min=1, max=200),
     output: Output | None = OUTPUT_OPTION,
 ) -> None:
-    """A deployment's events, oldest first; -f keeps polling for new ones until it is killed."""
+    """Events, oldest first: a deployment's, or without DEP the feed of all yours; -f keeps polling for new ones."""
     s = session(ctx)
     client = s.client()
+    if dep is None:
+        _feed(s, client, follow, event_type, agent, since, limit, output)
+        return
     deployment_id = client.find_deployment(dep)["id"]
     page = client.events(deployment_id, event_type=event_type, limit=limit)
     if not follow:
@@ -206,6 +214,39 @@ def events(
             return
         s.runtime.sleep(s.runtime.poll_interval)
         page = client.events(deployment_id, event_type=event_type, limit=200)
+
+
+def _feed_line(event: dict[str, Any]) -> str:
+    return f"{event['created_at']} {event['deployment_id'][:8]} {event['event_type']:<18} {event['message']}"
+
+
+def _feed(
+    s: Session,
+    client: Client,
+    follow: bool,
+    event_type: str | None,
+    agent: str | None,
+    since: str | None,
+    limit: int,
+    output: Output | None,
+) -> None:
+    """The feed (`GET /v1/events`); with `follow`, polled for events at or after the newest seen (Ctrl-C ends)."""
+    agent_id = client.find_agent(agent)["id"] if agent else None
+    page = client.feed(event_type=event_type, agent_id=agent_id, since=since, limit=limit)
+    if not follow:
+        emit(s, page, output, lambda p: "\n".join(_feed_line(e) for e in reversed(p["items"])))
+        return
+    as_json = chosen(output) != Output.table
+    seen: set[str] = set()
+    while True:
+        for event in reversed(page["items"]):
+            if event["id"] not in seen:
+                seen.add(event["id"])
+                since = event["created_at"]
+                sys.stdout.write((json.dumps(event) if as_json else _feed_line(event)) + "\n")
+                sys.stdout.flush()
+        s.runtime.sleep(s.runtime.poll_interval)
+        page = client.feed(event_type=event_type, agent_id=agent_id, since=since, limit=200)
 
 
 def _rollout(

@@ -200,6 +200,36 @@ def test_events_in_order_and_follow_polls_until_the_deployment_is_killed(cli: Cl
     assert "delete_requested" in types and "the deployment is killed" in followed.stderr
 
 
+def test_events_without_a_deployment_are_the_feed_of_all_yours(cli: Cli, tmp_path: Path, app: Flask) -> None:
+    web = _deployed(cli, tmp_path)
+    api = _deployed(cli, tmp_path, name="api")
+    feed = cli.json("events", "--limit", "200")
+    assert {event["deployment_id"] for event in feed["items"]} == {web["id"], api["id"]}
+    assert feed["items"][0]["created_at"] >= feed["items"][-1]["created_at"], "newest first, as the API pages"
+    only_api = cli.json("events", "--agent", "api", "--type", "created")["items"]
+    assert [(e["deployment_id"], e["event_type"]) for e in only_api] == [(api["id"], "created")]
+    table = cli.ok("events", "-o", "table").stdout.splitlines()
+    assert table[-1].split()[1] in (web["id"][:8], api["id"][:8]), "oldest first, each with its deployment"
+
+    polls: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def restart_then_stop(_: float) -> None:
+        polls.append(1)
+        if len(polls) == 1:
+            cli.ok("restart", "web")
+        if len(polls) == 3:
+            raise Stop
+
+    cli.runtime.sleep = restart_then_stop
+    followed = cli("events", "-f", "--type", "restart_requested", "-o", "json")
+    assert isinstance(followed.exception, Stop)
+    printed = [json.loads(line) for line in followed.stdout.splitlines()]
+    assert [(e["deployment_id"], e["event_type"]) for e in printed] == [(web["id"], "restart_requested")]
+
+
 def test_metrics_with_sparklines_and_the_system_figures(cli: Cli, tmp_path: Path, reconciler: Reconciler) -> None:
     _deployed(cli, tmp_path)
     reconciler.run_once()  # a pass samples the replicas
