@@ -44,12 +44,17 @@ run_pytest env -u TEST_DATABASE_URL python -m pytest -n auto -m "not load and no
 echo "== pytest on SQLite: the engine, processes and servers, one at a time" >&2
 run_pytest env -u TEST_DATABASE_URL python -m pytest -m "not load and ($OWN_PARTS)" "$@"
 
-echo "== pytest on PostgreSQL" >&2
 # Only what the database can change runs again: the generated-clients tests read the spec, and `dbless`
 # tests (tests/conftest.py: no test-database fixture; the runners' own tests, processes on SQLite files
 # of their own, the PostgreSQL-restart test's own server, pure unit tests) and the production image
 # (`image`, its own SQLite file) run in the SQLite run only.
-run_pytest scripts/with_postgres.sh python -m pytest -m "not load and not clients and not dbless and not image" "$@"
+# Split as on SQLite: each pytest process (each xdist worker) makes a database of its own on the server
+# (tests/conftest.py), so the part without an engine or server of its own runs on every core too.
+PG_TESTS="not load and not clients and not dbless and not image"
+echo "== pytest on PostgreSQL: the tests needing no engine or server of their own, on every core" >&2
+run_pytest scripts/with_postgres.sh python -m pytest -n auto -m "$PG_TESTS and not ($OWN_PARTS)" "$@"
+echo "== pytest on PostgreSQL: the engine, processes and servers, one at a time" >&2
+run_pytest scripts/with_postgres.sh python -m pytest -m "$PG_TESTS and ($OWN_PARTS)" "$@"
 
 # The sustained load test (LOAD_SECONDS, default 60) runs once, on PostgreSQL as in production, and
 # only for the whole suite (not when arguments pick tests).

@@ -190,6 +190,10 @@ class Preparer:
         deployment = db.session.get(Deployment, deployment_id)
         if deployment is None or deployment.image_ready or deployment.desired_state != DesiredState.RUNNING:
             return
+        if deployment.image_error is not None:
+            # This rollout's image failed already: the planner fails it or rolls it back (and a new rollout
+            # clears the error). A pass planned before the failure was written may still ask again: no retry.
+            return
         config: dict[str, Any] = dict(deployment.config)
         image = str(deployment.image)
         release = lifecycle.current_release(deployment)

@@ -66,6 +66,34 @@ def test_a_preparer_that_does_not_lead_starts_nothing(
         leader.close()
 
 
+def test_a_failed_preparation_is_not_tried_again_by_a_pass_planned_before_it_was_written(
+    app: Flask, client: FlaskClient, auth: AuthActions, fake_runner: FakeRunner
+) -> None:
+    """The failure waits for the planner (which fails the rollout or rolls it back): no second pull or build."""
+    deployment_id = new_deployment(app, client, auth)
+    fake_runner.images.discard(_image_of(app, deployment_id))  # neither local nor pullable: the pull fails
+    done = threading.Event()
+    preparer = Preparer(app, fake_runner, wake=done.set, leadership=Leadership(leading=True))
+    try:
+        preparer.ensure(deployment_id)
+        assert done.wait(10)
+        done.clear()
+        preparer.ensure(deployment_id)  # as a pass that read the deployment before the failure was written
+        assert done.wait(10)
+    finally:
+        preparer.close()
+    ready, events = image_state(app, deployment_id)
+    assert ready is False and events.count("image_unavailable") == 1
+    assert fake_runner.calls.count("ensure_image") == 1
+
+
+def _image_of(app: Flask, deployment_id: str) -> str:
+    with app.app_context():
+        deployment = db.session.get(Deployment, deployment_id)
+        assert deployment is not None
+        return str(deployment.image)
+
+
 @pytest.mark.parametrize("lost", [False, True])
 def test_a_preparation_in_flight_when_leadership_is_lost_writes_nothing(
     app: Flask,

@@ -401,11 +401,6 @@ def test_a_git_rollback_whose_commit_cannot_be_fetched_fails_the_new_release_and
         [failed] = api.events(deployment_id, event_type="build_failed")
         assert "fetching commit" in failed["message"]
         assert _statuses(api, deployment_id)[:2] == [(4, "failed"), (3, "active")]
-        print(
-            api.deployment(deployment_id),
-            [(c.spec.image, c.info.state) for c in fake_runner.containers.values()],
-            fake_runner.image_id(tag(3)),
-        )
         converge(reconciler, _rolled_out(api, fake_runner, deployment_id, tag(3)))  # release 3 still serves
     finally:
         reconciler.close()
