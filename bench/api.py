@@ -46,7 +46,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.loadgen import POST_JSON, free_port, service_env, start, start_service, stop, wrk  # noqa: E402
+from bench.loadgen import POST_JSON, clear_namespace, free_port, service_env, start, start_service, stop, wrk  # noqa: E402
 
 IMAGE = "deploy-test/http-agent:latest"
 HELLO = "bare Flask hello world"
@@ -201,18 +201,13 @@ def run(*, seconds: int = 8, connections: int = 16, rounds: int = 3) -> dict[str
             best["non_2xx_total"] = sum(figures["non_2xx"] for figures in rounds_run)
             results[name] = best
         http.delete(f"{base}/v1/deployments/{deployment['id']}")
-        # The reconciler removes the replica's container right after; stopping it first would leave it.
-        deadline = time.monotonic() + 60
-        while http.get(f"{base}/v1/deployments/{deployment['id']}").json()["instances"]:
-            if time.monotonic() > deadline:
-                print("the live deployment's container was not removed within 60 s", file=sys.stderr)
-                break
-            time.sleep(0.2)
+        clear_namespace("bench-api")  # before the reconciler stops, or it would leave them
     finally:
         stop(reconciler)
         stop(hello)
         stop(web)
         stop(store)
+        clear_namespace("bench-api", timeout=0)  # a run that failed midway leaves nothing either
     return results
 
 

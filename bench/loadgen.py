@@ -7,6 +7,7 @@ Every run is bounded by its duration and stops by itself.
 - `start_service` runs the production start step (scripts/serve.sh: migrations, then gunicorn with
   gunicorn.conf.py) on a free loopback port and waits for `/health`.
 - `wrk` runs one case and parses requests/s, latency percentiles, non-2xx answers and socket errors.
+- `clear_namespace` waits for the reconciler to remove a benchmark's containers, and removes what it left.
 - `MIXED_WORKLOAD` is a wrk script for the load test: reads a dashboard makes (a deployment, the
   list, its events, the agents), health checks, and writes (evaluations posted by an agent's key).
 """
@@ -190,3 +191,28 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, 9)
         process.wait(timeout=10)
+
+
+def clear_namespace(namespace: str, *, timeout: float = 60) -> None:
+    """Wait until the engine holds no container of `namespace` (the reconciler removes a deleted deployment's
+    replicas); after `timeout`, remove what is left, saying so: a benchmark never leaves a container behind.
+
+    Asked of the engine, not of the API: a killed deployment's body shows no instances at once, before its
+    containers are gone.
+    """
+    import docker
+
+    client = docker.from_env()
+    label = {"label": f"deploy-service.managed={namespace}"}
+    deadline = time.monotonic() + timeout
+    try:
+        while client.api.containers(all=True, filters=label):
+            if time.monotonic() > deadline:
+                left = client.api.containers(all=True, filters=label)
+                print(f"{len(left)} container(s) of {namespace} left after {timeout:g} s: removed", file=sys.stderr)
+                for row in left:
+                    client.api.remove_container(row["Id"], force=True)
+                return
+            time.sleep(0.2)
+    finally:
+        client.close()
