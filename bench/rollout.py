@@ -13,7 +13,8 @@ then:
 
 - update: the agent's image is switched between the http agent and a copy of it with another image id
   (`AGENT_VERSION=2`, built here, removed afterwards), and `POST /restart` rolls the new release out;
-  timed from the POST to the release's `activated_at` (every replica of it ready, the old ones removed),
+  timed from the POST to the release's `activated_at` (every replica of it ready: the old ones removed
+  but the last, whose removal follows in the same pass, as it serves nothing by then),
   while a thread calls `POST /v1/agents/<id>/interact` through the service in a loop with the agent's API
   key: every answer that is not a 200 is a failed call;
 - raw: docker-py starts the same number of containers of the same image one after another, each until

@@ -131,13 +131,21 @@ class DeploymentRun:
         plan = p.plan_replicas(desired_of(deployment), self.observed, x.rules, self.now)
         if plan.of(p.PrepareImage) and self._image_already_there():
             plan = p.plan_replicas(desired_of(deployment), self.observed, x.rules, self.now)
-        if not self._carry_out(plan):
+        replaced: list[p.RemoveReplica] = []
+        if not self._carry_out(plan, replaced=replaced):
+            self._remove(replaced)
             return x.settings.resync if deployment.status == DeploymentStatus.FAILED else x.settings.tick
         if plan.settled:
+            self._remove(replaced)
             return plan.wake_in
         wanted = plan.wake_in
         if not lifecycle.is_job(deployment):  # a job is not health-checked
+            unready = {index for index, instance in self.instances.items() if not instance.healthy}
             wanted = min(wanted, x.health.check(deployment, self.instances, self.now))
+            if plan.rolling and any(self.instances[index].healthy for index in unready if index in self.instances):
+                # A replica of the rollout just became ready: its old one goes, the next one starts, at once
+                # (not at the next health check that happens to be due, up to an interval later).
+                wanted = min(wanted, 0.01)
         status = p.plan_status(
             desired_of(deployment),
             x.rules,
@@ -146,17 +154,25 @@ class DeploymentRun:
             engine_back_at=x.engine_failed_at,
             fallback=plan.fallback,
         )
+        if status.of(p.WindDown) or status.of(p.RollBack):
+            self._remove(replaced)  # before what removes or restores replicas, so each is removed once
+            replaced = []
         self._carry_out(status)
+        self._remove(replaced)
         return min(wanted, status.wake_in)
 
-    def _carry_out(self, plan: p.Plan) -> bool:
+    def _carry_out(self, plan: p.Plan, *, replaced: list[p.RemoveReplica] | None = None) -> bool:
         """Carry out `plan`'s actions; False when one could not be and the rest were dropped.
 
         Removals run first, except while replicas start: then only those of a replica a start takes
         (the restart of a crashed replica, whose container name the new one reuses) go first, and the
         others (an old replica whose replacement is ready, one past the count, a duplicate), which
         protect nothing, run while the starts do: a rolling update's next replica starts while the old
-        one it follows is stopped, its lines stored and removed (`_start`).
+        one it follows is stopped, its lines stored and removed (`_start`). With no start, the old
+        replicas whose replacements are ready are put in `replaced` (when given) for the caller to remove
+        after the status step: the last one's removal does not hold back the release's activation, which
+        is when every replica of it is ready (it serves alone from then: the old replica's slot already
+        names its replacement).
         """
         starts = [action for action in plan.actions if isinstance(action, p.StartReplica)]
         taken = {action.index for action in starts} if starts else None
@@ -164,7 +180,12 @@ class DeploymentRun:
         later: list[p.RemoveReplica] = []
         for action in plan.actions:
             if isinstance(action, p.RemoveReplica):
-                (later if taken is not None and action.replica.index not in taken else first).append(action)
+                if taken is not None and action.replica.index not in taken:
+                    later.append(action)
+                elif taken is None and replaced is not None and action.reason == "replaced":
+                    replaced.append(action)
+                else:
+                    first.append(action)
         if first:
             self._remove(first)
         for action in plan.actions:
@@ -306,6 +327,8 @@ class DeploymentRun:
     # -- containers -------------------------------------------------------------------------------
 
     def _remove(self, actions: list[p.RemoveReplica]) -> None:
+        if not actions:
+            return
         deployment = self.deployment
         self.x.driver.remove([action.replica for action in actions])
         for action in actions:

@@ -253,6 +253,54 @@ def test_a_rolling_update_starts_the_next_replica_while_the_old_one_it_follows_i
     ]
 
 
+def test_a_release_is_active_once_its_last_replica_is_ready_before_the_last_old_one_is_removed(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    """The last old replica serves nothing once its replacement is ready (its slot names the new one): the
+    rollout's completion (and a new release's activation) does not wait for that removal, which follows in
+    the same pass."""
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=2)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+    converge(reconciler, lambda: len(api.events(deployment["id"], event_type="replica_replaced")) == 2)
+    steps = [
+        e["event_type"] if e["event_type"] == "replica_replaced" else "ready"
+        for e in reversed(api.events(deployment["id"], limit=200))
+        if e["event_type"] == "replica_replaced" or (e["event_type"] == "status_changed" and e["data"]["to"] == "ready")
+    ]
+    # ready after the deploy; replica 0 replaced; ready again (every replica of the rollout ready), and only
+    # then replica 1's old container removed
+    assert steps == ["ready", "replica_replaced", "ready", "replica_replaced"], steps
+    assert len(fake_runner.of(deployment["id"])) == 2
+
+
+def test_the_pass_in_which_a_rollouts_replica_turns_ready_asks_for_the_next_pass_at_once(
+    app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
+) -> None:
+    """Not at whichever health check or tick happens to be due next: each step of a rolling update follows
+    the last one's readiness at once."""
+    agent = new_agent(app, api)
+    deployment = deploy(api, agent["id"], replicas=2)
+    converge(reconciler, api.status_is(deployment["id"], "ready"))
+    assert api.post(f"/v1/deployments/{deployment['id']}/restart").status_code == 202
+
+    def ready_containers() -> set[str]:
+        return {i["container_id"] for i in api.deployment(deployment["id"])["instances"] if i["healthy"]}
+
+    waits: list[tuple[float, bool]] = []
+
+    def replaced() -> bool:
+        before = ready_containers()
+        wait = reconciler.run_once()
+        waits.append((wait, bool(ready_containers() - before)))
+        return len(api.events(deployment["id"], event_type="replica_replaced")) == 2
+
+    converge(reconciler, replaced)
+    turned_ready = [wait for wait, newly in waits if newly]
+    assert len(turned_ready) == 2 and all(wait <= 0.01 for wait in turned_ready), waits
+
+
 def test_a_crashed_replica_is_removed_before_its_restart_takes_its_name(
     app: Flask, api: Api, fake_runner: FakeRunner, reconciler: Reconciler
 ) -> None:
