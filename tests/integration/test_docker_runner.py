@@ -548,14 +548,18 @@ def test_remove_replica_twice_is_fine(
 
 
 def test_an_exit_between_two_event_streams_is_announced_once(
-    runner: DockerRunner,
     docker_engine: docker.DockerClient,
     deployment_prefix: str,
     free_port: Callable[[], int],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The exit watcher's next stream asks for the events since the last one opened: a `die` in between counts."""
+    """The exit watcher's next stream asks for the events since the last one opened: a `die` in between counts.
+
+    A namespace of the test's own: the replayed second before the first stream may hold other tests' exits.
+    """
     import deploy_service.runner.docker_runner as module
+
+    runner = DockerRunner(RunnerSettings(network_mode="host", docker_timeout=15, namespace=f"ns-{deployment_prefix}"))
 
     real_open = module.open_stream
     opened: list[dict[str, Any]] = []
@@ -587,6 +591,9 @@ def test_an_exit_between_two_event_streams_is_announced_once(
     finally:
         stop.set()
         watcher.join(timeout=10)
+        for container in exited:
+            docker_engine.api.remove_container(container, force=True)
+        runner.close()
     assert exited and not watcher.is_alive()
     assert "since" not in opened[0] and all("since" in params for params in opened[1:])
     assert len(announced) == 1, "a replayed event is not announced again"
