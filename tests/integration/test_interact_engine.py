@@ -145,7 +145,11 @@ def test_a_streamed_answer_reaches_the_client_event_by_event_through_gunicorn(se
     assert first_arrival - started < 2.0
     assert len(arrivals) >= 4, "one piece per event, as the agent wrote them"
 
-    [record] = service.call("get", f"/v1/agents/{agent_id}/invocations").json()["items"]
+    # The call's record is written once the last piece went out (the response's close): soon after the end of
+    # the body reached the client, not necessarily before.
+    [record] = wait_until(
+        lambda: service.call("get", f"/v1/agents/{agent_id}/invocations").json()["items"], 20, what="the record"
+    )
     assert record["streamed"] is True and record["status_code"] == 200 and record["error"] is None
     assert record["deployment_id"] == deployment_id and record["replica"] == 0
     assert record["first_byte_ms"] < 1500 < 3000 <= record["latency_ms"]
