@@ -14,10 +14,10 @@ the caller reads and never writes.
 from __future__ import annotations
 
 import hmac
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from flask import g
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, select
 
 from deploy_service.errors import NotFound
 from deploy_service.extensions import db
@@ -26,8 +26,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.rawdb import PreparedQuery
 from deploy_service.security import api_key_hash, api_key_well_formed, generate_api_key
 from deploy_service.services.agents import get_agent
-from deploy_service.services.common import Page, paginate
-from deploy_service.settings import current_settings
+from deploy_service.services.common import Page, paginate, record_use
 
 PREFIX_SHOWN = 12
 
@@ -106,21 +105,9 @@ def authenticate(presented: str) -> ApiKey | None:
     now = utcnow()
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
-    resolution = timedelta(seconds=current_settings().auth.api_key_last_used_resolution)
-    if row.last_used_at is None or now - row.last_used_at >= resolution:
-        _touch(row.id, now, now - resolution)
+    if record_use(ApiKey, row.id, row.last_used_at, now):
         row.last_used_at = now
     return row
-
-
-def _touch(key_id: str, now: datetime, stale_before: datetime) -> None:
-    """Record a use; one UPDATE that only the first of concurrent requests (on any worker) wins."""
-    db.session.execute(
-        update(ApiKey)
-        .where(ApiKey.id == key_id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at <= stale_before))
-        .values(last_used_at=now)
-    )
-    db.session.commit()
 
 
 def verified_key(presented: str) -> ApiKey | None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from flask import g
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, select, update
 from werkzeug.datastructures import Headers
 
 from deploy_service.errors import Forbidden, NotFound
@@ -25,8 +25,7 @@ from deploy_service.models.types import utcnow
 from deploy_service.permissions import token_scopes_for_role
 from deploy_service.rawdb import PreparedQuery
 from deploy_service.security import PERSONAL_TOKEN_PREFIX, api_key_hash, api_key_well_formed, generate_api_key
-from deploy_service.services.common import Page, paginate
-from deploy_service.settings import current_settings
+from deploy_service.services.common import Page, paginate, record_use
 
 PREFIX_SHOWN = 12
 API_KEY_HEADER = "X-API-Key"
@@ -145,26 +144,11 @@ def authenticate(presented: str) -> TokenCaller | None:
     user_id, email, full_name, role, is_active, created_at = user
     if revoked_at is not None or (expires_at is not None and expires_at <= now) or not is_active:
         return None
-    resolution = timedelta(seconds=current_settings().auth.api_key_last_used_resolution)
-    if last_used_at is None or now - last_used_at >= resolution:
-        _touch(token_id, now, now - resolution)
+    record_use(PersonalToken, token_id, last_used_at, now)
     principal = Principal(
         id=user_id, email=email, full_name=full_name, role=role, is_active=is_active, created_at=created_at
     )
     return TokenCaller(user=principal, token_id=token_id, scopes=tuple(scopes or ()))
-
-
-def _touch(token_id: str, now: datetime, stale_before: datetime) -> None:
-    """Record a use; one UPDATE that only the first of concurrent requests (on any worker) wins."""
-    db.session.execute(
-        update(PersonalToken)
-        .where(
-            PersonalToken.id == token_id,
-            or_(PersonalToken.last_used_at.is_(None), PersonalToken.last_used_at <= stale_before),
-        )
-        .values(last_used_at=now)
-    )
-    db.session.commit()
 
 
 def presented_token(headers: Headers) -> str | None:
