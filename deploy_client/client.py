@@ -82,13 +82,15 @@ class Client:
         headers: dict[str, str] | None = None,
         token: str | None = None,
     ) -> httpx.Response:
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
         try:
             return self._http.request(
-                method, path, json=json, params=clean, headers={**self._headers(token), **(headers or {})}
+                method, path, json=json, params=_present(params), headers={**self._headers(token), **(headers or {})}
             )
         except httpx.TransportError as exc:
-            raise ConnectionFailed(0, "connection_failed", f"Cannot reach {self.base_url}: {exc}") from None
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: httpx.TransportError) -> ConnectionFailed:
+        return ConnectionFailed(0, "connection_failed", f"Cannot reach {self.base_url}: {exc}")
 
     def request(
         self,
@@ -131,14 +133,13 @@ class Client:
         headers: dict[str, str] | None = None,
     ) -> Iterator[httpx.Response]:
         """`method path` with its answer left open to read as it comes (no read timeout; renewed once on a 401)."""
-        clean = {k: v for k, v in (params or {}).items() if v is not None}
         for attempt in (0, 1):
             try:
                 with self._http.stream(
                     method,
                     path,
                     json=json,
-                    params=clean,
+                    params=_present(params),
                     headers={**self._headers(self._token), **(headers or {})},
                     timeout=httpx.Timeout(30.0, read=None),
                 ) as response:
@@ -147,7 +148,7 @@ class Client:
                     yield response
                     return
             except httpx.TransportError as exc:
-                raise ConnectionFailed(0, "connection_failed", f"Cannot reach {self.base_url}: {exc}") from None
+                raise self._unreachable(exc) from None
 
     @contextmanager
     def stream(self, path: str, *, params: dict[str, Any] | None = None) -> Iterator[Iterator[sse.Event]]:
@@ -448,6 +449,11 @@ class Client:
             items.extend(page["items"])
             if not page["items"] or len(items) >= page["total"]:
                 return items
+
+
+def _present(params: dict[str, Any] | None) -> dict[str, Any]:
+    """The query without its unset (None) parameters."""
+    return {k: v for k, v in (params or {}).items() if v is not None}
 
 
 def _session(session: str | None) -> dict[str, str]:

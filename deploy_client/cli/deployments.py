@@ -204,16 +204,26 @@ def events(
     as_json = chosen(output) != Output.table
     seen: set[str] = set()
     while True:
-        for event in reversed(page["items"]):
-            if event["id"] not in seen:
-                seen.add(event["id"])
-                sys.stdout.write((json.dumps(event) if as_json else _event_line(event)) + "\n")
-                sys.stdout.flush()
+        _print_new(page, seen, _event_line, as_json=as_json)
         if page["deployment_status"] == "killed":
             s.message("-- the deployment is killed: no more events")
             return
         s.runtime.sleep(s.runtime.poll_interval)
         page = client.events(deployment_id, event_type=event_type, limit=200)
+
+
+def _print_new(
+    page: dict[str, Any], seen: set[str], line: Callable[[dict[str, Any]], str], *, as_json: bool
+) -> str | None:
+    """Print the page's events not printed yet, oldest first (JSON lines, or `line`); the newest one's time."""
+    newest = None
+    for event in reversed(page["items"]):
+        if event["id"] not in seen:
+            seen.add(event["id"])
+            newest = event["created_at"]
+            sys.stdout.write((json.dumps(event) if as_json else line(event)) + "\n")
+            sys.stdout.flush()
+    return newest
 
 
 def _feed_line(event: dict[str, Any]) -> str:
@@ -239,12 +249,7 @@ def _feed(
     as_json = chosen(output) != Output.table
     seen: set[str] = set()
     while True:
-        for event in reversed(page["items"]):
-            if event["id"] not in seen:
-                seen.add(event["id"])
-                since = event["created_at"]
-                sys.stdout.write((json.dumps(event) if as_json else _feed_line(event)) + "\n")
-                sys.stdout.flush()
+        since = _print_new(page, seen, _feed_line, as_json=as_json) or since
         s.runtime.sleep(s.runtime.poll_interval)
         page = client.feed(event_type=event_type, agent_id=agent_id, since=since, limit=200)
 

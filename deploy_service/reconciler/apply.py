@@ -140,9 +140,9 @@ class DeploymentRun:
             return plan.wake_in
         wanted = plan.wake_in
         if not lifecycle.is_job(deployment):  # a job is not health-checked
-            unready = {index for index, instance in self.instances.items() if not instance.healthy}
+            unready = [i for i in self.instances.values() if not i.healthy] if plan.rolling else []
             wanted = min(wanted, x.health.check(deployment, self.instances, self.now))
-            if plan.rolling and any(self.instances[index].healthy for index in unready if index in self.instances):
+            if any(instance.healthy for instance in unready):
                 # A replica of the rollout just became ready: its old one goes, the next one starts, at once
                 # (not at the next health check that happens to be due, up to an interval later).
                 wanted = min(wanted, 0.01)
