@@ -30,16 +30,20 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import flask_limiter
-from flask import Flask, current_app, request
+from flask import Flask, Response, current_app, g, request
+from flask_limiter._compat import request_context
+from flask_limiter.constants import HeaderNames
 from flask_limiter.errors import RateLimitExceeded
 from flask_limiter.util import get_qualified_name, get_remote_address
 from limits import RateLimitItem
 from limits.storage import Storage
 from limits.strategies import FixedWindowRateLimiter
 from limits.util import WindowStats
+from werkzeug.http import http_date, parse_date
 
 from deploy_service.services.api_keys import verified_key
 from deploy_service.services.personal_tokens import API_KEY_HEADER, presented_token, verified_token
@@ -225,6 +229,9 @@ class Limiter(flask_limiter.Limiter):
         """`default_limit()`'s value → flask-limiter's parsed limit for it, made once per value."""
         self._own_limits: dict[str, bool] = {}
         """endpoint → whether its view carries a limit of its own (a decorator, which checks it)."""
+        self._own_headers: Any = None
+        self._own_release: Any = None
+        """flask-limiter's own after-request and teardown hooks, for the routes with limits of their own."""
 
     def init_app(self, app: Flask) -> None:
         """Bind to `app`; take back the three hooks flask-limiter installed for every request.
@@ -265,10 +272,11 @@ class Limiter(flask_limiter.Limiter):
         if mixed:
             raise RuntimeError(f"blueprints {mixed} have routes both under {LIMITED_PREFIX} and outside it")
         _check, headers, release = hooks
+        self._own_headers, self._own_release = headers, release
         for name in (name for name, places in under.items() if places == {True}):
             app.before_request_funcs.setdefault(name, []).insert(0, self._check_default_limit)
-            app.after_request_funcs.setdefault(name, []).insert(0, headers)
-            app.teardown_request_funcs.setdefault(name, []).insert(0, release)
+            app.after_request_funcs.setdefault(name, []).insert(0, self._inject_headers)
+            app.teardown_request_funcs.setdefault(name, []).insert(0, self._release)
 
     def _check_default_limit(self) -> None:
         """The one check of a request to a limited route: its default limit, one storage call.
@@ -293,13 +301,50 @@ class Limiter(flask_limiter.Limiter):
         if self._key_prefix:
             args.insert(0, self._key_prefix)
         counted = flask_limiter.RequestLimit(self, limit.limit, args, False, limit.shared)
-        context = self.context
-        context.view_rate_limit = counted
-        context.view_rate_limits = [counted]
+        g._default_rate_limit = counted  # for `_inject_headers`: flask-limiter's own context is not made
         if not self.limiter.hit(limit.limit, *args, cost=limit.deduction_amount):
             counted.breached = True
             self.logger.info("ratelimit %s (%s) exceeded at endpoint: %s", limit.limit, args[-2], endpoint)
             raise RateLimitExceeded(limit)
+
+    def _inject_headers(self, response: Response) -> Response:
+        """The rate-limit headers of a limited request's response, as flask-limiter writes them.
+
+        A request checked by `_check_default_limit` carries its one limit on `flask.g`, and its window is
+        the one `FixedWindow` kept from the hit, so the headers cost no storage call and none of
+        flask-limiter's per-request context (a dict, a dataclass and four lookups of it per request). A
+        route with a limit of its own is left to flask-limiter's hook, which its decorator fed.
+        """
+        counted: flask_limiter.RequestLimit | None = g.pop("_default_rate_limit", None)
+        if counted is None:
+            headers: Response = self._own_headers(response)
+            return headers
+        if not (self.enabled and self._headers_enabled and self._header_mapping):
+            return response
+        mapping = self._header_mapping
+        reset_at = counted.reset_at
+        headers_out = response.headers
+        headers_out.add(mapping[HeaderNames.LIMIT], str(counted.limit.amount))
+        headers_out.add(mapping[HeaderNames.REMAINING], str(counted.remaining))
+        headers_out.add(mapping[HeaderNames.RESET], str(reset_at))
+        existing = headers_out.get("Retry-After")
+        if existing is not None:  # a later time than the window's end, given by the view: kept
+            retry_after: float | datetime | None = parse_date(existing)
+            if retry_after is None:
+                retry_after = time.time() + int(existing)
+            if isinstance(retry_after, datetime):
+                retry_after = time.mktime(retry_after.timetuple())
+            reset_at = max(int(retry_after), reset_at)
+        headers_out.set(
+            mapping[HeaderNames.RETRY_AFTER],
+            http_date(reset_at) if self._retry_after == "http-date" else str(int(reset_at - time.time())),
+        )
+        return response
+
+    def _release(self, error: BaseException | None = None) -> None:
+        """Reset flask-limiter's per-request context, only where a decorated limit made one."""
+        if hasattr(request_context(), "_limiter_request_context"):
+            self._own_release(error)
 
     def _has_own_limit(self, endpoint: str) -> bool:
         own = self._own_limits.get(endpoint)

@@ -106,8 +106,10 @@ def is_ready(status: str, container_id: str | None, healthy: bool | None) -> boo
 class Deployment(db.Model):  # type: ignore[name-defined]
     __tablename__ = "deployments"
     __table_args__ = (
-        Index("ix_deployments_agent_id_created_at", "agent_id", "created_at"),
-        Index("ix_deployments_owner_id_created_at", "owner_id", "created_at"),
+        # The lists' order (`created_at DESC, id DESC`) read from the index, for an owner, an agent or an admin.
+        Index("ix_deployments_agent_id_created_at_id", "agent_id", "created_at", "id"),
+        Index("ix_deployments_owner_id_created_at_id", "owner_id", "created_at", "id"),
+        Index("ix_deployments_created_at_id", "created_at", "id"),
         Index("ix_deployments_status", "status"),
         # At most one live (non-killed) deployment per agent, even under concurrent deploys.
         Index(

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from marshmallow import Schema, ValidationError, fields, post_load, pre_load, validate
 
@@ -220,6 +220,10 @@ class PaginationArgs(StrictSchema):
 
     Query arguments are strict like bodies: an unknown one is a 400, not silently ignored.
     """
+
+    PURE_QUERY: ClassVar[bool] = True
+    """Loading depends on the query string alone (no clock, setting or caller), so the parser keeps what a query
+    string loads to (`api.common.Parser.parse`). A subclass whose loading depends on anything else sets False."""
 
     skip = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_SKIP))
     limit = fields.Integer(

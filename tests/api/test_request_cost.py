@@ -21,6 +21,7 @@ from deploy_service.extensions import db
 from deploy_service.models.heartbeat import CheckStatus
 from deploy_service.observability import HTTP_LATENCY, HTTP_REQUESTS
 from deploy_service.ratelimit import limiter
+from deploy_service.schemas.common import MAX_PAGE_LIMIT
 from deploy_service.schemas.health import LivenessSchema
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from tests.factories import AuthActions
@@ -150,3 +151,35 @@ def test_a_limited_request_is_one_check_of_its_one_limit(limited_app: Flask, aut
     calls = _calls(limited_app.test_client(), "/v1/agents", headers=headers)
     assert _in(calls, "flask_limiter/_manager.py") == {}
     assert [name for (_file, name) in _in(calls, "deploy_service/ratelimit.py")].count("caller_key") == 1
+
+
+def test_a_limited_request_makes_no_flask_limiter_context(limited_app: Flask, auth: AuthActions) -> None:
+    """The default limit's headers come from the hit this request made, not from flask-limiter's
+    per-request context; a decorated limit (login) still goes flask-limiter's way and gets its headers."""
+    user, headers = auth.user()
+    client = limited_app.test_client()
+    calls = _calls(client, "/v1/agents", headers=headers)
+    assert [name for (_file, name) in _in(calls, "flask_limiter/_extension.py")].count("context") == 0
+    response = client.get("/v1/agents", headers=headers)
+    assert response.headers["X-RateLimit-Limit"] == "1000000"
+    assert int(response.headers["X-RateLimit-Reset"]) > 0
+    login = client.post("/v1/auth/login", json={"email": user.email, "password": user.password})
+    assert login.status_code == 200
+    assert login.headers["X-RateLimit-Limit"] == "1000000"
+    assert 0 < int(login.headers["Retry-After"]) <= 60
+
+
+def test_query_arguments_are_parsed_once_per_query_string(limited_app: Flask, auth: AuthActions) -> None:
+    """A polled page's `?limit=50` is loaded by marshmallow once; each request still gets its own arguments,
+    and an invalid query string is refused every time."""
+    _, headers = auth.user()
+    client = limited_app.test_client()
+    path = f"/v1/deployments?limit={MAX_PAGE_LIMIT + 50}&skip=0"  # clamped to the maximum by the schema's post_load
+    first = client.get(path, headers=headers)
+    calls = _calls(client, path, headers=headers)
+    assert _in(calls, "marshmallow/schema.py") == {}
+    assert client.get(path, headers=headers).get_json()["limit"] == first.get_json()["limit"] == MAX_PAGE_LIMIT
+    assert client.get("/v1/deployments?limit=5", headers=headers).get_json()["limit"] == 5
+    for _ in range(2):
+        refused = client.get("/v1/deployments?limit=0", headers=headers)
+        assert refused.status_code == 400 and refused.get_json()["error"] == "validation_error"
