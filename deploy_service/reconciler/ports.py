@@ -36,14 +36,18 @@ def free_port(used: set[int], port_range: tuple[int, int], *, host: str = "127.0
     """
     low, high = port_range
     start = random.randint(low, high)
-    for offset in range(high - low + 1):
-        port = low + (start - low + offset) % (high - low + 1)
-        if port in used:
-            continue
-        if not (_bindable(port, 1) if host in LOCAL_HOSTS else _refused(host, port, timeout=timeout)):
-            continue
-        used.add(port)
-        return port
+    for lingering in (False, True) if host in LOCAL_HOSTS else (False,):
+        for offset in range(high - low + 1):
+            port = low + (start - low + offset) % (high - low + 1)
+            if port in used:
+                continue
+            if host in LOCAL_HOSTS:
+                if not _bindable(port, 1, lingering=lingering):
+                    continue
+            elif not _refused(host, port, timeout=timeout):
+                continue
+            used.add(port)
+            return port
     raise RuntimeError(f"no free port left in HOST_PORT_RANGE {low}-{high}")
 
 
@@ -60,18 +64,29 @@ def free_block(used: set[int], port_range: tuple[int, int], replicas: int) -> in
     if blocks:
         start = random.randrange(len(blocks))
         blocks = blocks[start:] + blocks[:start]
-    for block in blocks:
-        if block in used or not _bindable(block * 100 + 1, replicas):
-            continue
-        used.add(block)
-        return block
+    for lingering in (False, True):
+        for block in blocks:
+            if block in used or not _bindable(block * 100 + 1, replicas, lingering=lingering):
+                continue
+            used.add(block)
+            return block
     raise RuntimeError(f"no free block of 100 ports left in HOST_PORT_RANGE {low}-{high}")
 
 
-def _bindable(first: int, count: int) -> bool:
-    """Whether ports `first` .. `first + count - 1` can all be bound now."""
+def _bindable(first: int, count: int, *, lingering: bool = False) -> bool:
+    """Whether ports `first` .. `first + count - 1` can all be bound now.
+
+    With `lingering`, a port held only by closed connections waiting out TIME_WAIT counts as free, as it is
+    for a server that binds with `SO_REUSEADDR` (busybox, Python's `http.server`, gunicorn, uvicorn, Go and
+    Node all do): a replica closes its side of each connection first, so for a minute after it served, its
+    port lingers, and a range whose replicas were busy a minute ago would otherwise look full (a Swarm
+    rollout found no free block of 10 after a minute of calls). Callers try without it first, so a
+    server that binds without `SO_REUSEADDR` gets a port with nothing lingering whenever there is one.
+    """
     for port in range(first, first + count):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            if lingering:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("0.0.0.0", port))
             except OSError:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy_service.reconciler.ports import free_port
+from deploy_service.reconciler.ports import free_block, free_port
 
 
 def _free_pair() -> tuple[int, int]:
@@ -72,3 +72,51 @@ def test_no_free_port_on_the_replica_host_is_an_error(listen: object) -> None:
 
     with pytest.raises(RuntimeError, match="no free port"):
         free_port(set(), (low, high), host="127.0.0.2", timeout=1.0)
+
+
+def _linger(port: int) -> None:
+    """Leave a connection of `port` in TIME_WAIT, as a replica that closes its side first leaves each one."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("0.0.0.0", port))
+        server.listen()
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server's side closes first: it is the one that waits out TIME_WAIT
+            client.recv(1)
+
+
+def test_a_port_only_lingering_after_its_connections_is_free_when_no_other_is(listen: object) -> None:
+    """A replica that served a minute ago leaves its port in TIME_WAIT; a server binding with SO_REUSEADDR
+    (as busybox, http.server, gunicorn or uvicorn do) can bind it, so it is not "taken". A port with
+    nothing lingering is still preferred, for a server that binds without SO_REUSEADDR."""
+    low, high = _free_pair()
+    _linger(low)
+    with socket.socket() as strict:
+        with pytest.raises(OSError):
+            strict.bind(("0.0.0.0", low))  # what the probe saw before: "in use"
+    for _ in range(10):
+        assert free_port(set(), (low, high)) == high
+    listen("127.0.0.1", high)  # type: ignore[operator]
+    assert free_port(set(), (low, high)) == low
+
+
+def test_a_service_block_whose_ports_linger_is_used_when_no_other_block_is_free(listen: object) -> None:
+    """Swarm replicas get a fresh block of 100 per rollout: blocks of the last minute's rollouts linger."""
+    for block in range(400, 500):  # two consecutive blocks free on every address
+        try:
+            for port in (block * 100 + 1, block * 100 + 2, block * 100 + 101, block * 100 + 102):
+                with socket.socket() as probe:
+                    probe.bind(("0.0.0.0", port))
+        except OSError:
+            continue
+        break
+    else:
+        pytest.skip("no two free blocks")
+    port_range = (block * 100, block * 100 + 199)
+    _linger(block * 100 + 2)
+    assert free_block(set(), port_range, 2) == block + 1
+    listen("127.0.0.1", (block + 1) * 100 + 1)  # type: ignore[operator]
+    assert free_block(set(), port_range, 2) == block
+    with pytest.raises(RuntimeError, match="no free block"):
+        free_block({block}, port_range, 2)

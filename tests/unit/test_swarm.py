@@ -251,7 +251,7 @@ def test_the_current_task_of_each_replica() -> None:
 def test_port_blocks_are_free_aligned_and_inside_the_range(monkeypatch: pytest.MonkeyPatch) -> None:
     probed: list[tuple[int, int]] = []
 
-    def bindable(first: int, count: int) -> bool:
+    def bindable(first: int, count: int, *, lingering: bool = False) -> bool:
         probed.append((first, count))
         return first != 20401  # something else listens in block 204
 
