@@ -291,8 +291,10 @@ def _engine_settings() -> Any:
         stop_timeout=2.0,
         workers=8,
         # Fixed: the reconciler binds each port before it hands it out (reconciler/ports.py), and the
-        # Swarm runner needs whole blocks of 100 (a fresh one per rolling update).
-        port_range=(32000, 32999),
+        # Swarm runner needs whole blocks of 100 (a fresh one per rolling update). Below the kernel's
+        # ephemeral ports (32768-60999 by default), which any outgoing connection may hold at the moment a
+        # replica binds its port: a replica of block 328 once exited "address in use" in a rollback.
+        port_range=(30000, 30999),
         replica_host="127.0.0.1",
         sample_every=60.0,
     )

@@ -449,10 +449,13 @@ class DeploymentRun:
                 deployment, "service_created", f"Swarm service created with {action.replicas} replica(s).", data
             )
         elif action.change == "update":
+            going_back = service is not None and service.generation > action.generation
             lifecycle.record_event(
                 deployment,
                 "rolling_update",
-                f"Rolling update to generation {action.generation} (start-first, rollback on failure).",
+                f"Rolling update back to generation {action.generation} (start-first)."
+                if going_back
+                else f"Rolling update to generation {action.generation} (start-first, rollback on failure).",
                 data,
             )
         else:

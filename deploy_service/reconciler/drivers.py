@@ -526,6 +526,8 @@ class ServiceDriver(Driver):
                 update_monitor=max(settings.startup_grace, workload.judged_after),
                 update_delay=max(settings.startup_grace, workload.judged_after),
                 update_parallelism=settings.max_surge,
+                # Back to an older generation than the service runs: the automatic rollback, not a rollout.
+                watched=service is None or service.generation <= workload.generation,
                 built=workload.built,
                 registry_auth=workload.registry_auth,
             )

@@ -190,6 +190,11 @@ class ServiceSpec:
     """Seconds between the update of one batch of tasks and the next (Swarm's `UpdateConfig.Delay`)."""
     update_parallelism: int = 1
     """Tasks Swarm replaces at once, start-first (`ROLLOUT_MAX_SURGE`)."""
+    watched: bool = True
+    """The update pauses at the first failure of a task it replaced (a rollout of something new, which the
+    planner then rolls back). False for a return to a generation that already served (the automatic
+    rollback): the update goes on through a task's failure, which the restart budget counts as for any
+    running release, rather than stopping halfway with nothing to go back to."""
     built: bool = False
     """The image was built here from a git source (a multi-node backend may push it to a registry)."""
     registry_auth: RegistryCredentials | None = None

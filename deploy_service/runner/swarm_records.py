@@ -136,8 +136,10 @@ def service_document(
             "Parallelism": spec.update_parallelism,
             "Delay": int(spec.update_delay * SECOND_NS),
             # Paused, not rolled back by the engine: the planner applies the previous spec again on ports of its
-            # own (reconciler/plan.py), while Swarm's rollback would reuse ports the old tasks still hold.
-            "FailureAction": "pause",
+            # own (reconciler/plan.py), while Swarm's rollback would reuse ports the old tasks still hold. That
+            # return itself is not watched: a failure of one of its tasks (or of a task of the failed update that
+            # Swarm was still restarting) must not leave the service half way back.
+            "FailureAction": "pause" if spec.watched else "continue",
             "Monitor": int(spec.update_monitor * SECOND_NS),
             "MaxFailureRatio": 0,
             "Order": "start-first",

@@ -335,6 +335,11 @@ def test_an_update_the_engine_paused_goes_back_to_the_old_spec_on_ports_of_its_o
 
     again = swarm.specs[deployment_id]
     assert again.image == original.image and again.port_block != original.port_block  # never the old tasks' ports
+    # The way back is not watched: a failure on it (a task of the failed update Swarm was still restarting) must
+    # not pause it half way, with no older spec left to go back to.
+    assert original.watched and not again.watched
+    [back] = [e for e in api.events(deployment_id, event_type="rolling_update") if e["data"]["generation"] == 1]
+    assert back["message"] == "Rolling update back to generation 1 (start-first)."
     body = api.deployment(deployment_id)
     assert body["revision"] == 1 and body["generation"] == 1
     statuses = [

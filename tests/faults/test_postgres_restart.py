@@ -192,7 +192,7 @@ SETTINGS = replace(
     restart_budget=5,
     stop_timeout=1.0,
     workers=4,
-    port_range=(37000, 37999),
+    port_range=(28000, 28999),
 )
 LOOP = LoopSettings(standby_retry=0.2, retry_base=0.1, retry_max=0.5, connect_timeout=2, engine_backoff_max=0.5)
 

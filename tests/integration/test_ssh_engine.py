@@ -37,7 +37,7 @@ from tests.helpers import ENGINE, Api, ProcessGroup, free_port, wait_until
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 FAST_HEALTH = {"path": "/health", "interval_seconds": 0.3, "timeout_seconds": 1.0, "retries": 2}
-SETTINGS = replace(ENGINE, workers=4, port_range=(33000, 33999), sample_every=15.0)
+SETTINGS = replace(ENGINE, workers=4, port_range=(29000, 29999), sample_every=15.0)
 SSH_USER = "root"  # the tests run as root (as CI does); sshd's sessions run as the user who logs in
 
 

@@ -23,8 +23,9 @@ from deploy_service.runner.swarm_runner import current_tasks
 from tests.integration.conftest import printed_ids
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
-PORT_RANGE = (30000, 39999)
-"""Where the tests' port blocks are probed (blocks 300-399; the Swarm driver's own `free_block`)."""
+PORT_RANGE = (30000, 32699)
+"""Where the tests' port blocks are probed (blocks 300-326; the Swarm driver's own `free_block`), below the
+kernel's ephemeral ports (32768-)."""
 
 
 @pytest.fixture()

@@ -90,6 +90,19 @@ def test_the_service_spec_is_hardened_and_restarts_and_updates_as_configured() -
     assert doc["UpdateConfig"]["Delay"] == doc["UpdateConfig"]["Monitor"] == 1_600_000_000
     env = dict(item.split("=", 1) for item in container["Env"])
     assert env["KEY"] == 'a {{"{{"}} b }}'
+    # The automatic rollback's update (back to a generation that served) is not watched: it goes on through a
+    # task's failure instead of pausing half way back.
+    back = service_document(
+        replace(SPEC, watched=False),
+        namespace="ns",
+        user="65534:65534",
+        image="agent:1",
+        pids_limit=128,
+        tmpfs_mb=16,
+        log_max_size="1m",
+        log_max_file=2,
+    )
+    assert back["UpdateConfig"]["FailureAction"] == "continue" and back["UpdateConfig"]["Order"] == "start-first"
     assert env["PORT"] == port_template(331)
 
 
