@@ -29,6 +29,7 @@ from deploy_service.reconciler.jobs import ConvergeJob, DispatchJob, Job, PruneI
 from deploy_service.reconciler.leadership import Leadership
 from deploy_service.reconciler.lock import LeaderLock
 from deploy_service.reconciler.outage import Outage
+from deploy_service.reconciler.ports import ephemeral_overlap
 from deploy_service.reconciler.sampling import RecentOom
 from deploy_service.reconciler.settings import LoopSettings, ReconcileSettings
 from deploy_service.reconciler.wakeup import Waiter
@@ -189,6 +190,13 @@ class Reconciler:
             return self.loop_settings.standby_retry
         if not self.leadership.leading():
             log.info("reconciler is the leader")
+            overlap = ephemeral_overlap(self.settings.port_range)
+            if overlap is not None:
+                log.warning(
+                    "ports %s-%s of HOST_PORT_RANGE are also the kernel's ephemeral ports: with host networking a "
+                    "replica may find its port held by an outgoing connection; keep the range below them",
+                    *overlap,
+                )
             self.leadership.gain()
             due.update(dict.fromkeys(due, 0.0))  # pick up at once where the last leader left off
         return None

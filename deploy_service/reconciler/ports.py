@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import socket
+from pathlib import Path
 
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
 """`REPLICA_HOST` values that mean the engine runs on this machine."""
@@ -71,6 +72,24 @@ def free_block(used: set[int], port_range: tuple[int, int], replicas: int) -> in
             used.add(block)
             return block
     raise RuntimeError(f"no free block of 100 ports left in HOST_PORT_RANGE {low}-{high}")
+
+
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""Where Linux says which ports it hands to outgoing connections."""
+
+
+def ephemeral_overlap(port_range: tuple[int, int], *, source: Path = EPHEMERAL_PORTS) -> tuple[int, int] | None:
+    """The part of `port_range` that is also the kernel's ephemeral range (None: none, or not Linux).
+
+    Any outgoing connection of the machine (a health check, a call, the engine's own) may hold such a port at
+    the moment a replica binds it, and the replica then exits with "address in use": the range belongs below.
+    """
+    try:
+        first, last = (int(value) for value in source.read_text().split())
+    except (OSError, ValueError):
+        return None
+    low, high = max(port_range[0], first), min(port_range[1], last)
+    return (low, high) if low <= high else None
 
 
 def _bindable(first: int, count: int, *, lingering: bool = False) -> bool:

@@ -6,7 +6,9 @@ started under. The in-memory runner and a fake HTTP pool stand in for the engine
 
 from __future__ import annotations
 
+import logging
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from sqlalchemy import select
 
 from deploy_service.extensions import db
 from deploy_service.models import Deployment, DeploymentEvent, User, WebhookDelivery
+from deploy_service.reconciler import Reconciler, loop
 from deploy_service.reconciler.dispatch import Dispatcher
 from deploy_service.reconciler.leadership import Leadership
 from deploy_service.reconciler.prepare import Preparer
@@ -23,6 +26,7 @@ from deploy_service.services import webhooks
 from deploy_service.services.webhook_sender import Answer
 from tests.factories import AuthActions, UserRef, make_agent
 from tests.fakes import FakeRunner
+from tests.helpers import FAST
 
 
 def new_deployment(app: Flask, client: FlaskClient, auth: AuthActions) -> str:
@@ -196,3 +200,16 @@ def test_a_send_in_flight_when_leadership_is_lost_records_nothing(app: Flask, au
     dispatcher.pool.shutdown(wait=True)
     assert http.requests == ["http://127.0.0.1:9/hook"]
     assert delivery_state(app, delivery_id) == (("pending", 0) if lost else ("succeeded", 1))
+
+
+def test_the_reconciler_warns_of_a_range_in_the_ephemeral_ports_once_it_leads(
+    app: Flask, fake_runner: FakeRunner, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loop, "ephemeral_overlap", lambda port_range: (32768, 32999))
+    reconciler = Reconciler(app, runner=fake_runner, settings=replace(FAST, port_range=(32000, 32999)))
+    try:
+        with caplog.at_level(logging.WARNING, logger="deploy_service.reconciler.loop"):
+            assert reconciler._lead({}) is None
+    finally:
+        reconciler.close()
+    assert "ports 32768-32999 of HOST_PORT_RANGE are also the kernel's ephemeral ports" in caplog.text

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from deploy_service.reconciler.ports import free_block, free_port
+from deploy_service.reconciler.ports import ephemeral_overlap, free_block, free_port
 
 
 def _free_pair() -> tuple[int, int]:
@@ -120,3 +121,12 @@ def test_a_service_block_whose_ports_linger_is_used_when_no_other_block_is_free(
     assert free_block(set(), port_range, 2) == block
     with pytest.raises(RuntimeError, match="no free block"):
         free_block({block}, port_range, 2)
+
+
+def test_the_part_of_the_range_that_is_the_kernels_ephemeral_ports(tmp_path: Path) -> None:
+    source = tmp_path / "ip_local_port_range"
+    source.write_text("32768\t60999\n")
+    assert ephemeral_overlap((20000, 29999), source=source) is None
+    assert ephemeral_overlap((32000, 32999), source=source) == (32768, 32999)
+    assert ephemeral_overlap((60000, 65000), source=source) == (60000, 60999)
+    assert ephemeral_overlap((20000, 29999), source=tmp_path / "missing") is None  # not Linux: nothing to say
