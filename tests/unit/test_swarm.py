@@ -53,9 +53,9 @@ SPEC = ServiceSpec(
 )
 
 
-def document() -> dict[str, Any]:
+def document(spec: ServiceSpec = SPEC) -> dict[str, Any]:
     return service_document(
-        SPEC,
+        spec,
         namespace="ns",
         user="65534:65534",
         image="agent:1",
@@ -92,16 +92,7 @@ def test_the_service_spec_is_hardened_and_restarts_and_updates_as_configured() -
     assert env["KEY"] == 'a {{"{{"}} b }}'
     # The automatic rollback's update (back to a generation that served) is not watched: it goes on through a
     # task's failure instead of pausing half way back.
-    back = service_document(
-        replace(SPEC, watched=False),
-        namespace="ns",
-        user="65534:65534",
-        image="agent:1",
-        pids_limit=128,
-        tmpfs_mb=16,
-        log_max_size="1m",
-        log_max_file=2,
-    )
+    back = document(replace(SPEC, watched=False))
     assert back["UpdateConfig"]["FailureAction"] == "continue" and back["UpdateConfig"]["Order"] == "start-first"
     assert env["PORT"] == port_template(331)
 
