@@ -211,5 +211,6 @@ def test_the_reconciler_warns_of_a_range_in_the_ephemeral_ports_once_it_leads(
         with caplog.at_level(logging.WARNING, logger="deploy_service.reconciler.loop"):
             assert reconciler._lead({}) is None
     finally:
+        reconciler.lock.release()  # held by `_lead`: the next test's reconciler must be able to lead
         reconciler.close()
     assert "ports 32768-32999 of HOST_PORT_RANGE are also the kernel's ephemeral ports" in caplog.text
