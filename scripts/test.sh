@@ -6,8 +6,8 @@
 # redis-server and the load test wrk (scripts/ensure_tools.sh installs them when missing); the load test runs last, once. The swarm runner's
 # tests run on a single-node swarm that this script initialises (and leaves at the end) when the engine
 # is not in one already.
-# About 33 minutes on the 2-core VM: SQLite 2.8 min (engine-free, every core) + 14 min (engine, processes,
-# servers, one at a time), PostgreSQL 3.9 + 10.4 min (no `dbless` tests), load test 1.2 min.
+# About 26 minutes on the 2-core VM: SQLite 2 min (engine-free, every core) + 10.8 min (engine, processes,
+# servers, one at a time), PostgreSQL 2.8 + 8.2 min (no `dbless` tests), load test 1.1 min.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k agents).
 set -euo pipefail
 cd "$(dirname "$0")/.."
