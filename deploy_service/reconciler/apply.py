@@ -433,7 +433,11 @@ class DeploymentRun:
         service = self.observation.services.get(deployment.id)
         try:
             data = self.x.driver.apply(
-                workload, replicas=action.replicas, service=service, used_blocks=self.observation.used_blocks
+                workload,
+                replicas=action.replicas,
+                service=service,
+                used_blocks=self.observation.used_blocks,
+                watched=not action.back,
             )
         except ImageUnavailable as exc:
             deployment.image_ready = False
@@ -449,12 +453,11 @@ class DeploymentRun:
                 deployment, "service_created", f"Swarm service created with {action.replicas} replica(s).", data
             )
         elif action.change == "update":
-            going_back = service is not None and service.generation > action.generation
             lifecycle.record_event(
                 deployment,
                 "rolling_update",
                 f"Rolling update back to generation {action.generation} (start-first)."
-                if going_back
+                if action.back
                 else f"Rolling update to generation {action.generation} (start-first, rollback on failure).",
                 data,
             )

@@ -214,7 +214,13 @@ class Driver(abc.ABC):
         raise NotImplementedError(f"the {self.runner.name} runner's engine removes replicas itself")
 
     def apply(
-        self, workload: Workload, *, replicas: int, service: ServiceInfo | None, used_blocks: set[int]
+        self,
+        workload: Workload,
+        *,
+        replicas: int,
+        service: ServiceInfo | None,
+        used_blocks: set[int],
+        watched: bool = True,
     ) -> dict[str, object]:
         """Create or update the deployment's service (services only); the facts to record with the event."""
         raise NotImplementedError(f"the {self.runner.name} runner does not run services")
@@ -492,7 +498,13 @@ class ServiceDriver(Driver):
             self.keep(kept)
 
     def apply(
-        self, workload: Workload, *, replicas: int, service: ServiceInfo | None, used_blocks: set[int]
+        self,
+        workload: Workload,
+        *,
+        replicas: int,
+        service: ServiceInfo | None,
+        used_blocks: set[int],
+        watched: bool = True,
     ) -> dict[str, object]:
         same_generation = service is not None and service.generation == workload.generation
         if same_generation and service is not None and service.port_block is not None:
@@ -526,8 +538,7 @@ class ServiceDriver(Driver):
                 update_monitor=max(settings.startup_grace, workload.judged_after),
                 update_delay=max(settings.startup_grace, workload.judged_after),
                 update_parallelism=settings.max_surge,
-                # Back to an older generation than the service runs: the automatic rollback, not a rollout.
-                watched=service is None or service.generation <= workload.generation,
+                watched=watched,
                 built=workload.built,
                 registry_auth=workload.registry_auth,
             )

@@ -323,7 +323,8 @@ def _plan_service(
             actions.append(ApplySpec("create", count, generation))
             return Plan(tuple(actions), rules.tick, settled=True)
         change: Literal["scale", "update"] = "scale" if service.generation == generation else "update"
-        actions.append(ApplySpec(change, count, generation, from_replicas=service.replicas))
+        going_back = change == "update" and service.generation > generation
+        actions.append(ApplySpec(change, count, generation, from_replicas=service.replicas, back=going_back))
 
     # During a rollout (its progress is being watched), the spec the service ran before the update is
     # the one to go back to: Swarm keeps it as the previous spec.

@@ -37,18 +37,19 @@ def free_port(used: set[int], port_range: tuple[int, int], *, host: str = "127.0
     """
     low, high = port_range
     start = random.randint(low, high)
-    for lingering in (False, True) if host in LOCAL_HOSTS else (False,):
+    local = host in LOCAL_HOSTS
+    for lingering in (False, True) if local else (False,):  # a remote probe cannot tell lingering ports apart
         for offset in range(high - low + 1):
             port = low + (start - low + offset) % (high - low + 1)
             if port in used:
                 continue
-            if host in LOCAL_HOSTS:
-                if not _bindable(port, 1, lingering=lingering):
-                    continue
-            elif not _refused(host, port, timeout=timeout):
-                continue
-            used.add(port)
-            return port
+            if local:
+                free = _bindable(port, 1, lingering=lingering)
+            else:
+                free = _refused(host, port, timeout=timeout)
+            if free:
+                used.add(port)
+                return port
     raise RuntimeError(f"no free port left in HOST_PORT_RANGE {low}-{high}")
 
 

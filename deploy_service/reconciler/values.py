@@ -207,6 +207,9 @@ class ApplySpec:
     replicas: int
     generation: int
     from_replicas: int | None = None
+    back: bool = False
+    """An update to an older generation than the service runs: the automatic rollback's way back, which is not
+    watched (`ServiceSpec.watched`): a failure on it is the restart budget's, not a reason to stop half way."""
 
 
 @dataclass(frozen=True)
