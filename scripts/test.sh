@@ -6,8 +6,8 @@
 # redis-server and the load test wrk (scripts/ensure_tools.sh installs them when missing); the load test runs last, once. The swarm runner's
 # tests run on a single-node swarm that this script initialises (and leaves at the end) when the engine
 # is not in one already.
-# About 26 minutes on the 2-core VM: SQLite 2 min (engine-free, every core) + 10.8 min (engine, processes,
-# servers, one at a time), PostgreSQL 2.8 + 8.2 min (no `dbless` tests), load test 1.1 min.
+# About 17 minutes on the 2-core VM: SQLite 2 min (engine-free, every core) + 4.5 min (engine, processes,
+# servers, on 3 workers), PostgreSQL 2.8 + 4.5 min (no `dbless` tests), load test 1.1 min.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k agents).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,7 @@ scripts/ensure_client_tools.sh  # tests/clients: openapi-typescript and tsc from
 scripts/ensure_sshd.sh  # tests/integration/test_ssh_engine.py: a throwaway sshd for DOCKER_HOST=ssh://
 scripts/ensure_base_image.sh  # tests/integration/test_production_image.py: the Debian 12 base, made once
 scripts/ensure_tools.sh  # redis-server (the rate-limit tests) and wrk (the load test)
+tests/integration/images/build.sh >&2  # the test images, once: every xdist worker's session would build them
 
 # The swarm runner's integration tests need a Swarm manager: make this engine a single-node swarm for
 # the run, and leave it afterwards only if this script initialised it (a swarm that was there stays).
@@ -38,12 +39,15 @@ mypy
 run_pytest() { local rc=0; "$@" || rc=$?; [ "$rc" -eq 0 ] || [ "$rc" -eq 5 ] || exit "$rc"; }
 
 # The tests that need no engine, server, process or PostgreSQL of their own run on every core (pytest-xdist:
-# each test has its own SQLite file); those that do, one at a time (ports, the engine's namespace, the swarm).
+# each test has its own SQLite file); those that do, on OWN_WORKERS (default 3) xdist workers: each test has
+# an engine namespace and containers of its own, and each worker a host-port range of its own
+# (tests/helpers.py `port_range`). They mostly wait on the engine and on their processes, not on the cores.
 OWN_PARTS="engine or postgres or process or image or clients or fuzz"
+OWN_WORKERS="${OWN_WORKERS:-3}"
 echo "== pytest on SQLite: the tests needing no engine or server of their own, on every core" >&2
 run_pytest env -u TEST_DATABASE_URL python -m pytest -n auto -m "not load and not ($OWN_PARTS)" "$@"
-echo "== pytest on SQLite: the engine, processes and servers, one at a time" >&2
-run_pytest env -u TEST_DATABASE_URL python -m pytest -m "not load and ($OWN_PARTS)" "$@"
+echo "== pytest on SQLite: the engine, processes and servers, on $OWN_WORKERS workers" >&2
+run_pytest env -u TEST_DATABASE_URL python -m pytest -n "$OWN_WORKERS" -m "not load and ($OWN_PARTS)" "$@"
 
 # Only what the database can change runs again: the generated-clients tests read the spec, and `dbless`
 # tests (tests/conftest.py: no test-database fixture; the runners' own tests, processes on SQLite files
@@ -54,8 +58,8 @@ run_pytest env -u TEST_DATABASE_URL python -m pytest -m "not load and ($OWN_PART
 PG_TESTS="not load and not clients and not dbless and not image"
 echo "== pytest on PostgreSQL: the tests needing no engine or server of their own, on every core" >&2
 run_pytest scripts/with_postgres.sh python -m pytest -n auto -m "$PG_TESTS and not ($OWN_PARTS)" "$@"
-echo "== pytest on PostgreSQL: the engine, processes and servers, one at a time" >&2
-run_pytest scripts/with_postgres.sh python -m pytest -m "$PG_TESTS and ($OWN_PARTS)" "$@"
+echo "== pytest on PostgreSQL: the engine, processes and servers, on $OWN_WORKERS workers" >&2
+run_pytest scripts/with_postgres.sh python -m pytest -n "$OWN_WORKERS" -m "$PG_TESTS and ($OWN_PARTS)" "$@"
 
 # The sustained load test (LOAD_SECONDS, default 60) runs once, on PostgreSQL as in production, and
 # only for the whole suite (not when arguments pick tests).

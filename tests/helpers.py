@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import re
 import socket
 import ssl
@@ -35,8 +36,30 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 """The repository's root (where `app.py` and `scripts/` are)."""
 
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+"""This pytest-xdist worker's number (0 without xdist): scripts/test.sh runs the engine's tests on two."""
+
+
+def port_range(low: int, high: int) -> tuple[int, int]:
+    """A fixed host-port range of the tests, this worker's own: worker N's is N × 10,000 ports lower, so the
+    reconcilers of two workers never hand out each other's ports (both stay below the kernel's ephemeral
+    ports, 32768-, and above 1024 for up to three workers)."""
+    shift = 10_000 * WORKER
+    if low - shift <= 1024:
+        raise RuntimeError(f"no test port range for xdist worker {WORKER}: run the engine's tests on at most 3")
+    return low - shift, high - shift
+
+
 Gunicorn = Callable[..., tuple[str, Path]]
 """The `gunicorn` fixture (tests/e2e): start the service with extra variables → (base URL, log file)."""
+
+
+def build_steps(client: Any, marker: str) -> list[str]:
+    """The ids of the engine's containers whose command carries `marker`: a test's own build steps (`RUN echo
+    <marker> ...`), whatever the tests beside it (another xdist worker) run. The low-level list: no inspect per
+    container, which would race the engine's own clean-up."""
+    rows = client.api.containers(all=True)
+    return [row["Id"] for row in rows if marker in (row.get("Command") or "")]
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 30.0, *, interval: float = 0.05, what: str = "") -> Any:
@@ -265,9 +288,9 @@ def _fast_settings() -> Any:
         stable_seconds=60.0,
         stop_timeout=1.0,
         workers=4,
-        # Fixed: the reconciler binds each port before it hands it out (reconciler/ports.py), and the
-        # the Swarm driver needs whole blocks of 100 (ports 31000-31999: blocks 310-319).
-        port_range=(31000, 31999),
+        # Fixed (per xdist worker): the reconciler binds each port before it hands it out (reconciler/ports.py),
+        # and the Swarm driver needs whole blocks of 100 (worker 0's ports 31000-31999: blocks 310-319).
+        port_range=port_range(31000, 31999),
         replica_host="127.0.0.1",
     )
 
@@ -290,11 +313,12 @@ def _engine_settings() -> Any:
         stable_seconds=60.0,
         stop_timeout=2.0,
         workers=8,
-        # Fixed: the reconciler binds each port before it hands it out (reconciler/ports.py), and the
-        # Swarm runner needs whole blocks of 100 (a fresh one per rolling update). Below the kernel's
-        # ephemeral ports (32768-60999 by default), which any outgoing connection may hold at the moment a
-        # replica binds its port: a replica of block 328 once exited "address in use" in a rollback.
-        port_range=(30000, 30999),
+        # Fixed (per xdist worker, `port_range`): the reconciler binds each port before it hands it out
+        # (reconciler/ports.py), and the Swarm runner needs whole blocks of 100 (a fresh one per rolling
+        # update). Below the kernel's ephemeral ports (32768-60999 by default), which any outgoing
+        # connection may hold at the moment a replica binds its port: a replica of block 328 once exited
+        # "address in use" in a rollback.
+        port_range=port_range(30000, 30999),
         replica_host="127.0.0.1",
         sample_every=60.0,
     )

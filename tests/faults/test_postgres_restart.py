@@ -51,7 +51,7 @@ from deploy_service.services.notify import CHANNEL, local_wakeup
 from tests.conftest import TEST_CONFIG
 from tests.faults.conftest import FAST_HEALTH, HTTP_AGENT, EngineView
 from tests.faults.postgres_server import PostgresServer, find_bindir
-from tests.helpers import ENGINE, wait_until
+from tests.helpers import ENGINE, port_range, wait_until
 
 POOL = 3
 
@@ -192,7 +192,7 @@ SETTINGS = replace(
     restart_budget=5,
     stop_timeout=1.0,
     workers=4,
-    port_range=(28000, 28999),
+    port_range=port_range(28000, 28999),
 )
 LOOP = LoopSettings(standby_retry=0.2, retry_base=0.1, retry_max=0.5, connect_timeout=2, engine_backoff_max=0.5)
 

@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 from deploy_service.runner import BuildCancelled, BuildFailed, BuildSpec, Cancellation, DockerRunner, ImageUnavailable
 from deploy_service.runner.settings import RunnerSettings
 from tests.faults.engine_proxy import EngineProxy
+from tests.helpers import build_steps
 from tests.integration.test_docker_runner import HTTP_AGENT, git, make_repo, wait_for
 
 MEMORY_HOG = "deploy-test/memory-hog:latest"
@@ -139,13 +141,13 @@ def test_builds_and_pulls_never_send_the_credentials_stored_on_the_machine(
 def test_a_cancelled_build_is_dropped_by_the_engine_at_once(
     image_tag: str, tmp_path: Path, docker_engine: docker.DockerClient
 ) -> None:
-    repo = make_repo(tmp_path / "repo", f"FROM {HTTP_AGENT}\nRUN echo slow-step && sleep 30\n")
-    before = {row["Id"] for row in docker_engine.api.containers(all=True)}
+    marker = f"slow-step-{uuid.uuid4().hex[:8]}"
+    repo = make_repo(tmp_path / "repo", f"FROM {HTTP_AGENT}\nRUN echo {marker} && sleep 30\n")
     runner = DockerRunner(RunnerSettings(network_mode="host", docker_timeout=15))
     cancel = Cancellation()
 
     def on_output(line: str) -> None:
-        if line == "slow-step":
+        if line == marker:
             threading.Timer(0.2, cancel.cancel).start()
 
     spec = BuildSpec(git_url=str(repo), branch="feature/agent", tag=image_tag, allow_local=True)
@@ -157,11 +159,11 @@ def test_a_cancelled_build_is_dropped_by_the_engine_at_once(
         runner.close()
 
     assert time.monotonic() - started < 15, "cancelled while the step sleeps 30 s"
-    assert "slow-step" in cancelled.value.log
+    assert marker in cancelled.value.log
     with pytest.raises(docker.errors.ImageNotFound):
         docker_engine.images.get(image_tag)
     wait_for(
-        lambda: {row["Id"] for row in docker_engine.api.containers(all=True)} <= before,
+        lambda: build_steps(docker_engine, marker) == [],
         what="the cancelled build's container to be removed",
     )
 

@@ -35,7 +35,7 @@ from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import Settings
 from tests.factories import AuthActions
-from tests.helpers import ENGINE, Receiver, verify
+from tests.helpers import ENGINE, Receiver, build_steps, verify
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 SETTINGS = replace(ENGINE, sample_every=0.5)
@@ -296,12 +296,6 @@ def slow_repo(path: Path, marker: str) -> str:
     return f"file://{path}"
 
 
-def build_steps(engine: Engine, marker: str) -> list[str]:
-    """The ids of the engine's build-step containers whose command carries `marker`."""
-    rows = engine.client.api.containers(all=True)
-    return [row["Id"] for row in rows if marker in (row.get("Command") or "")]
-
-
 def test_stop_and_delete_cancel_builds_and_a_users_builds_past_builds_per_user_wait(
     api: Client, one_build_each: Engine, tmp_path: Path
 ) -> None:
@@ -309,13 +303,13 @@ def test_stop_and_delete_cancel_builds_and_a_users_builds_past_builds_per_user_w
     marker = f"slow-{uuid.uuid4().hex[:8]}"
     url = slow_repo(tmp_path / "repo", marker)
     first = api.deploy(api.agent(image=None, source={"git_url": url, "branch": "main"}))
-    wait_until(lambda: build_steps(engine, marker), timeout=30, what="the first build's slow step")
+    wait_until(lambda: build_steps(engine.client, marker), timeout=30, what="the first build's slow step")
     second = api.deploy(api.agent(image=None, source={"git_url": url, "branch": "main"}))
 
     [queued] = wait_until(lambda: api.events(second, "build_queued"), what="the second build to wait")
     assert "BUILDS_PER_USER" in queued["message"]
     assert api.deployment(second)["status"] == "deploying" and api.events(second, "build_started") == []
-    assert len(build_steps(engine, marker)) == 1
+    assert len(build_steps(engine.client, marker)) == 1
 
     assert api.call("post", f"/v1/deployments/{first}/stop").status_code == 202
     wait_until(lambda: api.events(first, "build_cancelled"), timeout=10, what="the first build to be cancelled")
@@ -323,9 +317,9 @@ def test_stop_and_delete_cancel_builds_and_a_users_builds_past_builds_per_user_w
     wait_until(lambda: api.events(second, "build_started"), timeout=10, what="the freed slot to start the second")
     assert api.deployment(first)["error"] is None  # cancelled, not failed
 
-    wait_until(lambda: len(build_steps(engine, marker)) == 1, timeout=30, what="the second build's slow step")
+    wait_until(lambda: len(build_steps(engine.client, marker)) == 1, timeout=30, what="the second build's slow step")
     assert api.call("delete", f"/v1/deployments/{second}").status_code == 200
-    wait_until(lambda: build_steps(engine, marker) == [], timeout=10, what="the deleted build to be dropped")
+    wait_until(lambda: build_steps(engine.client, marker) == [], timeout=10, what="the deleted build to be dropped")
     for deployment_id in (first, second):
         with pytest.raises(docker.errors.ImageNotFound):
             engine.client.images.get(api.deployment(deployment_id)["image"])

@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,7 @@ from deploy_service.runner import (
 )
 from deploy_service.runner.docker_runner import LABEL_PORT
 from deploy_service.runner.settings import RunnerSettings
+from tests.helpers import build_steps
 from tests.integration.conftest import printed_ids, remove_containers
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
@@ -641,17 +643,17 @@ def test_build_of_a_missing_branch_fails(runner: DockerRunner, image_tag: str, t
 def test_build_with_a_failing_instruction_fails_with_its_log(
     runner: DockerRunner, docker_engine: docker.DockerClient, image_tag: str, tmp_path: Path
 ) -> None:
-    repo = make_repo(tmp_path / "repo", f"FROM {HTTP_AGENT}\nRUN echo building-now && false\n")
-    before = {row["Id"] for row in docker_engine.api.containers(all=True)}
+    marker = f"building-now-{uuid.uuid4().hex[:8]}"
+    repo = make_repo(tmp_path / "repo", f"FROM {HTTP_AGENT}\nRUN echo {marker} && false\n")
 
     spec = BuildSpec(git_url=str(repo), branch="feature/agent", tag=image_tag, allow_local=True)
     with pytest.raises(BuildFailed, match="non-zero code") as failure:
         runner.build_image(spec, on_output=lambda line: None)
 
-    assert "building-now" in failure.value.log and "Step 2/2" in failure.value.log
+    assert marker in failure.value.log and "Step 2/2" in failure.value.log
     with pytest.raises(docker.errors.ImageNotFound):
         docker_engine.images.get(image_tag)
-    assert {row["Id"] for row in docker_engine.api.containers(all=True)} <= before
+    assert build_steps(docker_engine, marker) == [], "the failed step's container is removed"
 
 
 def test_build_refuses_a_dockerfile_that_leaves_the_repository(
@@ -695,9 +697,8 @@ def test_an_unreachable_engine_is_engine_unavailable(
 def test_build_timeout_stops_the_build(
     runner: DockerRunner, docker_engine: docker.DockerClient, image_tag: str, tmp_path: Path
 ) -> None:
-    repo = make_repo(tmp_path / "repo", f"FROM {HTTP_AGENT}\nRUN echo slow-step && sleep 30\n")
-    # The low-level list: no inspect per container, which would race the engine's own clean-up.
-    before = {row["Id"] for row in docker_engine.api.containers(all=True)}
+    marker = f"slow-step-{uuid.uuid4().hex[:8]}"
+    repo = make_repo(tmp_path / "repo", f"FROM {HTTP_AGENT}\nRUN echo {marker} && sleep 30\n")
     output: list[str] = []
 
     spec = BuildSpec(git_url=str(repo), branch="feature/agent", tag=image_tag, allow_local=True, build_timeout=1.5)
@@ -707,9 +708,9 @@ def test_build_timeout_stops_the_build(
 
     # Cut at the deadline, not waited out: the step alone sleeps 30 s.
     assert spec.build_timeout <= time.monotonic() - started < 30
-    assert "slow-step" in output
+    assert marker in output
     wait_for(
-        lambda: {row["Id"] for row in docker_engine.api.containers(all=True)} <= before,
+        lambda: build_steps(docker_engine, marker) == [],
         what="the cancelled build's container to be removed",
     )
 

@@ -33,11 +33,11 @@ from deploy_service.runner.docker_client import SSH_POOL_SIZE
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.services.engine import EXTENSION_KEY as RUNNER_KEY
 from deploy_service.settings import Settings, settings_from
-from tests.helpers import ENGINE, Api, ProcessGroup, free_port, wait_until
+from tests.helpers import ENGINE, Api, ProcessGroup, free_port, port_range, wait_until
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
 FAST_HEALTH = {"path": "/health", "interval_seconds": 0.3, "timeout_seconds": 1.0, "retries": 2}
-SETTINGS = replace(ENGINE, workers=4, port_range=(29000, 29999), sample_every=15.0)
+SETTINGS = replace(ENGINE, workers=4, port_range=port_range(29000, 29999), sample_every=15.0)
 SSH_USER = "root"  # the tests run as root (as CI does); sshd's sessions run as the user who logs in
 
 

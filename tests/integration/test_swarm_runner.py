@@ -20,12 +20,13 @@ from deploy_service.reconciler.ports import free_block
 from deploy_service.runner import LABEL_MANAGED, ServiceSpec, SwarmRunner
 from deploy_service.runner.settings import RunnerSettings
 from deploy_service.runner.swarm_runner import current_tasks
+from tests.helpers import port_range
 from tests.integration.conftest import printed_ids
 
 HTTP_AGENT = "deploy-test/http-agent:latest"
-PORT_RANGE = (30000, 32699)
-"""Where the tests' port blocks are probed (blocks 300-326; the Swarm driver's own `free_block`), below the
-kernel's ephemeral ports (32768-)."""
+PORT_RANGE = port_range(30000, 32699)
+"""Where the tests' port blocks are probed (xdist worker 0: blocks 300-326; the Swarm driver's own `free_block`),
+below the kernel's ephemeral ports (32768-)."""
 
 
 @pytest.fixture()
