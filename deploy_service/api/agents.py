@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import Response
 from flask.views import MethodView
 
-from deploy_service.api.common import Blueprint, current_user, links
+from deploy_service.api.common import Blueprint, current_user, json_response, links
 from deploy_service.models import Agent, Invocation
 from deploy_service.schemas.agent import (
     AgentInputSchema,
@@ -18,6 +19,7 @@ from deploy_service.schemas.agent import (
 from deploy_service.schemas.common import WindowArgs
 from deploy_service.schemas.evaluation import AgentStatsSchema
 from deploy_service.schemas.invocation import InvocationListArgs, InvocationPageSchema
+from deploy_service.services import agent_reads
 from deploy_service.services import agents as agent_service
 from deploy_service.services import invocations as invocation_service
 from deploy_service.services.agent_stats import agent_stats
@@ -44,16 +46,16 @@ class Agents(MethodView):
     @blp.doc(operationId="listAgents")
     @blp.auth_required()
     @blp.arguments(AgentListArgs, location="query")
-    @blp.response(200, AgentPageSchema)
+    @blp.response(200, AgentPageSchema, prebuilt=True)
     @blp.error(403, "`forbidden`: `owner_id` of another user and you are not an admin; or an API key was sent.")
-    def get(self, args: dict[str, Any]) -> Page[Agent]:
+    def get(self, args: dict[str, Any]) -> Response:
         """List agents
 
         Your agents, newest first (an admin sees everyone's), filtered by `status` and a
         case-insensitive match of `q` on the name. `owner_id` of another user is an admin's filter:
         403 for anyone else.
         """
-        return agent_service.list_agents(current_user(), **args)
+        return json_response(agent_reads.list_agent_bodies(current_user(), **args))
 
     @blp.doc(operationId="createAgent")
     @blp.auth_required()

@@ -50,7 +50,9 @@ class Agent(db.Model):  # type: ignore[name-defined]
     __tablename__ = "agents"
     __table_args__ = (
         UniqueConstraint("owner_id", "name"),
-        Index("ix_agents_owner_id_created_at", "owner_id", "created_at"),
+        # The lists' order, `created_at DESC, id DESC`, read from an index (services/agent_reads.py).
+        Index("ix_agents_owner_id_created_at_id", "owner_id", "created_at", "id"),
+        Index("ix_agents_created_at_id", "created_at", "id"),
         Index("ix_agents_status", "status"),
     )
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
-from deploy_service.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from deploy_service.errors import Conflict, NotFound, ValidationFailed
 from deploy_service.extensions import db
 from deploy_service.models import (
     DEFAULT_RESTART_POLICY,
@@ -23,7 +23,7 @@ from deploy_service.models import (
 )
 from deploy_service.references import DOCKER_HUB, image_registry
 from deploy_service.services import quotas
-from deploy_service.services.common import Page, paginate, scope_to_owner
+from deploy_service.services.common import Page
 from deploy_service.services.secrets import missing_secret_names
 from deploy_service.settings import current_settings
 
@@ -168,33 +168,6 @@ def agent_for_caller(caller: Principal | ApiKey, agent_id: str | None) -> Agent:
             details={"agent_id": ["Missing."]},
         )
     return get_agent(caller, agent_id)
-
-
-def list_agents(
-    actor: Principal,
-    *,
-    skip: int,
-    limit: int,
-    status: str | None = None,
-    q: str | None = None,
-    owner_id: str | None = None,
-) -> Page[Agent]:
-    """The caller's agents, newest first, filtered by status and name.
-
-    Raises:
-        Forbidden: a non-admin filtered by another user's id (`owner_id` is an admin's filter).
-    """
-    if owner_id and not actor.is_admin and owner_id != actor.id:
-        raise Forbidden("Only an admin may list other users' agents.")
-    stmt = scope_to_owner(select(Agent), Agent.owner_id, actor)
-    if owner_id:
-        stmt = stmt.where(Agent.owner_id == owner_id)
-    if status:
-        stmt = stmt.where(Agent.status == status)
-    if q:
-        escaped = q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(func.lower(Agent.name).like(f"%{escaped}%", escape="\\"))
-    return paginate(stmt.order_by(Agent.created_at.desc(), Agent.id.desc()), skip=skip, limit=limit)
 
 
 def add_agent(actor: Principal, data: dict[str, Any]) -> Agent:

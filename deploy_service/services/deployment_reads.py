@@ -14,17 +14,13 @@ Writes still go through `services.deployments` and the ORM; this module only rea
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-import orjson
-from sqlalchemy import DateTime, Text, bindparam, cast, func, select, true, type_coerce
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Text, bindparam, cast, func, select, true, type_coerce
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
-from sqlalchemy.types import TypeDecorator
 
 from deploy_service.errors import NotFound
 from deploy_service.models import (
@@ -38,6 +34,7 @@ from deploy_service.models import (
     is_running,
 )
 from deploy_service.rawdb import PreparedQuery
+from deploy_service.services.read_columns import JsonText, RawJSON, body_of, timestamp
 
 _deployments = Deployment.__table__
 _instances = Instance.__table__
@@ -45,69 +42,11 @@ _events = DeploymentEvent.__table__
 _releases = Release.__table__
 
 
-class _IsoTimestamp(TypeDecorator[Any]):
-    """A UTC timestamp as the body shows it: SQLite builds the ISO 8601 text (`_IsoText`), PostgreSQL's
-    driver hands back a `datetime`, which orjson writes as ISO 8601 once it is in UTC."""
-
-    impl = DateTime
-    cache_ok = True
-
-    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
-        if dialect.name == "sqlite":
-            return None
-
-        def in_utc(value: datetime | None) -> datetime | None:
-            if value is None:
-                return None
-            return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-        return in_utc
-
-
-class _IsoText(FunctionElement[Any]):
-    """A timestamp column read as `_IsoTimestamp`.
-
-    SQLite keeps these columns as `YYYY-MM-DD HH:MM:SS.ffffff` UTC text; it turns that into
-    `YYYY-MM-DDTHH:MM:SS.ffffff+00:00` itself, exactly `datetime.isoformat()` (which leaves out zero
-    microseconds), so no Python runs per value: a page of 50 has 300 of them.
-    """
-
-    type = _IsoTimestamp()
-    inherit_cache = True
-
-
-@compiles(_IsoText)
-def _iso_text_default(element: _IsoText, compiler: Any, **kw: Any) -> str:
-    return str(compiler.process(element.clauses, **kw))
-
-
-@compiles(_IsoText, "sqlite")
-def _iso_text_sqlite(element: _IsoText, compiler: Any, **kw: Any) -> str:
-    value = compiler.process(element.clauses, **kw)
-    return (
-        f"(CASE WHEN substr({value}, 20) = '.000000' THEN replace(substr({value}, 1, 19), ' ', 'T') "
-        f"ELSE replace({value}, ' ', 'T') END || '+00:00')"
-    )
-
-
-class _RawJSON(TypeDecorator[Any]):
-    """JSON text handed on as an `orjson.Fragment`: embedded in the response without being parsed."""
-
-    impl = Text
-    cache_ok = True
-
-    def result_processor(self, dialect: Dialect, coltype: Any) -> Any:
-        def wrap(value: Any) -> Any:
-            return None if value is None else orjson.Fragment(value)
-
-        return wrap
-
-
 class _PublicConfig(FunctionElement[Any]):
     """A deployment's `config` without its internal keys (`overrides`, `secret_versions`), as JSON text, computed
     by the database."""
 
-    type = _RawJSON()
+    type = RawJSON()
     inherit_cache = True
 
 
@@ -121,26 +60,9 @@ def _public_config_postgresql(element: _PublicConfig, compiler: Any, **kw: Any) 
     return "CAST((deployments.config - 'overrides' - 'secret_versions') AS TEXT)"
 
 
-class _JsonText(FunctionElement[Any]):
-    """A JSON value read as `_RawJSON`: SQLite keeps it as text already, PostgreSQL's JSONB is cast to text."""
-
-    type = _RawJSON()
-    inherit_cache = True
-
-
-@compiles(_JsonText)
-def _json_text_default(element: _JsonText, compiler: Any, **kw: Any) -> str:
-    return str(compiler.process(element.clauses, **kw))
-
-
-@compiles(_JsonText, "postgresql")
-def _json_text_postgresql(element: _JsonText, compiler: Any, **kw: Any) -> str:
-    return f"CAST({compiler.process(element.clauses, **kw)} AS TEXT)"
-
-
 # The current release's `{git_url, branch, commit}` (NULL for an image agent): one row by the unique
 # (deployment_id, number) index, looked up per deployment of the page.
-_CURRENT_SOURCE = _JsonText(
+_CURRENT_SOURCE = JsonText(
     select(_releases.c.source)
     .where(_releases.c.deployment_id == _deployments.c.id, _releases.c.number == _deployments.c.revision)
     .correlate(_deployments)
@@ -148,12 +70,8 @@ _CURRENT_SOURCE = _JsonText(
 )
 
 
-def _timestamp(column: Any) -> Any:
-    return _IsoText(column).label(column.name)
-
-
 # The one declaration of what the bodies hold: (body key, column), in the body's order. The SELECTs are
-# built from these lists, so a row holds these values in this order, and `_body_of` reads each key's
+# built from these lists, so a row holds these values in this order, and `body_of` reads each key's
 # value at its position; tests/api/test_deployment_reads.py holds the keys to `DeploymentSchema`'s fields.
 DEPLOYMENT_FIELDS: tuple[tuple[str, Any], ...] = (
     ("id", _deployments.c.id),
@@ -168,11 +86,11 @@ DEPLOYMENT_FIELDS: tuple[tuple[str, Any], ...] = (
     ("config", _PublicConfig().label("config")),
     ("source", _CURRENT_SOURCE.label("source")),
     ("error", _deployments.c.error),
-    ("created_at", _timestamp(_deployments.c.created_at)),
-    ("updated_at", _timestamp(_deployments.c.updated_at)),
-    ("started_at", _timestamp(_deployments.c.started_at)),
-    ("ready_at", _timestamp(_deployments.c.ready_at)),
-    ("ended_at", _timestamp(_deployments.c.ended_at)),
+    ("created_at", timestamp(_deployments.c.created_at)),
+    ("updated_at", timestamp(_deployments.c.updated_at)),
+    ("started_at", timestamp(_deployments.c.started_at)),
+    ("ready_at", timestamp(_deployments.c.ready_at)),
+    ("ended_at", timestamp(_deployments.c.ended_at)),
 )
 """Then `instances`, built from `INSTANCE_FIELDS`."""
 INSTANCE_FIELDS: tuple[tuple[str, Any], ...] = (
@@ -183,27 +101,15 @@ INSTANCE_FIELDS: tuple[tuple[str, Any], ...] = (
     ("host", _instances.c.host),
     ("port", _instances.c.port),
     ("restarts", _instances.c.restarts),
-    ("started_at", _timestamp(_instances.c.started_at)),
+    ("started_at", timestamp(_instances.c.started_at)),
     ("exit_code", _instances.c.exit_code),
     ("healthy", _instances.c.healthy),
 )
 
 
-def _body_of(fields: Sequence[tuple[str, Any]]) -> Callable[[Sequence[Any]], dict[str, Any]]:
-    """`row -> {key: row[position], ...}` for the declared fields, as one dict display compiled once.
-
-    What `namedtuple` and `dataclasses` do for their methods: a page of 50 builds 200 of these dicts, and
-    the display costs a third of `dict(zip(keys, row))` (which makes a tuple per pair). The keys are this
-    module's constants.
-    """
-    items = ", ".join(f"{key!r}: row[{position}]" for position, (key, _) in enumerate(fields))
-    built: Callable[[Sequence[Any]], dict[str, Any]] = eval(f"lambda row: {{{items}}}")
-    return built
-
-
 _DEPLOYMENT_KEYS = tuple(key for key, _ in DEPLOYMENT_FIELDS)
-_deployment_fields = _body_of(DEPLOYMENT_FIELDS)
-_instance_fields = _body_of(INSTANCE_FIELDS)
+_deployment_fields = body_of(DEPLOYMENT_FIELDS)
+_instance_fields = body_of(INSTANCE_FIELDS)
 _DEPLOYMENT_COLUMNS = [column for _, column in DEPLOYMENT_FIELDS]
 # An instance row is its fields, then the deployment it belongs to (how a page's instances are grouped).
 _INSTANCE_COLUMNS = [*(column for _, column in INSTANCE_FIELDS), _instances.c.deployment_id]
@@ -338,11 +244,11 @@ EVENT_FIELDS: tuple[tuple[str, Any], ...] = (
     ("event_type", _events.c.event_type),
     ("status", _events.c.status),
     ("message", _events.c.message),
-    ("data", type_coerce(cast(_events.c.data, Text), _RawJSON()).label("data")),
-    ("created_at", _timestamp(_events.c.created_at)),
+    ("data", type_coerce(cast(_events.c.data, Text), RawJSON()).label("data")),
+    ("created_at", timestamp(_events.c.created_at)),
 )
 """An event's body, in `EventSchema`'s order (tests/api/test_deployment_reads.py holds the two alike)."""
-_event_fields = _body_of(EVENT_FIELDS)
+_event_fields = body_of(EVENT_FIELDS)
 _HEADER = (_deployments.c.id, _deployments.c.owner_id, _deployments.c.status)
 _EVENT_AT = len(_HEADER) + 1  # after the header and the total
 
