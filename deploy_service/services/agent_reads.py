@@ -24,7 +24,7 @@ from deploy_service.errors import Forbidden
 from deploy_service.models import Agent, Principal
 from deploy_service.rawdb import PreparedQuery
 from deploy_service.schemas.agent import AgentSchema
-from deploy_service.services.read_columns import DriverNumber, JsonText, body_of, timestamp
+from deploy_service.services.read_columns import DriverNumber, JsonText, JsonValue, body_of, timestamp
 
 _agents = Agent.__table__
 
@@ -34,17 +34,17 @@ AGENT_FIELDS: tuple[tuple[str, Any], ...] = (
     ("name", _agents.c.name),
     ("description", _agents.c.description),
     ("image", _agents.c.image),
-    ("source", _agents.c.source),
+    ("source", JsonValue(_agents.c.source).label("source")),
     ("port", _agents.c.port),
     ("invoke_path", _agents.c.invoke_path),
     ("command", JsonText(_agents.c.command).label("command")),
     ("env", JsonText(_agents.c.env).label("env")),
     ("secrets", JsonText(_agents.c.secrets).label("secrets")),
-    ("health_check", _agents.c.health_check),
-    ("resources", _agents.c.resources),
+    ("health_check", JsonValue(_agents.c.health_check).label("health_check")),
+    ("resources", JsonValue(_agents.c.resources).label("resources")),
     ("read_only_rootfs", _agents.c.read_only_rootfs),
     ("run_as_user", _agents.c.run_as_user),
-    ("registry_auth", _agents.c.registry_auth),
+    ("registry_auth", JsonValue(_agents.c.registry_auth).label("registry_auth")),
     ("kind", _agents.c.kind),
     ("restart_policy", _agents.c.restart_policy),
     ("timeout_seconds", type_coerce(_agents.c.timeout_seconds, DriverNumber()).label("timeout_seconds")),
