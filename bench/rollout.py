@@ -17,12 +17,16 @@ then:
   but the last, whose removal follows in the same pass, as it serves nothing by then),
   while a thread calls `POST /v1/agents/<id>/interact` through the service in a loop with the agent's API
   key: every answer that is not a 200 is a failed call;
-- raw: docker-py starts the same number of containers of the same image one after another, each until
-  its `/health` answers 200, polled at the same interval (what a one-at-a-time start-first update must
-  at least wait for), then removes them.
+- one by one: the service's own runner (`DockerRunner.start_replica`, the create arguments every replica
+  gets: CPU and memory limits, dropped capabilities, read-only root with a tmpfs, a non-root user, log
+  rotation) starts the same replicas one after another, each until its `/health` answers 200, polled at
+  the same interval (what a one-at-a-time start-first update must at least wait for), then removes them;
+- bare: the same with docker-py's `containers.run` and none of those arguments (the baseline before
+  2026-12-03: a lighter container than any replica, kept as a second figure).
 
-Printed: the median update and raw times, their ratio (target <= 1.5x), and the failed calls over every
-update (target 0) with the number of calls made.
+Printed: the median update and baseline times, the update's ratio to the same replicas started one by one
+(target <= 1.5x) and to the bare starts, and the failed calls over every update (target 0) with the
+number of calls made.
 """
 
 from __future__ import annotations
@@ -46,9 +50,12 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.deploy import IMAGE, free_port, start_service  # noqa: E402
+from deploy_service.runner import DockerRunner, ReplicaSpec  # noqa: E402
+from deploy_service.runner.settings import RunnerSettings  # noqa: E402
 
 LABEL = "deploy-service.bench-rollout"
 NAMESPACE = "bench-rollout"
+RAW_NAMESPACE = "bench-rollout-raw"
 
 
 def healthy(port: int, timeout: float) -> bool:
@@ -81,6 +88,30 @@ def raw_run(client: docker.DockerClient, count: int, interval: float) -> float:
     finally:
         for container in containers:
             container.remove(force=True)
+
+
+def runner_run(count: int, interval: float) -> float:
+    """`raw_run` through the service's own runner: the same replicas (the same create arguments: limits,
+    dropped capabilities, read-only root, tmpfs, non-root user, log rotation) started one after another by
+    `DockerRunner.start_replica`, each until its health check passes; seconds for all."""
+    runner = DockerRunner(RunnerSettings(network_mode="host", namespace=RAW_NAMESPACE, stop_timeout=1.0))
+    deployment = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    started = time.perf_counter()
+    names = []
+    try:
+        for index in range(count):
+            port = free_port()
+            spec = ReplicaSpec(
+                deployment_id=deployment, agent_id="bench", index=index, generation=1, image=IMAGE, port=port
+            )
+            names.append(runner.start_replica(spec).container_id)
+            while not healthy(port, timeout=1.0):
+                time.sleep(interval)
+        return time.perf_counter() - started
+    finally:
+        for name in names:
+            runner.remove_replica(name, stop_timeout=1.0)
+        runner.close()
 
 
 class Caller:
@@ -193,7 +224,7 @@ def run(
         wait_for(lambda: http.get(f"{base}/v1/deployments/{deployment_id}").json()["status"] == "ready", 120, "ready")
         raw_run(client, 1, interval)  # warm-up
         caller = Caller(base, agent_id, key)
-        updates, raws = [], []
+        updates, raws, runs = [], [], []
         phases: list[tuple[float, str]] = []
         images = [second, IMAGE]
         for round_index in range(rounds):
@@ -201,6 +232,7 @@ def run(
             updates.append(update(http, base, agent_id, deployment_id, images[round_index % 2], phases))
             caller.calling.clear()
             raws.append(raw_run(client, replicas, interval))
+            runs.append(runner_run(replicas, interval))
     finally:
         if caller is not None:
             caller.stop()
@@ -212,15 +244,17 @@ def run(
                 os.environ.pop(key_name, None)
             else:
                 os.environ[key_name] = value
-        for label in (f"deploy-service.managed={NAMESPACE}", LABEL):
+        for label in (f"deploy-service.managed={NAMESPACE}", f"deploy-service.managed={RAW_NAMESPACE}", LABEL):
             for container in client.containers.list(all=True, filters={"label": label}):
                 container.remove(force=True)
         client.images.remove(second, force=True)
     return {
         "update": statistics.median(updates),
         "raw": statistics.median(raws),
+        "runner": statistics.median(runs),
         "updates": updates,
         "raws": raws,
+        "runs": runs,
         "calls": caller.calls,
         "failed": caller.failed,
         "statuses": caller.statuses,
@@ -245,16 +279,20 @@ def main() -> None:
         f"{args.replicas} replicas, health check every {args.interval:g}s, reconcile tick {tick}, "
         f"surge {args.surge or 1}, {args.rounds} rounds"
     )
-    ratio = figures["update"] / figures["raw"]
-    print(f"{'case':<44}{'value':>10}{'target':>10}")
-    print(f"{'rolling update (POST -> release active) s':<44}{figures['update']:>10.3f}")
-    print(f"{'sequential raw starts until healthy s':<44}{figures['raw']:>10.3f}")
+    ratio = figures["update"] / figures["runner"]
+    print(f"{'case':<50}{'value':>10}{'target':>10}")
+    print(f"{'rolling update (POST -> release active) s':<50}{figures['update']:>10.3f}")
+    print(f"{'the same replicas started one by one, healthy s':<50}{figures['runner']:>10.3f}")
+    print(f"{'bare docker-py starts (no limits), healthy s':<50}{figures['raw']:>10.3f}")
     verdict = "ok" if ratio <= 1.5 else "MISSED"
-    print(f"{'ratio':<44}{ratio:>10.2f}{'<= 1.5':>10} {verdict}")
+    print(f"{'ratio to the same replicas one by one':<50}{ratio:>10.2f}{'<= 1.5':>10} {verdict}")
+    print(f"{'ratio to bare docker-py starts':<50}{figures['update'] / figures['raw']:>10.2f}")
     verdict = "ok" if figures["failed"] == 0 else f"MISSED {figures['statuses']}"
-    print(f"{'failed interact calls during the updates':<44}{figures['failed']:>10}{'0':>10} {verdict}")
+    print(f"{'failed interact calls during the updates':<50}{figures['failed']:>10}{'0':>10} {verdict}")
     print(f"   ({figures['calls']} calls; updates {[round(u, 2) for u in figures['updates']]} s,")
-    print(f"    raw {[round(r, 2) for r in figures['raws']]} s)")
+    print(
+        f"    one by one {[round(r, 2) for r in figures['runs']]} s, bare {[round(r, 2) for r in figures['raws']]} s)"
+    )
     if args.phases:
         for at, message in figures["phases"]:
             print(f"   {at * 1000:>8.1f} ms  {message}")
