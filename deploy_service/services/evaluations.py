@@ -10,7 +10,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, func, insert, select
+from sqlalchemy import Select, bindparam, case, func, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from deploy_service.errors import NotFound
@@ -27,8 +27,18 @@ log = logging.getLogger(__name__)
 
 _EVALUATIONS = Evaluation.__table__
 _COLUMNS = tuple(column.name for column in _EVALUATIONS.columns)
-_INSERT = insert(_EVALUATIONS)
-"""One statement for every post (its parameters are the row): compiled once, not a `values()` per call."""
+_INSERT = (
+    insert(_EVALUATIONS)
+    .values(
+        deployment_id=select(Deployment.id)
+        .where(Deployment.agent_id == bindparam("live_of"), Deployment.status != DeploymentStatus.KILLED)
+        .limit(1)
+        .scalar_subquery()
+    )
+    .returning(_EVALUATIONS.c.deployment_id)
+)
+"""One statement for every post (its parameters are the row, and `live_of` the agent whose live deployment it
+is filed under, found by the statement itself): compiled once, not a `values()` per call."""
 
 
 def record(caller: Principal | ApiKey, data: dict[str, Any]) -> dict[str, Any]:
@@ -36,8 +46,9 @@ def record(caller: Principal | ApiKey, data: dict[str, Any]) -> dict[str, Any]:
     as `EvaluationSchema` shows it (every column, in the table's order).
 
     The write agents make on every answer, so it is one insert and a commit: a key names its agent (the key
-    row exists only while the agent does: it is deleted with it), and the live deployment is read by id
-    only. An agent deleted in between is the same 404 as one never there.
+    row exists only while the agent does: it is deleted with it), and the live deployment it is filed under is
+    found by the insert itself (a subquery; `RETURNING` hands its id back). An agent deleted in between is the
+    same 404 as one never there.
 
     Raises:
         NotFound: no such agent visible to the caller, or a key used for another agent.
@@ -50,17 +61,16 @@ def record(caller: Principal | ApiKey, data: dict[str, Any]) -> dict[str, Any]:
     if "hallucinated" not in data:
         probability = data.get("hallucination_probability")
         data["hallucinated"] = probability is not None and probability >= 0.5
-    deployment_id = db.session.scalar(
-        select(Deployment.id).where(Deployment.agent_id == agent_id, Deployment.status != DeploymentStatus.KILLED)
-    )
     row = dict.fromkeys(_COLUMNS)
-    row.update(data, id=new_id(), agent_id=agent_id, deployment_id=deployment_id, created_at=utcnow())
+    del row["deployment_id"]  # the statement's own
+    row.update(data, id=new_id(), agent_id=agent_id, created_at=utcnow())
     try:
-        db.session.execute(_INSERT, row)
+        deployment_id = db.session.execute(_INSERT, {**row, "live_of": agent_id}).scalar_one()
         db.session.commit()
     except IntegrityError as exc:  # the agent (with its keys) was deleted since it was read
         db.session.rollback()
         raise NotFound("Agent not found.") from exc
+    row = {column: deployment_id if column == "deployment_id" else row[column] for column in _COLUMNS}
     # The hallucination rule runs on the event, not only on the next sampling round: at most every
     # ALERT_EVENT_RULE_SECONDS per deployment (it counts the whole window).
     interval = current_settings().alerts.event_rule_seconds

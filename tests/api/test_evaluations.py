@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import update
 
 from deploy_service.extensions import db
-from deploy_service.models import Evaluation, Invocation
+from deploy_service.models import Deployment, Evaluation, Invocation
 from deploy_service.models.types import utcnow
 from deploy_service.schemas.evaluation import EvaluationSchema
 from tests.factories import AuthActions
@@ -158,6 +158,32 @@ def test_a_posted_evaluation_answers_what_the_schema_shows_of_the_stored_row(
             expected = EvaluationSchema().dump(stored)
         assert body == expected and list(body) == list(expected)
         assert body["deployment_id"] == deployment["id"] and body["created_at"].endswith("+00:00")
+
+
+def test_an_evaluation_is_filed_under_its_agents_live_deployment_if_there_is_one(
+    app: Flask, api: Api, client: FlaskClient, fake_runner: FakeRunner
+) -> None:
+    """The insert finds the live deployment itself: none before a deploy, the deployment while it lives, none once
+    it is killed, and the answer says the same as the stored row."""
+    agent = new_agent(app, api)
+    key = key_for(api, agent["id"])
+
+    def filed_under() -> str | None:
+        response = client.post("/v1/evaluations", headers=key, json={"prompt": "p", "response": "r"})
+        assert response.status_code == 201, response.get_json()
+        body = response.get_json()
+        with app.app_context():
+            stored = db.session.get(Evaluation, body["id"])
+            assert stored is not None and stored.deployment_id == body["deployment_id"]
+        return body["deployment_id"]
+
+    assert filed_under() is None
+    deployment = api.post(f"/v1/agents/{agent['id']}/deploy", {}).get_json()
+    assert filed_under() == deployment["id"]
+    with app.app_context():
+        db.session.execute(update(Deployment).where(Deployment.id == deployment["id"]).values(status="killed"))
+        db.session.commit()
+    assert filed_under() is None
 
 
 def test_agent_stats(app: Flask, api: Api, client: FlaskClient, fake_runner: FakeRunner) -> None:
