@@ -6,8 +6,8 @@
 # redis-server and the load test wrk (scripts/ensure_tools.sh installs them when missing); the load test runs last, once. The swarm runner's
 # tests run on a single-node swarm that this script initialises (and leaves at the end) when the engine
 # is not in one already.
-# About 17 minutes on the 2-core VM: SQLite 2 min (engine-free, every core) + 4.5 min (engine, processes,
-# servers, on 3 workers), PostgreSQL 2.8 + 4.5 min (no `dbless` tests), load test 1.1 min.
+# About 15 minutes on the 2-core VM: SQLite 2.3 min (engine-free, every core) + 4.8 min (engine, processes,
+# servers, on 3 workers), PostgreSQL 2.9 + 3.3 min (no `dbless` tests), load test 1.1 min.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k agents).
 set -euo pipefail
 cd "$(dirname "$0")/.."
